@@ -1,0 +1,146 @@
+"""Idempotent Kafka consumers with retries and a dead-letter queue.
+
+For each message the handler runs in one PostgreSQL transaction that first records the
+event id in `processed_events`; a duplicate delivery finds the record and changes
+nothing. Offsets are committed only after processing. A message that still fails after
+`consumer_max_attempts` goes to `<topic>.dlq` (and the `dead_letters` table) with the
+error, and the consumer moves on.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import traceback
+from datetime import datetime, timezone
+from typing import Awaitable, Callable
+
+import asyncpg
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from shared import context, metrics
+from shared.bus import dlq_topic, make_consumer
+from shared.envelope import EventEnvelope
+from shared.eventstore import ConcurrencyConflict
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[asyncpg.Connection, EventEnvelope], Awaitable[None]]
+
+# Failures that say nothing about the message itself: retry them without counting.
+_TRANSIENT = (ConcurrencyConflict, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_MAX_TRANSIENT_RETRIES = 100
+# The database being unreachable is not the message's fault: wait for it, never dead-letter.
+_INFRASTRUCTURE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                   asyncpg.CannotConnectNowError)
+
+
+class PoisonMessage(Exception):
+    """The message cannot be decoded: no retry can help."""
+
+
+class EventConsumer:
+    def __init__(self, *, settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer,
+                 group_id: str, topics: list[str], handler: Handler) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.producer = producer
+        self.group_id = group_id
+        self.topics = topics
+        self.handler = handler
+        self.assigned = asyncio.Event()
+
+    async def run(self) -> None:
+        consumer = make_consumer(self.settings, *self.topics, group_id=self.group_id)
+        await consumer.start()
+        try:
+            while True:
+                batch = await consumer.getmany(timeout_ms=1000)
+                if consumer.assignment():
+                    self.assigned.set()
+                if not batch:
+                    continue
+                # Partitions are independent, so they are handled concurrently; within a
+                # partition (one order's messages) strictly in order.
+                await asyncio.gather(*(self._handle_partition(msgs) for msgs in batch.values()))
+                await consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in batch.items()})
+        finally:
+            await consumer.stop()
+
+    async def _handle_partition(self, messages: list[ConsumerRecord]) -> None:
+        for message in messages:
+            await self.handle_message(message)
+
+    async def handle_message(self, message: ConsumerRecord) -> None:
+        started = time.perf_counter()
+        attempts = transient = 0
+        while True:
+            try:
+                envelope = decode(message)
+                outcome = await self._apply(envelope)
+                metrics.CONSUMED.labels(self.group_id, outcome).inc()
+                metrics.HANDLE_SECONDS.labels(self.group_id).observe(time.perf_counter() - started)
+                return
+            except asyncio.CancelledError:
+                raise
+            except _INFRASTRUCTURE as exc:
+                log.warning("database unavailable; waiting", extra={"fields": {"error": repr(exc)}})
+                await asyncio.sleep(1.0)
+            except Exception as exc:
+                if isinstance(exc, _TRANSIENT) and transient < _MAX_TRANSIENT_RETRIES:
+                    transient += 1
+                    await asyncio.sleep(0.001 * min(transient, 50))
+                    continue
+                attempts += 1
+                if isinstance(exc, PoisonMessage) or attempts >= self.settings.consumer_max_attempts:
+                    await self._dead_letter(message, exc, attempts)
+                    metrics.CONSUMED.labels(self.group_id, "dead_lettered").inc()
+                    return
+                log.warning("handler failed; retrying", extra={"fields": {
+                    "consumer": self.group_id, "topic": message.topic, "offset": message.offset,
+                    "attempt": attempts, "error": repr(exc)}})
+                await asyncio.sleep(self.settings.consumer_retry_backoff_ms / 1000 * attempts)
+
+    async def _apply(self, envelope: EventEnvelope) -> str:
+        with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
+            async with self.pool.acquire() as conn, conn.transaction():
+                first_time = await conn.fetchval(
+                    "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)"
+                    " ON CONFLICT DO NOTHING RETURNING true", self.group_id, envelope.event_id)
+                if not first_time:
+                    return "duplicate"
+                await self.handler(conn, envelope)
+                return "processed"
+
+    async def _dead_letter(self, message: ConsumerRecord, exc: Exception, attempts: int) -> None:
+        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        headers = list(message.headers or ()) + [
+            ("dlq_error", error.encode()),
+            ("dlq_consumer", self.group_id.encode()),
+            ("dlq_original_topic", message.topic.encode()),
+            ("dlq_original_partition", str(message.partition).encode()),
+            ("dlq_original_offset", str(message.offset).encode()),
+            ("dlq_failed_at", datetime.now(timezone.utc).isoformat().encode()),
+        ]
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                'INSERT INTO dead_letters (consumer, topic, partition, "offset", key, value, headers, error, attempts)'
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                self.group_id, message.topic, message.partition, message.offset,
+                message.key.decode(errors="replace") if message.key else None, message.value or b"",
+                [[k, v.decode(errors="replace")] for k, v in headers], error, attempts,
+            )
+        await self.producer.send_and_wait(dlq_topic(message.topic), value=message.value,
+                                          key=message.key, headers=headers)
+        log.error("message dead-lettered", extra={"fields": {
+            "consumer": self.group_id, "topic": message.topic, "partition": message.partition,
+            "offset": message.offset, "error": error}})
+
+
+def decode(message: ConsumerRecord) -> EventEnvelope:
+    try:
+        return EventEnvelope.from_json(message.value)
+    except (ValueError, TypeError) as exc:
+        raise PoisonMessage(f"undecodable message: {exc}") from exc

@@ -1,0 +1,89 @@
+"""PostgreSQL access: a pool per service schema, and versioned SQL migrations.
+
+Each service owns one schema; its pool sets `search_path` to it, so service SQL names
+tables without a schema prefix.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import asyncpg
+
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PLATFORM_MIGRATIONS = Path(__file__).parent / "sql"
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+# One lock for every schema: CREATE SCHEMA and catalog changes from several instances
+# starting at once then never race each other.
+_MIGRATION_LOCK_KEY = 0x7111_5EED
+
+
+def check_identifier(name: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"not a safe SQL identifier: {name!r}")
+    return name
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for pg_type in ("json", "jsonb"):
+        await conn.set_type_codec(pg_type, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def connect(dsn: str, schema: str) -> asyncpg.Connection:
+    """A single connection (for LISTEN or advisory locks held for a process's life)."""
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": check_identifier(schema)})
+    await _init_connection(conn)
+    return conn
+
+
+async def create_pool(settings: Settings, schema: str, *, min_size: int | None = None,
+                      max_size: int | None = None) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        settings.require_database_url(),
+        min_size=settings.db_pool_min if min_size is None else min_size,
+        max_size=settings.db_pool_max if max_size is None else max_size,
+        server_settings={"search_path": check_identifier(schema)},
+        init=_init_connection,
+    )
+
+
+def migration_files(service_migrations: Path | None) -> list[tuple[str, Path]]:
+    files = [(f"platform/{p.stem}", p) for p in sorted(PLATFORM_MIGRATIONS.glob("*.sql"))]
+    if service_migrations is not None and service_migrations.is_dir():
+        files += [(f"service/{p.stem}", p) for p in sorted(service_migrations.glob("*.sql"))]
+    return files
+
+
+async def migrate(dsn: str, schema: str, service_migrations: Path | None = None) -> list[str]:
+    """Apply pending migrations to `schema`; safe when several instances start at once."""
+    check_identifier(schema)
+    conn = await asyncpg.connect(dsn)
+    applied: list[str] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_KEY)
+        try:
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{schema}".schema_migrations ('
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            done = {r["version"] for r in await conn.fetch(f'SELECT version FROM "{schema}".schema_migrations')}
+            for version, path in migration_files(service_migrations):
+                if version in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(f'SET LOCAL search_path TO "{schema}"')
+                    await conn.execute(path.read_text())
+                    await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+                applied.append(version)
+                log.info("migration applied", extra={"fields": {"schema": schema, "version": version}})
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_KEY)
+    finally:
+        await conn.close()
+    return applied

@@ -1,0 +1,95 @@
+"""The event envelope: one JSON serialisation, used on the wire (Kafka) and in the store."""
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from shared import context
+
+
+class DomainEvent(BaseModel):
+    """A past-tense fact. Subclasses live in `shared.contracts` and name their type.
+
+    `event_type` is "<service>.<EventName>"; with `event_version` it forms the stable
+    contract name "<service>.<EventName>.v<version>" that subscribers rely on.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    event_type: ClassVar[str]
+    event_version: ClassVar[int] = 1
+
+    def payload(self) -> dict[str, Any]:
+        # mode="json" turns Decimal into strings, so money never becomes a float.
+        return self.model_dump(mode="json")
+
+
+class EventEnvelope(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    event_id: uuid.UUID
+    type: str
+    version: int
+    aggregate_type: str
+    aggregate_id: str
+    sequence: int
+    occurred_at: AwareDatetime
+    correlation_id: str
+    causation_id: str | None = None
+    payload: dict[str, Any]
+    # Position in the global order of the store that recorded it; set when read back.
+    position: int | None = None
+
+    @property
+    def contract_name(self) -> str:
+        return f"{self.type}.v{self.version}"
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude={"position"}).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "EventEnvelope":
+        return cls.model_validate_json(raw)
+
+    def kafka_headers(self) -> list[tuple[str, bytes]]:
+        headers = [
+            ("event_id", str(self.event_id).encode()),
+            ("event_type", self.type.encode()),
+            ("event_version", str(self.version).encode()),
+            ("correlation_id", self.correlation_id.encode()),
+            ("traceparent", traceparent(self.correlation_id, self.event_id).encode()),
+        ]
+        if self.causation_id:
+            headers.append(("causation_id", self.causation_id.encode()))
+        return headers
+
+
+def traceparent(correlation_id: str, event_id: uuid.UUID) -> str:
+    """W3C trace context: the correlation id names the trace, the event the span."""
+    trace = uuid.uuid5(uuid.NAMESPACE_URL, correlation_id).hex
+    return f"00-{trace}-{event_id.hex[:16]}-01"
+
+
+def envelope_for(
+    event: DomainEvent, *, aggregate_type: str, aggregate_id: str, sequence: int
+) -> EventEnvelope:
+    """Wrap a domain event for the store, stamping the current correlation and causation."""
+    return EventEnvelope(
+        event_id=uuid.uuid4(),
+        type=event.event_type,
+        version=event.event_version,
+        aggregate_type=aggregate_type,
+        aggregate_id=aggregate_id,
+        sequence=sequence,
+        occurred_at=datetime.now(timezone.utc),
+        correlation_id=context.current_correlation_id(),
+        causation_id=context.causation_id.get(),
+        payload=event.payload(),
+    )
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)

@@ -1,0 +1,132 @@
+"""Append-only event store on PostgreSQL with a gap-free global order and an outbox.
+
+One table per service schema (see sql/001_platform.sql). `append` runs inside the
+caller's transaction, so a consumer's idempotency record, its effects, the events and
+the outbox rows to publish all commit together or not at all.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import asyncpg
+
+from shared.envelope import DomainEvent, EventEnvelope, envelope_for
+
+_COLUMNS = ("position, event_id, aggregate_type, aggregate_id, sequence, type, version, "
+            "occurred_at, correlation_id, causation_id, payload")
+
+
+class ConcurrencyConflict(Exception):
+    """Another writer appended to the stream first: reload the aggregate and retry."""
+
+    def __init__(self, aggregate_type: str, aggregate_id: str, expected_version: int) -> None:
+        super().__init__(f"{aggregate_type} {aggregate_id} moved past version {expected_version}")
+        self.aggregate_type = aggregate_type
+        self.aggregate_id = aggregate_id
+        self.expected_version = expected_version
+
+
+def _row_to_envelope(row: asyncpg.Record) -> EventEnvelope:
+    return EventEnvelope(
+        position=row["position"], event_id=row["event_id"], aggregate_type=row["aggregate_type"],
+        aggregate_id=row["aggregate_id"], sequence=row["sequence"], type=row["type"],
+        version=row["version"], occurred_at=row["occurred_at"], correlation_id=row["correlation_id"],
+        causation_id=row["causation_id"], payload=row["payload"],
+    )
+
+
+class EventStore:
+    """The store of one service. Its events are published to `topic` by the outbox relay."""
+
+    def __init__(self, schema: str, topic: str) -> None:
+        self.schema = schema
+        self.topic = topic
+        self.notify_channel = f"{schema}_outbox"
+
+    async def _serialize_writers(self, conn: asyncpg.Connection) -> None:
+        # Held until commit: positions are handed out and become visible in the same
+        # order. Plain SELECTs (ACCESS SHARE) are not blocked, so readers never wait.
+        await conn.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+
+    async def append(
+        self,
+        conn: asyncpg.Connection,
+        *,
+        aggregate_type: str,
+        aggregate_id: str,
+        expected_version: int,
+        events: Sequence[DomainEvent],
+        key: str | None = None,
+    ) -> list[EventEnvelope]:
+        """Append `events` after `expected_version`; raise ConcurrencyConflict if taken.
+
+        `key` is the Kafka message key (the order number); it defaults to the aggregate id.
+        Call it last in a transaction: the table lock it takes is then held only briefly.
+        """
+        if not conn.is_in_transaction():
+            raise RuntimeError("EventStore.append must run inside a transaction")
+        if not events:
+            return []
+        envelopes = [
+            envelope_for(e, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
+                         sequence=expected_version + i + 1)
+            for i, e in enumerate(events)
+        ]
+        return await self.append_envelopes(conn, envelopes, key=key or aggregate_id,
+                                           expected_version=expected_version)
+
+    async def append_envelopes(self, conn: asyncpg.Connection, envelopes: Sequence[EventEnvelope],
+                               *, key: str, expected_version: int) -> list[EventEnvelope]:
+        await self._serialize_writers(conn)
+        try:
+            positions = await conn.fetch(
+                "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, type, version,"
+                " occurred_at, correlation_id, causation_id, payload)"
+                " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[],"
+                " $6::int[], $7::timestamptz[], $8::text[], $9::text[], $10::jsonb[])"
+                " RETURNING position, event_id",
+                [e.event_id for e in envelopes], [e.aggregate_type for e in envelopes],
+                [e.aggregate_id for e in envelopes], [e.sequence for e in envelopes],
+                [e.type for e in envelopes], [e.version for e in envelopes],
+                [e.occurred_at for e in envelopes], [e.correlation_id for e in envelopes],
+                [e.causation_id for e in envelopes], [e.payload for e in envelopes],
+            )
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name == "events_stream_sequence":
+                first = envelopes[0]
+                raise ConcurrencyConflict(first.aggregate_type, first.aggregate_id, expected_version) from exc
+            raise
+        by_id = {r["event_id"]: r["position"] for r in positions}
+        stored = [e.model_copy(update={"position": by_id[e.event_id]}) for e in envelopes]
+        await self.enqueue(conn, [(self.topic, key, e) for e in stored])
+        return stored
+
+    async def enqueue(self, conn: asyncpg.Connection,
+                      messages: Sequence[tuple[str, str, EventEnvelope]]) -> None:
+        """Put (topic, key, envelope) messages in the outbox and wake the relay at commit."""
+        await conn.executemany(
+            "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)",
+            [(topic, key, env.to_json(), [[k, v.decode()] for k, v in env.kafka_headers()])
+             for topic, key, env in messages],
+        )
+        await conn.execute("SELECT pg_notify($1, '')", self.notify_channel)
+
+    async def load_stream(self, conn: asyncpg.Connection | asyncpg.Pool, aggregate_type: str,
+                          aggregate_id: str) -> list[EventEnvelope]:
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2"
+            " ORDER BY sequence", aggregate_type, aggregate_id,
+        )
+        return [_row_to_envelope(r) for r in rows]
+
+    async def read_after(self, conn: asyncpg.Connection | asyncpg.Pool, position: int,
+                         limit: int = 1000) -> list[EventEnvelope]:
+        """Events in global order after `position`: a follower never misses a late commit."""
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+            position, limit,
+        )
+        return [_row_to_envelope(r) for r in rows]
+
+    async def max_position(self, conn: asyncpg.Connection | asyncpg.Pool) -> int:
+        return await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")

@@ -1,0 +1,14 @@
+"""Prometheus metrics shared by every service (exposed on /metrics)."""
+from prometheus_client import Counter, Histogram
+
+HTTP_REQUESTS = Histogram(
+    "tillstream_http_request_seconds", "HTTP request latency", ["service", "method", "route", "status"],
+    buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+EVENTS_APPENDED = Counter("tillstream_events_appended_total", "Events appended to the store", ["schema"])
+OUTBOX_PUBLISHED = Counter("tillstream_outbox_published_total", "Outbox messages published", ["schema"])
+CONSUMED = Counter("tillstream_consumer_messages_total", "Messages handled", ["consumer", "outcome"])
+HANDLE_SECONDS = Histogram(
+    "tillstream_consumer_handle_seconds", "Time to handle one message", ["consumer"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)

@@ -1,0 +1,95 @@
+"""The outbox relay: publishes outbox rows to Kafka in order, then deletes them.
+
+One relay per schema is active at a time (a PostgreSQL advisory lock elects it), so
+several service instances never interleave one order's messages. It wakes on the
+NOTIFY that each append sends at commit and polls only as a backstop. A relay killed
+mid-batch leaves its rows in place; the next leader publishes them again, which
+consumers tolerate because they are idempotent on event id.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from shared import db, metrics
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def relay_lock_key(schema: str) -> int:
+    return zlib.crc32(f"tillstream.outbox.{schema}".encode())
+
+
+class OutboxRelay:
+    def __init__(self, settings: Settings, schema: str, producer: AIOKafkaProducer) -> None:
+        self.settings = settings
+        self.schema = schema
+        self.producer = producer
+        self.channel = f"{schema}_outbox"
+        self._wake = asyncio.Event()
+        self.is_leader = False
+
+    async def run(self) -> None:
+        """Run forever: wait for leadership, then publish; reconnect after any failure."""
+        while True:
+            try:
+                await self._lead()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay failed; retrying", extra={"fields": {"schema": self.schema}})
+                self.is_leader = False
+                await asyncio.sleep(1.0)
+
+    async def _lead(self) -> None:
+        conn = await db.connect(self.settings.require_database_url(), self.schema)
+        try:
+            while not await conn.fetchval("SELECT pg_try_advisory_lock($1)", relay_lock_key(self.schema)):
+                await asyncio.sleep(self.settings.outbox_poll_interval_s)
+            self.is_leader = True
+            await conn.add_listener(self.channel, lambda *_: self._wake.set())
+            log.info("outbox relay leading", extra={"fields": {"schema": self.schema}})
+            while True:
+                self._wake.clear()
+                while await self.publish_batch(conn) == self.settings.outbox_batch_size:
+                    pass
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.settings.outbox_poll_interval_s)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            self.is_leader = False
+            await conn.close()
+
+    async def publish_batch(self, conn: asyncpg.Connection) -> int:
+        rows = await conn.fetch(
+            "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1",
+            self.settings.outbox_batch_size,
+        )
+        if not rows:
+            return 0
+        # Enqueue the whole batch (kept in order per partition by the producer), then
+        # wait for every acknowledgement before deleting anything.
+        acks = [
+            await self.producer.send(
+                r["topic"], value=bytes(r["value"]), key=r["key"].encode(),
+                headers=[(k, v.encode()) for k, v in r["headers"]],
+            )
+            for r in rows
+        ]
+        await asyncio.gather(*acks)
+        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r["id"] for r in rows])
+        metrics.OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
+        return len(rows)
+
+
+async def outbox_status(conn: asyncpg.Connection | asyncpg.Pool) -> dict:
+    row = await conn.fetchrow(
+        "SELECT count(*) AS unpublished, extract(epoch FROM now() - min(created_at)) AS oldest_age_s FROM outbox"
+    )
+    return {"unpublished": row["unpublished"], "oldest_age_s": float(row["oldest_age_s"] or 0.0)}

