@@ -1,0 +1,83 @@
+"""The suite's own real stack: a tansu broker and a PostgreSQL server on free ports.
+
+`TILLSTREAM_TEST_DATABASE_URL` / `TILLSTREAM_TEST_KAFKA` point the suite at external
+servers instead (a scratch database is created there and dropped afterwards).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from shared.settings import Settings
+from tillstream.stack import EmbeddedBroker, EmbeddedPostgres, free_port
+
+
+@dataclasses.dataclass
+class TestStack:
+    database_url: str
+    bootstrap_servers: str
+    workdir: Path
+
+    def settings(self, **overrides) -> Settings:
+        base = Settings(database_url=self.database_url, kafka_bootstrap_servers=self.bootstrap_servers)
+        return dataclasses.replace(base, **overrides)
+
+
+@pytest.fixture(scope="session")
+def stack():
+    workdir = Path(tempfile.mkdtemp(prefix="tillstream-test-"))
+    workdir.chmod(0o755)
+    postgres = broker = None
+    external_db = os.environ.get("TILLSTREAM_TEST_DATABASE_URL")
+    if external_db:
+        database_url = external_db
+    else:
+        postgres = EmbeddedPostgres(workdir / "pg", free_port(), durable=False).start()
+        database_url = postgres.dsn()
+    bootstrap = os.environ.get("TILLSTREAM_TEST_KAFKA")
+    if not bootstrap:
+        broker = EmbeddedBroker(free_port(), workdir / "broker.log").start()
+        bootstrap = broker.bootstrap_servers
+    try:
+        yield TestStack(database_url, bootstrap, workdir)
+    finally:
+        if broker:
+            broker.stop()
+        if postgres:
+            postgres.destroy()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short unique suffix for schemas, topics and consumer groups of one test."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+async def schema(stack, unique):
+    """A fresh service schema with the platform tables, dropped after the test."""
+    from shared.db import migrate
+
+    name = f"t_{unique}"
+    await migrate(stack.database_url, name)
+    yield name
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def pool(stack, schema):
+    from shared.db import create_pool
+
+    pool = await create_pool(stack.settings(), schema, min_size=1, max_size=20)
+    yield pool
+    await pool.close()

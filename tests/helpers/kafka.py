@@ -1,0 +1,60 @@
+"""Reading and writing topics directly in tests (no consumer group: no join wait)."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from shared.bus import ensure_topics
+from shared.settings import Settings
+
+
+async def read_topic(settings: Settings, topic: str, *, until_count: int, timeout: float = 30,
+                     settle: float = 0.0) -> list:
+    """All records of `topic` from the beginning, once `until_count` have arrived.
+
+    `settle` keeps reading that long afterwards, to catch unexpected extra records.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                                enable_auto_commit=False, fetch_max_wait_ms=10)
+    await consumer.start()
+    try:
+        partitions = None
+        deadline = time.monotonic() + timeout
+        while not partitions:
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                await consumer._client.force_metadata_update()
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"topic {topic} does not exist")
+                await asyncio.sleep(0.1)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list = []
+        settle_until = None
+        while True:
+            batch = await consumer.getmany(timeout_ms=100)
+            for msgs in batch.values():
+                records.extend(msgs)
+            now = time.monotonic()
+            if len(records) >= until_count and settle_until is None:
+                settle_until = now + settle
+            if settle_until is not None and now >= settle_until:
+                return records
+            if now > deadline:
+                raise TimeoutError(f"{len(records)} of {until_count} records on {topic}")
+    finally:
+        await consumer.stop()
+
+
+async def publish(settings: Settings, topic: str, messages: list[tuple[bytes, bytes, list]]) -> None:
+    await ensure_topics(settings, [topic])
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for key, value, headers in messages:
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+    finally:
+        await producer.stop()

@@ -1,0 +1,90 @@
+"""Idempotent consumer and dead-letter queue, through the real broker and PostgreSQL."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from shared.bus import dlq_topic, ensure_topics, make_producer
+from shared.consumer import EventConsumer
+from shared.envelope import envelope_for
+from tests.helpers.events import Exploded, Ticked
+from tests.helpers.kafka import publish, read_topic
+
+
+def message(event, stream="K1", sequence=1):
+    env = envelope_for(event, aggregate_type="Test", aggregate_id=stream, sequence=sequence)
+    return env, (stream.encode(), env.to_json(), env.kafka_headers())
+
+
+async def make_effects_table(pool):
+    await pool.execute("CREATE TABLE effects (n int NOT NULL)")
+
+
+async def add_effect(conn, envelope):
+    if envelope.type == Exploded.event_type:
+        raise RuntimeError(f"cannot handle: {envelope.payload['reason']}")
+    await conn.execute("INSERT INTO effects (n) VALUES ($1)", envelope.payload["n"])
+
+
+async def run_consumer(settings, pool, topic, group, until):
+    producer = make_producer(settings)
+    await producer.start()
+    consumer = EventConsumer(settings=settings, pool=pool, producer=producer, group_id=group,
+                             topics=[topic], handler=add_effect)
+    task = asyncio.create_task(consumer.run())
+    try:
+        deadline = time.monotonic() + 45
+        while not await until():
+            assert not task.done(), task.exception()
+            assert time.monotonic() < deadline, "consumer did not get there in time"
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await producer.stop()
+
+
+async def test_duplicate_delivery_is_applied_once(stack, pool, unique):
+    settings = stack.settings()
+    topic = f"dup.{unique}"
+    await make_effects_table(pool)
+    env, msg = message(Ticked(n=5))
+    _, other = message(Ticked(n=7), sequence=2)
+    await publish(settings, topic, [msg, msg, msg, other])  # delivered three times
+    processed = lambda: pool.fetchval("SELECT count(*) = 2 FROM processed_events")  # noqa: E731
+    await run_consumer(settings, pool, topic, f"g-{unique}", processed)
+    assert [r["n"] for r in await pool.fetch("SELECT n FROM effects ORDER BY n")] == [5, 7]
+    # A second group sees the topic (now holding n=5 four times) from the start.
+    await publish(settings, topic, [msg])
+    await run_consumer(settings, pool, topic, f"g2-{unique}",
+                       lambda: pool.fetchval("SELECT count(*) = 2 FROM processed_events WHERE consumer = $1",
+                                             f"g2-{unique}"))
+    rows = await pool.fetch("SELECT n FROM effects ORDER BY n")
+    assert [r["n"] for r in rows] == [5, 5, 7, 7]  # once per consumer group, never per delivery
+    assert await pool.fetchval("SELECT count(*) FROM processed_events WHERE event_id = $1", env.event_id) == 2
+
+
+async def test_poison_messages_go_to_the_dlq_and_later_messages_still_flow(stack, pool, unique):
+    settings = stack.settings(consumer_max_attempts=3, consumer_retry_backoff_ms=10)
+    topic = f"poison.{unique}"
+    await ensure_topics(settings, [topic])
+    await make_effects_table(pool)
+    _, first = message(Ticked(n=1), sequence=1)
+    _, failing = message(Exploded(reason="boom"), sequence=2)
+    garbage = (b"K1", b"{not json", [])
+    later = [message(Ticked(n=n), sequence=n)[1] for n in range(3, 8)]
+    # Same key: one partition, so the later messages queue behind the poison ones.
+    await publish(settings, topic, [first, failing, garbage, *later])
+    done = lambda: pool.fetchval("SELECT count(*) = 6 FROM effects")  # noqa: E731
+    await run_consumer(settings, pool, topic, f"g-{unique}", done)
+
+    assert [r["n"] for r in await pool.fetch("SELECT n FROM effects ORDER BY n")] == [1, 3, 4, 5, 6, 7]
+    dead = await read_topic(settings, dlq_topic(topic), until_count=2, timeout=10)
+    assert len(dead) == 2
+    errors = [dict(r.headers)["dlq_error"].decode() for r in dead]
+    assert "RuntimeError: cannot handle: boom" in errors[0]
+    assert "undecodable message" in errors[1]
+    assert dead[1].value == b"{not json"
+    assert dict(dead[0].headers)["dlq_original_topic"].decode() == topic
+    rows = await pool.fetch('SELECT error, attempts, "offset" FROM dead_letters ORDER BY id')
+    assert [r["attempts"] for r in rows] == [3, 1]  # retried, then given up; garbage at once
