@@ -11,6 +11,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 from shared import context
 
 
+# (type, version) -> model: how a stored or received envelope becomes a typed event.
+EVENT_TYPES: dict[tuple[str, int], type["DomainEvent"]] = {}
+
+
 class DomainEvent(BaseModel):
     """A past-tense fact. Subclasses live in `shared.contracts` and name their type.
 
@@ -21,6 +25,11 @@ class DomainEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     event_type: ClassVar[str]
     event_version: ClassVar[int] = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "event_type" in cls.__dict__:
+            EVENT_TYPES[(cls.event_type, cls.event_version)] = cls
 
     def payload(self) -> dict[str, Any]:
         # mode="json" turns Decimal into strings, so money never becomes a float.
@@ -71,6 +80,13 @@ def traceparent(correlation_id: str, event_id: uuid.UUID) -> str:
     """W3C trace context: the correlation id names the trace, the event the span."""
     trace = uuid.uuid5(uuid.NAMESPACE_URL, correlation_id).hex
     return f"00-{trace}-{event_id.hex[:16]}-01"
+
+
+def decode_event(envelope: "EventEnvelope") -> DomainEvent:
+    cls = EVENT_TYPES.get((envelope.type, envelope.version))
+    if cls is None:
+        raise LookupError(f"unknown event contract {envelope.contract_name}")
+    return cls.model_validate(envelope.payload)
 
 
 def envelope_for(

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import asyncpg
 
+from shared import metrics
 from shared.envelope import DomainEvent, EventEnvelope, envelope_for
 
 _COLUMNS = ("position, event_id, aggregate_type, aggregate_id, sequence, type, version, "
@@ -99,6 +100,7 @@ class EventStore:
         by_id = {r["event_id"]: r["position"] for r in positions}
         stored = [e.model_copy(update={"position": by_id[e.event_id]}) for e in envelopes]
         await self.enqueue(conn, [(self.topic, key, e) for e in stored])
+        metrics.EVENTS_APPENDED.labels(self.schema).inc(len(stored))
         return stored
 
     async def enqueue(self, conn: asyncpg.Connection,

@@ -81,3 +81,29 @@ async def pool(stack, schema):
     pool = await create_pool(stack.settings(), schema, min_size=1, max_size=20)
     yield pool
     await pool.close()
+
+
+@pytest.fixture(scope="session")
+def system(stack):
+    """The whole system as real processes on free ports, sharing the suite's broker and database."""
+    from tillstream.system import SERVICE_NAMES, System, SystemConfig
+
+    config = SystemConfig(
+        data_dir=stack.workdir / "system", gateway_port=free_port(),
+        service_ports={name: free_port() for name in SERVICE_NAMES},
+        database_url=stack.database_url, bootstrap_servers=stack.bootstrap_servers,
+        log_dir=stack.workdir / "logs", admin_key="test-admin-key",
+    )
+    running = System(config).start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture
+async def gateway(system):
+    import httpx
+
+    async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
+        yield client

@@ -1,0 +1,1 @@
+"""The cart service: catalog prices, line items and coupons of each order."""

@@ -1,0 +1,1 @@
+"""The gateway: maps the public REST dialects (Solidus, GetCandy) onto service commands."""

@@ -1,0 +1,46 @@
+"""The gateway process: `uvicorn services.gateway.app:app` (http://127.0.0.1:8000)."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from shared.logs import configure_logging
+from shared.service import install_common
+from shared.settings import load_settings
+from services.gateway import solidus
+from services.gateway.clients import ServiceClients
+
+configure_logging("gateway", load_settings().log_level)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    app.state.services = ServiceClients.create()
+    try:
+        yield
+    finally:
+        await app.state.services.close()
+
+
+app = FastAPI(title="tillstream-gateway", lifespan=lifespan)
+install_common(app, "gateway")
+app.include_router(solidus.router)
+
+
+@app.exception_handler(solidus.ApiError)
+async def api_error(request: Request, exc: solidus.ApiError):
+    return JSONResponse(exc.body, status_code=exc.status)
+
+
+@app.get("/readyz")
+async def readyz(request: Request):
+    checks = {}
+    for name, client in request.app.state.services.clients.items():
+        try:
+            checks[name] = (await client.get("/readyz", timeout=2)).status_code == 200
+        except Exception:
+            checks[name] = False
+    ready = all(checks.values())
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

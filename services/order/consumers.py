@@ -1,0 +1,1 @@
+"""Handlers of the order service for other services' events."""

@@ -1,0 +1,1 @@
+"""The payment service: payment methods, payments and the payment gateway."""

@@ -1,0 +1,1 @@
+"""The shipping service: stock locations and stock, shipments, shipping rates, allocation."""

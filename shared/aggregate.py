@@ -1,0 +1,112 @@
+"""Event-sourced aggregates and the repository that runs commands against them.
+
+An aggregate method checks a rule and records new events; applying events is the only
+way its state changes (`_on_<EventName>` methods). The repository loads the stream,
+runs the command, and appends with the expected version, retrying on a conflict, so
+concurrent valid commands on one aggregate all succeed instead of answering 409.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, ClassVar, Generic, Iterable, TypeVar
+
+import asyncpg
+
+from shared.envelope import DomainEvent, EventEnvelope, decode_event
+from shared.eventstore import ConcurrencyConflict, EventStore
+
+
+class DomainError(Exception):
+    """A business rule refused the command. `code` is stable; `message` is for people."""
+
+    def __init__(self, code: str, message: str = "", **details: object) -> None:
+        super().__init__(message or code)
+        self.code = code
+        self.message = message or code
+        self.details = details
+
+
+class Aggregate:
+    aggregate_type: ClassVar[str]
+
+    def __init__(self, aggregate_id: str) -> None:
+        self.id = aggregate_id
+        self.version = 0
+        self.pending: list[DomainEvent] = []
+
+    @classmethod
+    def rehydrate(cls, aggregate_id: str, events: Iterable[DomainEvent]):
+        aggregate = cls(aggregate_id)
+        for event in events:
+            aggregate._apply(event)
+            aggregate.version += 1
+        return aggregate
+
+    def _record(self, event: DomainEvent) -> None:
+        self._apply(event)
+        self.pending.append(event)
+
+    def _apply(self, event: DomainEvent) -> None:
+        getattr(self, f"_on_{type(event).__name__}")(event)
+
+    @property
+    def exists(self) -> bool:
+        return self.version > 0 or bool(self.pending)
+
+
+A = TypeVar("A", bound=Aggregate)
+R = TypeVar("R")
+
+
+@dataclass
+class CommandResult(Generic[A]):
+    aggregate: A
+    events: list[EventEnvelope] = field(default_factory=list)
+
+
+class Repository(Generic[A]):
+    def __init__(self, store: EventStore, aggregate_cls: type[A]) -> None:
+        self.store = store
+        self.cls = aggregate_cls
+
+    async def load(self, conn: asyncpg.Connection | asyncpg.Pool, aggregate_id: str) -> A:
+        envelopes = await self.store.load_stream(conn, self.cls.aggregate_type, aggregate_id)
+        return self.cls.rehydrate(aggregate_id, (decode_event(e) for e in envelopes))
+
+    async def save(self, conn: asyncpg.Connection, aggregate: A, *, key: str | None = None) -> list[EventEnvelope]:
+        if not aggregate.pending:
+            return []
+        stored = await self.store.append(conn, aggregate_type=self.cls.aggregate_type, aggregate_id=aggregate.id,
+                                         expected_version=aggregate.version, events=aggregate.pending, key=key)
+        aggregate.version += len(aggregate.pending)
+        aggregate.pending = []
+        return stored
+
+    async def execute(
+        self,
+        pool: asyncpg.Pool,
+        aggregate_id: str,
+        command: Callable[[A], None],
+        *,
+        key: str | None = None,
+        after: Callable[[asyncpg.Connection, A, list[EventEnvelope]], Awaitable[None]] | None = None,
+        attempts: int = 50,
+    ) -> CommandResult[A]:
+        """Load, run `command`, append; on a concurrent append reload and run it again.
+
+        `after` runs in the same transaction (e.g. to update a read model inline).
+        """
+        for attempt in range(attempts):
+            try:
+                async with pool.acquire() as conn, conn.transaction():
+                    aggregate = await self.load(conn, aggregate_id)
+                    command(aggregate)
+                    stored = await self.save(conn, aggregate, key=key)
+                    if after is not None and stored:
+                        await after(conn, aggregate, stored)
+                    return CommandResult(aggregate, stored)
+            except ConcurrencyConflict:
+                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+        raise ConcurrencyConflict(self.cls.aggregate_type, aggregate_id, -1)

@@ -1,0 +1,155 @@
+"""Builds a service process: FastAPI app + PostgreSQL schema + outbox relay + consumers.
+
+Every service is created the same way (see services/*/app.py), so each one has
+/healthz, /readyz, /metrics, request-id propagation and JSON logs without writing them.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shared import context, db, metrics
+from shared.bus import ensure_topics, events_topic, make_producer
+from shared.consumer import EventConsumer, Handler
+from shared.eventstore import EventStore
+from shared.logs import configure_logging, log_fields
+from shared.outbox import OutboxRelay
+from shared.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("tillstream.access")
+_QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}
+
+
+@dataclass
+class Subscription:
+    """A consumer group of this service: `<service>.<name>` reads `topics` into `handler`."""
+    name: str
+    topics: list[str]
+    handler: Handler
+
+
+@dataclass
+class ServiceDefinition:
+    name: str
+    router: APIRouter
+    migrations: Path | None = None
+    subscriptions: list[Subscription] = field(default_factory=list)
+
+    @property
+    def schema(self) -> str:
+        return self.name
+
+    @property
+    def topic(self) -> str:
+        return events_topic(self.name)
+
+
+async def _supervise(name: str, make_coro) -> None:
+    """Keep a background loop alive: log a crash and start it again after a pause."""
+    delay = 0.5
+    while True:
+        started = time.monotonic()
+        try:
+            await make_coro()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background task crashed; restarting", extra={"fields": {"task": name}})
+            if time.monotonic() - started > 60:
+                delay = 0.5
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 15)
+
+
+def create_service(definition: ServiceDefinition, settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    configure_logging(definition.name, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        dsn = settings.require_database_url()
+        await db.migrate(dsn, definition.schema, definition.migrations)
+        await ensure_topics(settings, sorted({definition.topic, *(t for s in definition.subscriptions for t in s.topics)}))
+        pool = await db.create_pool(settings, definition.schema)
+        producer = make_producer(settings)
+        await producer.start()
+        relay = OutboxRelay(settings, definition.schema, producer)
+        consumers = [
+            EventConsumer(settings=settings, pool=pool, producer=producer,
+                          group_id=f"{definition.name}.{s.name}", topics=s.topics, handler=s.handler)
+            for s in definition.subscriptions
+        ]
+        app.state.settings = settings
+        app.state.pool = pool
+        app.state.store = EventStore(definition.schema, definition.topic)
+        app.state.producer = producer
+        app.state.consumers = consumers
+        tasks = [asyncio.create_task(_supervise("outbox-relay", relay.run))]
+        tasks += [asyncio.create_task(_supervise(c.group_id, c.run)) for c in consumers]
+        log.info("service started", extra={"fields": {"schema": definition.schema}})
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await producer.stop()
+            await pool.close()
+
+    app = FastAPI(title=f"tillstream-{definition.name}", lifespan=lifespan)
+    install_common(app, definition.name)
+
+    @app.get("/readyz")
+    async def readyz(request: Request):
+        checks = {"database": False, "consumers": all(c.assigned.is_set() for c in request.app.state.consumers)}
+        try:
+            checks["database"] = await request.app.state.pool.fetchval("SELECT true", timeout=2)
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+            pass
+        ready = all(checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    app.include_router(definition.router)
+    return app
+
+
+def install_common(app: FastAPI, service: str) -> None:
+    """Request ids, metrics and liveness: shared by the services and the gateway."""
+
+    @app.middleware("http")
+    async def request_context(request: Request, call_next):
+        request_id = request.headers.get("x-request-id") or context.new_id()
+        token = context.correlation_id.set(request_id)
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+            elapsed = time.perf_counter() - started
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            metrics.HTTP_REQUESTS.labels(service, request.method, route, str(response.status_code)).observe(elapsed)
+            if route not in _QUIET_ROUTES:
+                access_log.info("request", extra=log_fields(
+                    method=request.method, path=request.url.path, status=response.status_code,
+                    ms=round(elapsed * 1000, 2)))
+        finally:
+            context.correlation_id.reset(token)
+        response.headers["X-Request-Id"] = request_id
+        return response
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok", "service": service}
+
+    @app.get("/metrics")
+    async def prometheus_metrics():
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,80 @@
+"""The services as real processes: health, readiness, metrics, correlation, restarts."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import asyncpg
+import httpx
+
+from shared.envelope import EventEnvelope
+from tests.helpers.kafka import read_topic
+from tillstream.system import SERVICE_NAMES
+
+
+async def test_every_service_is_healthy_ready_and_exposes_metrics(system):
+    async with httpx.AsyncClient() as client:
+        for name in (*SERVICE_NAMES, "gateway"):
+            base = system.gateway_url if name == "gateway" else system.service_url(name)
+            assert (await client.get(f"{base}/healthz")).json()["status"] == "ok"
+            ready = await client.get(f"{base}/readyz")
+            assert ready.status_code == 200, (name, ready.text)
+            metrics = (await client.get(f"{base}/metrics")).text
+            assert "tillstream_http_request_seconds" in metrics
+
+
+async def test_request_id_flows_into_events_kafka_headers_and_logs(system, stack, gateway):
+    request_id = f"req-{time.time_ns()}"
+    response = await gateway.post("/api/orders", json={}, headers={"X-Request-Id": request_id})
+    assert response.status_code == 201
+    assert response.headers["x-request-id"] == request_id
+    number = response.json()["number"]
+
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        row = await conn.fetchrow("SELECT event_id, correlation_id FROM "
+                                  "\"order\".events WHERE aggregate_id = $1", number)
+    finally:
+        await conn.close()
+    assert row["correlation_id"] == request_id
+
+    records = await read_topic(stack.settings(), "order.events", until_count=1, timeout=10)
+    deadline = time.monotonic() + 10
+    while not any(r.key == number.encode() for r in records):
+        assert time.monotonic() < deadline
+        records = await read_topic(stack.settings(), "order.events", until_count=len(records) + 1, timeout=10)
+    record = next(r for r in records if r.key == number.encode())
+    headers = dict(record.headers)
+    assert headers["correlation_id"].decode() == request_id
+    assert headers["event_type"] == b"order.OrderCreated"
+    assert EventEnvelope.from_json(record.value).event_id == row["event_id"]
+
+    for service in ("gateway", "order"):
+        lines = [json.loads(line) for line in (system.config.log_dir / f"{service}.log").read_text().splitlines()
+                 if line.startswith("{")]
+        assert any(line["correlation_id"] == request_id and line["msg"] == "request" for line in lines), service
+
+
+async def test_other_services_learn_of_a_new_order_through_kafka(system, gateway):
+    number = (await gateway.post("/api/orders", json={})).json()["number"]
+    async with httpx.AsyncClient() as client:
+        for name in ("cart", "shipping", "payment"):
+            deadline = time.monotonic() + 15
+            while (await client.get(f"{system.service_url(name)}/orders/{number}")).status_code != 200:
+                assert time.monotonic() < deadline, f"{name} never heard of {number}"
+                await asyncio.sleep(0.02)
+
+
+async def test_a_killed_service_is_restarted_by_the_supervisor(system):
+    process = system.processes["payment"]
+    old_pid = process.pid
+    os.kill(old_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while process.pid == old_pid or not process.alive():
+        assert time.monotonic() < deadline, "payment was not restarted"
+        await asyncio.sleep(0.1)
+    await asyncio.to_thread(system.wait_ready, 60, ("payment",))
+    assert process.restarts >= 1
