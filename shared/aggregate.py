@@ -21,11 +21,16 @@ from shared.eventstore import ConcurrencyConflict, EventStore
 class DomainError(Exception):
     """A business rule refused the command. `code` is stable; `message` is for people."""
 
-    def __init__(self, code: str, message: str = "", **details: object) -> None:
+    def __init__(self, code: str, message: str = "", *, status: int = 422, **details: object) -> None:
         super().__init__(message or code)
         self.code = code
+        self.status = status
         self.message = message or code
         self.details = details
+
+
+def not_found(what: str) -> DomainError:
+    return DomainError("not_found", f"{what} not found", status=404)
 
 
 class Aggregate:

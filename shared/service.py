@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import context, db, metrics
+from shared.aggregate import DomainError
 from shared.bus import ensure_topics, events_topic, make_producer
 from shared.consumer import EventConsumer, Handler
 from shared.eventstore import EventStore
@@ -119,6 +120,12 @@ def create_service(definition: ServiceDefinition, settings: Settings | None = No
             pass
         ready = all(checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.exception_handler(DomainError)
+    async def domain_error(request: Request, exc: DomainError):
+        # The internal error shape; the gateway turns it into each dialect's own.
+        return JSONResponse({"code": exc.code, "message": exc.message, "details": exc.details},
+                            status_code=exc.status)
 
     app.include_router(definition.router)
     return app

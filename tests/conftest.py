@@ -95,6 +95,9 @@ def system(stack):
         log_dir=stack.workdir / "logs", admin_key="test-admin-key",
     )
     running = System(config).start()
+    from tillstream.demo import load_demo_data
+
+    load_demo_data(running)
     try:
         yield running
     finally:

@@ -1,8 +1,48 @@
-"""Demo data for `make run`: loaded through the services' own APIs, idempotently."""
+"""Demo data for `make run`, loaded through the services' own admin APIs (idempotent).
+
+See the README's "Demo data" section for what it contains.
+"""
 from __future__ import annotations
+
+import httpx
 
 from tillstream.system import System
 
+PRODUCTS = [
+    {"id": 1, "name": "Solidus T-Shirt", "slug": "solidus-t-shirt", "description": "A soft cotton tee.",
+     "variants": [{"id": 1, "sku": "TS-S", "name": "Solidus T-Shirt", "options_text": "Size: S",
+                   "prices": {"USD": "19.99", "GBP": "10.00"}},
+                  {"id": 2, "sku": "TS-M", "name": "Solidus T-Shirt", "options_text": "Size: M",
+                   "prices": {"USD": "19.99", "GBP": "10.00"}}]},
+    {"id": 2, "name": "Ruby Mug", "slug": "ruby-mug", "description": "Holds 350 ml.",
+     "variants": [{"id": 3, "sku": "MUG-1", "name": "Ruby Mug", "is_master": True,
+                   "prices": {"USD": "12.50", "GBP": "8.00"}}]},
+    {"id": 3, "name": "Limited Poster", "slug": "limited-poster", "description": "Only 3 printed.",
+     "variants": [{"id": 4, "sku": "POSTER-LTD", "name": "Limited Poster", "is_master": True,
+                   "prices": {"USD": "30.00", "GBP": "25.00"}}]},
+    {"id": 4, "name": "Gift Card", "slug": "gift-card", "description": "Digital; never runs out.",
+     "variants": [{"id": 5, "sku": "GIFT-25", "name": "Gift Card", "is_master": True, "track_inventory": False,
+                   "prices": {"USD": "25.00", "GBP": "20.00"}}]},
+]
+
+PROMOTIONS = [
+    {"id": 1, "name": "10 off", "code": "10off", "kind": "order_flat", "value": "10.00"},
+    {"id": 2, "name": "15 percent", "code": "15percent", "kind": "items_percent", "value": "15"},
+    {"id": 3, "name": "Summer 2020", "code": "summer2020", "kind": "order_flat", "value": "5.00",
+     "starts_at": "2020-06-01T00:00:00+00:00", "expires_at": "2020-09-01T00:00:00+00:00"},
+    {"id": 4, "name": "Welcome (single use)", "code": "welcome", "kind": "order_flat", "value": "5.00",
+     "usage_limit": 1},
+]
+
 
 def load_demo_data(system: System) -> list[str]:
-    return []
+    with httpx.Client(timeout=30) as client:
+        cart = system.service_url("cart")
+        client.put(f"{cart}/admin/catalog", json=PRODUCTS).raise_for_status()
+        client.put(f"{cart}/admin/promotions", json=PROMOTIONS).raise_for_status()
+    variants = ", ".join(f"{v['id']} {v['sku']} ${v['prices']['USD']}" for p in PRODUCTS for v in p["variants"])
+    return [
+        f"  demo variants         {variants}",
+        "  demo coupon codes     10off (-10.00), 15percent (-15% of items), summer2020 (expired),"
+        " welcome (single use)",
+    ]

@@ -1,11 +1,163 @@
-"""The cart service's internal HTTP API (called by the gateway)."""
+"""The cart service's internal HTTP API (called by the gateway, which has authorised the caller)."""
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel
 
 from shared.order_directory import known_order
+from services.cart import commands
+from services.cart.domain import Line
 
 router = APIRouter()
+
+
+def line_json(line: Line | None) -> dict | None:
+    if line is None:
+        return None
+    return {"id": line.id, "variant_id": line.variant.id, "quantity": line.quantity, "price": str(line.price),
+            "total": str(line.amount), "variant": line.variant.model_dump(mode="json")}
+
+
+def events_of(result) -> list[str]:
+    return [str(e.event_id) for e in result.events]
+
+
+class AddLineItem(BaseModel):
+    variant_id: Any = None
+    quantity: Any = 1
+    currency: str = "USD"
+
+
+class SetQuantity(BaseModel):
+    quantity: Any = None
+
+
+class Coupon(BaseModel):
+    code: str
+
+
+@router.post("/orders/{number}/line_items", status_code=201)
+async def add_line_item(number: str, body: AddLineItem, request: Request):
+    s = request.app.state
+    result = await commands.add_line_item(s.pool, s.store, number, variant_id=body.variant_id,
+                                          quantity=body.quantity, currency=body.currency)
+    line = next(l for l in result.aggregate.lines.values() if l.variant.id == int(body.variant_id))
+    return {"line_item": line_json(line), "events": events_of(result)}
+
+
+@router.patch("/orders/{number}/line_items/{line_id}")
+async def set_line_quantity(number: str, line_id: int, body: SetQuantity, request: Request):
+    s = request.app.state
+    quantity = 0 if body.quantity is None else body.quantity
+    result = await commands.set_line_quantity(s.pool, s.store, number, line_id, quantity)
+    return {"line_item": line_json(result.aggregate.lines.get(line_id)), "events": events_of(result)}
+
+
+@router.delete("/orders/{number}/line_items/{line_id}")
+async def remove_line_item(number: str, line_id: int, request: Request):
+    s = request.app.state
+    return {"events": events_of(await commands.remove_line_item(s.pool, s.store, number, line_id))}
+
+
+@router.put("/orders/{number}/empty")
+async def empty(number: str, request: Request):
+    s = request.app.state
+    return {"events": events_of(await commands.empty_cart(s.pool, s.store, number))}
+
+
+@router.post("/orders/{number}/coupon_codes")
+async def apply_coupon(number: str, body: Coupon, request: Request):
+    s = request.app.state
+    return {"events": events_of(await commands.apply_coupon(s.pool, s.store, number, body.code))}
+
+
+@router.delete("/orders/{number}/coupon_codes/{code}")
+async def remove_coupon(number: str, code: str, request: Request):
+    s = request.app.state
+    return {"events": events_of(await commands.remove_coupon(s.pool, s.store, number, code))}
+
+
+@router.get("/variants")
+async def list_variants(request: Request, currency: str = "USD"):
+    rows = await request.app.state.pool.fetch(
+        "SELECT v.id, v.product_id, v.sku, v.name, v.options_text, v.track_inventory, v.is_master,"
+        " p.amount AS price, pr.slug, pr.description FROM variants v JOIN products pr ON pr.id = v.product_id"
+        " LEFT JOIN prices p ON p.variant_id = v.id AND p.currency = $1 ORDER BY v.id", currency)
+    return [{**dict(r), "price": None if r["price"] is None else str(r["price"])} for r in rows]
+
+
+@router.get("/products")
+async def list_products(request: Request):
+    return [dict(r) for r in await request.app.state.pool.fetch("SELECT * FROM products ORDER BY id")]
+
+
+class CatalogVariant(BaseModel):
+    id: int
+    sku: str
+    name: str
+    options_text: str = ""
+    track_inventory: bool = True
+    is_master: bool = False
+    prices: dict[str, Decimal]
+
+
+class CatalogProduct(BaseModel):
+    id: int
+    name: str
+    slug: str
+    description: str = ""
+    variants: list[CatalogVariant]
+
+
+class PromotionIn(BaseModel):
+    id: int
+    name: str
+    code: str
+    kind: str
+    value: Decimal
+    starts_at: str | None = None
+    expires_at: str | None = None
+    usage_limit: int | None = None
+
+
+@router.put("/admin/catalog")
+async def load_catalog(products: list[CatalogProduct], request: Request):
+    """Upserts reference data (demo data, imports); idempotent."""
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        for p in products:
+            await conn.execute(
+                "INSERT INTO products (id, name, slug, description) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (id) DO UPDATE SET name = $2, slug = $3, description = $4",
+                p.id, p.name, p.slug, p.description)
+            for v in p.variants:
+                await conn.execute(
+                    "INSERT INTO variants (id, product_id, sku, name, options_text, track_inventory, is_master)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET product_id = $2, sku = $3,"
+                    " name = $4, options_text = $5, track_inventory = $6, is_master = $7",
+                    v.id, p.id, v.sku, v.name, v.options_text, v.track_inventory, v.is_master)
+                for currency, amount in v.prices.items():
+                    await conn.execute(
+                        "INSERT INTO prices (variant_id, currency, amount) VALUES ($1, $2, $3)"
+                        " ON CONFLICT (variant_id, currency) DO UPDATE SET amount = $3", v.id, currency, amount)
+    return {"products": len(products)}
+
+
+@router.put("/admin/promotions")
+async def load_promotions(promotions: list[PromotionIn], request: Request):
+    from datetime import datetime
+
+    parse = lambda v: datetime.fromisoformat(v) if v else None  # noqa: E731
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        for p in promotions:
+            await conn.execute(
+                "INSERT INTO promotions (id, name, code, kind, value, starts_at, expires_at, usage_limit)"
+                " VALUES ($1, $2, lower($3), $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET name = $2,"
+                " code = lower($3), kind = $4, value = $5, starts_at = $6, expires_at = $7, usage_limit = $8",
+                p.id, p.name, p.code, p.kind, p.value, parse(p.starts_at), parse(p.expires_at), p.usage_limit)
+    return {"promotions": len(promotions)}
 
 
 @router.get("/orders/{number}")

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from shared.logs import configure_logging
@@ -32,6 +34,18 @@ app.include_router(solidus.router)
 @app.exception_handler(solidus.ApiError)
 async def api_error(request: Request, exc: solidus.ApiError):
     return JSONResponse(exc.body, status_code=exc.status)
+
+
+@app.exception_handler(RequestValidationError)
+async def bad_path(request: Request, exc: RequestValidationError):
+    # Only path parameters are validated by FastAPI here (bodies are parsed by hand), and
+    # a malformed id names no resource.
+    return JSONResponse(solidus.NOT_FOUND, status_code=404)
+
+
+@app.exception_handler(httpx.HTTPError)
+async def service_unreachable(request: Request, exc: httpx.HTTPError):
+    return JSONResponse({"error": "A service is temporarily unavailable; please retry."}, status_code=503)
 
 
 @app.get("/readyz")

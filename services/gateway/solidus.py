@@ -1,20 +1,29 @@
-"""The Solidus-style checkout API (`/api/...`): routes, auth and JSON shapes of solidus_api."""
+"""The Solidus-style checkout API (`/api/...`): routes, auth and JSON shapes of solidus_api.
+
+Each route authorises the caller against the order view, sends one command to the
+owning service, waits (bounded) until the order view has applied the events that
+command caused, and answers in Solidus's shape. See ../shared/research/solidus-api.md.
+"""
 from __future__ import annotations
 
+import json
 import os
+from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
+
+from shared.jsonutil import json_response
 
 router = APIRouter(prefix="/api")
 
 NOT_FOUND = {"error": "The resource you were looking for could not be found."}
 UNAUTHORIZED = {"error": "You are not authorized to perform that action."}
-
-
-def admin_key() -> str:
-    return os.environ.get("TILLSTREAM_ADMIN_KEY", "")
+INVALID_RESOURCE = "Invalid resource. Please fix errors and try again."
+CURRENCY_SYMBOLS = {"USD": "$", "GBP": "£", "EUR": "€"}
+VIEW_WAIT_MS = int(os.environ.get("GATEWAY_VIEW_WAIT_MS", "3000"))
 
 
 class ApiError(Exception):
@@ -23,6 +32,66 @@ class ApiError(Exception):
         self.body = body
 
 
+def invalid_resource(errors: dict[str, list[str]]) -> ApiError:
+    return ApiError(422, {"error": INVALID_RESOURCE, "errors": errors})
+
+
+def missing_param(name: str) -> ApiError:
+    message = f"param is missing or the value is empty: {name}"
+    return ApiError(422, {"exception": message, "error": message, "missing_param": name})
+
+
+def admin_key() -> str:
+    return os.environ.get("TILLSTREAM_ADMIN_KEY", "")
+
+
+# -- request parsing ------------------------------------------------------------
+async def params(request: Request) -> dict[str, Any]:
+    """Query string, then a JSON or form body on top, as Rails merges them."""
+    merged: dict[str, Any] = {k: v[-1] for k, v in parse_qs(request.url.query).items()}
+    raw = await request.body()
+    if raw.strip():
+        content_type = request.headers.get("content-type", "")
+        if "application/x-www-form-urlencoded" in content_type:
+            merged.update(_nest_form(parse_qs(raw.decode(errors="replace"))))
+        else:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                raise ApiError(400, {"error": "The request body is not valid JSON."}) from None
+            if not isinstance(body, dict):
+                raise ApiError(400, {"error": "The request body must be a JSON object."})
+            merged.update(body)
+    return merged
+
+
+def _nest_form(form: dict[str, list[str]]) -> dict[str, Any]:
+    """`line_item[variant_id]=1` → {"line_item": {"variant_id": "1"}}."""
+    result: dict[str, Any] = {}
+    for key, values in form.items():
+        parts = key.replace("]", "").split("[")
+        target = result
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = values[-1]
+    return result
+
+
+def require(body: dict[str, Any], name: str) -> dict[str, Any]:
+    value = body.get(name)
+    if not isinstance(value, dict) or not value:
+        raise missing_param(name)
+    return value
+
+
+def as_int(value: Any) -> Any:
+    """Form and query values arrive as strings; numbers in JSON stay as they are."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return value
+
+
+# -- auth -----------------------------------------------------------------------
 def _bearer(request: Request) -> str | None:
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
@@ -30,8 +99,9 @@ def _bearer(request: Request) -> str | None:
     return request.query_params.get("token")
 
 
-def _order_token(request: Request) -> str | None:
-    return request.headers.get("x-spree-order-token") or request.query_params.get("order_token")
+def _order_token(request: Request, body: dict[str, Any] | None = None) -> str | None:
+    return request.headers.get("x-spree-order-token") or (body or {}).get("order_token") \
+        or request.query_params.get("order_token")
 
 
 def is_admin(request: Request) -> bool:
@@ -43,12 +113,21 @@ def is_admin(request: Request) -> bool:
     return True
 
 
-async def load_order(request: Request, number: str) -> dict:
-    """The order, if the caller may see it (admin key, or the order's own token)."""
+async def fetch_order(request: Request, number: str, after: list[str] | None = None) -> dict | None:
+    query = {"after": ",".join(after), "timeout_ms": VIEW_WAIT_MS} if after else None
+    response = await request.app.state.services.call("order", "GET", f"/orders/{number}", params=query)
+    return response.json() if response.status_code == 200 else None
+
+
+async def authorize(request: Request, number: str, *, update: bool, body: dict | None = None) -> dict:
+    """The order, if the caller may see it (admin key, or the order's own token).
+
+    `update`: the caller wants to change it, which nobody but an admin may do once it is
+    complete (Solidus's CanCan rule).
+    """
     admin = is_admin(request)
-    token = _order_token(request)
-    response = await request.app.state.services.call("order", "GET", f"/orders/{number}")
-    order = response.json() if response.status_code == 200 else None
+    token = _order_token(request, body)
+    order = await fetch_order(request, number)
     if admin:
         if order is None:
             raise ApiError(404, NOT_FOUND)
@@ -56,50 +135,226 @@ async def load_order(request: Request, number: str) -> dict:
     # A token for an unknown order is refused like a wrong token, as Solidus does.
     if order is None or token is None or token != order["guest_token"]:
         raise ApiError(401, UNAUTHORIZED)
+    if update and order.get("completed_at"):
+        raise ApiError(401, UNAUTHORIZED)
     return order
 
 
-def money(value: Any) -> str:
-    from decimal import Decimal
+async def command(request: Request, service: str, method: str, path: str, *, json_body: Any = None,
+                  errors: dict[str, ApiError] | None = None) -> dict:
+    """Send a command; map the service's refusal onto a Solidus error."""
+    response = await request.app.state.services.call(service, method, path, json=json_body)
+    if response.status_code < 300:
+        return response.json()
+    problem = response.json()
+    code = problem.get("code")
+    if errors and code in errors:
+        raise errors[code]
+    if response.status_code == 404:
+        raise ApiError(404, NOT_FOUND)
+    field = (problem.get("details") or {}).get("field", "base")
+    raise invalid_resource({field: [problem.get("message", "is invalid")]})
 
+
+# -- rendering ------------------------------------------------------------------
+def money(value: Any) -> str:
     text = format(Decimal(str(value)).normalize(), "f")
     return text if "." in text else text + ".0"
 
 
-def render_order(order: dict) -> dict:
-    total = money(order.get("total", "0"))
-    steps = ["address", "delivery", "payment", "confirm", "complete"]
-    if total == "0.0":
-        steps.remove("payment")
+def display(value: Any, currency: str) -> str:
+    amount = Decimal(str(value))
+    sign = "-" if amount < 0 else ""
+    return f"{sign}{CURRENCY_SYMBOLS.get(currency, '')}{abs(amount):,.2f}"
+
+
+def render_variant(variant: dict, currency: str) -> dict:
     return {
-        "id": order["number"], "number": order["number"], "state": order["state"],
-        "email": order.get("email"), "user_id": order.get("user_id"), "currency": order["currency"],
-        "item_total": money(order.get("item_total", "0")), "ship_total": money(order.get("ship_total", "0")),
-        "adjustment_total": money(order.get("adjustment_total", "0")), "total": total,
-        "payment_total": money(order.get("payment_total", "0")), "total_quantity": order.get("total_quantity", 0),
-        "created_at": order["created_at"], "updated_at": order["updated_at"],
-        "completed_at": order.get("completed_at"), "payment_state": order.get("payment_state"),
-        "shipment_state": order.get("shipment_state"), "token": order["guest_token"],
-        "checkout_steps": steps, "line_items": order.get("line_items", []),
-        "payments": order.get("payments", []), "shipments": order.get("shipments", []),
-        "adjustments": order.get("adjustments", []), "bill_address": order.get("bill_address"),
-        "ship_address": order.get("ship_address"), "permissions": {"can_update": False},
+        "id": variant["id"], "name": variant["name"], "sku": variant["sku"], "price": money(variant["price"]),
+        "display_price": display(variant["price"], currency), "options_text": variant.get("options_text", ""),
+        "track_inventory": variant.get("track_inventory", True), "product_id": variant["product_id"],
+        "is_master": variant.get("is_master", False), "slug": variant.get("slug"),
+        "description": variant.get("description"), "option_values": [], "images": [],
     }
 
 
+def render_line_item(line: dict, currency: str) -> dict:
+    price = Decimal(str(line["price"]))
+    amount = price * line["quantity"]
+    return {
+        "id": line["id"], "quantity": line["quantity"], "price": money(price), "variant_id": line["variant_id"],
+        "customer_metadata": {}, "single_display_amount": display(price, currency),
+        "display_amount": display(amount, currency), "total": money(amount),
+        "variant": render_variant({**line["variant"], "price": price}, currency), "adjustments": [],
+    }
+
+
+def render_adjustment(adjustment: dict, order: dict, index: int) -> dict:
+    return {
+        "id": adjustment["promotion_id"], "source_type": "Spree::PromotionAction",
+        "source_id": adjustment["promotion_id"], "adjustable_type": "Spree::Order", "adjustable_id": order["number"],
+        "amount": money(adjustment["amount"]), "label": adjustment["label"], "finalized": False,
+        "display_amount": display(adjustment["amount"], order["currency"]),
+        "created_at": order["created_at"], "updated_at": order["updated_at"],
+    }
+
+
+def render_order(order: dict, *, admin: bool = False) -> dict:
+    currency = order["currency"]
+    total = money(order.get("total", "0"))
+    steps = ["address", "delivery", "payment", "confirm", "complete"]
+    if Decimal(total) == 0:
+        steps.remove("payment")
+    amounts = {name: order.get(name, "0") for name in
+               ("item_total", "ship_total", "adjustment_total", "payment_total", "total")}
+    body = {
+        "id": order["number"], "number": order["number"], "state": order["state"],
+        "email": order.get("email"), "user_id": order.get("user_id"), "currency": currency,
+        "created_at": order["created_at"], "updated_at": order["updated_at"],
+        "completed_at": order.get("completed_at"), "payment_state": order.get("payment_state"),
+        "shipment_state": order.get("shipment_state"), "special_instructions": order.get("special_instructions"),
+        "channel": "spree", "included_tax_total": "0.0", "additional_tax_total": "0.0", "tax_total": "0.0",
+        "display_included_tax_total": display(0, currency), "display_additional_tax_total": display(0, currency),
+        "display_tax_total": display(0, currency), "total_quantity": order.get("total_quantity", 0),
+        "token": order["guest_token"], "checkout_steps": steps, "canceler_id": None, "customer_metadata": {},
+        "line_items": [render_line_item(line, currency) for line in order.get("line_items", [])],
+        "adjustments": [render_adjustment(a, order, i) for i, a in enumerate(order.get("adjustments", []))],
+        "payments": order.get("payments", []), "shipments": order.get("shipments", []),
+        "bill_address": order.get("bill_address"), "ship_address": order.get("ship_address"),
+        "payment_methods": order.get("payment_methods", []), "credit_cards": [],
+        "permissions": {"can_update": admin},
+    }
+    for name, value in amounts.items():
+        body[name] = money(value)
+        body[f"display_{name}"] = display(value, currency)
+    return body
+
+
+# -- orders ---------------------------------------------------------------------
 @router.post("/orders", status_code=201)
 async def create_order(request: Request):
     admin = is_admin(request)
-    services = request.app.state.services
-    created = (await services.call("order", "POST", "/orders", json={})).json()
-    response = await services.call("order", "GET", f"/orders/{created['number']}")
-    order = response.json()
-    body = render_order(order)
-    if not admin:
-        body["permissions"] = {"can_update": False}
-    return JSONResponse(body, status_code=201)
+    created = await command(request, "order", "POST", "/orders", json_body={})
+    order = await fetch_order(request, created["number"])
+    return json_response(render_order(order, admin=admin), status_code=201)
 
 
 @router.get("/orders/{number}")
 async def show_order(number: str, request: Request):
-    return render_order(await load_order(request, number))
+    order = await authorize(request, number, update=False)
+    return json_response(render_order(order, admin=is_admin(request)))
+
+
+# -- line items -----------------------------------------------------------------
+async def _add_line_item(number: str, request: Request) -> Response:
+    body = await params(request)
+    order = await authorize(request, number, update=True, body=body)
+    line_item = require(body, "line_item")
+    quantity = as_int(line_item.get("quantity", 1))
+    result = await command(request, "cart", "POST", f"/orders/{number}/line_items", json_body={
+        "variant_id": as_int(line_item.get("variant_id")), "quantity": quantity, "currency": order["currency"]})
+    await fetch_order(request, number, result["events"])
+    return json_response(render_line_item(result["line_item"], order["currency"]), status_code=201)
+
+
+@router.post("/checkouts/{number}/line_items", status_code=201)
+async def add_line_item(number: str, request: Request):
+    return await _add_line_item(number, request)
+
+
+@router.post("/orders/{number}/line_items", status_code=201)
+async def add_line_item_alias(number: str, request: Request):
+    return await _add_line_item(number, request)
+
+
+@router.api_route("/checkouts/{number}/line_items/{line_id}", methods=["PATCH", "PUT"])
+async def update_line_item(number: str, line_id: int, request: Request):
+    body = await params(request)
+    order = await authorize(request, number, update=True, body=body)
+    line_item = require(body, "line_item")
+    result = await command(request, "cart", "PATCH", f"/orders/{number}/line_items/{line_id}",
+                           json_body={"quantity": as_int(line_item.get("quantity"))})
+    await fetch_order(request, number, result["events"])
+    if result["line_item"] is None:  # quantity 0 removed the line
+        return Response(status_code=204)
+    return json_response(render_line_item(result["line_item"], order["currency"]))
+
+
+@router.delete("/checkouts/{number}/line_items/{line_id}", status_code=204)
+async def delete_line_item(number: str, line_id: int, request: Request):
+    await authorize(request, number, update=True, body=await params(request))
+    result = await command(request, "cart", "DELETE", f"/orders/{number}/line_items/{line_id}")
+    await fetch_order(request, number, result["events"])
+    return Response(status_code=204)
+
+
+@router.put("/orders/{number}/empty")
+async def empty_order(number: str, request: Request):
+    await authorize(request, number, update=True, body=await params(request))
+    result = await command(request, "cart", "PUT", f"/orders/{number}/empty")
+    return json_response(render_order(await fetch_order(request, number, result["events"])))
+
+
+# -- coupon codes ---------------------------------------------------------------
+COUPON_MESSAGES = {
+    "coupon_code_applied": "The coupon code was successfully applied to your order.",
+    "coupon_code_removed": "The coupon code was successfully removed from this order.",
+}
+
+
+def coupon_body(status_code: str | None, *, success: bool, message: str | None) -> dict:
+    return {"success": message if success else None, "error": None if success else message,
+            "successful": success, "status_code": status_code}
+
+
+async def _coupon(request: Request, number: str, method: str, code: str, done: str) -> Response:
+    response = await request.app.state.services.call("cart", method, f"/orders/{number}/coupon_codes"
+                                                     + (f"/{code}" if method == "DELETE" else ""),
+                                                     json={"code": code} if method == "POST" else None)
+    if response.status_code >= 300:
+        problem = response.json()
+        return json_response(coupon_body(problem["code"], success=False, message=problem["message"]), 422)
+    await fetch_order(request, number, response.json()["events"])
+    return json_response(coupon_body(done, success=True, message=COUPON_MESSAGES[done]))
+
+
+@router.post("/orders/{number}/coupon_codes")
+async def apply_coupon(number: str, request: Request):
+    body = await params(request)
+    await authorize(request, number, update=True, body=body)
+    code = str(body.get("coupon_code") or "").strip().lower()
+    if not code:
+        return json_response(coupon_body(None, success=False, message=None), 422)
+    return await _coupon(request, number, "POST", code, "coupon_code_applied")
+
+
+@router.delete("/orders/{number}/coupon_codes/{code}")
+async def remove_coupon(number: str, code: str, request: Request):
+    await authorize(request, number, update=True, body=await params(request))
+    return await _coupon(request, number, "DELETE", code.strip().lower(), "coupon_code_removed")
+
+
+# -- catalog --------------------------------------------------------------------
+@router.get("/variants")
+async def list_variants(request: Request):
+    variants = (await request.app.state.services.call("cart", "GET", "/variants")).json()
+    rendered = [render_variant(v, "USD") for v in variants if v["price"] is not None]
+    return json_response({"variants": rendered, "count": len(rendered), "total_count": len(rendered),
+                          "current_page": 1, "pages": 1, "per_page": max(len(rendered), 1)})
+
+
+@router.get("/products")
+async def list_products(request: Request):
+    services = request.app.state.services
+    products = (await services.call("cart", "GET", "/products")).json()
+    variants = [v for v in (await services.call("cart", "GET", "/variants")).json() if v["price"] is not None]
+    rendered = []
+    for product in products:
+        own = [render_variant(v, "USD") for v in variants if v["product_id"] == product["id"]]
+        if not own:
+            continue
+        master = next((v for v in own if v["is_master"]), own[0])
+        rendered.append({**product, "price": master["price"], "display_price": master["display_price"],
+                         "has_variants": len(own) > 1, "master": master, "variants": own})
+    return json_response({"products": rendered, "count": len(rendered), "total_count": len(rendered),
+                          "current_page": 1, "pages": 1, "per_page": max(len(rendered), 1)})

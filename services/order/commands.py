@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import asyncpg
 
+from shared.bus import events_topic
 from shared.aggregate import CommandResult, Repository
 from shared.eventstore import ConcurrencyConflict, EventStore
 from services.order.domain import Order, new_guest_token, new_order_number
 from services.order.projections import apply_to_view
+
+ORDER_STORE = EventStore("order", events_topic("order"))
 
 
 async def _project(conn: asyncpg.Connection, order: Order, events) -> None:

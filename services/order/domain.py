@@ -4,7 +4,10 @@ from __future__ import annotations
 import secrets
 
 from shared.aggregate import Aggregate, DomainError
-from shared.contracts.order import OrderCreated
+from shared.contracts.order import CheckoutRestarted, OrderCreated
+
+
+CHECKOUT_STATES_AFTER_CART = ("address", "delivery", "payment", "confirm")
 
 
 def new_order_number() -> str:
@@ -30,6 +33,14 @@ class Order(Aggregate):
             raise DomainError("order_exists", f"order {self.id} already exists")
         self._record(OrderCreated(number=self.id, guest_token=guest_token, currency=currency,
                                   email=email, user_id=user_id))
+
+    def restart_checkout(self, *, has_items: bool) -> None:
+        """The cart changed: Solidus's restart_checkout_flow (cart, then next if it has lines)."""
+        if self.state in CHECKOUT_STATES_AFTER_CART:
+            self._record(CheckoutRestarted(number=self.id, state="address" if has_items else "cart"))
+
+    def _on_CheckoutRestarted(self, event: CheckoutRestarted) -> None:
+        self.state = event.state
 
     def _on_OrderCreated(self, event: OrderCreated) -> None:
         self.state = "cart"

@@ -11,3 +11,10 @@ class OrderCreated(DomainEvent):
     currency: str
     email: str | None = None
     user_id: int | None = None
+
+
+class CheckoutRestarted(DomainEvent):
+    """The cart's contents changed mid-checkout: back to `cart`, then `address` if it has lines."""
+    event_type = "order.CheckoutRestarted"
+    number: str
+    state: str

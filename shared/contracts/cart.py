@@ -1,0 +1,85 @@
+"""Events of the cart service (topic `cart.events`, key = order number)."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.envelope import DomainEvent
+
+
+class VariantSnapshot(BaseModel):
+    """What a line item shows of its variant, as it was when the line was added."""
+    model_config = ConfigDict(frozen=True)
+    id: int
+    product_id: int
+    name: str
+    sku: str
+    price: Decimal
+    track_inventory: bool
+    options_text: str = ""
+
+
+class LineItemAdded(DomainEvent):
+    event_type = "cart.LineItemAdded"
+    order_number: str
+    line_item_id: int
+    variant: VariantSnapshot
+    quantity: int
+    price: Decimal
+
+
+class LineItemQuantityChanged(DomainEvent):
+    event_type = "cart.LineItemQuantityChanged"
+    order_number: str
+    line_item_id: int
+    quantity: int
+
+
+class LineItemRemoved(DomainEvent):
+    event_type = "cart.LineItemRemoved"
+    order_number: str
+    line_item_id: int
+
+
+class CartEmptied(DomainEvent):
+    event_type = "cart.CartEmptied"
+    order_number: str
+
+
+class PromotionAdjustment(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    promotion_id: int
+    code: str
+    label: str
+    amount: Decimal  # negative: a discount
+
+
+class CartRepriced(DomainEvent):
+    """The cart's totals after any change: the single source of item and promotion totals."""
+    event_type = "cart.CartRepriced"
+    order_number: str
+    item_total: Decimal
+    adjustment_total: Decimal
+    total_quantity: int
+    item_count: int
+    adjustments: list[PromotionAdjustment] = []
+    # True when the lines themselves changed (not a coupon or an empty): an order in
+    # checkout restarts its checkout then, as Solidus does.
+    lines_changed: bool = False
+
+
+class PromotionApplied(DomainEvent):
+    event_type = "cart.PromotionApplied"
+    order_number: str
+    promotion_id: int
+    code: str
+    name: str
+    kind: str  # "order_flat" (value off the order) or "items_percent" (value % off the items)
+    value: Decimal
+
+
+class PromotionRemoved(DomainEvent):
+    event_type = "cart.PromotionRemoved"
+    order_number: str
+    code: str

@@ -1,0 +1,32 @@
+"""JSON responses that keep money exact: Decimal becomes a string, never a float.
+
+(FastAPI's default encoder turns Decimal into float, so endpoints that return money
+return `json_response(...)`.)
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from fastapi.responses import Response
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, default=_default, separators=(",", ":")).encode()
+
+
+def json_response(value: Any, status_code: int = 200, headers: dict | None = None) -> Response:
+    return Response(dumps(value), status_code=status_code, media_type="application/json", headers=headers)
