@@ -35,14 +35,44 @@ PROMOTIONS = [
 ]
 
 
+US_STATES = [("Alabama", "AL"), ("Alaska", "AK"), ("Arizona", "AZ"), ("California", "CA"), ("Colorado", "CO"),
+             ("Florida", "FL"), ("Georgia", "GA"), ("Illinois", "IL"), ("New York", "NY"), ("Oregon", "OR"),
+             ("Texas", "TX"), ("Washington", "WA")]
+
+COUNTRIES = [
+    {"id": 1, "iso": "US", "iso3": "USA", "iso_name": "UNITED STATES", "name": "United States", "numcode": 840,
+     "states_required": True,
+     "states": [{"id": i + 1, "name": name, "abbr": abbr} for i, (name, abbr) in enumerate(US_STATES)]},
+    {"id": 2, "iso": "GB", "iso3": "GBR", "iso_name": "UNITED KINGDOM", "name": "United Kingdom", "numcode": 826,
+     "states_required": False, "states": []},
+]
+
+SHIPPING = {
+    "zones": [{"id": 1, "name": "US", "description": "United States", "countries": ["US"]},
+              {"id": 2, "name": "United Kingdom", "description": "United Kingdom", "countries": ["GB"]}],
+    "stock_locations": [{"id": 1, "name": "Main Warehouse", "stock": [
+        {"variant_id": 1, "count_on_hand": 1000}, {"variant_id": 2, "count_on_hand": 1000},
+        {"variant_id": 3, "count_on_hand": 500}, {"variant_id": 4, "count_on_hand": 3}]}],
+    "shipping_methods": [
+        {"id": 1, "name": "Ground", "code": "GRND", "cost": "10.00", "currency": "USD", "zone_ids": [1]},
+        {"id": 2, "name": "Express", "code": "EXPR", "cost": "15.00", "currency": "USD", "zone_ids": [1]},
+        {"id": 3, "name": "UK Standard", "code": "UKSTD", "cost": "7.95", "currency": "GBP", "zone_ids": [2]},
+    ],
+}
+
+
 def load_demo_data(system: System) -> list[str]:
     with httpx.Client(timeout=30) as client:
         cart = system.service_url("cart")
         client.put(f"{cart}/admin/catalog", json=PRODUCTS).raise_for_status()
         client.put(f"{cart}/admin/promotions", json=PROMOTIONS).raise_for_status()
+        client.put(f"{system.service_url('order')}/admin/countries", json=COUNTRIES).raise_for_status()
+        client.put(f"{system.service_url('shipping')}/admin/reference", json=SHIPPING).raise_for_status()
     variants = ", ".join(f"{v['id']} {v['sku']} ${v['prices']['USD']}" for p in PRODUCTS for v in p["variants"])
     return [
         f"  demo variants         {variants}",
         "  demo coupon codes     10off (-10.00), 15percent (-15% of items), summer2020 (expired),"
         " welcome (single use)",
+        "  demo shipping         US (states required) and GB; Ground 10.00 and Express 15.00 to the US;"
+        " stock: 3 Limited Posters, Gift Cards untracked",
     ]

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from shared.logs import configure_logging
 from shared.service import install_common
 from shared.settings import load_settings
-from services.gateway import solidus
+from services.gateway import solidus, solidus_checkout
 from services.gateway.clients import ServiceClients
 
 configure_logging("gateway", load_settings().log_level)
@@ -29,6 +29,7 @@ async def lifespan(app: FastAPI):
 app = FastAPI(title="tillstream-gateway", lifespan=lifespan)
 install_common(app, "gateway")
 app.include_router(solidus.router)
+app.include_router(solidus_checkout.router)
 
 
 @app.exception_handler(solidus.ApiError)

@@ -36,6 +36,16 @@ def invalid_resource(errors: dict[str, list[str]]) -> ApiError:
     return ApiError(422, {"error": INVALID_RESOURCE, "errors": errors})
 
 
+def could_not_transition(errors: dict[str, list[str]]) -> ApiError:
+    return ApiError(422, {"error": "The order could not be transitioned. Please fix the errors and try again.",
+                          "errors": errors})
+
+
+def insufficient_stock() -> ApiError:
+    return ApiError(422, {"errors": ["Quantity is not available for items in your order"],
+                          "type": "insufficient_stock"})
+
+
 def missing_param(name: str) -> ApiError:
     message = f"param is missing or the value is empty: {name}"
     return ApiError(422, {"exception": message, "error": message, "missing_param": name})
@@ -113,8 +123,13 @@ def is_admin(request: Request) -> bool:
     return True
 
 
-async def fetch_order(request: Request, number: str, after: list[str] | None = None) -> dict | None:
-    query = {"after": ",".join(after), "timeout_ms": VIEW_WAIT_MS} if after else None
+async def fetch_order(request: Request, number: str, after: list[str] | None = None,
+                      settled: str | None = None) -> dict | None:
+    query: dict[str, Any] = {"timeout_ms": VIEW_WAIT_MS}
+    if after:
+        query["after"] = ",".join(after)
+    if settled:
+        query["settled"] = settled
     response = await request.app.state.services.call("order", "GET", f"/orders/{number}", params=query)
     return response.json() if response.status_code == 200 else None
 
@@ -150,6 +165,11 @@ async def command(request: Request, service: str, method: str, path: str, *, jso
     code = problem.get("code")
     if errors and code in errors:
         raise errors[code]
+    details = problem.get("details") or {}
+    if code == "could_not_transition":
+        raise could_not_transition(details.get("errors", {}))
+    if code == "invalid_resource":
+        raise invalid_resource(details.get("errors", {}))
     if response.status_code == 404:
         raise ApiError(404, NOT_FOUND)
     field = (problem.get("details") or {}).get("field", "base")
@@ -199,7 +219,46 @@ def render_adjustment(adjustment: dict, order: dict, index: int) -> dict:
     }
 
 
-def render_order(order: dict, *, admin: bool = False) -> dict:
+def render_rate(rate: dict, currency: str) -> dict:
+    return {"id": rate["id"], "name": rate["name"], "cost": money(rate["cost"]), "selected": rate["selected"],
+            "shipping_method_id": rate["shipping_method_id"], "shipping_method_code": rate["code"],
+            "display_cost": display(rate["cost"], currency)}
+
+
+def render_shipment(shipment: dict, order: dict) -> dict:
+    currency = order["currency"]
+    rates = [render_rate(r, currency) for r in shipment["rates"]]
+    selected = next((r for r in rates if r["selected"]), None)
+    return {
+        "id": shipment["id"], "tracking": None, "tracking_url": None, "number": shipment["number"],
+        "cost": selected["cost"] if selected else "0.0", "shipped_at": None, "state": shipment["state"],
+        "customer_metadata": {}, "order_id": order["number"], "stock_location_name": shipment["stock_location_name"],
+        "shipping_rates": rates, "selected_shipping_rate": selected,
+        "shipping_methods": [{"id": r["shipping_method_id"], "code": r["shipping_method_code"], "name": r["name"],
+                              "zones": [], "shipping_categories": []} for r in rates],
+        "manifest": [{"variant_id": m["variant_id"], "quantity": m["quantity"], "states": {"on_hand": m["quantity"]}}
+                     for m in shipment["manifest"]],
+        "adjustments": [],
+    }
+
+
+def render_address(address: dict | None, countries: dict[int, dict]) -> dict | None:
+    if address is None:
+        return None
+    country = countries.get(address["country_id"], {})
+    state = next((s for s in country.get("states", []) if s["id"] == address.get("state_id")), None)
+    return {
+        **{k: address.get(k) for k in ("id", "name", "address1", "address2", "city", "zipcode", "phone", "company",
+                                       "alternative_phone", "country_id", "state_id", "state_name")},
+        "country_iso": address["country_iso"], "state_text": state["abbr"] if state else address.get("state_name"),
+        "email": None, "vat_id": None, "reverse_charge_status": "disabled",
+        "country": {k: country.get(k) for k in ("id", "iso_name", "iso", "iso3", "name", "numcode")},
+        "state": {"id": state["id"], "name": state["name"], "abbr": state["abbr"], "country_id": country.get("id")}
+        if state else None,
+    }
+
+
+def render_order(order: dict, *, admin: bool = False, countries: dict[int, dict] | None = None) -> dict:
     currency = order["currency"]
     total = money(order.get("total", "0"))
     steps = ["address", "delivery", "payment", "confirm", "complete"]
@@ -219,8 +278,10 @@ def render_order(order: dict, *, admin: bool = False) -> dict:
         "token": order["guest_token"], "checkout_steps": steps, "canceler_id": None, "customer_metadata": {},
         "line_items": [render_line_item(line, currency) for line in order.get("line_items", [])],
         "adjustments": [render_adjustment(a, order, i) for i, a in enumerate(order.get("adjustments", []))],
-        "payments": order.get("payments", []), "shipments": order.get("shipments", []),
-        "bill_address": order.get("bill_address"), "ship_address": order.get("ship_address"),
+        "payments": order.get("payments", []),
+        "shipments": [render_shipment(sh, order) for sh in order.get("shipments", [])],
+        "bill_address": render_address(order.get("bill_address"), countries or {}),
+        "ship_address": render_address(order.get("ship_address"), countries or {}),
         "payment_methods": order.get("payment_methods", []), "credit_cards": [],
         "permissions": {"can_update": admin},
     }
@@ -230,19 +291,30 @@ def render_order(order: dict, *, admin: bool = False) -> dict:
     return body
 
 
+async def countries_by_id(request: Request) -> dict[int, dict]:
+    cache = request.app.state.__dict__.setdefault("countries", {})
+    if not cache:  # reference data: loaded once per gateway process
+        response = await request.app.state.services.call("order", "GET", "/countries")
+        cache.update({c["id"]: c for c in response.json()})
+    return cache
+
+
+async def order_response(request: Request, order: dict, status_code: int = 200) -> Response:
+    body = render_order(order, admin=is_admin(request), countries=await countries_by_id(request))
+    return json_response(body, status_code=status_code)
+
+
 # -- orders ---------------------------------------------------------------------
 @router.post("/orders", status_code=201)
 async def create_order(request: Request):
     admin = is_admin(request)
     created = await command(request, "order", "POST", "/orders", json_body={})
-    order = await fetch_order(request, created["number"])
-    return json_response(render_order(order, admin=admin), status_code=201)
+    return await order_response(request, await fetch_order(request, created["number"]), 201)
 
 
 @router.get("/orders/{number}")
 async def show_order(number: str, request: Request):
-    order = await authorize(request, number, update=False)
-    return json_response(render_order(order, admin=is_admin(request)))
+    return await order_response(request, await authorize(request, number, update=False))
 
 
 # -- line items -----------------------------------------------------------------
@@ -292,7 +364,7 @@ async def delete_line_item(number: str, line_id: int, request: Request):
 async def empty_order(number: str, request: Request):
     await authorize(request, number, update=True, body=await params(request))
     result = await command(request, "cart", "PUT", f"/orders/{number}/empty")
-    return json_response(render_order(await fetch_order(request, number, result["events"])))
+    return await order_response(request, await fetch_order(request, number, result["events"]))
 
 
 # -- coupon codes ---------------------------------------------------------------

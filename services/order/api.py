@@ -1,6 +1,8 @@
 """The order service's internal HTTP API (called by the gateway)."""
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel
 
@@ -12,30 +14,99 @@ from services.order.view_watcher import watcher
 router = APIRouter()
 
 
+def events_of(result) -> list[str]:
+    return [str(e.event_id) for e in result.events]
+
+
 class CreateOrder(BaseModel):
     currency: str = "USD"
     email: str | None = None
     user_id: int | None = None
 
 
+class UpdateDetails(BaseModel):
+    email: str | None = None
+    bill_address: Any = None
+    ship_address: Any = None
+    use_billing: bool = False
+
+
 @router.post("/orders", status_code=201)
 async def create_order(body: CreateOrder, request: Request):
-    state = request.app.state
-    result = await commands.create_order(state.pool, state.store, currency=body.currency,
+    result = await commands.create_order(request.app.state.pool, currency=body.currency,
                                          email=body.email, user_id=body.user_id)
-    return {"number": result.aggregate.id, "token": result.aggregate.guest_token,
-            "events": [str(e.event_id) for e in result.events]}
+    return {"number": result.aggregate.id, "token": result.aggregate.guest_token, "events": events_of(result)}
+
+
+@router.patch("/orders/{number}/details")
+async def update_details(number: str, body: UpdateDetails, request: Request):
+    result = await commands.update_details(request.app.state.pool, number, email=body.email,
+                                           bill_address=body.bill_address, ship_address=body.ship_address,
+                                           use_billing=body.use_billing)
+    return {"events": events_of(result)}
+
+
+@router.put("/orders/{number}/next")
+async def advance(number: str, request: Request):
+    result = await commands.advance(request.app.state.pool, number)
+    order = result.aggregate
+    return {"events": events_of(result), "state": order.state, "awaiting": order.pending_delivery}
 
 
 @router.get("/orders/{number}")
-async def get_order(number: str, request: Request, after: str = Query(""), timeout_ms: int = Query(3000)):
-    """The order view; with `after=<event ids>`, once the view has applied those events
-    (waiting at most `timeout_ms`; `X-View-Stale: true` says the wait ran out)."""
+async def get_order(number: str, request: Request, after: str = Query(""), settled: str | None = None,
+                    timeout_ms: int = Query(3000)):
+    """The order view; with `after=<event ids>`, once the view has applied those events and,
+    with `settled=<request id>`, once that request was answered (waiting at most
+    `timeout_ms`; `X-View-Stale: true` says the wait ran out)."""
     state = request.app.state
     event_ids = [e for e in after.split(",") if e]
     caught_up = await watcher.wait_applied(state.settings.database_url, state.pool, number, event_ids,
-                                           min(timeout_ms, 10_000) / 1000)
+                                           min(timeout_ms, 10_000) / 1000, settled=settled)
     order = await read_order(state.pool, number)
     if order is None:
         raise HTTPException(404, "order not found")
     return json_response(order, headers={"X-View-Stale": "false" if caught_up else "true"})
+
+
+@router.get("/countries")
+async def countries(request: Request):
+    pool = request.app.state.pool
+    rows = await pool.fetch("SELECT * FROM countries ORDER BY name")
+    states = await pool.fetch("SELECT * FROM states ORDER BY name")
+    return [{**dict(r), "states": [dict(s) for s in states if s["country_id"] == r["id"]]} for r in rows]
+
+
+class StateIn(BaseModel):
+    id: int
+    name: str
+    abbr: str
+
+
+class CountryIn(BaseModel):
+    id: int
+    iso: str
+    iso3: str
+    iso_name: str
+    name: str
+    numcode: int
+    states_required: bool = False
+    states: list[StateIn] = []
+
+
+@router.put("/admin/countries")
+async def load_countries(countries: list[CountryIn], request: Request):
+    """Upserts reference data (demo data, imports); idempotent."""
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        for c in countries:
+            await conn.execute(
+                "INSERT INTO countries (id, iso, iso3, iso_name, name, numcode, states_required)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET iso = $2, iso3 = $3,"
+                " iso_name = $4, name = $5, numcode = $6, states_required = $7",
+                c.id, c.iso, c.iso3, c.iso_name, c.name, c.numcode, c.states_required)
+            for st in c.states:
+                await conn.execute(
+                    "INSERT INTO states (id, country_id, name, abbr) VALUES ($1, $2, $3, $4)"
+                    " ON CONFLICT (id) DO UPDATE SET country_id = $2, name = $3, abbr = $4",
+                    st.id, c.id, st.name, st.abbr)
+    return {"countries": len(countries)}

@@ -1,34 +1,109 @@
-"""Application handlers of the order service: load the Order, run the rule, append."""
+"""Application handlers of the order service: load the Order, run the rule, append.
+
+The order's own events update the order view in the same transaction, so the response
+to a command already shows them.
+"""
 from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
 
 import asyncpg
 
+from shared.aggregate import CommandResult, Repository, not_found
 from shared.bus import events_topic
-from shared.aggregate import CommandResult, Repository
+from shared.contracts.order import DeliveryLine
 from shared.eventstore import ConcurrencyConflict, EventStore
-from services.order.domain import Order, new_guest_token, new_order_number
+from services.order.domain import Country, Order, new_guest_token, new_order_number, validate_address
 from services.order.projections import apply_to_view
 
 ORDER_STORE = EventStore("order", events_topic("order"))
+ORDERS = Repository(ORDER_STORE, Order)
 
 
-async def _project(conn: asyncpg.Connection, order: Order, events) -> None:
+async def project(conn: asyncpg.Connection, _order: Order, events) -> None:
     for envelope in events:
         await apply_to_view(conn, envelope)
 
 
-async def create_order(pool: asyncpg.Pool, store: EventStore, *, currency: str = "USD",
-                       email: str | None = None, user_id: int | None = None) -> CommandResult[Order]:
-    repository = Repository(store, Order)
+async def create_order(pool: asyncpg.Pool, *, currency: str = "USD", email: str | None = None,
+                       user_id: int | None = None) -> CommandResult[Order]:
     token = new_guest_token()
     for _ in range(20):  # a clash of random numbers is rare; pick another one
         order = Order(new_order_number())
         order.create(guest_token=token, currency=currency, email=email, user_id=user_id)
         try:
             async with pool.acquire() as conn, conn.transaction():
-                stored = await repository.save(conn, order)
-                await _project(conn, order, stored)
+                stored = await ORDERS.save(conn, order)
+                await project(conn, order, stored)
             return CommandResult(order, stored)
         except ConcurrencyConflict:
             continue
     raise RuntimeError("could not allocate an order number")
+
+
+async def find_country(conn: asyncpg.Connection | asyncpg.Pool, fields: dict) -> Country | None:
+    if fields.get("country_id") is not None:
+        row = await conn.fetchrow("SELECT id, iso, states_required FROM countries WHERE id = $1",
+                                  _int_or_none(fields["country_id"]))
+    elif fields.get("country_iso") or isinstance(fields.get("country"), dict):
+        iso = fields.get("country_iso") or fields["country"].get("iso")
+        row = await conn.fetchrow("SELECT id, iso, states_required FROM countries WHERE iso = upper($1)", str(iso))
+    else:
+        return None
+    if row is None:
+        return None
+    states = await conn.fetch("SELECT id, name, abbr FROM states WHERE country_id = $1", row["id"])
+    names = {s["name"].lower(): s["id"] for s in states} | {s["abbr"].lower(): s["id"] for s in states}
+    return Country(row["id"], row["iso"], row["states_required"], frozenset(s["id"] for s in states), names)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+async def _address(conn: asyncpg.Pool, prefix: str, fields: Any):
+    if fields is None:
+        return None
+    if not isinstance(fields, dict):
+        fields = {}
+    fields = dict(fields)
+    if "state_id" in fields:
+        fields["state_id"] = _int_or_none(fields["state_id"])
+    if isinstance(fields.get("state"), dict):
+        fields.setdefault("state_name", fields["state"].get("abbr") or fields["state"].get("name"))
+    country = await find_country(conn, fields)
+    address_id = await conn.fetchval("SELECT nextval('address_ids')")
+    return validate_address(prefix, fields, country, address_id)
+
+
+async def update_details(pool: asyncpg.Pool, number: str, *, email: str | None, bill_address: Any,
+                         ship_address: Any, use_billing: bool) -> CommandResult[Order]:
+    bill = await _address(pool, "bill_address", bill_address)
+    ship = await _address(pool, "ship_address", bill_address if use_billing and bill_address else ship_address)
+    return await ORDERS.execute(pool, number, lambda order: _require(order).update_details(
+        email=email, bill_address=bill, ship_address=ship), after=project)
+
+
+async def advance(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
+    facts = await pool.fetchrow(
+        "SELECT item_count, item_total + ship_total + adjustment_total AS total,"
+        " jsonb_array_length(shipments) > 0 AS shipments_ready FROM order_view WHERE number = $1", number)
+    if facts is None:
+        raise not_found("order")
+    lines = [DeliveryLine(variant_id=r["variant_id"], quantity=r["quantity"],
+                          track_inventory=r["variant"].get("track_inventory", True))
+             for r in await pool.fetch("SELECT variant_id, quantity, variant FROM order_line_items"
+                                       " WHERE order_number = $1 ORDER BY id", number)]
+    return await ORDERS.execute(pool, number, lambda order: order.next(
+        item_count=facts["item_count"], total=Decimal(facts["total"]), shipments_ready=facts["shipments_ready"],
+        lines=lines), after=project)
+
+
+def _require(order: Order) -> Order:
+    if not order.exists:
+        raise not_found("order")
+    return order

@@ -1,32 +1,39 @@
-"""Handlers of the order service for other services' events."""
+"""Handlers of the order service for other services' events.
+
+Each folds the event into the order view and applies its consequences to the Order
+aggregate in the same transaction, so once the view has applied an event its effects
+are visible too: that is what makes the gateway's read-your-writes wait sufficient.
+"""
 from __future__ import annotations
 
 import asyncpg
 
-from shared.aggregate import Repository
 from shared.bus import events_topic
 from shared.contracts import cart as c
+from shared.contracts import shipping as s
 from shared.envelope import EventEnvelope, decode_event
 from shared.service import Subscription
-from services.order.commands import ORDER_STORE
-from services.order.domain import Order
+from services.order.commands import ORDERS
 from services.order.projections import apply_to_view
 
 
-async def on_cart_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
-    """Fold the event into the view and, when lines changed mid-checkout, restart it.
-
-    Both happen in the consumer's transaction, so once the view has applied an event its
-    consequences are visible too: read-your-writes for the gateway.
-    """
+async def on_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     await apply_to_view(conn, envelope)
     event = decode_event(envelope)
-    if isinstance(event, c.CartRepriced) and event.lines_changed:
-        repository = Repository(ORDER_STORE, Order)
-        order = await repository.load(conn, envelope.aggregate_id)
-        order.restart_checkout(has_items=event.item_count > 0)
-        for stored in await repository.save(conn, order):
+    order = None
+    match event:
+        case c.CartRepriced(lines_changed=True):
+            order = await ORDERS.load(conn, envelope.aggregate_id)
+            order.restart_checkout(has_items=event.item_count > 0)
+        case s.ShipmentsBuilt():
+            order = await ORDERS.load(conn, envelope.aggregate_id)
+            order.delivery_arrived(event.request_id)
+        case s.ShipmentsUnavailable():
+            order = await ORDERS.load(conn, envelope.aggregate_id)
+            order.delivery_refused(event.request_id, event.code, event.message)
+    if order is not None:
+        for stored in await ORDERS.save(conn, order):
             await apply_to_view(conn, stored)
 
 
-subscriptions = [Subscription(name="view", topics=[events_topic("cart")], handler=on_cart_event)]
+subscriptions = [Subscription(name="view", topics=[events_topic("cart"), events_topic("shipping")], handler=on_event)]

@@ -1,13 +1,27 @@
-"""The Order aggregate. Pure: no I/O; methods check rules and record events."""
+"""The Order aggregate: Solidus's checkout state machine. Pure: no I/O.
+
+cart → address → delivery → [payment] → confirm → complete; `payment` only when the
+total is above zero. Leaving `address` asks the shipping service for shipments: the
+order records `DeliveryRequested` and stays in `address` until shipping answers
+(`delivery_arrived` / `delivery_refused`), so no other step can slip in meanwhile.
+"""
 from __future__ import annotations
 
+import re
 import secrets
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
 
 from shared.aggregate import Aggregate, DomainError
-from shared.contracts.order import CheckoutRestarted, OrderCreated
-
+from shared.contracts.order import (
+    Address, BillAddressChanged, DeliveryLine, CheckoutAdvanced, CheckoutRestarted, DeliveryRefused, DeliveryRequested,
+    OrderCreated, OrderEmailChanged, ShipAddressChanged,
+)
 
 CHECKOUT_STATES_AFTER_CART = ("address", "delivery", "payment", "confirm")
+NO_ITEMS = "There are no items for this order. Please add an item to the order to continue."
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def new_order_number() -> str:
@@ -16,6 +30,61 @@ def new_order_number() -> str:
 
 def new_guest_token() -> str:
     return secrets.token_urlsafe(16)  # 22 URL-safe characters, like Solidus
+
+
+class CheckoutRefused(DomainError):
+    """A state transition's guard failed (Solidus's could_not_transition)."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("could_not_transition", "The order could not be transitioned.", errors=errors)
+        self.errors = errors
+
+
+class InvalidFields(DomainError):
+    """Submitted fields are invalid (Solidus's invalid_resource)."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("invalid_resource", "Invalid resource.", errors=errors)
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Country:
+    id: int
+    iso: str
+    states_required: bool
+    state_ids: frozenset[int]
+    state_names: dict[str, int]  # lower-case name or abbreviation → state id
+
+
+ADDRESS_REQUIRED = ("name", "address1", "city", "zipcode", "phone")
+
+
+def validate_address(prefix: str, fields: dict, country: Country | None, address_id: int) -> Address:
+    """Solidus's address rules: the error keys are `<prefix>.<field>`."""
+    errors: dict[str, list[str]] = {}
+    for name in ADDRESS_REQUIRED:
+        value = fields.get(name)
+        if not isinstance(value, (str, int)) or not str(value).strip():
+            errors[f"{prefix}.{name}"] = ["can't be blank"]
+    if country is None:
+        errors[f"{prefix}.country"] = ["can't be blank"]
+    state_id = fields.get("state_id")
+    if country is not None:
+        if state_id is None and fields.get("state_name"):
+            state_id = country.state_names.get(str(fields["state_name"]).strip().lower())
+        if state_id is not None and state_id not in country.state_ids:
+            errors[f"{prefix}.state"] = ["is invalid"]
+        elif country.states_required and state_id is None:
+            errors[f"{prefix}.state"] = ["can't be blank"]
+    if errors:
+        raise InvalidFields(errors)
+    text = lambda name: None if fields.get(name) in (None, "") else str(fields[name]).strip()  # noqa: E731
+    return Address(id=address_id, name=text("name"), address1=text("address1"), address2=text("address2"),
+                   city=text("city"), zipcode=text("zipcode"), phone=text("phone"),
+                   alternative_phone=text("alternative_phone"), company=text("company"),
+                   country_id=country.id, country_iso=country.iso, state_id=state_id,
+                   state_name=None if state_id else text("state_name"))
 
 
 class Order(Aggregate):
@@ -27,23 +96,105 @@ class Order(Aggregate):
         self.guest_token: str | None = None
         self.email: str | None = None
         self.currency = "USD"
+        self.bill_address: Address | None = None
+        self.ship_address: Address | None = None
+        self.pending_delivery: str | None = None  # request id of a DeliveryRequested awaiting its answer
 
+    # -- commands ---------------------------------------------------------------
     def create(self, *, guest_token: str, currency: str, email: str | None, user_id: int | None) -> None:
         if self.exists:
             raise DomainError("order_exists", f"order {self.id} already exists")
         self._record(OrderCreated(number=self.id, guest_token=guest_token, currency=currency,
                                   email=email, user_id=user_id))
 
+    def update_details(self, *, email: str | None = None, bill_address: Address | None = None,
+                       ship_address: Address | None = None) -> None:
+        if email is not None:
+            if not EMAIL.match(email):
+                raise InvalidFields({"email": ["is invalid"]})
+            if email != self.email:
+                self._record(OrderEmailChanged(number=self.id, email=email))
+        if bill_address is not None and _differs(bill_address, self.bill_address):
+            self._record(BillAddressChanged(number=self.id, address=bill_address))
+        if ship_address is not None and _differs(ship_address, self.ship_address):
+            self._record(ShipAddressChanged(number=self.id, address=ship_address))
+
+    def next(self, *, item_count: int, total: Decimal, shipments_ready: bool,
+             lines: list[DeliveryLine] = ()) -> None:
+        """One step forward. Leaving `address` only requests delivery (see module doc)."""
+        if self.pending_delivery:
+            raise CheckoutRefused({})
+        match self.state:
+            case "cart":
+                if item_count == 0:
+                    raise CheckoutRefused({"base": [NO_ITEMS]})
+                self._advance("address")
+            case "address":
+                errors: dict[str, list[str]] = {}
+                if not self.email:
+                    errors["email"] = ["can't be blank"]
+                if self.ship_address is None:
+                    errors["base"] = ["Valid shipping address required"]
+                if errors:
+                    raise CheckoutRefused(errors)
+                self._record(DeliveryRequested(number=self.id, request_id=str(uuid.uuid4()),
+                                               ship_address=self.ship_address, currency=self.currency,
+                                               lines=list(lines)))
+            case "delivery":
+                if not shipments_ready:
+                    raise CheckoutRefused({"base": ["We are unable to calculate shipping rates for the selected items."]})
+                self._advance("payment" if total > 0 else "confirm")
+            case "payment":
+                self._advance("confirm")
+            case _:
+                raise CheckoutRefused({})
+
+    def delivery_arrived(self, request_id: str) -> None:
+        if self.pending_delivery == request_id and self.state == "address":
+            self._advance("delivery")
+
+    def delivery_refused(self, request_id: str, code: str, message: str) -> None:
+        if self.pending_delivery == request_id:
+            self._record(DeliveryRefused(number=self.id, request_id=request_id, code=code, message=message))
+
     def restart_checkout(self, *, has_items: bool) -> None:
         """The cart changed: Solidus's restart_checkout_flow (cart, then next if it has lines)."""
         if self.state in CHECKOUT_STATES_AFTER_CART:
             self._record(CheckoutRestarted(number=self.id, state="address" if has_items else "cart"))
 
-    def _on_CheckoutRestarted(self, event: CheckoutRestarted) -> None:
-        self.state = event.state
+    def _advance(self, to_state: str) -> None:
+        self._record(CheckoutAdvanced(number=self.id, from_state=self.state, to_state=to_state))
 
+    # -- state changes ----------------------------------------------------------
     def _on_OrderCreated(self, event: OrderCreated) -> None:
         self.state = "cart"
         self.guest_token = event.guest_token
         self.currency = event.currency
         self.email = event.email
+
+    def _on_OrderEmailChanged(self, event: OrderEmailChanged) -> None:
+        self.email = event.email
+
+    def _on_BillAddressChanged(self, event: BillAddressChanged) -> None:
+        self.bill_address = event.address
+
+    def _on_ShipAddressChanged(self, event: ShipAddressChanged) -> None:
+        self.ship_address = event.address
+
+    def _on_CheckoutAdvanced(self, event: CheckoutAdvanced) -> None:
+        self.state = event.to_state
+        self.pending_delivery = None
+
+    def _on_CheckoutRestarted(self, event: CheckoutRestarted) -> None:
+        self.state = event.state
+        self.pending_delivery = None
+
+    def _on_DeliveryRequested(self, event: DeliveryRequested) -> None:
+        self.pending_delivery = event.request_id
+
+    def _on_DeliveryRefused(self, event: DeliveryRefused) -> None:
+        self.pending_delivery = None
+
+
+def _differs(new: Address, old: Address | None) -> bool:
+    return old is None or new.model_dump(exclude={"id"}) != old.model_dump(exclude={"id"})

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncpg
 
+from decimal import Decimal
+
 from shared.contracts import cart as c
-from shared.contracts.order import CheckoutRestarted, OrderCreated
+from shared.contracts import order as o
+from shared.contracts import shipping as s
 from shared.envelope import EventEnvelope, decode_event
 
 VIEW_CHANNEL = "order_view"
@@ -17,13 +20,43 @@ async def apply_to_view(conn: asyncpg.Connection, envelope: EventEnvelope) -> No
     event = decode_event(envelope)
     number = envelope.aggregate_id
     match event:
-        case OrderCreated():
+        case o.OrderCreated():
             await conn.execute(
                 "INSERT INTO order_view (number, guest_token, state, currency, email, user_id, created_at, updated_at)"
                 " VALUES ($1, $2, 'cart', $3, $4, $5, $6, $6) ON CONFLICT (number) DO NOTHING",
                 event.number, event.guest_token, event.currency, event.email, event.user_id, envelope.occurred_at)
-        case CheckoutRestarted():
-            await conn.execute("UPDATE order_view SET state = $2 WHERE number = $1", number, event.state)
+        case o.CheckoutRestarted():
+            # Solidus deletes the (pending) shipments when the checkout restarts.
+            await conn.execute("UPDATE order_view SET state = $2, shipments = '[]', ship_total = 0,"
+                               " pending_request = NULL WHERE number = $1", number, event.state)
+        case o.CheckoutAdvanced():
+            await conn.execute("UPDATE order_view SET state = $2, pending_request = NULL WHERE number = $1",
+                               number, event.to_state)
+        case o.OrderEmailChanged():
+            await conn.execute("UPDATE order_view SET email = $2 WHERE number = $1", number, event.email)
+        case o.BillAddressChanged():
+            await conn.execute("UPDATE order_view SET bill_address = $2 WHERE number = $1", number,
+                               event.address.model_dump(mode="json"))
+        case o.ShipAddressChanged():
+            await conn.execute("UPDATE order_view SET ship_address = $2 WHERE number = $1", number,
+                               event.address.model_dump(mode="json"))
+        case o.DeliveryRequested():
+            await conn.execute("UPDATE order_view SET pending_request = $2 WHERE number = $1",
+                               number, event.request_id)
+        case o.DeliveryRefused():
+            await conn.execute("UPDATE order_view SET pending_request = NULL, refusal = $2 WHERE number = $1",
+                               number, event.model_dump(mode="json"))
+        case s.ShipmentsBuilt():
+            await _set_shipments(conn, number, [sh.model_dump(mode="json") for sh in event.shipments])
+        case s.ShippingRateSelected():
+            shipments = await conn.fetchval("SELECT shipments FROM order_view WHERE number = $1", number) or []
+            for shipment in shipments:
+                if shipment["number"] == event.shipment_number:
+                    for rate in shipment["rates"]:
+                        rate["selected"] = rate["id"] == event.rate_id
+            await _set_shipments(conn, number, shipments)
+        case s.ShipmentsDiscarded():
+            await _set_shipments(conn, number, [])
         case c.LineItemAdded():
             await conn.execute(
                 "INSERT INTO order_line_items (id, order_number, variant_id, quantity, price, variant)"
@@ -36,6 +69,7 @@ async def apply_to_view(conn: asyncpg.Connection, envelope: EventEnvelope) -> No
             await conn.execute("DELETE FROM order_line_items WHERE id = $1", event.line_item_id)
         case c.CartEmptied():
             await conn.execute("DELETE FROM order_line_items WHERE order_number = $1", number)
+            await _set_shipments(conn, number, [])  # Solidus's empty deletes shipments too
         case c.CartRepriced():
             await conn.execute(
                 "UPDATE order_view SET item_total = $2, adjustment_total = $3, total_quantity = $4, item_count = $5,"
@@ -45,6 +79,12 @@ async def apply_to_view(conn: asyncpg.Connection, envelope: EventEnvelope) -> No
     await conn.execute("UPDATE order_view SET updated_at = greatest(updated_at, $2) WHERE number = $1",
                        number, envelope.occurred_at)
     await conn.execute("SELECT pg_notify($1, $2)", VIEW_CHANNEL, number)
+
+
+async def _set_shipments(conn: asyncpg.Connection, number: str, shipments: list[dict]) -> None:
+    ship_total = sum((Decimal(r["cost"]) for sh in shipments for r in sh["rates"] if r["selected"]), Decimal("0"))
+    await conn.execute("UPDATE order_view SET shipments = $2, ship_total = $3 WHERE number = $1",
+                       number, shipments, ship_total)
 
 
 async def read_order(conn: asyncpg.Connection | asyncpg.Pool, number: str) -> dict | None:
@@ -57,6 +97,10 @@ async def read_order(conn: asyncpg.Connection | asyncpg.Pool, number: str) -> di
     order["line_items"] = [dict(line) for line in lines]
     order["total"] = order["item_total"] + order["ship_total"] + order["adjustment_total"]
     return order
+
+
+async def pending_request(conn: asyncpg.Connection | asyncpg.Pool, number: str) -> str | None:
+    return await conn.fetchval("SELECT pending_request FROM order_view WHERE number = $1", number)
 
 
 async def unapplied(conn: asyncpg.Connection | asyncpg.Pool, event_ids: list[str]) -> int:

@@ -13,7 +13,7 @@ from collections import defaultdict
 import asyncpg
 
 from shared import db
-from services.order.projections import VIEW_CHANNEL, unapplied
+from services.order.projections import VIEW_CHANNEL, pending_request, unapplied
 
 _POLL_S = 0.05
 
@@ -37,9 +37,16 @@ class ViewWatcher:
             event.set()
 
     async def wait_applied(self, dsn: str, pool: asyncpg.Pool, number: str, event_ids: list[str],
-                           timeout: float) -> bool:
-        """True once the view has applied every one of `event_ids`; False on timeout."""
-        if not event_ids or not await unapplied(pool, event_ids):
+                           timeout: float, *, settled: str | None = None) -> bool:
+        """True once the view has applied every one of `event_ids` and, with `settled`,
+        once that request is no longer pending; False on timeout."""
+
+        async def caught_up() -> bool:
+            if event_ids and await unapplied(pool, event_ids):
+                return False
+            return settled is None or await pending_request(pool, number) != settled
+
+        if await caught_up():
             return True
         await self._ensure_listening(dsn)
         wake = asyncio.Event()
@@ -48,7 +55,7 @@ class ViewWatcher:
         try:
             while True:
                 wake.clear()
-                if not await unapplied(pool, event_ids):
+                if await caught_up():
                     return True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:

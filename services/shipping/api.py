@@ -1,11 +1,71 @@
 """The shipping service's internal HTTP API (called by the gateway)."""
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Request
+from decimal import Decimal
+from typing import Any
 
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel
+
+from shared.jsonutil import json_response
 from shared.order_directory import known_order
+from services.shipping import commands
 
 router = APIRouter()
+
+
+def events_of(result) -> list[str]:
+    return [str(e.event_id) for e in result.events]
+
+
+class SelectRate(BaseModel):
+    rate_id: Any = None
+
+
+class SelectMethod(BaseModel):
+    shipping_method_id: Any = None
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise HTTPException(404, f"{what} not found")
+    return value
+
+
+@router.put("/orders/{number}/shipments/{shipment_number}/rate")
+async def select_rate(number: str, shipment_number: str, body: SelectRate, request: Request):
+    rate_id = body.rate_id if isinstance(body.rate_id, int) and not isinstance(body.rate_id, bool) else -1
+    return {"events": events_of(await commands.select_rate(request.app.state.pool, number, shipment_number, rate_id))}
+
+
+@router.put("/orders/{number}/shipments/{shipment_number}/method")
+async def select_method(number: str, shipment_number: str, body: SelectMethod, request: Request):
+    method_id = _int(body.shipping_method_id, "shipping method")
+    return {"events": events_of(await commands.select_method(request.app.state.pool, number, shipment_number,
+                                                             method_id))}
+
+
+@router.get("/shipments/{shipment_number}")
+async def find_shipment(shipment_number: str, request: Request):
+    """Which order a shipment belongs to (shipment numbers are global)."""
+    pool = request.app.state.pool
+    order_number = await pool.fetchval("SELECT order_number FROM shipment_index WHERE number = $1", shipment_number)
+    if order_number is None:
+        raise HTTPException(404, "shipment not found")
+    shipments = await commands.SHIPMENTS.load(pool, order_number)
+    shipment = next((s for s in shipments.shipments if s.number == shipment_number), None)
+    if shipment is None:
+        raise HTTPException(404, "shipment not found")
+    return json_response({"order_number": order_number, "shipment": shipment.model_dump(mode="json")})
+
+
+@router.get("/rates")
+async def estimate(request: Request, country_iso: str, currency: str = "USD"):
+    """Every method that could ship to the country (Solidus's estimated_rates includes the
+    ones not available to users), cheapest first."""
+    methods = await commands.methods_for(request.app.state.pool, country_iso, currency, users_only=False)
+    return json_response([{"shipping_method_id": m.id, "name": m.name, "code": m.code, "cost": m.cost}
+                          for m in methods])
 
 
 @router.get("/orders/{number}")
@@ -14,3 +74,68 @@ async def order_as_known_here(number: str, request: Request):
     if order is None:
         raise HTTPException(404, "order not known to this service")
     return order
+
+
+class Zone(BaseModel):
+    id: int
+    name: str
+    description: str = ""
+    countries: list[str]
+
+
+class StockItem(BaseModel):
+    variant_id: int
+    count_on_hand: int
+    backorderable: bool = False
+
+
+class Location(BaseModel):
+    id: int
+    name: str
+    active: bool = True
+    stock: list[StockItem] = []
+
+
+class ShippingMethodIn(BaseModel):
+    id: int
+    name: str
+    code: str
+    cost: Decimal
+    currency: str
+    zone_ids: list[int]
+    available_to_users: bool = True
+
+
+class ShippingReference(BaseModel):
+    zones: list[Zone] = []
+    stock_locations: list[Location] = []
+    shipping_methods: list[ShippingMethodIn] = []
+
+
+@router.put("/admin/reference")
+async def load_reference(body: ShippingReference, request: Request):
+    """Upserts zones, stock locations (with stock) and shipping methods; idempotent."""
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        for z in body.zones:
+            await conn.execute(
+                "INSERT INTO zones (id, name, description, countries) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (id) DO UPDATE SET name = $2, description = $3, countries = $4",
+                z.id, z.name, z.description, z.countries)
+        for loc in body.stock_locations:
+            await conn.execute(
+                "INSERT INTO stock_locations (id, name, active) VALUES ($1, $2, $3)"
+                " ON CONFLICT (id) DO UPDATE SET name = $2, active = $3", loc.id, loc.name, loc.active)
+            for item in loc.stock:
+                await conn.execute(
+                    "INSERT INTO stock_items (stock_location_id, variant_id, count_on_hand, backorderable)"
+                    " VALUES ($1, $2, $3, $4) ON CONFLICT (stock_location_id, variant_id)"
+                    " DO UPDATE SET count_on_hand = $3, backorderable = $4",
+                    loc.id, item.variant_id, item.count_on_hand, item.backorderable)
+        for m in body.shipping_methods:
+            await conn.execute(
+                "INSERT INTO shipping_methods (id, name, code, cost, currency, zone_ids, available_to_users)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET name = $2, code = $3,"
+                " cost = $4, currency = $5, zone_ids = $6, available_to_users = $7",
+                m.id, m.name, m.code, m.cost, m.currency, m.zone_ids, m.available_to_users)
+    return {"zones": len(body.zones), "stock_locations": len(body.stock_locations),
+            "shipping_methods": len(body.shipping_methods)}

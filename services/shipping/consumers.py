@@ -1,8 +1,23 @@
 """Handlers of the shipping service for other services' events."""
 from __future__ import annotations
 
+import asyncpg
+
 from shared.bus import events_topic
+from shared.contracts import order as o
+from shared.envelope import EventEnvelope, decode_event
 from shared.order_directory import track_orders
 from shared.service import Subscription
+from services.shipping.commands import build_shipments, discard_shipments
 
-subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=track_orders)]
+
+async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+    await track_orders(conn, envelope)
+    match decode_event(envelope):
+        case o.DeliveryRequested() as request:
+            await build_shipments(conn, request)
+        case o.CheckoutRestarted():
+            await discard_shipments(conn, envelope.aggregate_id)
+
+
+subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event)]

@@ -1,6 +1,8 @@
 """Events of the order service (topic `order.events`, key = order number)."""
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict
+
 from shared.envelope import DomainEvent
 
 
@@ -18,3 +20,73 @@ class CheckoutRestarted(DomainEvent):
     event_type = "order.CheckoutRestarted"
     number: str
     state: str
+
+
+class Address(BaseModel):
+    """A postal address as the order holds it (immutable: an edit is a new address id)."""
+    model_config = ConfigDict(frozen=True)
+    id: int
+    name: str
+    address1: str
+    address2: str | None = None
+    city: str
+    zipcode: str
+    phone: str | None = None
+    alternative_phone: str | None = None
+    company: str | None = None
+    country_id: int
+    country_iso: str
+    state_id: int | None = None
+    state_name: str | None = None
+
+
+class OrderEmailChanged(DomainEvent):
+    event_type = "order.OrderEmailChanged"
+    number: str
+    email: str
+
+
+class BillAddressChanged(DomainEvent):
+    event_type = "order.BillAddressChanged"
+    number: str
+    address: Address
+
+
+class ShipAddressChanged(DomainEvent):
+    event_type = "order.ShipAddressChanged"
+    number: str
+    address: Address
+
+
+class CheckoutAdvanced(DomainEvent):
+    event_type = "order.CheckoutAdvanced"
+    number: str
+    from_state: str
+    to_state: str
+
+
+class DeliveryLine(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    variant_id: int
+    quantity: int
+    track_inventory: bool
+
+
+class DeliveryRequested(DomainEvent):
+    """Leaving `address`: the shipping service is asked to build shipments and rates
+    for these lines (carried here, so shipping never builds from a stale copy)."""
+    event_type = "order.DeliveryRequested"
+    number: str
+    request_id: str  # echoed by shipping's answer
+    ship_address: Address
+    currency: str
+    lines: list[DeliveryLine]
+
+
+class DeliveryRefused(DomainEvent):
+    """Shipping could not serve the order; it stays in `address`."""
+    event_type = "order.DeliveryRefused"
+    number: str
+    request_id: str  # the DeliveryRequested it answers
+    code: str        # "no_rates" or "insufficient_stock"
+    message: str

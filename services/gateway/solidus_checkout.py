@@ -1,0 +1,159 @@
+"""Solidus checkout steps: update checkout, next, shipments and rates, countries.
+
+Leaving `address` is answered by the shipping service, so `advance` waits (bounded)
+until the order view shows the answer to its own request, and reports a refusal with
+Solidus's error bodies.
+"""
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from shared.jsonutil import json_response
+from services.gateway.solidus import (
+    NOT_FOUND, ApiError, as_int, authorize, command, could_not_transition, fetch_order, insufficient_stock,
+    invalid_resource, missing_param, order_response, params, render_shipment,
+)
+
+router = APIRouter(prefix="/api")
+
+DETAIL_KEYS = ("email", "use_billing", "bill_address", "bill_address_attributes", "ship_address",
+               "ship_address_attributes")
+
+
+def check_expected_total(body: dict, order: dict) -> None:
+    expected = body.get("expected_total")
+    if expected is None:
+        return
+    try:
+        matches = Decimal(str(expected)) == Decimal(str(order["total"]))
+    except InvalidOperation:
+        matches = False
+    if not matches:
+        raise ApiError(400, {"errors": {"expected_total": ["Expected total does not match actual total."]}})
+
+
+def collection(value: Any) -> list[dict]:
+    """Nested attributes arrive as arrays or as Rails index hashes ({"0": {...}})."""
+    if isinstance(value, list):
+        items = value
+    elif isinstance(value, dict):
+        items = [value[k] for k in sorted(value, key=lambda k: (len(str(k)), str(k)))]
+    else:
+        return []
+    return [item for item in items if isinstance(item, dict)]
+
+
+async def advance(request: Request, number: str) -> dict:
+    """One `next`; when it asks shipping for delivery, wait for the answer."""
+    result = await command(request, "order", "PUT", f"/orders/{number}/next")
+    awaiting = result.get("awaiting")
+    order = await fetch_order(request, number, result["events"], settled=awaiting)
+    refusal = order.get("refusal") or {}
+    if awaiting and refusal.get("request_id") == awaiting:
+        if refusal["code"] == "insufficient_stock":
+            raise insufficient_stock()
+        raise could_not_transition({"base": [refusal["message"]]})
+    return order
+
+
+@router.put("/checkouts/{number}/next")
+async def next_step(number: str, request: Request):
+    body = await params(request)
+    order = await authorize(request, number, update=True, body=body)
+    check_expected_total(body, order)
+    return await order_response(request, await advance(request, number))
+
+
+@router.api_route("/checkouts/{number}", methods=["PATCH", "PUT"])
+async def update_checkout(number: str, request: Request):
+    body = await params(request)
+    order = await authorize(request, number, update=True, body=body)
+    state = order["state"]
+    attributes = body.get("order")
+    if state in ("delivery", "payment") and (not isinstance(attributes, dict) or not attributes):
+        raise missing_param("order")
+    attributes = attributes if isinstance(attributes, dict) else {}
+    events: list[str] = []
+    if state in ("cart", "address") and any(k in attributes for k in DETAIL_KEYS):
+        events += (await command(request, "order", "PATCH", f"/orders/{number}/details", json_body={
+            "email": attributes.get("email"),
+            "bill_address": attributes.get("bill_address_attributes", attributes.get("bill_address")),
+            "ship_address": attributes.get("ship_address_attributes", attributes.get("ship_address")),
+            "use_billing": attributes.get("use_billing") in (True, "true", "1", 1),
+        }))["events"]
+    elif state == "delivery":
+        events += await select_rates(request, order, collection(attributes.get("shipments_attributes")))
+    elif state == "payment" and "payments_attributes" in attributes:
+        raise ApiError(501, {"error": "Payments are not available yet."})
+    if events:
+        await fetch_order(request, number, events)
+    return await order_response(request, await advance(request, number))
+
+
+async def select_rates(request: Request, order: dict, shipments: list[dict]) -> list[str]:
+    events: list[str] = []
+    by_id = {s["id"]: s for s in order.get("shipments", [])}
+    for attrs in shipments:
+        shipment = by_id.get(as_int(attrs.get("id")))
+        if shipment is None:
+            raise ApiError(404, NOT_FOUND)
+        if attrs.get("selected_shipping_rate_id") is None:
+            continue
+        rate_id = as_int(attrs["selected_shipping_rate_id"])
+        events += (await command(request, "shipping", "PUT",
+                                 f"/orders/{order['number']}/shipments/{shipment['number']}/rate",
+                                 json_body={"rate_id": rate_id}))["events"]
+    return events
+
+
+async def shipment_and_order(request: Request, shipment_number: str) -> tuple[dict, dict]:
+    response = await request.app.state.services.call("shipping", "GET", f"/shipments/{shipment_number}")
+    if response.status_code != 200:
+        raise ApiError(404, NOT_FOUND)
+    found = response.json()
+    # Unlike stock Solidus, the order's own token may use its shipments (the documented flow asks it to).
+    order = await authorize(request, found["order_number"], update=True)
+    return found["shipment"], order
+
+
+@router.get("/shipments/{shipment_number}/estimated_rates")
+async def estimated_rates(shipment_number: str, request: Request):
+    _, order = await shipment_and_order(request, shipment_number)
+    ship_address = order.get("ship_address") or {}
+    rates = (await request.app.state.services.call(
+        "shipping", "GET", "/rates", params={"country_iso": ship_address.get("country_iso", ""),
+                                             "currency": order["currency"]})).json()
+    from services.gateway.solidus import display, money
+
+    return json_response({"shipping_rates": [
+        {"name": r["name"], "cost": money(r["cost"]), "shipping_method_id": r["shipping_method_id"],
+         "shipping_method_code": r["code"], "display_cost": display(r["cost"], order["currency"])} for r in rates]})
+
+
+@router.put("/shipments/{shipment_number}/select_shipping_method")
+async def select_shipping_method(shipment_number: str, request: Request):
+    body = await params(request)
+    shipment, order = await shipment_and_order(request, shipment_number)
+    method_id = as_int(body.get("shipping_method_id"))
+    if method_id is None or method_id == "":
+        raise missing_param("shipping_method_id")
+    if not isinstance(method_id, int):
+        raise ApiError(404, NOT_FOUND)
+    result = await command(request, "shipping", "PUT",
+                           f"/orders/{order['number']}/shipments/{shipment_number}/method",
+                           json_body={"shipping_method_id": method_id})
+    order = await fetch_order(request, order["number"], result["events"])
+    shipment = next(s for s in order["shipments"] if s["number"] == shipment_number)
+    return json_response(render_shipment(shipment, order))
+
+
+@router.get("/countries")
+async def countries(request: Request):
+    rows = (await request.app.state.services.call("order", "GET", "/countries")).json()
+    items = [{k: c[k] for k in ("id", "iso_name", "iso", "iso3", "name", "numcode", "states_required")}
+             | {"states": [{"id": s["id"], "name": s["name"], "abbr": s["abbr"], "country_id": c["id"]}
+                           for s in c["states"]]} for c in rows]
+    return json_response({"countries": items, "count": len(items), "current_page": 1, "pages": 1})

@@ -1,0 +1,68 @@
+"""Events of the shipping service (topic `shipping.events`, key = order number)."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from pydantic import BaseModel, ConfigDict
+
+from shared.envelope import DomainEvent
+
+
+class ShippingRate(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    id: int
+    shipping_method_id: int
+    name: str
+    code: str
+    cost: Decimal
+    selected: bool
+
+
+class ManifestItem(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    variant_id: int
+    quantity: int
+
+
+class Shipment(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    id: int
+    number: str
+    stock_location_id: int
+    stock_location_name: str
+    state: str
+    rates: list[ShippingRate]
+    manifest: list[ManifestItem]
+
+    @property
+    def cost(self) -> Decimal:
+        return next((r.cost for r in self.rates if r.selected), Decimal("0"))
+
+
+class ShipmentsBuilt(DomainEvent):
+    event_type = "shipping.ShipmentsBuilt"
+    order_number: str
+    request_id: str  # the order.DeliveryRequested this answers
+    shipments: list[Shipment]
+
+
+class ShipmentsUnavailable(DomainEvent):
+    event_type = "shipping.ShipmentsUnavailable"
+    order_number: str
+    request_id: str
+    code: str  # "no_rates" | "insufficient_stock"
+    message: str
+
+
+class ShippingRateSelected(DomainEvent):
+    event_type = "shipping.ShippingRateSelected"
+    order_number: str
+    shipment_number: str
+    rate_id: int
+    cost: Decimal
+
+
+class ShipmentsDiscarded(DomainEvent):
+    """The cart changed or was emptied: pending shipments are gone (Solidus deletes them)."""
+    event_type = "shipping.ShipmentsDiscarded"
+    order_number: str
