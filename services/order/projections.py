@@ -104,10 +104,13 @@ async def pending_request(conn: asyncpg.Connection | asyncpg.Pool, number: str) 
 
 
 async def unapplied(conn: asyncpg.Connection | asyncpg.Pool, event_ids: list[str]) -> int:
-    """How many of these (other services') events the view has not applied yet."""
+    """How many of these events the view has not applied yet. The order's own events are
+    applied in the transaction that stores them; the others once the consumer has them."""
     if not event_ids:
         return 0
     applied = await conn.fetchval(
-        "SELECT count(*) FROM processed_events WHERE consumer = $1 AND event_id = ANY($2::uuid[])",
-        VIEW_CONSUMER, event_ids)
+        "SELECT count(*) FROM unnest($2::uuid[]) AS wanted(id) WHERE"
+        " EXISTS (SELECT 1 FROM processed_events p WHERE p.consumer = $1 AND p.event_id = wanted.id)"
+        " OR EXISTS (SELECT 1 FROM events e WHERE e.event_id = wanted.id)",
+        VIEW_CONSUMER, list(set(event_ids)))
     return len(set(event_ids)) - applied
