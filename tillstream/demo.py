@@ -61,6 +61,12 @@ SHIPPING = {
 }
 
 
+PAYMENT_METHODS = [
+    {"id": 1, "name": "Check", "method_type": "check"},
+    {"id": 2, "name": "Credit Card", "method_type": "gateway", "auto_capture": False},
+]
+
+
 def load_demo_data(system: System) -> list[str]:
     with httpx.Client(timeout=30) as client:
         cart = system.service_url("cart")
@@ -68,6 +74,7 @@ def load_demo_data(system: System) -> list[str]:
         client.put(f"{cart}/admin/promotions", json=PROMOTIONS).raise_for_status()
         client.put(f"{system.service_url('order')}/admin/countries", json=COUNTRIES).raise_for_status()
         client.put(f"{system.service_url('shipping')}/admin/reference", json=SHIPPING).raise_for_status()
+        client.put(f"{system.service_url('payment')}/admin/payment_methods", json=PAYMENT_METHODS).raise_for_status()
     variants = ", ".join(f"{v['id']} {v['sku']} ${v['prices']['USD']}" for p in PRODUCTS for v in p["variants"])
     return [
         f"  demo variants         {variants}",
@@ -75,4 +82,6 @@ def load_demo_data(system: System) -> list[str]:
         " welcome (single use)",
         "  demo shipping         US (states required) and GB; Ground 10.00 and Express 15.00 to the US;"
         " stock: 3 Limited Posters, Gift Cards untracked",
+        "  demo payment methods  1 Check (no source), 2 Credit Card (test gateway: 4111111111111111 authorises,"
+        " other numbers are declined)",
     ]

@@ -258,7 +258,28 @@ def render_address(address: dict | None, countries: dict[int, dict]) -> dict | N
     }
 
 
-def render_order(order: dict, *, admin: bool = False, countries: dict[int, dict] | None = None) -> dict:
+def render_payment(payment: dict, currency: str) -> dict:
+    source = payment.get("source")
+    return {
+        "id": payment["id"], "source_type": "Spree::CreditCard" if source else None,
+        "source_id": source["id"] if source else None, "amount": money(payment["amount"]),
+        "display_amount": display(payment["amount"], currency), "payment_method_id": payment["payment_method_id"],
+        "state": payment["state"], "avs_response": payment.get("avs_response"),
+        "created_at": payment["created_at"], "updated_at": payment["updated_at"], "customer_metadata": {},
+        "payment_method": {"id": payment["payment_method_id"], "name": payment["payment_method_name"]},
+        "source": {k: source.get(k) for k in ("id", "month", "year", "cc_type", "last_digits", "name")}
+        if source else None,
+    }
+
+
+def render_payment_method(method: dict) -> dict:
+    gateway = method["method_type"] == "gateway"
+    return {"id": method["id"], "name": method["name"], "partial_name": "gateway" if gateway else "check",
+            "method_type": "gateway" if gateway else "check"}
+
+
+def render_order(order: dict, *, admin: bool = False, countries: dict[int, dict] | None = None,
+                 payment_methods: list[dict] | None = None) -> dict:
     currency = order["currency"]
     total = money(order.get("total", "0"))
     steps = ["address", "delivery", "payment", "confirm", "complete"]
@@ -278,11 +299,11 @@ def render_order(order: dict, *, admin: bool = False, countries: dict[int, dict]
         "token": order["guest_token"], "checkout_steps": steps, "canceler_id": None, "customer_metadata": {},
         "line_items": [render_line_item(line, currency) for line in order.get("line_items", [])],
         "adjustments": [render_adjustment(a, order, i) for i, a in enumerate(order.get("adjustments", []))],
-        "payments": order.get("payments", []),
+        "payments": [render_payment(p, currency) for p in order.get("payments", [])],
         "shipments": [render_shipment(sh, order) for sh in order.get("shipments", [])],
         "bill_address": render_address(order.get("bill_address"), countries or {}),
         "ship_address": render_address(order.get("ship_address"), countries or {}),
-        "payment_methods": order.get("payment_methods", []), "credit_cards": [],
+        "payment_methods": [render_payment_method(m) for m in payment_methods or []], "credit_cards": [],
         "permissions": {"can_update": admin},
     }
     for name, value in amounts.items():
@@ -299,8 +320,16 @@ async def countries_by_id(request: Request) -> dict[int, dict]:
     return cache
 
 
+async def payment_methods(request: Request) -> list[dict]:
+    cache = request.app.state.__dict__.setdefault("payment_methods", [])
+    if not cache:  # reference data: loaded once per gateway process
+        cache.extend((await request.app.state.services.call("payment", "GET", "/payment_methods")).json())
+    return cache
+
+
 async def order_response(request: Request, order: dict, status_code: int = 200) -> Response:
-    body = render_order(order, admin=is_admin(request), countries=await countries_by_id(request))
+    body = render_order(order, admin=is_admin(request), countries=await countries_by_id(request),
+                        payment_methods=await payment_methods(request))
     return json_response(body, status_code=status_code)
 
 

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Request
 from shared.jsonutil import json_response
 from services.gateway.solidus import (
     NOT_FOUND, ApiError, as_int, authorize, command, could_not_transition, fetch_order, insufficient_stock,
-    invalid_resource, missing_param, order_response, params, render_shipment,
+    invalid_resource, missing_param, order_response, params, payment_methods, render_payment,
+    render_payment_method, render_shipment, require,
 )
 
 router = APIRouter(prefix="/api")
@@ -86,11 +87,51 @@ async def update_checkout(number: str, request: Request):
         }))["events"]
     elif state == "delivery":
         events += await select_rates(request, order, collection(attributes.get("shipments_attributes")))
-    elif state == "payment" and "payments_attributes" in attributes:
-        raise ApiError(501, {"error": "Payments are not available yet."})
+    elif state == "payment":
+        for attrs in collection(attributes.get("payments_attributes"))[:1]:
+            # Solidus overwrites the first payment's amount with the order total.
+            events += (await create_payment(request, number, attrs, amount=order["total"],
+                                            error_prefix="payments."))["events"]
     if events:
         await fetch_order(request, number, events)
     return await order_response(request, await advance(request, number))
+
+
+async def create_payment(request: Request, number: str, attrs: dict, *, amount: Any, error_prefix: str = "") -> dict:
+    source = attrs.get("source_attributes", attrs.get("source"))
+    return await command(request, "payment", "POST", f"/orders/{number}/payments", json_body={
+        "payment_method_id": as_int(attrs.get("payment_method_id")), "amount": amount, "source": source,
+        "error_prefix": error_prefix})
+
+
+@router.get("/orders/{number}/payments/new")
+async def new_payment(number: str, request: Request):
+    await authorize(request, number, update=False)
+    methods = [render_payment_method(m) for m in await payment_methods(request)]
+    return json_response({"attributes": ["id", "source_type", "source_id", "amount", "display_amount",
+                                         "payment_method_id", "state", "avs_response", "created_at", "updated_at",
+                                         "customer_metadata"], "payment_methods": methods})
+
+
+async def _post_payment(number: str, request: Request):
+    body = await params(request)
+    order = await authorize(request, number, update=False, body=body)
+    attrs = require(body, "payment")
+    result = await create_payment(request, number, attrs, amount=attrs.get("amount"))
+    order = await fetch_order(request, number, result["events"])
+    payment = next(p for p in order["payments"] if p["id"] == result["payment_id"])
+    rendered = render_payment(payment, order["currency"])
+    return json_response({k: v for k, v in rendered.items() if k not in ("payment_method", "source")}, 201)
+
+
+@router.post("/orders/{number}/payments", status_code=201)
+async def post_payment(number: str, request: Request):
+    return await _post_payment(number, request)
+
+
+@router.post("/checkouts/{number}/payments", status_code=201)
+async def post_payment_alias(number: str, request: Request):
+    return await _post_payment(number, request)
 
 
 async def select_rates(request: Request, order: dict, shipments: list[dict]) -> list[str]:

@@ -36,4 +36,5 @@ async def on_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
             await apply_to_view(conn, stored)
 
 
-subscriptions = [Subscription(name="view", topics=[events_topic("cart"), events_topic("shipping")], handler=on_event)]
+subscriptions = [Subscription(name="view", handler=on_event,
+                               topics=[events_topic("cart"), events_topic("shipping"), events_topic("payment")])]

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from shared.contracts import cart as c
 from shared.contracts import order as o
+from shared.contracts import payment as p
 from shared.contracts import shipping as s
 from shared.envelope import EventEnvelope, decode_event
 
@@ -55,6 +56,16 @@ async def apply_to_view(conn: asyncpg.Connection, envelope: EventEnvelope) -> No
                     for rate in shipment["rates"]:
                         rate["selected"] = rate["id"] == event.rate_id
             await _set_shipments(conn, number, shipments)
+        case p.PaymentCreated():
+            payment = {"id": event.payment_id, "payment_method_id": event.payment_method_id,
+                       "payment_method_name": event.payment_method_name, "method_type": event.method_type,
+                       "amount": str(event.amount), "state": "checkout", "created_at": envelope.occurred_at.isoformat(),
+                       "updated_at": envelope.occurred_at.isoformat(),
+                       "source": event.source.model_dump(mode="json", exclude={"gateway_token"}) if event.source else None}
+            await conn.execute("UPDATE order_view SET payments = payments || $2::jsonb WHERE number = $1"
+                               " AND NOT payments @> $3::jsonb", number, [payment], [{"id": event.payment_id}])
+        case p.PaymentInvalidated():
+            await _set_payment_state(conn, number, event.payment_id, "invalid", envelope)
         case s.ShipmentsDiscarded():
             await _set_shipments(conn, number, [])
         case c.LineItemAdded():
@@ -85,6 +96,16 @@ async def _set_shipments(conn: asyncpg.Connection, number: str, shipments: list[
     ship_total = sum((Decimal(r["cost"]) for sh in shipments for r in sh["rates"] if r["selected"]), Decimal("0"))
     await conn.execute("UPDATE order_view SET shipments = $2, ship_total = $3 WHERE number = $1",
                        number, shipments, ship_total)
+
+
+async def _set_payment_state(conn: asyncpg.Connection, number: str, payment_id: int, state: str,
+                             envelope: EventEnvelope) -> None:
+    payments = await conn.fetchval("SELECT payments FROM order_view WHERE number = $1", number) or []
+    for payment in payments:
+        if payment["id"] == payment_id:
+            payment["state"] = state
+            payment["updated_at"] = envelope.occurred_at.isoformat()
+    await conn.execute("UPDATE order_view SET payments = $2 WHERE number = $1", number, payments)
 
 
 async def read_order(conn: asyncpg.Connection | asyncpg.Pool, number: str) -> dict | None:

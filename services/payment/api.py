@@ -1,11 +1,59 @@
 """The payment service's internal HTTP API (called by the gateway)."""
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel
 
 from shared.order_directory import known_order
+from services.payment import commands
 
 router = APIRouter()
+
+
+class CreatePayment(BaseModel):
+    payment_method_id: Any = None
+    amount: Any = None
+    source: Any = None
+    error_prefix: str = ""
+
+
+@router.post("/orders/{number}/payments", status_code=201)
+async def create_payment(number: str, body: CreatePayment, request: Request):
+    result = await commands.create_payment(request.app.state.pool, number, payment_method_id=body.payment_method_id,
+                                           amount=body.amount, source=body.source, error_prefix=body.error_prefix)
+    created = result.events[-1].payload
+    return {"payment_id": created["payment_id"], "events": [str(e.event_id) for e in result.events]}
+
+
+@router.get("/payment_methods")
+async def payment_methods(request: Request):
+    rows = await request.app.state.pool.fetch(
+        "SELECT id, name, method_type, auto_capture FROM payment_methods WHERE active AND available_to_users"
+        " ORDER BY id")
+    return [dict(r) for r in rows]
+
+
+class PaymentMethodIn(BaseModel):
+    id: int
+    name: str
+    method_type: str
+    auto_capture: bool = False
+    active: bool = True
+    available_to_users: bool = True
+
+
+@router.put("/admin/payment_methods")
+async def load_payment_methods(methods: list[PaymentMethodIn], request: Request):
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        for m in methods:
+            await conn.execute(
+                "INSERT INTO payment_methods (id, name, method_type, auto_capture, active, available_to_users)"
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET name = $2, method_type = $3,"
+                " auto_capture = $4, active = $5, available_to_users = $6",
+                m.id, m.name, m.method_type, m.auto_capture, m.active, m.available_to_users)
+    return {"payment_methods": len(methods)}
 
 
 @router.get("/orders/{number}")

@@ -4,4 +4,4 @@ Subscribers import these models (and nothing from `services/`) to read the topic
 `cart.events`, `order.events`, `shipping.events` and `payment.events`. A model's
 `event_type` and `event_version` form its stable name, e.g. `order.OrderCreated.v1`.
 """
-from shared.contracts import cart, order, shipping  # noqa: F401  (importing registers the event types)
+from shared.contracts import cart, order, payment, shipping  # noqa: F401  (importing registers the event types)

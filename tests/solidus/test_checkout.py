@@ -147,3 +147,76 @@ async def test_countries(gateway):
     body = (await gateway.get("/api/countries")).json()
     us = next(c for c in body["countries"] if c["iso"] == "US")
     assert us["states_required"] and {"name": "Oregon", "abbr": "OR"}.items() <= us["states"][9].items()
+
+
+CARD = {"number": "4111111111111111", "month": 12, "year": 2030, "verification_value": "123", "name": "A B"}
+
+
+async def in_payment(gateway, number, token):
+    order = await in_delivery(gateway, number, token)
+    response = await gateway.put(f"/api/checkouts/{number}/next", headers=token)
+    assert response.status_code == 200 and response.json()["state"] == "payment", response.text
+    return response.json()
+
+
+async def test_17_18_19_payments_and_confirm(gateway, guest_order):
+    number, token = guest_order
+    order = await in_payment(gateway, number, token)
+    new = (await gateway.get(f"/api/orders/{number}/payments/new", headers=token)).json()
+    assert [(m["name"], m["partial_name"]) for m in new["payment_methods"]] == [("Check", "check"),
+                                                                               ("Credit Card", "gateway")]
+    no_source = await gateway.post(f"/api/orders/{number}/payments", headers=token,
+                                   json={"payment": {"payment_method_id": 2, "amount": "1"}})
+    assert no_source.status_code == 422
+    assert no_source.json() == {"error": "Invalid resource. Please fix errors and try again.",
+                                "errors": {"source": ["can't be blank"]}}
+    bad_card = await gateway.post(f"/api/orders/{number}/payments", headers=token, json={"payment": {
+        "payment_method_id": 2, "amount": "1", "source_attributes": {"number": "", "month": "x", "year": "y"}}})
+    assert bad_card.status_code == 422 and bad_card.json()["errors"]["Credit Card"] == [
+        "Card Number can't be blank", "Month is not a number", "Year is not a number",
+        "Verification Value can't be blank"]
+    assert (await gateway.post(f"/api/orders/{number}/payments", headers=token,
+                               json={"payment": {"payment_method_id": 999, "amount": "1"}})).status_code == 404
+    assert (await gateway.post(f"/api/orders/{number}/payments", headers=token,
+                               json={"payment": {"payment_method_id": 1, "amount": "abc"}})).status_code == 422
+    check = await gateway.post(f"/api/orders/{number}/payments", headers=token,
+                               json={"payment": {"payment_method_id": 1, "amount": order["total"]}})
+    assert check.status_code == 201, check.text
+    assert check.json()["state"] == "checkout" and check.json()["amount"] == order["total"]
+    order = (await gateway.get(f"/api/orders/{number}", headers=token)).json()
+    assert order["state"] == "payment" and order["payments"][0]["payment_method"]["name"] == "Check"
+    confirm = await gateway.put(f"/api/checkouts/{number}/next", headers=token)
+    assert confirm.status_code == 200 and confirm.json()["state"] == "confirm"
+    again = await gateway.put(f"/api/checkouts/{number}/next", headers=token)
+    assert again.status_code == 422 and again.json()["errors"] == {}
+
+
+async def test_22_card_payment_through_update_checkout(gateway, guest_order):
+    number, token = guest_order
+    order = await in_payment(gateway, number, token)
+    response = await gateway.patch(f"/api/checkouts/{number}", headers=token, json={"order": {
+        "payments_attributes": [{"payment_method_id": 2, "source_attributes": CARD}]}})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["state"] == "confirm"
+    [payment] = body["payments"]
+    assert payment["amount"] == order["total"] and payment["state"] == "checkout"
+    assert payment["source"]["last_digits"] == "1111" and payment["source"]["cc_type"] == "visa"
+    assert "number" not in payment["source"]
+    # In confirm there is nothing to update and `next` has no transition (use /complete).
+    stuck = await gateway.patch(f"/api/checkouts/{number}", headers=token, json={"order": {}})
+    assert stuck.status_code == 422 and stuck.json()["errors"] == {}
+
+
+async def test_card_errors_through_update_checkout_use_nested_keys(gateway, guest_order):
+    number, token = guest_order
+    await in_payment(gateway, number, token)
+    response = await gateway.patch(f"/api/checkouts/{number}", headers=token, json={"order": {
+        "payments_attributes": [{"payment_method_id": 2, "source_attributes": {**CARD, "verification_value": ""}}]}})
+    assert response.status_code == 422
+    assert response.json()["errors"] == {"payments.Credit Card": ["Verification Value can't be blank"]}
+    missing = await gateway.patch(f"/api/checkouts/{number}", headers=token, json={"order": {
+        "payments_attributes": [{"payment_method_id": 2}]}})
+    assert missing.json()["errors"] == {"payments.source": ["can't be blank"]}
+    order = (await gateway.get(f"/api/orders/{number}", headers=token)).json()
+    assert order["state"] == "payment" and order["payments"] == []  # refused: nothing was created

@@ -1,0 +1,1 @@
+ALTER TABLE order_view ADD COLUMN payments jsonb NOT NULL DEFAULT '[]';

@@ -1,0 +1,49 @@
+"""Application handlers of the payment service."""
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import asyncpg
+
+from shared.aggregate import CommandResult, Repository, not_found
+from shared.bus import events_topic
+from shared.contracts.payment import CardSource
+from shared.eventstore import EventStore
+from services.payment.domain import InvalidPayment, OrderPayments, PaymentMethod, parse_amount, validate_card
+from services.payment.gateway import vault_token
+
+PAYMENT_STORE = EventStore("payment", events_topic("payment"))
+PAYMENTS = Repository(PAYMENT_STORE, OrderPayments)
+
+
+async def find_method(conn: asyncpg.Connection | asyncpg.Pool, method_id: Any) -> PaymentMethod:
+    if isinstance(method_id, str) and method_id.strip().isdigit():
+        method_id = int(method_id)
+    if isinstance(method_id, bool) or not isinstance(method_id, int) or not 0 < method_id < 2**31:
+        raise not_found("payment method")
+    row = await conn.fetchrow("SELECT id, name, method_type, auto_capture FROM payment_methods"
+                              " WHERE id = $1 AND active AND available_to_users", method_id)
+    if row is None:
+        raise not_found("payment method")
+    return PaymentMethod(**dict(row))
+
+
+async def create_payment(pool: asyncpg.Pool, number: str, *, payment_method_id: Any, amount: Any,
+                         source: Any, error_prefix: str = "") -> CommandResult[OrderPayments]:
+    method = await find_method(pool, payment_method_id)
+    value = parse_amount(amount)
+    card = None
+    if method.method_type == "gateway":
+        if not isinstance(source, dict) or not source:
+            raise InvalidPayment({f"{error_prefix}source": ["can't be blank"]})
+        details = validate_card(source, f"{error_prefix}{method.name}")
+        token = vault_token(details.number, secrets.token_hex(8))
+        async with pool.acquire() as conn:
+            await conn.execute("INSERT INTO card_vault (gateway_token, number) VALUES ($1, $2)", token, details.number)
+            card_id = await conn.fetchval("SELECT nextval('card_ids')")
+        card = CardSource(id=card_id, month=details.month, year=details.year, cc_type=details.cc_type,
+                          last_digits=details.number[-4:], name=details.name, gateway_token=token)
+    payment_id = await pool.fetchval("SELECT nextval('payment_ids')")
+    return await PAYMENTS.execute(pool, number, lambda payments: payments.create(
+        payment_id=payment_id, method=method, amount=value, source=card))

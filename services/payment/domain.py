@@ -1,0 +1,116 @@
+"""The OrderPayments aggregate (one per order number) and card-source rules. Pure."""
+from __future__ import annotations
+
+import secrets
+import string
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from shared.aggregate import Aggregate, DomainError
+from shared.contracts.payment import CardSource, PaymentCreated, PaymentInvalidated
+
+
+@dataclass(frozen=True)
+class PaymentMethod:
+    id: int
+    name: str
+    method_type: str
+    auto_capture: bool
+
+
+@dataclass(frozen=True)
+class CardDetails:
+    """A validated card, before it is vaulted."""
+    number: str
+    month: int
+    year: int
+    name: str | None
+
+    @property
+    def cc_type(self) -> str:
+        return {"4": "visa", "5": "master", "3": "american_express"}.get(self.number[:1], "bogus")
+
+
+class InvalidPayment(DomainError):
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__("invalid_resource", "Invalid resource.", errors=errors)
+
+
+def parse_amount(value: Any) -> Decimal:
+    try:
+        amount = Decimal(str(value if value is not None else "0"))
+    except InvalidOperation:
+        raise InvalidPayment({"amount": ["is not a number"]}) from None
+    if not amount.is_finite() or abs(amount) >= Decimal("1e10"):
+        raise InvalidPayment({"amount": ["is not a number"]})
+    return amount.quantize(Decimal("0.01"))
+
+
+def _number(value: Any) -> int | None:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def validate_card(source: Any, key: str) -> CardDetails:
+    """Solidus's credit card validations; messages are full ("Card Number can't be blank")."""
+    source = source if isinstance(source, dict) else {}
+    number = "".join(ch for ch in str(source.get("number") or "") if ch.isdigit())
+    messages = []
+    if not number:
+        messages.append("Card Number can't be blank")
+    month, year = _number(source.get("month")), _number(source.get("year"))
+    if "expiry" in source and (month is None or year is None):
+        parts = str(source["expiry"]).replace(" ", "").split("/")
+        if len(parts) == 2:
+            month, year = _number(parts[0]), _number(parts[1])
+            year = year + 2000 if year is not None and year < 100 else year
+    if month is None or not 1 <= month <= 12:
+        messages.append("Month is not a number")
+    if year is None:
+        messages.append("Year is not a number")
+    if not str(source.get("verification_value") or "").strip():
+        messages.append("Verification Value can't be blank")
+    if messages:
+        raise InvalidPayment({key: messages})
+    name = source.get("name") or " ".join(filter(None, [source.get("first_name"), source.get("last_name")])) or None
+    return CardDetails(number=number, month=month, year=year, name=name)
+
+
+def new_payment_number() -> str:
+    return "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(8))
+
+
+@dataclass
+class Payment:
+    id: int
+    method_id: int
+    amount: Decimal
+    state: str
+    source: CardSource | None = None
+
+
+class OrderPayments(Aggregate):
+    aggregate_type = "OrderPayments"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.payments: dict[int, Payment] = {}
+
+    def create(self, *, payment_id: int, method: PaymentMethod, amount: Decimal, source: CardSource | None) -> None:
+        """A new payment in `checkout`; older ones still in `checkout` become `invalid`."""
+        for payment in list(self.payments.values()):
+            if payment.state == "checkout":
+                self._record(PaymentInvalidated(order_number=self.id, payment_id=payment.id))
+        self._record(PaymentCreated(
+            order_number=self.id, payment_id=payment_id, payment_number=new_payment_number(),
+            payment_method_id=method.id, payment_method_name=method.name, method_type=method.method_type,
+            amount=amount, source=source))
+
+    def _on_PaymentCreated(self, e: PaymentCreated) -> None:
+        self.payments[e.payment_id] = Payment(e.payment_id, e.payment_method_id, e.amount, "checkout", e.source)
+
+    def _on_PaymentInvalidated(self, e: PaymentInvalidated) -> None:
+        self.payments[e.payment_id].state = "invalid"
