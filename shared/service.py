@@ -11,6 +11,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import asyncpg
 from fastapi import APIRouter, FastAPI, Request
@@ -45,6 +46,8 @@ class ServiceDefinition:
     router: APIRouter
     migrations: Path | None = None
     subscriptions: list[Subscription] = field(default_factory=list)
+    # Called with the app once its pool exists, before consumers start (e.g. to wire a gateway).
+    on_start: Callable[[FastAPI], None] | None = None
 
     @property
     def schema(self) -> str:
@@ -96,6 +99,8 @@ def create_service(definition: ServiceDefinition, settings: Settings | None = No
         app.state.store = EventStore(definition.schema, definition.topic)
         app.state.producer = producer
         app.state.consumers = consumers
+        if definition.on_start is not None:
+            definition.on_start(app)
         tasks = [asyncio.create_task(_supervise("outbox-relay", relay.run))]
         tasks += [asyncio.create_task(_supervise(c.group_id, c.run)) for c in consumers]
         log.info("service started", extra={"fields": {"schema": definition.schema}})

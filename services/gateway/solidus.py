@@ -24,6 +24,7 @@ UNAUTHORIZED = {"error": "You are not authorized to perform that action."}
 INVALID_RESOURCE = "Invalid resource. Please fix errors and try again."
 CURRENCY_SYMBOLS = {"USD": "$", "GBP": "£", "EUR": "€"}
 VIEW_WAIT_MS = int(os.environ.get("GATEWAY_VIEW_WAIT_MS", "3000"))
+COMPLETE_WAIT_MS = int(os.environ.get("GATEWAY_COMPLETE_WAIT_MS", "10000"))
 
 
 class ApiError(Exception):
@@ -124,8 +125,8 @@ def is_admin(request: Request) -> bool:
 
 
 async def fetch_order(request: Request, number: str, after: list[str] | None = None,
-                      settled: str | None = None) -> dict | None:
-    query: dict[str, Any] = {"timeout_ms": VIEW_WAIT_MS}
+                      settled: str | None = None, timeout_ms: int = VIEW_WAIT_MS) -> dict | None:
+    query: dict[str, Any] = {"timeout_ms": timeout_ms}
     if after:
         query["after"] = ",".join(after)
     if settled:
@@ -146,13 +147,23 @@ async def authorize(request: Request, number: str, *, update: bool, body: dict |
     if admin:
         if order is None:
             raise ApiError(404, NOT_FOUND)
+        if update:
+            refuse_while_completing(order)
         return order
     # A token for an unknown order is refused like a wrong token, as Solidus does.
     if order is None or token is None or token != order["guest_token"]:
         raise ApiError(401, UNAUTHORIZED)
     if update and order.get("completed_at"):
         raise ApiError(401, UNAUTHORIZED)
+    if update:
+        refuse_while_completing(order)
     return order
+
+
+def refuse_while_completing(order: dict) -> None:
+    """A completing order is semantically locked until its saga settles."""
+    if order["state"] == "confirm" and order.get("pending_request"):
+        raise could_not_transition({"base": ["The order is being completed; please try again shortly."]})
 
 
 async def command(request: Request, service: str, method: str, path: str, *, json_body: Any = None,

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 
 from shared.jsonutil import json_response
 from services.gateway.solidus import (
-    NOT_FOUND, ApiError, as_int, authorize, command, could_not_transition, fetch_order, insufficient_stock,
+    COMPLETE_WAIT_MS, NOT_FOUND, ApiError, as_int, authorize, command, could_not_transition, fetch_order, insufficient_stock,
     invalid_resource, missing_param, order_response, params, payment_methods, render_payment,
     render_payment_method, render_shipment, require,
 )
@@ -58,6 +58,26 @@ async def advance(request: Request, number: str) -> dict:
             raise insufficient_stock()
         raise could_not_transition({"base": [refusal["message"]]})
     return order
+
+
+@router.put("/checkouts/{number}/complete")
+async def complete(number: str, request: Request):
+    """Runs the order saga (stock, then payment) and answers with its outcome; if the saga
+    has not settled within GATEWAY_COMPLETE_WAIT_MS, 202 with the order still in progress."""
+    body = await params(request)
+    order = await authorize(request, number, update=True, body=body)
+    check_expected_total(body, order)
+    result = await command(request, "order", "PUT", f"/orders/{number}/complete")
+    awaiting = result["awaiting"]
+    order = await fetch_order(request, number, result["events"], settled=awaiting, timeout_ms=COMPLETE_WAIT_MS)
+    if order.get("pending_request") == awaiting:
+        return await order_response(request, order, 202)
+    refusal = order.get("refusal") or {}
+    if refusal.get("request_id") == awaiting:
+        if refusal["code"] == "insufficient_stock":
+            raise insufficient_stock()
+        raise invalid_resource({"base": [refusal["message"]]})
+    return await order_response(request, order)
 
 
 @router.put("/checkouts/{number}/next")

@@ -53,6 +53,12 @@ async def advance(number: str, request: Request):
     return {"events": events_of(result), "state": order.state, "awaiting": order.pending_delivery}
 
 
+@router.put("/orders/{number}/complete")
+async def complete(number: str, request: Request):
+    result = await commands.complete(request.app.state.pool, number)
+    return {"events": events_of(result), "awaiting": result.aggregate.completing}
+
+
 @router.get("/orders/{number}")
 async def get_order(number: str, request: Request, after: str = Query(""), settled: str | None = None,
                     timeout_ms: int = Query(3000)):

@@ -88,16 +88,33 @@ async def update_details(pool: asyncpg.Pool, number: str, *, email: str | None, 
         email=email, bill_address=bill, ship_address=ship), after=project)
 
 
+async def view_lines(pool: asyncpg.Pool, number: str) -> list[DeliveryLine]:
+    return [DeliveryLine(variant_id=r["variant_id"], quantity=r["quantity"],
+                         track_inventory=r["variant"].get("track_inventory", True))
+            for r in await pool.fetch("SELECT variant_id, quantity, variant FROM order_line_items"
+                                      " WHERE order_number = $1 ORDER BY id", number)]
+
+
+async def complete(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
+    """Start the completion saga (the answer arrives through the consumers)."""
+    facts = await pool.fetchrow(
+        "SELECT item_total + ship_total + adjustment_total AS total, payments FROM order_view WHERE number = $1",
+        number)
+    if facts is None:
+        raise not_found("order")
+    has_valid_payment = any(p["state"] not in ("failed", "invalid", "void") for p in facts["payments"])
+    lines = await view_lines(pool, number)
+    return await ORDERS.execute(pool, number, lambda order: order.request_completion(
+        total=Decimal(facts["total"]), lines=lines, has_valid_payment=has_valid_payment), after=project)
+
+
 async def advance(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
     facts = await pool.fetchrow(
         "SELECT item_count, item_total + ship_total + adjustment_total AS total,"
         " jsonb_array_length(shipments) > 0 AS shipments_ready FROM order_view WHERE number = $1", number)
     if facts is None:
         raise not_found("order")
-    lines = [DeliveryLine(variant_id=r["variant_id"], quantity=r["quantity"],
-                          track_inventory=r["variant"].get("track_inventory", True))
-             for r in await pool.fetch("SELECT variant_id, quantity, variant FROM order_line_items"
-                                       " WHERE order_number = $1 ORDER BY id", number)]
+    lines = await view_lines(pool, number)
     return await ORDERS.execute(pool, number, lambda order: order.next(
         item_count=facts["item_count"], total=Decimal(facts["total"]), shipments_ready=facts["shipments_ready"],
         lines=lines), after=project)

@@ -10,6 +10,7 @@ import asyncpg
 
 from shared.bus import events_topic
 from shared.contracts import cart as c
+from shared.contracts import payment as p
 from shared.contracts import shipping as s
 from shared.envelope import EventEnvelope, decode_event
 from shared.service import Subscription
@@ -31,6 +32,19 @@ async def on_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
         case s.ShipmentsUnavailable():
             order = await ORDERS.load(conn, envelope.aggregate_id)
             order.delivery_refused(event.request_id, event.code, event.message)
+        # The completion saga: each answer moves the Order (the saga's durable state) on.
+        case s.StockAllocated():
+            order = await ORDERS.load(conn, envelope.aggregate_id)
+            order.stock_allocated(event.request_id)
+        case s.StockAllocationFailed():
+            order = await ORDERS.load(conn, envelope.aggregate_id)
+            order.stock_unavailable(event.request_id)
+        case p.PaymentsProcessed():
+            order = await ORDERS.load(conn, envelope.aggregate_id)
+            order.payments_processed(event.request_id, event.payment_total)
+        case p.PaymentsDeclined():
+            order = await ORDERS.load(conn, envelope.aggregate_id)
+            order.payments_declined(event.request_id, event.message)
     if order is not None:
         for stored in await ORDERS.save(conn, order):
             await apply_to_view(conn, stored)

@@ -15,7 +15,8 @@ from decimal import Decimal
 
 from shared.aggregate import Aggregate, DomainError
 from shared.contracts.order import (
-    Address, BillAddressChanged, DeliveryLine, CheckoutAdvanced, CheckoutRestarted, DeliveryRefused, DeliveryRequested,
+    Address, BillAddressChanged, CompletionFailed, CompletionRequested, DeliveryLine, OrderCompleted,
+    PaymentRequested, CheckoutAdvanced, CheckoutRestarted, DeliveryRefused, DeliveryRequested,
     OrderCreated, OrderEmailChanged, ShipAddressChanged,
 )
 
@@ -99,6 +100,9 @@ class Order(Aggregate):
         self.bill_address: Address | None = None
         self.ship_address: Address | None = None
         self.pending_delivery: str | None = None  # request id of a DeliveryRequested awaiting its answer
+        self.completing: str | None = None  # request id of the completion in progress (the saga)
+        self.completion_total = Decimal("0")
+        self.payment_requested = False
 
     # -- commands ---------------------------------------------------------------
     def create(self, *, guest_token: str, currency: str, email: str | None, user_id: int | None) -> None:
@@ -122,7 +126,7 @@ class Order(Aggregate):
     def next(self, *, item_count: int, total: Decimal, shipments_ready: bool,
              lines: list[DeliveryLine] = ()) -> None:
         """One step forward. Leaving `address` only requests delivery (see module doc)."""
-        if self.pending_delivery:
+        if self.pending_delivery or self.completing:
             raise CheckoutRefused({})
         match self.state:
             case "cart":
@@ -157,9 +161,50 @@ class Order(Aggregate):
         if self.pending_delivery == request_id:
             self._record(DeliveryRefused(number=self.id, request_id=request_id, code=code, message=message))
 
+    # -- the completion saga -----------------------------------------------------
+    # CompletionRequested → (shipping) StockAllocated → PaymentRequested → (payment)
+    # PaymentsProcessed → OrderCompleted. Compensation: StockAllocationFailed or
+    # PaymentsDeclined → CompletionFailed (shipping releases stock it allocated).
+    # Each step checks the request id, so a replayed or duplicated answer is a no-op.
+    def request_completion(self, *, total: Decimal, lines: list[DeliveryLine], has_valid_payment: bool) -> None:
+        if self.state != "confirm" or self.completing or self.pending_delivery:
+            raise CheckoutRefused({})
+        if total > 0 and not has_valid_payment:
+            raise CheckoutRefused({"base": ["No payment found"]})
+        self._record(CompletionRequested(number=self.id, request_id=str(uuid.uuid4()), total=total,
+                                         lines=list(lines)))
+
+    def stock_allocated(self, request_id: str) -> None:
+        if self.completing != request_id or self.payment_requested:
+            return
+        if self.completion_total > 0:
+            self._record(PaymentRequested(number=self.id, request_id=request_id, amount=self.completion_total))
+        else:
+            self.payments_processed(request_id, Decimal("0"))
+
+    def stock_unavailable(self, request_id: str) -> None:
+        if self.completing == request_id:
+            self._record(CompletionFailed(number=self.id, request_id=request_id, code="insufficient_stock",
+                                          message="Quantity is not available for items in your order",
+                                          release_stock=False, state="confirm"))
+
+    def payments_processed(self, request_id: str, payment_total: Decimal) -> None:
+        if self.completing != request_id:
+            return
+        balance = self.completion_total - payment_total
+        payment_state = "balance_due" if balance > 0 else "credit_owed" if balance < 0 else "paid"
+        self._record(OrderCompleted(number=self.id, request_id=request_id, total=self.completion_total,
+                                    payment_total=payment_total, payment_state=payment_state,
+                                    shipment_state="ready" if payment_state == "paid" else "pending"))
+
+    def payments_declined(self, request_id: str, message: str) -> None:
+        if self.completing == request_id:
+            self._record(CompletionFailed(number=self.id, request_id=request_id, code="payment_failed",
+                                          message=message, release_stock=True, state="payment"))
+
     def restart_checkout(self, *, has_items: bool) -> None:
         """The cart changed: Solidus's restart_checkout_flow (cart, then next if it has lines)."""
-        if self.state in CHECKOUT_STATES_AFTER_CART:
+        if self.state in CHECKOUT_STATES_AFTER_CART and not self.completing:
             self._record(CheckoutRestarted(number=self.id, state="address" if has_items else "cart"))
 
     def _advance(self, to_state: str) -> None:
@@ -194,6 +239,22 @@ class Order(Aggregate):
 
     def _on_DeliveryRefused(self, event: DeliveryRefused) -> None:
         self.pending_delivery = None
+
+    def _on_CompletionRequested(self, event: CompletionRequested) -> None:
+        self.completing = event.request_id
+        self.completion_total = event.total
+        self.payment_requested = False
+
+    def _on_PaymentRequested(self, event: PaymentRequested) -> None:
+        self.payment_requested = True
+
+    def _on_OrderCompleted(self, event: OrderCompleted) -> None:
+        self.state = "complete"
+        self.completing = None
+
+    def _on_CompletionFailed(self, event: CompletionFailed) -> None:
+        self.state = event.state
+        self.completing = None
 
 
 def _differs(new: Address, old: Address | None) -> bool:

@@ -66,6 +66,27 @@ async def apply_to_view(conn: asyncpg.Connection, envelope: EventEnvelope) -> No
                                " AND NOT payments @> $3::jsonb", number, [payment], [{"id": event.payment_id}])
         case p.PaymentInvalidated():
             await _set_payment_state(conn, number, event.payment_id, "invalid", envelope)
+        case p.PaymentAuthorized():
+            await _set_payment_state(conn, number, event.payment_id, "pending", envelope)
+        case p.PaymentCaptured():
+            await _set_payment_state(conn, number, event.payment_id, "completed", envelope)
+        case p.PaymentFailed():
+            await _set_payment_state(conn, number, event.payment_id, "failed", envelope)
+        case o.CompletionRequested():
+            await conn.execute("UPDATE order_view SET pending_request = $2 WHERE number = $1",
+                               number, event.request_id)
+        case o.CompletionFailed():
+            await conn.execute("UPDATE order_view SET state = $2, pending_request = NULL, refusal = $3"
+                               " WHERE number = $1", number, event.state, event.model_dump(mode="json"))
+        case o.OrderCompleted():
+            shipments = await conn.fetchval("SELECT shipments FROM order_view WHERE number = $1", number) or []
+            for shipment in shipments:
+                shipment["state"] = event.shipment_state
+            await conn.execute(
+                "UPDATE order_view SET state = 'complete', completed_at = $2, payment_total = $3,"
+                " payment_state = $4, shipment_state = $5, shipments = $6, pending_request = NULL"
+                " WHERE number = $1", number, envelope.occurred_at, event.payment_total, event.payment_state,
+                event.shipment_state, shipments)
         case s.ShipmentsDiscarded():
             await _set_shipments(conn, number, [])
         case c.LineItemAdded():

@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import secrets
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 
 from shared.aggregate import CommandResult, Repository, not_found
 from shared.bus import events_topic
+from shared.contracts.order import PaymentRequested
 from shared.contracts.payment import CardSource
 from shared.eventstore import EventStore
 from services.payment.domain import InvalidPayment, OrderPayments, PaymentMethod, parse_amount, validate_card
-from services.payment.gateway import vault_token
+from services.payment.gateway import BogusGateway, vault_token
 
 PAYMENT_STORE = EventStore("payment", events_topic("payment"))
 PAYMENTS = Repository(PAYMENT_STORE, OrderPayments)
@@ -47,3 +49,30 @@ async def create_payment(pool: asyncpg.Pool, number: str, *, payment_method_id: 
     payment_id = await pool.fetchval("SELECT nextval('payment_ids')")
     return await PAYMENTS.execute(pool, number, lambda payments: payments.create(
         payment_id=payment_id, method=method, amount=value, source=card))
+
+
+async def process_payments(conn: asyncpg.Connection, gateway: BogusGateway, request: PaymentRequested) -> None:
+    """Saga step 3: authorise (or purchase, for auto-capture methods) until the amount is
+    covered. Runs in the consumer's transaction; the gateway's own ledger sits outside it,
+    and each call's idempotency key is the payment's number and action, so a redelivered
+    or retried step never charges twice."""
+    payments = await PAYMENTS.load(conn, request.number)
+    if request.request_id in payments.concluded:
+        return
+    auto_capture = {r["id"]: r["auto_capture"] for r in await conn.fetch("SELECT id, auto_capture FROM payment_methods")}
+    covered, declined = Decimal("0"), None
+    for payment in payments.to_process():
+        if covered >= request.amount:
+            break
+        capture = auto_capture.get(payment.method_id, False)
+        action = "purchase" if capture else "authorize"
+        result = await gateway.call(action, gateway_token=payment.source.gateway_token, amount=payment.amount,
+                                    idempotency_key=f"{request.number}-{payment.number}-{action}")
+        payments.record_gateway_result(payment.id, captured=capture, success=result.success,
+                                       authorization=result.authorization, message=result.message)
+        if not result.success:
+            declined = result.message
+            break
+        covered += payment.amount
+    payments.conclude(request.request_id, declined)
+    await PAYMENTS.save(conn, payments)

@@ -1,8 +1,29 @@
 """Handlers of the payment service for other services' events."""
 from __future__ import annotations
 
+import asyncpg
+
 from shared.bus import events_topic
+from shared.contracts import order as o
+from shared.envelope import EventEnvelope, decode_event
 from shared.order_directory import track_orders
 from shared.service import Subscription
+from services.payment.commands import process_payments
+from services.payment.gateway import BogusGateway
 
-subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=track_orders)]
+_gateway: BogusGateway | None = None
+
+
+def use_gateway(gateway: BogusGateway) -> None:
+    global _gateway
+    _gateway = gateway
+
+
+async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+    await track_orders(conn, envelope)
+    match decode_event(envelope):
+        case o.PaymentRequested() as request:
+            await process_payments(conn, _gateway, request)
+
+
+subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event)]

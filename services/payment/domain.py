@@ -8,7 +8,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from shared.aggregate import Aggregate, DomainError
-from shared.contracts.payment import CardSource, PaymentCreated, PaymentInvalidated
+from shared.contracts.payment import (
+    CardSource, PaymentAuthorized, PaymentCaptured, PaymentCreated, PaymentFailed, PaymentInvalidated,
+    PaymentsDeclined, PaymentsProcessed,
+)
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,16 @@ def new_payment_number() -> str:
 @dataclass
 class Payment:
     id: int
+    number: str
     method_id: int
+    method_type: str
     amount: Decimal
     state: str
     source: CardSource | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.state not in ("failed", "invalid", "void")
 
 
 class OrderPayments(Aggregate):
@@ -98,6 +107,7 @@ class OrderPayments(Aggregate):
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
         self.payments: dict[int, Payment] = {}
+        self.concluded: set[str] = set()  # completion requests already answered
 
     def create(self, *, payment_id: int, method: PaymentMethod, amount: Decimal, source: CardSource | None) -> None:
         """A new payment in `checkout`; older ones still in `checkout` become `invalid`."""
@@ -109,8 +119,46 @@ class OrderPayments(Aggregate):
             payment_method_id=method.id, payment_method_name=method.name, method_type=method.method_type,
             amount=amount, source=source))
 
+    def to_process(self) -> list[Payment]:
+        """Payments a completion processes: card payments still in `checkout` (Solidus
+        leaves payments that need no source, such as checks, as they are)."""
+        return [p for p in self.payments.values() if p.state == "checkout" and p.method_type == "gateway"]
+
+    def record_gateway_result(self, payment_id: int, *, captured: bool, success: bool, authorization: str | None,
+                              message: str | None) -> None:
+        payment = self.payments[payment_id]
+        if success:
+            event = PaymentCaptured if captured else PaymentAuthorized
+            self._record(event(order_number=self.id, payment_id=payment_id, amount=payment.amount,
+                               authorization=authorization or ""))
+        else:
+            self._record(PaymentFailed(order_number=self.id, payment_id=payment_id, message=message or "failed"))
+
+    def conclude(self, request_id: str, declined: str | None) -> None:
+        if declined:
+            self._record(PaymentsDeclined(order_number=self.id, request_id=request_id, message=declined))
+        else:
+            captured = sum((p.amount for p in self.payments.values() if p.state == "completed"), Decimal("0"))
+            self._record(PaymentsProcessed(order_number=self.id, request_id=request_id, payment_total=captured))
+
     def _on_PaymentCreated(self, e: PaymentCreated) -> None:
-        self.payments[e.payment_id] = Payment(e.payment_id, e.payment_method_id, e.amount, "checkout", e.source)
+        self.payments[e.payment_id] = Payment(e.payment_id, e.payment_number, e.payment_method_id, e.method_type,
+                                              e.amount, "checkout", e.source)
+
+    def _on_PaymentAuthorized(self, e: PaymentAuthorized) -> None:
+        self.payments[e.payment_id].state = "pending"
+
+    def _on_PaymentCaptured(self, e: PaymentCaptured) -> None:
+        self.payments[e.payment_id].state = "completed"
+
+    def _on_PaymentFailed(self, e: PaymentFailed) -> None:
+        self.payments[e.payment_id].state = "failed"
+
+    def _on_PaymentsProcessed(self, e: PaymentsProcessed) -> None:
+        self.concluded.add(e.request_id)
+
+    def _on_PaymentsDeclined(self, e: PaymentsDeclined) -> None:
+        self.concluded.add(e.request_id)
 
     def _on_PaymentInvalidated(self, e: PaymentInvalidated) -> None:
         self.payments[e.payment_id].state = "invalid"

@@ -1,12 +1,49 @@
-"""Payment gateways. `BogusGateway` is Solidus's test gateway: 4111111111111111 (or "1")
-succeeds with authorization 12345; any other number fails with "Bogus Gateway: Forced
-failure". Every call carries an idempotency key so a retried step never charges twice."""
+"""Payment gateways.
+
+`BogusGateway` is Solidus's test gateway: 4111111111111111 (or "1") succeeds with
+authorization 12345; any other number fails with "Bogus Gateway: Forced failure". It
+keeps its own ledger on a separate connection (outside the caller's transaction, like
+a remote gateway), keyed by idempotency key: a call retried after a crash returns the
+first outcome and never charges twice.
+"""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from decimal import Decimal
+
+import asyncpg
 
 SUCCESS_NUMBERS = {"4111111111111111", "4242424242424242", "1"}
 
 
 def vault_token(number: str, salt: str) -> str:
     return "tok_" + hashlib.sha256(f"{salt}:{number}".encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class GatewayResult:
+    success: bool
+    authorization: str | None
+    message: str | None
+
+
+class BogusGateway:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def call(self, action: str, *, gateway_token: str, amount: Decimal, idempotency_key: str) -> GatewayResult:
+        """`action` is "authorize" or "purchase" (authorize and capture at once)."""
+        async with self.pool.acquire() as conn:
+            recorded = await conn.fetchrow("SELECT * FROM gateway_calls WHERE idempotency_key = $1", idempotency_key)
+            if recorded is None:
+                number = await conn.fetchval("SELECT number FROM card_vault WHERE gateway_token = $1", gateway_token)
+                success = number in SUCCESS_NUMBERS
+                await conn.execute(
+                    "INSERT INTO gateway_calls (idempotency_key, action, amount, success, authorization_code, message)"
+                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
+                    idempotency_key, action, amount, success, "12345" if success else None,
+                    None if success else f"Bogus Gateway: Forced failure - {action}")
+                recorded = await conn.fetchrow("SELECT * FROM gateway_calls WHERE idempotency_key = $1",
+                                               idempotency_key)
+        return GatewayResult(recorded["success"], recorded["authorization_code"], recorded["message"])

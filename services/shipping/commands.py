@@ -7,7 +7,8 @@ import asyncpg
 
 from shared.aggregate import CommandResult, Repository
 from shared.bus import events_topic
-from shared.contracts.order import DeliveryRequested
+from shared.contracts.order import CompletionRequested, DeliveryRequested
+from shared.contracts.shipping import AllocatedUnit
 from shared.eventstore import EventStore
 from services.shipping.domain import Line, Method, OrderShipments, StockLocation
 
@@ -49,6 +50,51 @@ async def build_shipments(conn: asyncpg.Connection, request: DeliveryRequested) 
         "INSERT INTO shipment_index (number, order_number) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         [(s.number, request.number) for s in shipments.shipments])
     await SHIPMENTS.save(conn, shipments, key=request.number)
+
+
+class _Short(Exception):
+    pass
+
+
+async def allocate_stock(conn: asyncpg.Connection, request: CompletionRequested) -> None:
+    """Saga step 2: take the units from stock, all or none, in the consumer's transaction.
+
+    Each decrement is conditional (`count_on_hand >= quantity`) and row-locked, so stock
+    never goes negative however many orders compete for the last units.
+    """
+    shipments = await SHIPMENTS.load(conn, request.number)
+    if request.request_id in shipments.allocations:
+        return
+    units: list[AllocatedUnit] | None = []
+    try:
+        async with conn.transaction():  # a savepoint: a shortage undoes the partial decrements
+            for line in sorted(request.lines, key=lambda l: l.variant_id):  # one lock order: no deadlocks
+                if not line.track_inventory:
+                    continue
+                location = await conn.fetchval(
+                    "UPDATE stock_items SET count_on_hand = count_on_hand - $2 WHERE ctid = ("
+                    " SELECT i.ctid FROM stock_items i JOIN stock_locations l ON l.id = i.stock_location_id"
+                    " WHERE l.active AND i.variant_id = $1 AND i.count_on_hand >= $2"
+                    " ORDER BY i.stock_location_id LIMIT 1 FOR UPDATE OF i) RETURNING stock_location_id",
+                    line.variant_id, line.quantity)
+                if location is None:
+                    raise _Short()
+                units.append(AllocatedUnit(stock_location_id=location, variant_id=line.variant_id,
+                                           quantity=line.quantity))
+    except _Short:
+        units = None
+    shipments.record_allocation(request.request_id, units)
+    await SHIPMENTS.save(conn, shipments)
+
+
+async def release_stock(conn: asyncpg.Connection, number: str, request_id: str) -> None:
+    """Compensation: put back what a failed completion had allocated (once)."""
+    shipments = await SHIPMENTS.load(conn, number)
+    for unit in shipments.release(request_id):
+        await conn.execute("UPDATE stock_items SET count_on_hand = count_on_hand + $3"
+                           " WHERE stock_location_id = $1 AND variant_id = $2",
+                           unit.stock_location_id, unit.variant_id, unit.quantity)
+    await SHIPMENTS.save(conn, shipments)
 
 
 async def discard_shipments(conn: asyncpg.Connection, number: str) -> None:

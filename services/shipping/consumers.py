@@ -8,7 +8,7 @@ from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
 from shared.order_directory import track_orders
 from shared.service import Subscription
-from services.shipping.commands import build_shipments, discard_shipments
+from services.shipping.commands import allocate_stock, build_shipments, discard_shipments, release_stock
 
 
 async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
@@ -18,6 +18,10 @@ async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> N
             await build_shipments(conn, request)
         case o.CheckoutRestarted():
             await discard_shipments(conn, envelope.aggregate_id)
+        case o.CompletionRequested() as request:
+            await allocate_stock(conn, request)
+        case o.CompletionFailed(release_stock=True) as failed:
+            await release_stock(conn, envelope.aggregate_id, failed.request_id)
 
 
 subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event)]

@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from shared.aggregate import Aggregate, DomainError, not_found
 from shared.contracts.shipping import (
-    ManifestItem, Shipment, ShipmentsBuilt, ShipmentsDiscarded, ShipmentsUnavailable, ShippingRate,
+    AllocatedUnit, ManifestItem, StockAllocated, StockAllocationFailed, StockReleased, Shipment, ShipmentsBuilt, ShipmentsDiscarded, ShipmentsUnavailable, ShippingRate,
     ShippingRateSelected,
 )
 
@@ -82,6 +82,8 @@ class OrderShipments(Aggregate):
         super().__init__(aggregate_id)
         self.shipments: list[Shipment] = []
         self.selected_method_ids: set[int] = set()
+        self.allocations: dict[str, list[AllocatedUnit]] = {}  # request id → units taken from stock
+        self.released: set[str] = set()
 
     def build(self, request_id: str, lines: list[Line], locations: list[StockLocation], methods: list[Method],
               ids: list[int]) -> None:
@@ -124,6 +126,24 @@ class OrderShipments(Aggregate):
             raise not_found("shipping method")
         self.select_rate(shipment_number, rate.id)
 
+    def record_allocation(self, request_id: str, units: list[AllocatedUnit] | None) -> None:
+        """The stock decrement happened in the same transaction (see commands); None: it could not."""
+        if request_id in self.allocations:
+            return
+        if units is None:
+            self._record(StockAllocationFailed(order_number=self.id, request_id=request_id,
+                                               message=INSUFFICIENT_STOCK))
+        else:
+            self._record(StockAllocated(order_number=self.id, request_id=request_id, units=units))
+
+    def release(self, request_id: str) -> list[AllocatedUnit]:
+        """Units to put back, once: a duplicate release returns nothing."""
+        units = self.allocations.get(request_id)
+        if not units or request_id in self.released:
+            return []
+        self._record(StockReleased(order_number=self.id, request_id=request_id, units=units))
+        return units
+
     def discard(self) -> None:
         if self.shipments:
             self._record(ShipmentsDiscarded(order_number=self.id))
@@ -148,3 +168,12 @@ class OrderShipments(Aggregate):
 
     def _on_ShipmentsDiscarded(self, e: ShipmentsDiscarded) -> None:
         self.shipments = []
+
+    def _on_StockAllocated(self, e: StockAllocated) -> None:
+        self.allocations[e.request_id] = list(e.units)
+
+    def _on_StockAllocationFailed(self, e: StockAllocationFailed) -> None:
+        self.allocations[e.request_id] = []
+
+    def _on_StockReleased(self, e: StockReleased) -> None:
+        self.released.add(e.request_id)

@@ -1,6 +1,8 @@
 """Events of the order service (topic `order.events`, key = order number)."""
 from __future__ import annotations
 
+from decimal import Decimal
+
 from pydantic import BaseModel, ConfigDict
 
 from shared.envelope import DomainEvent
@@ -90,3 +92,43 @@ class DeliveryRefused(DomainEvent):
     request_id: str  # the DeliveryRequested it answers
     code: str        # "no_rates" or "insufficient_stock"
     message: str
+
+
+class CompletionRequested(DomainEvent):
+    """Step 1 of the order saga: `confirm` → complete was asked for. The shipping
+    service answers by allocating stock for these lines."""
+    event_type = "order.CompletionRequested"
+    number: str
+    request_id: str
+    total: Decimal
+    lines: list[DeliveryLine]
+
+
+class PaymentRequested(DomainEvent):
+    """Step 2: stock is secured; the payment service processes payments up to `amount`."""
+    event_type = "order.PaymentRequested"
+    number: str
+    request_id: str
+    amount: Decimal
+
+
+class OrderCompleted(DomainEvent):
+    event_type = "order.OrderCompleted"
+    number: str
+    request_id: str
+    total: Decimal
+    payment_total: Decimal
+    payment_state: str
+    shipment_state: str
+
+
+class CompletionFailed(DomainEvent):
+    """The saga compensated: stock (if allocated) is to be released; the order is back in
+    `payment` (declined payment) or stays in `confirm` (insufficient stock)."""
+    event_type = "order.CompletionFailed"
+    number: str
+    request_id: str
+    code: str  # "payment_failed" | "insufficient_stock"
+    message: str
+    release_stock: bool
+    state: str

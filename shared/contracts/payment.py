@@ -40,3 +40,41 @@ class PaymentInvalidated(DomainEvent):
     event_type = "payment.PaymentInvalidated"
     order_number: str
     payment_id: int
+
+
+class PaymentAuthorized(DomainEvent):
+    event_type = "payment.PaymentAuthorized"
+    order_number: str
+    payment_id: int
+    amount: Decimal
+    authorization: str
+
+
+class PaymentCaptured(DomainEvent):
+    event_type = "payment.PaymentCaptured"
+    order_number: str
+    payment_id: int
+    amount: Decimal
+    authorization: str
+
+
+class PaymentFailed(DomainEvent):
+    event_type = "payment.PaymentFailed"
+    order_number: str
+    payment_id: int
+    message: str
+
+
+class PaymentsProcessed(DomainEvent):
+    """Answer to order.PaymentRequested: payments were processed (checks left as they are)."""
+    event_type = "payment.PaymentsProcessed"
+    order_number: str
+    request_id: str
+    payment_total: Decimal  # completed (captured) payments
+
+
+class PaymentsDeclined(DomainEvent):
+    event_type = "payment.PaymentsDeclined"
+    order_number: str
+    request_id: str
+    message: str

@@ -66,3 +66,31 @@ class ShipmentsDiscarded(DomainEvent):
     """The cart changed or was emptied: pending shipments are gone (Solidus deletes them)."""
     event_type = "shipping.ShipmentsDiscarded"
     order_number: str
+
+
+class AllocatedUnit(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    stock_location_id: int
+    variant_id: int
+    quantity: int
+
+
+class StockAllocated(DomainEvent):
+    event_type = "shipping.StockAllocated"
+    order_number: str
+    request_id: str
+    units: list[AllocatedUnit]
+
+
+class StockAllocationFailed(DomainEvent):
+    event_type = "shipping.StockAllocationFailed"
+    order_number: str
+    request_id: str
+    message: str
+
+
+class StockReleased(DomainEvent):
+    event_type = "shipping.StockReleased"
+    order_number: str
+    request_id: str
+    units: list[AllocatedUnit]

@@ -1,0 +1,131 @@
+"""The whole documented Solidus flow, end to end over HTTP against the running services,
+for a check and a card payment, and the saga's compensations (research §12: 20-24)."""
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+
+from tests.solidus.conftest import V1
+from tests.solidus.test_checkout import ADDRESS, CARD, in_payment
+
+
+async def full_flow(gateway, *, card: dict | None, variant_id=V1, quantity=1, coupon: str | None = "10off"):
+    """Every step of the seed document, with no sleeps."""
+    created = await gateway.post("/api/orders", json={})
+    assert created.status_code == 201
+    number, token = created.json()["number"], {"X-Spree-Order-Token": created.json()["token"]}
+    add = await gateway.post(f"/api/checkouts/{number}/line_items",
+                             json={"line_item": {"variant_id": variant_id, "quantity": quantity}}, headers=token)
+    assert add.status_code == 201, add.text
+    if coupon:
+        assert (await gateway.post(f"/api/orders/{number}/coupon_codes", json={"coupon_code": coupon},
+                                   headers=token)).status_code == 200
+    assert (await gateway.put(f"/api/checkouts/{number}/next", headers=token)).json()["state"] == "address"
+    delivery = await gateway.patch(f"/api/checkouts/{number}", headers=token, json={"order": {
+        "email": "ada@example.com", "bill_address_attributes": ADDRESS, "ship_address_attributes": ADDRESS}})
+    assert delivery.status_code == 200, delivery.text
+    shipment = delivery.json()["shipments"][0]
+    rates = (await gateway.get(f"/api/shipments/{shipment['number']}/estimated_rates", headers=token)).json()
+    assert len(rates["shipping_rates"]) == 2
+    chosen = await gateway.put(f"/api/shipments/{shipment['number']}/select_shipping_method", headers=token,
+                               json={"shipping_method_id": rates["shipping_rates"][0]["shipping_method_id"]})
+    assert chosen.status_code == 200
+    payment_step = await gateway.put(f"/api/checkouts/{number}/next", headers=token)
+    assert payment_step.json()["state"] == "payment"
+    total = payment_step.json()["total"]
+    if card is None:
+        paid = await gateway.post(f"/api/orders/{number}/payments", headers=token,
+                                  json={"payment": {"payment_method_id": 1, "amount": total}})
+        assert paid.status_code == 201
+        confirm = await gateway.put(f"/api/checkouts/{number}/next", headers=token)
+    else:
+        confirm = await gateway.patch(f"/api/checkouts/{number}", headers=token, json={"order": {
+            "payments_attributes": [{"payment_method_id": 2, "source_attributes": card}]}})
+    assert confirm.status_code == 200 and confirm.json()["state"] == "confirm", confirm.text
+    complete = await gateway.put(f"/api/checkouts/{number}/complete", headers=token)
+    return number, token, total, complete
+
+
+async def stock_of(stack, variant_id: int) -> int:
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        return await conn.fetchval("SELECT sum(count_on_hand) FROM shipping.stock_items WHERE variant_id = $1",
+                                   variant_id)
+    finally:
+        await conn.close()
+
+
+async def test_21_check_payment_flow_completes_with_balance_due(gateway, stack):
+    before = await stock_of(stack, V1)
+    number, token, total, complete = await full_flow(gateway, card=None, quantity=2)
+    assert complete.status_code == 200, complete.text
+    order = complete.json()
+    assert order["state"] == "complete" and order["completed_at"]
+    assert total == "39.98"  # 2 × 19.99 + 10.00 ground − 10.00 coupon
+    assert order["payment_state"] == "balance_due" and order["shipment_state"] == "pending"
+    assert order["payments"][0]["state"] == "checkout"  # checks are not processed
+    assert order["shipments"][0]["state"] == "pending"
+    assert await stock_of(stack, V1) == before - 2
+    # 24: a completed order can no longer be changed by its guest.
+    for response in (await gateway.post(f"/api/checkouts/{number}/line_items",
+                                        json={"line_item": {"variant_id": V1}}, headers=token),
+                     await gateway.put(f"/api/checkouts/{number}/next", headers=token),
+                     await gateway.put(f"/api/checkouts/{number}/complete", headers=token)):
+        assert response.status_code == 401
+    assert (await gateway.get(f"/api/orders/{number}", headers=token)).json()["state"] == "complete"
+
+
+async def test_22_card_payment_flow_authorises(gateway, stack):
+    number, token, total, complete = await full_flow(gateway, card=CARD)
+    assert complete.status_code == 200, complete.text
+    order = complete.json()
+    assert order["state"] == "complete" and order["payments"][0]["state"] == "pending"
+    assert order["payment_state"] == "balance_due" and order["shipment_state"] == "pending"
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        calls = await conn.fetch("SELECT action, success FROM payment.gateway_calls WHERE idempotency_key LIKE $1",
+                                 f"{number}-%")
+    finally:
+        await conn.close()
+    assert [(c["action"], c["success"]) for c in calls] == [("authorize", True)]
+
+
+async def test_23_declined_card_compensates(gateway, stack):
+    before = await stock_of(stack, V1)
+    declined_card = {**CARD, "number": "4000000000000002"}
+    number, token, total, complete = await full_flow(gateway, card=declined_card)
+    assert complete.status_code == 422, complete.text
+    assert complete.json()["errors"]["base"] == ["Bogus Gateway: Forced failure - authorize"]
+    order = (await gateway.get(f"/api/orders/{number}", headers=token)).json()
+    assert order["state"] == "payment" and order["payments"][0]["state"] == "failed"
+    assert order["completed_at"] is None
+    assert await stock_of(stack, V1) == before  # the allocated unit was released
+    # The customer pays with a good card and completes.
+    retry = await gateway.patch(f"/api/checkouts/{number}", headers=token, json={"order": {
+        "payments_attributes": [{"payment_method_id": 2, "source_attributes": CARD}]}})
+    assert retry.status_code == 200 and retry.json()["state"] == "confirm"
+    done = await gateway.put(f"/api/checkouts/{number}/complete", headers=token)
+    assert done.status_code == 200 and done.json()["state"] == "complete"
+    assert await stock_of(stack, V1) == before - 1
+
+
+async def test_20_expected_total_and_complete_outside_confirm(gateway, guest_order):
+    number, token = guest_order
+    order = await in_payment(gateway, number, token)
+    early = await gateway.put(f"/api/checkouts/{number}/complete", headers=token)
+    assert early.status_code == 422 and early.json()["errors"] == {}
+    await gateway.post(f"/api/orders/{number}/payments", headers=token,
+                       json={"payment": {"payment_method_id": 1, "amount": order["total"]}})
+    await gateway.put(f"/api/checkouts/{number}/next", headers=token)
+    mismatch = await gateway.put(f"/api/checkouts/{number}/complete", headers=token, json={"expected_total": "0.01"})
+    assert mismatch.status_code == 400
+    assert mismatch.json() == {"errors": {"expected_total": ["Expected total does not match actual total."]}}
+
+
+async def test_no_payment_found(gateway, guest_order):
+    number, token = guest_order
+    await in_payment(gateway, number, token)
+    assert (await gateway.put(f"/api/checkouts/{number}/next", headers=token)).json()["state"] == "confirm"
+    response = await gateway.put(f"/api/checkouts/{number}/complete", headers=token)
+    assert response.status_code == 422 and response.json()["errors"]["base"] == ["No payment found"]
