@@ -25,6 +25,8 @@ INVALID_RESOURCE = "Invalid resource. Please fix errors and try again."
 CURRENCY_SYMBOLS = {"USD": "$", "GBP": "£", "EUR": "€"}
 VIEW_WAIT_MS = int(os.environ.get("GATEWAY_VIEW_WAIT_MS", "3000"))
 COMPLETE_WAIT_MS = int(os.environ.get("GATEWAY_COMPLETE_WAIT_MS", "10000"))
+# Solidus's `requires_authentication`: off by default, so guests check out with the order token.
+REQUIRE_API_KEY = os.environ.get("SOLIDUS_REQUIRE_API_KEY", "false").lower() in ("1", "true", "yes")
 
 
 class ApiError(Exception):
@@ -348,6 +350,8 @@ async def order_response(request: Request, order: dict, status_code: int = 200) 
 @router.post("/orders", status_code=201)
 async def create_order(request: Request):
     admin = is_admin(request)
+    if REQUIRE_API_KEY and not admin:
+        raise ApiError(401, {"error": "You must specify an API key."})
     created = await command(request, "order", "POST", "/orders", json_body={})
     return await order_response(request, await fetch_order(request, created["number"]), 201)
 

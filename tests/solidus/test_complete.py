@@ -129,3 +129,25 @@ async def test_no_payment_found(gateway, guest_order):
     assert (await gateway.put(f"/api/checkouts/{number}/next", headers=token)).json()["state"] == "confirm"
     response = await gateway.put(f"/api/checkouts/{number}/complete", headers=token)
     assert response.status_code == 422 and response.json()["errors"]["base"] == ["No payment found"]
+
+
+async def test_22_auto_capture_completes_paid_and_ready(gateway, system):
+    import httpx
+
+    async with httpx.AsyncClient() as client:  # an auto-capturing card method, for this test only
+        (await client.put(f"{system.service_url('payment')}/admin/payment_methods", json=[
+            {"id": 90, "name": "Card (auto-capture)", "method_type": "gateway", "auto_capture": True}])
+         ).raise_for_status()
+    created = (await gateway.post("/api/orders", json={})).json()
+    number, token = created["number"], {"X-Spree-Order-Token": created["token"]}
+    order = await in_payment(gateway, number, token)
+    # The gateway caches payment methods per process; the method id is all the flow needs.
+    confirm = await gateway.patch(f"/api/checkouts/{number}", headers=token, json={"order": {
+        "payments_attributes": [{"payment_method_id": 90, "source_attributes": CARD}]}})
+    assert confirm.status_code == 200 and confirm.json()["state"] == "confirm"
+    done = await gateway.put(f"/api/checkouts/{number}/complete", headers=token)
+    assert done.status_code == 200, done.text
+    body = done.json()
+    assert body["payments"][0]["state"] == "completed" and body["payment_total"] == order["total"]
+    assert body["payment_state"] == "paid" and body["shipment_state"] == "ready"
+    assert body["shipments"][0]["state"] == "ready"

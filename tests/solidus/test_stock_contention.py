@@ -1,0 +1,37 @@
+"""Issue 4's contention guarantee: 50 concurrent checkouts for a variant with 10 units."""
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from tests.solidus.test_complete import full_flow, stock_of
+
+SCARCE = 900
+
+
+async def test_50_checkouts_compete_for_10_units(gateway, system, stack):
+    async with httpx.AsyncClient() as client:
+        (await client.put(f"{system.service_url('cart')}/admin/catalog", json=[
+            {"id": 900, "name": "Scarce Sneaker", "slug": "scarce-sneaker",
+             "variants": [{"id": SCARCE, "sku": "SCARCE-1", "name": "Scarce Sneaker", "prices": {"USD": "5.00"}}]}])
+         ).raise_for_status()
+        (await client.put(f"{system.service_url('shipping')}/admin/reference", json={"stock_locations": [
+            {"id": 1, "name": "Main Warehouse", "stock": [{"variant_id": SCARCE, "count_on_hand": 10}]}]})
+         ).raise_for_status()
+
+    results = await asyncio.gather(*(full_flow(gateway, card=None, variant_id=SCARCE, coupon=None)
+                                     for _ in range(50)))
+    statuses = [complete.status_code for *_, complete in results]
+    completed = [c for *_, c in results if c.status_code == 200]
+    refused = [c for *_, c in results if c.status_code == 422]
+    assert len(completed) == 10, statuses
+    assert len(refused) == 40, statuses
+    assert all(c.json() == {"errors": ["Quantity is not available for items in your order"],
+                            "type": "insufficient_stock"} for c in refused)
+    assert all(c.json()["state"] == "complete" for c in completed)
+    assert await stock_of(stack, SCARCE) == 0
+    # The refused orders are back in confirm, unlocked: the customer can change them.
+    number, token, _, _ = next(r for r in results if r[3].status_code == 422)
+    order = (await gateway.get(f"/api/orders/{number}", headers=token)).json()
+    assert order["state"] == "confirm" and order["completed_at"] is None
