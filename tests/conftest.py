@@ -86,11 +86,11 @@ async def pool(stack, schema):
 @pytest.fixture(scope="session")
 def system(stack):
     """The whole system as real processes on free ports, sharing the suite's broker and database."""
-    from tillstream.system import SERVICE_NAMES, System, SystemConfig
+    from tillstream.system import SAGA, SERVICE_NAMES, System, SystemConfig
 
     config = SystemConfig(
         data_dir=stack.workdir / "system", gateway_port=free_port(),
-        service_ports={name: free_port() for name in SERVICE_NAMES},
+        service_ports={name: free_port() for name in (*SERVICE_NAMES, SAGA)},
         database_url=stack.database_url, bootstrap_servers=stack.bootstrap_servers,
         log_dir=stack.workdir / "logs", admin_key="test-admin-key",
     )

@@ -51,7 +51,8 @@ def print_banner(system: System, demo_summary: list[str]) -> None:
         "",
         "Tillstream is running.",
         f"  gateway (public API)  {system.gateway_url}   e.g. curl -X POST {system.gateway_url}/api/orders",
-        *(f"  {name:<21} {system.service_url(name)}" for name in ("cart", "order", "shipping", "payment")),
+        *(f"  {name:<21} {system.service_url(name)}" for name in ("cart", "order", "order-saga", "shipping",
+                                                                   "payment")),
         f"  Kafka bootstrap       {system.bootstrap_servers}" + ("  (embedded tansu)" if system.broker else ""),
         f"  PostgreSQL            {system.database_url}" + ("  (embedded, data in "
                                                            f"{cfg.data_dir / 'postgres'})" if system.postgres else ""),

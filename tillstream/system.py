@@ -23,6 +23,8 @@ from tillstream.stack import EmbeddedBroker, EmbeddedPostgres, stop_process, wai
 log = logging.getLogger("tillstream.system")
 
 SERVICE_NAMES = ("cart", "order", "shipping", "payment")
+SAGA = "order-saga"  # the order service's faust worker (services/order/saga.py)
+PROCESS_NAMES = (*SERVICE_NAMES, SAGA, "gateway")
 
 
 @dataclass
@@ -56,7 +58,7 @@ class SystemConfig:
     data_dir: Path
     gateway_port: int = 8000
     service_ports: dict[str, int] = field(default_factory=lambda: {
-        name: 8101 + i for i, name in enumerate(SERVICE_NAMES)})
+        name: 8101 + i for i, name in enumerate((*SERVICE_NAMES, SAGA))})
     broker_port: int = 9092
     postgres_port: int = 5433
     database_url: str | None = None
@@ -101,11 +103,16 @@ class System:
                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "TILLSTREAM_ADMIN_KEY": cfg.admin_key,
                "PYTHONUNBUFFERED": "1",
                **{f"{n.upper()}_URL": self.service_url(n) for n in SERVICE_NAMES}}
-        for name in (*SERVICE_NAMES, "gateway"):
+        for name in PROCESS_NAMES:
             port = cfg.gateway_port if name == "gateway" else cfg.service_ports[name]
-            argv = [sys.executable, "-m", "uvicorn", f"services.{name}.app:app", "--host", "127.0.0.1",
-                    "--port", str(port), "--no-access-log", "--log-level", "warning"]
-            self.processes[name] = ManagedProcess(name, argv, env, port, self._log_path(name))
+            if name == SAGA:
+                argv = [sys.executable, "-m", "services.order.saga"]
+                process_env = {**env, "SAGA_PORT": str(port), "SAGA_DATA_DIR": str(cfg.data_dir / SAGA)}
+            else:
+                argv = [sys.executable, "-m", "uvicorn", f"services.{name}.app:app", "--host", "127.0.0.1",
+                        "--port", str(port), "--no-access-log", "--log-level", "warning"]
+                process_env = env
+            self.processes[name] = ManagedProcess(name, argv, process_env, port, self._log_path(name))
             self.processes[name].start()
         self.wait_ready(ready_timeout)
         self._monitor = threading.Thread(target=self._watch, name="supervisor", daemon=True)
@@ -117,7 +124,7 @@ class System:
 
     def wait_ready(self, timeout: float = 90, names: tuple[str, ...] | None = None) -> None:
         deadline = time.monotonic() + timeout
-        for name in names or (*SERVICE_NAMES, "gateway"):
+        for name in names or PROCESS_NAMES:
             process = self.processes[name]
             url = f"http://127.0.0.1:{process.port}/readyz"
             while True:
@@ -160,7 +167,7 @@ class System:
         self._stopping.set()
         if self._monitor:
             self._monitor.join(5)
-        for name in ("gateway", *SERVICE_NAMES):
+        for name in reversed(PROCESS_NAMES):
             if name in self.processes:
                 stop_process(self.processes[name].proc, timeout=15)
         if self.broker:

@@ -32,22 +32,29 @@ async def on_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
         case s.ShipmentsUnavailable():
             order = await ORDERS.load(conn, envelope.aggregate_id)
             order.delivery_refused(event.request_id, event.code, event.message)
-        # The completion saga: each answer moves the Order (the saga's durable state) on.
-        case s.StockAllocated():
-            order = await ORDERS.load(conn, envelope.aggregate_id)
-            order.stock_allocated(event.request_id)
-        case s.StockAllocationFailed():
-            order = await ORDERS.load(conn, envelope.aggregate_id)
-            order.stock_unavailable(event.request_id)
-        case p.PaymentsProcessed():
-            order = await ORDERS.load(conn, envelope.aggregate_id)
-            order.payments_processed(event.request_id, event.payment_total)
-        case p.PaymentsDeclined():
-            order = await ORDERS.load(conn, envelope.aggregate_id)
-            order.payments_declined(event.request_id, event.message)
     if order is not None:
         for stored in await ORDERS.save(conn, order):
             await apply_to_view(conn, stored)
+
+
+async def on_saga_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+    """The completion saga's steps (run by the faust worker in saga.py): each answer moves
+    the Order, which is the saga's durable state, on; its new events reach the view inline."""
+    event = decode_event(envelope)
+    order = await ORDERS.load(conn, envelope.aggregate_id)
+    match event:
+        case s.StockAllocated():
+            order.stock_allocated(event.request_id)
+        case s.StockAllocationFailed():
+            order.stock_unavailable(event.request_id)
+        case p.PaymentsProcessed():
+            order.payments_processed(event.request_id, event.payment_total)
+        case p.PaymentsDeclined():
+            order.payments_declined(event.request_id, event.message)
+        case _:
+            return
+    for stored in await ORDERS.save(conn, order):
+        await apply_to_view(conn, stored)
 
 
 subscriptions = [Subscription(name="view", handler=on_event,
