@@ -133,7 +133,9 @@ async def fetch_order(request: Request, number: str, after: list[str] | None = N
         query["after"] = ",".join(after)
     if settled:
         query["settled"] = settled
-    response = await request.app.state.services.call("order", "GET", f"/orders/{number}", params=query)
+    # The HTTP timeout outlasts the wait, so a slow saga answers 202, never a timeout.
+    response = await request.app.state.services.call("order", "GET", f"/orders/{number}", params=query,
+                                                     timeout=timeout_ms / 1000 + 5)
     return response.json() if response.status_code == 200 else None
 
 

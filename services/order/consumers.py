@@ -13,6 +13,7 @@ from shared.contracts import cart as c
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
 from shared.envelope import EventEnvelope, decode_event
+from shared.faults import crash_point
 from shared.service import Subscription
 from services.order.commands import ORDERS
 from services.order.projections import apply_to_view
@@ -53,6 +54,7 @@ async def on_saga_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> No
             order.payments_declined(event.request_id, event.message)
         case _:
             return
+    crash_point("saga.before_commit")  # the step is decided, not yet committed
     for stored in await ORDERS.save(conn, order):
         await apply_to_view(conn, stored)
 

@@ -12,6 +12,7 @@ from shared.bus import events_topic
 from shared.contracts.order import PaymentRequested
 from shared.contracts.payment import CardSource
 from shared.eventstore import EventStore
+from shared.faults import crash_point
 from services.payment.domain import InvalidPayment, OrderPayments, PaymentMethod, parse_amount, validate_card
 from services.payment.gateway import BogusGateway, vault_token
 
@@ -68,6 +69,7 @@ async def process_payments(conn: asyncpg.Connection, gateway: BogusGateway, requ
         action = "purchase" if capture else "authorize"
         result = await gateway.call(action, gateway_token=payment.source.gateway_token, amount=payment.amount,
                                     idempotency_key=f"{request.number}-{payment.number}-{action}")
+        crash_point("payment.after_gateway_call")  # the gateway charged; our record is not committed
         payments.record_gateway_result(payment.id, captured=capture, success=result.success,
                                        authorization=result.authorization, message=result.message)
         if not result.success:

@@ -10,6 +10,7 @@ from shared.bus import events_topic
 from shared.contracts.order import CompletionRequested, DeliveryRequested
 from shared.contracts.shipping import AllocatedUnit
 from shared.eventstore import EventStore
+from shared.faults import crash_point
 from services.shipping.domain import Line, Method, OrderShipments, StockLocation
 
 SHIPPING_STORE = EventStore("shipping", events_topic("shipping"))
@@ -83,6 +84,7 @@ async def allocate_stock(conn: asyncpg.Connection, request: CompletionRequested)
                                            quantity=line.quantity))
     except _Short:
         units = None
+    crash_point("shipping.after_allocation")  # stock decremented, nothing committed yet
     shipments.record_allocation(request.request_id, units)
     await SHIPMENTS.save(conn, shipments)
 
