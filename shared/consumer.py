@@ -9,7 +9,6 @@ error, and the consumer moves on.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 import traceback
@@ -17,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Awaitable, Callable
 
 import asyncpg
-from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from shared import context, metrics
 from shared.bus import dlq_topic, make_consumer

@@ -13,9 +13,9 @@ from fastapi import APIRouter, Request
 
 from shared.jsonutil import json_response
 from services.gateway.solidus import (
-    COMPLETE_WAIT_MS, NOT_FOUND, ApiError, as_int, authorize, command, could_not_transition, fetch_order, insufficient_stock,
-    invalid_resource, missing_param, order_response, params, payment_methods, render_payment,
-    render_payment_method, render_shipment, require,
+    COMPLETE_WAIT_MS, NOT_FOUND, UNAUTHORIZED, ApiError, as_int, authorize, command, could_not_transition,
+    display, fetch_order, insufficient_stock, invalid_resource, is_admin, missing_param, money, order_response,
+    params, payment_methods, render_payment, render_payment_method, render_shipment, require,
 )
 
 router = APIRouter(prefix="/api")
@@ -187,8 +187,6 @@ async def estimated_rates(shipment_number: str, request: Request):
     rates = (await request.app.state.services.call(
         "shipping", "GET", "/rates", params={"country_iso": ship_address.get("country_iso", ""),
                                              "currency": order["currency"]})).json()
-    from services.gateway.solidus import display, money
-
     return json_response({"shipping_rates": [
         {"name": r["name"], "cost": money(r["cost"]), "shipping_method_id": r["shipping_method_id"],
          "shipping_method_code": r["code"], "display_cost": display(r["cost"], order["currency"])} for r in rates]})
@@ -218,3 +216,32 @@ async def countries(request: Request):
              | {"states": [{"id": s["id"], "name": s["name"], "abbr": s["abbr"], "country_id": c["id"]}
                            for s in c["states"]]} for c in rows]
     return json_response({"countries": items, "count": len(items), "current_page": 1, "pages": 1})
+
+
+# -- admin: payment actions and cancel ------------------------------------------
+def require_admin(request: Request) -> None:
+    if not is_admin(request):
+        raise ApiError(401, UNAUTHORIZED)
+
+
+@router.put("/orders/{number}/payments/{payment_id}/{action}")
+async def payment_action(number: str, payment_id: int, action: str, request: Request):
+    """Admin `capture` or `void` of a payment; the order's payment state follows."""
+    require_admin(request)
+    if action not in ("capture", "void"):
+        raise ApiError(404, NOT_FOUND)
+    await authorize(request, number, update=False)
+    result = await command(request, "payment", "PUT", f"/orders/{number}/payments/{payment_id}/{action}")
+    order = await fetch_order(request, number, result["events"])
+    payment = next(p for p in order["payments"] if p["id"] == payment_id)
+    return json_response(render_payment(payment, order["currency"]))
+
+
+@router.put("/orders/{number}/cancel")
+async def cancel(number: str, request: Request):
+    """Admin: cancel a completed order; stock is restocked and payments voided or refunded
+    by the shipping and payment services reacting to order.OrderCanceled."""
+    require_admin(request)
+    await authorize(request, number, update=False)
+    result = await command(request, "order", "PUT", f"/orders/{number}/cancel")
+    return await order_response(request, await fetch_order(request, number, result["events"]))

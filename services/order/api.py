@@ -59,6 +59,11 @@ async def complete(number: str, request: Request):
     return {"events": events_of(result), "awaiting": result.aggregate.completing}
 
 
+@router.put("/orders/{number}/cancel")
+async def cancel(number: str, request: Request):
+    return {"events": events_of(await commands.cancel(request.app.state.pool, number))}
+
+
 @router.get("/orders/{number}")
 async def get_order(number: str, request: Request, after: str = Query(""), settled: str | None = None,
                     timeout_ms: int = Query(3000)):

@@ -124,3 +124,7 @@ def _require(order: Order) -> Order:
     if not order.exists:
         raise not_found("order")
     return order
+
+
+async def cancel(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
+    return await ORDERS.execute(pool, number, lambda order: _require(order).cancel(), after=project)

@@ -6,6 +6,8 @@ are visible too: that is what makes the gateway's read-your-writes wait sufficie
 """
 from __future__ import annotations
 
+from decimal import Decimal
+
 import asyncpg
 
 from shared.bus import events_topic
@@ -33,6 +35,14 @@ async def on_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
         case s.ShipmentsUnavailable():
             order = await ORDERS.load(conn, envelope.aggregate_id)
             order.delivery_refused(event.request_id, event.code, event.message)
+        case p.PaymentCaptured() | p.PaymentVoided() | p.PaymentRefunded():
+            # A placed order's payment state follows its payments (the view has them now).
+            payments = await conn.fetchval("SELECT payments FROM order_view WHERE number = $1",
+                                           envelope.aggregate_id) or []
+            total = sum((Decimal(x["amount"]) for x in payments if x["state"] == "completed"), Decimal("0"))
+            order = await ORDERS.load(conn, envelope.aggregate_id)
+            order.payments_changed(payment_total=total, any_valid=any(
+                x["state"] not in ("failed", "invalid", "void") for x in payments))
     if order is not None:
         for stored in await ORDERS.save(conn, order):
             await apply_to_view(conn, stored)

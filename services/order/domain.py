@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from shared.aggregate import Aggregate, DomainError
 from shared.contracts.order import (
-    Address, BillAddressChanged, CompletionFailed, CompletionRequested, DeliveryLine, OrderCompleted,
+    Address, BillAddressChanged, CompletionFailed, OrderCanceled, PaymentStateChanged, CompletionRequested, DeliveryLine, OrderCompleted,
     PaymentRequested, CheckoutAdvanced, CheckoutRestarted, DeliveryRefused, DeliveryRequested,
     OrderCreated, OrderEmailChanged, ShipAddressChanged,
 )
@@ -103,6 +103,10 @@ class Order(Aggregate):
         self.completing: str | None = None  # request id of the completion in progress (the saga)
         self.completion_total = Decimal("0")
         self.payment_requested = False
+        self.completed_by: str | None = None  # request id of the completion that placed the order
+        self.payment_total = Decimal("0")
+        self.payment_state: str | None = None
+        self.shipment_state: str | None = None
 
     # -- commands ---------------------------------------------------------------
     def create(self, *, guest_token: str, currency: str, email: str | None, user_id: int | None) -> None:
@@ -202,6 +206,31 @@ class Order(Aggregate):
             self._record(CompletionFailed(number=self.id, request_id=request_id, code="payment_failed",
                                           message=message, release_stock=True, state="payment"))
 
+    def cancel(self) -> None:
+        """Solidus's `cancel`: complete → canceled while nothing has shipped."""
+        if self.state != "complete" or self.shipment_state not in (None, "ready", "backorder", "pending"):
+            raise CheckoutRefused({})
+        self._record(OrderCanceled(number=self.id, completion_request_id=self.completed_by))
+
+    def payments_changed(self, *, payment_total: Decimal, any_valid: bool) -> None:
+        """Recompute payment_state (Solidus's order updater) once the order is placed."""
+        if self.state not in ("complete", "canceled"):
+            return
+        balance = self.completion_total - payment_total
+        if self.state == "canceled" and payment_total == 0:
+            payment_state = "void"
+        elif not any_valid and balance != 0:
+            payment_state = "failed"
+        else:
+            payment_state = "balance_due" if balance > 0 else "credit_owed" if balance < 0 else "paid"
+        shipment_state = self.shipment_state
+        if self.state == "complete":
+            shipment_state = "ready" if payment_state == "paid" else "pending"
+        if (payment_total, payment_state, shipment_state) != (self.payment_total, self.payment_state,
+                                                               self.shipment_state):
+            self._record(PaymentStateChanged(number=self.id, payment_total=payment_total,
+                                             payment_state=payment_state, shipment_state=shipment_state))
+
     def restart_checkout(self, *, has_items: bool) -> None:
         """The cart changed: Solidus's restart_checkout_flow (cart, then next if it has lines)."""
         if self.state in CHECKOUT_STATES_AFTER_CART and not self.completing:
@@ -251,6 +280,18 @@ class Order(Aggregate):
     def _on_OrderCompleted(self, event: OrderCompleted) -> None:
         self.state = "complete"
         self.completing = None
+        self.completed_by = event.request_id
+        self.payment_total = event.payment_total
+        self.payment_state = event.payment_state
+        self.shipment_state = event.shipment_state
+
+    def _on_OrderCanceled(self, event: OrderCanceled) -> None:
+        self.state = "canceled"
+
+    def _on_PaymentStateChanged(self, event: PaymentStateChanged) -> None:
+        self.payment_total = event.payment_total
+        self.payment_state = event.payment_state
+        self.shipment_state = event.shipment_state
 
     def _on_CompletionFailed(self, event: CompletionFailed) -> None:
         self.state = event.state

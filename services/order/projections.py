@@ -72,6 +72,19 @@ async def apply_to_view(conn: asyncpg.Connection, envelope: EventEnvelope) -> No
             await _set_payment_state(conn, number, event.payment_id, "completed", envelope)
         case p.PaymentFailed():
             await _set_payment_state(conn, number, event.payment_id, "failed", envelope)
+        case p.PaymentVoided():
+            await _set_payment_state(conn, number, event.payment_id, "void", envelope)
+        case p.PaymentRefunded():
+            await _set_payment_state(conn, number, event.payment_id, "refunded", envelope)
+        case o.OrderCanceled():
+            await conn.execute("UPDATE order_view SET state = 'canceled' WHERE number = $1", number)
+        case o.PaymentStateChanged():
+            shipments = await conn.fetchval("SELECT shipments FROM order_view WHERE number = $1", number) or []
+            for shipment in shipments:
+                shipment["state"] = event.shipment_state or shipment["state"]
+            await conn.execute("UPDATE order_view SET payment_total = $2, payment_state = $3, shipment_state = $4,"
+                               " shipments = $5 WHERE number = $1", number, event.payment_total,
+                               event.payment_state, event.shipment_state, shipments)
         case o.CompletionRequested():
             await conn.execute("UPDATE order_view SET pending_request = $2 WHERE number = $1",
                                number, event.request_id)

@@ -27,6 +27,17 @@ async def create_payment(number: str, body: CreatePayment, request: Request):
     return {"payment_id": created["payment_id"], "events": [str(e.event_id) for e in result.events]}
 
 
+@router.put("/orders/{number}/payments/{payment_id}/{action}")
+async def payment_action(number: str, payment_id: int, action: str, request: Request):
+    from services.payment.consumers import gateway
+
+    if action not in ("capture", "void"):
+        raise HTTPException(404, "unknown action")
+    handler = commands.capture if action == "capture" else commands.void
+    result = await handler(request.app.state.pool, gateway(), number, payment_id)
+    return {"events": [str(e.event_id) for e in result.events]}
+
+
 @router.get("/payment_methods")
 async def payment_methods(request: Request):
     rows = await request.app.state.pool.fetch(

@@ -7,7 +7,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.aggregate import CommandResult, Repository, not_found
+from shared.aggregate import CommandResult, DomainError, Repository, not_found
 from shared.bus import events_topic
 from shared.contracts.order import PaymentRequested
 from shared.contracts.payment import CardSource
@@ -77,4 +77,45 @@ async def process_payments(conn: asyncpg.Connection, gateway: BogusGateway, requ
             break
         covered += payment.amount
     payments.conclude(request.request_id, declined)
+    await PAYMENTS.save(conn, payments)
+
+
+async def _gateway_action(pool: asyncpg.Pool, gateway: BogusGateway, number: str, payment_id: int, action: str):
+    payments = await PAYMENTS.load(pool, number)
+    payment = payments.check_capturable(payment_id) if action == "capture" else payments.find(payment_id)
+    if action == "void":
+        payments.check_voidable(payment_id)
+    result = await gateway.call(action, gateway_token=payment.source.gateway_token if payment.source else "",
+                                amount=payment.amount, idempotency_key=f"{number}-{payment.number}-{action}")
+    if not result.success:
+        raise DomainError("gateway_error", result.message or "failed")
+    return result
+
+
+async def capture(pool: asyncpg.Pool, gateway: BogusGateway, number: str, payment_id: int) -> CommandResult:
+    """Admin: capture an authorised payment (idempotent at the gateway)."""
+    result = await _gateway_action(pool, gateway, number, payment_id, "capture")
+    return await PAYMENTS.execute(pool, number, lambda p: p.captured(payment_id, result.authorization or ""))
+
+
+async def void(pool: asyncpg.Pool, gateway: BogusGateway, number: str, payment_id: int) -> CommandResult:
+    if (await PAYMENTS.load(pool, number)).find(payment_id).method_type == "gateway":
+        await _gateway_action(pool, gateway, number, payment_id, "void")
+    return await PAYMENTS.execute(pool, number, lambda p: p.voided(payment_id))
+
+
+async def settle_cancellation(conn: asyncpg.Connection, gateway: BogusGateway, number: str) -> None:
+    """A canceled order: void what was authorised, refund what was captured."""
+    payments = await PAYMENTS.load(conn, number)
+    for payment in list(payments.payments.values()):
+        key = f"{number}-{payment.number}"
+        if payment.state in ("pending", "checkout"):
+            if payment.source is not None:
+                await gateway.call("void", gateway_token=payment.source.gateway_token, amount=payment.amount,
+                                   idempotency_key=f"{key}-void")
+            payments.voided(payment.id)
+        elif payment.state == "completed":
+            await gateway.call("refund", gateway_token=payment.source.gateway_token if payment.source else "",
+                               amount=payment.amount, idempotency_key=f"{key}-refund")
+            payments.refunded(payment.id)
     await PAYMENTS.save(conn, payments)

@@ -8,15 +8,20 @@ from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
 from shared.order_directory import track_orders
 from shared.service import Subscription
-from services.payment.commands import process_payments
+from services.payment.commands import process_payments, settle_cancellation
 from services.payment.gateway import BogusGateway
 
 _gateway: BogusGateway | None = None
 
 
-def use_gateway(gateway: BogusGateway) -> None:
+def use_gateway(configured: BogusGateway) -> None:
     global _gateway
-    _gateway = gateway
+    _gateway = configured
+
+
+def gateway() -> BogusGateway:
+    assert _gateway is not None, "the payment gateway is wired at start-up"
+    return _gateway
 
 
 async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
@@ -24,6 +29,8 @@ async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> N
     match decode_event(envelope):
         case o.PaymentRequested() as request:
             await process_payments(conn, _gateway, request)
+        case o.OrderCanceled():
+            await settle_cancellation(conn, _gateway, envelope.aggregate_id)
 
 
 subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event)]

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import secrets
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from shared.aggregate import Aggregate, DomainError
 from shared.contracts.payment import (
     CardSource, PaymentAuthorized, PaymentCaptured, PaymentCreated, PaymentFailed, PaymentInvalidated,
-    PaymentsDeclined, PaymentsProcessed,
+    PaymentRefunded, PaymentsDeclined, PaymentsProcessed, PaymentVoided,
 )
 
 
@@ -140,6 +140,43 @@ class OrderPayments(Aggregate):
         else:
             captured = sum((p.amount for p in self.payments.values() if p.state == "completed"), Decimal("0"))
             self._record(PaymentsProcessed(order_number=self.id, request_id=request_id, payment_total=captured))
+
+    def find(self, payment_id: int) -> Payment:
+        if payment_id not in self.payments:
+            raise DomainError("not_found", "payment not found", status=404)
+        return self.payments[payment_id]
+
+    def check_capturable(self, payment_id: int) -> Payment:
+        payment = self.find(payment_id)
+        if payment.state not in ("pending", "checkout") or payment.method_type != "gateway":
+            raise DomainError("invalid_transition", f"Cannot capture a payment in state {payment.state}.")
+        return payment
+
+    def check_voidable(self, payment_id: int) -> Payment:
+        payment = self.find(payment_id)
+        if payment.state not in ("pending", "checkout", "completed", "processing"):
+            raise DomainError("invalid_transition", f"Cannot void a payment in state {payment.state}.")
+        return payment
+
+    def captured(self, payment_id: int, authorization: str) -> None:
+        payment = self.check_capturable(payment_id)
+        self._record(PaymentCaptured(order_number=self.id, payment_id=payment_id, amount=payment.amount,
+                                     authorization=authorization))
+
+    def voided(self, payment_id: int) -> None:
+        self.check_voidable(payment_id)
+        self._record(PaymentVoided(order_number=self.id, payment_id=payment_id))
+
+    def refunded(self, payment_id: int) -> None:
+        payment = self.find(payment_id)
+        if payment.state == "completed":
+            self._record(PaymentRefunded(order_number=self.id, payment_id=payment_id, amount=payment.amount))
+
+    def _on_PaymentVoided(self, e: PaymentVoided) -> None:
+        self.payments[e.payment_id].state = "void"
+
+    def _on_PaymentRefunded(self, e: PaymentRefunded) -> None:
+        self.payments[e.payment_id].state = "refunded"
 
     def _on_PaymentCreated(self, e: PaymentCreated) -> None:
         self.payments[e.payment_id] = Payment(e.payment_id, e.payment_number, e.payment_method_id, e.method_type,

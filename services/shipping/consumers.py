@@ -22,6 +22,8 @@ async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> N
             await allocate_stock(conn, request)
         case o.CompletionFailed(release_stock=True) as failed:
             await release_stock(conn, envelope.aggregate_id, failed.request_id)
+        case o.OrderCanceled() as canceled:
+            await release_stock(conn, envelope.aggregate_id, canceled.completion_request_id)
 
 
 subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event)]

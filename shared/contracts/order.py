@@ -132,3 +132,20 @@ class CompletionFailed(DomainEvent):
     message: str
     release_stock: bool
     state: str
+
+
+class OrderCanceled(DomainEvent):
+    """An admin canceled a completed order: shipping restocks what the completion
+    allocated, payment voids authorisations and refunds captures."""
+    event_type = "order.OrderCanceled"
+    number: str
+    completion_request_id: str
+
+
+class PaymentStateChanged(DomainEvent):
+    """After completion, payments were captured, voided or refunded."""
+    event_type = "order.PaymentStateChanged"
+    number: str
+    payment_total: Decimal
+    payment_state: str
+    shipment_state: str | None

@@ -78,3 +78,16 @@ class PaymentsDeclined(DomainEvent):
     order_number: str
     request_id: str
     message: str
+
+
+class PaymentVoided(DomainEvent):
+    event_type = "payment.PaymentVoided"
+    order_number: str
+    payment_id: int
+
+
+class PaymentRefunded(DomainEvent):
+    event_type = "payment.PaymentRefunded"
+    order_number: str
+    payment_id: int
+    amount: Decimal

@@ -153,7 +153,7 @@ CARD = {"number": "4111111111111111", "month": 12, "year": 2030, "verification_v
 
 
 async def in_payment(gateway, number, token):
-    order = await in_delivery(gateway, number, token)
+    await in_delivery(gateway, number, token)
     response = await gateway.put(f"/api/checkouts/{number}/next", headers=token)
     assert response.status_code == 200 and response.json()["state"] == "payment", response.text
     return response.json()

@@ -151,3 +151,59 @@ async def test_22_auto_capture_completes_paid_and_ready(gateway, system):
     assert body["payments"][0]["state"] == "completed" and body["payment_total"] == order["total"]
     assert body["payment_state"] == "paid" and body["shipment_state"] == "ready"
     assert body["shipments"][0]["state"] == "ready"
+
+
+async def wait_for(predicate, timeout=15):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.1)
+
+
+async def test_admin_captures_an_authorised_payment(gateway, stack):
+    from tests.solidus.conftest import ADMIN
+
+    number, token, total, complete = await full_flow(gateway, card=CARD)
+    payment_id = complete.json()["payments"][0]["id"]
+    assert (await gateway.put(f"/api/orders/{number}/payments/{payment_id}/capture",
+                              headers=token)).status_code == 401
+    captured = await gateway.put(f"/api/orders/{number}/payments/{payment_id}/capture", headers=ADMIN)
+    assert captured.status_code == 200, captured.text
+    assert captured.json()["state"] == "completed"
+
+    async def paid():
+        order = (await gateway.get(f"/api/orders/{number}", headers=ADMIN)).json()
+        return order["payment_state"] == "paid"
+    await wait_for(paid)
+    order = (await gateway.get(f"/api/orders/{number}", headers=ADMIN)).json()
+    assert order["payment_total"] == total and order["shipment_state"] == "ready"
+    again = await gateway.put(f"/api/orders/{number}/payments/{payment_id}/capture", headers=ADMIN)
+    assert again.status_code == 422  # already captured
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        actions = await conn.fetch("SELECT action FROM payment.gateway_calls WHERE idempotency_key LIKE $1"
+                                   " ORDER BY created_at", f"{number}-%")
+    finally:
+        await conn.close()
+    assert [a["action"] for a in actions] == ["authorize", "capture"]
+
+
+async def test_admin_cancels_a_completed_order(gateway, stack):
+    from tests.solidus.conftest import ADMIN
+
+    before = await stock_of(stack, V1)
+    number, token, total, complete = await full_flow(gateway, card=CARD)
+    assert await stock_of(stack, V1) == before - 1
+    assert (await gateway.put(f"/api/orders/{number}/cancel", headers=token)).status_code == 401
+    canceled = await gateway.put(f"/api/orders/{number}/cancel", headers=ADMIN)
+    assert canceled.status_code == 200 and canceled.json()["state"] == "canceled"
+
+    async def settled():
+        order = (await gateway.get(f"/api/orders/{number}", headers=ADMIN)).json()
+        return order["payments"][0]["state"] == "void" and await stock_of(stack, V1) == before
+    await wait_for(settled)
+    order = (await gateway.get(f"/api/orders/{number}", headers=ADMIN)).json()
+    assert order["payment_state"] == "void"
+    assert (await gateway.put(f"/api/orders/{number}/cancel", headers=ADMIN)).status_code == 422
