@@ -30,7 +30,7 @@ class TestStack:
 
 
 @pytest.fixture(scope="session")
-def stack():
+def stack(request):
     workdir = Path(tempfile.mkdtemp(prefix="tillstream-test-"))
     workdir.chmod(0o755)
     postgres = broker = None
@@ -51,6 +51,12 @@ def stack():
             broker.stop()
         if postgres:
             postgres.destroy()
+        if request.session.testsfailed:
+            print(f"\nprocess logs of this run are kept in {workdir / 'logs'}")
+        else:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

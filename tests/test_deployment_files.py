@@ -24,6 +24,9 @@ def test_compose_runs_every_service_on_kafka_kraft_and_postgres():
         assert env["DATABASE_URL"].startswith("postgresql://") and "@postgres:5432/" in env["DATABASE_URL"]
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
         assert "/readyz" in " ".join(spec["healthcheck"]["test"])
+    saga = services["order-saga"]
+    assert saga["command"] == ["python", "-m", "services.order.saga"]
+    assert saga["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     gateway = services["gateway"]["environment"]
     for name in ("cart", "order", "shipping", "payment"):
         assert gateway[f"{name.upper()}_URL"] == f"http://{name}:8000"
@@ -34,5 +37,7 @@ def test_every_setting_is_documented_in_the_readme():
     for name in Settings.__dataclass_fields__:
         assert f"`{name.upper()}`" in readme, f"{name.upper()} is not in the README's settings table"
     for name in ("GATEWAY_PORT", "TILLSTREAM_ADMIN_KEY", "TILLSTREAM_DATA_DIR", "TILLSTREAM_POSTGRES_PORT",
-                 "TILLSTREAM_BROKER_PORT", "TILLSTREAM_TEST_DATABASE_URL", "TILLSTREAM_TEST_KAFKA"):
+                 "TILLSTREAM_BROKER_PORT", "TILLSTREAM_TEST_DATABASE_URL", "TILLSTREAM_TEST_KAFKA",
+                 "SAGA_PORT", "SAGA_DATA_DIR", "GATEWAY_VIEW_WAIT_MS", "GATEWAY_COMPLETE_WAIT_MS",
+                 "SOLIDUS_REQUIRE_API_KEY", "TILLSTREAM_CRASH_AT"):
         assert f"`{name}`" in readme, name

@@ -87,9 +87,40 @@ class System:
     def service_url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.config.service_ports[name]}"
 
+    @property
+    def _pid_file(self) -> Path:
+        return self.config.data_dir / "pids"
+
+    def _stop_leftovers(self) -> None:
+        """A previous run killed with -9 leaves its children running: stop them first."""
+        if not self._pid_file.exists():
+            return
+        import psutil
+
+        for pid in (int(p) for p in self._pid_file.read_text().split() if p.isdigit()):
+            try:
+                proc = psutil.Process(pid)
+                cmdline = " ".join(proc.cmdline())
+            except psutil.Error:
+                continue
+            if any(mark in cmdline for mark in ("tansu", "postgres", "services.")):
+                print(f"[supervisor] stopping leftover process {pid} of an earlier run", flush=True)
+                proc.terminate()
+                try:
+                    proc.wait(15)
+                except psutil.TimeoutExpired:
+                    proc.kill()
+        self._pid_file.unlink()
+
+    def _record_pids(self) -> None:
+        pids = [p.proc.pid for p in (self.broker, self.postgres) if p is not None and p.proc is not None]
+        pids += [p.pid for p in self.processes.values() if p.pid]
+        self._pid_file.write_text("\n".join(map(str, pids)) + "\n")
+
     def start(self, ready_timeout: float = 90) -> "System":
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_leftovers()
         if cfg.log_dir:
             cfg.log_dir.mkdir(parents=True, exist_ok=True)
         if not self.bootstrap_servers:
@@ -114,6 +145,7 @@ class System:
                 process_env = env
             self.processes[name] = ManagedProcess(name, argv, process_env, port, self._log_path(name))
             self.processes[name].start()
+        self._record_pids()
         self.wait_ready(ready_timeout)
         self._monitor = threading.Thread(target=self._watch, name="supervisor", daemon=True)
         self._monitor.start()
@@ -160,6 +192,7 @@ class System:
                     process.restarts += 1
                     process.next_start_at = 0.0
                     process.start()
+                    self._record_pids()
                     print(f"[supervisor] {process.name} restarted (pid {process.pid}, restart #{process.restarts})",
                           flush=True)
 
@@ -174,6 +207,7 @@ class System:
             self.broker.stop()
         if self.postgres:
             self.postgres.stop()
+        self._pid_file.unlink(missing_ok=True)
 
 
 def default_admin_key(data_dir: Path) -> str:

@@ -1,0 +1,144 @@
+"""The event catalogue, generated from the contract models in `shared.contracts`.
+
+`docs/events/` holds one JSON Schema per event (the whole envelope, with that event's
+payload) named by its stable contract name, `asyncapi.yaml` (AsyncAPI 3.0: the four
+topics, their messages and Kafka headers) and `README.md` (a table). A test fails when
+the committed catalogue differs from what the models generate: run
+`python -m tillstream.catalog` after changing a contract.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+import shared.contracts  # noqa: F401  (registers every event type)
+from shared.envelope import EVENT_TYPES, DomainEvent
+
+ROOT = Path(__file__).resolve().parent.parent
+CATALOG_DIR = ROOT / "docs" / "events"
+SERVICES = ("cart", "order", "shipping", "payment")
+HEADERS = {
+    "type": "object",
+    "properties": {
+        "event_id": {"type": "string", "format": "uuid"},
+        "event_type": {"type": "string"},
+        "event_version": {"type": "string", "pattern": "^[0-9]+$"},
+        "correlation_id": {"type": "string"},
+        "causation_id": {"type": "string"},
+        "traceparent": {"type": "string", "description": "W3C trace context"},
+    },
+    "required": ["event_id", "event_type", "event_version", "correlation_id", "traceparent"],
+}
+
+
+def contract_name(cls: type[DomainEvent]) -> str:
+    return f"{cls.event_type}.v{cls.event_version}"
+
+
+def envelope_schema(cls: type[DomainEvent]) -> dict:
+    payload = cls.model_json_schema(mode="serialization")
+    defs = payload.pop("$defs", {})
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://tillstream.dev/events/{contract_name(cls)}.json",
+        "title": contract_name(cls),
+        "description": (cls.__doc__ or "").strip() or f"{cls.event_type} version {cls.event_version}",
+        "type": "object",
+        "properties": {
+            "event_id": {"type": "string", "format": "uuid"},
+            "type": {"const": cls.event_type},
+            "version": {"const": cls.event_version},
+            "aggregate_type": {"type": "string"},
+            "aggregate_id": {"type": "string"},
+            "sequence": {"type": "integer", "minimum": 1},
+            "occurred_at": {"type": "string", "format": "date-time"},
+            "correlation_id": {"type": "string"},
+            "causation_id": {"type": ["string", "null"]},
+            "payload": payload,
+        },
+        "required": ["event_id", "type", "version", "aggregate_type", "aggregate_id", "sequence", "occurred_at",
+                     "correlation_id", "payload"],
+    }
+    if defs:
+        schema["$defs"] = defs
+    return schema
+
+
+def events_by_service() -> dict[str, list[type[DomainEvent]]]:
+    grouped: dict[str, list[type[DomainEvent]]] = {s: [] for s in SERVICES}
+    for (event_type, _), cls in sorted(EVENT_TYPES.items()):
+        service = event_type.split(".")[0]
+        if service in grouped:
+            grouped[service].append(cls)
+    return grouped
+
+
+def asyncapi() -> dict:
+    grouped = events_by_service()
+    channels, operations, messages = {}, {}, {}
+    for service, classes in grouped.items():
+        channel = f"{service}Events"
+        names = [contract_name(c) for c in classes]
+        channels[channel] = {
+            "address": f"{service}.events",
+            "description": f"Events of the {service} service, keyed by order number (per-order order holds).",
+            "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in names},
+        }
+        operations[f"receive{service.capitalize()}Events"] = {
+            "action": "receive", "channel": {"$ref": f"#/channels/{channel}"},
+            "messages": [{"$ref": f"#/channels/{channel}/messages/{n}"} for n in names],
+        }
+        for cls in classes:
+            messages[contract_name(cls)] = {
+                "name": contract_name(cls), "title": cls.__name__, "contentType": "application/json",
+                "summary": (cls.__doc__ or "").strip().split("\n")[0] or cls.event_type,
+                "headers": HEADERS,
+                "payload": {"$ref": f"./{contract_name(cls)}.json"},
+                "bindings": {"kafka": {"key": {"type": "string", "description": "order number"}}},
+            }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {"title": "Tillstream domain events", "version": "1.0.0",
+                 "description": "The public, versioned event contract of Tillstream's services. Messages are "
+                                "JSON envelopes; Kafka headers repeat the ids for routing and tracing."},
+        "defaultContentType": "application/json",
+        "channels": channels, "operations": operations, "components": {"messages": messages},
+    }
+
+
+def render() -> dict[str, str]:
+    """Every catalogue file: name → content."""
+    files: dict[str, str] = {}
+    rows = ["| contract | topic | summary |", "|---|---|---|"]
+    for service, classes in events_by_service().items():
+        for cls in classes:
+            name = contract_name(cls)
+            files[f"{name}.json"] = json.dumps(envelope_schema(cls), indent=2, sort_keys=False) + "\n"
+            summary = " ".join((cls.__doc__ or "").split()) or "—"
+            rows.append(f"| [`{name}`]({name}.json) | `{service}.events` | {summary} |")
+    files["asyncapi.yaml"] = yaml.safe_dump(asyncapi(), sort_keys=False, width=110)
+    files["README.md"] = (
+        "# Event catalogue\n\nGenerated by `python -m tillstream.catalog` from `shared/contracts/`; do not edit.\n"
+        "Every message is the JSON envelope of `shared/envelope.py`; each schema below is that envelope with the\n"
+        "event's payload. `asyncapi.yaml` describes the topics, messages and Kafka headers.\n\n"
+        + "\n".join(rows) + "\n")
+    return files
+
+
+def write(directory: Path = CATALOG_DIR) -> list[str]:
+    directory.mkdir(parents=True, exist_ok=True)
+    files = render()
+    for stale in directory.glob("*"):
+        if stale.name not in files:
+            stale.unlink()
+    for name, content in files.items():
+        (directory / name).write_text(content)
+    return sorted(files)
+
+
+if __name__ == "__main__":
+    written = write()
+    print(f"wrote {len(written)} files to {CATALOG_DIR}", file=sys.stderr)
