@@ -42,7 +42,7 @@ class Coupon(BaseModel):
 @router.post("/orders/{number}/line_items", status_code=201)
 async def add_line_item(number: str, body: AddLineItem, request: Request):
     s = request.app.state
-    result = await commands.add_line_item(s.pool, s.store, number, variant_id=body.variant_id,
+    result = await commands.add_line_item(s.pool, number, variant_id=body.variant_id,
                                           quantity=body.quantity, currency=body.currency)
     line = next(l for l in result.aggregate.lines.values() if l.variant.id == int(body.variant_id))
     return {"line_item": line_json(line), "events": events_of(result)}
@@ -52,32 +52,32 @@ async def add_line_item(number: str, body: AddLineItem, request: Request):
 async def set_line_quantity(number: str, line_id: int, body: SetQuantity, request: Request):
     s = request.app.state
     quantity = 0 if body.quantity is None else body.quantity
-    result = await commands.set_line_quantity(s.pool, s.store, number, line_id, quantity)
+    result = await commands.set_line_quantity(s.pool, number, line_id, quantity)
     return {"line_item": line_json(result.aggregate.lines.get(line_id)), "events": events_of(result)}
 
 
 @router.delete("/orders/{number}/line_items/{line_id}")
 async def remove_line_item(number: str, line_id: int, request: Request):
     s = request.app.state
-    return {"events": events_of(await commands.remove_line_item(s.pool, s.store, number, line_id))}
+    return {"events": events_of(await commands.remove_line_item(s.pool, number, line_id))}
 
 
 @router.put("/orders/{number}/empty")
 async def empty(number: str, request: Request):
     s = request.app.state
-    return {"events": events_of(await commands.empty_cart(s.pool, s.store, number))}
+    return {"events": events_of(await commands.empty_cart(s.pool, number))}
 
 
 @router.post("/orders/{number}/coupon_codes")
 async def apply_coupon(number: str, body: Coupon, request: Request):
     s = request.app.state
-    return {"events": events_of(await commands.apply_coupon(s.pool, s.store, number, body.code))}
+    return {"events": events_of(await commands.apply_coupon(s.pool, number, body.code))}
 
 
 @router.delete("/orders/{number}/coupon_codes/{code}")
 async def remove_coupon(number: str, code: str, request: Request):
     s = request.app.state
-    return {"events": events_of(await commands.remove_coupon(s.pool, s.store, number, code))}
+    return {"events": events_of(await commands.remove_coupon(s.pool, number, code))}
 
 
 @router.get("/variants")

@@ -7,9 +7,13 @@ from decimal import Decimal
 import asyncpg
 
 from shared.aggregate import CommandResult, DomainError, Repository, not_found
+from shared.bus import events_topic
 from shared.contracts.cart import VariantSnapshot
 from shared.eventstore import EventStore
 from services.cart.domain import Cart, Promotion
+
+CART_STORE = EventStore("cart", events_topic("cart"))
+CARTS = Repository(CART_STORE, Cart)
 
 
 async def find_variant(conn: asyncpg.Connection | asyncpg.Pool, variant_id: object, currency: str) -> VariantSnapshot:
@@ -28,25 +32,25 @@ async def find_variant(conn: asyncpg.Connection | asyncpg.Pool, variant_id: obje
     return VariantSnapshot(**dict(row))
 
 
-async def add_line_item(pool: asyncpg.Pool, store: EventStore, number: str, *, variant_id: object,
+async def add_line_item(pool: asyncpg.Pool, number: str, *, variant_id: object,
                         quantity: object, currency: str) -> CommandResult[Cart]:
     variant = await find_variant(pool, variant_id, currency)
     new_line_id = await pool.fetchval("SELECT nextval('line_item_ids')")
-    return await Repository(store, Cart).execute(
+    return await CARTS.execute(
         pool, number, lambda cart: cart.add_line(variant, quantity, new_line_id=new_line_id))
 
 
-async def set_line_quantity(pool: asyncpg.Pool, store: EventStore, number: str, line_id: int,
+async def set_line_quantity(pool: asyncpg.Pool, number: str, line_id: int,
                             quantity: object) -> CommandResult[Cart]:
-    return await Repository(store, Cart).execute(pool, number, lambda cart: cart.set_quantity(line_id, quantity))
+    return await CARTS.execute(pool, number, lambda cart: cart.set_quantity(line_id, quantity))
 
 
-async def remove_line_item(pool: asyncpg.Pool, store: EventStore, number: str, line_id: int) -> CommandResult[Cart]:
-    return await Repository(store, Cart).execute(pool, number, lambda cart: cart.remove_line(line_id))
+async def remove_line_item(pool: asyncpg.Pool, number: str, line_id: int) -> CommandResult[Cart]:
+    return await CARTS.execute(pool, number, lambda cart: cart.remove_line(line_id))
 
 
-async def empty_cart(pool: asyncpg.Pool, store: EventStore, number: str) -> CommandResult[Cart]:
-    return await Repository(store, Cart).execute(pool, number, lambda cart: cart.empty())
+async def empty_cart(pool: asyncpg.Pool, number: str) -> CommandResult[Cart]:
+    return await CARTS.execute(pool, number, lambda cart: cart.empty())
 
 
 async def find_promotion(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> Promotion:
@@ -63,12 +67,12 @@ async def find_promotion(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> 
     return Promotion(row["id"], row["code"], row["name"], row["kind"], Decimal(row["value"]))
 
 
-async def apply_coupon(pool: asyncpg.Pool, store: EventStore, number: str, code: str) -> CommandResult[Cart]:
+async def apply_coupon(pool: asyncpg.Pool, number: str, code: str) -> CommandResult[Cart]:
     promotion = await find_promotion(pool, code)
-    return await Repository(store, Cart).execute(pool, number, lambda cart: cart.apply_promotion(promotion))
+    return await CARTS.execute(pool, number, lambda cart: cart.apply_promotion(promotion))
 
 
-async def remove_coupon(pool: asyncpg.Pool, store: EventStore, number: str, code: str) -> CommandResult[Cart]:
+async def remove_coupon(pool: asyncpg.Pool, number: str, code: str) -> CommandResult[Cart]:
     if not await pool.fetchval("SELECT true FROM promotions WHERE code = $1", code):
         raise DomainError("coupon_code_not_found", "The coupon code you entered doesn't exist. Please try again.")
-    return await Repository(store, Cart).execute(pool, number, lambda cart: cart.remove_promotion(code))
+    return await CARTS.execute(pool, number, lambda cart: cart.remove_promotion(code))

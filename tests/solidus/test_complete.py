@@ -207,3 +207,18 @@ async def test_admin_cancels_a_completed_order(gateway, stack):
     order = (await gateway.get(f"/api/orders/{number}", headers=ADMIN)).json()
     assert order["payment_state"] == "void"
     assert (await gateway.put(f"/api/orders/{number}/cancel", headers=ADMIN)).status_code == 422
+
+
+async def test_single_use_coupon_is_used_up_by_a_completed_order(gateway):
+    number, token, total, complete = await full_flow(gateway, card=None, coupon="welcome")
+    assert complete.status_code == 200
+
+    async def refused_elsewhere():
+        other = (await gateway.post("/api/orders", json={})).json()
+        headers = {"X-Spree-Order-Token": other["token"]}
+        await gateway.post(f"/api/checkouts/{other['number']}/line_items",
+                           json={"line_item": {"variant_id": V1}}, headers=headers)
+        response = await gateway.post(f"/api/orders/{other['number']}/coupon_codes",
+                                      json={"coupon_code": "welcome"}, headers=headers)
+        return response.status_code == 422 and response.json()["status_code"] == "coupon_code_max_usage"
+    await wait_for(refused_elsewhere)
