@@ -80,6 +80,17 @@ async def remove_coupon(number: str, code: str, request: Request):
     return {"events": events_of(await commands.remove_coupon(s.pool, number, code))}
 
 
+@router.get("/line_items/{line_id}")
+async def find_line(line_id: int, request: Request):
+    """Which order (cart) a line item belongs to; line ids are global."""
+    number = await request.app.state.pool.fetchval(
+        "SELECT aggregate_id FROM events WHERE type = 'cart.LineItemAdded' AND (payload->>'line_item_id')::int = $1",
+        line_id)
+    if number is None:
+        raise HTTPException(404, "line item not found")
+    return {"order_number": number}
+
+
 @router.get("/variants")
 async def list_variants(request: Request, currency: str = "USD"):
     rows = await request.app.state.pool.fetch(

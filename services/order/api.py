@@ -1,6 +1,7 @@
 """The order service's internal HTTP API (called by the gateway)."""
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -29,6 +30,12 @@ class UpdateDetails(BaseModel):
     bill_address: Any = None
     ship_address: Any = None
     use_billing: bool = False
+    require_phone: bool = True
+
+
+class UpdateContact(BaseModel):
+    email: str | None = None
+    phone: str | None = None
 
 
 @router.post("/orders", status_code=201)
@@ -42,13 +49,19 @@ async def create_order(body: CreateOrder, request: Request):
 async def update_details(number: str, body: UpdateDetails, request: Request):
     result = await commands.update_details(request.app.state.pool, number, email=body.email,
                                            bill_address=body.bill_address, ship_address=body.ship_address,
-                                           use_billing=body.use_billing)
+                                           use_billing=body.use_billing, require_phone=body.require_phone)
+    return {"events": events_of(result)}
+
+
+@router.patch("/orders/{number}/contact")
+async def update_contact(number: str, body: UpdateContact, request: Request):
+    result = await commands.update_contact(request.app.state.pool, number, email=body.email, phone=body.phone)
     return {"events": events_of(result)}
 
 
 @router.put("/orders/{number}/next")
-async def advance(number: str, request: Request):
-    result = await commands.advance(request.app.state.pool, number)
+async def advance(number: str, request: Request, require_email: bool = True):
+    result = await commands.advance(request.app.state.pool, number, require_email=require_email)
     order = result.aggregate
     return {"events": events_of(result), "state": order.state, "awaiting": order.pending_delivery}
 
@@ -103,6 +116,20 @@ class CountryIn(BaseModel):
     numcode: int
     states_required: bool = False
     states: list[StateIn] = []
+
+
+class TaxRate(BaseModel):
+    currency: str
+    rate: Decimal
+
+
+@router.put("/admin/tax_rates")
+async def load_tax_rates(rates: list[TaxRate], request: Request):
+    async with request.app.state.pool.acquire() as conn, conn.transaction():
+        for r in rates:
+            await conn.execute("INSERT INTO tax_rates (currency, rate) VALUES ($1, $2)"
+                               " ON CONFLICT (currency) DO UPDATE SET rate = $2", r.currency, r.rate)
+    return {"tax_rates": len(rates)}
 
 
 @router.put("/admin/countries")

@@ -15,7 +15,7 @@ from shared.bus import events_topic
 from shared.contracts.order import DeliveryLine
 from shared.eventstore import ConcurrencyConflict, EventStore
 from services.order.domain import Country, Order, new_guest_token, new_order_number, validate_address
-from services.order.projections import apply_to_view
+from services.order.projections import apply_to_view, read_order
 
 ORDER_STORE = EventStore("order", events_topic("order"))
 ORDERS = Repository(ORDER_STORE, Order)
@@ -46,6 +46,9 @@ async def find_country(conn: asyncpg.Connection | asyncpg.Pool, fields: dict) ->
     if fields.get("country_id") is not None:
         row = await conn.fetchrow("SELECT id, iso, states_required FROM countries WHERE id = $1",
                                   _int_or_none(fields["country_id"]))
+    elif isinstance(fields.get("country_name"), str):
+        row = await conn.fetchrow("SELECT id, iso, states_required FROM countries WHERE lower(name) = lower($1)",
+                                  fields["country_name"].strip())
     elif fields.get("country_iso") or isinstance(fields.get("country"), dict):
         iso = fields.get("country_iso") or fields["country"].get("iso")
         row = await conn.fetchrow("SELECT id, iso, states_required FROM countries WHERE iso = upper($1)", str(iso))
@@ -65,7 +68,7 @@ def _int_or_none(value: Any) -> int | None:
         return None
 
 
-async def _address(conn: asyncpg.Pool, prefix: str, fields: Any):
+async def _address(conn: asyncpg.Pool, prefix: str, fields: Any, *, require_phone: bool = True):
     if fields is None:
         return None
     if not isinstance(fields, dict):
@@ -77,13 +80,14 @@ async def _address(conn: asyncpg.Pool, prefix: str, fields: Any):
         fields.setdefault("state_name", fields["state"].get("abbr") or fields["state"].get("name"))
     country = await find_country(conn, fields)
     address_id = await conn.fetchval("SELECT nextval('address_ids')")
-    return validate_address(prefix, fields, country, address_id)
+    return validate_address(prefix, fields, country, address_id, require_phone=require_phone)
 
 
 async def update_details(pool: asyncpg.Pool, number: str, *, email: str | None, bill_address: Any,
-                         ship_address: Any, use_billing: bool) -> CommandResult[Order]:
-    bill = await _address(pool, "bill_address", bill_address)
-    ship = await _address(pool, "ship_address", bill_address if use_billing and bill_address else ship_address)
+                         ship_address: Any, use_billing: bool, require_phone: bool = True) -> CommandResult[Order]:
+    bill = await _address(pool, "bill_address", bill_address, require_phone=require_phone)
+    ship = await _address(pool, "ship_address", bill_address if use_billing and bill_address else ship_address,
+                          require_phone=require_phone)
     return await ORDERS.execute(pool, number, lambda order: _require(order).update_details(
         email=email, bill_address=bill, ship_address=ship), after=project)
 
@@ -97,9 +101,7 @@ async def view_lines(pool: asyncpg.Pool, number: str) -> list[DeliveryLine]:
 
 async def complete(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
     """Start the completion saga (the answer arrives through the consumers)."""
-    facts = await pool.fetchrow(
-        "SELECT item_total + ship_total + adjustment_total AS total, payments FROM order_view WHERE number = $1",
-        number)
+    facts = await read_order(pool, number)
     if facts is None:
         raise not_found("order")
     has_valid_payment = any(p["state"] not in ("failed", "invalid", "void") for p in facts["payments"])
@@ -108,16 +110,14 @@ async def complete(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
         total=Decimal(facts["total"]), lines=lines, has_valid_payment=has_valid_payment), after=project)
 
 
-async def advance(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
-    facts = await pool.fetchrow(
-        "SELECT item_count, item_total + ship_total + adjustment_total AS total,"
-        " jsonb_array_length(shipments) > 0 AS shipments_ready FROM order_view WHERE number = $1", number)
+async def advance(pool: asyncpg.Pool, number: str, *, require_email: bool = True) -> CommandResult[Order]:
+    facts = await read_order(pool, number)
     if facts is None:
         raise not_found("order")
     lines = await view_lines(pool, number)
     return await ORDERS.execute(pool, number, lambda order: order.next(
-        item_count=facts["item_count"], total=Decimal(facts["total"]), shipments_ready=facts["shipments_ready"],
-        lines=lines), after=project)
+        item_count=facts["item_count"], total=facts["total"], shipments_ready=bool(facts["shipments"]),
+        lines=lines, require_email=require_email), after=project)
 
 
 def _require(order: Order) -> Order:
@@ -128,3 +128,8 @@ def _require(order: Order) -> Order:
 
 async def cancel(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
     return await ORDERS.execute(pool, number, lambda order: _require(order).cancel(), after=project)
+
+
+async def update_contact(pool: asyncpg.Pool, number: str, *, email: str | None, phone: str | None):
+    return await ORDERS.execute(pool, number, lambda order: _require(order).update_contact(email=email, phone=phone),
+                                after=project)

@@ -13,6 +13,7 @@ import asyncpg
 from shared.bus import events_topic
 from shared.contracts import cart as c
 from shared.contracts import payment as p
+from shared.contracts.order import OrderCompleted
 from shared.contracts import shipping as s
 from shared.envelope import EventEnvelope, decode_event
 from shared.faults import crash_point
@@ -48,18 +49,31 @@ async def on_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
             await apply_to_view(conn, stored)
 
 
+async def next_reference(conn: asyncpg.Connection) -> str:
+    """GetCandy's order reference: YYYY-MM-NNNN, the month's highest plus one."""
+    month = await conn.fetchval("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM')")
+    number = await conn.fetchval(
+        "INSERT INTO monthly_references (month, last) VALUES ($1, 1)"
+        " ON CONFLICT (month) DO UPDATE SET last = monthly_references.last + 1 RETURNING last", month)
+    return f"{month}-{number:04d}"
+
+
 async def on_saga_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     """The completion saga's steps (run by the faust worker in saga.py): each answer moves
     the Order, which is the saga's durable state, on; its new events reach the view inline."""
     event = decode_event(envelope)
     order = await ORDERS.load(conn, envelope.aggregate_id)
     match event:
+        case s.StockAllocated() if order.completing == event.request_id and order.completion_total == 0:
+            order.stock_allocated(event.request_id)  # nothing to pay: completes at once
+            if order.pending and isinstance(order.pending[-1], OrderCompleted):
+                order.pending[-1] = order.pending[-1].model_copy(update={"reference": await next_reference(conn)})
         case s.StockAllocated():
             order.stock_allocated(event.request_id)
         case s.StockAllocationFailed():
             order.stock_unavailable(event.request_id)
-        case p.PaymentsProcessed():
-            order.payments_processed(event.request_id, event.payment_total)
+        case p.PaymentsProcessed() if order.completing == event.request_id:
+            order.payments_processed(event.request_id, event.payment_total, reference=await next_reference(conn))
         case p.PaymentsDeclined():
             order.payments_declined(event.request_id, event.message)
         case _:

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 from shared.aggregate import Aggregate, DomainError
 from shared.contracts.order import (
-    Address, BillAddressChanged, CompletionFailed, OrderCanceled, PaymentStateChanged, CompletionRequested, DeliveryLine, OrderCompleted,
+    Address, BillAddressChanged, CompletionFailed, ContactDetailsChanged, OrderCanceled, PaymentStateChanged, CompletionRequested, DeliveryLine, OrderCompleted,
     PaymentRequested, CheckoutAdvanced, CheckoutRestarted, DeliveryRefused, DeliveryRequested,
     OrderCreated, OrderEmailChanged, ShipAddressChanged,
 )
@@ -61,10 +61,11 @@ class Country:
 ADDRESS_REQUIRED = ("name", "address1", "city", "zipcode", "phone")
 
 
-def validate_address(prefix: str, fields: dict, country: Country | None, address_id: int) -> Address:
+def validate_address(prefix: str, fields: dict, country: Country | None, address_id: int, *,
+                     require_phone: bool = True) -> Address:
     """Solidus's address rules: the error keys are `<prefix>.<field>`."""
     errors: dict[str, list[str]] = {}
-    for name in ADDRESS_REQUIRED:
+    for name in ADDRESS_REQUIRED if require_phone else ADDRESS_REQUIRED[:-1]:
         value = fields.get(name)
         if not isinstance(value, (str, int)) or not str(value).strip():
             errors[f"{prefix}.{name}"] = ["can't be blank"]
@@ -85,7 +86,8 @@ def validate_address(prefix: str, fields: dict, country: Country | None, address
                    city=text("city"), zipcode=text("zipcode"), phone=text("phone"),
                    alternative_phone=text("alternative_phone"), company=text("company"),
                    country_id=country.id, country_iso=country.iso, state_id=state_id,
-                   state_name=None if state_id else text("state_name"))
+                   state_name=None if state_id else text("state_name"), firstname=text("firstname"),
+                   lastname=text("lastname"), email=text("email"))
 
 
 class Order(Aggregate):
@@ -127,8 +129,13 @@ class Order(Aggregate):
         if ship_address is not None and _differs(ship_address, self.ship_address):
             self._record(ShipAddressChanged(number=self.id, address=ship_address))
 
+    def update_contact(self, *, email: str | None, phone: str | None) -> None:
+        if email is not None and not EMAIL.match(email):
+            raise InvalidFields({"email": ["is invalid"]})
+        self._record(ContactDetailsChanged(number=self.id, email=email, phone=phone))
+
     def next(self, *, item_count: int, total: Decimal, shipments_ready: bool,
-             lines: list[DeliveryLine] = ()) -> None:
+             lines: list[DeliveryLine] = (), require_email: bool = True) -> None:
         """One step forward. Leaving `address` only requests delivery (see module doc)."""
         if self.pending_delivery or self.completing:
             raise CheckoutRefused({})
@@ -139,7 +146,7 @@ class Order(Aggregate):
                 self._advance("address")
             case "address":
                 errors: dict[str, list[str]] = {}
-                if not self.email:
+                if not self.email and require_email:
                     errors["email"] = ["can't be blank"]
                 if self.ship_address is None:
                     errors["base"] = ["Valid shipping address required"]
@@ -192,14 +199,15 @@ class Order(Aggregate):
                                           message="Quantity is not available for items in your order",
                                           release_stock=False, state="confirm"))
 
-    def payments_processed(self, request_id: str, payment_total: Decimal) -> None:
+    def payments_processed(self, request_id: str, payment_total: Decimal, reference: str | None = None) -> None:
         if self.completing != request_id:
             return
         balance = self.completion_total - payment_total
         payment_state = "balance_due" if balance > 0 else "credit_owed" if balance < 0 else "paid"
         self._record(OrderCompleted(number=self.id, request_id=request_id, total=self.completion_total,
                                     payment_total=payment_total, payment_state=payment_state,
-                                    shipment_state="ready" if payment_state == "paid" else "pending"))
+                                    shipment_state="ready" if payment_state == "paid" else "pending",
+                                    reference=reference))
 
     def payments_declined(self, request_id: str, message: str) -> None:
         if self.completing == request_id:
@@ -248,6 +256,9 @@ class Order(Aggregate):
 
     def _on_OrderEmailChanged(self, event: OrderEmailChanged) -> None:
         self.email = event.email
+
+    def _on_ContactDetailsChanged(self, event: ContactDetailsChanged) -> None:
+        self.email = event.email or self.email
 
     def _on_BillAddressChanged(self, event: BillAddressChanged) -> None:
         self.bill_address = event.address

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 from shared.contracts import cart as c
 from shared.contracts import order as o
@@ -33,6 +33,9 @@ async def apply_to_view(conn: asyncpg.Connection, envelope: EventEnvelope) -> No
         case o.CheckoutAdvanced():
             await conn.execute("UPDATE order_view SET state = $2, pending_request = NULL WHERE number = $1",
                                number, event.to_state)
+        case o.ContactDetailsChanged():
+            await conn.execute("UPDATE order_view SET email = coalesce($2, email), contact_phone = $3"
+                               " WHERE number = $1", number, event.email, event.phone)
         case o.OrderEmailChanged():
             await conn.execute("UPDATE order_view SET email = $2 WHERE number = $1", number, event.email)
         case o.BillAddressChanged():
@@ -97,9 +100,9 @@ async def apply_to_view(conn: asyncpg.Connection, envelope: EventEnvelope) -> No
                 shipment["state"] = event.shipment_state
             await conn.execute(
                 "UPDATE order_view SET state = 'complete', completed_at = $2, payment_total = $3,"
-                " payment_state = $4, shipment_state = $5, shipments = $6, pending_request = NULL"
+                " payment_state = $4, shipment_state = $5, shipments = $6, pending_request = NULL, reference = $7"
                 " WHERE number = $1", number, envelope.occurred_at, event.payment_total, event.payment_state,
-                event.shipment_state, shipments)
+                event.shipment_state, shipments, event.reference)
         case s.ShipmentsDiscarded():
             await _set_shipments(conn, number, [])
         case c.LineItemAdded():
@@ -150,8 +153,22 @@ async def read_order(conn: asyncpg.Connection | asyncpg.Pool, number: str) -> di
     lines = await conn.fetch("SELECT id, variant_id, quantity, price, variant FROM order_line_items"
                              " WHERE order_number = $1 ORDER BY id", number)
     order["line_items"] = [dict(line) for line in lines]
-    order["total"] = order["item_total"] + order["ship_total"] + order["adjustment_total"]
+    rate = await conn.fetchval("SELECT rate FROM tax_rates WHERE currency = $1", order["currency"]) or Decimal(0)
+    order.update(order_taxes(rate, order["item_total"] + order["adjustment_total"], order["ship_total"]))
+    order["total"] = (order["item_total"] + order["ship_total"] + order["adjustment_total"]
+                      + order["additional_tax_total"])
     return order
+
+
+def truncate(amount: Decimal) -> Decimal:
+    return amount.quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+
+
+def order_taxes(rate: Decimal, items_after_discounts: Decimal, shipping: Decimal) -> dict[str, Decimal]:
+    """VAT added on top (GetCandy's GBP channel), truncated to cents as the original does."""
+    items_tax, ship_tax = truncate(items_after_discounts * rate), truncate(shipping * rate)
+    return {"tax_rate": rate, "items_tax": items_tax, "shipping_tax": ship_tax,
+            "additional_tax_total": items_tax + ship_tax}
 
 
 async def pending_request(conn: asyncpg.Connection | asyncpg.Pool, number: str) -> str | None:

@@ -14,7 +14,7 @@ from shared.contracts.payment import CardSource
 from shared.eventstore import EventStore
 from shared.faults import crash_point
 from services.payment.domain import InvalidPayment, OrderPayments, PaymentMethod, parse_amount, validate_card
-from services.payment.gateway import BogusGateway, vault_token
+from services.payment.gateway import BogusGateway, card_for_token, vault_token
 
 PAYMENT_STORE = EventStore("payment", events_topic("payment"))
 PAYMENTS = Repository(PAYMENT_STORE, OrderPayments)
@@ -40,6 +40,8 @@ async def create_payment(pool: asyncpg.Pool, number: str, *, payment_method_id: 
     if method.method_type == "gateway":
         if not isinstance(source, dict) or not source:
             raise InvalidPayment({f"{error_prefix}source": ["can't be blank"]})
+        if "payment_token" in source:  # a storefront's tokenised card (GetCandy's payment_token)
+            source = card_for_token(source["payment_token"])
         details = validate_card(source, f"{error_prefix}{method.name}")
         token = vault_token(details.number, secrets.token_hex(8))
         async with pool.acquire() as conn:

@@ -17,6 +17,19 @@ import asyncpg
 SUCCESS_NUMBERS = {"4111111111111111", "4242424242424242", "1"}
 
 
+# The test gateway's client-side tokens: what a storefront's payment form would return.
+TEST_TOKENS = {"tok_ok": "4111111111111111", "tok_declined": "4000000000000002"}
+
+
+def card_for_token(token: object) -> dict:
+    from shared.aggregate import DomainError
+
+    number = TEST_TOKENS.get(token) if isinstance(token, str) else None
+    if number is None:
+        raise DomainError("invalid_token", "The payment token is invalid")
+    return {"number": number, "month": 12, "year": 2099, "verification_value": "000", "name": None}
+
+
 def vault_token(number: str, salt: str) -> str:
     return "tok_" + hashlib.sha256(f"{salt}:{number}".encode()).hexdigest()[:24]
 

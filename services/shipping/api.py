@@ -4,7 +4,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from shared.jsonutil import json_response
@@ -57,6 +57,16 @@ async def find_shipment(shipment_number: str, request: Request):
     if shipment is None:
         raise HTTPException(404, "shipment not found")
     return json_response({"order_number": order_number, "shipment": shipment.model_dump(mode="json")})
+
+
+@router.get("/stock")
+async def stock(request: Request, variant_id: list[int] = Query(default=[])):
+    """Units on hand per variant across active locations (None: not stocked anywhere)."""
+    rows = await request.app.state.pool.fetch(
+        "SELECT i.variant_id, sum(i.count_on_hand) AS on_hand, bool_or(i.backorderable) AS backorderable"
+        " FROM stock_items i JOIN stock_locations l ON l.id = i.stock_location_id"
+        " WHERE l.active AND i.variant_id = ANY($1::int[]) GROUP BY i.variant_id", variant_id)
+    return {str(r["variant_id"]): {"on_hand": r["on_hand"], "backorderable": r["backorderable"]} for r in rows}
 
 
 @router.get("/rates")

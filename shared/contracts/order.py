@@ -40,12 +40,23 @@ class Address(BaseModel):
     country_iso: str
     state_id: int | None = None
     state_name: str | None = None
+    # As GetCandy storefronts send them (echoed back there); optional for Solidus.
+    firstname: str | None = None
+    lastname: str | None = None
+    email: str | None = None
 
 
 class OrderEmailChanged(DomainEvent):
     event_type = "order.OrderEmailChanged"
     number: str
     email: str
+
+
+class ContactDetailsChanged(DomainEvent):
+    event_type = "order.ContactDetailsChanged"
+    number: str
+    email: str | None = None
+    phone: str | None = None
 
 
 class BillAddressChanged(DomainEvent):
@@ -120,6 +131,7 @@ class OrderCompleted(DomainEvent):
     payment_total: Decimal
     payment_state: str
     shipment_state: str
+    reference: str | None = None  # YYYY-MM-NNNN
 
 
 class CompletionFailed(DomainEvent):
