@@ -62,9 +62,11 @@ SHIPPING = {
 
 
 PAYMENT_METHODS = [
-    {"id": 1, "name": "Check", "method_type": "check"},
-    {"id": 2, "name": "Credit Card", "method_type": "gateway", "auto_capture": False},
+    {"id": 1, "name": "Check", "method_type": "check", "handle": "offline"},
+    {"id": 2, "name": "Credit Card", "method_type": "gateway", "auto_capture": False, "handle": "card"},
 ]
+
+TAX_RATES = [{"currency": "GBP", "rate": "0.20"}, {"currency": "USD", "rate": "0"}]
 
 
 def load_demo_data(system: System) -> list[str]:
@@ -73,6 +75,7 @@ def load_demo_data(system: System) -> list[str]:
         client.put(f"{cart}/admin/catalog", json=PRODUCTS).raise_for_status()
         client.put(f"{cart}/admin/promotions", json=PROMOTIONS).raise_for_status()
         client.put(f"{system.service_url('order')}/admin/countries", json=COUNTRIES).raise_for_status()
+        client.put(f"{system.service_url('order')}/admin/tax_rates", json=TAX_RATES).raise_for_status()
         client.put(f"{system.service_url('shipping')}/admin/reference", json=SHIPPING).raise_for_status()
         client.put(f"{system.service_url('payment')}/admin/payment_methods", json=PAYMENT_METHODS).raise_for_status()
     variants = ", ".join(f"{v['id']} {v['sku']} ${v['prices']['USD']}" for p in PRODUCTS for v in p["variants"])
@@ -84,4 +87,6 @@ def load_demo_data(system: System) -> list[str]:
         " stock: 3 Limited Posters, Gift Cards untracked",
         "  demo payment methods  1 Check (no source), 2 Credit Card (test gateway: 4111111111111111 authorises,"
         " other numbers are declined)",
+        "  GetCandy channel      GBP with 20% VAT; UK zone \"United Kingdom\" at 7.95; provider Offline (\"OFFLINE\");"
+        " payment type `card` (tokens tok_ok / tok_declined)",
     ]

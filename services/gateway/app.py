@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from shared.logs import configure_logging
 from shared.service import install_common
 from shared.settings import load_settings
-from services.gateway import solidus, solidus_checkout
+from services.gateway import getcandy, solidus, solidus_checkout
 from services.gateway.clients import ServiceClients
 
 configure_logging("gateway", load_settings().log_level)
@@ -30,6 +30,7 @@ app = FastAPI(title="tillstream-gateway", lifespan=lifespan)
 install_common(app, "gateway")
 app.include_router(solidus.router)
 app.include_router(solidus_checkout.router)
+app.include_router(getcandy.router)
 
 
 @app.exception_handler(solidus.ApiError)
@@ -37,10 +38,17 @@ async def api_error(request: Request, exc: solidus.ApiError):
     return JSONResponse(exc.body, status_code=exc.status)
 
 
+@app.exception_handler(getcandy.GetCandyError)
+async def getcandy_error(request: Request, exc: getcandy.GetCandyError):
+    return JSONResponse(exc.body, status_code=exc.status)
+
+
 @app.exception_handler(RequestValidationError)
 async def bad_path(request: Request, exc: RequestValidationError):
     # Only path parameters are validated by FastAPI here (bodies are parsed by hand), and
     # a malformed id names no resource.
+    if request.url.path.startswith("/api/v1/"):
+        return JSONResponse(getcandy.not_found().body, status_code=404)
     return JSONResponse(solidus.NOT_FOUND, status_code=404)
 
 

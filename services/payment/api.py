@@ -41,7 +41,7 @@ async def payment_action(number: str, payment_id: int, action: str, request: Req
 @router.get("/payment_methods")
 async def payment_methods(request: Request):
     rows = await request.app.state.pool.fetch(
-        "SELECT id, name, method_type, auto_capture FROM payment_methods WHERE active AND available_to_users"
+        "SELECT id, name, method_type, auto_capture, handle FROM payment_methods WHERE active AND available_to_users"
         " ORDER BY id")
     return [dict(r) for r in rows]
 
@@ -53,6 +53,7 @@ class PaymentMethodIn(BaseModel):
     auto_capture: bool = False
     active: bool = True
     available_to_users: bool = True
+    handle: str | None = None
 
 
 @router.put("/admin/payment_methods")
@@ -60,10 +61,10 @@ async def load_payment_methods(methods: list[PaymentMethodIn], request: Request)
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         for m in methods:
             await conn.execute(
-                "INSERT INTO payment_methods (id, name, method_type, auto_capture, active, available_to_users)"
-                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET name = $2, method_type = $3,"
-                " auto_capture = $4, active = $5, available_to_users = $6",
-                m.id, m.name, m.method_type, m.auto_capture, m.active, m.available_to_users)
+                "INSERT INTO payment_methods (id, name, method_type, auto_capture, active, available_to_users, handle)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET name = $2, method_type = $3,"
+                " auto_capture = $4, active = $5, available_to_users = $6, handle = $7",
+                m.id, m.name, m.method_type, m.auto_capture, m.active, m.available_to_users, m.handle)
     return {"payment_methods": len(methods)}
 
 

@@ -74,8 +74,8 @@ async def estimate(request: Request, country_iso: str, currency: str = "USD"):
     """Every method that could ship to the country (Solidus's estimated_rates includes the
     ones not available to users), cheapest first."""
     methods = await commands.methods_for(request.app.state.pool, country_iso, currency, users_only=False)
-    return json_response([{"shipping_method_id": m.id, "name": m.name, "code": m.code, "cost": m.cost}
-                          for m in methods])
+    return json_response([{"shipping_method_id": m.id, "name": m.name, "code": m.code, "cost": m.cost,
+                           "zone": m.zone} for m in methods])
 
 
 @router.get("/orders/{number}")

@@ -31,11 +31,12 @@ async def active_locations(conn: asyncpg.Connection | asyncpg.Pool) -> list[Stoc
 async def methods_for(conn: asyncpg.Connection | asyncpg.Pool, country_iso: str, currency: str,
                       *, users_only: bool = True) -> list[Method]:
     rows = await conn.fetch(
-        "SELECT m.id, m.name, m.code, m.cost FROM shipping_methods m WHERE m.currency = $2"
+        "SELECT m.id, m.name, m.code, m.cost, (SELECT z.name FROM zones z WHERE z.id = ANY(m.zone_ids)"
+        " AND $1 = ANY(z.countries) ORDER BY z.id LIMIT 1) AS zone FROM shipping_methods m WHERE m.currency = $2"
         " AND ($3 = false OR m.available_to_users)"
         " AND EXISTS (SELECT 1 FROM zones z WHERE z.id = ANY(m.zone_ids) AND $1 = ANY(z.countries))"
         " ORDER BY m.cost, m.id", country_iso, currency, users_only)
-    return [Method(r["id"], r["name"], r["code"], Decimal(r["cost"])) for r in rows]
+    return [Method(r["id"], r["name"], r["code"], Decimal(r["cost"]), r["zone"]) for r in rows]
 
 
 async def build_shipments(conn: asyncpg.Connection, request: DeliveryRequested) -> None:

@@ -42,6 +42,7 @@ class Method:
     name: str
     code: str
     cost: Decimal
+    zone: str = ""
 
 
 def new_shipment_number() -> str:
