@@ -87,3 +87,13 @@ async def migrate(dsn: str, schema: str, service_migrations: Path | None = None)
     finally:
         await conn.close()
     return applied
+
+
+async def upsert(conn: asyncpg.Connection, table: str, row: dict, *, key: tuple[str, ...] = ("id",)) -> None:
+    """Insert `row`, or update it where `key` already exists (reference data loads)."""
+    columns = [check_identifier(c) for c in row]
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in key) or f"{key[0]} = EXCLUDED.{key[0]}"
+    await conn.execute(
+        f"INSERT INTO {check_identifier(table)} ({', '.join(columns)})"
+        f" VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))})"
+        f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}", *row.values())

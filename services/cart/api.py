@@ -7,11 +7,14 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
-from shared.order_directory import known_order
+from shared import order_directory
+from shared.db import upsert
+
 from services.cart import commands
 from services.cart.domain import Line
 
 router = APIRouter()
+router.include_router(order_directory.router)
 
 
 def line_json(line: Line | None) -> dict | None:
@@ -139,20 +142,12 @@ async def load_catalog(products: list[CatalogProduct], request: Request):
     """Upserts reference data (demo data, imports); idempotent."""
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         for p in products:
-            await conn.execute(
-                "INSERT INTO products (id, name, slug, description) VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT (id) DO UPDATE SET name = $2, slug = $3, description = $4",
-                p.id, p.name, p.slug, p.description)
+            await upsert(conn, "products", p.model_dump(exclude={"variants"}))
             for v in p.variants:
-                await conn.execute(
-                    "INSERT INTO variants (id, product_id, sku, name, options_text, track_inventory, is_master)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET product_id = $2, sku = $3,"
-                    " name = $4, options_text = $5, track_inventory = $6, is_master = $7",
-                    v.id, p.id, v.sku, v.name, v.options_text, v.track_inventory, v.is_master)
+                await upsert(conn, "variants", {**v.model_dump(exclude={"prices"}), "product_id": p.id})
                 for currency, amount in v.prices.items():
-                    await conn.execute(
-                        "INSERT INTO prices (variant_id, currency, amount) VALUES ($1, $2, $3)"
-                        " ON CONFLICT (variant_id, currency) DO UPDATE SET amount = $3", v.id, currency, amount)
+                    await upsert(conn, "prices", {"variant_id": v.id, "currency": currency, "amount": amount},
+                                 key=("variant_id", "currency"))
     return {"products": len(products)}
 
 
@@ -163,17 +158,7 @@ async def load_promotions(promotions: list[PromotionIn], request: Request):
     parse = lambda v: datetime.fromisoformat(v) if v else None  # noqa: E731
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         for p in promotions:
-            await conn.execute(
-                "INSERT INTO promotions (id, name, code, kind, value, starts_at, expires_at, usage_limit)"
-                " VALUES ($1, $2, lower($3), $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET name = $2,"
-                " code = lower($3), kind = $4, value = $5, starts_at = $6, expires_at = $7, usage_limit = $8",
-                p.id, p.name, p.code, p.kind, p.value, parse(p.starts_at), parse(p.expires_at), p.usage_limit)
+            await upsert(conn, "promotions", {**p.model_dump(), "code": p.code.strip().lower(),
+                                              "starts_at": parse(p.starts_at), "expires_at": parse(p.expires_at)})
     return {"promotions": len(promotions)}
 
-
-@router.get("/orders/{number}")
-async def order_as_known_here(number: str, request: Request):
-    order = await known_order(request.app.state.pool, number)
-    if order is None:
-        raise HTTPException(404, "order not known to this service")
-    return order

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel
 
+from shared.db import upsert
 from shared.jsonutil import json_response
 from services.order import commands
 from services.order.projections import read_order
@@ -126,9 +127,8 @@ class TaxRate(BaseModel):
 @router.put("/admin/tax_rates")
 async def load_tax_rates(rates: list[TaxRate], request: Request):
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        for r in rates:
-            await conn.execute("INSERT INTO tax_rates (currency, rate) VALUES ($1, $2)"
-                               " ON CONFLICT (currency) DO UPDATE SET rate = $2", r.currency, r.rate)
+        for rate in rates:
+            await upsert(conn, "tax_rates", rate.model_dump(), key=("currency",))
     return {"tax_rates": len(rates)}
 
 
@@ -136,15 +136,8 @@ async def load_tax_rates(rates: list[TaxRate], request: Request):
 async def load_countries(countries: list[CountryIn], request: Request):
     """Upserts reference data (demo data, imports); idempotent."""
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        for c in countries:
-            await conn.execute(
-                "INSERT INTO countries (id, iso, iso3, iso_name, name, numcode, states_required)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET iso = $2, iso3 = $3,"
-                " iso_name = $4, name = $5, numcode = $6, states_required = $7",
-                c.id, c.iso, c.iso3, c.iso_name, c.name, c.numcode, c.states_required)
-            for st in c.states:
-                await conn.execute(
-                    "INSERT INTO states (id, country_id, name, abbr) VALUES ($1, $2, $3, $4)"
-                    " ON CONFLICT (id) DO UPDATE SET country_id = $2, name = $3, abbr = $4",
-                    st.id, c.id, st.name, st.abbr)
+        for country in countries:
+            await upsert(conn, "countries", country.model_dump(exclude={"states"}))
+            for state in country.states:
+                await upsert(conn, "states", {**state.model_dump(), "country_id": country.id})
     return {"countries": len(countries)}

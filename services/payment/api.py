@@ -6,10 +6,13 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
-from shared.order_directory import known_order
+from shared import order_directory
+from shared.db import upsert
+
 from services.payment import commands
 
 router = APIRouter()
+router.include_router(order_directory.router)
 
 
 class CreatePayment(BaseModel):
@@ -60,17 +63,6 @@ class PaymentMethodIn(BaseModel):
 async def load_payment_methods(methods: list[PaymentMethodIn], request: Request):
     async with request.app.state.pool.acquire() as conn, conn.transaction():
         for m in methods:
-            await conn.execute(
-                "INSERT INTO payment_methods (id, name, method_type, auto_capture, active, available_to_users, handle)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET name = $2, method_type = $3,"
-                " auto_capture = $4, active = $5, available_to_users = $6, handle = $7",
-                m.id, m.name, m.method_type, m.auto_capture, m.active, m.available_to_users, m.handle)
+            await upsert(conn, "payment_methods", m.model_dump())
     return {"payment_methods": len(methods)}
 
-
-@router.get("/orders/{number}")
-async def order_as_known_here(number: str, request: Request):
-    order = await known_order(request.app.state.pool, number)
-    if order is None:
-        raise HTTPException(404, "order not known to this service")
-    return order

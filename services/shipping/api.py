@@ -7,11 +7,13 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel
 
+from shared import order_directory
+from shared.db import upsert
 from shared.jsonutil import json_response
-from shared.order_directory import known_order
 from services.shipping import commands
 
 router = APIRouter()
+router.include_router(order_directory.router)
 
 
 def events_of(result) -> list[str]:
@@ -78,13 +80,6 @@ async def estimate(request: Request, country_iso: str, currency: str = "USD"):
                            "zone": m.zone} for m in methods])
 
 
-@router.get("/orders/{number}")
-async def order_as_known_here(number: str, request: Request):
-    order = await known_order(request.app.state.pool, number)
-    if order is None:
-        raise HTTPException(404, "order not known to this service")
-    return order
-
 
 class Zone(BaseModel):
     id: int
@@ -126,26 +121,14 @@ class ShippingReference(BaseModel):
 async def load_reference(body: ShippingReference, request: Request):
     """Upserts zones, stock locations (with stock) and shipping methods; idempotent."""
     async with request.app.state.pool.acquire() as conn, conn.transaction():
-        for z in body.zones:
-            await conn.execute(
-                "INSERT INTO zones (id, name, description, countries) VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT (id) DO UPDATE SET name = $2, description = $3, countries = $4",
-                z.id, z.name, z.description, z.countries)
-        for loc in body.stock_locations:
-            await conn.execute(
-                "INSERT INTO stock_locations (id, name, active) VALUES ($1, $2, $3)"
-                " ON CONFLICT (id) DO UPDATE SET name = $2, active = $3", loc.id, loc.name, loc.active)
-            for item in loc.stock:
-                await conn.execute(
-                    "INSERT INTO stock_items (stock_location_id, variant_id, count_on_hand, backorderable)"
-                    " VALUES ($1, $2, $3, $4) ON CONFLICT (stock_location_id, variant_id)"
-                    " DO UPDATE SET count_on_hand = $3, backorderable = $4",
-                    loc.id, item.variant_id, item.count_on_hand, item.backorderable)
-        for m in body.shipping_methods:
-            await conn.execute(
-                "INSERT INTO shipping_methods (id, name, code, cost, currency, zone_ids, available_to_users)"
-                " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO UPDATE SET name = $2, code = $3,"
-                " cost = $4, currency = $5, zone_ids = $6, available_to_users = $7",
-                m.id, m.name, m.code, m.cost, m.currency, m.zone_ids, m.available_to_users)
+        for zone in body.zones:
+            await upsert(conn, "zones", zone.model_dump())
+        for location in body.stock_locations:
+            await upsert(conn, "stock_locations", location.model_dump(exclude={"stock"}))
+            for item in location.stock:
+                await upsert(conn, "stock_items", {**item.model_dump(), "stock_location_id": location.id},
+                             key=("stock_location_id", "variant_id"))
+        for method in body.shipping_methods:
+            await upsert(conn, "shipping_methods", method.model_dump())
     return {"zones": len(body.zones), "stock_locations": len(body.stock_locations),
             "shipping_methods": len(body.shipping_methods)}
