@@ -231,3 +231,16 @@ async def test_both_dialects_emit_the_same_order_events(gateway, stack):
         await conn.close()
     assert {"order.OrderCreated", "order.CheckoutAdvanced", "order.ShipAddressChanged", "order.DeliveryRequested",
             "order.CompletionRequested", "order.PaymentRequested", "order.OrderCompleted"} <= types
+
+
+async def test_removing_a_discount_from_a_basket(gateway):
+    b = await basket(gateway, quantity=1)
+    with_coupon = (await gateway.put(f"/api/v1/baskets/{b['id']}/discounts", json={"coupon": "15percent"})).json()
+    discount = with_coupon["data"]["discounts"]["data"][0]
+    assert discount["coupon"] == "15percent" and with_coupon["data"]["discount_total"] == 1.5
+    unknown = await gateway.request("DELETE", f"/api/v1/baskets/{b['id']}/discounts", json={"discount_id": "zzzzzzzz"})
+    assert unknown.status_code == 422 and "discount_id" in unknown.json()
+    removed = await gateway.request("DELETE", f"/api/v1/baskets/{b['id']}/discounts",
+                                    json={"discount_id": discount["id"]})
+    assert removed.status_code == 200
+    assert removed.json()["data"]["discounts"]["data"] == [] and removed.json()["data"]["total"] == 12.0
