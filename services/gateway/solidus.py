@@ -330,19 +330,28 @@ def render_order(order: dict, *, admin: bool = False, countries: dict[int, dict]
     return body
 
 
+REFERENCE_TTL_S = float(os.environ.get("GATEWAY_REFERENCE_TTL_S", "30"))
+
+
+async def reference(request: Request, name: str, service: str, path: str) -> Any:
+    """Reference data (countries, payment methods) rendered into every order: cached
+    briefly per gateway process, so an admin change shows within REFERENCE_TTL_S."""
+    import time
+
+    cache = request.app.state.__dict__.setdefault("reference", {})
+    loaded_at, value = cache.get(name, (0.0, None))
+    if value is None or time.monotonic() - loaded_at > REFERENCE_TTL_S:
+        value = (await request.app.state.services.call(service, "GET", path)).json()
+        cache[name] = (time.monotonic(), value)
+    return value
+
+
 async def countries_by_id(request: Request) -> dict[int, dict]:
-    cache = request.app.state.__dict__.setdefault("countries", {})
-    if not cache:  # reference data: loaded once per gateway process
-        response = await request.app.state.services.call("order", "GET", "/countries")
-        cache.update({c["id"]: c for c in response.json()})
-    return cache
+    return {c["id"]: c for c in await reference(request, "countries", "order", "/countries")}
 
 
 async def payment_methods(request: Request) -> list[dict]:
-    cache = request.app.state.__dict__.setdefault("payment_methods", [])
-    if not cache:  # reference data: loaded once per gateway process
-        cache.extend((await request.app.state.services.call("payment", "GET", "/payment_methods")).json())
-    return cache
+    return await reference(request, "payment_methods", "payment", "/payment_methods")
 
 
 async def order_response(request: Request, order: dict, status_code: int = 200) -> Response:
