@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from shared import context, metrics
 from shared.bus import dlq_topic, make_consumer
-from shared.envelope import EventEnvelope
+from shared.envelope import EventEnvelope, upcast
 from shared.eventstore import ConcurrencyConflict
 from shared.settings import Settings
 
@@ -140,6 +140,6 @@ class EventConsumer:
 
 def decode(message: ConsumerRecord) -> EventEnvelope:
     try:
-        return EventEnvelope.from_json(message.value)
+        return upcast(EventEnvelope.from_json(message.value))
     except (ValueError, TypeError) as exc:
         raise PoisonMessage(f"undecodable message: {exc}") from exc

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
@@ -13,6 +13,16 @@ from shared import context
 
 # (type, version) -> model: how a stored or received envelope becomes a typed event.
 EVENT_TYPES: dict[tuple[str, int], type["DomainEvent"]] = {}
+# (type, from version) -> payload function giving the next version: schema evolution.
+UPCASTERS: dict[tuple[str, int], Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def upcaster(event_type: str, from_version: int):
+    """Register how a stored `from_version` payload becomes `from_version + 1`."""
+    def register(function: Callable[[dict[str, Any]], dict[str, Any]]):
+        UPCASTERS[(event_type, from_version)] = function
+        return function
+    return register
 
 
 class DomainEvent(BaseModel):
@@ -82,7 +92,20 @@ def traceparent(correlation_id: str, event_id: uuid.UUID) -> str:
     return f"00-{trace}-{event_id.hex[:16]}-01"
 
 
+def upcast(envelope: "EventEnvelope") -> "EventEnvelope":
+    """The envelope at its type's newest version (older events are never rewritten in
+    the store or on Kafka; they are read through the upcaster chain)."""
+    version, payload = envelope.version, envelope.payload
+    while (envelope.type, version) in UPCASTERS:
+        payload = UPCASTERS[(envelope.type, version)](dict(payload))
+        version += 1
+    if version == envelope.version:
+        return envelope
+    return envelope.model_copy(update={"version": version, "payload": payload})
+
+
 def decode_event(envelope: "EventEnvelope") -> DomainEvent:
+    envelope = upcast(envelope)
     cls = EVENT_TYPES.get((envelope.type, envelope.version))
     if cls is None:
         raise LookupError(f"unknown event contract {envelope.contract_name}")

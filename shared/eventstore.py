@@ -11,7 +11,7 @@ from typing import Sequence
 import asyncpg
 
 from shared import metrics
-from shared.envelope import DomainEvent, EventEnvelope, envelope_for
+from shared.envelope import DomainEvent, EventEnvelope, envelope_for, upcast
 
 _COLUMNS = ("position, event_id, aggregate_type, aggregate_id, sequence, type, version, "
             "occurred_at, correlation_id, causation_id, payload")
@@ -28,12 +28,12 @@ class ConcurrencyConflict(Exception):
 
 
 def _row_to_envelope(row: asyncpg.Record) -> EventEnvelope:
-    return EventEnvelope(
+    return upcast(EventEnvelope(
         position=row["position"], event_id=row["event_id"], aggregate_type=row["aggregate_type"],
         aggregate_id=row["aggregate_id"], sequence=row["sequence"], type=row["type"],
         version=row["version"], occurred_at=row["occurred_at"], correlation_id=row["correlation_id"],
         causation_id=row["causation_id"], payload=row["payload"],
-    )
+    ))
 
 
 class EventStore:

@@ -1,7 +1,7 @@
 """Small domain events used only by the platform tests."""
 from __future__ import annotations
 
-from shared.envelope import DomainEvent
+from shared.envelope import DomainEvent, upcaster
 
 
 class Ticked(DomainEvent):
@@ -13,3 +13,24 @@ class Exploded(DomainEvent):
     """Handlers in the tests raise when they see this one."""
     event_type = "test.Exploded"
     reason: str
+
+
+class CustomerNamed(DomainEvent):
+    """Version 1: one name field."""
+    event_type = "test.CustomerNamed"
+    event_version = 1
+    name: str
+
+
+class CustomerNamedV2(DomainEvent):
+    """Version 2: the name split in two; stored v1 events are read through the upcaster."""
+    event_type = "test.CustomerNamed"
+    event_version = 2
+    first_name: str
+    last_name: str
+
+
+@upcaster("test.CustomerNamed", 1)
+def _split_name(payload: dict) -> dict:
+    first, _, last = payload.pop("name").partition(" ")
+    return {**payload, "first_name": first, "last_name": last}
