@@ -88,8 +88,10 @@ class OutboxRelay:
         return len(rows)
 
 
-async def outbox_status(conn: asyncpg.Connection | asyncpg.Pool) -> dict:
+async def outbox_status(conn: asyncpg.Connection | asyncpg.Pool, schema: str | None = None) -> dict:
+    """Unpublished rows and the age of the oldest (of `schema`, else the search path's)."""
+    table = f'"{db.check_identifier(schema)}".outbox' if schema else "outbox"
     row = await conn.fetchrow(
-        "SELECT count(*) AS unpublished, extract(epoch FROM now() - min(created_at)) AS oldest_age_s FROM outbox"
+        f"SELECT count(*) AS unpublished, extract(epoch FROM now() - min(created_at)) AS oldest_age_s FROM {table}"
     )
     return {"unpublished": row["unpublished"], "oldest_age_s": float(row["oldest_age_s"] or 0.0)}

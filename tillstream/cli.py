@@ -1,0 +1,256 @@
+"""`tillstream`: the operators' CLI (events, replay, projections, dead letters, outbox).
+
+It reads `DATABASE_URL` and `KAFKA_BOOTSTRAP_SERVERS` (defaults: the `make run` stack).
+Every command takes `--json` for machine-readable output. The work itself is in
+operations.py; this module only presents it.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from datetime import datetime
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tillstream import operations as ops
+
+app = typer.Typer(help="Tillstream operators' toolkit.", no_args_is_help=True)
+events_app = typer.Typer(help="Read the event streams.", no_args_is_help=True)
+projections_app = typer.Typer(help="Read models: rebuild and lag.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead-lettered messages.", no_args_is_help=True)
+outbox_app = typer.Typer(help="The transactional outboxes.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
+app.add_typer(projections_app, name="projections")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(outbox_app, name="outbox")
+console = Console()
+JSON = typer.Option(False, "--json", help="Print JSON instead of tables.")
+CONSUMER_GROUPS = ["cart.orders", "order.view", "order-saga", "shipping.orders", "payment.orders"]
+
+
+def dsn() -> str:
+    return os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5433/tillstream"
+
+
+def bootstrap() -> str:
+    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
+
+
+def emit(value) -> None:
+    print(json.dumps(value, default=str, indent=2))
+
+
+def progress_bar(label: str) -> Progress:
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                    console=Console(stderr=True))
+
+
+# -- events -------------------------------------------------------------------------------
+@events_app.command("read")
+def events_read(order: str = typer.Option(..., "--order", help="Order number, e.g. R123456789"),
+                as_json: bool = JSON) -> None:
+    """The whole story of one order across all services, in causal order."""
+    story = asyncio.run(ops.order_story(dsn(), order))
+    if as_json:
+        emit([ops.envelope_json(service, envelope) for service, envelope in story])
+        return
+    if not story:
+        console.print(f"no events for order {order}")
+        raise typer.Exit(1)
+    table = Table(title=f"order {order}: {len(story)} events")
+    for column in ("occurred at", "service", "event", "seq", "event id", "caused by"):
+        table.add_column(column)
+    for service, e in story:
+        table.add_row(e.occurred_at.strftime("%H:%M:%S.%f")[:-3], service, e.contract_name, str(e.sequence),
+                      str(e.event_id)[:8], (e.causation_id or "")[:8])
+    console.print(table)
+
+
+@events_app.command("tail")
+def events_tail(topic: str, from_beginning: bool = typer.Option(False, "--from-beginning"),
+                limit: Optional[int] = typer.Option(None, "--limit", help="Stop after this many messages"),
+                as_json: bool = JSON) -> None:
+    """Follow a topic (e.g. order.events), printing each message as it arrives."""
+    async def follow() -> None:
+        async for partition, offset, key, value in ops.tail(bootstrap(), topic, from_beginning=from_beginning,
+                                                            limit=limit):
+            try:
+                body = json.loads(value)
+            except ValueError:
+                body = value.decode(errors="replace")
+            if as_json:
+                print(json.dumps({"partition": partition, "offset": offset, "key": key and key.decode(),
+                                  "value": body}), flush=True)
+            else:
+                kind = f"{body.get('type')}.v{body.get('version')}" if isinstance(body, dict) else "(not an event)"
+                console.print(f"[{partition}:{offset}] {key.decode() if key else '-'}  {kind}")
+
+    try:
+        asyncio.run(follow())
+    except KeyboardInterrupt:
+        pass
+
+
+@events_app.command("catalog")
+def events_catalog(as_json: bool = JSON) -> None:
+    """Every event contract, by topic (docs/events/ has the schemas)."""
+    from tillstream.catalog import contract_name, events_by_service
+
+    catalogue = {f"{service}.events": [contract_name(c) for c in classes]
+                 for service, classes in events_by_service().items()}
+    if as_json:
+        emit(catalogue)
+        return
+    table = Table(title="event catalogue")
+    table.add_column("topic")
+    table.add_column("contract")
+    for topic, names in catalogue.items():
+        for name in names:
+            table.add_row(topic, name)
+    console.print(table)
+
+
+# -- replay ---------------------------------------------------------------------------------
+def _position_or_time(value: Optional[str]) -> tuple[Optional[int], Optional[datetime]]:
+    if value is None:
+        return None, None
+    if value.isdigit():
+        return int(value), None
+    return None, datetime.fromisoformat(value)
+
+
+@app.command("replay")
+def replay(service: str = typer.Option(..., "--service", help="cart, order, shipping or payment"),
+           from_position: int = typer.Option(0, "--from", help="Replay events after this global position"),
+           since: Optional[datetime] = typer.Option(None, "--since", help="Replay events at or after this time"),
+           until: Optional[str] = typer.Option(None, "--until", help="A position, or a time (exclusive)"),
+           rate: Optional[float] = typer.Option(None, "--rate", help="At most this many events per second"),
+           as_json: bool = JSON) -> None:
+    """Publish a service's stored events to its topic again. Consumers are idempotent, so
+    state does not change and no external effect (a payment) fires again."""
+    until_position, until_time = _position_or_time(until)
+    with progress_bar(f"replaying {service}.events") as bar:
+        task = bar.add_task("replay", total=None)
+        sent = asyncio.run(ops.replay(dsn(), bootstrap(), service, from_position=from_position,
+                                      until_position=until_position, since=since, until=until_time, rate=rate,
+                                      progress=lambda done, total: bar.update(task, completed=done, total=total)))
+    if as_json:
+        emit({"service": service, "replayed": sent})
+    else:
+        console.print(f"replayed {sent} events of {service}")
+
+
+# -- projections ----------------------------------------------------------------------------
+@projections_app.command("rebuild")
+def projections_rebuild(name: str = typer.Argument(..., help="The projection: order_view"),
+                        as_json: bool = JSON) -> None:
+    """Rebuild a read model from the stores into a shadow table and swap it in atomically."""
+    if name != "order_view":
+        console.print(f"unknown projection {name!r}; known: order_view")
+        raise typer.Exit(2)
+    with progress_bar(f"rebuilding {name}") as bar:
+        task = bar.add_task("rebuild", total=None)
+        folded = asyncio.run(ops.rebuild_order_view(
+            dsn(), progress=lambda done, total: bar.update(task, completed=done, total=total)))
+    if as_json:
+        emit({"projection": name, "events": folded})
+    else:
+        console.print(f"rebuilt {name} from {folded} events and swapped it in")
+
+
+@projections_app.command("status")
+def projections_status(as_json: bool = JSON) -> None:
+    """Lag of every consumer group (messages not yet handled)."""
+    lag = asyncio.run(ops.consumer_lag(bootstrap(), CONSUMER_GROUPS))
+    if as_json:
+        emit(lag)
+        return
+    table = Table(title="consumer groups")
+    for column in ("group", "partitions", "lag"):
+        table.add_column(column)
+    for group, status in lag.items():
+        table.add_row(group, str(status.get("partitions", "-")), str(status.get("lag", status.get("error"))))
+    console.print(table)
+
+
+# -- dead letters ---------------------------------------------------------------------------
+@dlq_app.command("list")
+def dlq_list(service: Optional[str] = typer.Option(None, "--service"), as_json: bool = JSON) -> None:
+    """Dead-lettered messages (durable copies; the <topic>.dlq topics hold them too)."""
+    letters = asyncio.run(ops.dead_letters(dsn(), service))
+    if as_json:
+        emit([{k: v for k, v in vars(d).items() if k not in ("value", "headers")} for d in letters])
+        return
+    table = Table(title=f"{len(letters)} dead letters")
+    for column in ("service", "id", "consumer", "topic", "partition:offset", "failed at", "replayed", "error"):
+        table.add_column(column)
+    for d in letters:
+        table.add_row(d.service, str(d.id), d.consumer, d.topic, f"{d.partition}:{d.offset}",
+                      d.failed_at.strftime("%Y-%m-%d %H:%M:%S"), "yes" if d.replayed_at else "",
+                      d.error[:80])
+    console.print(table)
+
+
+@dlq_app.command("inspect")
+def dlq_inspect(letter_id: int, service: str = typer.Option(..., "--service"), as_json: bool = JSON) -> None:
+    letter = next((d for d in asyncio.run(ops.dead_letters(dsn(), service, with_value=True)) if d.id == letter_id),
+                  None)
+    if letter is None:
+        console.print(f"no dead letter {letter_id} in {service}")
+        raise typer.Exit(1)
+    body = {**vars(letter), "value": letter.value.decode(errors="replace")}
+    if as_json:
+        emit(body)
+    else:
+        for key, value in body.items():
+            console.print(f"[bold]{key}[/bold]: {value}")
+
+
+@dlq_app.command("replay")
+def dlq_replay(letter_id: int, service: str = typer.Option(..., "--service"), as_json: bool = JSON) -> None:
+    """Publish a dead-lettered message to its original topic again (after fixing its cause)."""
+    letter = asyncio.run(ops.replay_dead_letter(dsn(), service, letter_id))
+    if as_json:
+        emit({"service": service, "id": letter.id, "topic": letter.topic, "replayed_at": letter.replayed_at})
+    else:
+        console.print(f"dead letter {letter_id} published again to {letter.topic}")
+
+
+@dlq_app.command("purge")
+def dlq_purge(service: str = typer.Option(..., "--service"), letter_id: Optional[int] = typer.Option(None, "--id"),
+              replayed: bool = typer.Option(False, "--replayed", help="Only the ones already replayed"),
+              as_json: bool = JSON) -> None:
+    removed = asyncio.run(ops.purge_dead_letters(dsn(), service, letter_id=letter_id, replayed_only=replayed))
+    if as_json:
+        emit({"service": service, "purged": removed})
+    else:
+        console.print(f"purged {removed} dead letters from {service}")
+
+
+# -- outbox ---------------------------------------------------------------------------------
+@outbox_app.command("status")
+def outbox_status(as_json: bool = JSON) -> None:
+    """What each service has not yet published, and how old the oldest row is."""
+    status = asyncio.run(ops.outboxes(dsn()))
+    if as_json:
+        emit(status)
+        return
+    table = Table(title="outboxes")
+    for column in ("service", "unpublished", "oldest (s)"):
+        table.add_column(column)
+    for service, row in status.items():
+        table.add_row(service, str(row["unpublished"]), f"{row['oldest_age_s']:.1f}")
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,319 @@
+"""What the operators' CLI does, as plain async functions (cli.py only presents them).
+
+Every function takes the database DSN (and Kafka bootstrap servers where needed) and
+works across the four service schemas; none of it imports a service.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import AsyncIterator, Callable
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from shared.envelope import EventEnvelope
+from shared.outbox import outbox_status
+
+SERVICES = ("cart", "order", "shipping", "payment")
+_COLUMNS = ("position, event_id, aggregate_type, aggregate_id, sequence, type, version, occurred_at,"
+            " correlation_id, causation_id, payload")
+
+
+def service_schema(service: str) -> str:
+    if service not in SERVICES:
+        raise ValueError(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
+    return service
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    from shared.db import _init_connection
+
+    conn = await asyncpg.connect(dsn)
+    await _init_connection(conn)
+    return conn
+
+
+def _envelope(row: asyncpg.Record) -> EventEnvelope:
+    return EventEnvelope(**{k: row[k] for k in ("position", "event_id", "aggregate_type", "aggregate_id", "sequence",
+                                                "type", "version", "occurred_at", "correlation_id", "causation_id",
+                                                "payload")})
+
+
+# -- events -----------------------------------------------------------------------------
+async def order_story(dsn: str, number: str) -> list[tuple[str, EventEnvelope]]:
+    """Every event of one order across all services, in causal order: an event always
+    follows the event that caused it; otherwise by time."""
+    conn = await connect(dsn)
+    try:
+        found = []
+        for service in SERVICES:
+            rows = await conn.fetch(f'SELECT {_COLUMNS} FROM "{service}".events WHERE aggregate_id = $1', number)
+            found += [(service, _envelope(r)) for r in rows]
+    finally:
+        await conn.close()
+    found.sort(key=lambda item: (item[1].occurred_at, item[0], item[1].sequence))
+    by_id = {str(e.event_id): (s, e) for s, e in found}
+    ordered, placed = [], set()
+
+    def place(item: tuple[str, EventEnvelope]) -> None:
+        event_id = str(item[1].event_id)
+        if event_id in placed:
+            return
+        cause = by_id.get(item[1].causation_id or "")
+        if cause is not None:
+            place(cause)
+        placed.add(event_id)
+        ordered.append(item)
+
+    for item in found:
+        place(item)
+    return ordered
+
+
+async def tail(bootstrap: str, topic: str, *, from_beginning: bool, limit: int | None,
+               idle_timeout: float | None = None) -> AsyncIterator[tuple[int, int, bytes | None, bytes]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=10)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            raise ValueError(f"no topic {topic!r}")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        if from_beginning:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            await consumer.seek_to_end(*tps)
+        count, last_seen = 0, time.monotonic()
+        while limit is None or count < limit:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for record in records:
+                    yield record.partition, record.offset, record.key, record.value
+                    count += 1
+                    last_seen = time.monotonic()
+            if idle_timeout is not None and time.monotonic() - last_seen > idle_timeout:
+                return
+    finally:
+        await consumer.stop()
+
+
+# -- outbox and dead letters -----------------------------------------------------------
+async def outboxes(dsn: str) -> dict[str, dict]:
+    conn = await connect(dsn)
+    try:
+        return {service: await outbox_status(conn, schema=service) for service in SERVICES}
+    finally:
+        await conn.close()
+
+
+@dataclass
+class DeadLetter:
+    service: str
+    id: int
+    consumer: str
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    error: str
+    attempts: int
+    failed_at: datetime
+    replayed_at: datetime | None
+    value: bytes = b""
+    headers: list | None = None
+
+
+async def dead_letters(dsn: str, service: str | None = None, *, with_value: bool = False) -> list[DeadLetter]:
+    conn = await connect(dsn)
+    try:
+        found = []
+        for name in [service_schema(service)] if service else SERVICES:
+            rows = await conn.fetch(f'SELECT * FROM "{name}".dead_letters ORDER BY id')
+            found += [DeadLetter(service=name, id=r["id"], consumer=r["consumer"], topic=r["topic"],
+                                 partition=r["partition"], offset=r["offset"], key=r["key"], error=r["error"],
+                                 attempts=r["attempts"], failed_at=r["failed_at"], replayed_at=r["replayed_at"],
+                                 value=bytes(r["value"]) if with_value else b"",
+                                 headers=r["headers"] if with_value else None) for r in rows]
+        return found
+    finally:
+        await conn.close()
+
+
+async def replay_dead_letter(dsn: str, service: str, letter_id: int) -> DeadLetter:
+    """Publish a dead-lettered message again to its original topic (through that
+    schema's outbox, so it is durable), once its cause is fixed. Every consumer group of
+    the topic sees it; the ones that handled it before skip it (idempotency)."""
+    schema = service_schema(service)
+    conn = await connect(dsn)
+    try:
+        async with conn.transaction():
+            row = await conn.fetchrow(f'SELECT * FROM "{schema}".dead_letters WHERE id = $1 FOR UPDATE', letter_id)
+            if row is None:
+                raise LookupError(f"no dead letter {letter_id} in {schema}")
+            original = [[k, v] for k, v in row["headers"] if not k.startswith("dlq_")]
+            await conn.execute(f'INSERT INTO "{schema}".outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)',
+                               row["topic"], row["key"] or "", row["value"], original)
+            await conn.execute(f'UPDATE "{schema}".dead_letters SET replayed_at = now() WHERE id = $1', letter_id)
+            await conn.execute("SELECT pg_notify($1, '')", f"{schema}_outbox")
+    finally:
+        await conn.close()
+    return next(d for d in await dead_letters(dsn, service) if d.id == letter_id)
+
+
+async def purge_dead_letters(dsn: str, service: str, *, letter_id: int | None, replayed_only: bool) -> int:
+    schema = service_schema(service)
+    conn = await connect(dsn)
+    try:
+        if letter_id is not None:
+            result = await conn.execute(f'DELETE FROM "{schema}".dead_letters WHERE id = $1', letter_id)
+        elif replayed_only:
+            result = await conn.execute(f'DELETE FROM "{schema}".dead_letters WHERE replayed_at IS NOT NULL')
+        else:
+            result = await conn.execute(f'DELETE FROM "{schema}".dead_letters')
+        return int(result.split()[-1])
+    finally:
+        await conn.close()
+
+
+# -- replay -----------------------------------------------------------------------------
+async def replay(dsn: str, bootstrap: str, service: str, *, from_position: int = 0, until_position: int | None = None,
+                 since: datetime | None = None, until: datetime | None = None, rate: float | None = None,
+                 progress: Callable[[int, int], None] | None = None, batch_size: int = 500) -> int:
+    """Publish stored events of a service to its topic again, keyed by order number,
+    in global order. Consumers are idempotent, so a replay changes no state and fires
+    no external effect twice; it serves subscribers that lost their data."""
+    schema = service_schema(service)
+    conn = await connect(dsn)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        where = ["position > $1"]
+        args: list = [from_position]
+        for clause, value in (("position <= ${}", until_position), ("occurred_at >= ${}", since),
+                              ("occurred_at < ${}", until)):
+            if value is not None:
+                args.append(value)
+                where.append(clause.format(len(args)))
+        condition = " AND ".join(where)
+        total = await conn.fetchval(f'SELECT count(*) FROM "{schema}".events WHERE {condition}', *args)
+        sent, last, started = 0, from_position, time.monotonic()
+        while sent < total:
+            rows = await conn.fetch(f'SELECT {_COLUMNS} FROM "{schema}".events WHERE {condition}'
+                                    f" ORDER BY position LIMIT {batch_size}", last, *args[1:])
+            if not rows:
+                break
+            acks = []
+            for row in rows:
+                envelope = _envelope(row)
+                if rate:
+                    ahead = sent / rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+                acks.append(await producer.send(f"{schema}.events", value=envelope.to_json(),
+                                                key=envelope.aggregate_id.encode(),
+                                                headers=envelope.kafka_headers()))
+                sent += 1
+                last = row["position"]
+            await asyncio.gather(*acks)
+            if progress:
+                progress(sent, total)
+        return sent
+    finally:
+        await producer.stop()
+        await conn.close()
+
+
+# -- projections ---------------------------------------------------------------------------
+async def consumer_lag(bootstrap: str, groups: list[str]) -> dict[str, dict]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        result = {}
+        for group in groups:
+            try:
+                committed = await admin.list_consumer_group_offsets(group)
+            except Exception as exc:  # a group the broker does not know
+                result[group] = {"error": repr(exc)}
+                continue
+            ends = await consumer.end_offsets(list(committed)) if committed else {}
+            lag = sum(max(ends[tp] - meta.offset, 0) for tp, meta in committed.items() if meta.offset >= 0)
+            result[group] = {"partitions": len(committed), "lag": lag}
+        return result
+    finally:
+        await consumer.stop()
+        await admin.close()
+
+
+async def rebuild_order_view(dsn: str, progress: Callable[[int, int], None] | None = None,
+                             batch_size: int = 2000) -> int:
+    """Rebuild the order service's order view from all four stores into shadow tables,
+    catch up under a lock, and swap the result in atomically. Readers never see a
+    partial view.
+    It folds with the projection's own code, so a rebuild and the live view cannot differ
+    in logic (the one place tooling imports a service module)."""
+    from services.order.projections import apply_to_view
+
+    conn = await connect(dsn)
+    try:
+        await conn.execute("DROP SCHEMA IF EXISTS order_rebuild CASCADE; CREATE SCHEMA order_rebuild")
+        await conn.execute(
+            'CREATE TABLE order_rebuild.order_view (LIKE "order".order_view INCLUDING ALL);'
+            'CREATE TABLE order_rebuild.order_line_items (LIKE "order".order_line_items INCLUDING ALL);'
+            'ALTER TABLE order_rebuild.order_line_items ADD FOREIGN KEY (order_number)'
+            ' REFERENCES order_rebuild.order_view (number);'
+            'CREATE TABLE order_rebuild.tax_rates AS SELECT * FROM "order".tax_rates')
+        marks = {s: 0 for s in SERVICES}
+        total = sum([await conn.fetchval(f'SELECT count(*) FROM "{s}".events') for s in SERVICES])
+        done = await _fold(conn, marks, batch_size, apply_to_view, progress, total)
+        async with conn.transaction():
+            # Writers to the live view wait here; the events they brought meanwhile are
+            # folded first. Replacing the contents (not the tables) keeps the services'
+            # prepared statements valid; readers see the old view until the commit.
+            await conn.execute('LOCK TABLE "order".order_view, "order".order_line_items IN EXCLUSIVE MODE')
+            done += await _fold(conn, marks, batch_size, apply_to_view, None, total)
+            await conn.execute(
+                'TRUNCATE "order".order_line_items, "order".order_view;'
+                'INSERT INTO "order".order_view SELECT * FROM order_rebuild.order_view;'
+                'INSERT INTO "order".order_line_items SELECT * FROM order_rebuild.order_line_items')
+        await conn.execute("DROP SCHEMA order_rebuild CASCADE")
+        return done
+    finally:
+        await conn.close()
+
+
+async def _fold(conn, marks: dict[str, int], batch_size: int, apply, progress, total: int) -> int:
+    """Apply every event after `marks` (per store) to the shadow view, merged by time."""
+    events: list[tuple[datetime, str, EventEnvelope]] = []
+    for service in SERVICES:
+        rows = await conn.fetch(f'SELECT {_COLUMNS} FROM "{service}".events WHERE position > $1 ORDER BY position',
+                                marks[service])
+        for row in rows:
+            events.append((row["occurred_at"], service, _envelope(row)))
+            marks[service] = row["position"]
+    events.sort(key=lambda item: (item[0], item[2].sequence))
+    await conn.execute("SET search_path TO order_rebuild")
+    try:
+        for start in range(0, len(events), batch_size):
+            async with conn.transaction():
+                for _, _, envelope in events[start:start + batch_size]:
+                    await apply(conn, envelope)
+            if progress:
+                progress(min(start + batch_size, len(events)), total)
+    finally:
+        await conn.execute("SET search_path TO public")
+    return len(events)
+
+
+def envelope_json(service: str, envelope: EventEnvelope) -> dict:
+    return {"service": service, **json.loads(envelope.model_dump_json())}
