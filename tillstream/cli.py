@@ -30,7 +30,6 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(outbox_app, name="outbox")
 console = Console()
 JSON = typer.Option(False, "--json", help="Print JSON instead of tables.")
-CONSUMER_GROUPS = ["cart.orders", "order.view", "order-saga", "shipping.orders", "payment.orders"]
 
 
 def dsn() -> str:
@@ -165,8 +164,8 @@ def projections_rebuild(name: str = typer.Argument(..., help="The projection: or
 
 @projections_app.command("status")
 def projections_status(as_json: bool = JSON) -> None:
-    """Lag of every consumer group (messages not yet handled)."""
-    lag = asyncio.run(ops.consumer_lag(bootstrap(), CONSUMER_GROUPS))
+    """Lag of every consumer group and the projection it feeds (messages not yet handled)."""
+    lag = asyncio.run(ops.consumer_lag(bootstrap()))
     if as_json:
         emit(lag)
         return

@@ -14,7 +14,6 @@ from typing import AsyncIterator, Callable
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from shared.envelope import EventEnvelope
 from shared.outbox import outbox_status
@@ -100,6 +99,8 @@ async def tail(bootstrap: str, topic: str, *, from_beginning: bool, limit: int |
                     yield record.partition, record.offset, record.key, record.value
                     count += 1
                     last_seen = time.monotonic()
+                    if limit is not None and count >= limit:
+                        return
             if idle_timeout is not None and time.monotonic() - last_seen > idle_timeout:
                 return
     finally:
@@ -233,26 +234,34 @@ async def replay(dsn: str, bootstrap: str, service: str, *, from_position: int =
 
 
 # -- projections ---------------------------------------------------------------------------
-async def consumer_lag(bootstrap: str, groups: list[str]) -> dict[str, dict]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
-        result = {}
-        for group in groups:
-            try:
-                committed = await admin.list_consumer_group_offsets(group)
-            except Exception as exc:  # a group the broker does not know
-                result[group] = {"error": repr(exc)}
-                continue
-            ends = await consumer.end_offsets(list(committed)) if committed else {}
-            lag = sum(max(ends[tp] - meta.offset, 0) for tp, meta in committed.items() if meta.offset >= 0)
-            result[group] = {"partitions": len(committed), "lag": lag}
-        return result
-    finally:
-        await consumer.stop()
-        await admin.close()
+# Every consumer group of the system and the topics it reads.
+CONSUMER_GROUPS = {
+    "cart.orders": ["order.events"],
+    "order.view": ["cart.events", "shipping.events", "payment.events"],
+    "order-saga": ["shipping.events", "payment.events"],
+    "shipping.orders": ["order.events"],
+    "payment.orders": ["order.events"],
+}
+
+
+async def consumer_lag(bootstrap: str, groups: dict[str, list[str]] | None = None) -> dict[str, dict]:
+    """Per consumer group: messages on its topics that it has not yet committed."""
+    result = {}
+    for group, topics in (groups or CONSUMER_GROUPS).items():
+        probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+        await probe.start()
+        try:
+            await probe._client.force_metadata_update()
+            tps = [TopicPartition(t, p) for t in topics for p in sorted(probe.partitions_for_topic(t) or ())]
+            ends = await probe.end_offsets(tps) if tps else {}
+            lag = 0
+            for tp in tps:
+                committed = await probe.committed(tp) or 0
+                lag += max(ends[tp] - committed, 0)
+            result[group] = {"topics": topics, "partitions": len(tps), "lag": lag}
+        finally:
+            await probe.stop()
+    return result
 
 
 async def rebuild_order_view(dsn: str, progress: Callable[[int, int], None] | None = None,

@@ -1,0 +1,155 @@
+"""The operators' CLI against the running system (real processes, broker, PostgreSQL)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from decimal import Decimal
+
+import asyncpg
+
+from shared.envelope import envelope_for
+from shared.contracts.cart import LineItemAdded, VariantSnapshot
+from tests.helpers.kafka import publish
+from tests.solidus.test_checkout import CARD
+from tests.solidus.test_complete import full_flow, stock_of
+from tests.solidus.conftest import ADMIN, V1
+
+
+def cli(stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": stack.database_url, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers}
+    result = subprocess.run([sys.executable, "-m", "tillstream.cli", *args], env=env, capture_output=True,
+                            text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
+async def test_events_read_tells_an_orders_story_in_causal_order(gateway, stack):
+    number, *_ = await full_flow(gateway, card=CARD)
+    story = json.loads(cli(stack, "events", "read", "--order", number, "--json").stdout)
+    assert {e["service"] for e in story} == {"cart", "order", "shipping", "payment"}
+    position = {e["event_id"]: i for i, e in enumerate(story)}
+    for i, event in enumerate(story):
+        if event["causation_id"] in position:
+            assert position[event["causation_id"]] < i, event["type"]
+    types = [e["type"] for e in story]
+    assert types.index("order.CompletionRequested") < types.index("shipping.StockAllocated") \
+        < types.index("order.PaymentRequested") < types.index("payment.PaymentsProcessed") \
+        < types.index("order.OrderCompleted")
+    assert number in cli(stack, "events", "read", "--order", number).stdout
+    catalogue = json.loads(cli(stack, "events", "catalog", "--json").stdout)
+    assert "order.OrderCompleted.v1" in catalogue["order.events"]
+    tail = cli(stack, "events", "tail", "order.events", "--from-beginning", "--limit", "3", "--json").stdout
+    assert len(tail.strip().splitlines()) == 3
+
+
+async def counts(stack) -> dict:
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        return {
+            **{f"{s}.events": await conn.fetchval(f'SELECT count(*) FROM "{s}".events')
+               for s in ("cart", "order", "shipping", "payment")},
+            "charges": await conn.fetchval("SELECT count(*) FROM payment.gateway_calls"),
+            "view": [dict(r) for r in await conn.fetch(
+                'SELECT number, state, item_total, ship_total, adjustment_total, payment_total, payment_state,'
+                ' shipment_state, payments, shipments, completed_at FROM "order".order_view ORDER BY number')],
+            "lines": [dict(r) for r in await conn.fetch('SELECT * FROM "order".order_line_items ORDER BY id')],
+            "stock": [dict(r) for r in await conn.fetch(
+                "SELECT * FROM shipping.stock_items ORDER BY stock_location_id, variant_id")],
+        }
+    finally:
+        await conn.close()
+
+
+async def processed(stack) -> int:
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        return sum([await conn.fetchval(f'SELECT count(*) FROM "{s}".processed_events')
+                    for s in ("cart", "order", "shipping", "payment")])
+    finally:
+        await conn.close()
+
+
+async def test_replaying_every_stream_twice_changes_nothing_and_charges_nothing(gateway, stack):
+    for card in (CARD, None, CARD):  # a busy stream: the whole session's orders, plus these
+        await full_flow(gateway, card=card)
+    await asyncio.sleep(1.0)
+    before = await counts(stack)
+    for _ in range(2):
+        for service in ("cart", "order", "shipping", "payment"):
+            replayed = json.loads(cli(stack, "replay", "--service", service, "--json").stdout)
+            assert replayed["replayed"] == before[f"{service}.events"]
+    # The duplicates are delivered and ignored: wait until the consumers have caught up.
+    deadline = time.monotonic() + 60
+    while True:
+        lag = json.loads(cli(stack, "projections", "status", "--json").stdout)
+        if all(group.get("lag") == 0 for group in lag.values()):
+            break
+        assert time.monotonic() < deadline, lag
+        await asyncio.sleep(0.5)
+    assert await counts(stack) == before
+
+
+async def test_a_rebuilt_order_view_equals_the_live_one_and_independent_totals(gateway, stack):
+    number, _, total, complete = await full_flow(gateway, card=None, quantity=3)
+    assert complete.status_code == 200
+    before = await counts(stack)
+    result = json.loads(cli(stack, "projections", "rebuild", "order_view", "--json").stdout)
+    assert result["events"] >= sum(before[f"{s}.events"] for s in ("cart", "order", "shipping", "payment"))
+    after = await counts(stack)
+    assert after["view"] == before["view"] and after["lines"] == before["lines"]
+    # Independently of any stream: 3 × 19.99 + Ground 10.00 − the 10off coupon.
+    row = next(r for r in after["view"] if r["number"] == number)
+    assert (row["item_total"], row["ship_total"], row["adjustment_total"]) == (
+        Decimal("59.97"), Decimal("10.00"), Decimal("-10.00"))
+    assert Decimal(total) == Decimal("59.97")
+    # The services keep working on the rebuilt view.
+    order = (await gateway.get(f"/api/orders/{number}", headers=ADMIN)).json()
+    assert order["state"] == "complete" and order["total"] == total
+
+
+async def test_a_dead_letter_replays_once_its_cause_is_fixed(gateway, stack):
+    number = f"R9{time.time_ns() % 10**8:08d}"
+    variant = VariantSnapshot(id=V1, product_id=1, name="Solidus T-Shirt", sku="TS-S", price=Decimal("19.99"),
+                              track_inventory=True)
+    orphan = envelope_for(LineItemAdded(order_number=number, line_item_id=900000000 + time.time_ns() % 10**8,
+                                        variant=variant, quantity=1, price=Decimal("19.99")),
+                          aggregate_type="Cart", aggregate_id=number, sequence=1)
+    # The order view has no such order: the line cannot be stored (foreign key), so it is dead-lettered.
+    await publish(stack.settings(), "cart.events", [(number.encode(), orphan.to_json(), orphan.kafka_headers())])
+    deadline = time.monotonic() + 30
+    while True:
+        letters = json.loads(cli(stack, "dlq", "list", "--service", "order", "--json").stdout)
+        mine = [d for d in letters if d["key"] == number]
+        if mine:
+            break
+        assert time.monotonic() < deadline, "never dead-lettered"
+        await asyncio.sleep(0.5)
+    letter = mine[0]
+    assert letter["consumer"] == "order.view" and "ForeignKeyViolation" in letter["error"]
+    inspected = json.loads(cli(stack, "dlq", "inspect", str(letter["id"]), "--service", "order", "--json").stdout)
+    assert str(orphan.event_id) in inspected["value"]
+
+    conn = await asyncpg.connect(stack.database_url)
+    try:  # the operator fixes the cause: the order the line belongs to now exists in the view
+        await conn.execute('INSERT INTO "order".order_view (number, guest_token, state, currency, created_at,'
+                           " updated_at) VALUES ($1, 'x', 'cart', 'USD', now(), now())", number)
+        cli(stack, "dlq", "replay", str(letter["id"]), "--service", "order")
+        deadline = time.monotonic() + 30
+        while not await conn.fetchval('SELECT count(*) FROM "order".order_line_items WHERE order_number = $1',
+                                      number):
+            assert time.monotonic() < deadline, "the replayed message was not applied"
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+    replayed = json.loads(cli(stack, "dlq", "list", "--service", "order", "--json").stdout)
+    assert next(d for d in replayed if d["id"] == letter["id"])["replayed_at"]
+    purged = json.loads(cli(stack, "dlq", "purge", "--service", "order", "--id", str(letter["id"]), "--json").stdout)
+    assert purged["purged"] == 1
+    status = json.loads(cli(stack, "outbox", "status", "--json").stdout)
+    assert set(status) == {"cart", "order", "shipping", "payment"}
+    assert all(s["unpublished"] >= 0 for s in status.values())
