@@ -73,10 +73,13 @@ async def allocate_stock(conn: asyncpg.Connection, request: CompletionRequested)
             for line in sorted(request.lines, key=lambda l: l.variant_id):  # one lock order: no deadlocks
                 if not line.track_inventory:
                     continue
+                # Matched by key, not ctid: a competing decrement gives the row a new
+                # version (and ctid) while this one waits for its lock.
                 location = await conn.fetchval(
-                    "UPDATE stock_items SET count_on_hand = count_on_hand - $2 WHERE ctid = ("
-                    " SELECT i.ctid FROM stock_items i JOIN stock_locations l ON l.id = i.stock_location_id"
-                    " WHERE l.active AND i.variant_id = $1 AND i.count_on_hand >= $2"
+                    "UPDATE stock_items SET count_on_hand = count_on_hand - $2"
+                    " WHERE variant_id = $1 AND count_on_hand >= $2 AND stock_location_id = ("
+                    " SELECT i.stock_location_id FROM stock_items i JOIN stock_locations l"
+                    " ON l.id = i.stock_location_id WHERE l.active AND i.variant_id = $1 AND i.count_on_hand >= $2"
                     " ORDER BY i.stock_location_id LIMIT 1 FOR UPDATE OF i) RETURNING stock_location_id",
                     line.variant_id, line.quantity)
                 if location is None:

@@ -35,3 +35,12 @@ async def test_50_checkouts_compete_for_10_units(gateway, system, stack):
     number, token, _, _ = next(r for r in results if r[3].status_code == 422)
     order = (await gateway.get(f"/api/orders/{number}", headers=token)).json()
     assert order["state"] == "confirm" and order["completed_at"] is None
+
+
+async def test_concurrent_checkouts_with_ample_stock_all_complete(gateway, stack):
+    """No false `insufficient_stock` when many orders decrement one stock row at once."""
+    before = await stock_of(stack, 3)
+    results = await asyncio.gather(*(full_flow(gateway, card=None, variant_id=3, coupon=None) for _ in range(24)))
+    statuses = [complete.status_code for *_, complete in results]
+    assert statuses == [200] * 24, [c.text for *_, c in results if c.status_code != 200][:3]
+    assert await stock_of(stack, 3) == before - 24
