@@ -1,0 +1,254 @@
+"""`make bench`: full guest checkouts over HTTP against the whole system on this machine.
+
+For each dialect and concurrency it runs flows for a fixed time and reports completed
+flows per second, failed flows, p50/p95/p99 latency per endpoint and per flow, peak RSS
+per process, and CPU seconds per completed flow; then saga event lag (from an event's
+commit to the saga's answer) and the order view rebuild rate. Results go to
+bench/results/<date>.json and docs/performance.md.
+
+    python -m bench.run [--duration 20] [--concurrency 1,8,32] [--dialects solidus,getcandy] [--smoke]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import asyncpg
+import httpx
+import psutil
+
+from bench.flows import FlowFailed, Timings, getcandy_flow, solidus_flow
+from tillstream import operations
+from tillstream.demo import load_demo_data
+from tillstream.stack import free_port
+from tillstream.system import SAGA, SERVICE_NAMES, System, SystemConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+def ms(values: list[float]) -> dict:
+    return {f"p{q}": round(percentile(values, q) * 1000, 1) for q in (50, 95, 99)} | {"n": len(values)}
+
+
+class ProcessWatch:
+    """Samples RSS of every process of the system and totals their CPU time."""
+
+    def __init__(self, system: System) -> None:
+        self.roots = {name: psutil.Process(p.pid) for name, p in system.processes.items()}
+        if system.broker:
+            self.roots["broker (tansu)"] = psutil.Process(system.broker.proc.pid)
+        if system.postgres:
+            self.roots["postgresql"] = psutil.Process(system.postgres.proc.pid)
+        self.peak_rss: dict[str, int] = {name: 0 for name in self.roots}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def family(self, root: psutil.Process) -> list[psutil.Process]:
+        try:
+            return [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def cpu_by_process(self) -> dict[str, float]:
+        totals = {}
+        for name, root in self.roots.items():
+            totals[name] = 0.0
+            for proc in self.family(root):
+                try:
+                    times = proc.cpu_times()
+                    totals[name] += times.user + times.system
+                except psutil.Error:
+                    pass
+        return totals
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.25):
+            for name, root in self.roots.items():
+                rss = 0
+                for proc in self.family(root):
+                    try:
+                        rss += proc.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak_rss[name] = max(self.peak_rss[name], rss)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def run_level(base_url: str, dialect: str, concurrency: int, duration: float, variant_hash: str) -> dict:
+    timings, flow_times, failures, completed = Timings(), [], [], 0
+    deadline = time.monotonic() + duration
+    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal completed
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            try:
+                if dialect == "solidus":
+                    await solidus_flow(client, timings)
+                else:
+                    await getcandy_flow(client, timings, variant_hash)
+                flow_times.append(time.perf_counter() - started)
+                completed += 1
+            except (FlowFailed, httpx.HTTPError) as exc:
+                failures.append(str(exc)[:300])
+
+    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client:
+        started = time.monotonic()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.monotonic() - started
+    return {"dialect": dialect, "concurrency": concurrency, "seconds": round(elapsed, 1), "completed": completed,
+            "flows_per_s": round(completed / elapsed, 2), "failed": len(failures), "failures": failures[:5],
+            "flow_ms": ms(flow_times), "endpoints_ms": {k: ms(v) for k, v in timings.requests.items()}}
+
+
+async def saga_lag(dsn: str, since: datetime) -> dict:
+    """Commit of a shipping/payment answer → the saga's resulting order event."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            'SELECT extract(epoch FROM o.occurred_at - c.occurred_at) AS lag FROM "order".events o'
+            " JOIN (SELECT event_id::text AS id, occurred_at FROM shipping.events UNION ALL"
+            "       SELECT event_id::text, occurred_at FROM payment.events) c ON c.id = o.causation_id"
+            " WHERE o.type IN ('order.PaymentRequested', 'order.OrderCompleted') AND o.occurred_at >= $1", since)
+    finally:
+        await conn.close()
+    return ms([float(r["lag"]) for r in rows])
+
+
+async def bench_data(system: System) -> str:
+    async with httpx.AsyncClient() as client:  # stock enough for any run
+        (await client.put(f"{system.service_url('shipping')}/admin/reference", json={"stock_locations": [
+            {"id": 1, "name": "Main Warehouse", "stock": [{"variant_id": v, "count_on_hand": 10_000_000}
+                                                          for v in (1, 2, 3, 4)]}]})).raise_for_status()
+        products = (await client.get(f"{system.gateway_url}/api/v1/products", params={"include": "variants"})).json()
+    return products["data"][0]["variants"]["data"][0]["id"]
+
+
+def machine() -> dict:
+    return {"cores": psutil.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+            "system": platform.platform()}
+
+
+def write_report(result: dict, results_dir: Path, doc: Path) -> Path:
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out = results_dir / f"{result['started_at'][:10]}.json"
+    out.write_text(json.dumps(result, indent=2))
+    lines = ["# Performance", "", "Generated by `make bench` (`bench/run.py`); the numbers of the latest run.", "",
+             f"Machine: {result['machine']['cores']} cores, {result['machine']['memory_gib']} GiB,"
+             f" {result['machine']['system']}; broker, database, services and load generator all on it.", "",
+             "| dialect | concurrent flows | flows/s | failed | flow p50 / p95 / p99 ms | slowest endpoint p99 ms |"
+             " CPU s per flow |", "|---|---|---|---|---|---|---|"]
+    for level in result["levels"]:
+        slowest = max(level["endpoints_ms"].items(), key=lambda kv: kv[1]["p99"] or 0, default=("-", {"p99": 0}))
+        f = level["flow_ms"]
+        lines.append(f"| {level['dialect']} | {level['concurrency']} | {level['flows_per_s']} | {level['failed']} |"
+                     f" {f['p50']} / {f['p95']} / {f['p99']} | {slowest[0]}: {slowest[1]['p99']} |"
+                     f" {level['cpu_s_per_flow']} |")
+    lag = result["saga_lag_ms"]
+    lines += ["", f"Saga event lag (answer committed → saga's next event): p50 {lag.get('p50')} ms,"
+              f" p99 {lag.get('p99')} ms over {lag.get('n')} steps.",
+              f"Order view rebuild: {result['rebuild']['events']} events in {result['rebuild']['seconds']} s"
+              f" = {result['rebuild']['events_per_s']} events/s.", "",
+              "Peak RSS per process (MiB): " + ", ".join(f"{k} {v}" for k, v in result["peak_rss_mib"].items())
+              + f"; services total {result['services_rss_mib']} MiB.", ""]
+    # Everything below the marker is written by people (profiles, what changed) and kept.
+    marker = "<!-- notes: kept by bench/run.py -->"
+    notes = doc.read_text().split(marker, 1)[1] if doc.exists() and marker in doc.read_text() else "\n"
+    doc.write_text("\n".join(lines) + "\n" + marker + notes)
+    return out
+
+
+async def main(args: argparse.Namespace) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="tillstream-bench-"))
+    config = SystemConfig(data_dir=workdir, gateway_port=free_port(),
+                          service_ports={n: free_port() for n in (*SERVICE_NAMES, SAGA)},
+                          postgres_port=free_port(), broker_port=free_port(),
+                          database_url=os.environ.get("DATABASE_URL") or None,
+                          bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+                          log_dir=workdir / "logs", admin_key="bench")
+    print(f"[bench] starting the system (logs in {workdir / 'logs'})", file=sys.stderr)
+    system = await asyncio.to_thread(lambda: System(config).start())
+    try:
+        await asyncio.to_thread(load_demo_data, system)
+        variant_hash = await bench_data(system)
+        started_at = datetime.now(timezone.utc)
+        levels = []
+        with ProcessWatch(system) as watch:
+            for dialect in args.dialects:
+                for concurrency in args.concurrency:
+                    print(f"[bench] {dialect} × {concurrency} for {args.duration}s ...", file=sys.stderr)
+                    cpu_before = watch.cpu_by_process()
+                    load_before = psutil.Process().cpu_times()
+                    level = await run_level(system.gateway_url, dialect, concurrency, args.duration, variant_hash)
+                    spent = {k: v - cpu_before[k] for k, v in watch.cpu_by_process().items()}
+                    load_after = psutil.Process().cpu_times()
+                    spent["load generator"] = (load_after.user + load_after.system
+                                               - load_before.user - load_before.system)
+                    cpu = sum(v for k, v in spent.items() if k != "load generator")
+                    level["cpu_s_per_flow"] = round(cpu / level["completed"], 3) if level["completed"] else None
+                    level["cpu_s_by_process"] = {k: round(v, 2) for k, v in spent.items()}
+                    levels.append(level)
+                    print(f"[bench]   {level['flows_per_s']} flows/s, {level['failed']} failed,"
+                          f" flow p99 {level['flow_ms']['p99']} ms", file=sys.stderr)
+        lag = await saga_lag(system.database_url, started_at)
+        rebuild_started = time.monotonic()
+        folded = await operations.rebuild_order_view(system.database_url)
+        rebuild_s = time.monotonic() - rebuild_started
+        peak = {name: round(rss / 2**20, 1) for name, rss in watch.peak_rss.items()}
+        result = {
+            "started_at": started_at.isoformat(), "machine": machine(), "duration_s": args.duration,
+            "levels": levels, "saga_lag_ms": lag,
+            "rebuild": {"events": folded, "seconds": round(rebuild_s, 2),
+                        "events_per_s": round(folded / rebuild_s) if rebuild_s else None},
+            "peak_rss_mib": peak,
+            "services_rss_mib": round(sum(v for k, v in peak.items() if k in (*SERVICE_NAMES, SAGA, "gateway")), 1),
+        }
+        if not args.smoke:
+            out = write_report(result, ROOT / "bench" / "results", ROOT / "docs" / "performance.md")
+            print(f"[bench] results in {out} and docs/performance.md", file=sys.stderr)
+        print(json.dumps(result, indent=2))
+        return result
+    finally:
+        await asyncio.to_thread(system.stop)
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Tillstream checkout benchmark")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per dialect and concurrency")
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--dialects", default="solidus,getcandy")
+    parser.add_argument("--smoke", action="store_true", help="a tiny run that writes no report (the test suite's)")
+    args = parser.parse_args(argv)
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
+    args.dialects = args.dialects.split(",")
+    return args
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse()))
