@@ -376,7 +376,9 @@ async def show_order(number: str, request: Request):
 
 
 # -- line items -----------------------------------------------------------------
-async def _add_line_item(number: str, request: Request) -> Response:
+@router.post("/checkouts/{number}/line_items", status_code=201)
+@router.post("/orders/{number}/line_items", status_code=201)
+async def add_line_item(number: str, request: Request) -> Response:
     body = await params(request)
     order = await authorize(request, number, update=True, body=body)
     line_item = require(body, "line_item")
@@ -385,16 +387,6 @@ async def _add_line_item(number: str, request: Request) -> Response:
         "variant_id": as_int(line_item.get("variant_id")), "quantity": quantity, "currency": order["currency"]})
     await fetch_order(request, number, result["events"])
     return json_response(render_line_item(result["line_item"], order["currency"]), status_code=201)
-
-
-@router.post("/checkouts/{number}/line_items", status_code=201)
-async def add_line_item(number: str, request: Request):
-    return await _add_line_item(number, request)
-
-
-@router.post("/orders/{number}/line_items", status_code=201)
-async def add_line_item_alias(number: str, request: Request):
-    return await _add_line_item(number, request)
 
 
 @router.api_route("/checkouts/{number}/line_items/{line_id}", methods=["PATCH", "PUT"])

@@ -133,7 +133,9 @@ async def new_payment(number: str, request: Request):
                                          "customer_metadata"], "payment_methods": methods})
 
 
-async def _post_payment(number: str, request: Request):
+@router.post("/orders/{number}/payments", status_code=201)
+@router.post("/checkouts/{number}/payments", status_code=201)
+async def post_payment(number: str, request: Request):
     body = await params(request)
     order = await authorize(request, number, update=False, body=body)
     attrs = require(body, "payment")
@@ -142,16 +144,6 @@ async def _post_payment(number: str, request: Request):
     payment = next(p for p in order["payments"] if p["id"] == result["payment_id"])
     rendered = render_payment(payment, order["currency"])
     return json_response({k: v for k, v in rendered.items() if k not in ("payment_method", "source")}, 201)
-
-
-@router.post("/orders/{number}/payments", status_code=201)
-async def post_payment(number: str, request: Request):
-    return await _post_payment(number, request)
-
-
-@router.post("/checkouts/{number}/payments", status_code=201)
-async def post_payment_alias(number: str, request: Request):
-    return await _post_payment(number, request)
 
 
 async def select_rates(request: Request, order: dict, shipments: list[dict]) -> list[str]:

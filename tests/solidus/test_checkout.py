@@ -179,7 +179,7 @@ async def test_17_18_19_payments_and_confirm(gateway, guest_order):
                                json={"payment": {"payment_method_id": 999, "amount": "1"}})).status_code == 404
     assert (await gateway.post(f"/api/orders/{number}/payments", headers=token,
                                json={"payment": {"payment_method_id": 1, "amount": "abc"}})).status_code == 422
-    check = await gateway.post(f"/api/orders/{number}/payments", headers=token,
+    check = await gateway.post(f"/api/checkouts/{number}/payments", headers=token,  # the alias route
                                json={"payment": {"payment_method_id": 1, "amount": order["total"]}})
     assert check.status_code == 201, check.text
     assert check.json()["state"] == "checkout" and check.json()["amount"] == order["total"]
