@@ -70,6 +70,11 @@ class CommandResult(Generic[A]):
     aggregate: A
     events: list[EventEnvelope] = field(default_factory=list)
 
+    @property
+    def event_ids(self) -> list[str]:
+        """What a command reports, so a caller can wait for views to apply its events."""
+        return [str(e.event_id) for e in self.events]
+
 
 class Repository(Generic[A]):
     def __init__(self, store: EventStore, aggregate_cls: type[A]) -> None:

@@ -24,9 +24,6 @@ def line_json(line: Line | None) -> dict | None:
             "total": str(line.amount), "variant": line.variant.model_dump(mode="json")}
 
 
-def events_of(result) -> list[str]:
-    return [str(e.event_id) for e in result.events]
-
 
 class AddLineItem(BaseModel):
     variant_id: Any = None
@@ -48,7 +45,7 @@ async def add_line_item(number: str, body: AddLineItem, request: Request):
     result = await commands.add_line_item(s.pool, number, variant_id=body.variant_id,
                                           quantity=body.quantity, currency=body.currency)
     line = next(l for l in result.aggregate.lines.values() if l.variant.id == int(body.variant_id))
-    return {"line_item": line_json(line), "events": events_of(result)}
+    return {"line_item": line_json(line), "events": result.event_ids}
 
 
 @router.patch("/orders/{number}/line_items/{line_id}")
@@ -56,31 +53,31 @@ async def set_line_quantity(number: str, line_id: int, body: SetQuantity, reques
     s = request.app.state
     quantity = 0 if body.quantity is None else body.quantity
     result = await commands.set_line_quantity(s.pool, number, line_id, quantity)
-    return {"line_item": line_json(result.aggregate.lines.get(line_id)), "events": events_of(result)}
+    return {"line_item": line_json(result.aggregate.lines.get(line_id)), "events": result.event_ids}
 
 
 @router.delete("/orders/{number}/line_items/{line_id}")
 async def remove_line_item(number: str, line_id: int, request: Request):
     s = request.app.state
-    return {"events": events_of(await commands.remove_line_item(s.pool, number, line_id))}
+    return {"events": (await commands.remove_line_item(s.pool, number, line_id)).event_ids}
 
 
 @router.put("/orders/{number}/empty")
 async def empty(number: str, request: Request):
     s = request.app.state
-    return {"events": events_of(await commands.empty_cart(s.pool, number))}
+    return {"events": (await commands.empty_cart(s.pool, number)).event_ids}
 
 
 @router.post("/orders/{number}/coupon_codes")
 async def apply_coupon(number: str, body: Coupon, request: Request):
     s = request.app.state
-    return {"events": events_of(await commands.apply_coupon(s.pool, number, body.code))}
+    return {"events": (await commands.apply_coupon(s.pool, number, body.code)).event_ids}
 
 
 @router.delete("/orders/{number}/coupon_codes/{code}")
 async def remove_coupon(number: str, code: str, request: Request):
     s = request.app.state
-    return {"events": events_of(await commands.remove_coupon(s.pool, number, code))}
+    return {"events": (await commands.remove_coupon(s.pool, number, code)).event_ids}
 
 
 @router.get("/line_items/{line_id}")

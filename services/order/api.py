@@ -16,9 +16,6 @@ from services.order.view_watcher import watcher
 router = APIRouter()
 
 
-def events_of(result) -> list[str]:
-    return [str(e.event_id) for e in result.events]
-
 
 class CreateOrder(BaseModel):
     currency: str = "USD"
@@ -43,7 +40,7 @@ class UpdateContact(BaseModel):
 async def create_order(body: CreateOrder, request: Request):
     result = await commands.create_order(request.app.state.pool, currency=body.currency,
                                          email=body.email, user_id=body.user_id)
-    return {"number": result.aggregate.id, "token": result.aggregate.guest_token, "events": events_of(result)}
+    return {"number": result.aggregate.id, "token": result.aggregate.guest_token, "events": result.event_ids}
 
 
 @router.patch("/orders/{number}/details")
@@ -51,31 +48,31 @@ async def update_details(number: str, body: UpdateDetails, request: Request):
     result = await commands.update_details(request.app.state.pool, number, email=body.email,
                                            bill_address=body.bill_address, ship_address=body.ship_address,
                                            use_billing=body.use_billing, require_phone=body.require_phone)
-    return {"events": events_of(result)}
+    return {"events": result.event_ids}
 
 
 @router.patch("/orders/{number}/contact")
 async def update_contact(number: str, body: UpdateContact, request: Request):
     result = await commands.update_contact(request.app.state.pool, number, email=body.email, phone=body.phone)
-    return {"events": events_of(result)}
+    return {"events": result.event_ids}
 
 
 @router.put("/orders/{number}/next")
 async def advance(number: str, request: Request, require_email: bool = True):
     result = await commands.advance(request.app.state.pool, number, require_email=require_email)
     order = result.aggregate
-    return {"events": events_of(result), "state": order.state, "awaiting": order.pending_delivery}
+    return {"events": result.event_ids, "state": order.state, "awaiting": order.pending_delivery}
 
 
 @router.put("/orders/{number}/complete")
 async def complete(number: str, request: Request):
     result = await commands.complete(request.app.state.pool, number)
-    return {"events": events_of(result), "awaiting": result.aggregate.completing}
+    return {"events": result.event_ids, "awaiting": result.aggregate.completing}
 
 
 @router.put("/orders/{number}/cancel")
 async def cancel(number: str, request: Request):
-    return {"events": events_of(await commands.cancel(request.app.state.pool, number))}
+    return {"events": (await commands.cancel(request.app.state.pool, number)).event_ids}
 
 
 @router.get("/orders/{number}")

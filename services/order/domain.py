@@ -15,9 +15,9 @@ from decimal import Decimal
 
 from shared.aggregate import Aggregate, DomainError
 from shared.contracts.order import (
-    Address, BillAddressChanged, CompletionFailed, ContactDetailsChanged, OrderCanceled, PaymentStateChanged, CompletionRequested, DeliveryLine, OrderCompleted,
-    PaymentRequested, CheckoutAdvanced, CheckoutRestarted, DeliveryRefused, DeliveryRequested,
-    OrderCreated, OrderEmailChanged, ShipAddressChanged,
+    Address, BillAddressChanged, CheckoutAdvanced, CheckoutRestarted, CompletionFailed, CompletionRequested,
+    ContactDetailsChanged, DeliveryLine, DeliveryRefused, DeliveryRequested, OrderCanceled, OrderCompleted,
+    OrderCreated, OrderEmailChanged, PaymentRequested, PaymentStateChanged, ShipAddressChanged,
 )
 
 CHECKOUT_STATES_AFTER_CART = ("address", "delivery", "payment", "confirm")

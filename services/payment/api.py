@@ -27,7 +27,7 @@ async def create_payment(number: str, body: CreatePayment, request: Request):
     result = await commands.create_payment(request.app.state.pool, number, payment_method_id=body.payment_method_id,
                                            amount=body.amount, source=body.source, error_prefix=body.error_prefix)
     created = result.events[-1].payload
-    return {"payment_id": created["payment_id"], "events": [str(e.event_id) for e in result.events]}
+    return {"payment_id": created["payment_id"], "events": result.event_ids}
 
 
 @router.put("/orders/{number}/payments/{payment_id}/{action}")
@@ -38,7 +38,7 @@ async def payment_action(number: str, payment_id: int, action: str, request: Req
         raise HTTPException(404, "unknown action")
     handler = commands.capture if action == "capture" else commands.void
     result = await handler(request.app.state.pool, gateway(), number, payment_id)
-    return {"events": [str(e.event_id) for e in result.events]}
+    return {"events": result.event_ids}
 
 
 @router.get("/payment_methods")

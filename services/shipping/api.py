@@ -16,9 +16,6 @@ router = APIRouter()
 router.include_router(order_directory.router)
 
 
-def events_of(result) -> list[str]:
-    return [str(e.event_id) for e in result.events]
-
 
 class SelectRate(BaseModel):
     rate_id: Any = None
@@ -37,14 +34,15 @@ def _int(value: Any, what: str) -> int:
 @router.put("/orders/{number}/shipments/{shipment_number}/rate")
 async def select_rate(number: str, shipment_number: str, body: SelectRate, request: Request):
     rate_id = body.rate_id if isinstance(body.rate_id, int) and not isinstance(body.rate_id, bool) else -1
-    return {"events": events_of(await commands.select_rate(request.app.state.pool, number, shipment_number, rate_id))}
+    result = await commands.select_rate(request.app.state.pool, number, shipment_number, rate_id)
+    return {"events": result.event_ids}
 
 
 @router.put("/orders/{number}/shipments/{shipment_number}/method")
 async def select_method(number: str, shipment_number: str, body: SelectMethod, request: Request):
     method_id = _int(body.shipping_method_id, "shipping method")
-    return {"events": events_of(await commands.select_method(request.app.state.pool, number, shipment_number,
-                                                             method_id))}
+    result = await commands.select_method(request.app.state.pool, number, shipment_number, method_id)
+    return {"events": result.event_ids}
 
 
 @router.get("/shipments/{shipment_number}")

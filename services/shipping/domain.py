@@ -13,8 +13,8 @@ from decimal import Decimal
 
 from shared.aggregate import Aggregate, DomainError, not_found
 from shared.contracts.shipping import (
-    AllocatedUnit, ManifestItem, StockAllocated, StockAllocationFailed, StockReleased, Shipment, ShipmentsBuilt, ShipmentsDiscarded, ShipmentsUnavailable, ShippingRate,
-    ShippingRateSelected,
+    AllocatedUnit, ManifestItem, Shipment, ShipmentsBuilt, ShipmentsDiscarded, ShipmentsUnavailable, ShippingRate,
+    ShippingRateSelected, StockAllocated, StockAllocationFailed, StockReleased,
 )
 
 NO_RATES = "We are unable to calculate shipping rates for the selected items."
