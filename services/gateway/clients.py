@@ -22,7 +22,8 @@ class ServiceClients:
     @classmethod
     def create(cls) -> "ServiceClients":
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
-        return cls({name: httpx.AsyncClient(base_url=service_url(name), timeout=10.0, limits=limits)
+        # Generous: under saturation a request should be slow, not fail.
+        return cls({name: httpx.AsyncClient(base_url=service_url(name), timeout=30.0, limits=limits)
                     for name in SERVICES})
 
     async def call(self, service: str, method: str, path: str, **kwargs) -> httpx.Response:

@@ -10,8 +10,9 @@ from tests.solidus.conftest import V1
 from tests.solidus.test_checkout import ADDRESS, CARD, in_payment
 
 
-async def full_flow(gateway, *, card: dict | None, variant_id=V1, quantity=1, coupon: str | None = "10off"):
-    """Every step of the seed document, with no sleeps."""
+async def full_flow(gateway, *, card: dict | None, variant_id=V1, quantity=1, coupon: str | None = "10off",
+                    complete: bool = True):
+    """Every step of the seed document, with no sleeps (stopping in confirm if not `complete`)."""
     created = await gateway.post("/api/orders", json={})
     assert created.status_code == 201
     number, token = created.json()["number"], {"X-Spree-Order-Token": created.json()["token"]}
@@ -43,8 +44,10 @@ async def full_flow(gateway, *, card: dict | None, variant_id=V1, quantity=1, co
         confirm = await gateway.patch(f"/api/checkouts/{number}", headers=token, json={"order": {
             "payments_attributes": [{"payment_method_id": 2, "source_attributes": card}]}})
     assert confirm.status_code == 200 and confirm.json()["state"] == "confirm", confirm.text
-    complete = await gateway.put(f"/api/checkouts/{number}/complete", headers=token)
-    return number, token, total, complete
+    if not complete:
+        return number, token, total, None
+    completed = await gateway.put(f"/api/checkouts/{number}/complete", headers=token)
+    return number, token, total, completed
 
 
 async def stock_of(stack, variant_id: int) -> int:

@@ -10,6 +10,23 @@ from tests.solidus.test_complete import full_flow, stock_of
 SCARCE = 900
 
 
+async def confirmed_orders(gateway, count: int, variant_id: int, at_once: int = 8) -> list[tuple]:
+    """`count` orders in confirm, prepared a few at a time (the contention is at completion)."""
+    gate = asyncio.Semaphore(at_once)
+
+    async def one():
+        async with gate:
+            return await full_flow(gateway, card=None, variant_id=variant_id, coupon=None, complete=False)
+    return await asyncio.gather(*(one() for _ in range(count)))
+
+
+async def complete_together(gateway, orders: list[tuple]) -> list[tuple]:
+    """Every order's `complete` at the same moment: they compete for the same stock."""
+    responses = await asyncio.gather(*(gateway.put(f"/api/checkouts/{number}/complete",
+                                                   headers=token) for number, token, _, _ in orders))
+    return [(number, token, total, response) for (number, token, total, _), response in zip(orders, responses)]
+
+
 async def test_50_checkouts_compete_for_10_units(gateway, system, stack):
     async with httpx.AsyncClient() as client:
         (await client.put(f"{system.service_url('cart')}/admin/catalog", json=[
@@ -20,8 +37,7 @@ async def test_50_checkouts_compete_for_10_units(gateway, system, stack):
             {"id": 1, "name": "Main Warehouse", "stock": [{"variant_id": SCARCE, "count_on_hand": 10}]}]})
          ).raise_for_status()
 
-    results = await asyncio.gather(*(full_flow(gateway, card=None, variant_id=SCARCE, coupon=None)
-                                     for _ in range(50)))
+    results = await complete_together(gateway, await confirmed_orders(gateway, 50, SCARCE))
     statuses = [complete.status_code for *_, complete in results]
     completed = [c for *_, c in results if c.status_code == 200]
     refused = [c for *_, c in results if c.status_code == 422]
@@ -40,7 +56,7 @@ async def test_50_checkouts_compete_for_10_units(gateway, system, stack):
 async def test_concurrent_checkouts_with_ample_stock_all_complete(gateway, stack):
     """No false `insufficient_stock` when many orders decrement one stock row at once."""
     before = await stock_of(stack, 3)
-    results = await asyncio.gather(*(full_flow(gateway, card=None, variant_id=3, coupon=None) for _ in range(24)))
+    results = await complete_together(gateway, await confirmed_orders(gateway, 24, 3))
     statuses = [complete.status_code for *_, complete in results]
     assert statuses == [200] * 24, [c.text for *_, c in results if c.status_code != 200][:3]
     assert await stock_of(stack, 3) == before - 24
