@@ -14,6 +14,9 @@ from shared.contracts import shipping as s
 from shared.envelope import EventEnvelope, decode_event
 
 VIEW_CHANNEL = "order_view"
+# Solidus's payment states, as the payment service's events move a payment along.
+PAYMENT_STATE_AFTER = {p.PaymentInvalidated: "invalid", p.PaymentAuthorized: "pending", p.PaymentCaptured: "completed",
+                       p.PaymentFailed: "failed", p.PaymentVoided: "void", p.PaymentRefunded: "refunded"}
 VIEW_CONSUMER = "order.view"
 
 
@@ -67,18 +70,8 @@ async def apply_to_view(conn: asyncpg.Connection, envelope: EventEnvelope) -> No
                        "source": event.source.model_dump(mode="json", exclude={"gateway_token"}) if event.source else None}
             await conn.execute("UPDATE order_view SET payments = payments || $2::jsonb WHERE number = $1"
                                " AND NOT payments @> $3::jsonb", number, [payment], [{"id": event.payment_id}])
-        case p.PaymentInvalidated():
-            await _set_payment_state(conn, number, event.payment_id, "invalid", envelope)
-        case p.PaymentAuthorized():
-            await _set_payment_state(conn, number, event.payment_id, "pending", envelope)
-        case p.PaymentCaptured():
-            await _set_payment_state(conn, number, event.payment_id, "completed", envelope)
-        case p.PaymentFailed():
-            await _set_payment_state(conn, number, event.payment_id, "failed", envelope)
-        case p.PaymentVoided():
-            await _set_payment_state(conn, number, event.payment_id, "void", envelope)
-        case p.PaymentRefunded():
-            await _set_payment_state(conn, number, event.payment_id, "refunded", envelope)
+        case _ if type(event) in PAYMENT_STATE_AFTER:
+            await _set_payment_state(conn, number, event.payment_id, PAYMENT_STATE_AFTER[type(event)], envelope)
         case o.OrderCanceled():
             await conn.execute("UPDATE order_view SET state = 'canceled' WHERE number = $1", number)
         case o.PaymentStateChanged():
