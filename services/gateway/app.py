@@ -1,6 +1,7 @@
 """The gateway process: `uvicorn services.gateway.app:app` (http://127.0.0.1:8000)."""
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 
 import httpx
@@ -8,13 +9,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from shared.logs import configure_logging
+from shared.logs import configure_logging, log_fields
 from shared.service import install_common
 from shared.settings import load_settings
 from services.gateway import getcandy, solidus, solidus_checkout
 from services.gateway.clients import ServiceClients
 
 configure_logging("gateway", load_settings().log_level)
+log = logging.getLogger("tillstream.gateway")
 
 
 @asynccontextmanager
@@ -54,6 +56,7 @@ async def bad_path(request: Request, exc: RequestValidationError):
 
 @app.exception_handler(httpx.HTTPError)
 async def service_unreachable(request: Request, exc: httpx.HTTPError):
+    log.warning("service call failed", extra=log_fields(path=request.url.path, error=repr(exc)))
     return JSONResponse({"error": "A service is temporarily unavailable; please retry."}, status_code=503)
 
 

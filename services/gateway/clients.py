@@ -21,7 +21,9 @@ class ServiceClients:
 
     @classmethod
     def create(cls) -> "ServiceClients":
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+        # Idle connections are dropped well before the services' uvicorn closes them (5 s),
+        # so a request never races the server closing the connection it reuses.
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=100, keepalive_expiry=2.0)
         # Generous: under saturation a request should be slow, not fail.
         return cls({name: httpx.AsyncClient(base_url=service_url(name), timeout=30.0, limits=limits)
                     for name in SERVICES})
@@ -29,7 +31,12 @@ class ServiceClients:
     async def call(self, service: str, method: str, path: str, **kwargs) -> httpx.Response:
         # The request id travels on, so the events a service appends carry it as correlation.
         headers = {"X-Request-Id": context.current_correlation_id()}
-        return await self.clients[service].request(method, path, headers=headers, **kwargs)
+        try:
+            return await self.clients[service].request(method, path, headers=headers, **kwargs)
+        except (httpx.ConnectError, httpx.RemoteProtocolError):
+            if method != "GET":  # a command may have been received: never send it twice
+                raise
+            return await self.clients[service].request(method, path, headers=headers, **kwargs)
 
     async def close(self) -> None:
         for client in self.clients.values():
