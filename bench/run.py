@@ -15,7 +15,7 @@ import asyncio
 import json
 import os
 import platform
-import statistics
+import shutil
 import sys
 import tempfile
 import threading
@@ -194,6 +194,7 @@ async def main(args: argparse.Namespace) -> dict:
                           log_dir=workdir / "logs", admin_key="bench")
     print(f"[bench] starting the system (logs in {workdir / 'logs'})", file=sys.stderr)
     system = await asyncio.to_thread(lambda: System(config).start())
+    succeeded = False
     try:
         await asyncio.to_thread(load_demo_data, system)
         variant_hash = await bench_data(system)
@@ -233,9 +234,14 @@ async def main(args: argparse.Namespace) -> dict:
             out = write_report(result, ROOT / "bench" / "results", ROOT / "docs" / "performance.md")
             print(f"[bench] results in {out} and docs/performance.md", file=sys.stderr)
         print(json.dumps(result, indent=2))
+        succeeded = True
         return result
     finally:
         await asyncio.to_thread(system.stop)
+        if succeeded:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"[bench] logs kept in {workdir / 'logs'}", file=sys.stderr)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
