@@ -1,7 +1,6 @@
 """The event envelope: one JSON serialisation, used on the wire (Kafka) and in the store."""
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable, ClassVar
@@ -129,6 +128,3 @@ def envelope_for(
         payload=event.payload(),
     )
 
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str)

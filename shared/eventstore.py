@@ -130,5 +130,3 @@ class EventStore:
         )
         return [_row_to_envelope(r) for r in rows]
 
-    async def max_position(self, conn: asyncpg.Connection | asyncpg.Pool) -> int:
-        return await conn.fetchval("SELECT coalesce(max(position), 0) FROM events")

@@ -96,10 +96,6 @@ class Payment:
     state: str
     source: CardSource | None = None
 
-    @property
-    def valid(self) -> bool:
-        return self.state not in ("failed", "invalid", "void")
-
 
 class OrderPayments(Aggregate):
     aggregate_type = "OrderPayments"
