@@ -7,6 +7,11 @@ commit to the saga's answer) and the order view rebuild rate. Results go to
 bench/results/<date>.json and docs/performance.md.
 
     python -m bench.run [--duration 20] [--concurrency 1,8,32] [--dialects solidus,getcandy] [--smoke]
+                        [--profile DIR]
+
+--profile samples every Python process of the system with py-spy during each level and
+writes collapsed stacks (DIR/<dialect>-<concurrency>-<process>.txt) plus a summary of the
+functions that hold the CPU (DIR/summary.txt).
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -96,6 +102,54 @@ class ProcessWatch:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class Profiler:
+    """py-spy on every Python process of the system for the length of one level."""
+
+    def __init__(self, system: System, out_dir: Path) -> None:
+        self.pids = {name: p.pid for name, p in system.processes.items()}
+        self.out_dir = out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.running: list[subprocess.Popen] = []
+
+    def start(self, label: str, duration: float) -> None:
+        spy = Path(sys.executable).with_name("py-spy")
+        self.running = [subprocess.Popen(
+            [str(spy), "record", "--pid", str(pid), "--duration", str(int(duration)), "--rate", "200",
+             "--format", "raw", "--function", "--nonblocking", "--output", str(self.out_dir / f"{label}-{name}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in self.pids.items()]
+
+    def stop(self) -> None:
+        for proc in self.running:
+            proc.wait(timeout=60)
+        self.summarise()
+
+    def summarise(self, top: int = 25) -> None:
+        """Self time per function and inclusive time per module, per collapsed-stack file."""
+        lines = []
+        for path in sorted(self.out_dir.glob("*-*.txt")):
+            self_time: dict[str, int] = {}
+            inclusive: dict[str, int] = {}
+            total = 0
+            for row in path.read_text().splitlines():
+                stack, _, count = row.rpartition(" ")
+                if not count.isdigit():
+                    continue
+                n = int(count)
+                total += n
+                frames = stack.split(";")
+                self_time[frames[-1]] = self_time.get(frames[-1], 0) + n
+                for frame in set(frames):
+                    inclusive[frame] = inclusive.get(frame, 0) + n
+            if not total:
+                continue
+            lines.append(f"== {path.stem}: {total} samples")
+            lines.append("  self:")
+            lines += [f"    {100 * n / total:5.1f}%  {f}" for f, n in sorted(self_time.items(), key=lambda kv: -kv[1])[:top]]
+            lines.append("  inclusive:")
+            lines += [f"    {100 * n / total:5.1f}%  {f}" for f, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]]
+        (self.out_dir / "summary.txt").write_text("\n".join(lines) + "\n")
 
 
 async def run_level(base_url: str, dialect: str, concurrency: int, duration: float, variant_hash: str) -> dict:
@@ -200,13 +254,18 @@ async def main(args: argparse.Namespace) -> dict:
         variant_hash = await bench_data(system)
         started_at = datetime.now(timezone.utc)
         levels = []
+        profiler = Profiler(system, Path(args.profile)) if args.profile else None
         with ProcessWatch(system) as watch:
             for dialect in args.dialects:
                 for concurrency in args.concurrency:
                     print(f"[bench] {dialect} × {concurrency} for {args.duration}s ...", file=sys.stderr)
                     cpu_before = watch.cpu_by_process()
                     load_before = psutil.Process().cpu_times()
+                    if profiler:
+                        profiler.start(f"{dialect}-{concurrency}", args.duration)
                     level = await run_level(system.gateway_url, dialect, concurrency, args.duration, variant_hash)
+                    if profiler:
+                        await asyncio.to_thread(profiler.stop)
                     spent = {k: v - cpu_before[k] for k, v in watch.cpu_by_process().items()}
                     load_after = psutil.Process().cpu_times()
                     spent["load generator"] = (load_after.user + load_after.system
@@ -249,6 +308,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per dialect and concurrency")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--dialects", default="solidus,getcandy")
+    parser.add_argument("--profile", metavar="DIR", help="sample every process with py-spy into DIR")
     parser.add_argument("--smoke", action="store_true", help="a tiny run that writes no report (the test suite's)")
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]

@@ -41,6 +41,16 @@ async def connect(dsn: str, schema: str) -> asyncpg.Connection:
     return conn
 
 
+class PooledConnection(asyncpg.Connection):
+    """Released to the pool without the default reset query (UNLISTEN, RESET ALL, advisory
+    unlock, CLOSE ALL: one more round trip per acquire). Pool connections keep no session
+    state: LISTEN and session advisory locks live on dedicated connections (`connect`).
+    An open transaction is still rolled back by asyncpg on release."""
+
+    def get_reset_query(self) -> str:
+        return ""
+
+
 async def create_pool(settings: Settings, schema: str, *, min_size: int | None = None,
                       max_size: int | None = None) -> asyncpg.Pool:
     return await asyncpg.create_pool(
@@ -49,6 +59,7 @@ async def create_pool(settings: Settings, schema: str, *, min_size: int | None =
         max_size=settings.db_pool_max if max_size is None else max_size,
         server_settings={"search_path": check_identifier(schema)},
         init=_init_connection,
+        connection_class=PooledConnection,
     )
 
 
