@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from hashids import Hashids
 
-from services.gateway.solidus import COMPLETE_WAIT_MS, fetch_order
+from services.gateway.solidus import COMPLETE_WAIT_MS, await_view, fetch_order, with_view
 
 router = APIRouter(prefix="/api/v1")
 
@@ -112,10 +112,10 @@ async def order_view(request: Request, number: str, after: list[str] | None = No
 async def advance(request: Request, number: str) -> dict:
     """One checkout step (GetCandy asks for an email only through `contact`, so none is required)."""
     result = (await call(request, "order", "PUT", f"/orders/{number}/next",
-                         params={"require_email": "false"})).json()
+                         params={"require_email": "false", **with_view()})).json()
     if "events" not in result:
         raise invalid({"order": [result.get("message", "The order could not be transitioned.")]})
-    order = await order_view(request, number, result["events"], settled=result.get("awaiting"))
+    order = result["order"]
     refusal = order.get("refusal") or {}
     if result.get("awaiting") and refusal.get("request_id") == result["awaiting"]:
         raise invalid({"price_id": [refusal["message"]]})
@@ -324,9 +324,9 @@ async def _basket_lines(request: Request, *, replace: bool) -> Response:
     existing = {} if replace or order is None else {l["variant_id"]: l["quantity"] for l in order["line_items"]}
     lines = await validate_lines(request, body, order["currency"] if order else currency, existing=existing)
     if order is None:
-        created = (await call(request, "order", "POST", "/orders", json={"currency": currency})).json()
-        number = created["number"]
-        order = await order_view(request, number, created["events"])
+        created = (await call(request, "order", "POST", "/orders", json={"currency": currency},
+                              params=with_view())).json()
+        number, order = created["number"], created["order"]
     events: list[str] = []
     if replace:
         for line in order["line_items"]:  # lines are replaced; coupons stay
@@ -422,7 +422,7 @@ async def remove_from_basket_line(line_hash: str, request: Request):
 async def delete_basket_line(line_hash: str, request: Request):
     line_id, order = await line_and_basket(request, line_hash)
     response = await call(request, "cart", "DELETE", f"/orders/{order['number']}/line_items/{line_id}")
-    await order_view(request, order["number"], response.json()["events"])
+    await await_view(request, order["number"], response.json()["events"])
     return Response(status_code=204)
 
 
@@ -522,13 +522,12 @@ async def _set_address(request: Request, order_hash: str, kind: str) -> Response
     address = validate_address(body)  # validation comes before the lookup, as in the original
     order = await find_order(request, order_hash)
     response = await call(request, "order", "PATCH", f"/orders/{order['number']}/details",
-                          json={f"{kind}_address": address, "require_phone": False})
+                          json={f"{kind}_address": address, "require_phone": False}, params=with_view())
     if response.status_code >= 300:
         problem = response.json().get("details", {}).get("errors", {})
         raise invalid({key.split(".", 1)[-1].replace("zipcode", "zip"): messages
                        for key, messages in problem.items()} or {"country": ["The selected country is invalid."]})
-    order = await order_view(request, order["number"], response.json()["events"])
-    return respond({"data": render_order(order, includes_of(request, body))})
+    return respond({"data": render_order(response.json()["order"], includes_of(request, body))})
 
 
 @router.put("/orders/{order_hash}/shipping/address")
@@ -594,10 +593,10 @@ async def contact(order_hash: str, request: Request):
     order = await find_order(request, order_hash)
     email = body.get("email") or None
     response = await call(request, "order", "PATCH", f"/orders/{order['number']}/contact",
-                          json={"email": email, "phone": body.get("phone") or None})
+                          json={"email": email, "phone": body.get("phone") or None}, params=with_view())
     if response.status_code >= 300:
         raise invalid({"email": ["The email must be a valid email address."]})
-    order = await order_view(request, order["number"], response.json()["events"])
+    order = response.json()["order"]
     return respond({"data": render_order(order, includes_of(request, body))})
 
 
@@ -658,13 +657,13 @@ async def process(request: Request):
         response = await call(request, "payment", "POST", f"/orders/{number}/payments", json=payment)
         if response.status_code >= 300:
             raise error(422, response.json().get("message", "The payment token is invalid"))
-        await order_view(request, number, response.json()["events"])
+        await await_view(request, number, response.json()["events"])
         order = await advance(request, number)
-    result = (await call(request, "order", "PUT", f"/orders/{number}/complete")).json()
+    result = (await call(request, "order", "PUT", f"/orders/{number}/complete",
+                         params=with_view(COMPLETE_WAIT_MS))).json()
     if "events" not in result:
         raise error(422, result.get("message", "The order could not be processed"))
-    awaiting = result["awaiting"]
-    order = await order_view(request, number, result["events"], settled=awaiting, timeout_ms=COMPLETE_WAIT_MS)
+    awaiting, order = result["awaiting"], result["order"]
     if order.get("pending_request") == awaiting:
         return respond({"data": render_order(order, {"lines", "shipping", "discounts"})}, 202)
     refusal = order.get("refusal") or {}

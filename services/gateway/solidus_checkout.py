@@ -14,8 +14,8 @@ from fastapi import APIRouter, Request
 from shared.jsonutil import json_response
 from services.gateway.solidus import (
     COMPLETE_WAIT_MS, NOT_FOUND, UNAUTHORIZED, ApiError, as_int, authorize, command, could_not_transition,
-    display, fetch_order, insufficient_stock, invalid_resource, is_admin, missing_param, money, order_response,
-    params, payment_methods, render_payment, render_payment_method, render_shipment, require,
+    await_view, display, fetch_order, insufficient_stock, invalid_resource, is_admin, missing_param, money, order_response,
+    params, payment_methods, render_payment, render_payment_method, render_shipment, require, with_view,
 )
 
 router = APIRouter(prefix="/api")
@@ -49,9 +49,8 @@ def collection(value: Any) -> list[dict]:
 
 async def advance(request: Request, number: str) -> dict:
     """One `next`; when it asks shipping for delivery, wait for the answer."""
-    result = await command(request, "order", "PUT", f"/orders/{number}/next")
-    awaiting = result.get("awaiting")
-    order = await fetch_order(request, number, result["events"], settled=awaiting)
+    result = await command(request, "order", "PUT", f"/orders/{number}/next", params=with_view())
+    awaiting, order = result.get("awaiting"), result["order"]
     refusal = order.get("refusal") or {}
     if awaiting and refusal.get("request_id") == awaiting:
         if refusal["code"] == "insufficient_stock":
@@ -67,9 +66,8 @@ async def complete(number: str, request: Request):
     body = await params(request)
     order = await authorize(request, number, update=True, body=body)
     check_expected_total(body, order)
-    result = await command(request, "order", "PUT", f"/orders/{number}/complete")
-    awaiting = result["awaiting"]
-    order = await fetch_order(request, number, result["events"], settled=awaiting, timeout_ms=COMPLETE_WAIT_MS)
+    result = await command(request, "order", "PUT", f"/orders/{number}/complete", params=with_view(COMPLETE_WAIT_MS))
+    awaiting, order = result["awaiting"], result["order"]
     if order.get("pending_request") == awaiting:
         return await order_response(request, order, 202)
     refusal = order.get("refusal") or {}
@@ -97,14 +95,15 @@ async def update_checkout(number: str, request: Request):
     if state in ("delivery", "payment") and (not isinstance(attributes, dict) or not attributes):
         raise missing_param("order")
     attributes = attributes if isinstance(attributes, dict) else {}
-    events: list[str] = []
+    events: list[str] = []  # other services' events, which `next` must see in the view
     if state in ("cart", "address") and any(k in attributes for k in DETAIL_KEYS):
-        events += (await command(request, "order", "PATCH", f"/orders/{number}/details", json_body={
+        # The order's own events are in the view when the command returns: nothing to wait for.
+        await command(request, "order", "PATCH", f"/orders/{number}/details", json_body={
             "email": attributes.get("email"),
             "bill_address": attributes.get("bill_address_attributes", attributes.get("bill_address")),
             "ship_address": attributes.get("ship_address_attributes", attributes.get("ship_address")),
             "use_billing": attributes.get("use_billing") in (True, "true", "1", 1),
-        }))["events"]
+        })
     elif state == "delivery":
         events += await select_rates(request, order, collection(attributes.get("shipments_attributes")))
     elif state == "payment":
@@ -112,8 +111,7 @@ async def update_checkout(number: str, request: Request):
             # Solidus overwrites the first payment's amount with the order total.
             events += (await create_payment(request, number, attrs, amount=order["total"],
                                             error_prefix="payments."))["events"]
-    if events:
-        await fetch_order(request, number, events)
+    await await_view(request, number, events)
     return await order_response(request, await advance(request, number))
 
 
@@ -235,5 +233,5 @@ async def cancel(number: str, request: Request):
     by the shipping and payment services reacting to order.OrderCanceled."""
     require_admin(request)
     await authorize(request, number, update=False)
-    result = await command(request, "order", "PUT", f"/orders/{number}/cancel")
-    return await order_response(request, await fetch_order(request, number, result["events"]))
+    result = await command(request, "order", "PUT", f"/orders/{number}/cancel", params=with_view())
+    return await order_response(request, result["order"])

@@ -36,43 +36,62 @@ class UpdateContact(BaseModel):
     phone: str | None = None
 
 
+async def answer(request: Request, result, *, awaiting: str | None = None, view_wait_ms: int | None = None,
+                 status_code: int = 200, **extra: Any):
+    """A command's events (and what it awaits); with `view_wait_ms`, also the order view once
+    the awaited answer is in, so the gateway needs no second round trip. The order's own
+    events are in the view already: they are applied in the command's transaction."""
+    body = {"events": result.event_ids, "awaiting": awaiting, **extra}
+    if view_wait_ms is not None:
+        state = request.app.state
+        number = result.aggregate.id
+        caught_up = awaiting is None or await watcher.wait_applied(
+            state.settings.database_url, state.pool, number, [], min(view_wait_ms, 10_000) / 1000, settled=awaiting)
+        body["order"] = await read_order(state.pool, number)
+        body["view_stale"] = not caught_up
+    return json_response(body, status_code=status_code)
+
+
 @router.post("/orders", status_code=201)
-async def create_order(body: CreateOrder, request: Request):
+async def create_order(body: CreateOrder, request: Request, view_wait_ms: int | None = None):
     result = await commands.create_order(request.app.state.pool, currency=body.currency,
                                          email=body.email, user_id=body.user_id)
-    return {"number": result.aggregate.id, "token": result.aggregate.guest_token, "events": result.event_ids}
+    return await answer(request, result, view_wait_ms=view_wait_ms, status_code=201,
+                        number=result.aggregate.id, token=result.aggregate.guest_token)
 
 
 @router.patch("/orders/{number}/details")
-async def update_details(number: str, body: UpdateDetails, request: Request):
+async def update_details(number: str, body: UpdateDetails, request: Request, view_wait_ms: int | None = None):
     result = await commands.update_details(request.app.state.pool, number, email=body.email,
                                            bill_address=body.bill_address, ship_address=body.ship_address,
                                            use_billing=body.use_billing, require_phone=body.require_phone)
-    return {"events": result.event_ids}
+    return await answer(request, result, view_wait_ms=view_wait_ms)
 
 
 @router.patch("/orders/{number}/contact")
-async def update_contact(number: str, body: UpdateContact, request: Request):
+async def update_contact(number: str, body: UpdateContact, request: Request, view_wait_ms: int | None = None):
     result = await commands.update_contact(request.app.state.pool, number, email=body.email, phone=body.phone)
-    return {"events": result.event_ids}
+    return await answer(request, result, view_wait_ms=view_wait_ms)
 
 
 @router.put("/orders/{number}/next")
-async def advance(number: str, request: Request, require_email: bool = True):
+async def advance(number: str, request: Request, require_email: bool = True, view_wait_ms: int | None = None):
     result = await commands.advance(request.app.state.pool, number, require_email=require_email)
     order = result.aggregate
-    return {"events": result.event_ids, "state": order.state, "awaiting": order.pending_delivery}
+    return await answer(request, result, awaiting=order.pending_delivery, view_wait_ms=view_wait_ms,
+                        state=order.state)
 
 
 @router.put("/orders/{number}/complete")
-async def complete(number: str, request: Request):
+async def complete(number: str, request: Request, view_wait_ms: int | None = None):
     result = await commands.complete(request.app.state.pool, number)
-    return {"events": result.event_ids, "awaiting": result.aggregate.completing}
+    return await answer(request, result, awaiting=result.aggregate.completing, view_wait_ms=view_wait_ms)
 
 
 @router.put("/orders/{number}/cancel")
-async def cancel(number: str, request: Request):
-    return {"events": (await commands.cancel(request.app.state.pool, number)).event_ids}
+async def cancel(number: str, request: Request, view_wait_ms: int | None = None):
+    result = await commands.cancel(request.app.state.pool, number)
+    return await answer(request, result, view_wait_ms=view_wait_ms)
 
 
 @router.get("/orders/{number}")
@@ -81,14 +100,27 @@ async def get_order(number: str, request: Request, after: str = Query(""), settl
     """The order view; with `after=<event ids>`, once the view has applied those events and,
     with `settled=<request id>`, once that request was answered (waiting at most
     `timeout_ms`; `X-View-Stale: true` says the wait ran out)."""
-    state = request.app.state
-    event_ids = [e for e in after.split(",") if e]
-    caught_up = await watcher.wait_applied(state.settings.database_url, state.pool, number, event_ids,
-                                           min(timeout_ms, 10_000) / 1000, settled=settled)
-    order = await read_order(state.pool, number)
+    caught_up = await _wait(request, number, after, settled, timeout_ms)
+    order = await read_order(request.app.state.pool, number)
     if order is None:
         raise HTTPException(404, "order not found")
     return json_response(order, headers={"X-View-Stale": "false" if caught_up else "true"})
+
+
+@router.get("/orders/{number}/applied")
+async def wait_applied(number: str, request: Request, after: str = Query(""), timeout_ms: int = Query(3000)):
+    """Read-your-writes without reading the order: answers once the view has applied the
+    events in `after` (`caught_up: false` when `timeout_ms` ran out)."""
+    return {"caught_up": await _wait(request, number, after, None, timeout_ms)}
+
+
+async def _wait(request: Request, number: str, after: str, settled: str | None, timeout_ms: int) -> bool:
+    state = request.app.state
+    event_ids = [e for e in after.split(",") if e]
+    if not event_ids and settled is None:
+        return True
+    return await watcher.wait_applied(state.settings.database_url, state.pool, number, event_ids,
+                                      min(timeout_ms, 10_000) / 1000, settled=settled)
 
 
 @router.get("/countries")

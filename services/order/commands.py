@@ -92,11 +92,10 @@ async def update_details(pool: asyncpg.Pool, number: str, *, email: str | None, 
         email=email, bill_address=bill, ship_address=ship), after=project)
 
 
-async def view_lines(pool: asyncpg.Pool, number: str) -> list[DeliveryLine]:
-    return [DeliveryLine(variant_id=r["variant_id"], quantity=r["quantity"],
-                         track_inventory=r["variant"].get("track_inventory", True))
-            for r in await pool.fetch("SELECT variant_id, quantity, variant FROM order_line_items"
-                                      " WHERE order_number = $1 ORDER BY id", number)]
+def delivery_lines(order_view: dict) -> list[DeliveryLine]:
+    return [DeliveryLine(variant_id=line["variant_id"], quantity=line["quantity"],
+                         track_inventory=line["variant"].get("track_inventory", True))
+            for line in order_view["line_items"]]
 
 
 async def complete(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
@@ -105,19 +104,18 @@ async def complete(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
     if facts is None:
         raise not_found("order")
     has_valid_payment = any(p["state"] not in ("failed", "invalid", "void") for p in facts["payments"])
-    lines = await view_lines(pool, number)
     return await ORDERS.execute(pool, number, lambda order: order.request_completion(
-        total=Decimal(facts["total"]), lines=lines, has_valid_payment=has_valid_payment), after=project)
+        total=Decimal(facts["total"]), lines=delivery_lines(facts), has_valid_payment=has_valid_payment),
+        after=project)
 
 
 async def advance(pool: asyncpg.Pool, number: str, *, require_email: bool = True) -> CommandResult[Order]:
     facts = await read_order(pool, number)
     if facts is None:
         raise not_found("order")
-    lines = await view_lines(pool, number)
     return await ORDERS.execute(pool, number, lambda order: order.next(
         item_count=facts["item_count"], total=facts["total"], shipments_ready=bool(facts["shipments"]),
-        lines=lines, require_email=require_email), after=project)
+        lines=delivery_lines(facts), require_email=require_email), after=project)
 
 
 def _require(order: Order) -> Order:

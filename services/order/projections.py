@@ -138,16 +138,30 @@ async def _set_payment_state(conn: asyncpg.Connection, number: str, payment_id: 
     await conn.execute("UPDATE order_view SET payments = $2 WHERE number = $1", number, payments)
 
 
+_READ_ORDER = """
+SELECT v.*, coalesce(t.rate, 0) AS tax_rate, l.ids, l.variant_ids, l.quantities, l.prices, l.variants
+FROM order_view v
+LEFT JOIN tax_rates t ON t.currency = v.currency
+LEFT JOIN LATERAL (
+    SELECT array_agg(id ORDER BY id) AS ids, array_agg(variant_id ORDER BY id) AS variant_ids,
+           array_agg(quantity ORDER BY id) AS quantities, array_agg(price ORDER BY id) AS prices,
+           jsonb_agg(variant ORDER BY id) AS variants
+    FROM order_line_items WHERE order_number = v.number) l ON true
+WHERE v.number = $1"""
+
+
 async def read_order(conn: asyncpg.Connection | asyncpg.Pool, number: str) -> dict | None:
-    row = await conn.fetchrow("SELECT * FROM order_view WHERE number = $1", number)
+    """The order view with its lines and taxes: one query (it is on every request's path)."""
+    row = await conn.fetchrow(_READ_ORDER, number)
     if row is None:
         return None
     order = dict(row)
-    lines = await conn.fetch("SELECT id, variant_id, quantity, price, variant FROM order_line_items"
-                             " WHERE order_number = $1 ORDER BY id", number)
-    order["line_items"] = [dict(line) for line in lines]
-    rate = await conn.fetchval("SELECT rate FROM tax_rates WHERE currency = $1", order["currency"]) or Decimal(0)
-    order.update(order_taxes(rate, order["item_total"] + order["adjustment_total"], order["ship_total"]))
+    ids, variant_ids, quantities, prices, variants = (order.pop(k) or [] for k in
+                                                      ("ids", "variant_ids", "quantities", "prices", "variants"))
+    order["line_items"] = [{"id": i, "variant_id": v, "quantity": q, "price": p, "variant": var}
+                           for i, v, q, p, var in zip(ids, variant_ids, quantities, prices, variants)]
+    order.update(order_taxes(order.pop("tax_rate"), order["item_total"] + order["adjustment_total"],
+                             order["ship_total"]))
     order["total"] = (order["item_total"] + order["ship_total"] + order["adjustment_total"]
                       + order["additional_tax_total"])
     return order
