@@ -29,6 +29,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import httpx
 import psutil
@@ -155,9 +156,8 @@ class Profiler:
 async def run_level(base_url: str, dialect: str, concurrency: int, duration: float, variant_hash: str) -> dict:
     timings, flow_times, failures, completed = Timings(), [], [], 0
     deadline = time.monotonic() + duration
-    limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency * 2)
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(client: aiohttp.ClientSession) -> None:
         nonlocal completed
         while time.monotonic() < deadline:
             started = time.perf_counter()
@@ -168,10 +168,12 @@ async def run_level(base_url: str, dialect: str, concurrency: int, duration: flo
                     await getcandy_flow(client, timings, variant_hash)
                 flow_times.append(time.perf_counter() - started)
                 completed += 1
-            except (FlowFailed, httpx.HTTPError) as exc:
+            except (FlowFailed, aiohttp.ClientError, asyncio.TimeoutError) as exc:
                 failures.append(str(exc)[:300])
 
-    async with httpx.AsyncClient(base_url=base_url, timeout=30, limits=limits) as client:
+    connector = aiohttp.TCPConnector(limit=concurrency * 2)
+    async with aiohttp.ClientSession(base_url=base_url, connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=30)) as client:
         started = time.monotonic()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         elapsed = time.monotonic() - started

@@ -13,14 +13,14 @@ import logging
 import time
 import traceback
 from datetime import datetime, timezone
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Iterable
 
 import asyncpg
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from shared import context, metrics
 from shared.bus import dlq_topic, make_consumer
-from shared.envelope import EventEnvelope, upcast
+from shared.envelope import DomainEvent, EventEnvelope, upcast
 from shared.eventstore import ConcurrencyConflict
 from shared.settings import Settings
 
@@ -42,8 +42,12 @@ class PoisonMessage(Exception):
 
 class EventConsumer:
     def __init__(self, *, settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer,
-                 group_id: str, topics: list[str], handler: Handler) -> None:
+                 group_id: str, topics: list[str], handler: Handler,
+                 event_types: Iterable[type[DomainEvent]] | None = None) -> None:
         self.settings = settings
+        # The events the handler acts on; the rest of a topic is passed over without a
+        # transaction (a handler that ignores an event needs no idempotency record for it).
+        self.wanted = frozenset(cls.event_type for cls in event_types) if event_types is not None else None
         self.pool = pool
         self.producer = producer
         self.group_id = group_id
@@ -72,7 +76,18 @@ class EventConsumer:
         for message in messages:
             await self.handle_message(message)
 
+    def wants(self, message: ConsumerRecord) -> bool:
+        if self.wanted is None:
+            return True
+        for key, value in message.headers or ():
+            if key == "event_type":
+                return value.decode(errors="replace") in self.wanted
+        return True  # no type header: decode it and let the handler decide
+
     async def handle_message(self, message: ConsumerRecord) -> None:
+        if not self.wants(message):
+            metrics.CONSUMED.labels(self.group_id, "ignored").inc()
+            return
         started = time.perf_counter()
         attempts = transient = 0
         while True:

@@ -6,6 +6,7 @@ the outbox rows to publish all commit together or not at all.
 """
 from __future__ import annotations
 
+import json
 from typing import Sequence
 
 import asyncpg
@@ -15,6 +16,23 @@ from shared.envelope import DomainEvent, EventEnvelope, envelope_for, upcast
 
 _COLUMNS = ("position, event_id, aggregate_type, aggregate_id, sequence, type, version, "
             "occurred_at, correlation_id, causation_id, payload")
+
+
+# One round trip: the events, their outbox rows (in event order) and the relay's wake-up
+# (delivered at commit).
+_APPEND = """
+WITH stored AS (
+    INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, type, version,
+                        occurred_at, correlation_id, causation_id, payload)
+    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[],
+                         $7::timestamptz[], $8::text[], $9::text[], $10::jsonb[])
+    RETURNING position, event_id
+), queued AS (
+    INSERT INTO outbox (topic, key, value, headers)
+    SELECT $11, $12, m.value, m.headers::jsonb
+    FROM unnest($13::bytea[], $14::text[]) WITH ORDINALITY AS m(value, headers, n) ORDER BY m.n
+)
+SELECT stored.position, stored.event_id FROM stored, (SELECT pg_notify($15, '')) AS wake"""
 
 
 class ConcurrencyConflict(Exception):
@@ -81,16 +99,16 @@ class EventStore:
         await self._serialize_writers(conn)
         try:
             positions = await conn.fetch(
-                "INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, type, version,"
-                " occurred_at, correlation_id, causation_id, payload)"
-                " SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[],"
-                " $6::int[], $7::timestamptz[], $8::text[], $9::text[], $10::jsonb[])"
-                " RETURNING position, event_id",
+                _APPEND,
                 [e.event_id for e in envelopes], [e.aggregate_type for e in envelopes],
                 [e.aggregate_id for e in envelopes], [e.sequence for e in envelopes],
                 [e.type for e in envelopes], [e.version for e in envelopes],
                 [e.occurred_at for e in envelopes], [e.correlation_id for e in envelopes],
                 [e.causation_id for e in envelopes], [e.payload for e in envelopes],
+                self.topic, key, [e.to_json() for e in envelopes],
+                # As JSON text: asyncpg would read nested lists as array dimensions.
+                [json.dumps([[k, v.decode()] for k, v in e.kafka_headers()]) for e in envelopes],
+                self.notify_channel,
             )
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "events_stream_sequence":
@@ -99,19 +117,8 @@ class EventStore:
             raise
         by_id = {r["event_id"]: r["position"] for r in positions}
         stored = [e.model_copy(update={"position": by_id[e.event_id]}) for e in envelopes]
-        await self.enqueue(conn, [(self.topic, key, e) for e in stored])
         metrics.EVENTS_APPENDED.labels(self.schema).inc(len(stored))
         return stored
-
-    async def enqueue(self, conn: asyncpg.Connection,
-                      messages: Sequence[tuple[str, str, EventEnvelope]]) -> None:
-        """Put (topic, key, envelope) messages in the outbox and wake the relay at commit."""
-        await conn.executemany(
-            "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4)",
-            [(topic, key, env.to_json(), [[k, v.decode()] for k, v in env.kafka_headers()])
-             for topic, key, env in messages],
-        )
-        await conn.execute("SELECT pg_notify($1, '')", self.notify_channel)
 
     async def load_stream(self, conn: asyncpg.Connection | asyncpg.Pool, aggregate_type: str,
                           aggregate_id: str) -> list[EventEnvelope]:

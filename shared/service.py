@@ -22,6 +22,7 @@ from shared import context, db, metrics
 from shared.aggregate import DomainError
 from shared.bus import ensure_topics, events_topic, make_producer
 from shared.consumer import EventConsumer, Handler
+from shared.envelope import DomainEvent
 from shared.eventstore import EventStore
 from shared.logs import configure_logging, log_fields
 from shared.outbox import OutboxRelay
@@ -38,6 +39,8 @@ class Subscription:
     name: str
     topics: list[str]
     handler: Handler
+    # The event contracts the handler acts on (None: every event of the topics).
+    event_types: tuple[type[DomainEvent], ...] | None = None
 
 
 @dataclass
@@ -91,7 +94,8 @@ def create_service(definition: ServiceDefinition, settings: Settings | None = No
         relay = OutboxRelay(settings, definition.schema, producer)
         consumers = [
             EventConsumer(settings=settings, pool=pool, producer=producer,
-                          group_id=f"{definition.name}.{s.name}", topics=s.topics, handler=s.handler)
+                          group_id=f"{definition.name}.{s.name}", topics=s.topics, handler=s.handler,
+                          event_types=s.event_types)
             for s in definition.subscriptions
         ]
         app.state.settings = settings
@@ -136,27 +140,49 @@ def create_service(definition: ServiceDefinition, settings: Settings | None = No
     return app
 
 
+class RequestContext:
+    """Request id (→ correlation id of the events a request causes), metrics and the access
+    log. Plain ASGI: Starlette's `@app.middleware("http")` runs every request through an
+    extra task and memory streams, a cost paid on each of the gateway's internal calls."""
+
+    def __init__(self, app, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None) \
+            or context.new_id()
+        token = context.correlation_id.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_request_id(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()),
+                                                  (b"x-request-id", request_id.encode("latin-1"))]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", "unmatched")
+            metrics.HTTP_REQUESTS.labels(self.service, scope["method"], route, str(status)).observe(elapsed)
+            if route not in _QUIET_ROUTES:  # logged under the request's correlation id
+                access_log.info("request", extra=log_fields(method=scope["method"], path=scope["path"],
+                                                            status=status, ms=round(elapsed * 1000, 2)))
+            context.correlation_id.reset(token)
+
+
 def install_common(app: FastAPI, service: str) -> None:
     """Request ids, metrics and liveness: shared by the services and the gateway."""
 
-    @app.middleware("http")
-    async def request_context(request: Request, call_next):
-        request_id = request.headers.get("x-request-id") or context.new_id()
-        token = context.correlation_id.set(request_id)
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-            elapsed = time.perf_counter() - started
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            metrics.HTTP_REQUESTS.labels(service, request.method, route, str(response.status_code)).observe(elapsed)
-            if route not in _QUIET_ROUTES:
-                access_log.info("request", extra=log_fields(
-                    method=request.method, path=request.url.path, status=response.status_code,
-                    ms=round(elapsed * 1000, 2)))
-        finally:
-            context.correlation_id.reset(token)
-        response.headers["X-Request-Id"] = request_id
-        return response
+    app.add_middleware(RequestContext, service=service)
 
     @app.get("/healthz")
     async def healthz():

@@ -24,4 +24,5 @@ async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> N
             await conn.execute("DELETE FROM promotion_uses WHERE order_number = $1", envelope.aggregate_id)
 
 
-subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event)]
+subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event,
+                              event_types=(o.OrderCreated, o.OrderCompleted, o.OrderCanceled))]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -13,7 +12,7 @@ from shared.logs import configure_logging, log_fields
 from shared.service import install_common
 from shared.settings import load_settings
 from services.gateway import getcandy, solidus, solidus_checkout
-from services.gateway.clients import ServiceClients
+from services.gateway.clients import SERVICES, ServiceClients, ServiceUnavailable
 
 configure_logging("gateway", load_settings().log_level)
 log = logging.getLogger("tillstream.gateway")
@@ -54,8 +53,8 @@ async def bad_path(request: Request, exc: RequestValidationError):
     return JSONResponse(solidus.NOT_FOUND, status_code=404)
 
 
-@app.exception_handler(httpx.HTTPError)
-async def service_unreachable(request: Request, exc: httpx.HTTPError):
+@app.exception_handler(ServiceUnavailable)
+async def service_unreachable(request: Request, exc: ServiceUnavailable):
     log.warning("service call failed", extra=log_fields(path=request.url.path, error=repr(exc)))
     return JSONResponse({"error": "A service is temporarily unavailable; please retry."}, status_code=503)
 
@@ -63,10 +62,10 @@ async def service_unreachable(request: Request, exc: httpx.HTTPError):
 @app.get("/readyz")
 async def readyz(request: Request):
     checks = {}
-    for name, client in request.app.state.services.clients.items():
+    for name in SERVICES:
         try:
-            checks[name] = (await client.get("/readyz", timeout=2)).status_code == 200
-        except Exception:
+            checks[name] = (await request.app.state.services.call(name, "GET", "/readyz", timeout=2)).status_code == 200
+        except ServiceUnavailable:
             checks[name] = False
     ready = all(checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

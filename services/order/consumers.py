@@ -58,6 +58,10 @@ async def next_reference(conn: asyncpg.Connection) -> str:
     return f"{month}-{number:04d}"
 
 
+# The answers that move a completing order on; the saga passes over the rest of the topics.
+SAGA_EVENTS = (s.StockAllocated, s.StockAllocationFailed, p.PaymentsProcessed, p.PaymentsDeclined)
+
+
 async def on_saga_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     """The completion saga's steps (run by the faust worker in saga.py): each answer moves
     the Order, which is the saga's durable state, on; its new events reach the view inline."""

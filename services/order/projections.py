@@ -178,8 +178,26 @@ def order_taxes(rate: Decimal, items_after_discounts: Decimal, shipping: Decimal
             "additional_tax_total": items_tax + ship_tax}
 
 
-async def pending_request(conn: asyncpg.Connection | asyncpg.Pool, number: str) -> str | None:
-    return await conn.fetchval("SELECT pending_request FROM order_view WHERE number = $1", number)
+async def has_settled(conn: asyncpg.Connection | asyncpg.Pool, number: str, request_id: str) -> bool:
+    """The order no longer awaits `request_id`, and the view shows what settled it.
+
+    The saga answers in its own consumer group, so it can record an order's completion
+    before the view consumer has folded in the payment or shipping events that caused it
+    (a captured payment, say). Settled therefore also means: every order event caused by
+    another service's event has that event applied to the view; the view consumer applies
+    a partition in order, so the events before it are in the view as well."""
+    return bool(await conn.fetchval(_SETTLED, number, request_id, VIEW_CONSUMER))
+
+
+_SETTLED = """
+SELECT v.pending_request IS DISTINCT FROM $2 AND NOT EXISTS (
+    SELECT 1 FROM events e,
+         LATERAL (SELECT CASE WHEN e.causation_id ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
+                              THEN e.causation_id::uuid END AS id) cause
+    WHERE e.aggregate_type = 'Order' AND e.aggregate_id = $1 AND cause.id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM events own WHERE own.event_id = cause.id)
+      AND NOT EXISTS (SELECT 1 FROM processed_events p WHERE p.consumer = $3 AND p.event_id = cause.id))
+FROM order_view v WHERE v.number = $1"""
 
 
 async def unapplied(conn: asyncpg.Connection | asyncpg.Pool, event_ids: list[str]) -> int:

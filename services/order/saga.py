@@ -27,7 +27,7 @@ from shared.bus import ensure_topics, events_topic, make_producer
 from shared.consumer import EventConsumer
 from shared.logs import configure_logging
 from shared.settings import load_settings
-from services.order.consumers import on_saga_event
+from services.order.consumers import SAGA_EVENTS, on_saga_event
 
 settings = load_settings()
 configure_logging("order-saga", settings.log_level)
@@ -101,7 +101,8 @@ class Runtime:
                 producer = make_producer(settings)
                 await producer.start()
                 self.handler = EventConsumer(settings=settings, pool=pool, producer=producer,
-                                             group_id="order.saga", topics=SAGA_TOPICS, handler=on_saga_event)
+                                             group_id="order.saga", topics=SAGA_TOPICS, handler=on_saga_event,
+                                             event_types=SAGA_EVENTS)
         return self.handler
 
 

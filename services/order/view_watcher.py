@@ -13,7 +13,7 @@ from collections import defaultdict
 import asyncpg
 
 from shared import db
-from services.order.projections import VIEW_CHANNEL, pending_request, unapplied
+from services.order.projections import VIEW_CHANNEL, has_settled, unapplied
 
 _POLL_S = 0.05
 
@@ -44,7 +44,7 @@ class ViewWatcher:
         async def caught_up() -> bool:
             if event_ids and await unapplied(pool, event_ids):
                 return False
-            return settled is None or await pending_request(pool, number) != settled
+            return settled is None or await has_settled(pool, number, settled)
 
         if await caught_up():
             return True

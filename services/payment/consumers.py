@@ -33,4 +33,5 @@ async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> N
             await settle_cancellation(conn, _gateway, envelope.aggregate_id)
 
 
-subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event)]
+subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event,
+                              event_types=(o.OrderCreated, o.PaymentRequested, o.OrderCanceled))]

@@ -26,4 +26,6 @@ async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> N
             await release_stock(conn, envelope.aggregate_id, canceled.completion_request_id)
 
 
-subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event)]
+subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event,
+                              event_types=(o.OrderCreated, o.DeliveryRequested, o.CheckoutRestarted,
+                                           o.CompletionRequested, o.CompletionFailed, o.OrderCanceled))]

@@ -26,11 +26,11 @@ async def add_effect(conn, envelope):
     await conn.execute("INSERT INTO effects (n) VALUES ($1)", envelope.payload["n"])
 
 
-async def run_consumer(settings, pool, topic, group, until):
+async def run_consumer(settings, pool, topic, group, until, event_types=None):
     producer = make_producer(settings)
     await producer.start()
     consumer = EventConsumer(settings=settings, pool=pool, producer=producer, group_id=group,
-                             topics=[topic], handler=add_effect)
+                             topics=[topic], handler=add_effect, event_types=event_types)
     task = asyncio.create_task(consumer.run())
     try:
         deadline = time.monotonic() + 45
@@ -62,6 +62,22 @@ async def test_duplicate_delivery_is_applied_once(stack, pool, unique):
     rows = await pool.fetch("SELECT n FROM effects ORDER BY n")
     assert [r["n"] for r in rows] == [5, 5, 7, 7]  # once per consumer group, never per delivery
     assert await pool.fetchval("SELECT count(*) FROM processed_events WHERE event_id = $1", env.event_id) == 2
+
+
+async def test_a_subscription_passes_over_the_events_it_does_not_handle(stack, pool, unique):
+    settings = stack.settings()
+    topic = f"filter.{unique}"
+    await make_effects_table(pool)
+    _, exploded = message(Exploded(reason="not for this consumer"), sequence=1)
+    ticked, tick = message(Ticked(n=3), sequence=2)
+    await publish(settings, topic, [exploded, tick])
+    processed = lambda: pool.fetchval("SELECT count(*) >= 1 FROM processed_events")  # noqa: E731
+    await run_consumer(settings, pool, topic, f"g-{unique}", processed, event_types=(Ticked,))
+    # The Exploded event would have failed the handler (and been dead-lettered): it was
+    # never handed over, and left no idempotency record; the Ticked one was applied once.
+    assert [r["n"] for r in await pool.fetch("SELECT n FROM effects")] == [3]
+    assert [r["event_id"] for r in await pool.fetch("SELECT event_id FROM processed_events")] == [ticked.event_id]
+    assert await pool.fetchval("SELECT count(*) FROM dead_letters") == 0
 
 
 async def test_poison_messages_go_to_the_dlq_and_later_messages_still_flow(stack, pool, unique):
