@@ -34,6 +34,7 @@ import asyncpg
 import httpx
 import psutil
 
+from bench import history
 from bench.flows import FlowFailed, Timings, getcandy_flow, solidus_flow
 from tillstream import operations
 from tillstream.demo import load_demo_data
@@ -279,6 +280,9 @@ async def main(args: argparse.Namespace) -> dict:
                     print(f"[bench]   {level['flows_per_s']} flows/s, {level['failed']} failed,"
                           f" flow p99 {level['flow_ms']['p99']} ms", file=sys.stderr)
         lag = await saga_lag(system.database_url, started_at)
+        print(f"[bench] growing the event history to {args.rebuild_events:,} events ...", file=sys.stderr)
+        copied = await history.grow(system.database_url, args.rebuild_events)
+        print("[bench] rebuilding the order view ...", file=sys.stderr)
         rebuild_started = time.monotonic()
         folded = await operations.rebuild_order_view(system.database_url)
         rebuild_s = time.monotonic() - rebuild_started
@@ -286,7 +290,7 @@ async def main(args: argparse.Namespace) -> dict:
         result = {
             "started_at": started_at.isoformat(), "machine": machine(), "duration_s": args.duration,
             "levels": levels, "saga_lag_ms": lag,
-            "rebuild": {"events": folded, "seconds": round(rebuild_s, 2),
+            "rebuild": {"events": folded, "copied_events": copied, "seconds": round(rebuild_s, 2),
                         "events_per_s": round(folded / rebuild_s) if rebuild_s else None},
             "peak_rss_mib": peak,
             "services_rss_mib": round(sum(v for k, v in peak.items() if k in (*SERVICE_NAMES, SAGA, "gateway")), 1),
@@ -310,6 +314,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per dialect and concurrency")
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--dialects", default="solidus,getcandy")
+    parser.add_argument("--rebuild-events", type=int, default=100_000,
+                        help="stored events the order view is rebuilt from (the run's checkouts, copied)")
     parser.add_argument("--profile", metavar="DIR", help="sample every process with py-spy into DIR")
     parser.add_argument("--smoke", action="store_true", help="a tiny run that writes no report (the test suite's)")
     args = parser.parse_args(argv)

@@ -265,62 +265,53 @@ async def consumer_lag(bootstrap: str, groups: dict[str, list[str]] | None = Non
 
 
 async def rebuild_order_view(dsn: str, progress: Callable[[int, int], None] | None = None,
-                             batch_size: int = 2000) -> int:
-    """Rebuild the order service's order view from all four stores into shadow tables,
-    catch up under a lock, and swap the result in atomically. Readers never see a
-    partial view.
-    It folds with the projection's own code, so a rebuild and the live view cannot differ
-    in logic (the one place tooling imports a service module)."""
-    from services.order.projections import apply_to_view
+                             batch_size: int = 10_000) -> int:
+    """Rebuild the order service's order view from all four stores and swap it in
+    atomically: readers see the old view until the commit, never a partial one.
+
+    Every stored event is folded in memory with the projection's own `fold` (the one place
+    tooling imports a service module, so a rebuild and the live view cannot differ in
+    logic); then, under a lock that holds the view's writers back, the events stored in
+    the meantime are folded too and the tables' contents are replaced in one transaction.
+    Returns the number of events folded."""
+    from services.order.projections import MemoryOrderView
 
     conn = await connect(dsn)
     try:
-        await conn.execute("DROP SCHEMA IF EXISTS order_rebuild CASCADE; CREATE SCHEMA order_rebuild")
-        await conn.execute(
-            'CREATE TABLE order_rebuild.order_view (LIKE "order".order_view INCLUDING ALL);'
-            'CREATE TABLE order_rebuild.order_line_items (LIKE "order".order_line_items INCLUDING ALL);'
-            'ALTER TABLE order_rebuild.order_line_items ADD FOREIGN KEY (order_number)'
-            ' REFERENCES order_rebuild.order_view (number);'
-            'CREATE TABLE order_rebuild.tax_rates AS SELECT * FROM "order".tax_rates')
+        view = MemoryOrderView()
         marks = {s: 0 for s in SERVICES}
         total = sum([await conn.fetchval(f'SELECT count(*) FROM "{s}".events') for s in SERVICES])
-        done = await _fold(conn, marks, batch_size, apply_to_view, progress, total)
+        done = await _fold(conn, marks, view, batch_size, progress, total)
         async with conn.transaction():
-            # Writers to the live view wait here; the events they brought meanwhile are
-            # folded first. Replacing the contents (not the tables) keeps the services'
-            # prepared statements valid; readers see the old view until the commit.
+            # Replacing the contents (not the tables) keeps the services' prepared
+            # statements valid.
             await conn.execute('LOCK TABLE "order".order_view, "order".order_line_items IN EXCLUSIVE MODE')
-            done += await _fold(conn, marks, batch_size, apply_to_view, None, total)
-            await conn.execute(
-                'TRUNCATE "order".order_line_items, "order".order_view;'
-                'INSERT INTO "order".order_view SELECT * FROM order_rebuild.order_view;'
-                'INSERT INTO "order".order_line_items SELECT * FROM order_rebuild.order_line_items')
-        await conn.execute("DROP SCHEMA order_rebuild CASCADE")
+            done += await _fold(conn, marks, view, batch_size, None, total)
+            await conn.execute('TRUNCATE "order".order_line_items, "order".order_view')
+            await view.write(conn, "order")
         return done
     finally:
         await conn.close()
 
 
-async def _fold(conn, marks: dict[str, int], batch_size: int, apply, progress, total: int) -> int:
-    """Apply every event after `marks` (per store) to the shadow view, merged by time."""
-    events: list[tuple[datetime, str, EventEnvelope]] = []
+async def _fold(conn, marks: dict[str, int], view, batch_size: int, progress, total: int) -> int:
+    """Fold every event after `marks` (per store) into `view`, merged by time."""
+    from services.order.projections import fold
+
+    events: list[tuple[datetime, int, EventEnvelope]] = []
     for service in SERVICES:
         rows = await conn.fetch(f'SELECT {_COLUMNS} FROM "{service}".events WHERE position > $1 ORDER BY position',
                                 marks[service])
         for row in rows:
-            events.append((row["occurred_at"], service, _envelope(row)))
-            marks[service] = row["position"]
-    events.sort(key=lambda item: (item[0], item[2].sequence))
-    await conn.execute("SET search_path TO order_rebuild")
-    try:
-        for start in range(0, len(events), batch_size):
-            async with conn.transaction():
-                for _, _, envelope in events[start:start + batch_size]:
-                    await apply(conn, envelope)
-            if progress:
-                progress(min(start + batch_size, len(events)), total)
-    finally:
-        await conn.execute("SET search_path TO public")
+            # Read back from our own store, already validated on the way in.
+            events.append((row["occurred_at"], row["sequence"], EventEnvelope.model_construct(**row)))
+        if rows:
+            marks[service] = rows[-1]["position"]
+    events.sort(key=lambda item: (item[0], item[1]))
+    for n, (_, _, envelope) in enumerate(events, 1):
+        await fold(view, envelope)
+        if progress and (n % batch_size == 0 or n == len(events)):
+            progress(n, total)
     return len(events)
 
 

@@ -21,121 +21,241 @@ VIEW_CONSUMER = "order.view"
 
 
 async def apply_to_view(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+    """The live path: fold one event into the order view tables, inside the caller's
+    transaction, and wake readers waiting on this order."""
+    await fold(SqlOrderView(conn), envelope)
+
+
+async def fold(view: "SqlOrderView | MemoryOrderView", envelope: EventEnvelope) -> None:
+    """What an event does to the order view. One function for the live view and for a
+    rebuild (which folds in memory), so the two cannot differ in logic."""
     event = decode_event(envelope)
     number = envelope.aggregate_id
     match event:
         case o.OrderCreated():
-            await conn.execute(
-                "INSERT INTO order_view (number, guest_token, state, currency, email, user_id, created_at, updated_at)"
-                " VALUES ($1, $2, 'cart', $3, $4, $5, $6, $6) ON CONFLICT (number) DO NOTHING",
-                event.number, event.guest_token, event.currency, event.email, event.user_id, envelope.occurred_at)
+            await view.create(event.number, guest_token=event.guest_token, state="cart", currency=event.currency,
+                              email=event.email, user_id=event.user_id, created_at=envelope.occurred_at,
+                              updated_at=envelope.occurred_at)
         case o.CheckoutRestarted():
             # Solidus deletes the (pending) shipments when the checkout restarts.
-            await conn.execute("UPDATE order_view SET state = $2, shipments = '[]', ship_total = 0,"
-                               " pending_request = NULL WHERE number = $1", number, event.state)
+            await view.update(number, state=event.state, shipments=[], ship_total=Decimal(0), pending_request=None)
         case o.CheckoutAdvanced():
-            await conn.execute("UPDATE order_view SET state = $2, pending_request = NULL WHERE number = $1",
-                               number, event.to_state)
+            await view.update(number, state=event.to_state, pending_request=None)
         case o.ContactDetailsChanged():
-            await conn.execute("UPDATE order_view SET email = coalesce($2, email), contact_phone = $3"
-                               " WHERE number = $1", number, event.email, event.phone)
+            contact = {"contact_phone": event.phone} | ({"email": event.email} if event.email is not None else {})
+            await view.update(number, **contact)
         case o.OrderEmailChanged():
-            await conn.execute("UPDATE order_view SET email = $2 WHERE number = $1", number, event.email)
+            await view.update(number, email=event.email)
         case o.BillAddressChanged():
-            await conn.execute("UPDATE order_view SET bill_address = $2 WHERE number = $1", number,
-                               event.address.model_dump(mode="json"))
+            await view.update(number, bill_address=event.address.model_dump(mode="json"))
         case o.ShipAddressChanged():
-            await conn.execute("UPDATE order_view SET ship_address = $2 WHERE number = $1", number,
-                               event.address.model_dump(mode="json"))
-        case o.DeliveryRequested():
-            await conn.execute("UPDATE order_view SET pending_request = $2 WHERE number = $1",
-                               number, event.request_id)
+            await view.update(number, ship_address=event.address.model_dump(mode="json"))
+        case o.DeliveryRequested() | o.CompletionRequested():
+            await view.update(number, pending_request=event.request_id)
         case o.DeliveryRefused():
-            await conn.execute("UPDATE order_view SET pending_request = NULL, refusal = $2 WHERE number = $1",
-                               number, event.model_dump(mode="json"))
+            await view.update(number, pending_request=None, refusal=event.model_dump(mode="json"))
         case s.ShipmentsBuilt():
-            await _set_shipments(conn, number, [sh.model_dump(mode="json") for sh in event.shipments])
+            await _set_shipments(view, number, [sh.model_dump(mode="json") for sh in event.shipments])
         case s.ShippingRateSelected():
-            shipments = await conn.fetchval("SELECT shipments FROM order_view WHERE number = $1", number) or []
+            shipments = await view.get(number, "shipments") or []
             for shipment in shipments:
                 if shipment["number"] == event.shipment_number:
                     for rate in shipment["rates"]:
                         rate["selected"] = rate["id"] == event.rate_id
-            await _set_shipments(conn, number, shipments)
+            await _set_shipments(view, number, shipments)
         case p.PaymentCreated():
-            payment = {"id": event.payment_id, "payment_method_id": event.payment_method_id,
-                       "payment_method_name": event.payment_method_name, "method_type": event.method_type,
-                       "amount": str(event.amount), "state": "checkout", "created_at": envelope.occurred_at.isoformat(),
-                       "updated_at": envelope.occurred_at.isoformat(),
-                       "source": event.source.model_dump(mode="json", exclude={"gateway_token"}) if event.source else None}
-            await conn.execute("UPDATE order_view SET payments = payments || $2::jsonb WHERE number = $1"
-                               " AND NOT payments @> $3::jsonb", number, [payment], [{"id": event.payment_id}])
+            payments = await view.get(number, "payments") or []
+            if not any(existing["id"] == event.payment_id for existing in payments):
+                source = event.source.model_dump(mode="json", exclude={"gateway_token"}) if event.source else None
+                await view.update(number, payments=[*payments, {
+                    "id": event.payment_id, "payment_method_id": event.payment_method_id,
+                    "payment_method_name": event.payment_method_name, "method_type": event.method_type,
+                    "amount": str(event.amount), "state": "checkout", "created_at": envelope.occurred_at.isoformat(),
+                    "updated_at": envelope.occurred_at.isoformat(), "source": source}])
         case _ if type(event) in PAYMENT_STATE_AFTER:
-            await _set_payment_state(conn, number, event.payment_id, PAYMENT_STATE_AFTER[type(event)], envelope)
+            payments = await view.get(number, "payments") or []
+            for payment in payments:
+                if payment["id"] == event.payment_id:
+                    payment["state"] = PAYMENT_STATE_AFTER[type(event)]
+                    payment["updated_at"] = envelope.occurred_at.isoformat()
+            await view.update(number, payments=payments)
         case o.OrderCanceled():
-            await conn.execute("UPDATE order_view SET state = 'canceled' WHERE number = $1", number)
+            await view.update(number, state="canceled")
         case o.PaymentStateChanged():
-            shipments = await conn.fetchval("SELECT shipments FROM order_view WHERE number = $1", number) or []
+            shipments = await view.get(number, "shipments") or []
             for shipment in shipments:
                 shipment["state"] = event.shipment_state or shipment["state"]
-            await conn.execute("UPDATE order_view SET payment_total = $2, payment_state = $3, shipment_state = $4,"
-                               " shipments = $5 WHERE number = $1", number, event.payment_total,
-                               event.payment_state, event.shipment_state, shipments)
-        case o.CompletionRequested():
-            await conn.execute("UPDATE order_view SET pending_request = $2 WHERE number = $1",
-                               number, event.request_id)
+            await view.update(number, payment_total=event.payment_total, payment_state=event.payment_state,
+                              shipment_state=event.shipment_state, shipments=shipments)
         case o.CompletionFailed():
-            await conn.execute("UPDATE order_view SET state = $2, pending_request = NULL, refusal = $3"
-                               " WHERE number = $1", number, event.state, event.model_dump(mode="json"))
+            await view.update(number, state=event.state, pending_request=None, refusal=event.model_dump(mode="json"))
         case o.OrderCompleted():
-            shipments = await conn.fetchval("SELECT shipments FROM order_view WHERE number = $1", number) or []
+            shipments = await view.get(number, "shipments") or []
             for shipment in shipments:
                 shipment["state"] = event.shipment_state
-            await conn.execute(
-                "UPDATE order_view SET state = 'complete', completed_at = $2, payment_total = $3,"
-                " payment_state = $4, shipment_state = $5, shipments = $6, pending_request = NULL, reference = $7"
-                " WHERE number = $1", number, envelope.occurred_at, event.payment_total, event.payment_state,
-                event.shipment_state, shipments, event.reference)
+            await view.update(number, state="complete", completed_at=envelope.occurred_at,
+                              payment_total=event.payment_total, payment_state=event.payment_state,
+                              shipment_state=event.shipment_state, shipments=shipments, pending_request=None,
+                              reference=event.reference)
         case s.ShipmentsDiscarded():
-            await _set_shipments(conn, number, [])
+            await _set_shipments(view, number, [])
         case c.LineItemAdded():
-            await conn.execute(
-                "INSERT INTO order_line_items (id, order_number, variant_id, quantity, price, variant)"
-                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING", event.line_item_id, number,
-                event.variant.id, event.quantity, event.price, event.variant.model_dump(mode="json"))
+            await view.add_line(id=event.line_item_id, order_number=number, variant_id=event.variant.id,
+                                quantity=event.quantity, price=event.price, variant=event.variant.model_dump(mode="json"))
         case c.LineItemQuantityChanged():
-            await conn.execute("UPDATE order_line_items SET quantity = $2 WHERE id = $1",
-                               event.line_item_id, event.quantity)
+            await view.set_line_quantity(event.line_item_id, event.quantity)
         case c.LineItemRemoved():
-            await conn.execute("DELETE FROM order_line_items WHERE id = $1", event.line_item_id)
+            await view.remove_line(event.line_item_id)
         case c.CartEmptied():
-            await conn.execute("DELETE FROM order_line_items WHERE order_number = $1", number)
-            await _set_shipments(conn, number, [])  # Solidus's empty deletes shipments too
+            await view.remove_lines(number)
+            await _set_shipments(view, number, [])  # Solidus's empty deletes shipments too
         case c.CartRepriced():
-            await conn.execute(
-                "UPDATE order_view SET item_total = $2, adjustment_total = $3, total_quantity = $4, item_count = $5,"
-                " adjustments = $6, cart_version = $7 WHERE number = $1 AND cart_version < $7", number,
-                event.item_total, event.adjustment_total, event.total_quantity, event.item_count,
-                [a.model_dump(mode="json") for a in event.adjustments], envelope.sequence)
-    await conn.execute("UPDATE order_view SET updated_at = greatest(updated_at, $2) WHERE number = $1",
-                       number, envelope.occurred_at)
-    await conn.execute("SELECT pg_notify($1, $2)", VIEW_CHANNEL, number)
+            # Only a newer cart version counts: redeliveries and replays may come late.
+            await view.reprice(number, envelope.sequence, item_total=event.item_total,
+                               adjustment_total=event.adjustment_total, total_quantity=event.total_quantity,
+                               item_count=event.item_count,
+                               adjustments=[a.model_dump(mode="json") for a in event.adjustments])
+    await view.touched(number, envelope.occurred_at)
 
 
-async def _set_shipments(conn: asyncpg.Connection, number: str, shipments: list[dict]) -> None:
+async def _set_shipments(view: "SqlOrderView | MemoryOrderView", number: str, shipments: list[dict]) -> None:
     ship_total = sum((Decimal(r["cost"]) for sh in shipments for r in sh["rates"] if r["selected"]), Decimal("0"))
-    await conn.execute("UPDATE order_view SET shipments = $2, ship_total = $3 WHERE number = $1",
-                       number, shipments, ship_total)
+    await view.update(number, shipments=shipments, ship_total=ship_total)
 
 
-async def _set_payment_state(conn: asyncpg.Connection, number: str, payment_id: int, state: str,
-                             envelope: EventEnvelope) -> None:
-    payments = await conn.fetchval("SELECT payments FROM order_view WHERE number = $1", number) or []
-    for payment in payments:
-        if payment["id"] == payment_id:
-            payment["state"] = state
-            payment["updated_at"] = envelope.occurred_at.isoformat()
-    await conn.execute("UPDATE order_view SET payments = $2 WHERE number = $1", number, payments)
+# Columns a fold may read or write (the names go into SQL text; nothing else may).
+_VIEW_COLUMNS = frozenset({
+    "guest_token", "state", "currency", "email", "user_id", "created_at", "updated_at", "completed_at",
+    "item_total", "adjustment_total", "ship_total", "total_quantity", "item_count", "adjustments", "cart_version",
+    "bill_address", "ship_address", "shipments", "pending_request", "refusal", "payments", "payment_total",
+    "payment_state", "shipment_state", "contact_phone", "reference"})
+
+
+def _columns(names) -> list[str]:
+    unknown = set(names) - _VIEW_COLUMNS
+    if unknown:
+        raise ValueError(f"not an order view column: {sorted(unknown)}")
+    return list(names)
+
+
+class SqlOrderView:
+    """The view's tables, one statement per change (the live path)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def create(self, number: str, **row) -> None:
+        columns = _columns(row)
+        await self.conn.execute(
+            f"INSERT INTO order_view (number, {', '.join(columns)})"
+            f" VALUES ($1, {', '.join(f'${i + 2}' for i in range(len(columns)))}) ON CONFLICT (number) DO NOTHING",
+            number, *row.values())
+
+    async def get(self, number: str, column: str):
+        return await self.conn.fetchval(f"SELECT {_columns([column])[0]} FROM order_view WHERE number = $1", number)
+
+    async def update(self, number: str, **changes) -> None:
+        columns = _columns(changes)
+        await self.conn.execute(
+            f"UPDATE order_view SET {', '.join(f'{c} = ${i + 2}' for i, c in enumerate(columns))} WHERE number = $1",
+            number, *changes.values())
+
+    async def reprice(self, number: str, version: int, **changes) -> None:
+        columns = _columns(changes)
+        await self.conn.execute(
+            f"UPDATE order_view SET {', '.join(f'{c} = ${i + 3}' for i, c in enumerate(columns))},"
+            " cart_version = $2 WHERE number = $1 AND cart_version < $2", number, version, *changes.values())
+
+    async def add_line(self, **line) -> None:
+        await self.conn.execute(
+            "INSERT INTO order_line_items (id, order_number, variant_id, quantity, price, variant)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING", line["id"], line["order_number"],
+            line["variant_id"], line["quantity"], line["price"], line["variant"])
+
+    async def set_line_quantity(self, line_id: int, quantity: int) -> None:
+        await self.conn.execute("UPDATE order_line_items SET quantity = $2 WHERE id = $1", line_id, quantity)
+
+    async def remove_line(self, line_id: int) -> None:
+        await self.conn.execute("DELETE FROM order_line_items WHERE id = $1", line_id)
+
+    async def remove_lines(self, number: str) -> None:
+        await self.conn.execute("DELETE FROM order_line_items WHERE order_number = $1", number)
+
+    async def touched(self, number: str, at) -> None:
+        # One round trip: the timestamp, and the wake-up of readers waiting on this order.
+        await self.conn.execute(
+            "WITH touched AS (UPDATE order_view SET updated_at = greatest(updated_at, $2) WHERE number = $1)"
+            " SELECT pg_notify($3, $1)", number, at, VIEW_CHANNEL)
+
+
+class MemoryOrderView:
+    """The view held in memory while a rebuild folds every stored event, then written out
+    in bulk: a rebuild makes no round trip per event."""
+
+    # The table defaults of the columns an OrderCreated leaves unset.
+    DEFAULTS = {"completed_at": None, "item_total": Decimal(0), "adjustment_total": Decimal(0),
+                "ship_total": Decimal(0), "total_quantity": 0, "item_count": 0, "adjustments": [],
+                "cart_version": 0, "bill_address": None, "ship_address": None, "shipments": [],
+                "pending_request": None, "refusal": None, "payments": [], "payment_total": Decimal(0),
+                "payment_state": None, "shipment_state": None, "contact_phone": None, "reference": None}
+
+    def __init__(self) -> None:
+        self.orders: dict[str, dict] = {}
+        self.lines: dict[int, dict] = {}
+
+    async def create(self, number: str, **row) -> None:
+        if number not in self.orders:
+            self.orders[number] = {"number": number, **{k: list(v) if isinstance(v, list) else v
+                                                        for k, v in self.DEFAULTS.items()}, **row}
+
+    async def get(self, number: str, column: str):
+        order = self.orders.get(number)
+        return order[column] if order else None
+
+    async def update(self, number: str, **changes) -> None:
+        if number in self.orders:
+            self.orders[number].update(changes)
+
+    async def reprice(self, number: str, version: int, **changes) -> None:
+        order = self.orders.get(number)
+        if order and order["cart_version"] < version:
+            order.update(changes, cart_version=version)
+
+    async def add_line(self, **line) -> None:
+        # The table's foreign key: a line of an order the view does not have is refused.
+        if line["order_number"] not in self.orders:
+            raise LookupError(f"line item {line['id']} of unknown order {line['order_number']}")
+        self.lines.setdefault(line["id"], line)
+
+    async def set_line_quantity(self, line_id: int, quantity: int) -> None:
+        if line_id in self.lines:
+            self.lines[line_id]["quantity"] = quantity
+
+    async def remove_line(self, line_id: int) -> None:
+        self.lines.pop(line_id, None)
+
+    async def remove_lines(self, number: str) -> None:
+        for line_id in [i for i, line in self.lines.items() if line["order_number"] == number]:
+            del self.lines[line_id]
+
+    async def touched(self, number: str, at) -> None:
+        order = self.orders.get(number)
+        if order and at > order["updated_at"]:
+            order["updated_at"] = at
+
+    async def write(self, conn: asyncpg.Connection, schema: str) -> None:
+        """Insert everything into `schema`'s (empty) view tables, in their own column order."""
+        for table, rows in (("order_view", self.orders.values()),
+                            ("order_line_items", sorted(self.lines.values(), key=lambda line: line["id"]))):
+            statement = await conn.prepare(f'SELECT * FROM "{schema}".{table} LIMIT 0')
+            columns = [a.name for a in statement.get_attributes()]
+            missing = set(columns) - (set(next(iter(rows), {})) or set(columns))
+            if missing:
+                raise KeyError(f"the rebuild does not fill {table} columns {sorted(missing)}")
+            await conn.executemany(
+                f'INSERT INTO "{schema}".{table} ({", ".join(columns)})'
+                f' VALUES ({", ".join(f"${i + 1}" for i in range(len(columns)))})',
+                [tuple(row[c] for c in columns) for row in rows])
 
 
 _READ_ORDER = """
