@@ -34,9 +34,9 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(pg_type, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-async def connect(dsn: str, schema: str) -> asyncpg.Connection:
+async def connect(dsn: str, schema: str, **server_settings: str) -> asyncpg.Connection:
     """A single connection (for LISTEN or advisory locks held for a process's life)."""
-    conn = await asyncpg.connect(dsn, server_settings={"search_path": check_identifier(schema)})
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": check_identifier(schema), **server_settings})
     await _init_connection(conn)
     return conn
 

@@ -44,9 +44,10 @@ async def test_settled_waits_for_the_view_to_apply_what_caused_the_saga_step(sta
                                                events=[o.OrderCompleted(
                     number="R100", request_id=request_id, total=Decimal("10.00"), payment_total=Decimal("10.00"),
                     payment_state="paid", shipment_state="ready")])
-                await conn.execute("UPDATE order_view SET pending_request = NULL WHERE number = $1", "R100")
+                await project(conn, order, completed)
         assert completed[0].causation_id == str(answer_id)
         # The order is no longer pending, but the view has not applied the answer yet.
+        assert await pool.fetchval("SELECT pending_request FROM order_view WHERE number = 'R100'") is None
         assert not await has_settled(pool, "R100", request_id)
 
         await pool.execute("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)",

@@ -3,9 +3,10 @@ command's response already shows them) and by the `order.view` consumer for the 
 services' events. Each apply NOTIFYs `order_view` so waiting readers wake at once."""
 from __future__ import annotations
 
-import asyncpg
-
+import uuid
 from decimal import ROUND_DOWN, Decimal
+
+import asyncpg
 
 from shared.contracts import cart as c
 from shared.contracts import order as o
@@ -31,6 +32,7 @@ async def fold(view: "SqlOrderView | MemoryOrderView", envelope: EventEnvelope) 
     rebuild (which folds in memory), so the two cannot differ in logic."""
     event = decode_event(envelope)
     number = envelope.aggregate_id
+    settled = {"pending_request": None, "settled_by": _event_id(envelope.causation_id)}
     match event:
         case o.OrderCreated():
             await view.create(event.number, guest_token=event.guest_token, state="cart", currency=event.currency,
@@ -38,9 +40,9 @@ async def fold(view: "SqlOrderView | MemoryOrderView", envelope: EventEnvelope) 
                               updated_at=envelope.occurred_at)
         case o.CheckoutRestarted():
             # Solidus deletes the (pending) shipments when the checkout restarts.
-            await view.update(number, state=event.state, shipments=[], ship_total=Decimal(0), pending_request=None)
+            await view.update(number, state=event.state, shipments=[], ship_total=Decimal(0), **settled)
         case o.CheckoutAdvanced():
-            await view.update(number, state=event.to_state, pending_request=None)
+            await view.update(number, state=event.to_state, **settled)
         case o.ContactDetailsChanged():
             contact = {"contact_phone": event.phone} | ({"email": event.email} if event.email is not None else {})
             await view.update(number, **contact)
@@ -53,7 +55,7 @@ async def fold(view: "SqlOrderView | MemoryOrderView", envelope: EventEnvelope) 
         case o.DeliveryRequested() | o.CompletionRequested():
             await view.update(number, pending_request=event.request_id)
         case o.DeliveryRefused():
-            await view.update(number, pending_request=None, refusal=event.model_dump(mode="json"))
+            await view.update(number, refusal=event.model_dump(mode="json"), **settled)
         case s.ShipmentsBuilt():
             await _set_shipments(view, number, [sh.model_dump(mode="json") for sh in event.shipments])
         case s.ShippingRateSelected():
@@ -88,15 +90,15 @@ async def fold(view: "SqlOrderView | MemoryOrderView", envelope: EventEnvelope) 
             await view.update(number, payment_total=event.payment_total, payment_state=event.payment_state,
                               shipment_state=event.shipment_state, shipments=shipments)
         case o.CompletionFailed():
-            await view.update(number, state=event.state, pending_request=None, refusal=event.model_dump(mode="json"))
+            await view.update(number, state=event.state, refusal=event.model_dump(mode="json"), **settled)
         case o.OrderCompleted():
             shipments = await view.get(number, "shipments") or []
             for shipment in shipments:
                 shipment["state"] = event.shipment_state
             await view.update(number, state="complete", completed_at=envelope.occurred_at,
                               payment_total=event.payment_total, payment_state=event.payment_state,
-                              shipment_state=event.shipment_state, shipments=shipments, pending_request=None,
-                              reference=event.reference)
+                              shipment_state=event.shipment_state, shipments=shipments, reference=event.reference,
+                              **settled)
         case s.ShipmentsDiscarded():
             await _set_shipments(view, number, [])
         case c.LineItemAdded():
@@ -118,6 +120,14 @@ async def fold(view: "SqlOrderView | MemoryOrderView", envelope: EventEnvelope) 
     await view.touched(number, envelope.occurred_at)
 
 
+def _event_id(causation_id: str | None) -> uuid.UUID | None:
+    """The causing event's id (None when a request, not an event, caused it)."""
+    try:
+        return uuid.UUID(causation_id) if causation_id else None
+    except ValueError:
+        return None
+
+
 async def _set_shipments(view: "SqlOrderView | MemoryOrderView", number: str, shipments: list[dict]) -> None:
     ship_total = sum((Decimal(r["cost"]) for sh in shipments for r in sh["rates"] if r["selected"]), Decimal("0"))
     await view.update(number, shipments=shipments, ship_total=ship_total)
@@ -128,7 +138,7 @@ _VIEW_COLUMNS = frozenset({
     "guest_token", "state", "currency", "email", "user_id", "created_at", "updated_at", "completed_at",
     "item_total", "adjustment_total", "ship_total", "total_quantity", "item_count", "adjustments", "cart_version",
     "bill_address", "ship_address", "shipments", "pending_request", "refusal", "payments", "payment_total",
-    "payment_state", "shipment_state", "contact_phone", "reference"})
+    "payment_state", "shipment_state", "contact_phone", "reference", "settled_by"})
 
 
 def _columns(names) -> list[str]:
@@ -197,7 +207,8 @@ class MemoryOrderView:
                 "ship_total": Decimal(0), "total_quantity": 0, "item_count": 0, "adjustments": [],
                 "cart_version": 0, "bill_address": None, "ship_address": None, "shipments": [],
                 "pending_request": None, "refusal": None, "payments": [], "payment_total": Decimal(0),
-                "payment_state": None, "shipment_state": None, "contact_phone": None, "reference": None}
+                "payment_state": None, "shipment_state": None, "contact_phone": None, "reference": None,
+                "settled_by": None}
 
     def __init__(self) -> None:
         self.orders: dict[str, dict] = {}
@@ -302,22 +313,14 @@ async def has_settled(conn: asyncpg.Connection | asyncpg.Pool, number: str, requ
     """The order no longer awaits `request_id`, and the view shows what settled it.
 
     The saga answers in its own consumer group, so it can record an order's completion
-    before the view consumer has folded in the payment or shipping events that caused it
-    (a captured payment, say). Settled therefore also means: every order event caused by
-    another service's event has that event applied to the view; the view consumer applies
-    a partition in order, so the events before it are in the view as well."""
-    return bool(await conn.fetchval(_SETTLED, number, request_id, VIEW_CONSUMER))
-
-
-_SETTLED = """
-SELECT v.pending_request IS DISTINCT FROM $2 AND NOT EXISTS (
-    SELECT 1 FROM events e,
-         LATERAL (SELECT CASE WHEN e.causation_id ~* '^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$'
-                              THEN e.causation_id::uuid END AS id) cause
-    WHERE e.aggregate_type = 'Order' AND e.aggregate_id = $1 AND cause.id IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM events own WHERE own.event_id = cause.id)
-      AND NOT EXISTS (SELECT 1 FROM processed_events p WHERE p.consumer = $3 AND p.event_id = cause.id))
-FROM order_view v WHERE v.number = $1"""
+    before the view consumer has folded in the payment events that caused it (a captured
+    payment, say). Settled therefore also means: the event that settled the request
+    (`settled_by`) is applied to the view; the view consumer applies a partition in
+    order, so that order's earlier events of the same service are in the view as well."""
+    return bool(await conn.fetchval(
+        "SELECT v.pending_request IS DISTINCT FROM $2 AND (v.settled_by IS NULL OR EXISTS ("
+        " SELECT 1 FROM processed_events p WHERE p.consumer = $3 AND p.event_id = v.settled_by))"
+        " FROM order_view v WHERE v.number = $1", number, request_id, VIEW_CONSUMER))
 
 
 async def unapplied(conn: asyncpg.Connection | asyncpg.Pool, event_ids: list[str]) -> int:
