@@ -62,6 +62,8 @@ class Aggregate:
 
 
 A = TypeVar("A", bound=Aggregate)
+# Updates read models with new events, inside the transaction that stores them.
+Projector = Callable[[asyncpg.Connection, list[EventEnvelope]], Awaitable[None]]
 R = TypeVar("R")
 
 
@@ -85,11 +87,18 @@ class Repository(Generic[A]):
         envelopes = await self.store.load_stream(conn, self.cls.aggregate_type, aggregate_id)
         return self.cls.rehydrate(aggregate_id, (decode_event(e) for e in envelopes))
 
-    async def save(self, conn: asyncpg.Connection, aggregate: A, *, key: str | None = None) -> list[EventEnvelope]:
+    async def save(self, conn: asyncpg.Connection, aggregate: A, *, key: str | None = None,
+                   project: Projector | None = None) -> list[EventEnvelope]:
+        """Append the aggregate's new events. `project` updates read models with them in
+        the same transaction, before the append: the store's lock, which the append takes
+        and the commit releases, is then held as briefly as possible."""
         if not aggregate.pending:
             return []
-        stored = await self.store.append(conn, aggregate_type=self.cls.aggregate_type, aggregate_id=aggregate.id,
-                                         expected_version=aggregate.version, events=aggregate.pending, key=key)
+        envelopes = self.store.prepare(self.cls.aggregate_type, aggregate.id, aggregate.version, aggregate.pending)
+        if project is not None:
+            await project(conn, envelopes)
+        stored = await self.store.append_envelopes(conn, envelopes, key=key or aggregate.id,
+                                                   expected_version=aggregate.version)
         aggregate.version += len(aggregate.pending)
         aggregate.pending = []
         return stored
@@ -101,21 +110,19 @@ class Repository(Generic[A]):
         command: Callable[[A], None],
         *,
         key: str | None = None,
-        after: Callable[[asyncpg.Connection, A, list[EventEnvelope]], Awaitable[None]] | None = None,
+        project: Projector | None = None,
         attempts: int = 50,
     ) -> CommandResult[A]:
         """Load, run `command`, append; on a concurrent append reload and run it again.
 
-        `after` runs in the same transaction (e.g. to update a read model inline).
+        `project` updates read models in the same transaction (see `save`).
         """
         for attempt in range(attempts):
             try:
                 async with pool.acquire() as conn, conn.transaction():
                     aggregate = await self.load(conn, aggregate_id)
                     command(aggregate)
-                    stored = await self.save(conn, aggregate, key=key)
-                    if after is not None and stored:
-                        await after(conn, aggregate, stored)
+                    stored = await self.save(conn, aggregate, key=key, project=project)
                     return CommandResult(aggregate, stored)
             except ConcurrencyConflict:
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))

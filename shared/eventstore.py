@@ -83,13 +83,15 @@ class EventStore:
             raise RuntimeError("EventStore.append must run inside a transaction")
         if not events:
             return []
-        envelopes = [
-            envelope_for(e, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
-                         sequence=expected_version + i + 1)
-            for i, e in enumerate(events)
-        ]
-        return await self.append_envelopes(conn, envelopes, key=key or aggregate_id,
-                                           expected_version=expected_version)
+        return await self.append_envelopes(conn, self.prepare(aggregate_type, aggregate_id, expected_version, events),
+                                           key=key or aggregate_id, expected_version=expected_version)
+
+    @staticmethod
+    def prepare(aggregate_type: str, aggregate_id: str, expected_version: int,
+                events: Sequence[DomainEvent]) -> list[EventEnvelope]:
+        """The envelopes `events` will be stored in (their position comes with the append)."""
+        return [envelope_for(e, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
+                             sequence=expected_version + i + 1) for i, e in enumerate(events)]
 
     async def append_envelopes(self, conn: asyncpg.Connection, envelopes: Sequence[EventEnvelope],
                                *, key: str, expected_version: int) -> list[EventEnvelope]:

@@ -32,7 +32,7 @@ async def test_settled_waits_for_the_view_to_apply_what_caused_the_saga_step(sta
         async with pool.acquire() as conn, conn.transaction():
             stored = await store.append(conn, aggregate_type="Order", aggregate_id="R100", expected_version=0,
                                         events=order.pending)
-            await project(conn, order, stored)
+            await project(conn, stored)
             await conn.execute("UPDATE order_view SET pending_request = $2 WHERE number = $1", "R100", request_id)
         assert not await has_settled(pool, "R100", request_id)  # still awaiting the answer
 
@@ -44,7 +44,7 @@ async def test_settled_waits_for_the_view_to_apply_what_caused_the_saga_step(sta
                                                events=[o.OrderCompleted(
                     number="R100", request_id=request_id, total=Decimal("10.00"), payment_total=Decimal("10.00"),
                     payment_state="paid", shipment_state="ready")])
-                await project(conn, order, completed)
+                await project(conn, completed)
         assert completed[0].causation_id == str(answer_id)
         # The order is no longer pending, but the view has not applied the answer yet.
         assert await pool.fetchval("SELECT pending_request FROM order_view WHERE number = 'R100'") is None

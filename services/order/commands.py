@@ -13,6 +13,7 @@ import asyncpg
 from shared.aggregate import CommandResult, Repository, not_found
 from shared.bus import events_topic
 from shared.contracts.order import DeliveryLine
+from shared.envelope import EventEnvelope
 from shared.eventstore import ConcurrencyConflict, EventStore
 from services.order.domain import Country, Order, new_guest_token, new_order_number, validate_address
 from services.order.projections import apply_to_view, read_order
@@ -21,7 +22,8 @@ ORDER_STORE = EventStore("order", events_topic("order"))
 ORDERS = Repository(ORDER_STORE, Order)
 
 
-async def project(conn: asyncpg.Connection, _order: Order, events) -> None:
+async def project(conn: asyncpg.Connection, events: list[EventEnvelope]) -> None:
+    """The order view applies the order's own events in the transaction that stores them."""
     for envelope in events:
         await apply_to_view(conn, envelope)
 
@@ -34,8 +36,7 @@ async def create_order(pool: asyncpg.Pool, *, currency: str = "USD", email: str 
         order.create(guest_token=token, currency=currency, email=email, user_id=user_id)
         try:
             async with pool.acquire() as conn, conn.transaction():
-                stored = await ORDERS.save(conn, order)
-                await project(conn, order, stored)
+                stored = await ORDERS.save(conn, order, project=project)
             return CommandResult(order, stored)
         except ConcurrencyConflict:
             continue
@@ -89,7 +90,7 @@ async def update_details(pool: asyncpg.Pool, number: str, *, email: str | None, 
     ship = await _address(pool, "ship_address", bill_address if use_billing and bill_address else ship_address,
                           require_phone=require_phone)
     return await ORDERS.execute(pool, number, lambda order: _require(order).update_details(
-        email=email, bill_address=bill, ship_address=ship), after=project)
+        email=email, bill_address=bill, ship_address=ship), project=project)
 
 
 def delivery_lines(order_view: dict) -> list[DeliveryLine]:
@@ -106,7 +107,7 @@ async def complete(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
     has_valid_payment = any(p["state"] not in ("failed", "invalid", "void") for p in facts["payments"])
     return await ORDERS.execute(pool, number, lambda order: order.request_completion(
         total=Decimal(facts["total"]), lines=delivery_lines(facts), has_valid_payment=has_valid_payment),
-        after=project)
+        project=project)
 
 
 async def advance(pool: asyncpg.Pool, number: str, *, require_email: bool = True) -> CommandResult[Order]:
@@ -115,7 +116,7 @@ async def advance(pool: asyncpg.Pool, number: str, *, require_email: bool = True
         raise not_found("order")
     return await ORDERS.execute(pool, number, lambda order: order.next(
         item_count=facts["item_count"], total=facts["total"], shipments_ready=bool(facts["shipments"]),
-        lines=delivery_lines(facts), require_email=require_email), after=project)
+        lines=delivery_lines(facts), require_email=require_email), project=project)
 
 
 def _require(order: Order) -> Order:
@@ -125,9 +126,9 @@ def _require(order: Order) -> Order:
 
 
 async def cancel(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
-    return await ORDERS.execute(pool, number, lambda order: _require(order).cancel(), after=project)
+    return await ORDERS.execute(pool, number, lambda order: _require(order).cancel(), project=project)
 
 
 async def update_contact(pool: asyncpg.Pool, number: str, *, email: str | None, phone: str | None):
     return await ORDERS.execute(pool, number, lambda order: _require(order).update_contact(email=email, phone=phone),
-                                after=project)
+                                project=project)

@@ -18,7 +18,7 @@ from shared.contracts import shipping as s
 from shared.envelope import EventEnvelope, decode_event
 from shared.faults import crash_point
 from shared.service import Subscription
-from services.order.commands import ORDERS
+from services.order.commands import ORDERS, project
 from services.order.projections import apply_to_view
 
 
@@ -45,8 +45,7 @@ async def on_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
             order.payments_changed(payment_total=total, any_valid=any(
                 x["state"] not in ("failed", "invalid", "void") for x in payments))
     if order is not None:
-        for stored in await ORDERS.save(conn, order):
-            await apply_to_view(conn, stored)
+        await ORDERS.save(conn, order, project=project)
 
 
 async def next_reference(conn: asyncpg.Connection) -> str:
@@ -83,8 +82,7 @@ async def on_saga_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> No
         case _:
             return
     crash_point("saga.before_commit")  # the step is decided, not yet committed
-    for stored in await ORDERS.save(conn, order):
-        await apply_to_view(conn, stored)
+    await ORDERS.save(conn, order, project=project)
 
 
 subscriptions = [Subscription(name="view", handler=on_event,
