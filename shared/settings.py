@@ -31,6 +31,7 @@ class Settings:
     kafka_topic_partitions: int = field(default_factory=lambda: _int("KAFKA_TOPIC_PARTITIONS", 6))
     kafka_replication_factor: int = field(default_factory=lambda: _int("KAFKA_REPLICATION_FACTOR", 1))
     consumer_max_attempts: int = field(default_factory=lambda: _int("CONSUMER_MAX_ATTEMPTS", 3))
+    saga_concurrency: int = field(default_factory=lambda: _int("SAGA_CONCURRENCY", 4))
     consumer_retry_backoff_ms: int = field(default_factory=lambda: _int("CONSUMER_RETRY_BACKOFF_MS", 50))
     outbox_batch_size: int = field(default_factory=lambda: _int("OUTBOX_BATCH_SIZE", 500))
     # NOTIFY wakes the relay at once; this poll is only the backstop for a lost notification.

@@ -114,7 +114,10 @@ async def start_runtime() -> None:
     await runtime.ready()
 
 
-@app.agent(saga_topic, concurrency=1)
+# Steps of different orders run side by side; one order's steps are causally sequential
+# (each answers the step before), and a step is idempotent and guarded by the aggregate's
+# optimistic concurrency, so the order in which faust hands them over does not matter.
+@app.agent(saga_topic, concurrency=settings.saga_concurrency)
 async def advance_saga(stream):
     async for event in stream.events():
         message = event.message
