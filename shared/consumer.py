@@ -17,6 +17,7 @@ from typing import Awaitable, Callable, Iterable
 
 import asyncpg
 from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from shared import context, metrics
 from shared.bus import dlq_topic, make_consumer
@@ -58,19 +59,39 @@ class EventConsumer:
     async def run(self) -> None:
         consumer = make_consumer(self.settings, *self.topics, group_id=self.group_id)
         await consumer.start()
+        # Offsets are committed at most every `kafka_commit_interval_ms` (and when idle), not
+        # per batch: a commit is a broker round trip, and handling is idempotent, so all a
+        # crash costs is the redelivery of what was handled since the last commit.
+        interval = self.settings.kafka_commit_interval_ms / 1000
+        handled: dict = {}
+        last_commit = time.monotonic()
         try:
             while True:
-                batch = await consumer.getmany(timeout_ms=1000)
+                batch = await consumer.getmany(timeout_ms=self.settings.kafka_commit_interval_ms)
                 if consumer.assignment():
                     self.assigned.set()
-                if not batch:
-                    continue
-                # Partitions are independent, so they are handled concurrently; within a
-                # partition (one order's messages) strictly in order.
-                await asyncio.gather(*(self._handle_partition(msgs) for msgs in batch.values()))
-                await consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in batch.items()})
+                if batch:
+                    # Partitions are independent, so they are handled concurrently; within
+                    # a partition (one order's messages) strictly in order.
+                    await asyncio.gather(*(self._handle_partition(msgs) for msgs in batch.values()))
+                    handled.update({tp: msgs[-1].offset + 1 for tp, msgs in batch.items()})
+                if handled and (not batch or time.monotonic() - last_commit >= interval):
+                    await self._commit(consumer, handled)
+                    last_commit = time.monotonic()
         finally:
+            if handled:
+                await self._commit(consumer, handled)
             await consumer.stop()
+
+    @staticmethod
+    async def _commit(consumer, handled: dict) -> None:
+        try:
+            await consumer.commit(handled)
+            handled.clear()
+        except (CommitFailedError, IllegalStateError):
+            # The partitions moved to another member during a rebalance; it resumes from
+            # the last committed offset and redelivers the rest (handling is idempotent).
+            handled.clear()
 
     async def _handle_partition(self, messages: list[ConsumerRecord]) -> None:
         for message in messages:

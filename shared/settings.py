@@ -30,6 +30,7 @@ class Settings:
     kafka_rebalance_timeout_ms: int = field(default_factory=lambda: _int("KAFKA_REBALANCE_TIMEOUT_MS", 6000))
     kafka_topic_partitions: int = field(default_factory=lambda: _int("KAFKA_TOPIC_PARTITIONS", 6))
     kafka_replication_factor: int = field(default_factory=lambda: _int("KAFKA_REPLICATION_FACTOR", 1))
+    kafka_commit_interval_ms: int = field(default_factory=lambda: _int("KAFKA_COMMIT_INTERVAL_MS", 200))
     consumer_max_attempts: int = field(default_factory=lambda: _int("CONSUMER_MAX_ATTEMPTS", 3))
     saga_concurrency: int = field(default_factory=lambda: _int("SAGA_CONCURRENCY", 4))
     consumer_retry_backoff_ms: int = field(default_factory=lambda: _int("CONSUMER_RETRY_BACKOFF_MS", 50))

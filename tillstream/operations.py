@@ -296,7 +296,7 @@ async def rebuild_order_view(dsn: str, progress: Callable[[int, int], None] | No
 
 async def _fold(conn, marks: dict[str, int], view, batch_size: int, progress, total: int) -> int:
     """Fold every event after `marks` (per store) into `view`, merged by time."""
-    from services.order.projections import fold
+    from services.order.projections import fold_all
 
     events: list[tuple[datetime, int, EventEnvelope]] = []
     for service in SERVICES:
@@ -308,10 +308,10 @@ async def _fold(conn, marks: dict[str, int], view, batch_size: int, progress, to
         if rows:
             marks[service] = rows[-1]["position"]
     events.sort(key=lambda item: (item[0], item[1]))
-    for n, (_, _, envelope) in enumerate(events, 1):
-        await fold(view, envelope)
-        if progress and (n % batch_size == 0 or n == len(events)):
-            progress(n, total)
+    for start in range(0, len(events), batch_size):
+        await fold_all(view, [envelope for _, _, envelope in events[start:start + batch_size]])
+        if progress:
+            progress(min(start + batch_size, len(events)), total)
     return len(events)
 
 

@@ -24,8 +24,7 @@ ORDERS = Repository(ORDER_STORE, Order)
 
 async def project(conn: asyncpg.Connection, events: list[EventEnvelope]) -> None:
     """The order view applies the order's own events in the transaction that stores them."""
-    for envelope in events:
-        await apply_to_view(conn, envelope)
+    await apply_to_view(conn, *events)
 
 
 async def create_order(pool: asyncpg.Pool, *, currency: str = "USD", email: str | None = None,
@@ -45,21 +44,22 @@ async def create_order(pool: asyncpg.Pool, *, currency: str = "USD", email: str 
 
 async def find_country(conn: asyncpg.Connection | asyncpg.Pool, fields: dict) -> Country | None:
     if fields.get("country_id") is not None:
-        row = await conn.fetchrow("SELECT id, iso, states_required FROM countries WHERE id = $1",
-                                  _int_or_none(fields["country_id"]))
+        condition, value = "c.id = $1", _int_or_none(fields["country_id"])
     elif isinstance(fields.get("country_name"), str):
-        row = await conn.fetchrow("SELECT id, iso, states_required FROM countries WHERE lower(name) = lower($1)",
-                                  fields["country_name"].strip())
+        condition, value = "lower(c.name) = lower($1)", fields["country_name"].strip()
     elif fields.get("country_iso") or isinstance(fields.get("country"), dict):
-        iso = fields.get("country_iso") or fields["country"].get("iso")
-        row = await conn.fetchrow("SELECT id, iso, states_required FROM countries WHERE iso = upper($1)", str(iso))
+        condition, value = "c.iso = upper($1)", str(fields.get("country_iso") or fields["country"].get("iso"))
     else:
         return None
+    row = await conn.fetchrow(  # the country with its states, in one round trip
+        "SELECT c.id, c.iso, c.states_required, coalesce(json_agg(json_build_array(s.id, s.name, s.abbr))"
+        " FILTER (WHERE s.id IS NOT NULL), '[]') AS states"
+        f" FROM countries c LEFT JOIN states s ON s.country_id = c.id WHERE {condition} GROUP BY c.id", value)
     if row is None:
         return None
-    states = await conn.fetch("SELECT id, name, abbr FROM states WHERE country_id = $1", row["id"])
-    names = {s["name"].lower(): s["id"] for s in states} | {s["abbr"].lower(): s["id"] for s in states}
-    return Country(row["id"], row["iso"], row["states_required"], frozenset(s["id"] for s in states), names)
+    states = row["states"]
+    names = {name.lower(): id_ for id_, name, _ in states} | {abbr.lower(): id_ for id_, _, abbr in states}
+    return Country(row["id"], row["iso"], row["states_required"], frozenset(id_ for id_, _, _ in states), names)
 
 
 def _int_or_none(value: Any) -> int | None:

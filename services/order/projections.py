@@ -4,6 +4,7 @@ services' events. Each apply NOTIFYs `order_view` so waiting readers wake at onc
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 
 import asyncpg
@@ -21,15 +22,28 @@ PAYMENT_STATE_AFTER = {p.PaymentInvalidated: "invalid", p.PaymentAuthorized: "pe
 VIEW_CONSUMER = "order.view"
 
 
-async def apply_to_view(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
-    """The live path: fold one event into the order view tables, inside the caller's
-    transaction, and wake readers waiting on this order."""
-    await fold(SqlOrderView(conn), envelope)
+async def apply_to_view(conn: asyncpg.Connection, *envelopes: EventEnvelope) -> None:
+    """The live path: fold events into the order view tables, inside the caller's
+    transaction, and wake readers waiting on their orders."""
+    await fold_all(SqlOrderView(conn), envelopes)
+
+
+async def fold_all(view: "SqlOrderView | MemoryOrderView", envelopes) -> None:
+    """Fold events in order, then stamp each order touched once (with its latest event).
+    One function for the live view and for a rebuild (which folds in memory), so the two
+    cannot differ in logic."""
+    latest: dict[str, datetime] = {}
+    for envelope in envelopes:
+        await fold(view, envelope)
+        number = envelope.aggregate_id
+        if number not in latest or envelope.occurred_at > latest[number]:
+            latest[number] = envelope.occurred_at
+    for number, at in latest.items():
+        await view.touched(number, at)
 
 
 async def fold(view: "SqlOrderView | MemoryOrderView", envelope: EventEnvelope) -> None:
-    """What an event does to the order view. One function for the live view and for a
-    rebuild (which folds in memory), so the two cannot differ in logic."""
+    """What one event does to the order view."""
     event = decode_event(envelope)
     number = envelope.aggregate_id
     settled = {"pending_request": None, "settled_by": _event_id(envelope.causation_id)}
@@ -117,7 +131,6 @@ async def fold(view: "SqlOrderView | MemoryOrderView", envelope: EventEnvelope) 
                                adjustment_total=event.adjustment_total, total_quantity=event.total_quantity,
                                item_count=event.item_count,
                                adjustments=[a.model_dump(mode="json") for a in event.adjustments])
-    await view.touched(number, envelope.occurred_at)
 
 
 def _event_id(causation_id: str | None) -> uuid.UUID | None:
