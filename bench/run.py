@@ -346,7 +346,9 @@ async def main(args: argparse.Namespace) -> dict:
         copied = await history.grow(system.database_url, args.rebuild_events)
         print("[bench] rebuilding the order view ...", file=sys.stderr)
         rebuild_started = time.monotonic()
-        folded = await operations.rebuild_order_view(system.database_url)
+        folded = await operations.rebuild_order_view(
+            system.database_url, progress=lambda done, total: print(f"[bench]   folded {done:,} of {total:,} events",
+                                                                   file=sys.stderr) if done % 50_000 == 0 else None)
         rebuild_s = time.monotonic() - rebuild_started
         peak = {name: round(rss / 2**20, 1) for name, rss in watch.peak_rss.items()}
         result = {
