@@ -15,7 +15,7 @@ from shared.envelope import envelope_for
 from shared.contracts.cart import LineItemAdded, VariantSnapshot
 from tests.helpers.kafka import publish
 from tests.solidus.test_checkout import CARD
-from tests.solidus.test_complete import full_flow, stock_of
+from tests.solidus.test_complete import full_flow
 from tests.solidus.conftest import ADMIN, V1
 
 
