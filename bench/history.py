@@ -62,6 +62,10 @@ async def grow(dsn: str, target: int, templates: int = 50) -> int:
                     f'INSERT INTO "{service}".events ({", ".join(_COLUMNS)})'
                     f' VALUES ({", ".join(f"${i + 1}" for i in range(len(_COLUMNS)))})', batch)
             added += per_copy
+        # As after any bulk load; otherwise autovacuum starts on these tables during the
+        # rebuild that follows and competes with it for the two cores.
+        for service in SERVICES:
+            await conn.execute(f'VACUUM ANALYZE "{service}".events')
         return added
     finally:
         await conn.close()

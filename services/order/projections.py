@@ -4,6 +4,7 @@ services' events. Each apply NOTIFYs `order_view` so waiting readers wake at onc
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 
@@ -13,7 +14,7 @@ from shared.contracts import cart as c
 from shared.contracts import order as o
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
-from shared.envelope import EventEnvelope, decode_event
+from shared.envelope import DomainEvent, EventEnvelope, decode_event
 
 VIEW_CHANNEL = "order_view"
 # Solidus's payment states, as the payment service's events move a payment along.
@@ -28,13 +29,14 @@ async def apply_to_view(conn: asyncpg.Connection, *envelopes: EventEnvelope) -> 
     await fold_all(SqlOrderView(conn), envelopes)
 
 
-async def fold_all(view: "SqlOrderView | MemoryOrderView", envelopes) -> None:
+async def fold_all(view: "SqlOrderView | MemoryOrderView", envelopes: Sequence[EventEnvelope],
+                   events: Sequence[DomainEvent] | None = None) -> None:
     """Fold events in order, then stamp each order touched once (with its latest event).
     One function for the live view and for a rebuild (which folds in memory), so the two
-    cannot differ in logic."""
+    cannot differ in logic. `events`: the envelopes' events, when already decoded."""
     latest: dict[str, datetime] = {}
-    for envelope in envelopes:
-        await fold(view, envelope)
+    for envelope, event in zip(envelopes, events or [None] * len(envelopes)):
+        await fold(view, envelope, event)
         number = envelope.aggregate_id
         if number not in latest or envelope.occurred_at > latest[number]:
             latest[number] = envelope.occurred_at
@@ -42,9 +44,10 @@ async def fold_all(view: "SqlOrderView | MemoryOrderView", envelopes) -> None:
         await view.touched(number, at)
 
 
-async def fold(view: "SqlOrderView | MemoryOrderView", envelope: EventEnvelope) -> None:
+async def fold(view: "SqlOrderView | MemoryOrderView", envelope: EventEnvelope,
+               event: DomainEvent | None = None) -> None:
     """What one event does to the order view."""
-    event = decode_event(envelope)
+    event = event if event is not None else decode_event(envelope)
     number = envelope.aggregate_id
     settled = {"pending_request": None, "settled_by": _event_id(envelope.causation_id)}
     match event:
