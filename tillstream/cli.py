@@ -148,7 +148,7 @@ def replay(service: str = typer.Option(..., "--service", help="cart, order, ship
 @projections_app.command("rebuild")
 def projections_rebuild(name: str = typer.Argument(..., help="The projection: order_view"),
                         as_json: bool = JSON) -> None:
-    """Rebuild a read model from the stores into a shadow table and swap it in atomically."""
+    """Rebuild a read model from every stored event (folded in memory) and swap it in atomically."""
     if name != "order_view":
         console.print(f"unknown projection {name!r}; known: order_view")
         raise typer.Exit(2)
