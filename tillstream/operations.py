@@ -16,7 +16,7 @@ from typing import AsyncIterator, Callable
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.envelope import DomainEvent, EventEnvelope, decode_event_json
+from shared.envelope import EventEnvelope, decode_event_json
 from shared.outbox import outbox_status
 
 SERVICES = ("cart", "order", "shipping", "payment")
@@ -303,29 +303,36 @@ async def rebuild_order_view(dsn: str, progress: Callable[[int, int], None] | No
 
 
 async def _fold(conn, marks: dict[str, int], view, batch_size: int, progress, total: int) -> int:
-    """Fold every event after `marks` (per store) into `view`, merged by time."""
+    """Fold every event after `marks` (per store) into `view`, merged by time.
+
+    PostgreSQL merges the four stores and streams the result through a cursor, so the
+    rebuild holds one batch of events at a time (plus the view it builds), however long
+    the history is."""
     from services.order.projections import fold_all
 
-    events: list[tuple[datetime, int, EventEnvelope, DomainEvent]] = []
-    for service in SERVICES:
-        rows = await conn.fetch(f"SELECT {_METADATA}, payload::text AS payload_json FROM \"{service}\".events"
-                                " WHERE position > $1 ORDER BY position", marks[service])
-        for row in rows:
-            metadata = dict(row)
-            payload_json = metadata.pop("payload_json")
-            # The payload goes straight from JSON into its event (the costliest step of a
-            # rebuild); the envelope keeps only what the fold reads besides the event.
-            events.append((row["occurred_at"], row["sequence"], EventEnvelope.model_validate({**metadata, "payload": {}}),
-                           decode_event_json(row["type"], row["version"], payload_json)))
-        if rows:
-            marks[service] = rows[-1]["position"]
-    events.sort(key=lambda item: (item[0], item[1]))
-    for start in range(0, len(events), batch_size):
-        chunk = events[start:start + batch_size]
-        await fold_all(view, [item[2] for item in chunk], [item[3] for item in chunk])
-        if progress:
-            progress(min(start + batch_size, len(events)), total)
-    return len(events)
+    stores = " UNION ALL ".join(
+        f"SELECT {_METADATA}, payload::text AS payload_json, {rank} AS store FROM \"{service}\".events"
+        f" WHERE position > ${rank + 1}" for rank, service in enumerate(SERVICES))
+    query = f"SELECT * FROM ({stores}) merged ORDER BY occurred_at, sequence, store, position"
+    done = 0
+    async with conn.transaction():  # a cursor lives in a transaction
+        await conn.execute("SET LOCAL work_mem = '256MB'")  # the merge sorts in memory when it can
+        cursor = await conn.cursor(query, *(marks[s] for s in SERVICES))
+        while rows := await cursor.fetch(batch_size):
+            envelopes, events = [], []
+            for row in rows:
+                metadata = dict(row)
+                payload_json, store = metadata.pop("payload_json"), metadata.pop("store")
+                # The payload goes straight from JSON into its event (the costliest step
+                # of a rebuild); the envelope keeps only what the fold reads besides it.
+                envelopes.append(EventEnvelope.model_validate({**metadata, "payload": {}}))
+                events.append(decode_event_json(row["type"], row["version"], payload_json))
+                marks[SERVICES[store]] = max(marks[SERVICES[store]], row["position"])
+            await fold_all(view, envelopes, events)
+            done += len(rows)
+            if progress:
+                progress(done, total)
+    return done
 
 
 def envelope_json(service: str, envelope: EventEnvelope) -> dict:
