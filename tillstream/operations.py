@@ -1,7 +1,8 @@
 """What the operators' CLI does, as plain async functions (cli.py only presents them).
 
 Every function takes the database DSN (and Kafka bootstrap servers where needed) and
-works across the four service schemas; none of it imports a service.
+works across the four service schemas. Only the order view rebuild imports a service
+module: the projection's own `fold`, so a rebuild cannot differ from the live view.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The order view, folded from events. Applied inline for the order's own events (so a
 command's response already shows them) and by the `order.view` consumer for the other
-services' events. Each apply NOTIFYs `order_view` so waiting readers wake at once."""
+services' events; a rebuild folds every stored event with the same `fold` into memory.
+Each live apply NOTIFYs `order_view` so waiting readers wake at once."""
 from __future__ import annotations
 
 import uuid
