@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from shared.logs import configure_logging, log_fields
-from shared.service import install_common
+from shared.service import freeze_startup_objects, install_common
 from shared.settings import load_settings
 from services.gateway import getcandy, solidus, solidus_checkout
 from services.gateway.clients import SERVICES, ServiceClients, ServiceUnavailable
@@ -21,6 +21,7 @@ log = logging.getLogger("tillstream.gateway")
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     app.state.services = ServiceClients.create()
+    freeze_startup_objects()
     try:
         yield
     finally:
