@@ -102,8 +102,8 @@ async def call(request: Request, service: str, method: str, path: str, **kwargs)
     return await request.app.state.services.call(service, method, path, **kwargs)
 
 
-async def order_view(request: Request, number: str, after: list[str] | None = None, **kwargs) -> dict:
-    order = await fetch_order(request, number, after, **kwargs)
+async def order_view(request: Request, number: str, after: list[str] | None = None) -> dict:
+    order = await fetch_order(request, number, after)
     if order is None:
         raise not_found()
     return order

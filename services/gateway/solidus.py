@@ -126,16 +126,14 @@ def is_admin(request: Request) -> bool:
     return True
 
 
-async def fetch_order(request: Request, number: str, after: list[str] | None = None,
-                      settled: str | None = None, timeout_ms: int = VIEW_WAIT_MS) -> dict | None:
-    query: dict[str, Any] = {"timeout_ms": timeout_ms}
+async def fetch_order(request: Request, number: str, after: list[str] | None = None) -> dict | None:
+    """The order view, once it has applied the events in `after` (bounded wait)."""
+    query: dict[str, Any] = {"timeout_ms": VIEW_WAIT_MS}
     if after:
         query["after"] = ",".join(after)
-    if settled:
-        query["settled"] = settled
-    # The HTTP timeout outlasts the wait, so a slow saga answers 202, never a timeout.
+    # The HTTP timeout outlasts the wait, so a slow view answers stale, never a timeout.
     response = await request.app.state.services.call("order", "GET", f"/orders/{number}", params=query,
-                                                     timeout=timeout_ms / 1000 + 5)
+                                                     timeout=VIEW_WAIT_MS / 1000 + 5)
     return response.json() if response.status_code == 200 else None
 
 

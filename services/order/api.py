@@ -43,11 +43,9 @@ async def answer(request: Request, result, *, awaiting: str | None = None, view_
     events are in the view already: they are applied in the command's transaction."""
     body = {"events": result.event_ids, "awaiting": awaiting, **extra}
     if view_wait_ms is not None:
-        state = request.app.state
         number = result.aggregate.id
-        caught_up = awaiting is None or await watcher.wait_applied(
-            state.settings.database_url, state.pool, number, [], min(view_wait_ms, 10_000) / 1000, settled=awaiting)
-        body["order"] = await read_order(state.pool, number)
+        caught_up = await _wait(request, number, [], awaiting, view_wait_ms)
+        body["order"] = await read_order(request.app.state.pool, number)
         body["view_stale"] = not caught_up
     return json_response(body, status_code=status_code)
 
@@ -95,12 +93,10 @@ async def cancel(number: str, request: Request, view_wait_ms: int | None = None)
 
 
 @router.get("/orders/{number}")
-async def get_order(number: str, request: Request, after: str = Query(""), settled: str | None = None,
-                    timeout_ms: int = Query(3000)):
-    """The order view; with `after=<event ids>`, once the view has applied those events and,
-    with `settled=<request id>`, once that request was answered (waiting at most
-    `timeout_ms`; `X-View-Stale: true` says the wait ran out)."""
-    caught_up = await _wait(request, number, after, settled, timeout_ms)
+async def get_order(number: str, request: Request, after: str = Query(""), timeout_ms: int = Query(3000)):
+    """The order view; with `after=<event ids>`, once the view has applied those events
+    (waiting at most `timeout_ms`; `X-View-Stale: true` says the wait ran out)."""
+    caught_up = await _wait(request, number, _event_ids(after), None, timeout_ms)
     order = await read_order(request.app.state.pool, number)
     if order is None:
         raise HTTPException(404, "order not found")
@@ -111,12 +107,16 @@ async def get_order(number: str, request: Request, after: str = Query(""), settl
 async def wait_applied(number: str, request: Request, after: str = Query(""), timeout_ms: int = Query(3000)):
     """Read-your-writes without reading the order: answers once the view has applied the
     events in `after` (`caught_up: false` when `timeout_ms` ran out)."""
-    return {"caught_up": await _wait(request, number, after, None, timeout_ms)}
+    return {"caught_up": await _wait(request, number, _event_ids(after), None, timeout_ms)}
 
 
-async def _wait(request: Request, number: str, after: str, settled: str | None, timeout_ms: int) -> bool:
+def _event_ids(after: str) -> list[str]:
+    return [e for e in after.split(",") if e]
+
+
+async def _wait(request: Request, number: str, event_ids: list[str], settled: str | None, timeout_ms: int) -> bool:
+    """Until the view has applied `event_ids` and, with `settled`, that request was answered."""
     state = request.app.state
-    event_ids = [e for e in after.split(",") if e]
     if not event_ids and settled is None:
         return True
     return await watcher.wait_applied(state.settings.database_url, state.pool, number, event_ids,
