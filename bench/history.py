@@ -10,9 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import asyncpg
-
-from tillstream.operations import SERVICES, connect
+from tillstream.operations import SERVICES, connect, stored_events
 
 _COLUMNS = ("event_id", "aggregate_type", "aggregate_id", "sequence", "type", "version", "occurred_at",
             "correlation_id", "causation_id", "payload")
@@ -25,10 +23,6 @@ def _renumber(value: Any, number: str, new_number: str, line_offset: int) -> Any
     if isinstance(value, list):
         return [_renumber(v, number, new_number, line_offset) for v in value]
     return new_number if value == number else value
-
-
-async def stored_events(conn: asyncpg.Connection) -> int:
-    return sum([await conn.fetchval(f'SELECT count(*) FROM "{s}".events') for s in SERVICES])
 
 
 async def grow(dsn: str, target: int, templates: int = 50) -> int:

@@ -87,11 +87,11 @@ class EventConsumer:
     async def _commit(consumer, handled: dict) -> None:
         try:
             await consumer.commit(handled)
-            handled.clear()
         except (CommitFailedError, IllegalStateError):
-            # The partitions moved to another member during a rebalance; it resumes from
-            # the last committed offset and redelivers the rest (handling is idempotent).
-            handled.clear()
+            # The partitions moved to another member in a rebalance; it redelivers from the
+            # last committed offset, and handling is idempotent.
+            pass
+        handled.clear()
 
     async def _handle_partition(self, messages: list[ConsumerRecord]) -> None:
         for message in messages:

@@ -267,6 +267,11 @@ async def consumer_lag(bootstrap: str, groups: dict[str, list[str]] | None = Non
     return result
 
 
+async def stored_events(conn: asyncpg.Connection) -> int:
+    """Events in the four stores together."""
+    return sum([await conn.fetchval(f'SELECT count(*) FROM "{s}".events') for s in SERVICES])
+
+
 async def rebuild_order_view(dsn: str, progress: Callable[[int, int], None] | None = None,
                              batch_size: int = 10_000) -> int:
     """Rebuild the order service's order view from all four stores and swap it in
@@ -287,7 +292,7 @@ async def rebuild_order_view(dsn: str, progress: Callable[[int, int], None] | No
     try:
         view = MemoryOrderView()
         marks = {s: 0 for s in SERVICES}
-        total = sum([await conn.fetchval(f'SELECT count(*) FROM "{s}".events') for s in SERVICES])
+        total = await stored_events(conn)
         done = await _fold(conn, marks, view, batch_size, progress, total)
         async with conn.transaction():
             # Replacing the contents (not the tables) keeps the services' prepared

@@ -150,12 +150,16 @@ async def _set_shipments(view: "SqlOrderView | MemoryOrderView", number: str, sh
     await view.update(number, shipments=shipments, ship_total=ship_total)
 
 
+# The view's columns with their table defaults: those an OrderCreated leaves unset.
+_COLUMN_DEFAULTS = {
+    "completed_at": None, "item_total": Decimal(0), "adjustment_total": Decimal(0), "ship_total": Decimal(0),
+    "total_quantity": 0, "item_count": 0, "adjustments": [], "cart_version": 0, "bill_address": None,
+    "ship_address": None, "shipments": [], "pending_request": None, "refusal": None, "payments": [],
+    "payment_total": Decimal(0), "payment_state": None, "shipment_state": None, "contact_phone": None,
+    "reference": None, "settled_by": None}
 # Columns a fold may read or write (the names go into SQL text; nothing else may).
-_VIEW_COLUMNS = frozenset({
-    "guest_token", "state", "currency", "email", "user_id", "created_at", "updated_at", "completed_at",
-    "item_total", "adjustment_total", "ship_total", "total_quantity", "item_count", "adjustments", "cart_version",
-    "bill_address", "ship_address", "shipments", "pending_request", "refusal", "payments", "payment_total",
-    "payment_state", "shipment_state", "contact_phone", "reference", "settled_by"})
+_VIEW_COLUMNS = frozenset({"guest_token", "state", "currency", "email", "user_id", "created_at", "updated_at",
+                           *_COLUMN_DEFAULTS})
 
 
 def _columns(names) -> list[str]:
@@ -219,14 +223,6 @@ class MemoryOrderView:
     """The view held in memory while a rebuild folds every stored event, then written out
     in bulk: a rebuild makes no round trip per event."""
 
-    # The table defaults of the columns an OrderCreated leaves unset.
-    DEFAULTS = {"completed_at": None, "item_total": Decimal(0), "adjustment_total": Decimal(0),
-                "ship_total": Decimal(0), "total_quantity": 0, "item_count": 0, "adjustments": [],
-                "cart_version": 0, "bill_address": None, "ship_address": None, "shipments": [],
-                "pending_request": None, "refusal": None, "payments": [], "payment_total": Decimal(0),
-                "payment_state": None, "shipment_state": None, "contact_phone": None, "reference": None,
-                "settled_by": None}
-
     def __init__(self) -> None:
         self.orders: dict[str, dict] = {}
         self.lines: dict[int, dict] = {}
@@ -234,7 +230,7 @@ class MemoryOrderView:
     async def create(self, number: str, **row) -> None:
         if number not in self.orders:
             self.orders[number] = {"number": number, **{k: list(v) if isinstance(v, list) else v
-                                                        for k, v in self.DEFAULTS.items()}, **row}
+                                                        for k, v in _COLUMN_DEFAULTS.items()}, **row}
 
     async def get(self, number: str, column: str):
         order = self.orders.get(number)
