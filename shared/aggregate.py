@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, ClassVar, Generic, Iterable, TypeVar
+from typing import Callable, ClassVar, Generic, Iterable, TypeVar
 
 import asyncpg
 
 from shared.envelope import DomainEvent, EventEnvelope, decode_event
-from shared.eventstore import ConcurrencyConflict, EventStore
+from shared.eventstore import ConcurrencyConflict, EventStore, Projector
 
 
 class DomainError(Exception):
@@ -62,8 +62,6 @@ class Aggregate:
 
 
 A = TypeVar("A", bound=Aggregate)
-# Updates read models with new events, inside the transaction that stores them.
-Projector = Callable[[asyncpg.Connection, list[EventEnvelope]], Awaitable[None]]
 R = TypeVar("R")
 
 
@@ -89,16 +87,13 @@ class Repository(Generic[A]):
 
     async def save(self, conn: asyncpg.Connection, aggregate: A, *, key: str | None = None,
                    project: Projector | None = None) -> list[EventEnvelope]:
-        """Append the aggregate's new events. `project` updates read models with them in
-        the same transaction, before the append: the store's lock, which the append takes
-        and the commit releases, is then held as briefly as possible."""
+        """Append the aggregate's new events; `project` updates read models with them in
+        the same transaction (see `EventStore.append`)."""
         if not aggregate.pending:
             return []
-        envelopes = self.store.prepare(self.cls.aggregate_type, aggregate.id, aggregate.version, aggregate.pending)
-        if project is not None:
-            await project(conn, envelopes)
-        stored = await self.store.append_envelopes(conn, envelopes, key=key or aggregate.id,
-                                                   expected_version=aggregate.version)
+        stored = await self.store.append(conn, aggregate_type=self.cls.aggregate_type, aggregate_id=aggregate.id,
+                                         expected_version=aggregate.version, events=aggregate.pending, key=key,
+                                         project=project)
         aggregate.version += len(aggregate.pending)
         aggregate.pending = []
         return stored

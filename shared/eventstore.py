@@ -7,7 +7,7 @@ the outbox rows to publish all commit together or not at all.
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Awaitable, Callable, Sequence
 
 import asyncpg
 
@@ -33,6 +33,10 @@ WITH stored AS (
     FROM unnest($13::bytea[], $14::text[]) WITH ORDINALITY AS m(value, headers, n) ORDER BY m.n
 )
 SELECT stored.position, stored.event_id FROM stored, (SELECT pg_notify($15, '')) AS wake"""
+
+
+# Updates read models with new events, inside the transaction that stores them.
+Projector = Callable[[asyncpg.Connection, list[EventEnvelope]], Awaitable[None]]
 
 
 class ConcurrencyConflict(Exception):
@@ -72,25 +76,24 @@ class EventStore:
         expected_version: int,
         events: Sequence[DomainEvent],
         key: str | None = None,
+        project: Projector | None = None,
     ) -> list[EventEnvelope]:
         """Append `events` after `expected_version`; raise ConcurrencyConflict if taken.
 
         `key` is the Kafka message key (the order number); it defaults to the aggregate id.
-        Call it last in a transaction: the table lock it takes is then held only briefly.
+        `project` updates read models with the new envelopes in the same transaction, before
+        the table lock is taken: call `append` last in a transaction, and the lock is held
+        only for the insert and the commit.
         """
         if not conn.is_in_transaction():
             raise RuntimeError("EventStore.append must run inside a transaction")
         if not events:
             return []
-        return await self.append_envelopes(conn, self.prepare(aggregate_type, aggregate_id, expected_version, events),
-                                           key=key or aggregate_id, expected_version=expected_version)
-
-    @staticmethod
-    def prepare(aggregate_type: str, aggregate_id: str, expected_version: int,
-                events: Sequence[DomainEvent]) -> list[EventEnvelope]:
-        """The envelopes `events` will be stored in (their position comes with the append)."""
-        return [envelope_for(e, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
-                             sequence=expected_version + i + 1) for i, e in enumerate(events)]
+        envelopes = [envelope_for(e, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
+                                  sequence=expected_version + i + 1) for i, e in enumerate(events)]
+        if project is not None:
+            await project(conn, envelopes)
+        return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, expected_version=expected_version)
 
     async def append_envelopes(self, conn: asyncpg.Connection, envelopes: Sequence[EventEnvelope],
                                *, key: str, expected_version: int) -> list[EventEnvelope]:
