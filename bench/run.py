@@ -183,19 +183,24 @@ async def run_level(base_url: str, dialect: str, concurrency: int, duration: flo
             "flow_ms": ms(flow_times), "endpoints_ms": {k: ms(v) for k, v in timings.requests.items()}}
 
 
-async def saga_lag(dsn: str, since: datetime, until: datetime) -> dict:
-    """Commit of a shipping/payment answer → the saga's resulting order event."""
+async def lags_ms(dsn: str, query: str, since: datetime, until: datetime) -> dict:
+    """Percentiles of the `lag` seconds `query` finds for events committed in [since, until)."""
     conn = await asyncpg.connect(dsn)
     try:
-        rows = await conn.fetch(
-            'SELECT extract(epoch FROM o.occurred_at - c.occurred_at) AS lag FROM "order".events o'
-            " JOIN (SELECT event_id::text AS id, occurred_at FROM shipping.events UNION ALL"
-            "       SELECT event_id::text, occurred_at FROM payment.events) c ON c.id = o.causation_id"
-            " WHERE o.type IN ('order.PaymentRequested', 'order.OrderCompleted')"
-            " AND c.occurred_at >= $1 AND c.occurred_at < $2", since, until)
+        rows = await conn.fetch(query, since, until)
     finally:
         await conn.close()
     return ms([float(r["lag"]) for r in rows])
+
+
+async def saga_lag(dsn: str, since: datetime, until: datetime) -> dict:
+    """Commit of a shipping/payment answer → the saga's resulting order event."""
+    return await lags_ms(
+        dsn, 'SELECT extract(epoch FROM o.occurred_at - c.occurred_at) AS lag FROM "order".events o'
+             " JOIN (SELECT event_id::text AS id, occurred_at FROM shipping.events UNION ALL"
+             "       SELECT event_id::text, occurred_at FROM payment.events) c ON c.id = o.causation_id"
+             " WHERE o.type IN ('order.PaymentRequested', 'order.OrderCompleted')"
+             " AND c.occurred_at >= $1 AND c.occurred_at < $2", since, until)
 
 
 async def bench_data(system: System) -> str:
@@ -210,17 +215,13 @@ async def bench_data(system: System) -> str:
 async def subscriber_lag(dsn: str, since: datetime, until: datetime) -> dict:
     """An event's commit → its handling by a subscriber: the order service's view consumer
     (`order.view`), which reads every cart, shipping and payment event."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            'SELECT extract(epoch FROM p.processed_at - e.occurred_at) AS lag FROM "order".processed_events p'
-            " JOIN (SELECT event_id, occurred_at FROM cart.events UNION ALL"
-            "       SELECT event_id, occurred_at FROM shipping.events UNION ALL"
-            "       SELECT event_id, occurred_at FROM payment.events) e ON e.event_id = p.event_id"
-            " WHERE p.consumer = 'order.view' AND e.occurred_at >= $1 AND e.occurred_at < $2", since, until)
-    finally:
-        await conn.close()
-    return ms([max(0.0, float(r["lag"])) for r in rows])
+    return await lags_ms(
+        dsn, "SELECT greatest(0, extract(epoch FROM p.processed_at - e.occurred_at)) AS lag"
+             ' FROM "order".processed_events p'
+             " JOIN (SELECT event_id, occurred_at FROM cart.events UNION ALL"
+             "       SELECT event_id, occurred_at FROM shipping.events UNION ALL"
+             "       SELECT event_id, occurred_at FROM payment.events) e ON e.event_id = p.event_id"
+             " WHERE p.consumer = 'order.view' AND e.occurred_at >= $1 AND e.occurred_at < $2", since, until)
 
 
 def machine() -> dict:
