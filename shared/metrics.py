@@ -12,3 +12,5 @@ HANDLE_SECONDS = Histogram(
     "tillstream_consumer_handle_seconds", "Time to handle one message", ["consumer"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
+ADMISSION_SHED = Counter("tillstream_gateway_shed_total",
+                         "Public requests answered 503 after waiting GATEWAY_QUEUE_TIMEOUT_MS for a slot")

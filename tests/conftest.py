@@ -99,6 +99,9 @@ def system(stack):
         service_ports={name: free_port() for name in (*SERVICE_NAMES, SAGA)},
         database_url=stack.database_url, bootstrap_servers=stack.bootstrap_servers,
         log_dir=stack.workdir / "logs", admin_key="test-admin-key",
+        # The contention tests want all their requests inside the system at once, not
+        # admitted a few at a time (test_gateway_admission.py covers the limit).
+        extra_env={"GATEWAY_MAX_IN_FLIGHT": "0"},
     )
     running = System(config).start()
     from tillstream.demo import load_demo_data

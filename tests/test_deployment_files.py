@@ -38,6 +38,7 @@ def test_every_setting_is_documented_in_the_readme():
         assert f"`{name.upper()}`" in readme, f"{name.upper()} is not in the README's settings table"
     for name in ("GATEWAY_PORT", "TILLSTREAM_ADMIN_KEY", "TILLSTREAM_DATA_DIR", "TILLSTREAM_POSTGRES_PORT",
                  "TILLSTREAM_BROKER_PORT", "TILLSTREAM_TEST_DATABASE_URL", "TILLSTREAM_TEST_KAFKA",
-                 "SAGA_PORT", "SAGA_DATA_DIR", "GATEWAY_VIEW_WAIT_MS", "GATEWAY_COMPLETE_WAIT_MS",
+                 "SAGA_PORT", "SAGA_DATA_DIR", "GATEWAY_VIEW_WAIT_MS", "GATEWAY_COMPLETE_WAIT_MS", "GATEWAY_MAX_IN_FLIGHT",
+                 "GATEWAY_QUEUE_TIMEOUT_MS",
                  "SOLIDUS_REQUIRE_API_KEY", "TILLSTREAM_CRASH_AT"):
         assert f"`{name}`" in readme, name

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -12,6 +13,7 @@ from shared.logs import configure_logging, log_fields
 from shared.service import freeze_startup_objects, install_common
 from shared.settings import load_settings
 from services.gateway import getcandy, solidus, solidus_checkout
+from services.gateway.admission import AdmissionControl
 from services.gateway.clients import SERVICES, ServiceClients, ServiceUnavailable
 
 configure_logging("gateway", load_settings().log_level)
@@ -29,6 +31,10 @@ async def lifespan(app: FastAPI):
 
 
 app = FastAPI(title="tillstream-gateway", lifespan=lifespan)
+# Added before install_common, so the request context (access log, latency metrics) wraps
+# it and a request's time waiting for admission counts in its latency.
+app.add_middleware(AdmissionControl, limit=int(os.environ.get("GATEWAY_MAX_IN_FLIGHT", "8")),
+                   queue_timeout_s=int(os.environ.get("GATEWAY_QUEUE_TIMEOUT_MS", "10000")) / 1000)
 install_common(app, "gateway")
 app.include_router(solidus.router)
 app.include_router(solidus_checkout.router)
