@@ -57,9 +57,10 @@ class ServiceClients:
                                          timeout=aiohttp.ClientTimeout(total=DEFAULT_TIMEOUT_S)))
 
     async def call(self, service: str, method: str, path: str, *, json: Any = None,
-                   params: dict[str, Any] | None = None, timeout: float | None = None) -> ServiceResponse:
+                   params: dict[str, Any] | None = None, timeout: float | None = None,
+                   headers: dict[str, str] | None = None) -> ServiceResponse:
         # The request id travels on, so the events a service appends carry it as correlation.
-        headers = {"X-Request-Id": context.current_correlation_id()}
+        headers = {**(headers or {}), "X-Request-Id": context.current_correlation_id()}
         body = None
         if json is not None:
             body = dumps(json)

@@ -177,6 +177,14 @@ async def authorize(request: Request, number: str, *, update: bool, body: dict |
     return order
 
 
+def guest_token(request: Request, body: dict) -> str | None:
+    """The order token of a guest whose step the order service may authorise by itself
+    (`X-Order-Token`): none for an admin, and none when the step needs the order first."""
+    if is_admin(request) or body.get("expected_total") is not None:
+        return None
+    return _order_token(request, body)
+
+
 def refuse_while_completing(order: dict) -> None:
     """A completing order is semantically locked until its saga settles."""
     if order["state"] == "confirm" and order.get("pending_request"):
@@ -184,9 +192,11 @@ def refuse_while_completing(order: dict) -> None:
 
 
 async def command(request: Request, service: str, method: str, path: str, *, json_body: Any = None,
-                  params: dict | None = None, errors: dict[str, ApiError] | None = None) -> dict:
+                  params: dict | None = None, errors: dict[str, ApiError] | None = None,
+                  headers: dict[str, str] | None = None) -> dict:
     """Send a command; map the service's refusal onto a Solidus error."""
-    response = await request.app.state.services.call(service, method, path, json=json_body, params=params)
+    response = await request.app.state.services.call(service, method, path, json=json_body, params=params,
+                                                     headers=headers)
     if response.status_code < 300:
         return response.json()
     problem = response.json()
@@ -194,6 +204,8 @@ async def command(request: Request, service: str, method: str, path: str, *, jso
     if errors and code in errors:
         raise errors[code]
     details = problem.get("details") or {}
+    if code == "unauthorized":
+        raise ApiError(401, UNAUTHORIZED)
     if code == "could_not_transition":
         raise could_not_transition(details.get("errors", {}))
     if code == "invalid_resource":

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from shared.jsonutil import json_response
 from services.gateway.solidus import (
     COMPLETE_WAIT_MS, NOT_FOUND, UNAUTHORIZED, ApiError, as_int, authorize, command, could_not_transition,
-    await_view, display, fetch_order, insufficient_stock, invalid_resource, is_admin, missing_param, money, order_response,
+    display, guest_token, fetch_order, insufficient_stock, invalid_resource, is_admin, missing_param, money, order_response,
     params, payment_methods, render_payment, render_payment_method, render_shipment, require, with_view,
 )
 
@@ -47,9 +47,12 @@ def collection(value: Any) -> list[dict]:
     return [item for item in items if isinstance(item, dict)]
 
 
-async def advance(request: Request, number: str) -> dict:
-    """One `next`; when it asks shipping for delivery, wait for the answer."""
-    result = await command(request, "order", "PUT", f"/orders/{number}/next", params=with_view())
+async def advance(request: Request, number: str, *, after: list[str] = (), token: str | None = None) -> dict:
+    """One `next`, once the view has the events in `after`; when it asks shipping for
+    delivery, wait for the answer. With the guest's `token`, the order service authorises it."""
+    result = await command(request, "order", "PUT", f"/orders/{number}/next",
+                           params=with_view() | ({"after": ",".join(after)} if after else {}),
+                           headers={"X-Order-Token": token} if token else None)
     awaiting, order = result.get("awaiting"), result["order"]
     refusal = order.get("refusal") or {}
     if awaiting and refusal.get("request_id") == awaiting:
@@ -64,9 +67,11 @@ async def complete(number: str, request: Request):
     """Runs the order saga (stock, then payment) and answers with its outcome; if the saga
     has not settled within GATEWAY_COMPLETE_WAIT_MS, 202 with the order still in progress."""
     body = await params(request)
-    order = await authorize(request, number, update=True, body=body)
-    check_expected_total(body, order)
-    result = await command(request, "order", "PUT", f"/orders/{number}/complete", params=with_view(COMPLETE_WAIT_MS))
+    token = guest_token(request, body)
+    if token is None:
+        check_expected_total(body, await authorize(request, number, update=True, body=body))
+    result = await command(request, "order", "PUT", f"/orders/{number}/complete", params=with_view(COMPLETE_WAIT_MS),
+                           headers={"X-Order-Token": token} if token else None)
     awaiting, order = result["awaiting"], result["order"]
     if order.get("pending_request") == awaiting:
         return await order_response(request, order, 202)
@@ -81,9 +86,10 @@ async def complete(number: str, request: Request):
 @router.put("/checkouts/{number}/next")
 async def next_step(number: str, request: Request):
     body = await params(request)
-    order = await authorize(request, number, update=True, body=body)
-    check_expected_total(body, order)
-    return await order_response(request, await advance(request, number))
+    token = guest_token(request, body)
+    if token is None:
+        check_expected_total(body, await authorize(request, number, update=True, body=body))
+    return await order_response(request, await advance(request, number, token=token))
 
 
 @router.api_route("/checkouts/{number}", methods=["PATCH", "PUT"])
@@ -111,8 +117,7 @@ async def update_checkout(number: str, request: Request):
             # Solidus overwrites the first payment's amount with the order total.
             events += (await create_payment(request, number, attrs, amount=order["total"],
                                             error_prefix="payments."))["events"]
-    await await_view(request, number, events)
-    return await order_response(request, await advance(request, number))
+    return await order_response(request, await advance(request, number, after=events))
 
 
 async def create_payment(request: Request, number: str, attrs: dict, *, amount: Any, error_prefix: str = "") -> dict:

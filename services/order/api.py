@@ -1,10 +1,15 @@
-"""The order service's internal HTTP API (called by the gateway)."""
+"""The order service's internal HTTP API (called by the gateway).
+
+`X-Order-Token` on `next` and `complete`: the caller is a guest with that order token, and
+the order service refuses the step unless the token is the order's own (see
+commands.check_guest), which spares the gateway a read of the order first.
+"""
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Header, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from shared.db import upsert
@@ -73,16 +78,22 @@ async def update_contact(number: str, body: UpdateContact, request: Request, vie
 
 
 @router.put("/orders/{number}/next")
-async def advance(number: str, request: Request, require_email: bool = True, view_wait_ms: int | None = None):
-    result = await commands.advance(request.app.state.pool, number, require_email=require_email)
+async def advance(number: str, request: Request, require_email: bool = True, view_wait_ms: int | None = None,
+                  after: str = Query(""), x_order_token: str | None = Header(None)):
+    """`after=<event ids>`: other services' events the step depends on (a payment just
+    made, say); it waits (bounded) until the view has them, as a read would."""
+    await _wait(request, number, _event_ids(after), None, view_wait_ms if view_wait_ms is not None else 3000)
+    result = await commands.advance(request.app.state.pool, number, require_email=require_email,
+                                    guest_token=x_order_token)
     order = result.aggregate
     return await answer(request, result, awaiting=order.pending_delivery, view_wait_ms=view_wait_ms,
                         state=order.state)
 
 
 @router.put("/orders/{number}/complete")
-async def complete(number: str, request: Request, view_wait_ms: int | None = None):
-    result = await commands.complete(request.app.state.pool, number)
+async def complete(number: str, request: Request, view_wait_ms: int | None = None,
+                   x_order_token: str | None = Header(None)):
+    result = await commands.complete(request.app.state.pool, number, guest_token=x_order_token)
     return await answer(request, result, awaiting=result.aggregate.completing, view_wait_ms=view_wait_ms)
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from shared.aggregate import CommandResult, Repository, not_found
+from shared.aggregate import CommandResult, DomainError, Repository, not_found
 from shared.bus import events_topic
 from shared.contracts.order import DeliveryLine
 from shared.envelope import EventEnvelope
@@ -99,9 +99,24 @@ def delivery_lines(order_view: dict) -> list[DeliveryLine]:
             for line in order_view["line_items"]]
 
 
-async def complete(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
+def check_guest(facts: dict | None, guest_token: str | None) -> None:
+    """With `guest_token`, the caller is a guest holding that token: refused unless it is the
+    order's own, the order is not complete (only an admin changes a placed order) and not
+    in the middle of completing (locked until the saga settles). An unknown order is
+    refused the same way as a wrong token, so a token reveals nothing about other orders."""
+    if guest_token is None:
+        return
+    if facts is None or facts["guest_token"] != guest_token or facts["completed_at"] is not None:
+        raise DomainError("unauthorized", "not this order's token, or the order is complete", status=401)
+    if facts["state"] == "confirm" and facts["pending_request"]:
+        raise DomainError("could_not_transition", "The order is being completed; please try again shortly.",
+                          errors={"base": ["The order is being completed; please try again shortly."]})
+
+
+async def complete(pool: asyncpg.Pool, number: str, *, guest_token: str | None = None) -> CommandResult[Order]:
     """Start the completion saga (the answer arrives through the consumers)."""
     facts = await read_order(pool, number)
+    check_guest(facts, guest_token)
     if facts is None:
         raise not_found("order")
     has_valid_payment = any(p["state"] not in ("failed", "invalid", "void") for p in facts["payments"])
@@ -110,8 +125,10 @@ async def complete(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
         project=project)
 
 
-async def advance(pool: asyncpg.Pool, number: str, *, require_email: bool = True) -> CommandResult[Order]:
+async def advance(pool: asyncpg.Pool, number: str, *, require_email: bool = True,
+                  guest_token: str | None = None) -> CommandResult[Order]:
     facts = await read_order(pool, number)
+    check_guest(facts, guest_token)
     if facts is None:
         raise not_found("order")
     return await ORDERS.execute(pool, number, lambda order: order.next(

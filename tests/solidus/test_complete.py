@@ -231,3 +231,43 @@ async def test_single_use_coupon_is_used_up_by_a_completed_order(gateway):
                                       json={"coupon_code": "welcome"}, headers=headers)
         return response.status_code == 422 and response.json()["status_code"] == "coupon_code_max_usage"
     await wait_for(refused_elsewhere)
+
+
+async def test_the_order_service_authorises_a_guests_next_and_complete(gateway, system):
+    """The gateway forwards the guest's token with `next` and `complete` instead of reading
+    the order first; the refusals are Solidus's all the same."""
+    import os
+    import signal
+
+    import httpx
+
+    from tillstream.system import SAGA
+
+    number, token, total, _ = await full_flow(gateway, card=None, complete=False)
+    unauthorized = {"error": "You are not authorized to perform that action."}
+    for step in ("next", "complete"):
+        wrong = await gateway.put(f"/api/checkouts/{number}/{step}", headers={"X-Spree-Order-Token": "nope"})
+        assert (wrong.status_code, wrong.json()) == (401, unauthorized)
+        unknown = await gateway.put(f"/api/checkouts/R000000001/{step}", headers=token)
+        assert (unknown.status_code, unknown.json()) == (401, unauthorized)
+    mismatch = await gateway.put(f"/api/checkouts/{number}/complete", headers=token, json={"expected_total": "1.00"})
+    assert mismatch.status_code == 400  # a step that must see the order first still reads it
+
+    # Completing locks the order until the saga settles: hold the saga still to see it.
+    saga = system.processes[SAGA].proc
+    os.kill(saga.pid, signal.SIGSTOP)
+    try:
+        async with httpx.AsyncClient() as internal:
+            started = await internal.put(f"{system.service_url('order')}/orders/{number}/complete")
+            assert started.status_code == 200 and started.json()["awaiting"]
+        locked = {"error": "The order could not be transitioned. Please fix the errors and try again.",
+                  "errors": {"base": ["The order is being completed; please try again shortly."]}}
+        for step in ("next", "complete"):
+            refused = await gateway.put(f"/api/checkouts/{number}/{step}", headers=token)
+            assert (refused.status_code, refused.json()) == (422, locked)
+    finally:
+        os.kill(saga.pid, signal.SIGCONT)
+    deadline = asyncio.get_running_loop().time() + 20
+    while (await gateway.get(f"/api/orders/{number}", headers=token)).json()["state"] != "complete":
+        assert asyncio.get_running_loop().time() < deadline, "the saga did not complete the order"
+        await asyncio.sleep(0.1)
