@@ -247,9 +247,11 @@ def targets(result: dict) -> list[tuple[str, str, str, bool]]:
         rows.append(("Solidus checkouts at 32 concurrent", "≥ 60/s, 0 failed",
                      f"{at32['flows_per_s']}/s, {at32['failed']} failed",
                      at32["flows_per_s"] >= 60 and at32["failed"] == 0))
-        worst = max(at32["saga_lag_ms"].get("p99") or 0, at32["subscriber_lag_ms"].get("p99") or 0)
-        rows.append(("event lag p99 at 32 concurrent (saga, subscriber)", "≤ 100 ms",
-                     f"{at32['saga_lag_ms'].get('p99')} / {at32['subscriber_lag_ms'].get('p99')} ms", worst <= 100))
+    for (dialect, concurrency), level in found.items():  # the lag target holds for every dialect
+        if concurrency == 32:
+            saga, subscriber = level["saga_lag_ms"].get("p99"), level["subscriber_lag_ms"].get("p99")
+            rows.append((f"event lag p99 at 32 concurrent, {dialect} (saga / subscriber)", "≤ 100 ms",
+                         f"{saga} / {subscriber} ms", max(saga or 0, subscriber or 0) <= 100))
     if at8 := found.get(("solidus", 8)):
         (name, slowest), completing = request_p99(at8)
         rows.append(("p99 per request at 8 concurrent", "≤ 50 ms", f"{slowest} ms ({name})", slowest <= 50))
