@@ -177,12 +177,13 @@ async def authorize(request: Request, number: str, *, update: bool, body: dict |
     return order
 
 
-def guest_token(request: Request, body: dict) -> str | None:
-    """The order token of a guest whose step the order service may authorise by itself
-    (`X-Order-Token`): none for an admin, and none when the step needs the order first."""
+def guest_headers(request: Request, body: dict) -> dict[str, str] | None:
+    """`X-Order-Token` for a guest's step the order service may authorise by itself: none
+    for an admin, for a caller without a token, and when the step needs the order first."""
     if is_admin(request) or body.get("expected_total") is not None:
         return None
-    return _order_token(request, body)
+    token = _order_token(request, body)
+    return {"X-Order-Token": token} if token else None
 
 
 def refuse_while_completing(order: dict) -> None:

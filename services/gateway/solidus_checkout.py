@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from shared.jsonutil import json_response
 from services.gateway.solidus import (
     COMPLETE_WAIT_MS, NOT_FOUND, UNAUTHORIZED, ApiError, as_int, authorize, command, could_not_transition,
-    display, guest_token, fetch_order, insufficient_stock, invalid_resource, is_admin, missing_param, money, order_response,
+    display, fetch_order, guest_headers, insufficient_stock, invalid_resource, is_admin, missing_param, money, order_response,
     params, payment_methods, render_payment, render_payment_method, render_shipment, require, with_view,
 )
 
@@ -47,12 +47,12 @@ def collection(value: Any) -> list[dict]:
     return [item for item in items if isinstance(item, dict)]
 
 
-async def advance(request: Request, number: str, *, after: list[str] = (), token: str | None = None) -> dict:
+async def advance(request: Request, number: str, *, after: list[str] = (),
+                  guest: dict[str, str] | None = None) -> dict:
     """One `next`, once the view has the events in `after`; when it asks shipping for
-    delivery, wait for the answer. With the guest's `token`, the order service authorises it."""
+    delivery, wait for the answer. With `guest` headers, the order service authorises it."""
     result = await command(request, "order", "PUT", f"/orders/{number}/next",
-                           params=with_view() | ({"after": ",".join(after)} if after else {}),
-                           headers={"X-Order-Token": token} if token else None)
+                           params=with_view() | ({"after": ",".join(after)} if after else {}), headers=guest)
     awaiting, order = result.get("awaiting"), result["order"]
     refusal = order.get("refusal") or {}
     if awaiting and refusal.get("request_id") == awaiting:
@@ -67,11 +67,11 @@ async def complete(number: str, request: Request):
     """Runs the order saga (stock, then payment) and answers with its outcome; if the saga
     has not settled within GATEWAY_COMPLETE_WAIT_MS, 202 with the order still in progress."""
     body = await params(request)
-    token = guest_token(request, body)
-    if token is None:
+    guest = guest_headers(request, body)
+    if guest is None:
         check_expected_total(body, await authorize(request, number, update=True, body=body))
     result = await command(request, "order", "PUT", f"/orders/{number}/complete", params=with_view(COMPLETE_WAIT_MS),
-                           headers={"X-Order-Token": token} if token else None)
+                           headers=guest)
     awaiting, order = result["awaiting"], result["order"]
     if order.get("pending_request") == awaiting:
         return await order_response(request, order, 202)
@@ -86,10 +86,10 @@ async def complete(number: str, request: Request):
 @router.put("/checkouts/{number}/next")
 async def next_step(number: str, request: Request):
     body = await params(request)
-    token = guest_token(request, body)
-    if token is None:
+    guest = guest_headers(request, body)
+    if guest is None:
         check_expected_total(body, await authorize(request, number, update=True, body=body))
-    return await order_response(request, await advance(request, number, token=token))
+    return await order_response(request, await advance(request, number, guest=guest))
 
 
 @router.api_route("/checkouts/{number}", methods=["PATCH", "PUT"])

@@ -19,6 +19,8 @@ from services.order.projections import read_order
 from services.order.view_watcher import watcher
 
 router = APIRouter()
+# How long a read or a step waits for the view to apply the events it names, unless told.
+DEFAULT_VIEW_WAIT_MS = 3000
 
 
 
@@ -82,7 +84,7 @@ async def advance(number: str, request: Request, require_email: bool = True, vie
                   after: str = Query(""), x_order_token: str | None = Header(None)):
     """`after=<event ids>`: other services' events the step depends on (a payment just
     made, say); it waits (bounded) until the view has them, as a read would."""
-    await _wait(request, number, _event_ids(after), None, view_wait_ms if view_wait_ms is not None else 3000)
+    await _wait(request, number, _event_ids(after), None, DEFAULT_VIEW_WAIT_MS if view_wait_ms is None else view_wait_ms)
     result = await commands.advance(request.app.state.pool, number, require_email=require_email,
                                     guest_token=x_order_token)
     order = result.aggregate
@@ -104,7 +106,7 @@ async def cancel(number: str, request: Request, view_wait_ms: int | None = None)
 
 
 @router.get("/orders/{number}")
-async def get_order(number: str, request: Request, after: str = Query(""), timeout_ms: int = Query(3000)):
+async def get_order(number: str, request: Request, after: str = Query(""), timeout_ms: int = Query(DEFAULT_VIEW_WAIT_MS)):
     """The order view; with `after=<event ids>`, once the view has applied those events
     (waiting at most `timeout_ms`; `X-View-Stale: true` says the wait ran out)."""
     caught_up = await _wait(request, number, _event_ids(after), None, timeout_ms)
@@ -115,7 +117,7 @@ async def get_order(number: str, request: Request, after: str = Query(""), timeo
 
 
 @router.get("/orders/{number}/applied")
-async def wait_applied(number: str, request: Request, after: str = Query(""), timeout_ms: int = Query(3000)):
+async def wait_applied(number: str, request: Request, after: str = Query(""), timeout_ms: int = Query(DEFAULT_VIEW_WAIT_MS)):
     """Read-your-writes without reading the order: answers once the view has applied the
     events in `after` (`caught_up: false` when `timeout_ms` ran out)."""
     return {"caught_up": await _wait(request, number, _event_ids(after), None, timeout_ms)}

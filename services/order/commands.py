@@ -101,16 +101,13 @@ def delivery_lines(order_view: dict) -> list[DeliveryLine]:
 
 def check_guest(facts: dict | None, guest_token: str | None) -> None:
     """With `guest_token`, the caller is a guest holding that token: refused unless it is the
-    order's own, the order is not complete (only an admin changes a placed order) and not
-    in the middle of completing (locked until the saga settles). An unknown order is
-    refused the same way as a wrong token, so a token reveals nothing about other orders."""
+    order's own and the order is not complete (only an admin changes a placed order). An
+    unknown order is refused the same way as a wrong token, so a token reveals nothing
+    about other orders. (A completing order is refused by the Order itself.)"""
     if guest_token is None:
         return
     if facts is None or facts["guest_token"] != guest_token or facts["completed_at"] is not None:
         raise DomainError("unauthorized", "not this order's token, or the order is complete", status=401)
-    if facts["state"] == "confirm" and facts["pending_request"]:
-        raise DomainError("could_not_transition", "The order is being completed; please try again shortly.",
-                          errors={"base": ["The order is being completed; please try again shortly."]})
 
 
 async def complete(pool: asyncpg.Pool, number: str, *, guest_token: str | None = None) -> CommandResult[Order]:

@@ -22,6 +22,8 @@ from shared.contracts.order import (
 
 CHECKOUT_STATES_AFTER_CART = ("address", "delivery", "payment", "confirm")
 NO_ITEMS = "There are no items for this order. Please add an item to the order to continue."
+# The semantic lock of a completing order: no step until its saga settles.
+BEING_COMPLETED = "The order is being completed; please try again shortly."
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -137,7 +139,9 @@ class Order(Aggregate):
     def next(self, *, item_count: int, total: Decimal, shipments_ready: bool,
              lines: list[DeliveryLine] = (), require_email: bool = True) -> None:
         """One step forward. Leaving `address` only requests delivery (see module doc)."""
-        if self.pending_delivery or self.completing:
+        if self.completing:
+            raise CheckoutRefused({"base": [BEING_COMPLETED]})
+        if self.pending_delivery:
             raise CheckoutRefused({})
         match self.state:
             case "cart":
@@ -178,7 +182,9 @@ class Order(Aggregate):
     # PaymentsDeclined → CompletionFailed (shipping releases stock it allocated).
     # Each step checks the request id, so a replayed or duplicated answer is a no-op.
     def request_completion(self, *, total: Decimal, lines: list[DeliveryLine], has_valid_payment: bool) -> None:
-        if self.state != "confirm" or self.completing or self.pending_delivery:
+        if self.completing:
+            raise CheckoutRefused({"base": [BEING_COMPLETED]})
+        if self.state != "confirm" or self.pending_delivery:
             raise CheckoutRefused({})
         if total > 0 and not has_valid_payment:
             raise CheckoutRefused({"base": ["No payment found"]})
