@@ -41,6 +41,21 @@ class PoisonMessage(Exception):
     """The message cannot be decoded: no retry can help."""
 
 
+def runs_by_key(batch: dict[object, list[ConsumerRecord]]) -> list[list[ConsumerRecord]]:
+    """A fetched batch split into runs that may be handled concurrently: one run per
+    partition and key (a key is one aggregate, e.g. one order), in offset order.
+
+    Only one aggregate's messages need to be handled in order. Splitting by key as well
+    as by partition lets a consumer handle as many aggregates at once as the batch
+    holds, not just as many as it has partitions: with few partitions, one slow order
+    would otherwise hold back every order behind it in its partition."""
+    runs: dict[tuple, list[ConsumerRecord]] = {}
+    for tp, messages in batch.items():
+        for message in messages:
+            runs.setdefault((tp, message.key), []).append(message)
+    return list(runs.values())
+
+
 class EventConsumer:
     def __init__(self, *, settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer,
                  group_id: str, topics: list[str], handler: Handler,
@@ -71,9 +86,7 @@ class EventConsumer:
                 if consumer.assignment():
                     self.assigned.set()
                 if batch:
-                    # Partitions are independent, so they are handled concurrently; within
-                    # a partition (one order's messages) strictly in order.
-                    await asyncio.gather(*(self._handle_partition(msgs) for msgs in batch.values()))
+                    await asyncio.gather(*(self._handle_in_order(run) for run in runs_by_key(batch)))
                     handled.update({tp: msgs[-1].offset + 1 for tp, msgs in batch.items()})
                 if handled and (not batch or time.monotonic() - last_commit >= interval):
                     await self._commit(consumer, handled)
@@ -93,7 +106,7 @@ class EventConsumer:
             pass
         handled.clear()
 
-    async def _handle_partition(self, messages: list[ConsumerRecord]) -> None:
+    async def _handle_in_order(self, messages: list[ConsumerRecord]) -> None:
         for message in messages:
             await self.handle_message(message)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import asyncpg
+
 from shared.bus import dlq_topic, ensure_topics, make_producer
 from shared.consumer import EventConsumer
 from shared.envelope import envelope_for
@@ -104,3 +106,49 @@ async def test_poison_messages_go_to_the_dlq_and_later_messages_still_flow(stack
     assert dict(dead[0].headers)["dlq_original_topic"].decode() == topic
     rows = await pool.fetch('SELECT error, attempts, "offset" FROM dead_letters ORDER BY id')
     assert [r["attempts"] for r in rows] == [3, 1]  # retried, then given up; garbage at once
+
+
+async def test_one_slow_order_does_not_hold_back_other_orders_in_its_partition(stack, pool, unique):
+    settings = stack.settings(kafka_topic_partitions=1)
+    topic = f"keys.{unique}"
+    await pool.execute("CREATE TABLE effects (id serial, key text NOT NULL, n int NOT NULL)")
+    held = 4242
+
+    async def slow_for_n1(conn, envelope):
+        if envelope.payload["n"] == 1:  # waits until the test lets go of the lock
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", held)
+        await conn.execute("INSERT INTO effects (key, n) VALUES ($1, $2)",
+                           envelope.aggregate_id, envelope.payload["n"])
+
+    # One partition: A's two messages and B's one queue in the same log.
+    messages = [message(Ticked(n=1), stream="A", sequence=1)[1],
+                message(Ticked(n=2), stream="B", sequence=1)[1],
+                message(Ticked(n=3), stream="A", sequence=2)[1]]
+    await publish(settings, topic, messages)
+    blocker = await asyncpg.connect(stack.database_url)
+    await blocker.execute("SELECT pg_advisory_lock($1)", held)
+    producer = make_producer(settings)
+    await producer.start()
+    consumer = EventConsumer(settings=settings, pool=pool, producer=producer, group_id=f"g-{unique}",
+                             topics=[topic], handler=slow_for_n1)
+    task = asyncio.create_task(consumer.run())
+    try:
+        deadline = time.monotonic() + 45
+        while not await pool.fetchval("SELECT count(*) FROM effects"):
+            assert not task.done(), task.exception()
+            assert time.monotonic() < deadline, "order B was held back behind order A"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        # B was handled while A's first message waits; A's second waits behind its first.
+        assert [(r["key"], r["n"]) for r in await pool.fetch("SELECT key, n FROM effects")] == [("B", 2)]
+        await blocker.execute("SELECT pg_advisory_unlock($1)", held)
+        while await pool.fetchval("SELECT count(*) FROM effects") < 3:
+            assert time.monotonic() < deadline, "order A was not handled after the lock was released"
+            await asyncio.sleep(0.05)
+        rows = await pool.fetch("SELECT key, n FROM effects ORDER BY id")
+        assert [(r["key"], r["n"]) for r in rows] == [("B", 2), ("A", 1), ("A", 3)]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await producer.stop()
+        await blocker.close()
