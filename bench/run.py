@@ -33,8 +33,10 @@ import aiohttp
 import asyncpg
 import httpx
 import psutil
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench import history
+from shared.bus import EVENT_TOPICS
 from bench.flows import FlowFailed, Timings, getcandy_flow, solidus_flow
 from tillstream import operations
 from tillstream.demo import load_demo_data
@@ -265,6 +267,19 @@ def targets(result: dict) -> list[tuple[str, str, str, bool]]:
     return rows
 
 
+async def broker_messages_held(bootstrap: str) -> int:
+    """Messages on the event topics. The embedded broker keeps every one in memory, and
+    its cost per fetch grows with what a partition holds (docs/performance.md)."""
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await probe.start()
+    try:
+        await probe._client.force_metadata_update()
+        partitions = [TopicPartition(t, p) for t in EVENT_TOPICS for p in sorted(probe.partitions_for_topic(t) or ())]
+        return sum((await probe.end_offsets(partitions)).values()) if partitions else 0
+    finally:
+        await probe.stop()
+
+
 def write_report(result: dict, results_dir: Path, doc: Path) -> Path:
     results_dir.mkdir(parents=True, exist_ok=True)
     out = results_dir / f"{result['started_at'][:10]}.json"
@@ -274,15 +289,17 @@ def write_report(result: dict, results_dir: Path, doc: Path) -> Path:
              f" {result['machine']['system']}; broker, database, services and load generator all on it."
              f" {result['duration_s']:g} s per level.", "",
              "| dialect | concurrent flows | flows/s | failed | flow p50 / p95 / p99 ms | slowest request p99 ms |"
-             " complete p99 ms | event lag p99 ms (saga / subscriber) | CPU s per flow |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             " complete p99 ms | event lag p99 ms (saga / subscriber) | CPU s per flow |"
+             " broker CPU s / messages held after |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for level in result["levels"]:
         slowest, completing = request_p99(level)
         f = level["flow_ms"]
         lines.append(f"| {level['dialect']} | {level['concurrency']} | {level['flows_per_s']} | {level['failed']} |"
                      f" {f['p50']} / {f['p95']} / {f['p99']} | {slowest[0]}: {slowest[1]} | {completing} |"
                      f" {level['saga_lag_ms'].get('p99')} / {level['subscriber_lag_ms'].get('p99')} |"
-                     f" {level['cpu_s_per_flow']} |")
+                     f" {level['cpu_s_per_flow']} |"
+                     f" {level['cpu_s_by_process'].get('broker (tansu)', '-')} / {level.get('broker_messages_held', '-')} |")
     lines += ["", f"Order view rebuild: {result['rebuild']['events']} stored events"
               f" ({result['rebuild']['copied_events']} of them copies of the run's checkouts) in"
               f" {result['rebuild']['seconds']} s = {result['rebuild']['events_per_s']} events/s.", "",
@@ -329,6 +346,7 @@ async def main(args: argparse.Namespace) -> dict:
                     level_ended = datetime.now(timezone.utc)
                     level["saga_lag_ms"] = await saga_lag(system.database_url, level_started, level_ended)
                     level["subscriber_lag_ms"] = await subscriber_lag(system.database_url, level_started, level_ended)
+                    level["broker_messages_held"] = await broker_messages_held(system.bootstrap_servers)
                     if profiler:
                         await asyncio.to_thread(profiler.stop)
                     spent = {k: v - cpu_before[k] for k, v in watch.cpu_by_process().items()}
