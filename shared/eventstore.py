@@ -14,8 +14,10 @@ import asyncpg
 from shared import metrics
 from shared.envelope import DomainEvent, EventEnvelope, envelope_for, upcast
 
-_COLUMNS = ("position, event_id, aggregate_type, aggregate_id, sequence, type, version, "
-            "occurred_at, correlation_id, causation_id, payload")
+# An envelope's columns in a store's `events` table (operators' tools read them too).
+METADATA_COLUMNS = ("position, event_id, aggregate_type, aggregate_id, sequence, type, version, "
+                    "occurred_at, correlation_id, causation_id")
+COLUMNS = METADATA_COLUMNS + ", payload"
 
 
 # One round trip: the events, their outbox rows (in event order) and the relay's wake-up
@@ -49,9 +51,14 @@ class ConcurrencyConflict(Exception):
         self.expected_version = expected_version
 
 
-def _row_to_envelope(row: asyncpg.Record) -> EventEnvelope:
+def stored_envelope(row: asyncpg.Record) -> EventEnvelope:
+    """A row of COLUMNS as stored, at the version it was written in."""
     # pydantic-core validates a row in about half the time `model_construct` takes.
-    return upcast(EventEnvelope.model_validate(dict(row)))
+    return EventEnvelope.model_validate(dict(row))
+
+
+def _row_to_envelope(row: asyncpg.Record) -> EventEnvelope:
+    return upcast(stored_envelope(row))
 
 
 class EventStore:
@@ -124,7 +131,7 @@ class EventStore:
     async def load_stream(self, conn: asyncpg.Connection | asyncpg.Pool, aggregate_type: str,
                           aggregate_id: str) -> list[EventEnvelope]:
         rows = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2"
+            f"SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2"
             " ORDER BY sequence", aggregate_type, aggregate_id,
         )
         return [_row_to_envelope(r) for r in rows]
@@ -133,7 +140,7 @@ class EventStore:
                          limit: int = 1000) -> list[EventEnvelope]:
         """Events in global order after `position`: a follower never misses a late commit."""
         rows = await conn.fetch(
-            f"SELECT {_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+            f"SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
             position, limit,
         )
         return [_row_to_envelope(r) for r in rows]

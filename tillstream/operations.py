@@ -18,12 +18,10 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.envelope import EventEnvelope, decode_event_json
+from shared.eventstore import COLUMNS, METADATA_COLUMNS, stored_envelope
 from shared.outbox import outbox_status
 
 SERVICES = ("cart", "order", "shipping", "payment")
-_METADATA = ("position, event_id, aggregate_type, aggregate_id, sequence, type, version, occurred_at,"
-             " correlation_id, causation_id")
-_COLUMNS = _METADATA + ", payload"
 
 
 def service_schema(service: str) -> str:
@@ -40,12 +38,6 @@ async def connect(dsn: str) -> asyncpg.Connection:
     return conn
 
 
-def _envelope(row: asyncpg.Record) -> EventEnvelope:
-    return EventEnvelope(**{k: row[k] for k in ("position", "event_id", "aggregate_type", "aggregate_id", "sequence",
-                                                "type", "version", "occurred_at", "correlation_id", "causation_id",
-                                                "payload")})
-
-
 # -- events -----------------------------------------------------------------------------
 async def order_story(dsn: str, number: str) -> list[tuple[str, EventEnvelope]]:
     """Every event of one order across all services, in causal order: an event always
@@ -54,8 +46,8 @@ async def order_story(dsn: str, number: str) -> list[tuple[str, EventEnvelope]]:
     try:
         found = []
         for service in SERVICES:
-            rows = await conn.fetch(f'SELECT {_COLUMNS} FROM "{service}".events WHERE aggregate_id = $1', number)
-            found += [(service, _envelope(r)) for r in rows]
+            rows = await conn.fetch(f'SELECT {COLUMNS} FROM "{service}".events WHERE aggregate_id = $1', number)
+            found += [(service, stored_envelope(r)) for r in rows]
     finally:
         await conn.close()
     found.sort(key=lambda item: (item[1].occurred_at, item[0], item[1].sequence))
@@ -211,13 +203,13 @@ async def replay(dsn: str, bootstrap: str, service: str, *, from_position: int =
         total = await conn.fetchval(f'SELECT count(*) FROM "{schema}".events WHERE {condition}', *args)
         sent, last, started = 0, from_position, time.monotonic()
         while sent < total:
-            rows = await conn.fetch(f'SELECT {_COLUMNS} FROM "{schema}".events WHERE {condition}'
+            rows = await conn.fetch(f'SELECT {COLUMNS} FROM "{schema}".events WHERE {condition}'
                                     f" ORDER BY position LIMIT {batch_size}", last, *args[1:])
             if not rows:
                 break
             acks = []
             for row in rows:
-                envelope = _envelope(row)
+                envelope = stored_envelope(row)
                 if rate:
                     ahead = sent / rate - (time.monotonic() - started)
                     if ahead > 0:
@@ -317,7 +309,7 @@ async def _fold(conn, marks: dict[str, int], view, batch_size: int, progress, to
     from services.order.projections import fold_all
 
     stores = " UNION ALL ".join(
-        f"SELECT {_METADATA}, payload::text AS payload_json, {rank} AS store FROM \"{service}\".events"
+        f"SELECT {METADATA_COLUMNS}, payload::text AS payload_json, {rank} AS store FROM \"{service}\".events"
         f" WHERE position > ${rank + 1}" for rank, service in enumerate(SERVICES))
     query = f"SELECT * FROM ({stores}) merged ORDER BY occurred_at, sequence, store, position"
     done = 0
