@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.bus import ensure_topics
+from shared.bus import ensure_topics, make_producer
 from shared.settings import Settings
 
 
@@ -57,4 +58,22 @@ async def publish(settings: Settings, topic: str, messages: list[tuple[bytes, by
         for key, value, headers in messages:
             await producer.send_and_wait(topic, value=value, key=key, headers=headers)
     finally:
+        await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def consuming(settings: Settings, pool, topic: str, group: str, handler, event_types=None):
+    """An EventConsumer running `handler` on `topic` while the block runs; yields its task."""
+    from shared.consumer import EventConsumer
+
+    producer = make_producer(settings)
+    await producer.start()
+    consumer = EventConsumer(settings=settings, pool=pool, producer=producer, group_id=group,
+                             topics=[topic], handler=handler, event_types=event_types)
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         await producer.stop()

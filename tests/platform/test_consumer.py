@@ -6,11 +6,10 @@ import time
 
 import asyncpg
 
-from shared.bus import dlq_topic, ensure_topics, make_producer
-from shared.consumer import EventConsumer
+from shared.bus import dlq_topic, ensure_topics
 from shared.envelope import envelope_for
 from tests.helpers.events import Exploded, Ticked
-from tests.helpers.kafka import publish, read_topic
+from tests.helpers.kafka import consuming, publish, read_topic
 
 
 def message(event, stream="K1", sequence=1):
@@ -29,21 +28,12 @@ async def add_effect(conn, envelope):
 
 
 async def run_consumer(settings, pool, topic, group, until, event_types=None):
-    producer = make_producer(settings)
-    await producer.start()
-    consumer = EventConsumer(settings=settings, pool=pool, producer=producer, group_id=group,
-                             topics=[topic], handler=add_effect, event_types=event_types)
-    task = asyncio.create_task(consumer.run())
-    try:
+    async with consuming(settings, pool, topic, group, add_effect, event_types) as task:
         deadline = time.monotonic() + 45
         while not await until():
             assert not task.done(), task.exception()
             assert time.monotonic() < deadline, "consumer did not get there in time"
             await asyncio.sleep(0.05)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await producer.stop()
 
 
 async def test_duplicate_delivery_is_applied_once(stack, pool, unique):
@@ -127,28 +117,21 @@ async def test_one_slow_order_does_not_hold_back_other_orders_in_its_partition(s
     await publish(settings, topic, messages)
     blocker = await asyncpg.connect(stack.database_url)
     await blocker.execute("SELECT pg_advisory_lock($1)", held)
-    producer = make_producer(settings)
-    await producer.start()
-    consumer = EventConsumer(settings=settings, pool=pool, producer=producer, group_id=f"g-{unique}",
-                             topics=[topic], handler=slow_for_n1)
-    task = asyncio.create_task(consumer.run())
     try:
-        deadline = time.monotonic() + 45
-        while not await pool.fetchval("SELECT count(*) FROM effects"):
-            assert not task.done(), task.exception()
-            assert time.monotonic() < deadline, "order B was held back behind order A"
-            await asyncio.sleep(0.05)
-        await asyncio.sleep(0.3)
-        # B was handled while A's first message waits; A's second waits behind its first.
-        assert [(r["key"], r["n"]) for r in await pool.fetch("SELECT key, n FROM effects")] == [("B", 2)]
-        await blocker.execute("SELECT pg_advisory_unlock($1)", held)
-        while await pool.fetchval("SELECT count(*) FROM effects") < 3:
-            assert time.monotonic() < deadline, "order A was not handled after the lock was released"
-            await asyncio.sleep(0.05)
+        async with consuming(settings, pool, topic, f"g-{unique}", slow_for_n1) as task:
+            deadline = time.monotonic() + 45
+            while not await pool.fetchval("SELECT count(*) FROM effects"):
+                assert not task.done(), task.exception()
+                assert time.monotonic() < deadline, "order B was held back behind order A"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            # B was handled while A's first message waits; A's second waits behind its first.
+            assert [(r["key"], r["n"]) for r in await pool.fetch("SELECT key, n FROM effects")] == [("B", 2)]
+            await blocker.execute("SELECT pg_advisory_unlock($1)", held)
+            while await pool.fetchval("SELECT count(*) FROM effects") < 3:
+                assert time.monotonic() < deadline, "order A was not handled after the lock was released"
+                await asyncio.sleep(0.05)
         rows = await pool.fetch("SELECT key, n FROM effects ORDER BY id")
         assert [(r["key"], r["n"]) for r in rows] == [("B", 2), ("A", 1), ("A", 3)]
     finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await producer.stop()
         await blocker.close()

@@ -6,12 +6,10 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from shared.bus import make_producer
-from shared.consumer import EventConsumer
 from shared.envelope import EventEnvelope, decode_event, decode_event_json
 from shared.eventstore import EventStore
 from tests.helpers.events import CustomerNamedV2
-from tests.helpers.kafka import publish
+from tests.helpers.kafka import consuming, publish
 
 
 def stored_v1(stream: str) -> EventEnvelope:
@@ -47,18 +45,9 @@ async def test_a_v1_event_from_kafka_reaches_handlers_as_v2(stack, pool, unique)
     async def handler(conn, envelope):
         seen.append(decode_event(envelope))
 
-    producer = make_producer(settings)
-    await producer.start()
-    consumer = EventConsumer(settings=settings, pool=pool, producer=producer, group_id=f"g-{unique}",
-                             topics=[topic], handler=handler)
-    task = asyncio.create_task(consumer.run())
-    try:
+    async with consuming(settings, pool, topic, f"g-{unique}", handler):
         deadline = time.monotonic() + 30
         while not seen:
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await producer.stop()
     assert seen == [CustomerNamedV2(first_name="Ada", last_name="Lovelace")]
