@@ -275,7 +275,10 @@ async def broker_messages_held(bootstrap: str) -> int:
     try:
         await probe._client.force_metadata_update()
         partitions = [TopicPartition(t, p) for t in EVENT_TOPICS for p in sorted(probe.partitions_for_topic(t) or ())]
-        return sum((await probe.end_offsets(partitions)).values()) if partitions else 0
+        if not partitions:
+            return 0
+        ends, starts = await probe.end_offsets(partitions), await probe.beginning_offsets(partitions)
+        return sum(ends[tp] - starts[tp] for tp in partitions)
     finally:
         await probe.stop()
 

@@ -46,9 +46,10 @@ def runs_by_key(batch: dict[object, list[ConsumerRecord]]) -> list[list[Consumer
     partition and key (a key is one aggregate, e.g. one order), in offset order.
 
     Only one aggregate's messages need to be handled in order. Splitting by key as well
-    as by partition lets a consumer handle as many aggregates at once as the batch
-    holds, not just as many as it has partitions: with few partitions, one slow order
-    would otherwise hold back every order behind it in its partition."""
+    as by partition lets a consumer handle up to `consumer_concurrency` orders of a batch
+    at once, however few partitions it has: one slow order no longer holds back the
+    orders behind it in its partition's part of the batch (the next batch still waits for
+    the slowest run of this one, as offsets are committed per batch)."""
     runs: dict[tuple, list[ConsumerRecord]] = {}
     for tp, messages in batch.items():
         for message in messages:
@@ -79,6 +80,7 @@ class EventConsumer:
         # crash costs is the redelivery of what was handled since the last commit.
         interval = self.settings.kafka_commit_interval_ms / 1000
         handled: dict = {}
+        slots = asyncio.Semaphore(self.settings.consumer_concurrency)
         last_commit = time.monotonic()
         try:
             while True:
@@ -86,7 +88,11 @@ class EventConsumer:
                 if consumer.assignment():
                     self.assigned.set()
                 if batch:
-                    await asyncio.gather(*(self._handle_in_order(run) for run in runs_by_key(batch)))
+                    # A failing run cancels the others (the supervisor restarts the consumer,
+                    # which redelivers from the last commit); none is left running.
+                    async with asyncio.TaskGroup() as runs:
+                        for run in runs_by_key(batch):
+                            runs.create_task(self._handle_in_order(run, slots))
                     handled.update({tp: msgs[-1].offset + 1 for tp, msgs in batch.items()})
                 if handled and (not batch or time.monotonic() - last_commit >= interval):
                     await self._commit(consumer, handled)
@@ -106,9 +112,10 @@ class EventConsumer:
             pass
         handled.clear()
 
-    async def _handle_in_order(self, messages: list[ConsumerRecord]) -> None:
-        for message in messages:
-            await self.handle_message(message)
+    async def _handle_in_order(self, messages: list[ConsumerRecord], slots: asyncio.Semaphore) -> None:
+        async with slots:
+            for message in messages:
+                await self.handle_message(message)
 
     def wants(self, message: ConsumerRecord) -> bool:
         if self.wanted is None:

@@ -33,6 +33,8 @@ class Settings:
     kafka_commit_interval_ms: int = field(default_factory=lambda: _int("KAFKA_COMMIT_INTERVAL_MS", 200))
     consumer_max_attempts: int = field(default_factory=lambda: _int("CONSUMER_MAX_ATTEMPTS", 3))
     saga_concurrency: int = field(default_factory=lambda: _int("SAGA_CONCURRENCY", 4))
+    # Orders a consumer handles at once; each holds a pool connection, the API needs some.
+    consumer_concurrency: int = field(default_factory=lambda: _int("CONSUMER_CONCURRENCY", 6))
     consumer_retry_backoff_ms: int = field(default_factory=lambda: _int("CONSUMER_RETRY_BACKOFF_MS", 50))
     outbox_batch_size: int = field(default_factory=lambda: _int("OUTBOX_BATCH_SIZE", 500))
     # NOTIFY wakes the relay at once; this poll is only the backstop for a lost notification.

@@ -61,6 +61,21 @@ async def publish(settings: Settings, topic: str, messages: list[tuple[bytes, by
         await producer.stop()
 
 
+async def publish_as_one_batch(settings: Settings, topic: str, messages: list[tuple[bytes, bytes, list]],
+                               partition: int = 0) -> None:
+    """One record batch: a consumer's first fetch gets all the messages together."""
+    await ensure_topics(settings, [topic])
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        batch = producer.create_batch()
+        for key, value, headers in messages:
+            assert batch.append(key=key, value=value, timestamp=None, headers=headers) is not None
+        await (await producer.send_batch(batch, topic, partition=partition))
+    finally:
+        await producer.stop()
+
+
 @contextlib.asynccontextmanager
 async def consuming(settings: Settings, pool, topic: str, group: str, handler, event_types=None):
     """An EventConsumer running `handler` on `topic` while the block runs; yields its task."""

@@ -9,7 +9,7 @@ import asyncpg
 from shared.bus import dlq_topic, ensure_topics
 from shared.envelope import envelope_for
 from tests.helpers.events import Exploded, Ticked
-from tests.helpers.kafka import consuming, publish, read_topic
+from tests.helpers.kafka import consuming, publish, publish_as_one_batch, read_topic
 
 
 def message(event, stream="K1", sequence=1):
@@ -98,8 +98,10 @@ async def test_poison_messages_go_to_the_dlq_and_later_messages_still_flow(stack
     assert [r["attempts"] for r in rows] == [3, 1]  # retried, then given up; garbage at once
 
 
-async def test_one_slow_order_does_not_hold_back_other_orders_in_its_partition(stack, pool, unique):
-    settings = stack.settings(kafka_topic_partitions=1)
+async def handled_while_order_a_waits(stack, pool, unique, consumer_concurrency: int) -> tuple[list, list]:
+    """Orders A (two messages) and B (one) in one partition; A's first waits on a lock the
+    test holds. Returns what was handled while A waited, and everything in the end."""
+    settings = stack.settings(kafka_topic_partitions=1, consumer_concurrency=consumer_concurrency)
     topic = f"keys.{unique}"
     await pool.execute("CREATE TABLE effects (id serial, key text NOT NULL, n int NOT NULL)")
     held = 4242
@@ -110,28 +112,42 @@ async def test_one_slow_order_does_not_hold_back_other_orders_in_its_partition(s
         await conn.execute("INSERT INTO effects (key, n) VALUES ($1, $2)",
                            envelope.aggregate_id, envelope.payload["n"])
 
-    # One partition: A's two messages and B's one queue in the same log.
-    messages = [message(Ticked(n=1), stream="A", sequence=1)[1],
-                message(Ticked(n=2), stream="B", sequence=1)[1],
-                message(Ticked(n=3), stream="A", sequence=2)[1]]
-    await publish(settings, topic, messages)
+    # One partition, one record batch: A's two messages and B's one reach the consumer together.
+    await publish_as_one_batch(settings, topic, [message(Ticked(n=1), stream="A", sequence=1)[1],
+                                                 message(Ticked(n=2), stream="B", sequence=1)[1],
+                                                 message(Ticked(n=3), stream="A", sequence=2)[1]])
     blocker = await asyncpg.connect(stack.database_url)
     await blocker.execute("SELECT pg_advisory_lock($1)", held)
     try:
         async with consuming(settings, pool, topic, f"g-{unique}", slow_for_n1) as task:
             deadline = time.monotonic() + 45
-            while not await pool.fetchval("SELECT count(*) FROM effects"):
+            # A's first message has reached its handler once it waits for the lock.
+            while not await blocker.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                             " AND objid = $1 AND NOT granted", held):
                 assert not task.done(), task.exception()
-                assert time.monotonic() < deadline, "order B was held back behind order A"
+                assert time.monotonic() < deadline, "the consumer never got to order A"
                 await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)
-            # B was handled while A's first message waits; A's second waits behind its first.
-            assert [(r["key"], r["n"]) for r in await pool.fetch("SELECT key, n FROM effects")] == [("B", 2)]
+            await asyncio.sleep(0.5)
+            meanwhile = [(r["key"], r["n"]) for r in await pool.fetch("SELECT key, n FROM effects ORDER BY id")]
             await blocker.execute("SELECT pg_advisory_unlock($1)", held)
             while await pool.fetchval("SELECT count(*) FROM effects") < 3:
-                assert time.monotonic() < deadline, "order A was not handled after the lock was released"
+                assert time.monotonic() < deadline, "not every message was handled after the lock was released"
                 await asyncio.sleep(0.05)
-        rows = await pool.fetch("SELECT key, n FROM effects ORDER BY id")
-        assert [(r["key"], r["n"]) for r in rows] == [("B", 2), ("A", 1), ("A", 3)]
+        finally_handled = [(r["key"], r["n"]) for r in await pool.fetch("SELECT key, n FROM effects ORDER BY id")]
+        return meanwhile, finally_handled
     finally:
         await blocker.close()
+
+
+async def test_one_slow_order_does_not_hold_back_other_orders_in_its_partition(stack, pool, unique):
+    meanwhile, handled = await handled_while_order_a_waits(stack, pool, unique, consumer_concurrency=6)
+    # B was handled while A's first message waited; A's second waited behind its first.
+    assert meanwhile == [("B", 2)]
+    assert handled == [("B", 2), ("A", 1), ("A", 3)]
+
+
+async def test_consumer_concurrency_bounds_the_orders_handled_at_once(stack, pool, unique):
+    meanwhile, handled = await handled_while_order_a_waits(stack, pool, unique, consumer_concurrency=1)
+    assert meanwhile == []  # the one slot is A's: B waits for it
+    assert sorted(handled) == [("A", 1), ("A", 3), ("B", 2)]
+    assert handled.index(("A", 1)) < handled.index(("A", 3))
