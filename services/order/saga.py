@@ -91,6 +91,13 @@ class Runtime:
         self.handler: EventConsumer | None = None
         self._lock = asyncio.Lock()
 
+    async def close(self) -> None:
+        async with self._lock:
+            if self.handler is not None:
+                await self.handler.producer.stop()
+                await self.handler.pool.close()
+                self.handler = None
+
     async def ready(self) -> EventConsumer:
         async with self._lock:
             if self.handler is None:
@@ -112,6 +119,12 @@ runtime = Runtime()
 @app.task
 async def start_runtime() -> None:
     await runtime.ready()
+
+
+@app.on_before_shutdown.connect
+async def close_runtime(app, **kwargs) -> None:
+    # After the agents have stopped (faust stops its consumer first): nothing uses them now.
+    await runtime.close()
 
 
 # Steps of different orders run side by side; one order's steps are causally sequential
