@@ -33,7 +33,6 @@ import aiohttp
 import asyncpg
 import httpx
 import psutil
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench import history
 from shared.bus import EVENT_TOPICS
@@ -267,22 +266,6 @@ def targets(result: dict) -> list[tuple[str, str, str, bool]]:
     return rows
 
 
-async def broker_messages_held(bootstrap: str) -> int:
-    """Messages on the event topics. The embedded broker keeps every one in memory, and
-    its cost per fetch grows with what a partition holds (docs/performance.md)."""
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await probe.start()
-    try:
-        await probe._client.force_metadata_update()
-        partitions = [TopicPartition(t, p) for t in EVENT_TOPICS for p in sorted(probe.partitions_for_topic(t) or ())]
-        if not partitions:
-            return 0
-        ends, starts = await probe.end_offsets(partitions), await probe.beginning_offsets(partitions)
-        return sum(ends[tp] - starts[tp] for tp in partitions)
-    finally:
-        await probe.stop()
-
-
 def write_report(result: dict, results_dir: Path, doc: Path) -> Path:
     results_dir.mkdir(parents=True, exist_ok=True)
     out = results_dir / f"{result['started_at'][:10]}.json"
@@ -349,7 +332,8 @@ async def main(args: argparse.Namespace) -> dict:
                     level_ended = datetime.now(timezone.utc)
                     level["saga_lag_ms"] = await saga_lag(system.database_url, level_started, level_ended)
                     level["subscriber_lag_ms"] = await subscriber_lag(system.database_url, level_started, level_ended)
-                    level["broker_messages_held"] = await broker_messages_held(system.bootstrap_servers)
+                    level["broker_messages_held"] = await operations.messages_held(system.bootstrap_servers,
+                                                                                  EVENT_TOPICS)
                     if profiler:
                         await asyncio.to_thread(profiler.stop)
                     spent = {k: v - cpu_before[k] for k, v in watch.cpu_by_process().items()}

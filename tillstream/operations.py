@@ -239,6 +239,11 @@ CONSUMER_GROUPS = {
 }
 
 
+async def _partitions(probe: AIOKafkaConsumer, topics: list[str] | tuple[str, ...]) -> list[TopicPartition]:
+    await probe._client.force_metadata_update()
+    return [TopicPartition(t, p) for t in topics for p in sorted(probe.partitions_for_topic(t) or ())]
+
+
 async def consumer_lag(bootstrap: str, groups: dict[str, list[str]] | None = None) -> dict[str, dict]:
     """Per consumer group: messages on its topics that it has not yet committed."""
     result = {}
@@ -246,8 +251,7 @@ async def consumer_lag(bootstrap: str, groups: dict[str, list[str]] | None = Non
         probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
         await probe.start()
         try:
-            await probe._client.force_metadata_update()
-            tps = [TopicPartition(t, p) for t in topics for p in sorted(probe.partitions_for_topic(t) or ())]
+            tps = await _partitions(probe, topics)
             ends = await probe.end_offsets(tps) if tps else {}
             lag = 0
             for tp in tps:
@@ -257,6 +261,21 @@ async def consumer_lag(bootstrap: str, groups: dict[str, list[str]] | None = Non
         finally:
             await probe.stop()
     return result
+
+
+async def messages_held(bootstrap: str, topics: list[str] | tuple[str, ...]) -> int:
+    """Messages the broker holds on `topics` (the embedded broker keeps every one in
+    memory, and its cost per fetch grows with them: docs/performance.md)."""
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await probe.start()
+    try:
+        tps = await _partitions(probe, topics)
+        if not tps:
+            return 0
+        ends, starts = await probe.end_offsets(tps), await probe.beginning_offsets(tps)
+        return sum(ends[tp] - starts[tp] for tp in tps)
+    finally:
+        await probe.stop()
 
 
 async def stored_events(conn: asyncpg.Connection) -> int:
