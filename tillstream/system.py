@@ -64,6 +64,7 @@ class SystemConfig:
     database_url: str | None = None
     bootstrap_servers: str | None = None
     durable_postgres: bool = True
+    postgres_settings: dict[str, str] = field(default_factory=dict)  # for the embedded server only
     log_dir: Path | None = None  # None: processes write to this terminal
     admin_key: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
@@ -128,7 +129,8 @@ class System:
             self.bootstrap_servers = self.broker.bootstrap_servers
         if not self.database_url:
             self.postgres = EmbeddedPostgres(cfg.data_dir / "postgres", cfg.postgres_port,
-                                             durable=cfg.durable_postgres).start()
+                                             durable=cfg.durable_postgres,
+                                             settings=cfg.postgres_settings).start()
             self.database_url = self.postgres.dsn()
         env = {**os.environ, **cfg.extra_env, "DATABASE_URL": self.database_url,
                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "TILLSTREAM_ADMIN_KEY": cfg.admin_key,
