@@ -5,7 +5,7 @@ Each live apply NOTIFYs `order_view` so waiting readers wake at once."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from decimal import ROUND_DOWN, Decimal
 
@@ -36,13 +36,15 @@ async def fold_all(view: "SqlOrderView | MemoryOrderView", envelopes: Sequence[E
     One function for the live view and for a rebuild (which folds in memory), so the two
     cannot differ in logic. `events`: the envelopes' events, when already decoded."""
     latest: dict[str, datetime] = {}
+    applied: dict[str, list[str]] = {}
     for envelope, event in zip(envelopes, events or [None] * len(envelopes)):
         await fold(view, envelope, event)
         number = envelope.aggregate_id
         if number not in latest or envelope.occurred_at > latest[number]:
             latest[number] = envelope.occurred_at
+        applied.setdefault(number, []).append(str(envelope.event_id))
     for number, at in latest.items():
-        await view.touched(number, at)
+        await view.touched(number, at, applied[number])
 
 
 async def fold(view: "SqlOrderView | MemoryOrderView", envelope: EventEnvelope,
@@ -212,11 +214,12 @@ class SqlOrderView:
     async def remove_lines(self, number: str) -> None:
         await self.conn.execute("DELETE FROM order_line_items WHERE order_number = $1", number)
 
-    async def touched(self, number: str, at) -> None:
-        # One round trip: the timestamp, and the wake-up of readers waiting on this order.
+    async def touched(self, number: str, at, event_ids: list[str]) -> None:
+        # One round trip: the timestamp, and the wake-up of readers waiting on this order,
+        # which names the events applied so a reader need not ask the database again.
         await self.conn.execute(
             "WITH touched AS (UPDATE order_view SET updated_at = greatest(updated_at, $2) WHERE number = $1)"
-            " SELECT pg_notify($3, $1)", number, at, VIEW_CHANNEL)
+            " SELECT pg_notify($3, $4)", number, at, VIEW_CHANNEL, view_notification(number, event_ids))
 
 
 class MemoryOrderView:
@@ -262,7 +265,7 @@ class MemoryOrderView:
         for line_id in [i for i, line in self.lines.items() if line["order_number"] == number]:
             del self.lines[line_id]
 
-    async def touched(self, number: str, at) -> None:
+    async def touched(self, number: str, at, event_ids: list[str]) -> None:
         order = self.orders.get(number)
         if order and at > order["updated_at"]:
             order["updated_at"] = at
@@ -336,14 +339,30 @@ async def has_settled(conn: asyncpg.Connection | asyncpg.Pool, number: str, requ
         " FROM order_view v WHERE v.number = $1", number, request_id, VIEW_CONSUMER))
 
 
-async def unapplied(conn: asyncpg.Connection | asyncpg.Pool, event_ids: list[str]) -> int:
-    """How many of these events the view has not applied yet. The order's own events are
+async def unapplied(conn: asyncpg.Connection | asyncpg.Pool, event_ids: Iterable[str]) -> set[str]:
+    """Those of these events the view has not applied yet. The order's own events are
     applied in the transaction that stores them; the others once the consumer has them."""
-    if not event_ids:
-        return 0
-    applied = await conn.fetchval(
-        "SELECT count(*) FROM unnest($2::uuid[]) AS wanted(id) WHERE"
-        " EXISTS (SELECT 1 FROM processed_events p WHERE p.consumer = $1 AND p.event_id = wanted.id)"
-        " OR EXISTS (SELECT 1 FROM events e WHERE e.event_id = wanted.id)",
-        VIEW_CONSUMER, list(set(event_ids)))
-    return len(set(event_ids)) - applied
+    wanted = set(event_ids)
+    if not wanted:
+        return set()
+    rows = await conn.fetch(
+        "SELECT wanted.id::text FROM unnest($2::uuid[]) AS wanted(id) WHERE NOT"
+        " (EXISTS (SELECT 1 FROM processed_events p WHERE p.consumer = $1 AND p.event_id = wanted.id)"
+        " OR EXISTS (SELECT 1 FROM events e WHERE e.event_id = wanted.id))",
+        VIEW_CONSUMER, list(wanted))
+    return {row[0] for row in rows}
+
+
+# A notification's payload is limited to 8,000 bytes: past this many ids, only the number.
+NOTIFIED_IDS_MAX = 100
+
+
+def view_notification(number: str, event_ids: list[str]) -> str:
+    """`<number> <id>,<id>,...`: the order whose view changed and the events it applied."""
+    return number if len(event_ids) > NOTIFIED_IDS_MAX else f"{number} {','.join(event_ids)}"
+
+
+def parse_view_notification(payload: str) -> tuple[str, set[str] | None]:
+    """The order number and the events applied (None: not named, ask the database)."""
+    number, _, ids = payload.partition(" ")
+    return number, set(ids.split(",")) if ids else None

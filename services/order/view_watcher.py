@@ -1,28 +1,39 @@
 """Wait until the order view has applied given events: read-your-writes across services.
 
-The view NOTIFYs `order_view` with the order number on every change; one LISTEN
-connection per process wakes the waiters of that order, who re-check the
-processed-event records. A short poll covers a notification lost between check and wait.
+The view NOTIFYs `order_view` on every change with the order number and the events it
+applied (sent at commit, so a named event is applied for good); one LISTEN connection
+per process wakes the waiters of that order. A waiter asks the database once, after it
+has started listening, and afterwards only when a notification does not settle it: one
+that names no events, one that may have settled a request, or the short poll that covers
+a lost notification.
 """
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 import asyncpg
 
 from shared import db
-from services.order.projections import VIEW_CHANNEL, has_settled, unapplied
+from services.order.projections import VIEW_CHANNEL, has_settled, parse_view_notification, unapplied
 
 _POLL_S = 0.05
+
+
+@dataclass(eq=False)
+class _Waiter:
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    applied: set[str] = field(default_factory=set)  # named by notifications since the last look
+    ask_database: bool = True
 
 
 class ViewWatcher:
     def __init__(self) -> None:
         self._conn: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
-        self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._waiters: dict[str, set[_Waiter]] = defaultdict(set)
 
     async def _ensure_listening(self, dsn: str) -> None:
         if self._conn is not None and not self._conn.is_closed():
@@ -32,40 +43,48 @@ class ViewWatcher:
                 self._conn = await db.connect(dsn, "order")
                 await self._conn.add_listener(VIEW_CHANNEL, self._on_notify)
 
-    def _on_notify(self, _conn, _pid, _channel, number: str) -> None:
-        for event in self._waiters.get(number, ()):
-            event.set()
+    def _on_notify(self, _conn, _pid, _channel, payload: str) -> None:
+        number, applied = parse_view_notification(payload)
+        for waiter in self._waiters.get(number, ()):
+            if applied is None:
+                waiter.ask_database = True
+            else:
+                waiter.applied |= applied
+            waiter.wake.set()
 
     async def wait_applied(self, dsn: str, pool: asyncpg.Pool, number: str, event_ids: list[str],
                            timeout: float, *, settled: str | None = None) -> bool:
         """True once the view has applied every one of `event_ids` and, with `settled`,
         once that request is no longer pending; False on timeout."""
-
-        async def caught_up() -> bool:
-            if event_ids and await unapplied(pool, event_ids):
-                return False
-            return settled is None or await has_settled(pool, number, settled)
-
-        if await caught_up():
-            return True
+        pending = set(event_ids)
         await self._ensure_listening(dsn)
-        wake = asyncio.Event()
-        self._waiters[number].add(wake)
+        waiter = _Waiter()
+        self._waiters[number].add(waiter)
         deadline = time.monotonic() + timeout
         try:
             while True:
-                wake.clear()
-                if await caught_up():
+                waiter.wake.clear()
+                pending -= waiter.applied
+                waiter.applied.clear()
+                # Whether a request has settled is only in the database; so is an event
+                # applied before this waiter listened.
+                if waiter.ask_database or (settled is not None and not pending):
+                    waiter.ask_database = False
+                    if pending:
+                        pending = await unapplied(pool, pending)
+                    if not pending and (settled is None or await has_settled(pool, number, settled)):
+                        return True
+                elif not pending:
                     return True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
                 try:
-                    await asyncio.wait_for(wake.wait(), min(remaining, _POLL_S))
+                    await asyncio.wait_for(waiter.wake.wait(), min(remaining, _POLL_S))
                 except asyncio.TimeoutError:
-                    pass
+                    waiter.ask_database = True
         finally:
-            self._waiters[number].discard(wake)
+            self._waiters[number].discard(waiter)
             if not self._waiters[number]:
                 del self._waiters[number]
 
