@@ -32,19 +32,28 @@ async def apply_to_view(conn: asyncpg.Connection, *envelopes: EventEnvelope) -> 
 
 async def fold_all(view: "SqlOrderView | MemoryOrderView", envelopes: Sequence[EventEnvelope],
                    events: Sequence[DomainEvent] | None = None) -> None:
-    """Fold events in order, then stamp each order touched once (with its latest event).
-    One function for the live view and for a rebuild (which folds in memory), so the two
-    cannot differ in logic. `events`: the envelopes' events, when already decoded."""
+    """Fold events in order and stamp each order touched once, with its latest event's time
+    (and, live, a notification naming the events applied). One function for the live view
+    and for a rebuild (which folds in memory), so the two cannot differ in logic.
+    `events`: the envelopes' events, when already decoded."""
     latest: dict[str, datetime] = {}
-    applied: dict[str, list[str]] = {}
-    for envelope, event in zip(envelopes, events or [None] * len(envelopes)):
-        await fold(view, envelope, event)
+    applied: dict[str, list[uuid.UUID]] = {}
+    last: dict[str, int] = {}
+    for i, envelope in enumerate(envelopes):
         number = envelope.aggregate_id
         if number not in latest or envelope.occurred_at > latest[number]:
             latest[number] = envelope.occurred_at
-        applied.setdefault(number, []).append(str(envelope.event_id))
-    for number, at in latest.items():
-        await view.touched(number, at, applied[number])
+        applied.setdefault(number, []).append(envelope.event_id)
+        last[number] = i
+    for i, (envelope, event) in enumerate(zip(envelopes, events or [None] * len(envelopes))):
+        number = envelope.aggregate_id
+        if i != last[number]:
+            await fold(view, envelope, event)
+            continue
+        # The order's last event in this batch: the stamp rides on its update, if it makes one.
+        view.stamp_with_next_update(number, latest[number], applied[number])
+        await fold(view, envelope, event)
+        await view.stamp_if_not_done()
 
 
 async def fold(view: "SqlOrderView | MemoryOrderView", envelope: EventEnvelope,
@@ -176,6 +185,16 @@ class SqlOrderView:
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
+        self._stamp: tuple[str, datetime, list[uuid.UUID]] | None = None
+
+    def stamp_with_next_update(self, number: str, at: datetime, event_ids: list[uuid.UUID]) -> None:
+        self._stamp = (number, at, event_ids)
+
+    async def stamp_if_not_done(self) -> None:
+        if self._stamp is not None:
+            number, at, event_ids = self._stamp
+            self._stamp = None
+            await self.touched(number, at, event_ids)
 
     async def create(self, number: str, **row) -> None:
         columns = _columns(row)
@@ -189,15 +208,29 @@ class SqlOrderView:
 
     async def update(self, number: str, **changes) -> None:
         columns = _columns(changes)
-        await self.conn.execute(
-            f"UPDATE order_view SET {', '.join(f'{c} = ${i + 2}' for i, c in enumerate(columns))} WHERE number = $1",
-            number, *changes.values())
+        await self._update_row(number, ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(columns)),
+                               list(changes.values()), stampable="updated_at" not in changes)
 
     async def reprice(self, number: str, version: int, **changes) -> None:
         columns = _columns(changes)
+        await self._update_row(number, ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(columns))
+                               + ", cart_version = $2", [version, *changes.values()], " AND cart_version < $2")
+
+    async def _update_row(self, number: str, assignments: str, args: list, condition: str = "", *,
+                          stampable: bool = True) -> None:
+        """UPDATE the order's row; a stamp waiting for this order rides on it, with its
+        notification, instead of taking a round trip of its own."""
+        if self._stamp is None or self._stamp[0] != number or not stampable:
+            await self.conn.execute(f"UPDATE order_view SET {assignments} WHERE number = $1{condition}",
+                                    number, *args)
+            return
+        _, at, event_ids = self._stamp
+        self._stamp = None
+        n = len(args) + 2
         await self.conn.execute(
-            f"UPDATE order_view SET {', '.join(f'{c} = ${i + 3}' for i, c in enumerate(columns))},"
-            " cart_version = $2 WHERE number = $1 AND cart_version < $2", number, version, *changes.values())
+            f"WITH updated AS (UPDATE order_view SET {assignments}, updated_at = greatest(updated_at, ${n})"
+            f" WHERE number = $1{condition}) SELECT pg_notify(${n + 1}, ${n + 2})",
+            number, *args, at, VIEW_CHANNEL, view_notification(number, event_ids))
 
     async def add_line(self, **line) -> None:
         await self.conn.execute(
@@ -214,7 +247,7 @@ class SqlOrderView:
     async def remove_lines(self, number: str) -> None:
         await self.conn.execute("DELETE FROM order_line_items WHERE order_number = $1", number)
 
-    async def touched(self, number: str, at, event_ids: list[str]) -> None:
+    async def touched(self, number: str, at: datetime, event_ids: list[uuid.UUID]) -> None:
         # One round trip: the timestamp, and the wake-up of readers waiting on this order,
         # which names the events applied so a reader need not ask the database again.
         await self.conn.execute(
@@ -229,6 +262,7 @@ class MemoryOrderView:
     def __init__(self) -> None:
         self.orders: dict[str, dict] = {}
         self.lines: dict[int, dict] = {}
+        self._stamp: tuple[str, datetime] | None = None
 
     async def create(self, number: str, **row) -> None:
         if number not in self.orders:
@@ -265,7 +299,11 @@ class MemoryOrderView:
         for line_id in [i for i, line in self.lines.items() if line["order_number"] == number]:
             del self.lines[line_id]
 
-    async def touched(self, number: str, at, event_ids: list[str]) -> None:
+    def stamp_with_next_update(self, number: str, at: datetime, event_ids: list[uuid.UUID]) -> None:
+        self._stamp = (number, at)
+
+    async def stamp_if_not_done(self) -> None:
+        number, at = self._stamp
         order = self.orders.get(number)
         if order and at > order["updated_at"]:
             order["updated_at"] = at
@@ -357,9 +395,9 @@ async def unapplied(conn: asyncpg.Connection | asyncpg.Pool, event_ids: Iterable
 NOTIFIED_IDS_MAX = 100
 
 
-def view_notification(number: str, event_ids: list[str]) -> str:
+def view_notification(number: str, event_ids: Sequence[uuid.UUID | str]) -> str:
     """`<number> <id>,<id>,...`: the order whose view changed and the events it applied."""
-    return number if len(event_ids) > NOTIFIED_IDS_MAX else f"{number} {','.join(event_ids)}"
+    return number if len(event_ids) > NOTIFIED_IDS_MAX else f"{number} {','.join(map(str, event_ids))}"
 
 
 def parse_view_notification(payload: str) -> tuple[str, set[str] | None]:
