@@ -343,9 +343,9 @@ async def main(args: argparse.Namespace) -> dict:
     try:
         await asyncio.to_thread(load_demo_data, system)
         variant_hash = await bench_data(system)
-        database_work = work.DatabaseWork(system.database_url)
-        await database_work.setup()
-        service_urls = {name: system.service_url(name) for name in SERVICE_NAMES}
+        counters = work.WorkCounters(system.database_url,
+                                     {name: system.service_url(name) for name in SERVICE_NAMES})
+        await counters.setup()
         started_at = datetime.now(timezone.utc)
         levels = []
         profiler = Profiler(system, Path(args.profile)) if args.profile else None
@@ -354,8 +354,7 @@ async def main(args: argparse.Namespace) -> dict:
                 for concurrency in args.concurrency:
                     print(f"[bench] {dialect} × {concurrency} for {args.duration}s ...", file=sys.stderr)
                     speed = await asyncio.to_thread(work.speed_probe)
-                    db_before = await database_work.snapshot()
-                    calls_before = await work.internal_calls(service_urls)
+                    work_before = await counters.snapshot()
                     cpu_before = watch.cpu_by_process()
                     load_before = psutil.Process().cpu_times()
                     if profiler:
@@ -377,8 +376,7 @@ async def main(args: argparse.Namespace) -> dict:
                     level["cpu_s_per_flow"] = round(cpu / level["completed"], 3) if level["completed"] else None
                     level["cpu_s_by_process"] = {k: round(v, 2) for k, v in spent.items()}
                     level["speed_probe_ms"] = speed
-                    level["work_per_flow"] = work.per_flow(db_before, await database_work.snapshot(), calls_before,
-                                                           await work.internal_calls(service_urls),
+                    level["work_per_flow"] = work.per_flow(work_before, await counters.snapshot(),
                                                            level["completed"])
                     levels.append(level)
                     print(f"[bench]   {level['flows_per_s']} flows/s, {level['failed']} failed,"

@@ -15,9 +15,10 @@ import aiohttp
 import asyncpg
 from prometheus_client.parser import text_string_to_metric_families
 
+from tillstream.operations import stored_events
+
 # The services' own routes that are not part of a checkout.
 HOUSEKEEPING_ROUTES = {"/metrics", "/healthz", "/readyz"}
-STORES = ("cart", "order", "shipping", "payment")
 PROBE_ITERATIONS = 3_000_000
 
 
@@ -50,11 +51,13 @@ async def internal_calls(service_urls: dict[str, str]) -> int:
     return total
 
 
-class DatabaseWork:
-    """Statements (when pg_stat_statements is loaded), transactions and stored events."""
+class WorkCounters:
+    """Internal calls, stored events, transactions and (when pg_stat_statements is loaded)
+    statements, as running totals to take before and after a level."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, service_urls: dict[str, str]) -> None:
         self.dsn = dsn
+        self.service_urls = service_urls
         self.statements_tracked = False
 
     async def setup(self) -> None:
@@ -71,9 +74,10 @@ class DatabaseWork:
         conn = await asyncpg.connect(self.dsn)
         try:
             snap: dict[str, Any] = {
+                "internal_calls": await internal_calls(self.service_urls),
                 "transactions": await conn.fetchval(
                     "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"),
-                "events": sum([await conn.fetchval(f'SELECT count(*) FROM "{store}".events') for store in STORES]),
+                "events": await stored_events(conn),
             }
             if self.statements_tracked:
                 rows = await conn.fetch(
@@ -85,17 +89,13 @@ class DatabaseWork:
             await conn.close()
 
 
-def per_flow(before: dict[str, Any], after: dict[str, Any], calls_before: int, calls_after: int,
-             flows: int, top: int = 40) -> dict[str, Any]:
+def per_flow(before: dict[str, Any], after: dict[str, Any], flows: int, top: int = 40) -> dict[str, Any]:
     """The work of one level divided by its completed flows. The database counters also
     include the benchmark's own few queries between levels (a handful per level)."""
     if not flows:
         return {}
-    work: dict[str, Any] = {
-        "internal_calls": round((calls_after - calls_before) / flows, 1),
-        "events": round((after["events"] - before["events"]) / flows, 1),
-        "transactions": round((after["transactions"] - before["transactions"]) / flows, 1),
-    }
+    work: dict[str, Any] = {name: round((after[name] - before[name]) / flows, 1)
+                            for name in ("internal_calls", "events", "transactions")}
     if "statements" in after:
         spent = {q: calls - before["statements"].get(q, 0) for q, calls in after["statements"].items()}
         spent = {q: c for q, c in spent.items() if c > 0}
