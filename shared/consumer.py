@@ -19,7 +19,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from shared import context, metrics
+from shared import context, db, metrics
 from shared.bus import dlq_topic, make_consumer
 from shared.envelope import DomainEvent, EventEnvelope, upcast
 from shared.eventstore import ConcurrencyConflict
@@ -160,11 +160,11 @@ class EventConsumer:
 
     async def _apply(self, envelope: EventEnvelope) -> str:
         with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
-            async with self.pool.acquire() as conn, conn.transaction():
-                first_time = await conn.fetchval(
-                    "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)"
-                    " ON CONFLICT DO NOTHING RETURNING true", self.group_id, envelope.event_id)
-                if not first_time:
+            # The idempotency record opens the transaction (one round trip with its BEGIN).
+            record = ("INSERT INTO processed_events (consumer, event_id)"
+                      f" VALUES ({db.literal(self.group_id)}, {db.literal(envelope.event_id)}) ON CONFLICT DO NOTHING")
+            async with self.pool.acquire() as conn, db.transaction_opened_by(conn, record) as status:
+                if status != "INSERT 0 1":
                     return "duplicate"
                 await self.handler(conn, envelope)
                 return "processed"

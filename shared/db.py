@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import AsyncIterator
 
 import asyncpg
 
@@ -49,6 +51,53 @@ class PooledConnection(asyncpg.Connection):
 
     def get_reset_query(self) -> str:
         return ""
+
+
+def literal(value: object) -> str:
+    """`value` as an SQL string literal (standard_conforming_strings, PostgreSQL's default)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+@asynccontextmanager
+async def transaction_opened_by(conn: asyncpg.Connection, statement: str) -> AsyncIterator[str]:
+    """A transaction whose `BEGIN` travels with its first statement in one round trip,
+    yielding that statement's status (e.g. `INSERT 0 1`); committed when the block ends,
+    rolled back if it raises.
+
+    The two go as one simple query, which takes no parameters: build `statement` with
+    `literal`. asyncpg's `conn.transaction()` cannot be nested in it; use `savepoint`.
+    """
+    try:
+        status = await conn.execute("BEGIN; " + statement)
+    except BaseException:
+        await _roll_back(conn)
+        raise
+    try:
+        yield status
+    except BaseException:
+        await _roll_back(conn)
+        raise
+    await conn.execute("COMMIT")
+
+
+async def _roll_back(conn: asyncpg.Connection) -> None:
+    # A connection that broke mid-query is discarded by the pool, which also rolls back
+    # whatever it finds open on release.
+    if not conn.is_closed() and conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
+@asynccontextmanager
+async def savepoint(conn: asyncpg.Connection, name: str = "step") -> AsyncIterator[None]:
+    """Undo only this block's writes if it raises (inside any transaction)."""
+    check_identifier(name)
+    await conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        await conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        raise
+    await conn.execute(f"RELEASE SAVEPOINT {name}")
 
 
 async def create_pool(settings: Settings, schema: str, *, min_size: int | None = None,

@@ -20,21 +20,10 @@ METADATA_COLUMNS = ("position, event_id, aggregate_type, aggregate_id, sequence,
 COLUMNS = METADATA_COLUMNS + ", payload"
 
 
-# One round trip: the events, their outbox rows (in event order) and the relay's wake-up
-# (delivered at commit).
-_APPEND = """
-WITH stored AS (
-    INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, type, version,
-                        occurred_at, correlation_id, causation_id, payload)
-    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[],
-                         $7::timestamptz[], $8::text[], $9::text[], $10::jsonb[])
-    RETURNING position, event_id
-), queued AS (
-    INSERT INTO outbox (topic, key, value, headers)
-    SELECT $11, $12, m.value, m.headers::jsonb
-    FROM unnest($13::bytea[], $14::text[]) WITH ORDINALITY AS m(value, headers, n) ORDER BY m.n
-)
-SELECT stored.position, stored.event_id FROM stored, (SELECT pg_notify($15, '')) AS wake"""
+# One round trip (sql/003_append_events.sql): the writers' lock, the events, their outbox
+# rows and the relay's wake-up.
+APPEND = ("SELECT stored_position AS position, stored_event_id AS event_id"
+          " FROM append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)")
 
 
 # Updates read models with new events, inside the transaction that stores them.
@@ -69,10 +58,10 @@ class EventStore:
         self.topic = topic
         self.notify_channel = f"{schema}_outbox"
 
-    async def _serialize_writers(self, conn: asyncpg.Connection) -> None:
-        # Held until commit: positions are handed out and become visible in the same
-        # order. Plain SELECTs (ACCESS SHARE) are not blocked, so readers never wait.
-        await conn.execute("LOCK TABLE events IN EXCLUSIVE MODE")
+    # Takes `LOCK TABLE events IN EXCLUSIVE MODE`, held until commit: positions are handed
+    # out and become visible in the same order. Plain SELECTs (ACCESS SHARE) are not
+    # blocked, so readers never wait.
+    append_statement = APPEND
 
     async def append(
         self,
@@ -104,10 +93,9 @@ class EventStore:
 
     async def append_envelopes(self, conn: asyncpg.Connection, envelopes: Sequence[EventEnvelope],
                                *, key: str, expected_version: int) -> list[EventEnvelope]:
-        await self._serialize_writers(conn)
         try:
             positions = await conn.fetch(
-                _APPEND,
+                self.append_statement,
                 [e.event_id for e in envelopes], [e.aggregate_type for e in envelopes],
                 [e.aggregate_id for e in envelopes], [e.sequence for e in envelopes],
                 [e.type for e in envelopes], [e.version for e in envelopes],

@@ -9,6 +9,7 @@ from shared.aggregate import CommandResult, Repository
 from shared.bus import events_topic
 from shared.contracts.order import CompletionRequested, DeliveryRequested
 from shared.contracts.shipping import AllocatedUnit
+from shared.db import savepoint
 from shared.eventstore import EventStore
 from shared.faults import crash_point
 from services.shipping.domain import Line, Method, OrderShipments, StockLocation
@@ -69,7 +70,7 @@ async def allocate_stock(conn: asyncpg.Connection, request: CompletionRequested)
         return
     units: list[AllocatedUnit] | None = []
     try:
-        async with conn.transaction():  # a savepoint: a shortage undoes the partial decrements
+        async with savepoint(conn):  # a shortage undoes the partial decrements
             for line in sorted(request.lines, key=lambda l: l.variant_id):  # one lock order: no deadlocks
                 if not line.track_inventory:
                     continue

@@ -51,8 +51,18 @@ async def test_append_requires_a_transaction_and_stamps_the_envelope(pool, schem
 class UnlockedStore(EventStore):
     """The naive store: a plain sequence with no writer serialisation (the control)."""
 
-    async def _serialize_writers(self, conn):
-        return None
+    append_statement = """
+        WITH stored AS (
+            INSERT INTO events (event_id, aggregate_type, aggregate_id, sequence, type, version,
+                                occurred_at, correlation_id, causation_id, payload)
+            SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::text[], $6::int[],
+                                 $7::timestamptz[], $8::text[], $9::text[], $10::jsonb[])
+            RETURNING position, event_id
+        ), queued AS (
+            INSERT INTO outbox (topic, key, value, headers)
+            SELECT $11, $12, m.value, m.headers::jsonb FROM unnest($13::bytea[], $14::text[]) AS m(value, headers)
+        )
+        SELECT stored.position, stored.event_id FROM stored, (SELECT pg_notify($15, '')) AS wake"""
 
 
 async def _late_commit_scenario(pool, store) -> tuple[list[int], list[int]]:
