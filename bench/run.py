@@ -109,6 +109,16 @@ class ProcessWatch:
         self._thread.join()
 
 
+async def at_rest(watch: ProcessWatch, seconds: float) -> dict[str, float]:
+    """Cores each process uses with the system running and no requests: what polling
+    (consumers fetching every KAFKA_FETCH_MAX_WAIT_MS), timers and heartbeats cost. Every
+    level's CPU per flow includes this share."""
+    await asyncio.sleep(2)  # the demo data's events are still being handled
+    before = watch.cpu_by_process()
+    await asyncio.sleep(seconds)
+    return {name: round((spent - before[name]) / seconds, 3) for name, spent in watch.cpu_by_process().items()}
+
+
 class Profiler:
     """py-spy on every Python process of the system for the length of one level."""
 
@@ -308,6 +318,11 @@ def write_report(result: dict, results_dir: Path, doc: Path) -> Path:
         w = level.get("work_per_flow") or {}
         lines.append(f"| {level['dialect']} | {level['concurrency']} | {w.get('internal_calls', '-')} |"
                      f" {w.get('events', '-')} | {w.get('statements', '-')} | {w.get('transactions', '-')} |")
+    idle = result.get("idle_cpu_cores") or {}
+    if idle:
+        lines += ["", f"At rest (the system running, no requests): {round(sum(idle.values()), 2)} cores in all — "
+                  + ", ".join(f"{k} {v}" for k, v in idle.items()) + ". Consumers fetching from the broker every"
+                  " `KAFKA_FETCH_MAX_WAIT_MS` are most of it; every level's CPU per flow includes this share."]
     lines += ["", f"Order view rebuild: {result['rebuild']['events']} stored events"
               f" ({result['rebuild']['copied_events']} of them copies of the run's checkouts) in"
               f" {result['rebuild']['seconds']} s = {result['rebuild']['events_per_s']} events/s.", "",
@@ -350,6 +365,8 @@ async def main(args: argparse.Namespace) -> dict:
         levels = []
         profiler = Profiler(system, Path(args.profile)) if args.profile else None
         with ProcessWatch(system) as watch:
+            print(f"[bench] measuring the system at rest for {args.idle:g}s ...", file=sys.stderr)
+            idle = await at_rest(watch, args.idle)
             for dialect in args.dialects:
                 for concurrency in args.concurrency:
                     print(f"[bench] {dialect} × {concurrency} for {args.duration}s ...", file=sys.stderr)
@@ -399,7 +416,7 @@ async def main(args: argparse.Namespace) -> dict:
         result = {
             "started_at": started_at.isoformat(), "machine": machine() | {"speed_probe_ms": {
                 "before": speed_before, "after": speed_after}}, "duration_s": args.duration,
-            "levels": levels, "saga_lag_ms": lag,
+            "idle_cpu_cores": idle, "levels": levels, "saga_lag_ms": lag,
             "rebuild": {"events": folded, "copied_events": copied, "seconds": round(rebuild_s, 2),
                         "events_per_s": round(folded / rebuild_s) if rebuild_s else None},
             "peak_rss_mib": peak,
@@ -426,6 +443,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dialects", default="solidus,getcandy")
     parser.add_argument("--rebuild-events", type=int, default=100_000,
                         help="stored events the order view is rebuilt from (the run's checkouts, copied)")
+    parser.add_argument("--idle", type=float, default=10.0, help="seconds to measure the system at rest")
     parser.add_argument("--profile", metavar="DIR", help="sample every process with py-spy into DIR")
     parser.add_argument("--smoke", action="store_true", help="a tiny run that writes no report (the test suite's)")
     args = parser.parse_args(argv)

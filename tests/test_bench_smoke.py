@@ -8,7 +8,7 @@ import sys
 
 def test_the_benchmark_runs_both_dialects_without_failures():
     result = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--duration", "2", "--concurrency", "1,2",
-                             "--dialects", "solidus,getcandy", "--rebuild-events", "5000"], capture_output=True, text=True, timeout=600)
+                             "--dialects", "solidus,getcandy", "--rebuild-events", "5000", "--idle", "1"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
     assert [(l["dialect"], l["concurrency"]) for l in report["levels"]] == [
@@ -24,6 +24,8 @@ def test_the_benchmark_runs_both_dialects_without_failures():
         assert level["speed_probe_ms"] > 0
     assert report["machine"]["speed_probe_ms"]["before"] > 0 and report["machine"]["speed_probe_ms"]["after"] > 0
     assert report["saga_lag_ms"]["n"] > 0
+    # At rest the consumers still poll the broker: measured, per process.
+    assert report["idle_cpu_cores"]["order"] > 0 and report["idle_cpu_cores"].get("broker (tansu)", 1) > 0
     # The run's checkouts were copied until the stores held 5,000 events, and all were folded.
     assert report["rebuild"]["copied_events"] > 0 and report["rebuild"]["events"] >= 5000
     assert {"order", "order-saga", "gateway", "postgresql"} <= set(report["peak_rss_mib"])
