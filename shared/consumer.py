@@ -27,6 +27,8 @@ from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# A handler runs inside the consumer's transaction (opened by the idempotency record, not
+# by asyncpg): for a part that may fail alone use `db.savepoint`, not `conn.transaction()`.
 Handler = Callable[[asyncpg.Connection, EventEnvelope], Awaitable[None]]
 
 # Failures that say nothing about the message itself: retry them without counting.
