@@ -311,13 +311,15 @@ def write_report(result: dict, results_dir: Path, doc: Path) -> Path:
                      f" {level['cpu_s_per_flow']} |"
                      f" {level['cpu_s_by_process'].get('broker (tansu)', '-')} / {level.get('broker_messages_held', '-')} |"
                      f" {level.get('speed_probe_ms', '-')} |")
-    lines += ["", "Work per completed flow (counted, so it does not depend on the machine's speed):", "",
+    lines += ["", "Work per completed flow (counted, so it does not depend on the machine's speed; the last"
+              " column, a ratio of CPU times, moves much less with it than CPU seconds do):", "",
               "| dialect | concurrent flows | internal HTTP calls | stored events | PostgreSQL statements |"
-              " PostgreSQL transactions |", "|---|---|---|---|---|---|"]
+              " PostgreSQL transactions | system CPU ÷ load generator CPU |", "|---|---|---|---|---|---|---|"]
     for level in result["levels"]:
         w = level.get("work_per_flow") or {}
         lines.append(f"| {level['dialect']} | {level['concurrency']} | {w.get('internal_calls', '-')} |"
-                     f" {w.get('events', '-')} | {w.get('statements', '-')} | {w.get('transactions', '-')} |")
+                     f" {w.get('events', '-')} | {w.get('statements', '-')} | {w.get('transactions', '-')} |"
+                     f" {level.get('cpu_relative_to_load_generator', '-')} |")
     idle = result.get("idle_cpu_cores") or {}
     if idle:
         lines += ["", f"At rest (the system running, no requests): {round(sum(idle.values()), 2)} cores in all — "
@@ -391,6 +393,10 @@ async def main(args: argparse.Namespace) -> dict:
                                                - load_before.user - load_before.system)
                     cpu = sum(v for k, v in spent.items() if k != "load generator")
                     level["cpu_s_per_flow"] = round(cpu / level["completed"], 3) if level["completed"] else None
+                    # The load generator does the same Python work per flow in any version of
+                    # the system, so this ratio moves much less with the host's speed.
+                    level["cpu_relative_to_load_generator"] = (round(cpu / spent["load generator"], 2)
+                                                               if spent["load generator"] else None)
                     level["cpu_s_by_process"] = {k: round(v, 2) for k, v in spent.items()}
                     level["speed_probe_ms"] = speed
                     level["work_per_flow"] = work.per_flow(work_before, await counters.snapshot(),
