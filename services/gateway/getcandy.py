@@ -18,7 +18,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from hashids import Hashids
 
-from services.gateway.solidus import COMPLETE_WAIT_MS, await_view, fetch_order, with_view
+from services.gateway.clients import ServiceResponse
+from services.gateway.solidus import COMPLETE_WAIT_MS, await_view, fetch_order, payment_methods, with_view
 
 router = APIRouter(prefix="/api/v1")
 
@@ -460,11 +461,25 @@ async def remove_discount(basket_id: str, request: Request):
 
 
 # -- orders -------------------------------------------------------------------------
-async def find_order(request: Request, order_hash: Any) -> dict:
+def number_of(order_hash: Any) -> str:
     number = order_number(ORDERS, order_hash)
     if number is None:
         raise not_found()
-    return await order_view(request, number)
+    return number
+
+
+async def find_order(request: Request, order_hash: Any) -> dict:
+    return await order_view(request, number_of(order_hash))
+
+
+async def change_order(request: Request, order_hash: Any, path: str, change: dict) -> ServiceResponse:
+    """An order-service command that needs nothing from the order first: an unknown order
+    is the command's own 404, so no read precedes it."""
+    response = await call(request, "order", "PATCH", f"/orders/{number_of(order_hash)}/{path}", json=change,
+                          params=with_view())
+    if response.status_code == 404:
+        raise not_found()
+    return response
 
 
 @router.post("/orders")
@@ -520,9 +535,7 @@ def validate_address(body: dict) -> dict:
 async def _set_address(request: Request, order_hash: str, kind: str) -> Response:
     body = await body_of(request)
     address = validate_address(body)  # validation comes before the lookup, as in the original
-    order = await find_order(request, order_hash)
-    response = await call(request, "order", "PATCH", f"/orders/{order['number']}/details",
-                          json={f"{kind}_address": address, "require_phone": False}, params=with_view())
+    response = await change_order(request, order_hash, "details", {f"{kind}_address": address, "require_phone": False})
     if response.status_code >= 300:
         problem = response.json().get("details", {}).get("errors", {})
         raise invalid({key.split(".", 1)[-1].replace("zipcode", "zip"): messages
@@ -590,10 +603,8 @@ async def shipping_cost(order_hash: str, request: Request):
 @router.put("/orders/{order_hash}/contact")
 async def contact(order_hash: str, request: Request):
     body = await body_of(request)
-    order = await find_order(request, order_hash)
     email = body.get("email") or None
-    response = await call(request, "order", "PATCH", f"/orders/{order['number']}/contact",
-                          json={"email": email, "phone": body.get("phone") or None}, params=with_view())
+    response = await change_order(request, order_hash, "contact", {"email": email, "phone": body.get("phone") or None})
     if response.status_code >= 300:
         raise invalid({"email": ["The email must be a valid email address."]})
     order = response.json()["order"]
@@ -602,7 +613,7 @@ async def contact(order_hash: str, request: Request):
 
 # -- payments -----------------------------------------------------------------------
 async def payment_types(request: Request) -> list[dict]:
-    methods = (await call(request, "payment", "GET", "/payment_methods")).json()
+    methods = await payment_methods(request)  # reference data, cached briefly
     return [m for m in methods if m["method_type"] == "gateway" and m.get("handle")]
 
 
@@ -648,7 +659,7 @@ async def process(request: Request):
         order = await advance(request, number)
     if order["state"] == "payment":
         if method is None:  # the Offline driver: always valid, nothing to charge now
-            offline = next(m for m in (await call(request, "payment", "GET", "/payment_methods")).json()
+            offline = next(m for m in await payment_methods(request)
                            if m["method_type"] == "check")
             payment = {"payment_method_id": offline["id"], "amount": str(order["total"])}
         else:

@@ -86,9 +86,15 @@ async def _address(conn: asyncpg.Pool, prefix: str, fields: Any, *, require_phon
 
 async def update_details(pool: asyncpg.Pool, number: str, *, email: str | None, bill_address: Any,
                          ship_address: Any, use_billing: bool, require_phone: bool = True) -> CommandResult[Order]:
-    bill = await _address(pool, "bill_address", bill_address, require_phone=require_phone)
-    ship = await _address(pool, "ship_address", bill_address if use_billing and bill_address else ship_address,
-                          require_phone=require_phone)
+    try:
+        bill = await _address(pool, "bill_address", bill_address, require_phone=require_phone)
+        ship = await _address(pool, "ship_address", bill_address if use_billing and bill_address else ship_address,
+                              require_phone=require_phone)
+    except DomainError:
+        # An unknown order is refused as unknown before its addresses are judged; asked only
+        # here, so a valid change makes no extra read.
+        _require(await ORDERS.load(pool, number))
+        raise
     return await ORDERS.execute(pool, number, lambda order: _require(order).update_details(
         email=email, bill_address=bill, ship_address=ship), project=project)
 

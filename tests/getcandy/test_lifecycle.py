@@ -104,6 +104,14 @@ async def test_9_to_13_order_details(gateway):
     assert (shipping["firstname"], shipping["zip"], shipping["country"]) == ("Ada", "CM2 5TH", "United Kingdom")
     unknown = await gateway.put("/api/v1/orders/zzzzzzzz/billing/address", json=UK)
     assert unknown.status_code == 404 and unknown.json()["error"]["http_code"] == 404
+    # A well-formed id of an order that does not exist: the order service's own 404, also
+    # ahead of an address it would refuse.
+    never_placed = MAIN.encode(999_999_999)
+    for path, body in (("billing/address", UK), ("shipping/address", {**UK, "country": "Atlantis"}),
+                       ("contact", {"email": "ada@example.com"})):
+        missing = await gateway.put(f"/api/v1/orders/{never_placed}/{path}", json=body)
+        assert missing.status_code == 404, (path, missing.text)
+        assert missing.json() == {"error": {"http_code": 404, "message": "Resource not found"}}
     methods = (await gateway.get(f"/api/v1/orders/{o}/shipping/methods")).json()["data"]
     assert [(m["rate"], m["tax"], m["method"]["data"]["name"]) for m in methods] == [(795, 159, "UK Standard")]
     no_price = await gateway.put(f"/api/v1/orders/{o}/shipping/cost", json={})
