@@ -98,6 +98,12 @@ class Repository(Generic[A]):
         aggregate.pending = []
         return stored
 
+    async def _load_run_save(self, conn: asyncpg.Connection, aggregate_id: str, command: Callable[[A], None], *,
+                             key: str | None, project: Projector | None = None) -> CommandResult[A]:
+        aggregate = await self.load(conn, aggregate_id)
+        command(aggregate)
+        return CommandResult(aggregate, await self.save(conn, aggregate, key=key, project=project))
+
     async def execute(
         self,
         pool: asyncpg.Pool,
@@ -110,15 +116,17 @@ class Repository(Generic[A]):
     ) -> CommandResult[A]:
         """Load, run `command`, append; on a concurrent append reload and run it again.
 
-        `project` updates read models in the same transaction (see `save`).
+        `project` updates read models in the same transaction (see `save`). Without it no
+        transaction is opened: the load needs none (the append's expected version guards
+        it) and the append is atomic on its own, which spares a `BEGIN` and a `COMMIT`.
         """
         for attempt in range(attempts):
             try:
-                async with pool.acquire() as conn, conn.transaction():
-                    aggregate = await self.load(conn, aggregate_id)
-                    command(aggregate)
-                    stored = await self.save(conn, aggregate, key=key, project=project)
-                    return CommandResult(aggregate, stored)
+                async with pool.acquire() as conn:
+                    if project is None:
+                        return await self._load_run_save(conn, aggregate_id, command, key=key)
+                    async with conn.transaction():
+                        return await self._load_run_save(conn, aggregate_id, command, key=key, project=project)
             except ConcurrencyConflict:
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         raise ConcurrencyConflict(self.cls.aggregate_type, aggregate_id, -1)

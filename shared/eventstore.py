@@ -79,10 +79,11 @@ class EventStore:
         `key` is the Kafka message key (the order number); it defaults to the aggregate id.
         `project` updates read models with the new envelopes in the same transaction, before
         the table lock is taken: call `append` last in a transaction, and the lock is held
-        only for the insert and the commit.
+        only for the insert and the commit. Without `project`, an append outside a transaction
+        is one statement, atomic on its own (events, outbox rows and wake-up commit together).
         """
-        if not conn.is_in_transaction():
-            raise RuntimeError("EventStore.append must run inside a transaction")
+        if project is not None and not conn.is_in_transaction():
+            raise RuntimeError("an append that projects must run inside a transaction")
         if not events:
             return []
         envelopes = [envelope_for(e, aggregate_type=aggregate_type, aggregate_id=aggregate_id,

@@ -33,12 +33,18 @@ async def test_concurrent_appends_at_one_version_exactly_one_wins(pool, schema):
     assert [e.sequence for e in await store.load_stream(pool, "Test", "S-1")] == [1, 2]
 
 
-async def test_append_requires_a_transaction_and_stamps_the_envelope(pool, schema):
+async def test_a_projecting_append_requires_a_transaction_and_the_envelope_is_stamped(pool, schema):
     store = EventStore(schema, "topic.x")
+
+    async def project(conn, envelopes):
+        await conn.execute("INSERT INTO processed_events (consumer, event_id) VALUES ('view', $1)",
+                           envelopes[0].event_id)
+
     async with pool.acquire() as conn:
         with pytest.raises(RuntimeError):
             await store.append(conn, aggregate_type="Test", aggregate_id="S", expected_version=0,
-                               events=[Ticked(n=1)])
+                               events=[Ticked(n=1)], project=project)
+    assert await pool.fetchval("SELECT count(*) FROM processed_events") == 0
     [stored] = await append_one(pool, store, "S", 0, 7)
     [loaded] = await store.load_stream(pool, "Test", "S")
     assert loaded == stored
@@ -46,6 +52,21 @@ async def test_append_requires_a_transaction_and_stamps_the_envelope(pool, schem
     assert loaded.correlation_id and loaded.occurred_at.tzinfo is not None
     outbox = await pool.fetch("SELECT topic, key, value FROM outbox")
     assert [(r["topic"], r["key"]) for r in outbox] == [("topic.x", "S")]
+
+
+async def test_an_append_alone_commits_atomically_without_a_transaction(pool, schema):
+    store = EventStore(schema, "topic.x")
+    async with pool.acquire() as conn:
+        stored = await store.append(conn, aggregate_type="Test", aggregate_id="A", expected_version=0,
+                                    events=[Ticked(n=1), Ticked(n=2)])
+        assert not conn.is_in_transaction()
+        with pytest.raises(ConcurrencyConflict):  # the version guard holds outside a transaction too
+            await store.append(conn, aggregate_type="Test", aggregate_id="A", expected_version=1,
+                               events=[Ticked(n=3)])
+    assert [e.sequence for e in await store.load_stream(pool, "Test", "A")] == [1, 2]
+    assert [e.position for e in stored] == sorted(e.position for e in stored)
+    # The refused append left nothing behind: two events, two outbox rows.
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 2
 
 
 class UnlockedStore(EventStore):
