@@ -36,14 +36,16 @@ def make_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
-def make_consumer(settings: Settings, *topics: str, group_id: str) -> AIOKafkaConsumer:
+def make_consumer(settings: Settings, *topics: str, group_id: str, background: bool = False) -> AIOKafkaConsumer:
+    """`background`: no request waits on this consumer, so it may fetch less often."""
     return AIOKafkaConsumer(
         *topics,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
+        fetch_max_wait_ms=(settings.kafka_background_fetch_max_wait_ms if background
+                           else settings.kafka_fetch_max_wait_ms),
         session_timeout_ms=settings.kafka_session_timeout_ms,
         heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
         rebalance_timeout_ms=settings.kafka_rebalance_timeout_ms,

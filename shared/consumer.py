@@ -62,7 +62,7 @@ def runs_by_key(batch: dict[object, list[ConsumerRecord]]) -> list[list[Consumer
 class EventConsumer:
     def __init__(self, *, settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer,
                  group_id: str, topics: list[str], handler: Handler,
-                 event_types: Iterable[type[DomainEvent]] | None = None) -> None:
+                 event_types: Iterable[type[DomainEvent]] | None = None, background: bool = False) -> None:
         self.settings = settings
         # The events the handler acts on; the rest of a topic is passed over without a
         # transaction (a handler that ignores an event needs no idempotency record for it).
@@ -72,10 +72,11 @@ class EventConsumer:
         self.group_id = group_id
         self.topics = topics
         self.handler = handler
+        self.background = background
         self.assigned = asyncio.Event()
 
     async def run(self) -> None:
-        consumer = make_consumer(self.settings, *self.topics, group_id=self.group_id)
+        consumer = make_consumer(self.settings, *self.topics, group_id=self.group_id, background=self.background)
         await consumer.start()
         # Offsets are committed at most every `kafka_commit_interval_ms` (and when idle), not
         # per batch: a commit is a broker round trip, and handling is idempotent, so all a

@@ -42,6 +42,9 @@ class Subscription:
     handler: Handler
     # The event contracts the handler acts on (None: every event of the topics).
     event_types: tuple[type[DomainEvent], ...] | None = None
+    # No request waits for what the handler does, so its consumer fetches less often
+    # (KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS instead of KAFKA_FETCH_MAX_WAIT_MS).
+    background: bool = False
 
 
 @dataclass
@@ -96,7 +99,7 @@ def create_service(definition: ServiceDefinition, settings: Settings | None = No
         consumers = [
             EventConsumer(settings=settings, pool=pool, producer=producer,
                           group_id=f"{definition.name}.{s.name}", topics=s.topics, handler=s.handler,
-                          event_types=s.event_types)
+                          event_types=s.event_types, background=s.background)
             for s in definition.subscriptions
         ]
         app.state.settings = settings

@@ -25,6 +25,10 @@ class Settings:
     # The embedded broker does not wake a waiting fetch when data arrives, so this bounds
     # produce-to-consume latency (10 ms: p99 ~5 ms; aiokafka's 500 ms default: p99 ~250 ms).
     kafka_fetch_max_wait_ms: int = field(default_factory=lambda: _int("KAFKA_FETCH_MAX_WAIT_MS", 10))
+    # For subscriptions no request waits on (`Subscription.background`): polling costs the
+    # broker and the client CPU every fetch wait, whether or not anything arrived.
+    kafka_background_fetch_max_wait_ms: int = field(
+        default_factory=lambda: _int("KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS", 250))
     kafka_session_timeout_ms: int = field(default_factory=lambda: _int("KAFKA_SESSION_TIMEOUT_MS", 6000))
     kafka_heartbeat_interval_ms: int = field(default_factory=lambda: _int("KAFKA_HEARTBEAT_INTERVAL_MS", 1000))
     kafka_rebalance_timeout_ms: int = field(default_factory=lambda: _int("KAFKA_REBALANCE_TIMEOUT_MS", 6000))

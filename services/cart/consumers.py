@@ -25,4 +25,6 @@ async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> N
 
 
 subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event,
-                              event_types=(o.OrderCreated, o.OrderCompleted, o.OrderCanceled))]
+                              event_types=(o.OrderCreated, o.OrderCompleted, o.OrderCanceled),
+                              # Promotion usage and the directory: no request waits on them.
+                              background=True)]

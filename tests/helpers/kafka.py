@@ -77,14 +77,14 @@ async def publish_as_one_batch(settings: Settings, topic: str, messages: list[tu
 
 
 @contextlib.asynccontextmanager
-async def consuming(settings: Settings, pool, topic: str, group: str, handler, event_types=None):
+async def consuming(settings: Settings, pool, topic: str, group: str, handler, event_types=None, background=False):
     """An EventConsumer running `handler` on `topic` while the block runs; yields its task."""
     from shared.consumer import EventConsumer
 
     producer = make_producer(settings)
     await producer.start()
     consumer = EventConsumer(settings=settings, pool=pool, producer=producer, group_id=group,
-                             topics=[topic], handler=handler, event_types=event_types)
+                             topics=[topic], handler=handler, event_types=event_types, background=background)
     task = asyncio.create_task(consumer.run())
     try:
         yield task

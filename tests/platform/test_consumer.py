@@ -56,6 +56,27 @@ async def test_duplicate_delivery_is_applied_once(stack, pool, unique):
     assert await pool.fetchval("SELECT count(*) FROM processed_events WHERE event_id = $1", env.event_id) == 2
 
 
+async def test_a_background_subscription_fetches_at_its_own_pace_and_still_handles_everything(stack, pool, unique):
+    from services.cart.consumers import subscriptions as cart_subscriptions
+    from shared.bus import make_consumer
+
+    settings = stack.settings(kafka_fetch_max_wait_ms=10, kafka_background_fetch_max_wait_ms=300)
+    # Idle polling costs CPU every fetch wait: a consumer no request waits on polls less.
+    assert [s.background for s in cart_subscriptions] == [True]
+    assert make_consumer(settings, "t", group_id="g", background=True)._fetch_max_wait_ms == 300
+    assert make_consumer(settings, "t", group_id="g")._fetch_max_wait_ms == 10
+    topic = f"background.{unique}"
+    await make_effects_table(pool)
+    await publish(settings, topic, [message(Ticked(n=n), sequence=n)[1] for n in (1, 2, 3)])
+    async with consuming(settings, pool, topic, f"g-{unique}", add_effect, background=True) as task:
+        deadline = time.monotonic() + 45
+        while await pool.fetchval("SELECT count(*) FROM effects") < 3:
+            assert not task.done(), task.exception()
+            assert time.monotonic() < deadline, "the background consumer did not catch up"
+            await asyncio.sleep(0.05)
+    assert [r["n"] for r in await pool.fetch("SELECT n FROM effects ORDER BY n")] == [1, 2, 3]
+
+
 async def test_a_subscription_passes_over_the_events_it_does_not_handle(stack, pool, unique):
     settings = stack.settings()
     topic = f"filter.{unique}"
