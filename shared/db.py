@@ -77,14 +77,24 @@ async def transaction_opened_by(conn: asyncpg.Connection, statement: str) -> Asy
     except BaseException:
         await _roll_back(conn)
         raise
-    await conn.execute("COMMIT")
+    # A failed statement the block swallowed leaves the transaction aborted, and PostgreSQL
+    # answers COMMIT with ROLLBACK: that is a failure, not a success.
+    if (outcome := await conn.execute("COMMIT")) != "COMMIT":
+        raise TransactionRolledBack(f"COMMIT answered {outcome}")
+
+
+class TransactionRolledBack(Exception):
+    """The transaction was rolled back at COMMIT (a failure inside it was swallowed)."""
 
 
 async def _roll_back(conn: asyncpg.Connection) -> None:
-    # A connection that broke mid-query is discarded by the pool, which also rolls back
-    # whatever it finds open on release.
+    # The error being handled is the one to report: a connection that cannot roll back is
+    # broken, and the pool discards it (and rolls back whatever it finds open on release).
     if not conn.is_closed() and conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
+        try:
+            await conn.execute("ROLLBACK")
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            log.warning("rollback failed; the pool will discard the connection", exc_info=True)
 
 
 @asynccontextmanager

@@ -28,7 +28,7 @@ class Settings:
     # For subscriptions no request waits on (`Subscription.background`): polling costs the
     # broker and the client CPU every fetch wait, whether or not anything arrived.
     kafka_background_fetch_max_wait_ms: int = field(
-        default_factory=lambda: _int("KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS", 250))
+        default_factory=lambda: _int("KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS", 100))
     kafka_session_timeout_ms: int = field(default_factory=lambda: _int("KAFKA_SESSION_TIMEOUT_MS", 6000))
     kafka_heartbeat_interval_ms: int = field(default_factory=lambda: _int("KAFKA_HEARTBEAT_INTERVAL_MS", 1000))
     kafka_rebalance_timeout_ms: int = field(default_factory=lambda: _int("KAFKA_REBALANCE_TIMEOUT_MS", 6000))

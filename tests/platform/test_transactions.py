@@ -6,7 +6,7 @@ import uuid
 import asyncpg
 import pytest
 
-from shared.db import literal, savepoint, transaction_opened_by
+from shared.db import TransactionRolledBack, literal, savepoint, transaction_opened_by
 
 
 def record(event_id) -> str:
@@ -43,6 +43,16 @@ async def test_a_raising_block_rolls_back_the_first_statement_too(pool):
                 pass
         assert not conn.is_in_transaction()
         assert await conn.fetchval("SELECT 1") == 1
+    assert await recorded(pool) == 0
+
+
+async def test_a_block_that_swallowed_a_failure_does_not_pass_for_committed(pool):
+    async with pool.acquire() as conn:
+        with pytest.raises(TransactionRolledBack):
+            async with transaction_opened_by(conn, record(uuid.uuid4())):
+                with pytest.raises(asyncpg.PostgresError):
+                    await conn.execute("INSERT INTO no_such_table VALUES (1)")
+        assert not conn.is_in_transaction()
     assert await recorded(pool) == 0
 
 
