@@ -72,6 +72,19 @@ async def apply_coupon(pool: asyncpg.Pool, number: str, code: str) -> CommandRes
     return await CARTS.execute(pool, number, lambda cart: cart.apply_promotion(promotion))
 
 
+async def ineligible_promotions(pool: asyncpg.Pool, number: str) -> list[str]:
+    """The codes on this cart that no longer apply: expired since they were applied, or
+    used up by other orders that completed meanwhile (Solidus re-checks them at `complete`)."""
+    cart = await CARTS.load(pool, number)
+    if not cart.promotions:
+        return []
+    return [row["code"] for row in await pool.fetch(
+        "SELECT p.code FROM promotions p WHERE p.id = ANY($1::int[]) AND ("
+        " (p.expires_at IS NOT NULL AND p.expires_at <= now()) OR (p.usage_limit IS NOT NULL AND"
+        "  (SELECT count(*) FROM promotion_uses u WHERE u.promotion_id = p.id AND u.order_number <> $2)"
+        "  >= p.usage_limit)) ORDER BY p.code", [p.id for p in cart.promotions.values()], number)]
+
+
 async def remove_coupon(pool: asyncpg.Pool, number: str, code: str) -> CommandResult[Cart]:
     if not await pool.fetchval("SELECT true FROM promotions WHERE code = $1", code):
         raise DomainError("coupon_code_not_found", "The coupon code you entered doesn't exist. Please try again.")

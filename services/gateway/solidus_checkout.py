@@ -62,6 +62,32 @@ async def advance(request: Request, number: str, *, after: list[str] = (),
     return order
 
 
+PROMOTIONS_INELIGIBLE = ("One or more of the promotions on your order have become ineligible and were removed."
+                         " Please check the new order amounts and try again.")
+
+
+async def drop_ineligible_promotions(request: Request, number: str, body: dict) -> None:
+    """Solidus's completion guard "promotions still eligible": a coupon that expired or was
+    used up by other orders since it was applied is removed, the checkout restarts (the
+    order follows its cart), and the caller is asked to check the new amounts (422). The
+    cart is asked first, one read; only an authorised caller's order in `confirm` changes.
+    Like Solidus's, the guard is a check, not a reservation: two orders completing at the
+    same moment can both pass it."""
+    response = await request.app.state.services.call("cart", "GET", f"/orders/{number}/promotions/ineligible")
+    codes = response.json()["codes"] if response.status_code == 200 else []
+    if not codes:
+        return
+    order = await authorize(request, number, update=True, body=body)
+    if order["state"] != "confirm":
+        return  # the complete command refuses it, as Solidus does, before any guard
+    events: list[str] = []
+    for code in codes:
+        events += (await command(request, "cart", "DELETE", f"/orders/{number}/coupon_codes/{code}"))["events"]
+    # The checkout restarts once the view has the new totals, as Solidus recalculates them.
+    await command(request, "order", "PUT", f"/orders/{number}/restart", params={"after": ",".join(events)})
+    raise could_not_transition({"base": [PROMOTIONS_INELIGIBLE]})
+
+
 @router.put("/checkouts/{number}/complete")
 async def complete(number: str, request: Request):
     """Runs the order saga (stock, then payment) and answers with its outcome; if the saga
@@ -70,6 +96,7 @@ async def complete(number: str, request: Request):
     guest = guest_headers(request, body)
     if guest is None:
         check_expected_total(body, await authorize(request, number, update=True, body=body))
+    await drop_ineligible_promotions(request, number, body)
     result = await command(request, "order", "PUT", f"/orders/{number}/complete", params=with_view(COMPLETE_WAIT_MS),
                            headers=guest)
     awaiting, order = result["awaiting"], result["order"]

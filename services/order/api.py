@@ -99,6 +99,14 @@ async def complete(number: str, request: Request, view_wait_ms: int | None = Non
     return await answer(request, result, awaiting=result.aggregate.completing, view_wait_ms=view_wait_ms)
 
 
+@router.put("/orders/{number}/restart")
+async def restart_checkout(number: str, request: Request, view_wait_ms: int | None = None, after: str = Query("")):
+    """`after=<event ids>`: the cart's events the restart follows (the view has them first)."""
+    await _wait(request, number, _event_ids(after), None, DEFAULT_VIEW_WAIT_MS)
+    result = await commands.restart_checkout(request.app.state.pool, number)
+    return await answer(request, result, view_wait_ms=view_wait_ms)
+
+
 @router.put("/orders/{number}/cancel")
 async def cancel(number: str, request: Request, view_wait_ms: int | None = None):
     result = await commands.cancel(request.app.state.pool, number)

@@ -145,6 +145,15 @@ def _require(order: Order) -> Order:
     return order
 
 
+async def restart_checkout(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
+    """Back to the first checkout step (`address`, or `cart` without lines), as when the cart changes."""
+    facts = await read_order(pool, number)
+    if facts is None:
+        raise not_found("order")
+    return await ORDERS.execute(pool, number, lambda order: order.restart_checkout(has_items=facts["item_count"] > 0),
+                                project=project)
+
+
 async def cancel(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
     return await ORDERS.execute(pool, number, lambda order: _require(order).cancel(), project=project)
 

@@ -3,6 +3,7 @@ for a check and a card payment, and the saga's compensations (research §12: 20-
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 
 import asyncpg
 
@@ -271,3 +272,47 @@ async def test_the_order_service_authorises_a_guests_next_and_complete(gateway, 
     while (await gateway.get(f"/api/orders/{number}", headers=token)).json()["state"] != "complete":
         assert asyncio.get_running_loop().time() < deadline, "the saga did not complete the order"
         await asyncio.sleep(0.1)
+
+
+async def test_a_coupon_used_up_while_the_order_waited_is_removed_at_complete(gateway, system):
+    """Solidus's completion guard "promotions still eligible": the coupon goes, the checkout
+    restarts at `address`, and the guest is told to check the new amounts (422)."""
+    import httpx
+
+    from tests.solidus.conftest import ADMIN
+
+    cart_url = system.service_url("cart")
+    async with httpx.AsyncClient() as client:
+        (await client.put(f"{cart_url}/admin/promotions", json=[{
+            "id": 90, "name": "Once only", "code": "onceonly", "kind": "order_flat", "value": "3.00",
+            "usage_limit": 1}])).raise_for_status()
+        first, first_token, _, _ = await full_flow(gateway, card=None, coupon="onceonly", complete=False)
+        second, second_token, _, _ = await full_flow(gateway, card=None, coupon="onceonly", complete=False)
+        assert (await gateway.put(f"/api/checkouts/{first}/complete", headers=first_token)).status_code == 200
+
+        async def counted_as_used():  # the cart hears of the completion through order.events
+            return (await client.get(f"{cart_url}/orders/{second}/promotions/ineligible")).json() == {
+                "codes": ["onceonly"]}
+        await wait_for(counted_as_used)
+
+    # A caller without the order's token changes nothing.
+    stranger = await gateway.put(f"/api/checkouts/{second}/complete", headers={"X-Spree-Order-Token": "nope"})
+    assert stranger.status_code == 401
+    before = (await gateway.get(f"/api/orders/{second}", headers=ADMIN)).json()
+    assert before["state"] == "confirm" and [a["label"] for a in before["adjustments"]] != []
+
+    refused = await gateway.put(f"/api/checkouts/{second}/complete", headers=second_token)
+    assert refused.status_code == 422
+    assert refused.json() == {
+        "error": "The order could not be transitioned. Please fix the errors and try again.",
+        "errors": {"base": ["One or more of the promotions on your order have become ineligible and were removed."
+                            " Please check the new order amounts and try again."]}}
+    after = (await gateway.get(f"/api/orders/{second}", headers=second_token)).json()
+    assert after["state"] == "address" and after["completed_at"] is None
+    assert after["adjustments"] == [] and after["adjustment_total"] == "0.0"
+    # Back before delivery: the shipments go too, and are built again at the next `next`.
+    assert after["item_total"] == before["item_total"] and after["shipments"] == []
+    assert Decimal(after["total"]) == Decimal(after["item_total"])
+    # The first order keeps its coupon and stays complete.
+    placed = (await gateway.get(f"/api/orders/{first}", headers=ADMIN)).json()
+    assert placed["state"] == "complete" and len(placed["adjustments"]) == 1
