@@ -72,17 +72,23 @@ async def apply_coupon(pool: asyncpg.Pool, number: str, code: str) -> CommandRes
     return await CARTS.execute(pool, number, lambda cart: cart.apply_promotion(promotion))
 
 
+# find_promotion's refusals that a coupon can earn after it was applied.
+_LAPSED = ("coupon_code_expired", "coupon_code_max_usage")
+
+
 async def ineligible_promotions(pool: asyncpg.Pool, number: str) -> list[str]:
     """The codes on this cart that no longer apply: expired since they were applied, or
-    used up by other orders that completed meanwhile (Solidus re-checks them at `complete`)."""
+    used up by other orders that completed meanwhile (Solidus re-checks them at `complete`),
+    judged by the rules that admitted them (`find_promotion`)."""
     cart = await CARTS.load(pool, number)
-    if not cart.promotions:
-        return []
-    return [row["code"] for row in await pool.fetch(
-        "SELECT p.code FROM promotions p WHERE p.id = ANY($1::int[]) AND ("
-        " (p.expires_at IS NOT NULL AND p.expires_at <= now()) OR (p.usage_limit IS NOT NULL AND"
-        "  (SELECT count(*) FROM promotion_uses u WHERE u.promotion_id = p.id AND u.order_number <> $2)"
-        "  >= p.usage_limit)) ORDER BY p.code", [p.id for p in cart.promotions.values()], number)]
+    lapsed = []
+    for code in sorted(cart.promotions):
+        try:
+            await find_promotion(pool, code)
+        except DomainError as refusal:
+            if refusal.code in _LAPSED:
+                lapsed.append(code)
+    return lapsed
 
 
 async def remove_coupon(pool: asyncpg.Pool, number: str, code: str) -> CommandResult[Cart]:
