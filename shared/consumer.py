@@ -21,8 +21,8 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from shared import context, db, metrics
 from shared.bus import dlq_topic, make_consumer
-from shared.envelope import DomainEvent, EventEnvelope, upcast
-from shared.eventstore import ConcurrencyConflict
+from shared.envelope import EVENT_TYPES, DomainEvent, EventEnvelope, upcast
+from shared.eventstore import ConcurrencyConflict, EventStore
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,8 +62,11 @@ def runs_by_key(batch: dict[object, list[ConsumerRecord]]) -> list[list[Consumer
 class EventConsumer:
     def __init__(self, *, settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer,
                  group_id: str, topics: list[str], handler: Handler,
-                 event_types: Iterable[type[DomainEvent]] | None = None, background: bool = False) -> None:
+                 event_types: Iterable[type[DomainEvent]] | None = None, background: bool = False,
+                 notices: EventStore | None = None) -> None:
         self.settings = settings
+        # Where a dead letter's notice is appended (the service's own store); None: no notice.
+        self.notices = notices
         # The events the handler acts on; the rest of a topic is passed over without a
         # transaction (a handler that ignores an event needs no idempotency record for it).
         self.wanted = frozenset(cls.event_type for cls in event_types) if event_types is not None else None
@@ -182,19 +185,35 @@ class EventConsumer:
             ("dlq_original_offset", str(message.offset).encode()),
             ("dlq_failed_at", datetime.now(timezone.utc).isoformat().encode()),
         ]
-        async with self.pool.acquire() as conn:
-            await conn.execute(
+        key = message.key.decode(errors="replace") if message.key else None
+        async with self.pool.acquire() as conn, conn.transaction():
+            letter_id = await conn.fetchval(
                 'INSERT INTO dead_letters (consumer, topic, partition, "offset", key, value, headers, error, attempts)'
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                self.group_id, message.topic, message.partition, message.offset,
-                message.key.decode(errors="replace") if message.key else None, message.value or b"",
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                self.group_id, message.topic, message.partition, message.offset, key, message.value or b"",
                 [[k, v.decode(errors="replace")] for k, v in headers], error, attempts,
             )
+            if self.notices is not None:
+                await self._publish_notice(conn, letter_id, message, key, error)
         await self.producer.send_and_wait(dlq_topic(message.topic), value=message.value,
                                           key=message.key, headers=headers)
         log.error("message dead-lettered", extra={"fields": {
             "consumer": self.group_id, "topic": message.topic, "partition": message.partition,
             "offset": message.offset, "error": error}})
+
+
+    async def _publish_notice(self, conn: asyncpg.Connection, letter_id: int, message: ConsumerRecord,
+                              key: str | None, error: str) -> None:
+        """Tell whoever waits for this message's effects that none will come (a saga, say):
+        a `<service>.MessageDeadLettered` event on this service's topic, keyed like the
+        message, so it follows it on the same partition."""
+        headers = dict(message.headers or ())
+        notice_type = EVENT_TYPES[(f"{self.notices.schema}.MessageDeadLettered", 1)]
+        notice = notice_type(consumer=self.group_id, original_event_id=headers.get("event_id", b"").decode(),
+                             original_type=headers.get("event_type", b"").decode(errors="replace"),
+                             original_key=key, error=error[:2000])
+        await self.notices.append(conn, aggregate_type="DeadLetter", aggregate_id=f"{self.group_id}/{letter_id}",
+                                  expected_version=0, events=[notice], key=key)
 
 
 def decode(message: ConsumerRecord) -> EventEnvelope:

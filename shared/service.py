@@ -96,15 +96,16 @@ def create_service(definition: ServiceDefinition, settings: Settings | None = No
         producer = make_producer(settings)
         await producer.start()
         relay = OutboxRelay(settings, definition.schema, producer)
+        store = EventStore(definition.schema, definition.topic)
         consumers = [
             EventConsumer(settings=settings, pool=pool, producer=producer,
                           group_id=f"{definition.name}.{s.name}", topics=s.topics, handler=s.handler,
-                          event_types=s.event_types, background=s.background)
+                          event_types=s.event_types, background=s.background, notices=store)
             for s in definition.subscriptions
         ]
         app.state.settings = settings
         app.state.pool = pool
-        app.state.store = EventStore(definition.schema, definition.topic)
+        app.state.store = store
         app.state.producer = producer
         app.state.consumers = consumers
         if definition.on_start is not None:

@@ -37,6 +37,15 @@ class Settings:
     kafka_commit_interval_ms: int = field(default_factory=lambda: _int("KAFKA_COMMIT_INTERVAL_MS", 200))
     consumer_max_attempts: int = field(default_factory=lambda: _int("CONSUMER_MAX_ATTEMPTS", 3))
     saga_concurrency: int = field(default_factory=lambda: _int("SAGA_CONCURRENCY", 4))
+    # Deadlines of the completion saga's steps (services/order/saga.py): a step not answered
+    # in time is compensated. Payment gateways are slower than our own services.
+    saga_lock_cart_deadline_ms: int = field(default_factory=lambda: _int("SAGA_LOCK_CART_DEADLINE_MS", 10000))
+    saga_stock_deadline_ms: int = field(default_factory=lambda: _int("SAGA_STOCK_DEADLINE_MS", 10000))
+    saga_payment_deadline_ms: int = field(default_factory=lambda: _int("SAGA_PAYMENT_DEADLINE_MS", 30000))
+    # A compensation not answered within this is sent again (doubling each time, to 5 minutes).
+    saga_compensation_retry_ms: int = field(default_factory=lambda: _int("SAGA_COMPENSATION_RETRY_MS", 5000))
+    # How often each saga worker looks for instances past their deadline.
+    saga_sweep_interval_ms: int = field(default_factory=lambda: _int("SAGA_SWEEP_INTERVAL_MS", 250))
     # Orders a consumer handles at once; each holds a pool connection, the API needs some.
     consumer_concurrency: int = field(default_factory=lambda: _int("CONSUMER_CONCURRENCY", 6))
     consumer_retry_backoff_ms: int = field(default_factory=lambda: _int("CONSUMER_RETRY_BACKOFF_MS", 50))

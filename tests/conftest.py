@@ -101,7 +101,10 @@ def system(stack):
         log_dir=stack.workdir / "logs", admin_key="test-admin-key",
         # The contention tests want all their requests inside the system at once, not
         # admitted a few at a time (test_gateway_admission.py covers the limit).
-        extra_env={"GATEWAY_MAX_IN_FLIGHT": "0"},
+        # The crash tests restart participants, which takes longer than a step's deadline:
+        # here deadlines are long, and the deadline tests shorten them for the saga worker.
+        extra_env={"GATEWAY_MAX_IN_FLIGHT": "0", "SAGA_LOCK_CART_DEADLINE_MS": "60000",
+                   "SAGA_STOCK_DEADLINE_MS": "60000", "SAGA_PAYMENT_DEADLINE_MS": "60000"},
     )
     running = System(config).start()
     from tillstream.demo import load_demo_data

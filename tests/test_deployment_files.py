@@ -25,7 +25,7 @@ def test_compose_runs_every_service_on_kafka_kraft_and_postgres():
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
         assert "/readyz" in " ".join(spec["healthcheck"]["test"])
     saga = services["order-saga"]
-    assert saga["command"] == ["python", "-m", "services.order.saga"]
+    assert saga["command"] == ["python", "-m", "services.order.saga_worker"]
     assert saga["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     gateway = services["gateway"]["environment"]
     for name in ("cart", "order", "shipping", "payment"):

@@ -1,4 +1,4 @@
-"""`tillstream`: the operators' CLI (events, replay, projections, dead letters, outbox).
+"""`tillstream`: the operators' CLI (events, replay, projections, dead letters, outbox, sagas).
 
 It reads `DATABASE_URL` and `KAFKA_BOOTSTRAP_SERVERS` (defaults: the `make run` stack).
 Every command takes `--json` for machine-readable output. The work itself is in
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from datetime import datetime
 from typing import Optional
 
@@ -24,10 +25,12 @@ events_app = typer.Typer(help="Read the event streams.", no_args_is_help=True)
 projections_app = typer.Typer(help="Read models: rebuild and lag.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead-lettered messages.", no_args_is_help=True)
 outbox_app = typer.Typer(help="The transactional outboxes.", no_args_is_help=True)
+saga_app = typer.Typer(help="Completions in progress (the order saga).", no_args_is_help=True)
 app.add_typer(events_app, name="events")
 app.add_typer(projections_app, name="projections")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(outbox_app, name="outbox")
+app.add_typer(saga_app, name="saga")
 console = Console()
 JSON = typer.Option(False, "--json", help="Print JSON instead of tables.")
 
@@ -245,6 +248,49 @@ def outbox_status(as_json: bool = JSON) -> None:
     for service, row in status.items():
         table.add_row(service, str(row["unpublished"]), f"{row['oldest_age_s']:.1f}")
     console.print(table)
+
+
+# -- sagas ----------------------------------------------------------------------------------
+@saga_app.command("list")
+def saga_list(include_ended: bool = typer.Option(False, "--all", help="Ended ones too (the latest 100)"),
+              as_json: bool = JSON) -> None:
+    """Completions in progress: the step each waits for, and its deadline."""
+    found = asyncio.run(ops.sagas(dsn(), include_ended=include_ended))
+    if as_json:
+        emit(found)
+        return
+    table = Table(title="sagas")
+    for column in ("saga id", "order", "status", "step", "deadline", "started", "failure"):
+        table.add_column(column)
+    for row in found:
+        failure = row["failure"]["code"] if row["failure"] else ""
+        table.add_row(row["id"], row["order_number"], row["status"], row["step"] or "",
+                      str(row["deadline_at"] or ""), str(row["started_at"]), failure)
+    console.print(table)
+
+
+@saga_app.command("abort")
+def saga_abort(saga: str = typer.Argument(..., help="Saga id or order number"),
+               wait: float = typer.Option(10.0, "--wait", help="Seconds to wait for the compensations (0: don't)"),
+               as_json: bool = JSON) -> None:
+    """Compensate a stuck completion now: stock released, coupons freed, payments voided."""
+    aborted = asyncio.run(ops.abort_saga(dsn(), saga))
+    if not aborted:
+        console.print(f"no running completion for {saga}", style="red")
+        raise typer.Exit(1)
+    deadline = time.monotonic() + wait
+    for row in aborted:
+        while wait and time.monotonic() < deadline:
+            row["status"] = asyncio.run(ops.saga_status(dsn(), row["id"]))
+            if row["status"] in ("completed", "failed"):
+                break
+            time.sleep(0.2)
+    if as_json:
+        emit(aborted)
+        return
+    for row in aborted:
+        console.print(f"{row['id']} (order {row['order_number']}): abort requested at step {row['step']};"
+                      f" now {row['status']}")
 
 
 def main() -> None:

@@ -228,12 +228,51 @@ async def replay(dsn: str, bootstrap: str, service: str, *, from_position: int =
         await conn.close()
 
 
+# -- sagas (the order service's completions) --------------------------------------------------
+_SAGA_COLUMNS = ("id, saga, key AS order_number, status, invoked[cardinality(invoked)] AS step, pending, failure,"
+                 " attempts, abort_requested, started_at, deadline_at, ended_at")
+
+
+async def sagas(dsn: str, *, include_ended: bool = False, limit: int = 100) -> list[dict]:
+    """Completions in progress (with `include_ended`, the latest ones too), newest first."""
+    conn = await connect(dsn)
+    try:
+        rows = await conn.fetch(f'SELECT {_SAGA_COLUMNS} FROM "order".sagas'
+                                " WHERE $1 OR status IN ('running', 'compensating') ORDER BY started_at DESC LIMIT $2",
+                                include_ended, limit)
+    finally:
+        await conn.close()
+    return [dict(r) for r in rows]
+
+
+async def abort_saga(dsn: str, saga_or_order: str) -> list[dict]:
+    """Ask the saga workers to compensate a running completion now (by saga id or order
+    number): its deadline is moved to now, and the next sweep fails it as `aborted`."""
+    conn = await connect(dsn)
+    try:
+        rows = await conn.fetch(
+            'UPDATE "order".sagas SET abort_requested = true, deadline_at = now()'
+            f" WHERE (id = $1 OR key = $1) AND status = 'running' RETURNING {_SAGA_COLUMNS}", saga_or_order)
+    finally:
+        await conn.close()
+    return [dict(r) for r in rows]
+
+
+async def saga_status(dsn: str, saga_id: str) -> str | None:
+    conn = await connect(dsn)
+    try:
+        return await conn.fetchval('SELECT status FROM "order".sagas WHERE id = $1', saga_id)
+    finally:
+        await conn.close()
+
+
 # -- projections ---------------------------------------------------------------------------
 # Every consumer group of the system and the topics it reads.
 CONSUMER_GROUPS = {
     "cart.orders": ["order.events"],
+    "cart.completion": ["order.events"],
     "order.view": ["cart.events", "shipping.events", "payment.events"],
-    "order-saga": ["shipping.events", "payment.events"],
+    "order-saga": ["cart.events", "shipping.events", "payment.events"],
     "shipping.orders": ["order.events"],
     "payment.orders": ["order.events"],
 }

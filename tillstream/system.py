@@ -23,7 +23,7 @@ from tillstream.stack import EmbeddedBroker, EmbeddedPostgres, stop_process, wai
 log = logging.getLogger("tillstream.system")
 
 SERVICE_NAMES = ("cart", "order", "shipping", "payment")
-SAGA = "order-saga"  # the order service's faust worker (services/order/saga.py)
+SAGA = "order-saga"  # the order service's faust worker (services/order/saga_worker.py)
 PROCESS_NAMES = (*SERVICE_NAMES, SAGA, "gateway")
 
 
@@ -139,7 +139,7 @@ class System:
         for name in PROCESS_NAMES:
             port = cfg.gateway_port if name == "gateway" else cfg.service_ports[name]
             if name == SAGA:
-                argv = [sys.executable, "-m", "services.order.saga"]
+                argv = [sys.executable, "-m", "services.order.saga_worker"]
                 process_env = {**env, "SAGA_PORT": str(port), "SAGA_DATA_DIR": str(cfg.data_dir / SAGA)}
             else:
                 argv = [sys.executable, "-m", "uvicorn", f"services.{name}.app:app", "--host", "127.0.0.1",

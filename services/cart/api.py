@@ -80,11 +80,6 @@ async def remove_coupon(number: str, code: str, request: Request):
     return {"events": (await commands.remove_coupon(s.pool, number, code)).event_ids}
 
 
-@router.get("/orders/{number}/promotions/ineligible")
-async def ineligible_promotions(number: str, request: Request):
-    return {"codes": await commands.ineligible_promotions(request.app.state.pool, number)}
-
-
 @router.get("/line_items/{line_id}")
 async def find_line(line_id: int, request: Request):
     """Which order (cart) a line item belongs to; line ids are global."""

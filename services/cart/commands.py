@@ -9,6 +9,7 @@ import asyncpg
 from shared.aggregate import CommandResult, DomainError, Repository, not_found
 from shared.bus import events_topic
 from shared.contracts.cart import VariantSnapshot
+from shared.contracts.order import CartLockRequested, CartUnlockRequested
 from shared.eventstore import EventStore
 from services.cart.domain import Cart, Promotion
 
@@ -53,17 +54,30 @@ async def empty_cart(pool: asyncpg.Pool, number: str) -> CommandResult[Cart]:
     return await CARTS.execute(pool, number, lambda cart: cart.empty())
 
 
+def lapsed(row: asyncpg.Record, used: int, now: datetime) -> str | None:
+    """Why a known promotion cannot be used now (a find_promotion refusal code), if it can't."""
+    if row["expires_at"] and row["expires_at"] <= now:
+        return "coupon_code_expired"
+    if row["usage_limit"] is not None and used >= row["usage_limit"]:
+        return "coupon_code_max_usage"
+    return None
+
+
+_LAPSED_MESSAGES = {"coupon_code_expired": "The coupon code is expired",
+                    "coupon_code_max_usage": "Coupon code usage limit exceeded"}
+
+
 async def find_promotion(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> Promotion:
     row = await conn.fetchrow("SELECT * FROM promotions WHERE code = $1", code)
     now = datetime.now(timezone.utc)
     if row is None or (row["starts_at"] and row["starts_at"] > now):
         raise DomainError("coupon_code_not_found", "The coupon code you entered doesn't exist. Please try again.")
-    if row["expires_at"] and row["expires_at"] <= now:
-        raise DomainError("coupon_code_expired", "The coupon code is expired")
-    if row["usage_limit"] is not None:
+    used = 0
+    if row["usage_limit"] is not None:  # uses and the reservations of completions in progress
         used = await conn.fetchval("SELECT count(*) FROM promotion_uses WHERE promotion_id = $1", row["id"])
-        if used >= row["usage_limit"]:
-            raise DomainError("coupon_code_max_usage", "Coupon code usage limit exceeded")
+    refusal = lapsed(row, used, now)
+    if refusal:
+        raise DomainError(refusal, _LAPSED_MESSAGES[refusal])
     return Promotion(row["id"], row["code"], row["name"], row["kind"], Decimal(row["value"]))
 
 
@@ -72,26 +86,42 @@ async def apply_coupon(pool: asyncpg.Pool, number: str, code: str) -> CommandRes
     return await CARTS.execute(pool, number, lambda cart: cart.apply_promotion(promotion))
 
 
-# find_promotion's refusals that a coupon can earn after it was applied.
-_LAPSED = ("coupon_code_expired", "coupon_code_max_usage")
-
-
-async def ineligible_promotions(pool: asyncpg.Pool, number: str) -> list[str]:
-    """The codes on this cart that no longer apply: expired since they were applied, or
-    used up by other orders that completed meanwhile (Solidus re-checks them at `complete`),
-    judged by the rules that admitted them (`find_promotion`)."""
-    cart = await CARTS.load(pool, number)
-    lapsed = []
-    for code in sorted(cart.promotions):
-        try:
-            await find_promotion(pool, code)
-        except DomainError as refusal:
-            if refusal.code in _LAPSED:
-                lapsed.append(code)
-    return lapsed
-
-
 async def remove_coupon(pool: asyncpg.Pool, number: str, code: str) -> CommandResult[Cart]:
     if not await pool.fetchval("SELECT true FROM promotions WHERE code = $1", code):
         raise DomainError("coupon_code_not_found", "The coupon code you entered doesn't exist. Please try again.")
     return await CARTS.execute(pool, number, lambda cart: cart.remove_promotion(code))
+
+
+# -- the completion saga's step 1 (run by the consumer of order.events) -------------------
+async def lock_cart(conn: asyncpg.Connection, request: CartLockRequested) -> None:
+    """Lock the cart and reserve its promotions, or refuse (Cart.lock). The promotions are
+    row-locked first and their uses counted after, so of two orders racing for a coupon's
+    last use the second sees the first's reservation."""
+    cart = await CARTS.load(conn, request.number)
+    if request.request_id in cart.lock_answered:
+        return
+    ids = sorted(promotion.id for promotion in cart.promotions.values())
+    lapsed_codes: set[str] = set()
+    if ids:
+        rows = await conn.fetch("SELECT * FROM promotions WHERE id = ANY($1::int[]) ORDER BY id FOR UPDATE", ids)
+        used = dict(await conn.fetch(
+            "SELECT promotion_id, count(*) FROM promotion_uses WHERE promotion_id = ANY($1::int[])"
+            " AND order_number <> $2 GROUP BY promotion_id", ids, request.number))
+        now = datetime.now(timezone.utc)
+        lapsed_codes = {row["code"] for row in rows if lapsed(row, used.get(row["id"], 0), now)}
+    cart.lock(request.request_id, expected=[(line.variant_id, line.quantity) for line in request.lines],
+              lapsed_codes=lapsed_codes, reservable=ids)
+    if cart.locked_by == request.request_id and ids:
+        await conn.execute("INSERT INTO promotion_uses (promotion_id, order_number) SELECT unnest($1::int[]), $2"
+                           " ON CONFLICT DO NOTHING", ids, request.number)
+    await CARTS.save(conn, cart)
+
+
+async def unlock_cart(conn: asyncpg.Connection, request: CartUnlockRequested) -> None:
+    """Compensation of step 1: unlock and free the reservations (answered even if not locked)."""
+    cart = await CARTS.load(conn, request.number)
+    released = cart.unlock(request.request_id)
+    if released:
+        await conn.execute("DELETE FROM promotion_uses WHERE order_number = $1 AND promotion_id = ANY($2::int[])"
+                           " AND NOT completed", request.number, released)
+    await CARTS.save(conn, cart)

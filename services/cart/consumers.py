@@ -8,23 +8,35 @@ from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
 from shared.order_directory import track_orders
 from shared.service import Subscription
-from services.cart.commands import CARTS
+from services.cart.commands import lock_cart, unlock_cart
+
+
+async def on_completion_step(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+    """The completion saga's commands to the cart (services/order/saga.py, step 1)."""
+    match decode_event(envelope):
+        case o.CartLockRequested() as request:
+            await lock_cart(conn, request)
+        case o.CartUnlockRequested() as request:
+            await unlock_cart(conn, request)
 
 
 async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     await track_orders(conn, envelope)
     match decode_event(envelope):
         case o.OrderCompleted():
-            # A promotion's usage limit counts the completed orders that used it.
-            cart = await CARTS.load(conn, envelope.aggregate_id)
-            await conn.executemany(
-                "INSERT INTO promotion_uses (promotion_id, order_number) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                [(promotion.id, envelope.aggregate_id) for promotion in cart.promotions.values()])
+            # The reservations made when the cart was locked become uses for good.
+            await conn.execute("UPDATE promotion_uses SET completed = true WHERE order_number = $1",
+                               envelope.aggregate_id)
         case o.OrderCanceled():
             await conn.execute("DELETE FROM promotion_uses WHERE order_number = $1", envelope.aggregate_id)
 
 
-subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event,
-                              event_types=(o.OrderCreated, o.OrderCompleted, o.OrderCanceled),
-                              # Promotion usage and the directory: no request waits on them.
-                              background=True)]
+subscriptions = [
+    # A completion waits for the cart's answer: fetched without the background delay.
+    Subscription(name="completion", topics=[events_topic("order")], handler=on_completion_step,
+                 event_types=(o.CartLockRequested, o.CartUnlockRequested)),
+    Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event,
+                 event_types=(o.OrderCreated, o.OrderCompleted, o.OrderCanceled),
+                 # Promotion usage and the directory: no request waits on them.
+                 background=True),
+]

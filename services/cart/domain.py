@@ -6,12 +6,20 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from shared.aggregate import Aggregate, DomainError, not_found
 from shared.contracts.cart import (
-    CartEmptied, CartRepriced, LineItemAdded, LineItemQuantityChanged, LineItemRemoved,
-    PromotionAdjustment, PromotionApplied, PromotionRemoved, VariantSnapshot,
+    CartEmptied, CartLocked, CartLockRefused, CartRepriced, CartUnlocked, LineItemAdded, LineItemQuantityChanged,
+    LineItemRemoved, LockedLine, PromotionAdjustment, PromotionApplied, PromotionRemoved, VariantSnapshot,
 )
 
 MAX_QUANTITY = 10_000
 CENT = Decimal("0.01")
+CART_CHANGED = "The cart no longer holds the lines that were confirmed."
+PROMOTIONS_INELIGIBLE = "One or more coupons expired or were used up by other orders; they were removed."
+
+
+def cart_locked() -> DomainError:
+    """A completion locked the cart: it changes only if that completion fails."""
+    return DomainError("cart_locked", "The order is being completed or has been placed; its cart cannot change.",
+                       status=409)
 
 
 @dataclass
@@ -62,10 +70,18 @@ class Cart(Aggregate):
         self.promotions: dict[str, Promotion] = {}
         self.item_total = Decimal("0")
         self.adjustment_total = Decimal("0")
+        self.locked_by: str | None = None  # the completion (request id) that locked the cart
+        self.lock_answered: set[str] = set()    # completions whose lock request was answered
+        self.unlock_answered: set[str] = set()  # completions whose unlock request was answered
 
     # -- commands ---------------------------------------------------------------
+    def _check_unlocked(self) -> None:
+        if self.locked_by is not None:
+            raise cart_locked()
+
     def add_line(self, variant: VariantSnapshot, quantity: int, *, new_line_id: int) -> Line:
         """Adds `quantity` of a variant: a new line, or more of the line it already has."""
+        self._check_unlocked()
         valid_quantity(quantity, allow_zero=False)
         existing = next((line for line in self.lines.values() if line.variant.id == variant.id), None)
         if existing is not None:
@@ -84,6 +100,7 @@ class Cart(Aggregate):
 
     def set_quantity(self, line_id: int, quantity: int) -> Line | None:
         """Sets a line's quantity; zero (or less) removes the line and returns None."""
+        self._check_unlocked()
         if line_id not in self.lines:
             raise not_found("line item")
         if isinstance(quantity, int) and not isinstance(quantity, bool) and quantity < 0:
@@ -97,17 +114,20 @@ class Cart(Aggregate):
         return self.lines.get(line_id)
 
     def remove_line(self, line_id: int) -> None:
+        self._check_unlocked()
         if line_id not in self.lines:
             raise not_found("line item")
         self._record(LineItemRemoved(order_number=self.id, line_item_id=line_id))
         self._reprice(lines_changed=True)
 
     def empty(self) -> None:
+        self._check_unlocked()
         if self.lines or self.promotions:
             self._record(CartEmptied(order_number=self.id))
         self._reprice()
 
     def apply_promotion(self, promotion: Promotion) -> None:
+        self._check_unlocked()
         if promotion.code in self.promotions:
             raise DomainError("coupon_code_already_applied", "The coupon code has already been applied to this order")
         self._record(PromotionApplied(order_number=self.id, promotion_id=promotion.id, code=promotion.code,
@@ -115,11 +135,53 @@ class Cart(Aggregate):
         self._reprice()
 
     def remove_promotion(self, code: str) -> None:
+        self._check_unlocked()
         if code not in self.promotions:
             raise DomainError("coupon_code_not_present",
                               "The coupon code you are trying to remove is not present on this order.")
         self._record(PromotionRemoved(order_number=self.id, code=code))
         self._reprice()
+
+    # -- the completion saga's step 1 (services/order/saga.py) -------------------------
+    def lock(self, request_id: str, *, expected: list[tuple[int, int]], lapsed_codes: set[str],
+                  reservable: list[int]) -> None:
+        """Lock the cart for a completion if it still holds the `expected` (variant, quantity)
+        lines. `lapsed_codes`: its coupons that expired or were used up by other orders
+        (judged with the promotions locked, see commands.lock_cart); they are removed and the
+        lock refused, as Solidus's "promotions still eligible" guard does. `reservable`: the
+        limited promotions to reserve for this order. Answered once per request, and never
+        after the request was compensated (a command replayed late from the DLQ)."""
+        if request_id in self.lock_answered or request_id in self.unlock_answered:
+            return
+        if sorted((line.variant.id, line.quantity) for line in self.lines.values()) != sorted(expected) \
+                or self.locked_by is not None:
+            self._record(CartLockRefused(order_number=self.id, request_id=request_id, code="cart_changed",
+                                         message=CART_CHANGED, item_count=len(self.lines)))
+            return
+        if lapsed_codes:
+            for code in sorted(lapsed_codes & set(self.promotions)):
+                self._record(PromotionRemoved(order_number=self.id, code=code))
+            self._reprice()
+            self._record(CartLockRefused(order_number=self.id, request_id=request_id, code="promotions_ineligible",
+                                         message=PROMOTIONS_INELIGIBLE, removed_codes=sorted(lapsed_codes),
+                                         item_count=len(self.lines)))
+            return
+        self._record(CartLocked(
+            order_number=self.id, request_id=request_id, item_total=self.item_total,
+            adjustment_total=self.adjustment_total, adjustments=self.adjustments(),
+            reserved_promotion_ids=reservable,
+            lines=[LockedLine(line_item_id=line.id, variant_id=line.variant.id, quantity=line.quantity,
+                              price=line.price, track_inventory=line.variant.track_inventory)
+                   for line in sorted(self.lines.values(), key=lambda line: line.id)]))
+
+    def unlock(self, request_id: str) -> list[int]:
+        """Compensation: unlock if this completion holds the lock; answered (once) either way.
+        Returns the promotions whose reservation is to be released."""
+        if request_id in self.unlock_answered:
+            return []
+        released = sorted(p.id for p in self.promotions.values()) if self.locked_by == request_id else []
+        self._record(CartUnlocked(order_number=self.id, request_id=request_id, released_promotion_ids=released))
+        return released
 
     # -- derived ----------------------------------------------------------------
     def adjustments(self) -> list[PromotionAdjustment]:
@@ -161,6 +223,18 @@ class Cart(Aggregate):
 
     def _on_PromotionRemoved(self, e: PromotionRemoved) -> None:
         del self.promotions[e.code]
+
+    def _on_CartLocked(self, e: CartLocked) -> None:
+        self.locked_by = e.request_id
+        self.lock_answered.add(e.request_id)
+
+    def _on_CartLockRefused(self, e: CartLockRefused) -> None:
+        self.lock_answered.add(e.request_id)
+
+    def _on_CartUnlocked(self, e: CartUnlocked) -> None:
+        if self.locked_by == e.request_id:
+            self.locked_by = None
+        self.unlock_answered.add(e.request_id)
 
     def _on_CartRepriced(self, e: CartRepriced) -> None:
         self.item_total = e.item_total

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from shared.logs import configure_logging, log_fields
 from shared.service import freeze_startup_objects, install_common
@@ -43,6 +43,8 @@ app.include_router(getcandy.router)
 
 @app.exception_handler(solidus.ApiError)
 async def api_error(request: Request, exc: solidus.ApiError):
+    if isinstance(exc.body, str):
+        return PlainTextResponse(exc.body, status_code=exc.status)
     return JSONResponse(exc.body, status_code=exc.status)
 
 

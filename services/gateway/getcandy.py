@@ -49,6 +49,26 @@ def not_found() -> GetCandyError:
     return error(404, "Resource not found")
 
 
+BASKET_PLACED = "This basket already has an order that has been placed"
+ALREADY_PROCESSED = "This order has already been processed"
+ORDER_PLACED = "This order has already been placed"
+BEING_PROCESSED = "The order is being processed; please try again shortly."
+# The refusals of an order that is completing or placed, whichever service owns the change.
+LOCKED_CODES = ("order_locked", "order_placed", "cart_locked", "shipments_locked")
+
+
+def refuse_if_locked(response: ServiceResponse, order: dict | None, *, placed_message: str = ORDER_PLACED) -> None:
+    """A change refused because the order is placed (403) or being processed (409)."""
+    if response.status_code < 300:
+        return
+    code = response.json().get("code")
+    if code not in LOCKED_CODES:
+        return
+    if code == "order_placed" or (order and order.get("completed_at")):
+        raise error(403, placed_message)
+    raise error(409, BEING_PROCESSED)
+
+
 # -- ids --------------------------------------------------------------------------
 def decode(hashids: Hashids, value: Any) -> int | None:
     if not isinstance(value, str):
@@ -112,8 +132,10 @@ async def order_view(request: Request, number: str, after: list[str] | None = No
 
 async def advance(request: Request, number: str) -> dict:
     """One checkout step (GetCandy asks for an email only through `contact`, so none is required)."""
-    result = (await call(request, "order", "PUT", f"/orders/{number}/next",
-                         params={"require_email": "false", **with_view()})).json()
+    response = await call(request, "order", "PUT", f"/orders/{number}/next",
+                          params={"require_email": "false", **with_view()})
+    refuse_if_locked(response, None)
+    result = response.json()
     if "events" not in result:
         raise invalid({"order": [result.get("message", "The order could not be transitioned.")]})
     order = result["order"]
@@ -304,11 +326,12 @@ async def validate_lines(request: Request, body: dict, currency: str, *, existin
     return lines
 
 
-async def add_lines(request: Request, number: str, lines: list[tuple], currency: str) -> list[str]:
+async def add_lines(request: Request, order: dict, lines: list[tuple]) -> list[str]:
     events: list[str] = []
     for variant_id, quantity in lines:
-        response = await call(request, "cart", "POST", f"/orders/{number}/line_items",
-                              json={"variant_id": variant_id, "quantity": quantity, "currency": currency})
+        response = await call(request, "cart", "POST", f"/orders/{order['number']}/line_items",
+                              json={"variant_id": variant_id, "quantity": quantity, "currency": order["currency"]})
+        refuse_if_locked(response, order, placed_message=BASKET_PLACED)
         if response.status_code >= 300:
             raise error(422, "Unable to add product at this quantity")
         events += response.json()["events"]
@@ -331,9 +354,10 @@ async def _basket_lines(request: Request, *, replace: bool) -> Response:
     events: list[str] = []
     if replace:
         for line in order["line_items"]:  # lines are replaced; coupons stay
-            events += (await call(request, "cart", "DELETE", f"/orders/{number}/line_items/{line['id']}")).json()[
-                "events"]
-    events += await add_lines(request, number, lines, order["currency"])
+            response = await call(request, "cart", "DELETE", f"/orders/{number}/line_items/{line['id']}")
+            refuse_if_locked(response, order, placed_message=BASKET_PLACED)
+            events += response.json()["events"]
+    events += await add_lines(request, order, lines)
     return respond({"data": render_basket(await order_view(request, number, events))})
 
 
@@ -386,6 +410,7 @@ async def _set_line(request: Request, order: dict, line_id: int, quantity: int) 
     else:
         response = await call(request, "cart", "PATCH", f"/orders/{number}/line_items/{line_id}",
                               json={"quantity": quantity})
+    refuse_if_locked(response, order, placed_message=BASKET_PLACED)
     if response.status_code >= 300:
         raise invalid({"quantity": [response.json().get("message", "is invalid")]})
     return respond({"data": render_basket(await order_view(request, number, response.json()["events"]))})
@@ -423,6 +448,7 @@ async def remove_from_basket_line(line_hash: str, request: Request):
 async def delete_basket_line(line_hash: str, request: Request):
     line_id, order = await line_and_basket(request, line_hash)
     response = await call(request, "cart", "DELETE", f"/orders/{order['number']}/line_items/{line_id}")
+    refuse_if_locked(response, order, placed_message=BASKET_PLACED)
     await await_view(request, order["number"], response.json()["events"])
     return Response(status_code=204)
 
@@ -434,12 +460,14 @@ COUPON_INVALID = {"coupon": ["The coupon is either invalid, expired or cannot be
 async def add_discount(basket_id: str, request: Request):
     body = await body_of(request)
     number = order_number(BASKETS, basket_id)
-    if number is None or await fetch_order(request, number) is None:
+    order = await fetch_order(request, number) if number else None
+    if order is None:
         raise not_found()
     code = str(body.get("coupon") or "").strip().lower()
     if not code:
         raise invalid({"coupon": ["The coupon field is required."]})
     response = await call(request, "cart", "POST", f"/orders/{number}/coupon_codes", json={"code": code})
+    refuse_if_locked(response, order, placed_message=BASKET_PLACED)
     if response.status_code >= 300:
         raise invalid(COUPON_INVALID)
     return respond({"data": render_basket(await order_view(request, number, response.json()["events"]))})
@@ -457,6 +485,7 @@ async def remove_discount(basket_id: str, request: Request):
     if adjustment is None:
         raise invalid({"discount_id": ["The selected discount id is invalid."]})
     response = await call(request, "cart", "DELETE", f"/orders/{number}/coupon_codes/{adjustment['code']}")
+    refuse_if_locked(response, order, placed_message=BASKET_PLACED)
     return respond({"data": render_basket(await order_view(request, number, response.json()["events"]))})
 
 
@@ -479,6 +508,7 @@ async def change_order(request: Request, order_hash: Any, path: str, change: dic
                           params=with_view())
     if response.status_code == 404:
         raise not_found()
+    refuse_if_locked(response, None)
     return response
 
 
@@ -492,7 +522,7 @@ async def create_order(request: Request):
     if order is None:
         raise invalid({"basket_id": ["The selected basket id is invalid."]})
     if order.get("completed_at"):
-        raise error(403, "This basket already has an order that has been placed")
+        raise error(403, BASKET_PLACED)
     if order["state"] == "cart" and order["line_items"]:
         order = await advance(request, number)  # the basket becomes an order awaiting its details
     return respond({"data": render_order(order, includes_of(request, body))})
@@ -585,6 +615,8 @@ async def shipping_cost(order_hash: str, request: Request):
         raise invalid({"price_id": ["The selected price id is invalid."]})
     order = await find_order(request, order_hash)
     number = order["number"]
+    if order.get("completed_at"):
+        raise error(403, ORDER_PLACED)
     if order["state"] == "address":
         order = await advance(request, number)  # shipments and their rates are built
     if order["state"] not in ("delivery", "payment", "confirm") or not order["shipments"]:
@@ -593,6 +625,7 @@ async def shipping_cost(order_hash: str, request: Request):
     for shipment in order["shipments"]:
         response = await call(request, "shipping", "PUT", f"/orders/{number}/shipments/{shipment['number']}/method",
                               json={"shipping_method_id": method_id})
+        refuse_if_locked(response, order)
         if response.status_code >= 300:
             raise invalid({"price_id": ["The selected price id is invalid."]})
         events += response.json()["events"]
@@ -651,7 +684,7 @@ async def process(request: Request):
     elif body.get("payment_type"):
         method = next((m for m in await payment_types(request) if m["handle"] == body["payment_type"]), None)
     if order.get("completed_at"):
-        raise error(422, "This order has already been processed")
+        raise error(422, ALREADY_PROCESSED)
     billing = order.get("bill_address") or {}
     if not all(billing.get(k) for k in ("firstname", "lastname", "address1", "city", "zipcode", "country_iso")):
         raise error(403, "The order is missing billing information")
@@ -666,12 +699,17 @@ async def process(request: Request):
             payment = {"payment_method_id": method["id"], "amount": str(order["total"]),
                        "source": {"payment_token": body.get("payment_token")}}
         response = await call(request, "payment", "POST", f"/orders/{number}/payments", json=payment)
+        if response.status_code >= 300 and response.json().get("code") == "order_placed":
+            raise error(422, ALREADY_PROCESSED)
         if response.status_code >= 300:
             raise error(422, response.json().get("message", "The payment token is invalid"))
         await await_view(request, number, response.json()["events"])
         order = await advance(request, number)
-    result = (await call(request, "order", "PUT", f"/orders/{number}/complete",
-                         params=with_view(COMPLETE_WAIT_MS))).json()
+    response = await call(request, "order", "PUT", f"/orders/{number}/complete", params=with_view(COMPLETE_WAIT_MS))
+    if response.status_code >= 300 and response.json().get("code") == "order_placed":
+        raise error(422, ALREADY_PROCESSED)
+    refuse_if_locked(response, order)
+    result = response.json()
     if "events" not in result:
         raise error(422, result.get("message", "The order could not be processed"))
     awaiting, order = result["awaiting"], result["order"]
@@ -679,10 +717,24 @@ async def process(request: Request):
         return respond({"data": render_order(order, {"lines", "shipping", "discounts"})}, 202)
     refusal = order.get("refusal") or {}
     if refusal.get("request_id") == awaiting:
-        if refusal["code"] == "payment_failed":
-            raise error(403, "Payment has failed")
-        raise error(422, "Insufficient stock levels")
+        raise completion_refused(refusal)
     return respond({"data": render_order(order, {"lines", "shipping", "discounts"})})
+
+
+def completion_refused(refusal: dict) -> GetCandyError:
+    """The completion saga's failure (services/order/saga.py) as GetCandy answers it."""
+    if refusal.get("step") == "process_payments":
+        return error(403, "Payment has failed")
+    match refusal["code"]:
+        case "insufficient_stock":
+            return error(422, "Insufficient stock levels")
+        case "promotions_ineligible":
+            return invalid(COUPON_INVALID)  # the coupon is removed from the basket, as in Solidus
+        case "cart_changed":
+            return error(409, "The basket changed while the order was being processed; please check it and"
+                              " try again.")
+        case _:
+            return error(422, refusal["message"])
 
 
 # -- catalog ------------------------------------------------------------------------

@@ -30,7 +30,9 @@ REQUIRE_API_KEY = os.environ.get("SOLIDUS_REQUIRE_API_KEY", "false").lower() in 
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
+    """A Solidus error: its status and body (a JSON object, or plain text for the order lock)."""
+
+    def __init__(self, status: int, body: dict[str, Any] | str) -> None:
         self.status = status
         self.body = body
 
@@ -153,10 +155,13 @@ def with_view(timeout_ms: int = VIEW_WAIT_MS) -> dict[str, int]:
 
 
 async def authorize(request: Request, number: str, *, update: bool, body: dict | None = None) -> dict:
-    """The order, if the caller may see it (admin key, or the order's own token).
+    """The order, if the caller may see it (admin key, or the order's own token; a token is
+    fixed for the order's life, so this read cannot go stale).
 
-    `update`: the caller wants to change it, which nobody but an admin may do once it is
-    complete (Solidus's CanCan rule).
+    Whether it may still change is not judged here: the service that owns what changes
+    refuses (the Order once placed or while completing, the cart once locked, shipments once
+    allocated), and `command` renders the refusal as Solidus would (`update` is kept for the
+    callers' intent: 401 to a guest who changes a placed order).
     """
     admin = is_admin(request)
     token = _order_token(request, body)
@@ -164,16 +169,10 @@ async def authorize(request: Request, number: str, *, update: bool, body: dict |
     if admin:
         if order is None:
             raise ApiError(404, NOT_FOUND)
-        if update:
-            refuse_while_completing(order)
         return order
     # A token for an unknown order is refused like a wrong token, as Solidus does.
     if order is None or token is None or token != order["guest_token"]:
         raise ApiError(401, UNAUTHORIZED)
-    if update and order.get("completed_at"):
-        raise ApiError(401, UNAUTHORIZED)
-    if update:
-        refuse_while_completing(order)
     return order
 
 
@@ -186,16 +185,26 @@ def guest_headers(request: Request, body: dict) -> dict[str, str] | None:
     return {"X-Order-Token": token} if token else None
 
 
-def refuse_while_completing(order: dict) -> None:
-    """A completing order is semantically locked until its saga settles."""
-    if order["state"] == "confirm" and order.get("pending_request"):
-        raise could_not_transition({"base": ["The order is being completed; please try again shortly."]})
+PLACED = "The order has been placed and can no longer be changed."
+# The refusals of an order that is completing or placed, whichever service owns the change.
+LOCKED_CODES = ("order_locked", "order_placed", "cart_locked", "shipments_locked")
+
+
+def refused_while_locked(request: Request, number: str, code: str, placed: bool) -> ApiError:
+    """Solidus's answers: a placed order is not the guest's to update any more (CanCan: 401;
+    an admin gets invalid_resource); a completing one holds the order lock (OrderMutex: 409)."""
+    if placed or code == "order_placed":
+        if is_admin(request):
+            return invalid_resource({"base": [PLACED]})
+        return ApiError(401, UNAUTHORIZED)
+    return ApiError(409, f"Could not obtain lock on order {number}")
 
 
 async def command(request: Request, service: str, method: str, path: str, *, json_body: Any = None,
                   params: dict | None = None, errors: dict[str, ApiError] | None = None,
-                  headers: dict[str, str] | None = None) -> dict:
-    """Send a command; map the service's refusal onto a Solidus error."""
+                  headers: dict[str, str] | None = None, order: dict | None = None) -> dict:
+    """Send a command; map the service's refusal onto a Solidus error (`order`: the order as
+    the caller was authorised with, to tell a placed order from a completing one)."""
     response = await request.app.state.services.call(service, method, path, json=json_body, params=params,
                                                      headers=headers)
     if response.status_code < 300:
@@ -205,6 +214,9 @@ async def command(request: Request, service: str, method: str, path: str, *, jso
     if errors and code in errors:
         raise errors[code]
     details = problem.get("details") or {}
+    if code in LOCKED_CODES:
+        number = path.split("/")[2]
+        raise refused_while_locked(request, number, code, placed=bool(order and order.get("completed_at")))
     if code == "unauthorized":
         raise ApiError(401, UNAUTHORIZED)
     if code == "could_not_transition":
@@ -410,7 +422,8 @@ async def add_line_item(number: str, request: Request) -> Response:
     line_item = require(body, "line_item")
     quantity = as_int(line_item.get("quantity", 1))
     result = await command(request, "cart", "POST", f"/orders/{number}/line_items", json_body={
-        "variant_id": as_int(line_item.get("variant_id")), "quantity": quantity, "currency": order["currency"]})
+        "variant_id": as_int(line_item.get("variant_id")), "quantity": quantity, "currency": order["currency"]},
+        order=order)
     await await_view(request, number, result["events"])
     return json_response(render_line_item(result["line_item"], order["currency"]), status_code=201)
 
@@ -421,7 +434,7 @@ async def update_line_item(number: str, line_id: int, request: Request):
     order = await authorize(request, number, update=True, body=body)
     line_item = require(body, "line_item")
     result = await command(request, "cart", "PATCH", f"/orders/{number}/line_items/{line_id}",
-                           json_body={"quantity": as_int(line_item.get("quantity"))})
+                           json_body={"quantity": as_int(line_item.get("quantity"))}, order=order)
     await await_view(request, number, result["events"])
     if result["line_item"] is None:  # quantity 0 removed the line
         return Response(status_code=204)
@@ -430,16 +443,16 @@ async def update_line_item(number: str, line_id: int, request: Request):
 
 @router.delete("/checkouts/{number}/line_items/{line_id}", status_code=204)
 async def delete_line_item(number: str, line_id: int, request: Request):
-    await authorize(request, number, update=True, body=await params(request))
-    result = await command(request, "cart", "DELETE", f"/orders/{number}/line_items/{line_id}")
+    order = await authorize(request, number, update=True, body=await params(request))
+    result = await command(request, "cart", "DELETE", f"/orders/{number}/line_items/{line_id}", order=order)
     await await_view(request, number, result["events"])
     return Response(status_code=204)
 
 
 @router.put("/orders/{number}/empty")
 async def empty_order(number: str, request: Request):
-    await authorize(request, number, update=True, body=await params(request))
-    result = await command(request, "cart", "PUT", f"/orders/{number}/empty")
+    order = await authorize(request, number, update=True, body=await params(request))
+    result = await command(request, "cart", "PUT", f"/orders/{number}/empty", order=order)
     return await order_response(request, await fetch_order(request, number, result["events"]))
 
 
@@ -455,12 +468,15 @@ def coupon_body(status_code: str | None, *, success: bool, message: str | None) 
             "successful": success, "status_code": status_code}
 
 
-async def _coupon(request: Request, number: str, method: str, code: str, done: str) -> Response:
+async def _coupon(request: Request, order: dict, method: str, code: str, done: str) -> Response:
+    number = order["number"]
     response = await request.app.state.services.call("cart", method, f"/orders/{number}/coupon_codes"
                                                      + (f"/{code}" if method == "DELETE" else ""),
                                                      json={"code": code} if method == "POST" else None)
     if response.status_code >= 300:
         problem = response.json()
+        if problem["code"] in LOCKED_CODES:
+            raise refused_while_locked(request, number, problem["code"], placed=bool(order.get("completed_at")))
         return json_response(coupon_body(problem["code"], success=False, message=problem["message"]), 422)
     await await_view(request, number, response.json()["events"])
     return json_response(coupon_body(done, success=True, message=COUPON_MESSAGES[done]))
@@ -469,17 +485,17 @@ async def _coupon(request: Request, number: str, method: str, code: str, done: s
 @router.post("/orders/{number}/coupon_codes")
 async def apply_coupon(number: str, request: Request):
     body = await params(request)
-    await authorize(request, number, update=True, body=body)
+    order = await authorize(request, number, update=True, body=body)
     code = str(body.get("coupon_code") or "").strip().lower()
     if not code:
         return json_response(coupon_body(None, success=False, message=None), 422)
-    return await _coupon(request, number, "POST", code, "coupon_code_applied")
+    return await _coupon(request, order, "POST", code, "coupon_code_applied")
 
 
 @router.delete("/orders/{number}/coupon_codes/{code}")
 async def remove_coupon(number: str, code: str, request: Request):
-    await authorize(request, number, update=True, body=await params(request))
-    return await _coupon(request, number, "DELETE", code.strip().lower(), "coupon_code_removed")
+    order = await authorize(request, number, update=True, body=await params(request))
+    return await _coupon(request, order, "DELETE", code.strip().lower(), "coupon_code_removed")
 
 
 # -- catalog --------------------------------------------------------------------

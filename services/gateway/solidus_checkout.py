@@ -48,11 +48,12 @@ def collection(value: Any) -> list[dict]:
 
 
 async def advance(request: Request, number: str, *, after: list[str] = (),
-                  guest: dict[str, str] | None = None) -> dict:
+                  guest: dict[str, str] | None = None, order: dict | None = None) -> dict:
     """One `next`, once the view has the events in `after`; when it asks shipping for
     delivery, wait for the answer. With `guest` headers, the order service authorises it."""
     result = await command(request, "order", "PUT", f"/orders/{number}/next",
-                           params=with_view() | ({"after": ",".join(after)} if after else {}), headers=guest)
+                           params=with_view() | ({"after": ",".join(after)} if after else {}), headers=guest,
+                           order=order)
     awaiting, order = result.get("awaiting"), result["order"]
     refusal = order.get("refusal") or {}
     if awaiting and refusal.get("request_id") == awaiting:
@@ -62,51 +63,36 @@ async def advance(request: Request, number: str, *, after: list[str] = (),
     return order
 
 
-PROMOTIONS_INELIGIBLE = ("One or more of the promotions on your order have become ineligible and were removed."
-                         " Please check the new order amounts and try again.")
-
-
-async def drop_ineligible_promotions(request: Request, number: str, body: dict) -> None:
-    """Solidus's completion guard "promotions still eligible": a coupon that expired or was
-    used up by other orders since it was applied is removed, the checkout restarts (the
-    order follows its cart), and the caller is asked to check the new amounts (422). The
-    cart is asked first, one read; only an authorised caller's order in `confirm` changes.
-    Like Solidus's, the guard is a check, not a reservation: two orders completing at the
-    same moment can both pass it."""
-    response = await request.app.state.services.call("cart", "GET", f"/orders/{number}/promotions/ineligible")
-    codes = response.json()["codes"] if response.status_code == 200 else []
-    if not codes:
-        return
-    order = await authorize(request, number, update=True, body=body)
-    if order["state"] != "confirm":
-        return  # the complete command refuses it, as Solidus does, before any guard
-    events: list[str] = []
-    for code in codes:
-        events += (await command(request, "cart", "DELETE", f"/orders/{number}/coupon_codes/{code}"))["events"]
-    # The checkout restarts once the view has the new totals, as Solidus recalculates them.
-    await command(request, "order", "PUT", f"/orders/{number}/restart", params={"after": ",".join(events)})
-    raise could_not_transition({"base": [PROMOTIONS_INELIGIBLE]})
+def completion_refused(refusal: dict) -> ApiError:
+    """The completion saga's failure (services/order/saga.py) as Solidus answers it."""
+    match refusal["code"]:
+        case "insufficient_stock":
+            return insufficient_stock()
+        case "promotions_ineligible" | "cart_changed":
+            # The checkout restarted at `address`, as Solidus's complete does when promotions change.
+            return could_not_transition({"base": [refusal["message"]]})
+        case _:
+            return invalid_resource({"base": [refusal["message"]]})
 
 
 @router.put("/checkouts/{number}/complete")
 async def complete(number: str, request: Request):
-    """Runs the order saga (stock, then payment) and answers with its outcome; if the saga
-    has not settled within GATEWAY_COMPLETE_WAIT_MS, 202 with the order still in progress."""
+    """Runs the completion saga and answers with its outcome; if the saga has not settled
+    within GATEWAY_COMPLETE_WAIT_MS, 202 with the order still in progress."""
     body = await params(request)
     guest = guest_headers(request, body)
+    order = None
     if guest is None:
-        check_expected_total(body, await authorize(request, number, update=True, body=body))
-    await drop_ineligible_promotions(request, number, body)
+        order = await authorize(request, number, update=True, body=body)
+        check_expected_total(body, order)
     result = await command(request, "order", "PUT", f"/orders/{number}/complete", params=with_view(COMPLETE_WAIT_MS),
-                           headers=guest)
+                           headers=guest, order=order)
     awaiting, order = result["awaiting"], result["order"]
     if order.get("pending_request") == awaiting:
         return await order_response(request, order, 202)
     refusal = order.get("refusal") or {}
     if refusal.get("request_id") == awaiting:
-        if refusal["code"] == "insufficient_stock":
-            raise insufficient_stock()
-        raise invalid_resource({"base": [refusal["message"]]})
+        raise completion_refused(refusal)
     return await order_response(request, order)
 
 
@@ -114,9 +100,11 @@ async def complete(number: str, request: Request):
 async def next_step(number: str, request: Request):
     body = await params(request)
     guest = guest_headers(request, body)
+    order = None
     if guest is None:
-        check_expected_total(body, await authorize(request, number, update=True, body=body))
-    return await order_response(request, await advance(request, number, guest=guest))
+        order = await authorize(request, number, update=True, body=body)
+        check_expected_total(body, order)
+    return await order_response(request, await advance(request, number, guest=guest, order=order))
 
 
 @router.api_route("/checkouts/{number}", methods=["PATCH", "PUT"])
@@ -136,22 +124,22 @@ async def update_checkout(number: str, request: Request):
             "bill_address": attributes.get("bill_address_attributes", attributes.get("bill_address")),
             "ship_address": attributes.get("ship_address_attributes", attributes.get("ship_address")),
             "use_billing": attributes.get("use_billing") in (True, "true", "1", 1),
-        })
+        }, order=order)
     elif state == "delivery":
         events += await select_rates(request, order, collection(attributes.get("shipments_attributes")))
     elif state == "payment":
         for attrs in collection(attributes.get("payments_attributes"))[:1]:
             # Solidus overwrites the first payment's amount with the order total.
-            events += (await create_payment(request, number, attrs, amount=order["total"],
+            events += (await create_payment(request, order, attrs, amount=order["total"],
                                             error_prefix="payments."))["events"]
-    return await order_response(request, await advance(request, number, after=events))
+    return await order_response(request, await advance(request, number, after=events, order=order))
 
 
-async def create_payment(request: Request, number: str, attrs: dict, *, amount: Any, error_prefix: str = "") -> dict:
+async def create_payment(request: Request, order: dict, attrs: dict, *, amount: Any, error_prefix: str = "") -> dict:
     source = attrs.get("source_attributes", attrs.get("source"))
-    return await command(request, "payment", "POST", f"/orders/{number}/payments", json_body={
+    return await command(request, "payment", "POST", f"/orders/{order['number']}/payments", json_body={
         "payment_method_id": as_int(attrs.get("payment_method_id")), "amount": amount, "source": source,
-        "error_prefix": error_prefix})
+        "error_prefix": error_prefix}, order=order)
 
 
 @router.get("/orders/{number}/payments/new")
@@ -169,7 +157,7 @@ async def post_payment(number: str, request: Request):
     body = await params(request)
     order = await authorize(request, number, update=False, body=body)
     attrs = require(body, "payment")
-    result = await create_payment(request, number, attrs, amount=attrs.get("amount"))
+    result = await create_payment(request, order, attrs, amount=attrs.get("amount"))
     order = await fetch_order(request, number, result["events"])
     payment = next(p for p in order["payments"] if p["id"] == result["payment_id"])
     rendered = render_payment(payment, order["currency"])
@@ -188,7 +176,7 @@ async def select_rates(request: Request, order: dict, shipments: list[dict]) -> 
         rate_id = as_int(attrs["selected_shipping_rate_id"])
         events += (await command(request, "shipping", "PUT",
                                  f"/orders/{order['number']}/shipments/{shipment['number']}/rate",
-                                 json_body={"rate_id": rate_id}))["events"]
+                                 json_body={"rate_id": rate_id}, order=order))["events"]
     return events
 
 
@@ -225,7 +213,7 @@ async def select_shipping_method(shipment_number: str, request: Request):
         raise ApiError(404, NOT_FOUND)
     result = await command(request, "shipping", "PUT",
                            f"/orders/{order['number']}/shipments/{shipment_number}/method",
-                           json_body={"shipping_method_id": method_id})
+                           json_body={"shipping_method_id": method_id}, order=order)
     order = await fetch_order(request, order["number"], result["events"])
     shipment = next(s for s in order["shipments"] if s["number"] == shipment_number)
     return json_response(render_shipment(shipment, order))

@@ -1,8 +1,8 @@
 """The order service's internal HTTP API (called by the gateway).
 
 `X-Order-Token` on `next` and `complete`: the caller is a guest with that order token, and
-the order service refuses the step unless the token is the order's own (see
-commands.check_guest), which spares the gateway a read of the order first.
+the Order refuses the step unless the token is its own (`Order.authorize`), which spares the
+gateway a read of the order first.
 """
 from __future__ import annotations
 
@@ -97,14 +97,6 @@ async def complete(number: str, request: Request, view_wait_ms: int | None = Non
                    x_order_token: str | None = Header(None)):
     result = await commands.complete(request.app.state.pool, number, guest_token=x_order_token)
     return await answer(request, result, awaiting=result.aggregate.completing, view_wait_ms=view_wait_ms)
-
-
-@router.put("/orders/{number}/restart")
-async def restart_checkout(number: str, request: Request, view_wait_ms: int | None = None, after: str = Query("")):
-    """`after=<event ids>`: the cart's events the restart follows (the view has them first)."""
-    await _wait(request, number, _event_ids(after), None, DEFAULT_VIEW_WAIT_MS)
-    result = await commands.restart_checkout(request.app.state.pool, number)
-    return await answer(request, result, view_wait_ms=view_wait_ms)
 
 
 @router.put("/orders/{number}/cancel")

@@ -15,8 +15,11 @@ from shared.bus import events_topic
 from shared.contracts.order import DeliveryLine
 from shared.envelope import EventEnvelope
 from shared.eventstore import ConcurrencyConflict, EventStore
-from services.order.domain import Country, Order, new_guest_token, new_order_number, validate_address
+from shared.saga import SagaInstance, SagaRunner, encode_data
+from shared.settings import load_settings
+from services.order.domain import Country, Order, new_guest_token, new_order_number, unauthorized, validate_address
 from services.order.projections import apply_to_view, read_order
+from services.order.saga import COMPLETION
 
 ORDER_STORE = EventStore("order", events_topic("order"))
 ORDERS = Repository(ORDER_STORE, Order)
@@ -25,6 +28,10 @@ ORDERS = Repository(ORDER_STORE, Order)
 async def project(conn: asyncpg.Connection, events: list[EventEnvelope]) -> None:
     """The order view applies the order's own events in the transaction that stores them."""
     await apply_to_view(conn, *events)
+
+
+# Carries out the completion saga: started by `complete`, moved on by the saga worker.
+COMPLETION_RUNNER = SagaRunner(COMPLETION, ORDERS, project, load_settings())
 
 
 async def create_order(pool: asyncpg.Pool, *, currency: str = "USD", email: str | None = None,
@@ -105,53 +112,48 @@ def delivery_lines(order_view: dict) -> list[DeliveryLine]:
             for line in order_view["line_items"]]
 
 
-def check_guest(facts: dict | None, guest_token: str | None) -> None:
-    """With `guest_token`, the caller is a guest holding that token: refused unless it is the
-    order's own and the order is not complete (only an admin changes a placed order). An
-    unknown order is refused the same way as a wrong token, so a token reveals nothing
-    about other orders. (A completing order is refused by the Order itself.)"""
-    if guest_token is None:
-        return
-    if facts is None or facts["guest_token"] != guest_token or facts["completed_at"] is not None:
-        raise DomainError("unauthorized", "not this order's token, or the order is complete", status=401)
-
-
-async def complete(pool: asyncpg.Pool, number: str, *, guest_token: str | None = None) -> CommandResult[Order]:
-    """Start the completion saga (the answer arrives through the consumers)."""
-    facts = await read_order(pool, number)
-    check_guest(facts, guest_token)
-    if facts is None:
-        raise not_found("order")
-    has_valid_payment = any(p["state"] not in ("failed", "invalid", "void") for p in facts["payments"])
-    return await ORDERS.execute(pool, number, lambda order: order.request_completion(
-        total=Decimal(facts["total"]), lines=delivery_lines(facts), has_valid_payment=has_valid_payment),
-        project=project)
-
-
-async def advance(pool: asyncpg.Pool, number: str, *, require_email: bool = True,
-                  guest_token: str | None = None) -> CommandResult[Order]:
-    facts = await read_order(pool, number)
-    check_guest(facts, guest_token)
-    if facts is None:
-        raise not_found("order")
-    return await ORDERS.execute(pool, number, lambda order: order.next(
-        item_count=facts["item_count"], total=facts["total"], shipments_ready=bool(facts["shipments"]),
-        lines=delivery_lines(facts), require_email=require_email), project=project)
-
-
-def _require(order: Order) -> Order:
+def _require(order: Order, guest_token: str | None = None) -> Order:
+    """The order, if the caller may act on it: a guest only with its own token (an unknown
+    order is refused like a wrong token, so a token reveals nothing of other orders)."""
+    order.authorize(guest_token)
     if not order.exists:
         raise not_found("order")
     return order
 
 
-async def restart_checkout(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
-    """Back to the first checkout step (`address`, or `cart` without lines), as when the cart changes."""
-    facts = await read_order(pool, number)
+def _refuse_unknown(facts: dict | None, guest_token: str | None) -> dict:
     if facts is None:
-        raise not_found("order")
-    return await ORDERS.execute(pool, number, lambda order: order.restart_checkout(has_items=facts["item_count"] > 0),
-                                project=project)
+        raise unauthorized() if guest_token is not None else not_found("order")
+    return facts
+
+
+async def complete(pool: asyncpg.Pool, number: str, *, guest_token: str | None = None) -> CommandResult[Order]:
+    """Start the completion saga (services/order/saga.py); its steps run in the consumers.
+    The view supplies what the customer confirmed; the saga charges what the cart locks."""
+    facts = _refuse_unknown(await read_order(pool, number), guest_token)
+    has_valid_payment = any(p["state"] not in ("failed", "invalid", "void") for p in facts["payments"])
+    lines = delivery_lines(facts)
+    started: list[SagaInstance] = []
+
+    def request(order: Order) -> None:
+        request_id = _require(order, guest_token).request_completion(
+            total=Decimal(facts["total"]), lines=lines, has_valid_payment=has_valid_payment)
+        started[:] = [COMPLETION_RUNNER.begin(order, request_id, encode_data(
+            {"lines": [line.model_dump() for line in lines], "tax_rate": facts["tax_rate"]}))]
+
+    async def project_and_start(conn: asyncpg.Connection, events: list[EventEnvelope]) -> None:
+        await project(conn, events)
+        await COMPLETION_RUNNER.started(conn, started[0], events)
+
+    return await ORDERS.execute(pool, number, request, project=project_and_start)
+
+
+async def advance(pool: asyncpg.Pool, number: str, *, require_email: bool = True,
+                  guest_token: str | None = None) -> CommandResult[Order]:
+    facts = _refuse_unknown(await read_order(pool, number), guest_token)
+    return await ORDERS.execute(pool, number, lambda order: _require(order, guest_token).next(
+        item_count=facts["item_count"], total=facts["total"], shipments_ready=bool(facts["shipments"]),
+        lines=delivery_lines(facts), require_email=require_email), project=project)
 
 
 async def cancel(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:

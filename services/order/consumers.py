@@ -13,12 +13,11 @@ import asyncpg
 from shared.bus import events_topic
 from shared.contracts import cart as c
 from shared.contracts import payment as p
-from shared.contracts.order import OrderCompleted
 from shared.contracts import shipping as s
 from shared.envelope import EventEnvelope, decode_event
-from shared.faults import crash_point
+from shared.faults import dropped
 from shared.service import Subscription
-from services.order.commands import ORDERS, project
+from services.order.commands import COMPLETION_RUNNER, ORDERS, project
 from services.order.projections import apply_to_view
 
 
@@ -48,41 +47,12 @@ async def on_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
         await ORDERS.save(conn, order, project=project)
 
 
-async def next_reference(conn: asyncpg.Connection) -> str:
-    """GetCandy's order reference: YYYY-MM-NNNN, the month's highest plus one."""
-    month = await conn.fetchval("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM')")
-    number = await conn.fetchval(
-        "INSERT INTO monthly_references (month, last) VALUES ($1, 1)"
-        " ON CONFLICT (month) DO UPDATE SET last = monthly_references.last + 1 RETURNING last", month)
-    return f"{month}-{number:04d}"
-
-
-# The answers that move a completing order on; the saga passes over the rest of the topics.
-SAGA_EVENTS = (s.StockAllocated, s.StockAllocationFailed, p.PaymentsProcessed, p.PaymentsDeclined)
-
-
-async def on_saga_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
-    """The completion saga's steps (run by the faust worker in saga.py): each answer moves
-    the Order, which is the saga's durable state, on; its new events reach the view inline."""
-    event = decode_event(envelope)
-    order = await ORDERS.load(conn, envelope.aggregate_id)
-    match event:
-        case s.StockAllocated() if order.completing == event.request_id and order.completion_total == 0:
-            order.stock_allocated(event.request_id)  # nothing to pay: completes at once
-            if order.pending and isinstance(order.pending[-1], OrderCompleted):
-                order.pending[-1] = order.pending[-1].model_copy(update={"reference": await next_reference(conn)})
-        case s.StockAllocated():
-            order.stock_allocated(event.request_id)
-        case s.StockAllocationFailed():
-            order.stock_unavailable(event.request_id)
-        case p.PaymentsProcessed() if order.completing == event.request_id:
-            order.payments_processed(event.request_id, event.payment_total, reference=await next_reference(conn))
-        case p.PaymentsDeclined():
-            order.payments_declined(event.request_id, event.message)
-        case _:
-            return
-    crash_point("saga.before_commit")  # the step is decided, not yet committed
-    await ORDERS.save(conn, order, project=project)
+async def on_saga_answer(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+    """A participant's answer to the completion saga (or a dead-letter notice about one of
+    its commands), run by the saga worker (services/order/saga_worker.py)."""
+    if dropped(f"saga.answer.{envelope.type}"):  # fault injection: the answer is lost on the way
+        return
+    await COMPLETION_RUNNER.handle(conn, envelope)
 
 
 subscriptions = [Subscription(name="view", handler=on_event,

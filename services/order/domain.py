@@ -15,15 +15,23 @@ from decimal import Decimal
 
 from shared.aggregate import Aggregate, DomainError
 from shared.contracts.order import (
-    Address, BillAddressChanged, CheckoutAdvanced, CheckoutRestarted, CompletionFailed, CompletionRequested,
-    ContactDetailsChanged, DeliveryLine, DeliveryRefused, DeliveryRequested, OrderCanceled, OrderCompleted,
-    OrderCreated, OrderEmailChanged, PaymentRequested, PaymentStateChanged, ShipAddressChanged,
+    Address, BillAddressChanged, CartLockRequested, CartUnlockRequested, CheckoutAdvanced, CheckoutRestarted,
+    CompletionFailed, CompletionRequested, ContactDetailsChanged, DeliveryLine, DeliveryRefused, DeliveryRequested,
+    OrderCanceled, OrderCompleted, OrderCreated, OrderEmailChanged, PaymentRequested, PaymentStateChanged,
+    PaymentVoidRequested, ShipAddressChanged, StockAllocationRequested, StockReleaseRequested,
 )
+from shared.envelope import DomainEvent
 
 CHECKOUT_STATES_AFTER_CART = ("address", "delivery", "payment", "confirm")
+PLACED_STATES = ("complete", "canceled")
 NO_ITEMS = "There are no items for this order. Please add an item to the order to continue."
 # The semantic lock of a completing order: no step until its saga settles.
 BEING_COMPLETED = "The order is being completed; please try again shortly."
+PLACED = "The order has been placed and can no longer be changed."
+# The completion saga's commands (services/order/saga.py): recorded on the order's stream so
+# they are published with its events; they change nothing here (the saga keeps its own state).
+SAGA_COMMANDS = (CartLockRequested, CartUnlockRequested, StockAllocationRequested, StockReleaseRequested,
+                 PaymentRequested, PaymentVoidRequested)
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -41,6 +49,20 @@ class CheckoutRefused(DomainError):
     def __init__(self, errors: dict[str, list[str]]) -> None:
         super().__init__("could_not_transition", "The order could not be transitioned.", errors=errors)
         self.errors = errors
+
+
+def order_locked() -> DomainError:
+    """A completion is in progress (FTGO's pending state: a semantic lock until the saga settles)."""
+    return DomainError("order_locked", BEING_COMPLETED, status=409)
+
+
+def order_placed() -> DomainError:
+    """Only explicit admin operations (cancel, payment actions) change a placed order."""
+    return DomainError("order_placed", PLACED, status=422)
+
+
+def unauthorized() -> DomainError:
+    return DomainError("unauthorized", "not this order's token", status=401)
 
 
 class InvalidFields(DomainError):
@@ -105,9 +127,8 @@ class Order(Aggregate):
         self.ship_address: Address | None = None
         self.pending_delivery: str | None = None  # request id of a DeliveryRequested awaiting its answer
         self.completing: str | None = None  # request id of the completion in progress (the saga)
-        self.completion_total = Decimal("0")
-        self.payment_requested = False
         self.completed_by: str | None = None  # request id of the completion that placed the order
+        self.total = Decimal("0")  # once placed: what the completion charged for
         self.payment_total = Decimal("0")
         self.payment_state: str | None = None
         self.shipment_state: str | None = None
@@ -119,8 +140,22 @@ class Order(Aggregate):
         self._record(OrderCreated(number=self.id, guest_token=guest_token, currency=currency,
                                   email=email, user_id=user_id))
 
+    def authorize(self, guest_token: str | None) -> None:
+        """With `guest_token` the caller is a guest: only the order's own token will do (an
+        unknown order is refused the same way, so a token reveals nothing of other orders)."""
+        if guest_token is not None and (not self.exists or guest_token != self.guest_token):
+            raise unauthorized()
+
+    def _check_changeable(self) -> None:
+        """What a customer's change needs: neither placed nor being completed."""
+        if self.state in PLACED_STATES:
+            raise order_placed()
+        if self.completing:
+            raise order_locked()
+
     def update_details(self, *, email: str | None = None, bill_address: Address | None = None,
                        ship_address: Address | None = None) -> None:
+        self._check_changeable()
         if email is not None:
             if not EMAIL.match(email):
                 raise InvalidFields({"email": ["is invalid"]})
@@ -132,6 +167,7 @@ class Order(Aggregate):
             self._record(ShipAddressChanged(number=self.id, address=ship_address))
 
     def update_contact(self, *, email: str | None, phone: str | None) -> None:
+        self._check_changeable()
         if email is not None and not EMAIL.match(email):
             raise InvalidFields({"email": ["is invalid"]})
         self._record(ContactDetailsChanged(number=self.id, email=email, phone=phone))
@@ -139,8 +175,7 @@ class Order(Aggregate):
     def next(self, *, item_count: int, total: Decimal, shipments_ready: bool,
              lines: list[DeliveryLine] = (), require_email: bool = True) -> None:
         """One step forward. Leaving `address` only requests delivery (see module doc)."""
-        if self.completing:
-            raise CheckoutRefused({"base": [BEING_COMPLETED]})
+        self._check_changeable()
         if self.pending_delivery:
             raise CheckoutRefused({})
         match self.state:
@@ -176,49 +211,42 @@ class Order(Aggregate):
         if self.pending_delivery == request_id:
             self._record(DeliveryRefused(number=self.id, request_id=request_id, code=code, message=message))
 
-    # -- the completion saga -----------------------------------------------------
-    # CompletionRequested → (shipping) StockAllocated → PaymentRequested → (payment)
-    # PaymentsProcessed → OrderCompleted. Compensation: StockAllocationFailed or
-    # PaymentsDeclined → CompletionFailed (shipping releases stock it allocated).
-    # Each step checks the request id, so a replayed or duplicated answer is a no-op.
-    def request_completion(self, *, total: Decimal, lines: list[DeliveryLine], has_valid_payment: bool) -> None:
-        if self.completing:
-            raise CheckoutRefused({"base": [BEING_COMPLETED]})
+    # -- the completion saga (services/order/saga.py runs it) -------------------------
+    def request_completion(self, *, total: Decimal, lines: list[DeliveryLine], has_valid_payment: bool) -> str:
+        """Solidus's guards before `complete`; the saga's first command joins this event."""
+        self._check_changeable()
         if self.state != "confirm" or self.pending_delivery:
             raise CheckoutRefused({})
         if total > 0 and not has_valid_payment:
             raise CheckoutRefused({"base": ["No payment found"]})
-        self._record(CompletionRequested(number=self.id, request_id=str(uuid.uuid4()), total=total,
-                                         lines=list(lines)))
+        request_id = str(uuid.uuid4())
+        self._record(CompletionRequested(number=self.id, request_id=request_id, total=total, lines=list(lines)))
+        return request_id
 
-    def stock_allocated(self, request_id: str) -> None:
-        if self.completing != request_id or self.payment_requested:
-            return
-        if self.completion_total > 0:
-            self._record(PaymentRequested(number=self.id, request_id=request_id, amount=self.completion_total))
-        else:
-            self.payments_processed(request_id, Decimal("0"))
+    def send(self, command: DomainEvent) -> None:
+        """Record one of the saga's commands, to be published with the order's events."""
+        assert isinstance(command, SAGA_COMMANDS), f"not a saga command: {type(command).__name__}"
+        self._record(command)
 
-    def stock_unavailable(self, request_id: str) -> None:
-        if self.completing == request_id:
-            self._record(CompletionFailed(number=self.id, request_id=request_id, code="insufficient_stock",
-                                          message="Quantity is not available for items in your order",
-                                          release_stock=False, state="confirm"))
-
-    def payments_processed(self, request_id: str, payment_total: Decimal, reference: str | None = None) -> None:
+    def complete(self, request_id: str, *, total: Decimal, payment_total: Decimal, reference: str | None) -> None:
+        """The saga's pivot: every step before it succeeded."""
         if self.completing != request_id:
             return
-        balance = self.completion_total - payment_total
+        balance = total - payment_total
         payment_state = "balance_due" if balance > 0 else "credit_owed" if balance < 0 else "paid"
-        self._record(OrderCompleted(number=self.id, request_id=request_id, total=self.completion_total,
-                                    payment_total=payment_total, payment_state=payment_state,
+        self._record(OrderCompleted(number=self.id, request_id=request_id, total=total, payment_total=payment_total,
+                                    payment_state=payment_state,
                                     shipment_state="ready" if payment_state == "paid" else "pending",
                                     reference=reference))
 
-    def payments_declined(self, request_id: str, message: str) -> None:
-        if self.completing == request_id:
-            self._record(CompletionFailed(number=self.id, request_id=request_id, code="payment_failed",
-                                          message=message, release_stock=True, state="payment"))
+    def completion_failed(self, request_id: str, *, code: str, message: str, state: str, step: str | None) -> None:
+        """Every step the saga took is undone: back to `state` (`address` restarts the checkout)."""
+        if self.completing != request_id:
+            return
+        self._record(CompletionFailed(number=self.id, request_id=request_id, code=code, message=message,
+                                      state=state, step=step))
+        if state in ("cart", "address"):
+            self._record(CheckoutRestarted(number=self.id, state=state))
 
     def cancel(self) -> None:
         """Solidus's `cancel`: complete → canceled while nothing has shipped."""
@@ -230,7 +258,7 @@ class Order(Aggregate):
         """Recompute payment_state (Solidus's order updater) once the order is placed."""
         if self.state not in ("complete", "canceled"):
             return
-        balance = self.completion_total - payment_total
+        balance = self.total - payment_total
         if self.state == "canceled" and payment_total == 0:
             payment_state = "void"
         elif not any_valid and balance != 0:
@@ -286,17 +314,17 @@ class Order(Aggregate):
     def _on_DeliveryRefused(self, event: DeliveryRefused) -> None:
         self.pending_delivery = None
 
+    def _apply(self, event: DomainEvent) -> None:
+        if not isinstance(event, SAGA_COMMANDS):
+            super()._apply(event)
+
     def _on_CompletionRequested(self, event: CompletionRequested) -> None:
         self.completing = event.request_id
-        self.completion_total = event.total
-        self.payment_requested = False
-
-    def _on_PaymentRequested(self, event: PaymentRequested) -> None:
-        self.payment_requested = True
 
     def _on_OrderCompleted(self, event: OrderCompleted) -> None:
         self.state = "complete"
         self.completing = None
+        self.total = event.total
         self.completed_by = event.request_id
         self.payment_total = event.payment_total
         self.payment_state = event.payment_state

@@ -1,163 +1,128 @@
-"""The order saga: a faust-streaming worker process of the order service.
+"""The completion saga: what Solidus's `complete` and GetCandy's `process` run.
 
-It consumes `shipping.events` and `payment.events` (consumer group `order-saga`) and
-moves each completing Order on: stock allocated → request payment → complete, or
-compensate (see consumers.on_saga_event and the Order aggregate). Its state lives in
-PostgreSQL, never in the worker: every step is an Order event appended in the same
-transaction as the processed-event record, so kill -9 at any point and a restart (or
-another instance) carries on from the last committed step; a redelivered event is a
-no-op. Poison messages go to `<topic>.dlq` through the same handler as every consumer.
+Read top to bottom; this is the only place its steps are listed. `shared/saga.py` runs it:
+each participant's step is a command on `order.events` answered on the participant's topic,
+with a deadline; a failure compensates every step taken, the failing one included, and
+leaves the order where `Failure.state` says. The diagram in the README is `COMPLETION.mermaid()`.
 
-Run: `python -m services.order.saga` (SAGA_PORT serves /healthz and /readyz).
+1. cart: lock the cart. Its lines, prices, adjustments and totals are then what is charged
+   and shipped, and its limited coupons are reserved. Undo: unlock, freeing the coupons.
+2. shipping: allocate stock for exactly the locked lines; the selected rates are fixed.
+   Undo: put the units back.
+3. payment (when there is something to pay): authorise (or purchase) the entered payments
+   for the locked total, refused if they no longer add up to it. Undo: void them.
+4. order: complete, the pivot. The coupons' reservations become their use for good.
 """
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
-from dataclasses import dataclass
-from pathlib import Path
+from decimal import Decimal
+from typing import Any
 
-import faust
-import faust.transport.drivers.aiokafka as _faust_aiokafka
+import asyncpg
 
-import shared.contracts  # noqa: F401
-from shared import db
-from shared.bus import ensure_topics, events_topic, make_producer
-from shared.consumer import EventConsumer
-from shared.logs import configure_logging
-from shared.settings import load_settings
-from services.order.consumers import SAGA_EVENTS, on_saga_event
+from shared.contracts import cart as c
+from shared.contracts import order as o
+from shared.contracts import payment as p
+from shared.contracts import shipping as s
+from shared.saga import Failure, Saga, SagaInstance, Step, encode_data
+from services.order.domain import Order
+from services.order.projections import order_taxes
 
-settings = load_settings()
-configure_logging("order-saga", settings.log_level)
+PROMOTIONS_INELIGIBLE = ("One or more of the promotions on your order have become ineligible and were removed."
+                         " Please check the new order amounts and try again.")
+CART_CHANGED = "The order changed while it was being completed. Please check it and try again."
 
 
-def _with_our_fetch_wait(create):
-    """faust builds its aiokafka consumer with fetch_max_wait_ms=1500 and no setting for
-    it. The embedded broker does not answer a waiting fetch when data arrives, so that
-    alone made every saga step wait ~0.7 s on average; use KAFKA_FETCH_MAX_WAIT_MS."""
-    def create_consumer(self, transport):
-        consumer = create(self, transport)
-        consumer._fetch_max_wait_ms = settings.kafka_fetch_max_wait_ms
-        return consumer
-    return create_consumer
+# -- what the steps learn, and what it means ------------------------------------------------
+def cart_locked(saga: SagaInstance, locked: c.CartLocked) -> dict[str, Any]:
+    lines = [o.DeliveryLine(variant_id=line.variant_id, quantity=line.quantity, track_inventory=line.track_inventory)
+             for line in locked.lines]
+    return encode_data({"locked_lines": [line.model_dump() for line in lines], "item_total": locked.item_total,
+                        "adjustment_total": locked.adjustment_total})
 
 
-_faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _with_our_fetch_wait(
-    _faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer)
-SAGA_TOPICS = [events_topic("shipping"), events_topic("payment")]
-MIGRATIONS = Path(__file__).parent / "migrations"
+def cart_refused(saga: SagaInstance, refused: c.CartLockRefused) -> Failure:
+    message = PROMOTIONS_INELIGIBLE if refused.code == "promotions_ineligible" else CART_CHANGED
+    return Failure(refused.code, message, "address" if refused.item_count else "cart")
 
-app = faust.App(
-    "order-saga",
-    broker=[f"kafka://{server}" for server in settings.kafka_bootstrap_servers.split(",")],
-    # Measured on the embedded broker: a first group join takes 3 s with these, 30 s without.
-    broker_rebalance_timeout=settings.kafka_rebalance_timeout_ms / 1000,
-    broker_session_timeout=settings.kafka_session_timeout_ms / 1000,
-    broker_heartbeat_interval=settings.kafka_heartbeat_interval_ms / 1000,
-    consumer_max_fetch_size=1024 * 1024,
-    consumer_auto_offset_reset="earliest",
-    broker_commit_every=100,
-    broker_commit_interval=0.5,
-    topic_partitions=settings.kafka_topic_partitions,
-    topic_replication_factor=settings.kafka_replication_factor,
-    producer_acks=-1,
-    store="memory://",
-    datadir=os.environ.get("SAGA_DATA_DIR", "/tmp/tillstream-order-saga"),
-    web_enabled=True,
-    web_bind="127.0.0.1" if "SAGA_BIND_ALL" not in os.environ else "0.0.0.0",
-    web_port=int(os.environ.get("SAGA_PORT", "8105")),
-    web_in_thread=False,
+
+def stock_allocated(saga: SagaInstance, allocated: s.StockAllocated) -> dict[str, Any]:
+    return encode_data({"ship_total": allocated.ship_total or Decimal(0)})
+
+
+def amount_to_charge(saga: SagaInstance) -> Decimal:
+    """The locked total: the cart's items and adjustments, the allocated shipments' rates,
+    and the tax on both (truncated to cents, as the order view computes it)."""
+    data = saga.data
+    items = Decimal(data["item_total"]) + Decimal(data["adjustment_total"])
+    shipping = Decimal(data["ship_total"])
+    return items + shipping + order_taxes(Decimal(data["tax_rate"]), items, shipping)["additional_tax_total"]
+
+
+def something_to_pay(saga: SagaInstance) -> bool:
+    """total > 0"""
+    return amount_to_charge(saga) > 0
+
+
+def payment_arguments(saga: SagaInstance) -> dict[str, Any]:
+    return {"amount": amount_to_charge(saga)}
+
+
+def payments_processed(saga: SagaInstance, processed: p.PaymentsProcessed) -> dict[str, Any]:
+    return encode_data({"payment_total": processed.payment_total})
+
+
+async def complete_order(conn: asyncpg.Connection, order: Order, saga: SagaInstance) -> None:
+    order.complete(saga.id, total=amount_to_charge(saga), payment_total=Decimal(saga.data.get("payment_total", 0)),
+                   reference=await next_reference(conn))
+
+
+async def next_reference(conn: asyncpg.Connection) -> str:
+    """GetCandy's order reference: YYYY-MM-NNNN, the month's highest plus one."""
+    month = await conn.fetchval("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM')")
+    number = await conn.fetchval(
+        "INSERT INTO monthly_references (month, last) VALUES ($1, 1)"
+        " ON CONFLICT (month) DO UPDATE SET last = monthly_references.last + 1 RETURNING last", month)
+    return f"{month}-{number:04d}"
+
+
+def completion_failed(order: Order, saga: SagaInstance) -> None:
+    failure = saga.failure
+    order.completion_failed(saga.id, code=failure.code, message=failure.message, state=failure.state,
+                            step=COMPLETION.steps[saga.step].name)
+
+
+# -- the definition ---------------------------------------------------------------------------
+COMPLETION = Saga(
+    name="completion",
+    steps=(
+        Step("lock_cart", participant="cart",
+             command=o.CartLockRequested, arguments=lambda saga: {"lines": saga.data["lines"]},
+             answers={c.CartLocked: cart_locked, c.CartLockRefused: cart_refused},
+             compensation=o.CartUnlockRequested, compensated_by=c.CartUnlocked,
+             deadline="saga_lock_cart_deadline_ms",
+             on_timeout=Failure("step_timed_out", "The cart could not be locked in time. Please try again.",
+                                "confirm")),
+        Step("allocate_stock", participant="shipping",
+             command=o.StockAllocationRequested, arguments=lambda saga: {"lines": saga.data["locked_lines"]},
+             answers={s.StockAllocated: stock_allocated,
+                      s.StockAllocationFailed: lambda saga, failed: Failure("insufficient_stock", failed.message,
+                                                                            "confirm")},
+             compensation=o.StockReleaseRequested, compensated_by=s.StockReleased,
+             deadline="saga_stock_deadline_ms",
+             on_timeout=Failure("step_timed_out", "Stock could not be allocated in time. Please try again.",
+                                "confirm")),
+        Step("process_payments", participant="payment", when=something_to_pay,
+             command=o.PaymentRequested, arguments=payment_arguments,
+             answers={p.PaymentsProcessed: payments_processed,
+                      p.PaymentsDeclined: lambda saga, declined: Failure("payment_failed", declined.message,
+                                                                         "payment"),
+                      p.PaymentsRefused: lambda saga, refused: Failure(refused.code, refused.message, "payment")},
+             compensation=o.PaymentVoidRequested, compensated_by=p.PaymentsVoided,
+             deadline="saga_payment_deadline_ms",
+             on_timeout=Failure("payment_timed_out", "The payment could not be processed in time."
+                                " Please try again.", "payment")),
+        Step("complete", participant="order", run=complete_order),
+    ),
+    on_failed=completion_failed,
 )
-saga_topic = app.topic(*SAGA_TOPICS, value_serializer="raw", key_serializer="raw", acks=True)
-
-
-@dataclass
-class Record:
-    """What the platform's handler reads of a message (the shape of aiokafka's record)."""
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    headers: list
-
-
-class Runtime:
-    """PostgreSQL pool and DLQ producer, created once the worker starts."""
-
-    def __init__(self) -> None:
-        self.handler: EventConsumer | None = None
-        self._lock = asyncio.Lock()
-
-    async def close(self) -> None:
-        async with self._lock:
-            if self.handler is not None:
-                await self.handler.producer.stop()
-                await self.handler.pool.close()
-                self.handler = None
-
-    async def ready(self) -> EventConsumer:
-        async with self._lock:
-            if self.handler is None:
-                dsn = settings.require_database_url()
-                await db.migrate(dsn, "order", MIGRATIONS)
-                await ensure_topics(settings, SAGA_TOPICS)
-                pool = await db.create_pool(settings, "order")
-                producer = make_producer(settings)
-                await producer.start()
-                self.handler = EventConsumer(settings=settings, pool=pool, producer=producer,
-                                             group_id="order.saga", topics=SAGA_TOPICS, handler=on_saga_event,
-                                             event_types=SAGA_EVENTS)
-        return self.handler
-
-
-runtime = Runtime()
-
-
-@app.task
-async def start_runtime() -> None:
-    await runtime.ready()
-
-
-@app.on_before_shutdown.connect
-async def close_runtime(app, **kwargs) -> None:
-    # After the agents have stopped (faust stops its consumer first): nothing uses them now.
-    await runtime.close()
-
-
-# Steps of different orders run side by side; one order's steps are causally sequential
-# (each answers the step before), and a step is idempotent and guarded by the aggregate's
-# optimistic concurrency, so the order in which faust hands them over does not matter.
-@app.agent(saga_topic, concurrency=settings.saga_concurrency)
-async def advance_saga(stream):
-    async for event in stream.events():
-        message = event.message
-        headers = list(message.headers.items()) if isinstance(message.headers, dict) else list(message.headers or [])
-        handler = await runtime.ready()
-        await handler.handle_message(Record(message.topic, message.partition, message.offset, message.key,
-                                            message.value, headers))
-
-
-@app.page("/healthz")
-async def healthz(web, request):
-    return web.json({"status": "ok", "service": "order-saga"})
-
-
-@app.page("/readyz")
-async def readyz(web, request):
-    assigned = bool(app.consumer.assignment()) if app.consumer else False
-    ready = runtime.handler is not None and assigned
-    return web.json({"ready": ready, "checks": {"database": runtime.handler is not None, "consumers": assigned}},
-                    status=200 if ready else 503)
-
-
-def main() -> None:
-    # uvloop, as the services run on: faust's default asyncio loop costs the saga more CPU.
-    sys.argv = [sys.argv[0], "--loop", "uvloop", "worker", "--loglevel", "warn", "--web-port", str(app.conf.web_port)]
-    app.main()
-
-
-if __name__ == "__main__":
-    main()

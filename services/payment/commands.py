@@ -9,10 +9,10 @@ import asyncpg
 
 from shared.aggregate import CommandResult, DomainError, Repository, not_found
 from shared.bus import events_topic
-from shared.contracts.order import PaymentRequested
+from shared.contracts.order import PaymentRequested, PaymentVoidRequested
 from shared.contracts.payment import CardSource
 from shared.eventstore import EventStore
-from shared.faults import crash_point
+from shared.faults import crash_point, fail_point
 from services.payment.domain import InvalidPayment, OrderPayments, PaymentMethod, parse_amount, validate_card
 from services.payment.gateway import BogusGateway, card_for_token, vault_token
 
@@ -59,8 +59,10 @@ async def process_payments(conn: asyncpg.Connection, gateway: BogusGateway, requ
     covered. Runs in the consumer's transaction; the gateway's own ledger sits outside it,
     and each call's idempotency key is the payment's number and action, so a redelivered
     or retried step never charges twice."""
+    fail_point("payment.process_payments")
     payments = await PAYMENTS.load(conn, request.number)
-    if request.request_id in payments.concluded:
+    if payments.refuse_unless_covering(request.request_id, request.amount):
+        await PAYMENTS.save(conn, payments)
         return
     auto_capture = {r["id"]: r["auto_capture"] for r in await conn.fetch("SELECT id, auto_capture FROM payment_methods")}
     covered, declined = Decimal("0"), None
@@ -79,6 +81,25 @@ async def process_payments(conn: asyncpg.Connection, gateway: BogusGateway, requ
             break
         covered += payment.amount
     payments.conclude(request.request_id, declined)
+    await PAYMENTS.save(conn, payments)
+
+
+async def void_payments(conn: asyncpg.Connection, gateway: BogusGateway, request: PaymentVoidRequested) -> None:
+    """Compensation of step 3: void at the gateway what the failed completion authorised or
+    captured (a card payment still in `checkout` only if the gateway has a charge for it:
+    the step may have died between the gateway's answer and our record)."""
+    payments = await PAYMENTS.load(conn, request.number)
+    if request.request_id in payments.voided_requests:
+        return
+    voided = []
+    for payment in payments.to_void():
+        key = f"{request.number}-{payment.number}"
+        if payment.state == "checkout" and not await gateway.charged(f"{key}-authorize", f"{key}-purchase"):
+            continue
+        await gateway.call("void", gateway_token=payment.source.gateway_token if payment.source else "",
+                           amount=payment.amount, idempotency_key=f"{key}-void")
+        voided.append(payment.id)
+    payments.voided_for(request.request_id, voided)
     await PAYMENTS.save(conn, payments)
 
 

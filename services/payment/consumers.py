@@ -8,7 +8,7 @@ from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
 from shared.order_directory import track_orders
 from shared.service import Subscription
-from services.payment.commands import process_payments, settle_cancellation
+from services.payment.commands import process_payments, settle_cancellation, void_payments
 from services.payment.gateway import BogusGateway
 
 _gateway: BogusGateway | None = None
@@ -29,9 +29,12 @@ async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> N
     match decode_event(envelope):
         case o.PaymentRequested() as request:
             await process_payments(conn, _gateway, request)
+        case o.PaymentVoidRequested() as request:
+            await void_payments(conn, _gateway, request)
         case o.OrderCanceled():
             await settle_cancellation(conn, _gateway, envelope.aggregate_id)
 
 
 subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event,
-                              event_types=(o.OrderCreated, o.PaymentRequested, o.OrderCanceled))]
+                              event_types=(o.OrderCreated, o.PaymentRequested, o.PaymentVoidRequested,
+                                           o.OrderCanceled))]

@@ -10,8 +10,12 @@ from typing import Any
 from shared.aggregate import Aggregate, DomainError
 from shared.contracts.payment import (
     CardSource, PaymentAuthorized, PaymentCaptured, PaymentCreated, PaymentFailed, PaymentInvalidated,
-    PaymentRefunded, PaymentsDeclined, PaymentsProcessed, PaymentVoided,
+    PaymentRefunded, PaymentsDeclined, PaymentsProcessed, PaymentsRefused, PaymentsVoided, PaymentVoided,
 )
+
+# Payments that count towards what an order is paid with (Solidus's `valid` payments).
+VALID_STATES = ("checkout", "processing", "pending", "completed")
+MISMATCH = "The order total changed after the payment was entered. Please enter the payment again."
 
 
 @dataclass(frozen=True)
@@ -104,9 +108,20 @@ class OrderPayments(Aggregate):
         super().__init__(aggregate_id)
         self.payments: dict[int, Payment] = {}
         self.concluded: set[str] = set()  # completion requests already answered
+        self.voided_requests: set[str] = set()  # completion requests whose payments were voided
+        self.processed: set[str] = set()  # completion requests whose payments went through
+
+    @property
+    def closed(self) -> bool:
+        """Paid for by a completion that was not undone: the order is placed (the only step
+        after payment is the saga's pivot, which cannot fail)."""
+        return bool(self.processed - self.voided_requests)
 
     def create(self, *, payment_id: int, method: PaymentMethod, amount: Decimal, source: CardSource | None) -> None:
-        """A new payment in `checkout`; older ones still in `checkout` become `invalid`."""
+        """A new payment in `checkout`; older ones still in `checkout` become `invalid`.
+        A placed order takes no new payment (admins capture, void or cancel instead)."""
+        if self.closed:
+            raise DomainError("order_placed", "The order has been placed and can no longer be changed.")
         for payment in list(self.payments.values()):
             if payment.state == "checkout":
                 self._record(PaymentInvalidated(order_number=self.id, payment_id=payment.id))
@@ -114,6 +129,36 @@ class OrderPayments(Aggregate):
             order_number=self.id, payment_id=payment_id, payment_number=new_payment_number(),
             payment_method_id=method.id, payment_method_name=method.name, method_type=method.method_type,
             amount=amount, source=source))
+
+    def refuse_unless_covering(self, request_id: str, amount: Decimal) -> bool:
+        """The completion saga's step 3 charges what the cart locked: if the payments entered
+        do not add up to it (the order changed after they were entered), nothing is sent to
+        the gateway and the step is refused. True when refused (or already answered)."""
+        if request_id in self.concluded or request_id in self.voided_requests:
+            return True
+        entered = sum((p.amount for p in self.payments.values() if p.state in VALID_STATES), Decimal("0"))
+        if entered == amount:
+            return False
+        code, message = ("no_payment", "No payment found") if entered == 0 else ("payment_mismatch", MISMATCH)
+        self._record(PaymentsRefused(order_number=self.id, request_id=request_id, code=code, message=message,
+                                     entered_total=entered))
+        return True
+
+    def to_void(self) -> list[Payment]:
+        """What a failed completion voids: every payment it authorised or captured (the order
+        is not placed, so no other is), and card payments the gateway may have charged before
+        the outcome was recorded (the caller asks the gateway about those)."""
+        return [p for p in self.payments.values()
+                if p.state in ("pending", "completed", "processing")
+                or (p.state == "checkout" and p.method_type == "gateway")]
+
+    def voided_for(self, request_id: str, payment_ids: list[int]) -> None:
+        """Compensation of step 3 answered (once, even when there was nothing to void)."""
+        if request_id in self.voided_requests:
+            return
+        for payment_id in payment_ids:
+            self._record(PaymentVoided(order_number=self.id, payment_id=payment_id))
+        self._record(PaymentsVoided(order_number=self.id, request_id=request_id, payment_ids=payment_ids))
 
     def to_process(self) -> list[Payment]:
         """Payments a completion processes: card payments still in `checkout` (Solidus
@@ -189,9 +234,16 @@ class OrderPayments(Aggregate):
 
     def _on_PaymentsProcessed(self, e: PaymentsProcessed) -> None:
         self.concluded.add(e.request_id)
+        self.processed.add(e.request_id)
 
     def _on_PaymentsDeclined(self, e: PaymentsDeclined) -> None:
         self.concluded.add(e.request_id)
+
+    def _on_PaymentsRefused(self, e: PaymentsRefused) -> None:
+        self.concluded.add(e.request_id)
+
+    def _on_PaymentsVoided(self, e: PaymentsVoided) -> None:
+        self.voided_requests.add(e.request_id)
 
     def _on_PaymentInvalidated(self, e: PaymentInvalidated) -> None:
         self.payments[e.payment_id].state = "invalid"

@@ -45,6 +45,12 @@ class BogusGateway:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
+    async def charged(self, *idempotency_keys: str) -> bool:
+        """Whether a call under one of these keys authorised or captured money."""
+        return bool(await self.pool.fetchval(
+            "SELECT true FROM gateway_calls WHERE idempotency_key = ANY($1::text[]) AND success"
+            " AND action IN ('authorize', 'purchase') LIMIT 1", list(idempotency_keys)))
+
     async def call(self, action: str, *, gateway_token: str, amount: Decimal, idempotency_key: str) -> GatewayResult:
         """`action`: "authorize", "purchase" (authorize and capture at once), "capture", "void", "refund"."""
         async with self.pool.acquire() as conn:

@@ -7,7 +7,7 @@ import asyncpg
 
 from shared.aggregate import CommandResult, Repository
 from shared.bus import events_topic
-from shared.contracts.order import CompletionRequested, DeliveryRequested
+from shared.contracts.order import DeliveryRequested, StockAllocationRequested
 from shared.contracts.shipping import AllocatedUnit
 from shared.db import savepoint
 from shared.eventstore import EventStore
@@ -59,14 +59,15 @@ class _Short(Exception):
     pass
 
 
-async def allocate_stock(conn: asyncpg.Connection, request: CompletionRequested) -> None:
-    """Saga step 2: take the units from stock, all or none, in the consumer's transaction.
+async def allocate_stock(conn: asyncpg.Connection, request: StockAllocationRequested) -> None:
+    """The completion saga's step 2: take the locked lines from stock, all or none, in the
+    consumer's transaction.
 
     Each decrement is conditional (`count_on_hand >= quantity`) and row-locked, so stock
     never goes negative however many orders compete for the last units.
     """
     shipments = await SHIPMENTS.load(conn, request.number)
-    if request.request_id in shipments.allocations:
+    if shipments.allocation_answered(request.request_id):
         return
     units: list[AllocatedUnit] | None = []
     try:
@@ -95,7 +96,8 @@ async def allocate_stock(conn: asyncpg.Connection, request: CompletionRequested)
 
 
 async def release_stock(conn: asyncpg.Connection, number: str, request_id: str) -> None:
-    """Compensation: put back what a failed completion had allocated (once)."""
+    """Compensation of step 2 (and a canceled order): put back what `request_id` allocated,
+    answered once."""
     shipments = await SHIPMENTS.load(conn, number)
     for unit in shipments.release(request_id):
         await conn.execute("UPDATE stock_items SET count_on_hand = count_on_hand + $3"

@@ -18,14 +18,14 @@ async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> N
             await build_shipments(conn, request)
         case o.CheckoutRestarted():
             await discard_shipments(conn, envelope.aggregate_id)
-        case o.CompletionRequested() as request:
+        case o.StockAllocationRequested() as request:
             await allocate_stock(conn, request)
-        case o.CompletionFailed(release_stock=True) as failed:
-            await release_stock(conn, envelope.aggregate_id, failed.request_id)
+        case o.StockReleaseRequested() as request:
+            await release_stock(conn, request.number, request.request_id)
         case o.OrderCanceled() as canceled:
             await release_stock(conn, envelope.aggregate_id, canceled.completion_request_id)
 
 
 subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event,
                               event_types=(o.OrderCreated, o.DeliveryRequested, o.CheckoutRestarted,
-                                           o.CompletionRequested, o.CompletionFailed, o.OrderCanceled))]
+                                           o.StockAllocationRequested, o.StockReleaseRequested, o.OrderCanceled))]

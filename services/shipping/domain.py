@@ -84,7 +84,8 @@ class OrderShipments(Aggregate):
         self.shipments: list[Shipment] = []
         self.selected_method_ids: set[int] = set()
         self.allocations: dict[str, list[AllocatedUnit]] = {}  # request id → units taken from stock
-        self.released: set[str] = set()
+        self.held: set[str] = set()      # allocations not released: the shipments are fixed
+        self.released: set[str] = set()  # requests whose release was answered
 
     def build(self, request_id: str, lines: list[Line], locations: list[StockLocation], methods: list[Method],
               ids: list[int]) -> None:
@@ -112,6 +113,9 @@ class OrderShipments(Aggregate):
         self._record(ShipmentsBuilt(order_number=self.id, request_id=request_id, shipments=shipments))
 
     def select_rate(self, shipment_number: str, rate_id: int) -> None:
+        if self.held:
+            raise DomainError("shipments_locked", "The order is being completed or has been placed;"
+                              " its shipments cannot change.", status=409)
         shipment = self.find(shipment_number)
         rate = next((r for r in shipment.rates if r.id == rate_id), None)
         if rate is None:
@@ -127,21 +131,27 @@ class OrderShipments(Aggregate):
             raise not_found("shipping method")
         self.select_rate(shipment_number, rate.id)
 
+    def allocation_answered(self, request_id: str) -> bool:
+        """Answered already, or compensated before it came (a command replayed late from the DLQ)."""
+        return request_id in self.allocations or request_id in self.released
+
     def record_allocation(self, request_id: str, units: list[AllocatedUnit] | None) -> None:
-        """The stock decrement happened in the same transaction (see commands); None: it could not."""
-        if request_id in self.allocations:
+        """The stock decrement happened in the same transaction (see commands); None: it could not.
+        Allocated, the shipments and their selected rates are fixed: `ship_total` is their cost."""
+        if self.allocation_answered(request_id):
             return
         if units is None:
             self._record(StockAllocationFailed(order_number=self.id, request_id=request_id,
                                                message=INSUFFICIENT_STOCK))
         else:
-            self._record(StockAllocated(order_number=self.id, request_id=request_id, units=units))
+            self._record(StockAllocated(order_number=self.id, request_id=request_id, units=units,
+                                        ship_total=sum((s.cost for s in self.shipments), Decimal(0))))
 
     def release(self, request_id: str) -> list[AllocatedUnit]:
-        """Units to put back, once: a duplicate release returns nothing."""
-        units = self.allocations.get(request_id)
-        if not units or request_id in self.released:
+        """Units to put back, answered once (with none if the request allocated nothing)."""
+        if request_id in self.released:
             return []
+        units = self.allocations.get(request_id) or []
         self._record(StockReleased(order_number=self.id, request_id=request_id, units=units))
         return units
 
@@ -172,9 +182,11 @@ class OrderShipments(Aggregate):
 
     def _on_StockAllocated(self, e: StockAllocated) -> None:
         self.allocations[e.request_id] = list(e.units)
+        self.held.add(e.request_id)
 
     def _on_StockAllocationFailed(self, e: StockAllocationFailed) -> None:
         self.allocations[e.request_id] = []
 
     def _on_StockReleased(self, e: StockReleased) -> None:
         self.released.add(e.request_id)
+        self.held.discard(e.request_id)

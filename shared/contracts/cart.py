@@ -5,6 +5,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
+from shared.contracts.dead_letters import DeadLetterNotice
 from shared.envelope import DomainEvent
 
 
@@ -83,3 +84,54 @@ class PromotionRemoved(DomainEvent):
     event_type = "cart.PromotionRemoved"
     order_number: str
     code: str
+
+
+class LockedLine(BaseModel):
+    """A line as the cart locked it: what is charged and shipped."""
+    model_config = ConfigDict(frozen=True)
+    line_item_id: int
+    variant_id: int
+    quantity: int
+    price: Decimal
+    track_inventory: bool
+
+
+class CartLocked(DomainEvent):
+    """Answer to order.CartLockRequested: the cart refuses changes from now on (until
+    `CartUnlocked`; for ever once its order completes). Its lines, adjustments and totals
+    are exactly what the completion charges and ships; limited coupons are reserved."""
+    event_type = "cart.CartLocked"
+    order_number: str
+    request_id: str
+    lines: list[LockedLine]
+    item_total: Decimal
+    adjustment_total: Decimal
+    adjustments: list[PromotionAdjustment] = []
+    reserved_promotion_ids: list[int] = []
+
+
+class CartLockRefused(DomainEvent):
+    """Answer to order.CartLockRequested: the cart was not locked. `cart_changed`: its lines
+    are no longer those the customer confirmed. `promotions_ineligible`: coupons expired or
+    were used up by other orders since they were applied; they are removed (`removed_codes`,
+    with `PromotionRemoved` and `CartRepriced` in the same append), as Solidus does."""
+    event_type = "cart.CartLockRefused"
+    order_number: str
+    request_id: str
+    code: str  # "cart_changed" | "promotions_ineligible"
+    message: str
+    removed_codes: list[str] = []
+    item_count: int  # lines the cart holds now (none: the order goes back to `cart`)
+
+
+class CartUnlocked(DomainEvent):
+    """Answer to order.CartUnlockRequested (also when the cart was not locked by it):
+    changes are accepted again and the reserved coupons are free for other orders."""
+    event_type = "cart.CartUnlocked"
+    order_number: str
+    request_id: str
+    released_promotion_ids: list[int] = []
+
+
+class MessageDeadLettered(DeadLetterNotice):
+    event_type = "cart.MessageDeadLettered"

@@ -5,7 +5,8 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.envelope import DomainEvent
+from shared.contracts.dead_letters import DeadLetterNotice
+from shared.envelope import DomainEvent, upcaster
 
 
 class OrderCreated(DomainEvent):
@@ -106,24 +107,73 @@ class DeliveryRefused(DomainEvent):
 
 
 class CompletionRequested(DomainEvent):
-    """Step 1 of the order saga: `confirm` → complete was asked for. The shipping
-    service answers by allocating stock for these lines."""
+    """The customer asked to place the order (`complete`, `process`): the completion saga
+    starts (services/order/saga.py). `total` and `lines` are what the customer confirmed;
+    what is charged and shipped is what the cart locks (`cart.CartLocked`)."""
     event_type = "order.CompletionRequested"
     number: str
-    request_id: str
+    request_id: str  # the saga's id: every step's command and answer carries it
     total: Decimal
     lines: list[DeliveryLine]
 
 
+# -- the completion saga's commands to its participants (services/order/saga.py) --------
+# Each names the saga's request id; the participant answers on its own topic with an event
+# carrying the same id. A compensation is answered even when there was nothing to undo.
+class CartLockRequested(DomainEvent):
+    """Step 1: the cart service locks the cart if it still holds `lines`, reserving its
+    limited coupons; answered by `cart.CartLocked` or `cart.CartLockRefused`."""
+    event_type = "order.CartLockRequested"
+    number: str
+    request_id: str
+    lines: list[DeliveryLine]
+
+
+class CartUnlockRequested(DomainEvent):
+    """Compensation of step 1: unlock the cart and release its coupon reservations;
+    answered by `cart.CartUnlocked`."""
+    event_type = "order.CartUnlockRequested"
+    number: str
+    request_id: str
+
+
+class StockAllocationRequested(DomainEvent):
+    """Step 2: the shipping service takes exactly the locked lines from stock; answered by
+    `shipping.StockAllocated` or `shipping.StockAllocationFailed`."""
+    event_type = "order.StockAllocationRequested"
+    number: str
+    request_id: str
+    lines: list[DeliveryLine]
+
+
+class StockReleaseRequested(DomainEvent):
+    """Compensation of step 2: put back what this request allocated; answered by
+    `shipping.StockReleased`."""
+    event_type = "order.StockReleaseRequested"
+    number: str
+    request_id: str
+
+
 class PaymentRequested(DomainEvent):
-    """Step 2: stock is secured; the payment service processes payments up to `amount`."""
+    """Step 3: the payment service authorises (or purchases) the order's payments for
+    `amount`, the locked total; answered by `payment.PaymentsProcessed`,
+    `payment.PaymentsDeclined` or `payment.PaymentsRefused`."""
     event_type = "order.PaymentRequested"
     number: str
     request_id: str
     amount: Decimal
 
 
+class PaymentVoidRequested(DomainEvent):
+    """Compensation of step 3: void what this request authorised or captured; answered by
+    `payment.PaymentsVoided`."""
+    event_type = "order.PaymentVoidRequested"
+    number: str
+    request_id: str
+
+
 class OrderCompleted(DomainEvent):
+    """Step 4, the saga's pivot: the order is placed for the locked total."""
     event_type = "order.OrderCompleted"
     number: str
     request_id: str
@@ -134,16 +184,38 @@ class OrderCompleted(DomainEvent):
     reference: str | None = None  # YYYY-MM-NNNN
 
 
-class CompletionFailed(DomainEvent):
-    """The saga compensated: stock (if allocated) is to be released; the order is back in
-    `payment` (declined payment) or stays in `confirm` (insufficient stock)."""
+class CompletionFailedV1(DomainEvent):
+    """Superseded by v2 (stored v1 events are read as v2): `release_stock` told the shipping
+    service to put stock back; compensation is now the saga's own commands."""
     event_type = "order.CompletionFailed"
+    event_version = 1
     number: str
     request_id: str
-    code: str  # "payment_failed" | "insufficient_stock"
+    code: str
     message: str
     release_stock: bool
     state: str
+
+
+class CompletionFailed(DomainEvent):
+    """The completion did not place the order and every step it took was undone (stock
+    released, coupons freed, authorisations voided). The order is back in `state`:
+    `payment` after a payment problem, `confirm` after a stock or time-out problem,
+    `address` when the cart changed or a coupon became ineligible (the checkout restarts)."""
+    event_type = "order.CompletionFailed"
+    event_version = 2
+    number: str
+    request_id: str
+    code: str  # e.g. "insufficient_stock", "payment_failed", "promotions_ineligible", "step_timed_out"
+    message: str
+    state: str
+    step: str | None = None  # the saga step that failed
+
+
+@upcaster("order.CompletionFailed", 1)
+def _completion_failed_without_release_flag(payload: dict) -> dict:
+    payload.pop("release_stock", None)
+    return {**payload, "step": None}
 
 
 class OrderCanceled(DomainEvent):
@@ -161,3 +233,7 @@ class PaymentStateChanged(DomainEvent):
     payment_total: Decimal
     payment_state: str
     shipment_state: str | None
+
+
+class MessageDeadLettered(DeadLetterNotice):
+    event_type = "order.MessageDeadLettered"

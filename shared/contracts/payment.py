@@ -9,6 +9,7 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
+from shared.contracts.dead_letters import DeadLetterNotice
 from shared.envelope import DomainEvent
 
 
@@ -74,6 +75,8 @@ class PaymentsProcessed(DomainEvent):
 
 
 class PaymentsDeclined(DomainEvent):
+    """Answer to order.PaymentRequested: the gateway declined a payment (`message` is its
+    own); payments it had authorised for this request are voided by the compensation."""
     event_type = "payment.PaymentsDeclined"
     order_number: str
     request_id: str
@@ -91,3 +94,28 @@ class PaymentRefunded(DomainEvent):
     order_number: str
     payment_id: int
     amount: Decimal
+
+
+class PaymentsRefused(DomainEvent):
+    """Answer to order.PaymentRequested: nothing was sent to the gateway, because the
+    payments entered do not add up to the amount to charge (the order changed after they
+    were entered, as when Solidus invalidates payments), or there are none."""
+    event_type = "payment.PaymentsRefused"
+    order_number: str
+    request_id: str
+    code: str  # "payment_mismatch" | "no_payment"
+    message: str
+    entered_total: Decimal
+
+
+class PaymentsVoided(DomainEvent):
+    """Answer to order.PaymentVoidRequested: what the request had authorised or captured is
+    voided at the gateway (each one also as `PaymentVoided`); empty when there was nothing."""
+    event_type = "payment.PaymentsVoided"
+    order_number: str
+    request_id: str
+    payment_ids: list[int] = []
+
+
+class MessageDeadLettered(DeadLetterNotice):
+    event_type = "payment.MessageDeadLettered"

@@ -5,7 +5,8 @@ from decimal import Decimal
 
 from pydantic import BaseModel, ConfigDict
 
-from shared.envelope import DomainEvent
+from shared.contracts.dead_letters import DeadLetterNotice
+from shared.envelope import DomainEvent, upcaster
 
 
 class ShippingRate(BaseModel):
@@ -75,11 +76,29 @@ class AllocatedUnit(BaseModel):
     quantity: int
 
 
-class StockAllocated(DomainEvent):
+class StockAllocatedV1(DomainEvent):
+    """Superseded by v2 (stored v1 events are read as v2, with no shipping cost known)."""
     event_type = "shipping.StockAllocated"
+    event_version = 1
     order_number: str
     request_id: str
     units: list[AllocatedUnit]
+
+
+class StockAllocated(DomainEvent):
+    """Answer to order.StockAllocationRequested: every unit is taken from stock, and the
+    shipments' selected rates are fixed from now on (`ship_total` is what they cost)."""
+    event_type = "shipping.StockAllocated"
+    event_version = 2
+    order_number: str
+    request_id: str
+    units: list[AllocatedUnit]
+    ship_total: Decimal | None  # None only for v1 events, which did not say
+
+
+@upcaster("shipping.StockAllocated", 1)
+def _allocation_with_unknown_shipping_cost(payload: dict) -> dict:
+    return {**payload, "ship_total": None}
 
 
 class StockAllocationFailed(DomainEvent):
@@ -90,7 +109,13 @@ class StockAllocationFailed(DomainEvent):
 
 
 class StockReleased(DomainEvent):
+    """What a request had allocated is back in stock (answer to order.StockReleaseRequested,
+    `units` empty when it had allocated nothing; also after order.OrderCanceled)."""
     event_type = "shipping.StockReleased"
     order_number: str
     request_id: str
     units: list[AllocatedUnit]
+
+
+class MessageDeadLettered(DeadLetterNotice):
+    event_type = "shipping.MessageDeadLettered"

@@ -1,0 +1,164 @@
+"""The completion saga's deadlines, dead letters and the operator's abort, against real
+processes: whatever stops a step, everything the completion took is given back (stock,
+coupon reservations, authorisations), counted in the stores."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.solidus.conftest import V1
+from tests.solidus.test_checkout import CARD
+from tests.solidus.test_complete import full_flow, stock_of
+from tests.test_completion_races import settled
+
+
+async def reconfigure(system, name: str, **env: str | None) -> None:
+    """Restart one supervised process with its environment changed (None: unset)."""
+    process = system.processes[name]
+    process.env = {k: v for k, v in {**process.env, **env}.items() if v is not None}
+    process.restarts = 0
+    old = process.pid
+    os.kill(old, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while process.pid == old or not process.alive():
+        assert time.monotonic() < deadline, f"{name} was not restarted"
+        await asyncio.sleep(0.1)
+    await asyncio.to_thread(system.wait_ready, 90, (name,))
+
+
+@pytest.fixture
+async def limited_coupon(system):
+    """A fresh coupon with one use, so a leaked reservation would show."""
+    code = f"once{time.monotonic_ns() % 10**8}"
+    async with httpx.AsyncClient() as client:
+        (await client.put(f"{system.service_url('cart')}/admin/promotions", json=[
+            {"id": int(time.monotonic_ns() % 10**6) + 10_000, "name": code, "code": code, "kind": "order_flat",
+             "value": "1.00", "usage_limit": 1}])).raise_for_status()
+    return code
+
+
+async def given_back(stack, number: str) -> dict:
+    """What the order's failed completion left: gateway calls, payment states, reservations."""
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        calls = await conn.fetch("SELECT action, success FROM payment.gateway_calls WHERE idempotency_key LIKE $1"
+                                 " ORDER BY created_at", f"{number}-%")
+        reservations = await conn.fetchval("SELECT count(*) FROM cart.promotion_uses WHERE order_number = $1", number)
+        failure = await conn.fetchval(
+            "SELECT payload FROM \"order\".events WHERE aggregate_id = $1 AND type = 'order.CompletionFailed'"
+            " ORDER BY sequence DESC LIMIT 1", number)
+        locked = await conn.fetchval(
+            "SELECT count(*) FILTER (WHERE type = 'cart.CartLocked') > count(*) FILTER (WHERE type = 'cart.CartUnlocked')"
+            " FROM cart.events WHERE aggregate_id = $1", number)
+    finally:
+        await conn.close()
+    return {"calls": [(c["action"], c["success"]) for c in calls], "reservations": reservations,
+            "failure": json.loads(failure) if failure else None, "cart_still_locked": locked}
+
+
+async def test_a_lost_answer_is_compensated_after_the_deadline_even_across_a_kill_9(gateway, system, stack,
+                                                                                    limited_coupon):
+    await reconfigure(system, "order-saga", TILLSTREAM_DROP_AT="saga.answer.payment.PaymentsProcessed",
+                      SAGA_PAYMENT_DEADLINE_MS="4000")
+    try:
+        stock_before = await stock_of(stack, V1)
+        # Two completions lose the payment service's answer; during the second, the saga
+        # worker is killed -9 while it waits: its deadline is a row, not a timer.
+        for kill in (False, True):
+            number, token, total, _ = await full_flow(gateway, card=CARD, coupon=limited_coupon, complete=False)
+            completing = asyncio.ensure_future(gateway.put(f"/api/checkouts/{number}/complete", headers=token))
+            if kill:
+                conn = await asyncpg.connect(stack.database_url)
+                try:
+                    while not await conn.fetchval("SELECT true FROM payment.events WHERE aggregate_id = $1"
+                                                  " AND type = 'payment.PaymentsProcessed'", number):
+                        await asyncio.sleep(0.05)
+                finally:
+                    await conn.close()
+                await asyncio.sleep(0.5)  # the saga has taken the answer and dropped it
+                saga = system.processes["order-saga"]
+                pid = saga.pid
+                os.kill(pid, signal.SIGKILL)
+                while saga.pid == pid or not saga.alive():
+                    await asyncio.sleep(0.1)
+            response = await completing
+            await settled(stack, number, timeout=90)
+            order = (await gateway.get(f"/api/orders/{number}", headers=token)).json()
+            assert order["state"] == "payment" and order["completed_at"] is None
+            if response.status_code == 422:  # answered once settled (not after a 202)
+                assert response.json()["errors"]["base"] == [
+                    "The payment could not be processed in time. Please try again."]
+            left = await given_back(stack, number)
+            assert left["failure"]["code"] == "payment_timed_out" and left["failure"]["step"] == "process_payments"
+            assert left["calls"] == [("authorize", True), ("void", True)]  # authorised, then voided
+            assert [p["state"] for p in order["payments"]] == ["void"]
+            assert left["reservations"] == 0 and not left["cart_still_locked"]
+            assert order["adjustments"][0]["label"].endswith(f"({limited_coupon})")  # still on the cart
+            assert await stock_of(stack, V1) == stock_before
+    finally:
+        await reconfigure(system, "order-saga", TILLSTREAM_DROP_AT=None, SAGA_PAYMENT_DEADLINE_MS=None)
+    # The coupon was given back each time: a new order can use it and complete.
+    number, token, _, completed = await full_flow(gateway, card=CARD, coupon=limited_coupon)
+    assert completed.status_code == 200 and completed.json()["state"] == "complete"
+
+
+async def test_a_dead_lettered_step_is_compensated_at_once(gateway, system, stack):
+    await reconfigure(system, "payment", TILLSTREAM_FAIL_AT="payment.process_payments")
+    try:
+        stock_before = await stock_of(stack, V1)
+        number, token, total, _ = await full_flow(gateway, card=CARD, complete=False)
+        started = time.monotonic()
+        response = await gateway.put(f"/api/checkouts/{number}/complete", headers=token)
+        # Long before the step's 60 s deadline: the payment service's notice ends it.
+        assert time.monotonic() - started < 20
+        assert response.status_code == 422, response.text
+        assert response.json()["errors"]["base"][0].startswith("The process_payments step failed: ")
+        assert "InjectedFault" in response.json()["errors"]["base"][0]
+        await settled(stack, number)
+        left = await given_back(stack, number)
+        assert left["failure"]["code"] == "step_dead_lettered" and left["calls"] == []
+        assert await stock_of(stack, V1) == stock_before and not left["cart_still_locked"]
+    finally:
+        await reconfigure(system, "payment", TILLSTREAM_FAIL_AT=None)
+
+
+def cli(stack, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "DATABASE_URL": stack.database_url, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers}
+    return subprocess.run([sys.executable, "-m", "tillstream.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+async def test_an_operator_sees_and_aborts_a_stuck_completion(gateway, system, stack):
+    await reconfigure(system, "order-saga", TILLSTREAM_DROP_AT="saga.answer.shipping.StockAllocated")
+    try:
+        stock_before = await stock_of(stack, V1)
+        number, token, total, _ = await full_flow(gateway, card=CARD, complete=False)
+        response = await gateway.put(f"/api/checkouts/{number}/complete", headers=token)
+        assert response.status_code == 202  # stuck: the stock step's answer never arrives
+        listed = json.loads((await asyncio.to_thread(cli, stack, "saga", "list", "--json")).stdout)
+        [stuck] = [row for row in listed if row["order_number"] == number]
+        assert stuck["status"] == "running" and stuck["step"] == "allocate_stock"
+        assert await stock_of(stack, V1) == stock_before - 1  # allocated, but the saga never heard
+        aborted = await asyncio.to_thread(cli, stack, "saga", "abort", number, "--json")
+        assert aborted.returncode == 0, aborted.stderr
+        assert json.loads(aborted.stdout)[0]["status"] == "failed"
+    finally:
+        await reconfigure(system, "order-saga", TILLSTREAM_DROP_AT=None)
+    order = (await gateway.get(f"/api/orders/{number}", headers=token)).json()
+    assert order["state"] == "confirm" and await stock_of(stack, V1) == stock_before
+    left = await given_back(stack, number)
+    assert left["failure"]["code"] == "aborted" and left["calls"] == [] and not left["cart_still_locked"]
+    assert number not in [row["order_number"] for row in
+                          json.loads((await asyncio.to_thread(cli, stack, "saga", "list", "--json")).stdout)]
+    # The customer completes it after all.
+    again = await gateway.put(f"/api/checkouts/{number}/complete", headers=token)
+    assert again.status_code == 200 and again.json()["state"] == "complete"

@@ -1,0 +1,152 @@
+"""The completion saga's decisions, without a database or a broker (Eventuate's
+CreateOrderSagaTest style: given an answer, expect the next command)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from shared.contracts import cart as c
+from shared.contracts import order as o
+from shared.contracts import payment as p
+from shared.contracts import shipping as s
+from shared.settings import Settings
+from shared.saga import COMPENSATING, COMPLETED, FAILED, RUNNING, SagaInstance
+from services.order.saga import COMPLETION
+
+SETTINGS = Settings(saga_lock_cart_deadline_ms=1000, saga_stock_deadline_ms=2000, saga_payment_deadline_ms=3000,
+                    saga_compensation_retry_ms=500)
+NOW = datetime(2026, 12, 2, 12, 0, tzinfo=timezone.utc)
+LINES = [{"variant_id": 1, "quantity": 2, "track_inventory": True}]
+
+
+def started(tax_rate: str = "0") -> tuple[SagaInstance, list]:
+    saga = SagaInstance(id="req-1", saga="completion", key="R000000001", correlation_id="corr",
+                        data={"lines": LINES, "tax_rate": tax_rate})
+    return saga, COMPLETION.begin(saga, SETTINGS, NOW).commands
+
+
+def locked(item_total="39.98", adjustment_total="-10.00") -> c.CartLocked:
+    return c.CartLocked(order_number="R000000001", request_id="req-1", item_total=Decimal(item_total),
+                        adjustment_total=Decimal(adjustment_total),
+                        lines=[c.LockedLine(line_item_id=7, variant_id=1, quantity=2, price=Decimal("19.99"),
+                                            track_inventory=True)])
+
+
+def allocated(ship_total="10.00") -> s.StockAllocated:
+    return s.StockAllocated(order_number="R000000001", request_id="req-1", ship_total=Decimal(ship_total),
+                            units=[s.AllocatedUnit(stock_location_id=1, variant_id=1, quantity=2)])
+
+
+def answer(saga: SagaInstance, event, at: datetime = NOW):
+    return COMPLETION.answered(saga, event, SETTINGS, at)
+
+
+def test_it_starts_by_locking_the_cart_for_the_confirmed_lines():
+    saga, commands = started()
+    assert commands == [o.CartLockRequested(number="R000000001", request_id="req-1",
+                                            lines=[o.DeliveryLine(**LINES[0])])]
+    assert (saga.status, saga.invoked, saga.deadline_at) == (RUNNING, ["lock_cart"], NOW + timedelta(seconds=1))
+
+
+def test_each_answer_sends_the_next_command_with_what_the_steps_learnt():
+    saga, _ = started(tax_rate="0.20")
+    decision = answer(saga, locked())
+    assert decision.commands == [o.StockAllocationRequested(number="R000000001", request_id="req-1",
+                                                            lines=[o.DeliveryLine(**LINES[0])])]
+    assert saga.deadline_at == NOW + timedelta(seconds=2)
+    decision = answer(saga, allocated())
+    # The locked total: 39.98 - 10.00 + 10.00 shipping, and 20% tax on each part, truncated.
+    assert decision.commands == [o.PaymentRequested(number="R000000001", request_id="req-1",
+                                                    amount=Decimal("39.98") + Decimal("5.99") + Decimal("2.00"))]
+    decision = answer(saga, p.PaymentsProcessed(order_number="R000000001", request_id="req-1",
+                                                payment_total=Decimal("0")))
+    assert decision.local is COMPLETION.step_named("complete") and not decision.commands
+    assert COMPLETION.after_local(saga, SETTINGS, NOW).finished == COMPLETED and saga.status == COMPLETED
+
+
+def test_nothing_to_pay_goes_from_stock_to_the_pivot():
+    saga, _ = started()
+    answer(saga, locked(item_total="25.00", adjustment_total="-25.00"))
+    decision = answer(saga, allocated(ship_total="0"))
+    assert decision.local is COMPLETION.step_named("complete")
+    assert saga.invoked == ["lock_cart", "allocate_stock"]
+
+
+def test_a_failure_undoes_every_step_taken_the_failing_one_included_and_ends_when_all_answered():
+    saga, _ = started()
+    answer(saga, locked())
+    answer(saga, allocated())
+    decision = answer(saga, p.PaymentsDeclined(order_number="R000000001", request_id="req-1",
+                                               message="Bogus Gateway: Forced failure"))
+    assert decision.commands == [o.PaymentVoidRequested(number="R000000001", request_id="req-1"),
+                                 o.StockReleaseRequested(number="R000000001", request_id="req-1"),
+                                 o.CartUnlockRequested(number="R000000001", request_id="req-1")]
+    assert saga.status == COMPENSATING and saga.failure.state == "payment" and saga.failure.code == "payment_failed"
+    for undone in (s.StockReleased(order_number="R000000001", request_id="req-1", units=[]),
+                   c.CartUnlocked(order_number="R000000001", request_id="req-1")):
+        assert answer(saga, undone).finished is None
+    done = answer(saga, p.PaymentsVoided(order_number="R000000001", request_id="req-1", payment_ids=[3]))
+    assert done.finished == FAILED and saga.status == FAILED and saga.deadline_at is None
+
+
+@pytest.mark.parametrize("refusal, state", [("cart_changed", "address"), ("promotions_ineligible", "address")])
+def test_a_refused_lock_restarts_the_checkout(refusal, state):
+    saga, _ = started()
+    decision = answer(saga, c.CartLockRefused(order_number="R000000001", request_id="req-1", code=refusal,
+                                              message="m", item_count=1))
+    assert decision.commands == [o.CartUnlockRequested(number="R000000001", request_id="req-1")]
+    assert (saga.failure.code, saga.failure.state) == (refusal, state)
+
+
+def test_answers_that_do_not_fit_change_nothing():
+    saga, _ = started()
+    answer(saga, locked())
+    assert answer(saga, locked()) is None  # a duplicate of the step already passed
+    assert answer(saga, c.CartUnlocked(order_number="R000000001", request_id="req-1")) is None  # not compensating
+    answer(saga, s.StockAllocationFailed(order_number="R000000001", request_id="req-1", message="short"))
+    assert saga.status == COMPENSATING and saga.failure.code == "insufficient_stock"
+    # A late success of the failed step, while compensating, is not taken.
+    assert answer(saga, allocated()) is None and saga.status == COMPENSATING
+
+
+def test_a_missed_deadline_compensates_and_an_unanswered_compensation_is_sent_again():
+    saga, _ = started()
+    answer(saga, locked())
+    answer(saga, allocated())
+    decision = COMPLETION.expired(saga, SETTINGS, NOW + timedelta(seconds=4))
+    assert saga.failure.code == "payment_timed_out" and saga.failure.state == "payment"
+    assert [type(command) for command in decision.commands] == [o.PaymentVoidRequested, o.StockReleaseRequested,
+                                                               o.CartUnlockRequested]
+    answer(saga, c.CartUnlocked(order_number="R000000001", request_id="req-1"))
+    again = COMPLETION.expired(saga, SETTINGS, NOW + timedelta(seconds=5))
+    assert [type(command) for command in again.commands] == [o.PaymentVoidRequested, o.StockReleaseRequested]
+    assert saga.attempts == 1 and saga.deadline_at == NOW + timedelta(seconds=6)
+
+
+def test_an_operators_abort_fails_the_step_as_aborted():
+    saga, _ = started()
+    saga.abort_requested = True
+    COMPLETION.expired(saga, SETTINGS, NOW)
+    assert (saga.failure.code, saga.failure.state, saga.status) == ("aborted", "confirm", COMPENSATING)
+
+
+def test_a_dead_lettered_command_fails_its_step_at_once():
+    saga, _ = started()
+    answer(saga, locked())
+    saga.command_event_id = "e-stock"
+    other = s.MessageDeadLettered(consumer="shipping.orders", original_event_id="e-other",
+                                  original_type="order.StockAllocationRequested", original_key="R000000001", error="x")
+    assert COMPLETION.dead_lettered(saga, other, SETTINGS, NOW) is None
+    mine = other.model_copy(update={"original_event_id": "e-stock", "error": "ValueError: boom"})
+    decision = COMPLETION.dead_lettered(saga, mine, SETTINGS, NOW)
+    assert saga.failure.code == "step_dead_lettered" and "ValueError: boom" in saga.failure.message
+    assert [type(command) for command in decision.commands] == [o.StockReleaseRequested, o.CartUnlockRequested]
+
+
+def test_the_saga_listens_to_every_answer_and_its_participants_dead_letter_notices():
+    heard = {cls.event_type for cls in COMPLETION.listens_to()}
+    assert {"cart.CartLocked", "cart.CartUnlocked", "shipping.StockReleased", "payment.PaymentsRefused",
+            "payment.MessageDeadLettered", "cart.MessageDeadLettered", "shipping.MessageDeadLettered"} <= heard
+    assert COMPLETION.participants == ("cart", "shipping", "payment")
