@@ -15,10 +15,9 @@ from decimal import Decimal
 
 from shared.aggregate import Aggregate, DomainError
 from shared.contracts.order import (
-    Address, BillAddressChanged, CartLockRequested, CartUnlockRequested, CheckoutAdvanced, CheckoutRestarted,
-    CompletionFailed, CompletionRequested, ContactDetailsChanged, DeliveryLine, DeliveryRefused, DeliveryRequested,
-    OrderCanceled, OrderCompleted, OrderCreated, OrderEmailChanged, PaymentRequested, PaymentStateChanged,
-    PaymentVoidRequested, ShipAddressChanged, StockAllocationRequested, StockReleaseRequested,
+    SAGA_COMMANDS, Address, BillAddressChanged, CheckoutAdvanced, CheckoutRestarted, CompletionFailed,
+    CompletionRequested, ContactDetailsChanged, DeliveryLine, DeliveryRefused, DeliveryRequested, OrderCanceled,
+    OrderCompleted, OrderCreated, OrderEmailChanged, PaymentStateChanged, ShipAddressChanged,
 )
 from shared.envelope import DomainEvent
 
@@ -28,10 +27,6 @@ NO_ITEMS = "There are no items for this order. Please add an item to the order t
 # The semantic lock of a completing order: no step until its saga settles.
 BEING_COMPLETED = "The order is being completed; please try again shortly."
 PLACED = "The order has been placed and can no longer be changed."
-# The completion saga's commands (services/order/saga.py): recorded on the order's stream so
-# they are published with its events; they change nothing here (the saga keeps its own state).
-SAGA_COMMANDS = (CartLockRequested, CartUnlockRequested, StockAllocationRequested, StockReleaseRequested,
-                 PaymentRequested, PaymentVoidRequested)
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -315,6 +310,8 @@ class Order(Aggregate):
         self.pending_delivery = None
 
     def _apply(self, event: DomainEvent) -> None:
+        # The saga's commands are recorded on the order's stream to be published with its
+        # events; the saga keeps its own state (shared/saga.py).
         if not isinstance(event, SAGA_COMMANDS):
             super()._apply(event)
 

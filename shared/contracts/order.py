@@ -172,6 +172,11 @@ class PaymentVoidRequested(DomainEvent):
     request_id: str
 
 
+# Commands to other services; they change nothing of the order itself.
+SAGA_COMMANDS = (CartLockRequested, CartUnlockRequested, StockAllocationRequested, StockReleaseRequested,
+                 PaymentRequested, PaymentVoidRequested)
+
+
 class OrderCompleted(DomainEvent):
     """Step 4, the saga's pivot: the order is placed for the locked total."""
     event_type = "order.OrderCompleted"
