@@ -6,10 +6,10 @@ participant, the command that invokes it, what each answer means, the command th
 it, and its deadline. The last step is the pivot, run locally on the host aggregate.
 
 The runner keeps each instance in the host service's `sagas` table (shared/sql/004_sagas.sql),
-changed in the same transaction as the commands it sends: commands are events recorded on
-the host aggregate (the Order), so they reach Kafka through the outbox. A crash anywhere
-resumes from the last committed step; an answer that does not fit the instance's state (a
-duplicate, or one that arrives after its deadline) changes nothing.
+changed in the same transaction as the commands it sends: commands are the events of the
+instance's own stream in the host service's store, so they reach Kafka through its outbox.
+A crash anywhere resumes from the last committed step; an answer that does not fit the
+instance's state (a duplicate, or one that arrives after its deadline) changes nothing.
 
 When a step fails (a failing answer, a missed deadline, a dead-lettered command, or an
 operator's abort), every step invoked so far is compensated, the failing one included, as
@@ -35,7 +35,7 @@ from shared.faults import crash_point
 from shared.aggregate import Aggregate, Repository
 from shared.contracts.dead_letters import DeadLetterNotice
 from shared.envelope import EVENT_TYPES, DomainEvent, EventEnvelope, decode_event
-from shared.eventstore import Projector
+from shared.eventstore import EventStore, Projector
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ class SagaInstance:
     deadline_at: datetime | None = None
     attempts: int = 0       # compensations sent again after their deadline
     abort_requested: bool = False
+    stream_version: int = 0  # commands sent: the events of the instance's own stream
 
 
 # An answer moves the saga on with new data (a dict) or fails it (a Failure).
@@ -242,7 +243,7 @@ class Saga:
 
 # -- the runner (I/O) --------------------------------------------------------------------
 _COLUMNS = ("id, saga, key, correlation_id, data, step, status, invoked, pending, failure, command_event_id,"
-            " deadline_at, attempts, abort_requested")
+            " deadline_at, attempts, abort_requested, stream_version")
 
 
 def _row_to_instance(row: asyncpg.Record) -> SagaInstance:
@@ -251,34 +252,41 @@ def _row_to_instance(row: asyncpg.Record) -> SagaInstance:
                         data=row["data"], step=row["step"], status=row["status"], invoked=list(row["invoked"]),
                         pending=list(row["pending"]), failure=Failure(**failure) if failure else None,
                         command_event_id=row["command_event_id"], deadline_at=row["deadline_at"],
-                        attempts=row["attempts"], abort_requested=row["abort_requested"])
+                        attempts=row["attempts"], abort_requested=row["abort_requested"],
+                        stream_version=row["stream_version"])
 
 
 class SagaRunner:
-    """Carries out a `Saga` for a host aggregate kept by `repository` (whose `project`
-    updates read models in the same transaction). The host records commands with `send`."""
+    """Carries out a `Saga` hosted by an aggregate kept by `repository` (the Order), whose
+    `project` updates read models in the same transaction as its events.
 
-    def __init__(self, saga: Saga, repository: Repository, project: Projector, settings: Settings) -> None:
+    The commands an instance sends are the events of its own stream (`<Name>Saga`, one per
+    instance, keyed by the host's id so they share its partition), appended to `store` (the
+    host service's), so a step that only sends a command need not load the host at all; the
+    host is loaded for a local step and for the end of a failed saga.
+    """
+
+    def __init__(self, saga: Saga, repository: Repository, project: Projector, settings: Settings,
+                 store: EventStore) -> None:
         self.saga = saga
         self.repository = repository
         self.project = project
         self.settings = settings
+        self.store = store
+        self.stream_type = f"{saga.name.title()}Saga"
 
     def begin(self, host: Aggregate, saga_id: str, data: dict[str, Any]) -> SagaInstance:
-        """Start an instance inside a command that is recording the start on `host`: the
-        first step's command joins the host's pending events. Call `started` once saved."""
-        instance = SagaInstance(id=saga_id, saga=self.saga.name, key=host.id,
-                                correlation_id=context.current_correlation_id(), data=data)
+        """An instance for `host`, whose start the caller is recording; `started` (in the
+        same transaction) sends its first command and stores it."""
+        return SagaInstance(id=saga_id, saga=self.saga.name, key=host.id,
+                            correlation_id=context.current_correlation_id(), data=data)
+
+    async def started(self, conn: asyncpg.Connection, instance: SagaInstance) -> None:
         decision = self.saga.begin(instance, self.settings, _now())
         assert decision.local is None and decision.finished is None, "a saga starts with a participant's step"
-        for command_ in decision.commands:
-            host.send(command_)
-        return instance
-
-    async def started(self, conn: asyncpg.Connection, instance: SagaInstance, stored: list[EventEnvelope]) -> None:
-        instance.command_event_id = _command_id(self.saga, instance, stored)
+        await self._send(conn, instance, decision.commands)
         await conn.execute(f"INSERT INTO sagas ({_COLUMNS}, started_at, updated_at)"
-                           " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, now(), now())",
+                           f" VALUES ({', '.join(f'${i + 1}' for i in range(len(_values(instance))))}, now(), now())",
                            *_values(instance))
 
     async def handle(self, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
@@ -319,25 +327,33 @@ class SagaRunner:
         return handled
 
     async def _carry_out(self, conn: asyncpg.Connection, instance: SagaInstance, decision: Decision) -> None:
-        host = await self.repository.load(conn, instance.key)
-        while True:
-            for command_ in decision.commands:
-                host.send(command_)
-            if decision.local is None:
-                break
+        host = None
+        if decision.local is not None or decision.finished == FAILED:
+            host = await self.repository.load(conn, instance.key)
+        while decision.local is not None:
             await decision.local.run(conn, host, instance)
             decision = self.saga.after_local(instance, self.settings, _now())
         if decision.finished == FAILED:
             self.saga.on_failed(host, instance)
         crash_point("saga.before_commit")  # the step is decided, not yet committed
-        stored = await self.repository.save(conn, host, project=self.project)
-        if decision.commands and instance.status == RUNNING:
-            instance.command_event_id = _command_id(self.saga, instance, stored)
+        await self._send(conn, instance, decision.commands)
+        if host is not None:
+            await self.repository.save(conn, host, project=self.project)
         await conn.execute(
             "UPDATE sagas SET data = $2, step = $3, status = $4, invoked = $5, pending = $6, failure = $7,"
-            " command_event_id = $8, deadline_at = $9, attempts = $10, updated_at = now(),"
+            " command_event_id = $8, deadline_at = $9, attempts = $10, stream_version = $11, updated_at = now(),"
             " ended_at = CASE WHEN $4 IN ('completed', 'failed') THEN now() END WHERE id = $1",
-            instance.id, *_values(instance)[4:13])
+            instance.id, *_values(instance)[4:13], instance.stream_version)
+
+    async def _send(self, conn: asyncpg.Connection, instance: SagaInstance, commands: list[DomainEvent]) -> None:
+        """Append commands to the instance's stream, to be published through the outbox."""
+        if not commands:
+            return
+        stored = await self.store.append(conn, aggregate_type=self.stream_type, aggregate_id=instance.id,
+                                         expected_version=instance.stream_version, events=commands, key=instance.key)
+        instance.stream_version += len(stored)
+        if instance.status == RUNNING:
+            instance.command_event_id = _command_id(self.saga, instance, stored)
 
     @staticmethod
     async def _lock(conn: asyncpg.Connection, condition: str, value: Any, *,
@@ -359,7 +375,7 @@ def _values(instance: SagaInstance) -> list:
     return [instance.id, instance.saga, instance.key, instance.correlation_id, instance.data, instance.step,
             instance.status, instance.invoked, instance.pending,
             None if instance.failure is None else instance.failure.__dict__, instance.command_event_id,
-            instance.deadline_at, instance.attempts, instance.abort_requested]
+            instance.deadline_at, instance.attempts, instance.abort_requested, instance.stream_version]
 
 
 def _setting(settings: Settings, name: str) -> timedelta:

@@ -46,7 +46,9 @@ async def order_story(dsn: str, number: str) -> list[tuple[str, EventEnvelope]]:
     try:
         found = []
         for service in SERVICES:
-            rows = await conn.fetch(f'SELECT {COLUMNS} FROM "{service}".events WHERE aggregate_id = $1', number)
+            # The order service's streams include its completions' (their commands).
+            sagas = ' OR aggregate_id IN (SELECT id FROM "order".sagas WHERE key = $1)' if service == "order" else ""
+            rows = await conn.fetch(f'SELECT {COLUMNS} FROM "{service}".events WHERE aggregate_id = $1{sagas}', number)
             found += [(service, stored_envelope(r)) for r in rows]
     finally:
         await conn.close()

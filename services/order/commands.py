@@ -31,7 +31,7 @@ async def project(conn: asyncpg.Connection, events: list[EventEnvelope]) -> None
 
 
 # Carries out the completion saga: started by `complete`, moved on by the saga worker.
-COMPLETION_RUNNER = SagaRunner(COMPLETION, ORDERS, project, load_settings())
+COMPLETION_RUNNER = SagaRunner(COMPLETION, ORDERS, project, load_settings(), ORDER_STORE)
 
 
 async def create_order(pool: asyncpg.Pool, *, currency: str = "USD", email: str | None = None,
@@ -143,7 +143,7 @@ async def complete(pool: asyncpg.Pool, number: str, *, guest_token: str | None =
 
     async def project_and_start(conn: asyncpg.Connection, events: list[EventEnvelope]) -> None:
         await project(conn, events)
-        await COMPLETION_RUNNER.started(conn, started[0], events)
+        await COMPLETION_RUNNER.started(conn, started[0])
 
     return await ORDERS.execute(pool, number, request, project=project_and_start)
 

@@ -15,11 +15,10 @@ from decimal import Decimal
 
 from shared.aggregate import Aggregate, DomainError
 from shared.contracts.order import (
-    SAGA_COMMANDS, Address, BillAddressChanged, CheckoutAdvanced, CheckoutRestarted, CompletionFailed,
+    Address, BillAddressChanged, CheckoutAdvanced, CheckoutRestarted, CompletionFailed,
     CompletionRequested, ContactDetailsChanged, DeliveryLine, DeliveryRefused, DeliveryRequested, OrderCanceled,
     OrderCompleted, OrderCreated, OrderEmailChanged, PaymentStateChanged, ShipAddressChanged,
 )
-from shared.envelope import DomainEvent
 
 CHECKOUT_STATES_AFTER_CART = ("address", "delivery", "payment", "confirm")
 PLACED_STATES = ("complete", "canceled")
@@ -208,7 +207,7 @@ class Order(Aggregate):
 
     # -- the completion saga (services/order/saga.py runs it) -------------------------
     def request_completion(self, *, total: Decimal, lines: list[DeliveryLine], has_valid_payment: bool) -> str:
-        """Solidus's guards before `complete`; the saga's first command joins this event."""
+        """Solidus's guards before `complete`; the saga (services/order/saga.py) starts with it."""
         self._check_changeable()
         if self.state != "confirm" or self.pending_delivery:
             raise CheckoutRefused({})
@@ -217,11 +216,6 @@ class Order(Aggregate):
         request_id = str(uuid.uuid4())
         self._record(CompletionRequested(number=self.id, request_id=request_id, total=total, lines=list(lines)))
         return request_id
-
-    def send(self, command: DomainEvent) -> None:
-        """Record one of the saga's commands, to be published with the order's events."""
-        assert isinstance(command, SAGA_COMMANDS), f"not a saga command: {type(command).__name__}"
-        self._record(command)
 
     def complete(self, request_id: str, *, total: Decimal, payment_total: Decimal, reference: str | None) -> None:
         """The saga's pivot: every step before it succeeded."""
@@ -308,12 +302,6 @@ class Order(Aggregate):
 
     def _on_DeliveryRefused(self, event: DeliveryRefused) -> None:
         self.pending_delivery = None
-
-    def _apply(self, event: DomainEvent) -> None:
-        # The saga's commands are recorded on the order's stream to be published with its
-        # events; the saga keeps its own state (shared/saga.py).
-        if not isinstance(event, SAGA_COMMANDS):
-            super()._apply(event)
 
     def _on_CompletionRequested(self, event: CompletionRequested) -> None:
         self.completing = event.request_id

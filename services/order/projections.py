@@ -30,9 +30,11 @@ async def apply_to_view(conn: asyncpg.Connection, *envelopes: EventEnvelope) -> 
     await fold_all(SqlOrderView(conn), envelopes)
 
 
-# The completion saga's commands to other services: nothing the view shows (what they
-# ask for shows when it is answered), so they are not folded, stamped or notified.
-SAGA_COMMANDS = frozenset(command.event_type for command in o.SAGA_COMMANDS)
+# Not about an order's own state, so not folded, stamped or notified: the completion saga's
+# commands to other services (what they ask for shows when it is answered), and the notices
+# of dead-lettered messages.
+NOT_FOLDED = frozenset({*(command.event_type for command in o.SAGA_COMMANDS),
+                        *(f"{service}.MessageDeadLettered" for service in ("cart", "order", "shipping", "payment"))})
 
 
 async def fold_all(view: "SqlOrderView | MemoryOrderView", envelopes: Sequence[EventEnvelope],
@@ -41,8 +43,8 @@ async def fold_all(view: "SqlOrderView | MemoryOrderView", envelopes: Sequence[E
     (and, live, a notification naming the events applied). One function for the live view
     and for a rebuild (which folds in memory), so the two cannot differ in logic.
     `events`: the envelopes' events, when already decoded."""
-    if any(e.type in SAGA_COMMANDS for e in envelopes):
-        kept = [i for i, e in enumerate(envelopes) if e.type not in SAGA_COMMANDS]
+    if any(e.type in NOT_FOLDED for e in envelopes):
+        kept = [i for i, e in enumerate(envelopes) if e.type not in NOT_FOLDED]
         envelopes, events = [envelopes[i] for i in kept], events and [events[i] for i in kept]
     latest: dict[str, datetime] = {}
     applied: dict[str, list[uuid.UUID]] = {}

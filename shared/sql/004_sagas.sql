@@ -15,6 +15,7 @@ CREATE TABLE IF NOT EXISTS sagas (
     deadline_at       timestamptz,
     attempts          integer     NOT NULL DEFAULT 0,
     abort_requested   boolean     NOT NULL DEFAULT false,
+    stream_version    integer     NOT NULL DEFAULT 0,      -- commands sent (its own event stream)
     started_at        timestamptz NOT NULL,
     updated_at        timestamptz NOT NULL,
     ended_at          timestamptz
