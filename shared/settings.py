@@ -45,7 +45,7 @@ class Settings:
     # A compensation not answered within this is sent again (doubling each time, to 5 minutes).
     saga_compensation_retry_ms: int = field(default_factory=lambda: _int("SAGA_COMPENSATION_RETRY_MS", 5000))
     # How often each saga worker looks for instances past their deadline.
-    saga_sweep_interval_ms: int = field(default_factory=lambda: _int("SAGA_SWEEP_INTERVAL_MS", 250))
+    saga_sweep_interval_ms: int = field(default_factory=lambda: _int("SAGA_SWEEP_INTERVAL_MS", 1000))
     # Orders a consumer handles at once; each holds a pool connection, the API needs some.
     consumer_concurrency: int = field(default_factory=lambda: _int("CONSUMER_CONCURRENCY", 6))
     consumer_retry_backoff_ms: int = field(default_factory=lambda: _int("CONSUMER_RETRY_BACKOFF_MS", 50))

@@ -7,14 +7,12 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
-from shared import order_directory
 from shared.db import upsert
 
 from services.cart import commands
 from services.cart.domain import Line
 
 router = APIRouter()
-router.include_router(order_directory.router)
 
 
 def line_json(line: Line | None) -> dict | None:

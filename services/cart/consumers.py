@@ -6,7 +6,6 @@ import asyncpg
 from shared.bus import events_topic
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
-from shared.order_directory import track_orders
 from shared.service import Subscription
 from services.cart.commands import lock_cart, unlock_cart
 
@@ -21,7 +20,6 @@ async def on_completion_step(conn: asyncpg.Connection, envelope: EventEnvelope) 
 
 
 async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
-    await track_orders(conn, envelope)
     match decode_event(envelope):
         case o.OrderCompleted():
             # The reservations made when the cart was locked become uses for good.
@@ -36,7 +34,7 @@ subscriptions = [
     Subscription(name="completion", topics=[events_topic("order")], handler=on_completion_step,
                  event_types=(o.CartLockRequested, o.CartUnlockRequested)),
     Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event,
-                 event_types=(o.OrderCreated, o.OrderCompleted, o.OrderCanceled),
+                 event_types=(o.OrderCompleted, o.OrderCanceled),
                  # Promotion usage and the directory: no request waits on them.
                  background=True),
 ]

@@ -6,13 +6,11 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
-from shared import order_directory
 from shared.db import upsert
 
 from services.payment import commands
 
 router = APIRouter()
-router.include_router(order_directory.router)
 
 
 class CreatePayment(BaseModel):

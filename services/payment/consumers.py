@@ -6,7 +6,6 @@ import asyncpg
 from shared.bus import events_topic
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
-from shared.order_directory import track_orders
 from shared.service import Subscription
 from services.payment.commands import process_payments, settle_cancellation, void_payments
 from services.payment.gateway import BogusGateway
@@ -25,7 +24,6 @@ def gateway() -> BogusGateway:
 
 
 async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
-    await track_orders(conn, envelope)
     match decode_event(envelope):
         case o.PaymentRequested() as request:
             await process_payments(conn, _gateway, request)
@@ -36,5 +34,5 @@ async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> N
 
 
 subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event,
-                              event_types=(o.OrderCreated, o.PaymentRequested, o.PaymentVoidRequested,
+                              event_types=(o.PaymentRequested, o.PaymentVoidRequested,
                                            o.OrderCanceled))]

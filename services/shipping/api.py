@@ -7,13 +7,11 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel
 
-from shared import order_directory
 from shared.db import upsert
 from shared.jsonutil import json_response
 from services.shipping import commands
 
 router = APIRouter()
-router.include_router(order_directory.router)
 
 
 

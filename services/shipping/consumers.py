@@ -6,13 +6,11 @@ import asyncpg
 from shared.bus import events_topic
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
-from shared.order_directory import track_orders
 from shared.service import Subscription
 from services.shipping.commands import allocate_stock, build_shipments, discard_shipments, release_stock
 
 
 async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
-    await track_orders(conn, envelope)
     match decode_event(envelope):
         case o.DeliveryRequested() as request:
             await build_shipments(conn, request)
@@ -27,5 +25,5 @@ async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> N
 
 
 subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event,
-                              event_types=(o.OrderCreated, o.DeliveryRequested, o.CheckoutRestarted,
+                              event_types=(o.DeliveryRequested, o.CheckoutRestarted,
                                            o.StockAllocationRequested, o.StockReleaseRequested, o.OrderCanceled))]

@@ -60,16 +60,6 @@ async def test_request_id_flows_into_events_kafka_headers_and_logs(system, stack
         assert any(line["correlation_id"] == request_id and line["msg"] == "request" for line in lines), service
 
 
-async def test_other_services_learn_of_a_new_order_through_kafka(system, gateway):
-    number = (await gateway.post("/api/orders", json={})).json()["number"]
-    async with httpx.AsyncClient() as client:
-        for name in ("cart", "shipping", "payment"):
-            deadline = time.monotonic() + 15
-            while (await client.get(f"{system.service_url(name)}/orders/{number}")).status_code != 200:
-                assert time.monotonic() < deadline, f"{name} never heard of {number}"
-                await asyncio.sleep(0.02)
-
-
 async def test_a_killed_service_is_restarted_by_the_supervisor(system):
     process = system.processes["payment"]
     old_pid = process.pid
