@@ -136,6 +136,15 @@ def create_service(definition: ServiceDefinition, settings: Settings | None = No
         ready = all(checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
+    @app.exception_handler(OSError)
+    @app.exception_handler(asyncpg.PostgresConnectionError)
+    @app.exception_handler(asyncpg.InterfaceError)
+    @app.exception_handler(asyncpg.TooManyConnectionsError)
+    async def database_unavailable(request: Request, exc: Exception):
+        log.warning("database unavailable", extra={"fields": {"path": request.url.path, "error": repr(exc)}})
+        return JSONResponse({"code": "unavailable", "message": "The database is unavailable.", "details": {}},
+                            status_code=503, headers={"Retry-After": "1"})
+
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError):
         # The internal error shape; the gateway turns it into each dialect's own.

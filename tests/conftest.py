@@ -122,3 +122,12 @@ async def gateway(system):
 
     async with httpx.AsyncClient(base_url=system.gateway_url, timeout=30) as client:
         yield client
+
+
+@pytest.fixture
+async def guest_order(gateway):
+    """A new Solidus guest order: (number, headers carrying its token)."""
+    response = await gateway.post("/api/orders", json={})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    return body["number"], {"X-Spree-Order-Token": body["token"]}

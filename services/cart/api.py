@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
 from shared.db import upsert
+from shared.validation import ascii_int
 
 from services.cart import commands
 from services.cart.domain import Line
@@ -42,7 +43,7 @@ async def add_line_item(number: str, body: AddLineItem, request: Request):
     s = request.app.state
     result = await commands.add_line_item(s.pool, number, variant_id=body.variant_id,
                                           quantity=body.quantity, currency=body.currency)
-    line = next(l for l in result.aggregate.lines.values() if l.variant.id == int(body.variant_id))
+    line = next(l for l in result.aggregate.lines.values() if l.variant.id == ascii_int(body.variant_id))
     return {"line_item": line_json(line), "events": result.event_ids}
 
 

@@ -11,6 +11,7 @@ from shared.bus import events_topic
 from shared.contracts.cart import VariantSnapshot
 from shared.contracts.order import CartLockRequested, CartUnlockRequested
 from shared.eventstore import EventStore
+from shared.validation import ascii_int
 from services.cart.domain import Cart, Promotion
 
 CART_STORE = EventStore("cart", events_topic("cart"))
@@ -18,9 +19,8 @@ CARTS = Repository(CART_STORE, Cart)
 
 
 async def find_variant(conn: asyncpg.Connection | asyncpg.Pool, variant_id: object, currency: str) -> VariantSnapshot:
-    if isinstance(variant_id, str) and variant_id.isdigit():
-        variant_id = int(variant_id)
-    if isinstance(variant_id, bool) or not isinstance(variant_id, int) or not 0 < variant_id < 2**31:
+    variant_id = ascii_int(variant_id)
+    if variant_id is None or not 0 < variant_id < 2**31:
         raise not_found("variant")
     row = await conn.fetchrow(
         "SELECT v.id, v.product_id, v.name, v.sku, v.track_inventory, v.options_text, p.amount AS price"

@@ -19,8 +19,15 @@ import json
 from shared import metrics
 
 MAX_BODY_BYTES = 1024 * 1024
-_BUSY = json.dumps({"error": "The service is busy; please retry."}).encode()
-_TOO_LARGE = json.dumps({"error": f"The request body is larger than {MAX_BODY_BYTES} bytes."}).encode()
+_BUSY = "The service is busy; please retry."
+_TOO_LARGE = f"The request body is larger than {MAX_BODY_BYTES} bytes."
+
+
+def _body(path: str, status: int, message: str) -> bytes:
+    """The error in the dialect's shape: GetCandy's envelope under /api/v1, else Solidus's."""
+    if path.startswith("/api/v1/"):
+        return json.dumps({"error": {"http_code": status, "message": message}}).encode()
+    return json.dumps({"error": message}).encode()
 
 
 class AdmissionControl:
@@ -31,29 +38,34 @@ class AdmissionControl:
         self._slots = asyncio.Semaphore(limit) if limit > 0 else None
 
     async def __call__(self, scope, receive, send) -> None:
-        if self._slots is None or scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
             await self.app(scope, receive, send)
             return
+        # The body is read whole, and bounded, before anything else: with or without a limit
+        # on requests in flight, no request body larger than MAX_BODY_BYTES gets further.
         received, size = [], 0
         while True:
             message = await receive()
             received.append(message)
             size += len(message.get("body", b""))
             if size > MAX_BODY_BYTES:
-                await _answer(send, 413, _TOO_LARGE)
+                await _answer(send, 413, _body(scope["path"], 413, _TOO_LARGE))
                 return
             if message["type"] != "http.request" or not message.get("more_body"):
                 break
-        try:
-            await asyncio.wait_for(self._slots.acquire(), self.queue_timeout_s)
-        except TimeoutError:
-            metrics.ADMISSION_SHED.inc()
-            await _answer(send, 503, _BUSY, (b"retry-after", b"1"))
-            return
 
         async def replay():
             return received.pop(0) if received else await receive()
 
+        if self._slots is None:
+            await self.app(scope, replay, send)
+            return
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self.queue_timeout_s)
+        except TimeoutError:
+            metrics.ADMISSION_SHED.inc()
+            await _answer(send, 503, _body(scope["path"], 503, _BUSY), (b"retry-after", b"1"))
+            return
         try:
             await self.app(scope, replay, send)
         finally:

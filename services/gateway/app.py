@@ -62,10 +62,15 @@ async def bad_path(request: Request, exc: RequestValidationError):
     return JSONResponse(solidus.NOT_FOUND, status_code=404)
 
 
+UNAVAILABLE = "A service is temporarily unavailable; please retry."
+
+
 @app.exception_handler(ServiceUnavailable)
 async def service_unreachable(request: Request, exc: ServiceUnavailable):
+    """An outage is a 503 the client may retry, never a 401 or 404 that would mislead it."""
     log.warning("service call failed", extra=log_fields(path=request.url.path, error=repr(exc)))
-    return JSONResponse({"error": "A service is temporarily unavailable; please retry."}, status_code=503)
+    body = getcandy.error(503, UNAVAILABLE).body if request.url.path.startswith("/api/v1/") else {"error": UNAVAILABLE}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
 
 
 @app.get("/readyz")

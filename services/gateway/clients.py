@@ -26,7 +26,8 @@ def service_url(name: str) -> str:
 
 
 class ServiceUnavailable(Exception):
-    """A service could not be reached or did not answer in time (the gateway answers 503)."""
+    """A service could not be reached, did not answer in time, or failed (5xx): the gateway
+    answers 503 with `Retry-After`, in the dialect's shape."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,10 @@ class ServiceClients:
             try:
                 async with self.session.request(method, url, data=body, params=query, headers=headers,
                                                 timeout=request_timeout) as response:
-                    return ServiceResponse(response.status, await response.read())
+                    content = await response.read()
+                if response.status >= 500:  # the service is down or failing: not the caller's fault
+                    raise ServiceUnavailable(f"{service}: answered {response.status}")
+                return ServiceResponse(response.status, content)
             except asyncio.TimeoutError as exc:  # before ClientConnectionError: it includes timeouts
                 raise ServiceUnavailable(f"{service}: no answer in time") from exc
             except aiohttp.ClientConnectionError as exc:

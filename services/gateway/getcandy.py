@@ -9,15 +9,17 @@ change.
 """
 from __future__ import annotations
 
-import json
-import re
 from decimal import Decimal
 from typing import Any
 
 from fastapi import APIRouter, Request
+
+from services.gateway.paths import Code, Hash, Id, OrderNumber  # noqa: F401
 from fastapi.responses import Response
 from hashids import Hashids
 
+from shared.jsonutil import dumps_with_numbers
+from shared.validation import BadJson, ascii_int, parse_json_object, valid_email
 from services.gateway.clients import ServiceResponse
 from services.gateway.solidus import COMPLETE_WAIT_MS, await_view, fetch_order, payment_methods, with_view
 
@@ -28,7 +30,6 @@ BASKETS = Hashids(salt="basket", min_length=8, alphabet=_ALPHABET)  # baskets an
 ORDERS = Hashids(salt="order", min_length=8, alphabet=_ALPHABET)
 MAIN = Hashids(salt="main", min_length=8, alphabet=_ALPHABET)      # variants, shipping prices, payment types
 DEFAULT_CURRENCY = "GBP"
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class GetCandyError(Exception):
@@ -87,18 +88,19 @@ def number_id(hashids: Hashids, number: str) -> str:
 
 
 # -- JSON with exact decimal numbers ----------------------------------------------
-_NUMBER = re.compile(r'"__decimal__(-?[0-9.]+)__"')
-
-
 def respond(body: Any, status: int = 200) -> Response:
     """GetCandy sends money as JSON numbers; they are written from Decimal, digit for digit."""
-    def encode(value: Any) -> Any:
-        if isinstance(value, Decimal):
-            return f"__decimal__{value.quantize(Decimal('0.01'))}__"
-        raise TypeError(type(value).__name__)
+    return Response(dumps_with_numbers(_cents(body)), status_code=status, media_type="application/json")
 
-    text = _NUMBER.sub(r"\1", json.dumps(body, default=encode))
-    return Response(text, status_code=status, media_type="application/json")
+
+def _cents(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return value.quantize(Decimal("0.01"))
+    if isinstance(value, dict):
+        return {k: _cents(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_cents(v) for v in value]
+    return value
 
 
 def minor(amount: Any) -> int:
@@ -110,12 +112,9 @@ async def body_of(request: Request) -> dict:
     if not raw.strip():
         return {}
     try:
-        body = json.loads(raw)
-    except ValueError:
-        raise error(400, "The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise error(400, "The request body must be a JSON object.")
-    return body
+        return parse_json_object(raw)
+    except BadJson as bad:
+        raise error(400, str(bad)) from None
 
 
 # -- service calls ------------------------------------------------------------------
@@ -306,8 +305,8 @@ async def validate_lines(request: Request, body: dict, currency: str, *, existin
             errors[f"variants.{n}.id"] = ["The variant ID is incorrect"]
             continue
         quantity = item.get("quantity")
-        if isinstance(quantity, str) and quantity.strip().isdigit():
-            quantity = int(quantity)
+        if isinstance(quantity, str) and ascii_int(quantity) is not None:
+            quantity = ascii_int(quantity)
         if isinstance(quantity, bool) or not isinstance(quantity, int):
             errors[f"variants.{n}.quantity"] = [f"The variants.{n}.quantity must be a number."]
             continue
@@ -372,7 +371,7 @@ async def post_baskets(request: Request):
 
 
 @router.get("/baskets/{basket_id}")
-async def get_basket(basket_id: str, request: Request):
+async def get_basket(basket_id: Hash, request: Request):
     number = order_number(BASKETS, basket_id)
     if number is None:
         raise not_found()
@@ -394,8 +393,8 @@ async def line_and_basket(request: Request, line_hash: str) -> tuple[int, dict]:
 
 def quantity_of(body: dict, *, default: int | None) -> int:
     quantity = body.get("quantity", default)
-    if isinstance(quantity, str) and quantity.strip().isdigit():
-        quantity = int(quantity)
+    if isinstance(quantity, str) and ascii_int(quantity) is not None:
+        quantity = ascii_int(quantity)
     if quantity is None:
         raise invalid({"quantity": ["The quantity field is required."]})
     if isinstance(quantity, bool) or not isinstance(quantity, int):
@@ -421,7 +420,7 @@ def current_quantity(order: dict, line_id: int) -> int:
 
 
 @router.put("/basket-lines/{line_hash}")
-async def put_basket_line(line_hash: str, request: Request):
+async def put_basket_line(line_hash: Hash, request: Request):
     body = await body_of(request)
     quantity = quantity_of(body, default=None)
     if quantity < 1:
@@ -431,21 +430,21 @@ async def put_basket_line(line_hash: str, request: Request):
 
 
 @router.post("/basket-lines/{line_hash}/add")
-async def add_to_basket_line(line_hash: str, request: Request):
+async def add_to_basket_line(line_hash: Hash, request: Request):
     quantity = quantity_of(await body_of(request), default=1)
     line_id, order = await line_and_basket(request, line_hash)
     return await _set_line(request, order, line_id, current_quantity(order, line_id) + quantity)
 
 
 @router.put("/basket-lines/{line_hash}/remove")
-async def remove_from_basket_line(line_hash: str, request: Request):
+async def remove_from_basket_line(line_hash: Hash, request: Request):
     quantity = quantity_of(await body_of(request), default=1)
     line_id, order = await line_and_basket(request, line_hash)
     return await _set_line(request, order, line_id, current_quantity(order, line_id) - quantity)
 
 
 @router.delete("/basket-lines/{line_hash}")
-async def delete_basket_line(line_hash: str, request: Request):
+async def delete_basket_line(line_hash: Hash, request: Request):
     line_id, order = await line_and_basket(request, line_hash)
     response = await call(request, "cart", "DELETE", f"/orders/{order['number']}/line_items/{line_id}")
     refuse_if_locked(response, order, placed_message=BASKET_PLACED)
@@ -457,7 +456,7 @@ COUPON_INVALID = {"coupon": ["The coupon is either invalid, expired or cannot be
 
 
 @router.put("/baskets/{basket_id}/discounts")
-async def add_discount(basket_id: str, request: Request):
+async def add_discount(basket_id: Hash, request: Request):
     body = await body_of(request)
     number = order_number(BASKETS, basket_id)
     order = await fetch_order(request, number) if number else None
@@ -474,7 +473,7 @@ async def add_discount(basket_id: str, request: Request):
 
 
 @router.delete("/baskets/{basket_id}/discounts")
-async def remove_discount(basket_id: str, request: Request):
+async def remove_discount(basket_id: Hash, request: Request):
     body = await body_of(request)
     number = order_number(BASKETS, basket_id)
     order = await fetch_order(request, number) if number else None
@@ -529,7 +528,7 @@ async def create_order(request: Request):
 
 
 @router.get("/orders/{order_hash}")
-async def show_order(order_hash: str, request: Request):
+async def show_order(order_hash: Hash, request: Request):
     return respond({"data": render_order(await find_order(request, order_hash), includes_of(request))})
 
 
@@ -550,7 +549,7 @@ def validate_address(body: dict) -> dict:
         errors["county"] = ["The county field is required when state is not present."]
     if not body.get("country"):
         errors["country"] = ["The country field is required."]
-    if body.get("email") and not EMAIL.match(str(body["email"])):
+    if body.get("email") and not valid_email(body["email"]):
         errors["email"] = ["The email must be a valid email address."]
     if errors:
         raise invalid(errors)
@@ -574,12 +573,12 @@ async def _set_address(request: Request, order_hash: str, kind: str) -> Response
 
 
 @router.put("/orders/{order_hash}/shipping/address")
-async def shipping_address(order_hash: str, request: Request):
+async def shipping_address(order_hash: Hash, request: Request):
     return await _set_address(request, order_hash, "ship")
 
 
 @router.put("/orders/{order_hash}/billing/address")
-async def billing_address(order_hash: str, request: Request):
+async def billing_address(order_hash: Hash, request: Request):
     return await _set_address(request, order_hash, "bill")
 
 
@@ -592,7 +591,7 @@ async def shipping_options(request: Request, order: dict) -> list[dict]:
 
 
 @router.get("/orders/{order_hash}/shipping/methods")
-async def shipping_methods(order_hash: str, request: Request):
+async def shipping_methods(order_hash: Hash, request: Request):
     order = await find_order(request, order_hash)
     rate = Decimal(order["tax_rate"])
     return respond({"data": [{
@@ -606,7 +605,7 @@ async def shipping_methods(order_hash: str, request: Request):
 
 
 @router.put("/orders/{order_hash}/shipping/cost")
-async def shipping_cost(order_hash: str, request: Request):
+async def shipping_cost(order_hash: Hash, request: Request):
     body = await body_of(request)
     if not body.get("price_id"):
         raise invalid({"price_id": ["Please choose a shipping option"]})
@@ -634,7 +633,7 @@ async def shipping_cost(order_hash: str, request: Request):
 
 
 @router.put("/orders/{order_hash}/contact")
-async def contact(order_hash: str, request: Request):
+async def contact(order_hash: Hash, request: Request):
     body = await body_of(request)
     email = body.get("email") or None
     response = await change_order(request, order_hash, "contact", {"email": email, "phone": body.get("phone") or None})

@@ -6,16 +6,19 @@ command caused, and answers in Solidus's shape. See ../shared/research/solidus-a
 """
 from __future__ import annotations
 
-import json
+import hmac
 import os
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
+
+from services.gateway.paths import Code, Hash, Id, OrderNumber  # noqa: F401
 from fastapi.responses import Response
 
 from shared.jsonutil import json_response
+from shared.validation import MAX_JSON_DEPTH, BadJson, ascii_int, parse_json_object
 
 router = APIRouter(prefix="/api")
 
@@ -68,26 +71,33 @@ async def params(request: Request) -> dict[str, Any]:
     if raw.strip():
         content_type = request.headers.get("content-type", "")
         if "application/x-www-form-urlencoded" in content_type:
-            merged.update(_nest_form(parse_qs(raw.decode(errors="replace"))))
+            merged.update(_nest_form(parse_qs(raw.decode(errors="replace"), max_num_fields=MAX_FORM_FIELDS)))
         else:
             try:
-                body = json.loads(raw)
-            except ValueError:
-                raise ApiError(400, {"error": "The request body is not valid JSON."}) from None
-            if not isinstance(body, dict):
-                raise ApiError(400, {"error": "The request body must be a JSON object."})
-            merged.update(body)
+                merged.update(parse_json_object(raw))
+            except BadJson as bad:
+                raise ApiError(400, {"error": str(bad)}) from None
     return merged
 
 
+MAX_FORM_FIELDS = 200
+
+
 def _nest_form(form: dict[str, list[str]]) -> dict[str, Any]:
-    """`line_item[variant_id]=1` → {"line_item": {"variant_id": "1"}}."""
+    """`line_item[variant_id]=1` → {"line_item": {"variant_id": "1"}}. A key that is both a
+    value and a nest (`order=x&order[email]=y`) is refused, as Rails refuses it (400)."""
     result: dict[str, Any] = {}
     for key, values in form.items():
         parts = key.replace("]", "").split("[")
+        if len(parts) > MAX_JSON_DEPTH:
+            raise ApiError(400, {"error": f"The request body nests deeper than {MAX_JSON_DEPTH} levels."})
         target = result
         for part in parts[:-1]:
             target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ApiError(400, {"error": f"The form field {part!r} is both a value and a nest."})
+        if isinstance(target.get(parts[-1]), dict):
+            raise ApiError(400, {"error": f"The form field {parts[-1]!r} is both a value and a nest."})
         target[parts[-1]] = values[-1]
     return result
 
@@ -100,9 +110,11 @@ def require(body: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def as_int(value: Any) -> Any:
-    """Form and query values arrive as strings; numbers in JSON stay as they are."""
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
+    """Form and query values arrive as strings; numbers in JSON stay as they are (anything
+    else is passed on as it came, for the owner's rule to refuse)."""
+    if isinstance(value, str):
+        number = ascii_int(value)
+        return value if number is None else number
     return value
 
 
@@ -114,17 +126,27 @@ def _bearer(request: Request) -> str | None:
     return request.query_params.get("token")
 
 
+MAX_TOKEN_LENGTH = 64
+
+
 def _order_token(request: Request, body: dict[str, Any] | None = None) -> str | None:
-    return request.headers.get("x-spree-order-token") or (body or {}).get("order_token") \
+    token = request.headers.get("x-spree-order-token") or (body or {}).get("order_token") \
         or request.query_params.get("order_token")
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        return None if token is None else ""  # present but unusable: refused like a wrong token
+    return token
 
 
 def is_admin(request: Request) -> bool:
+    """A caller with the admin API key. Fails closed: with no key configured nobody is an
+    admin; keys are compared in constant time, and a wrong one is not echoed back (unlike
+    Solidus's "Invalid API key (<key>) specified.": it may be a mistyped secret)."""
     key = _bearer(request)
     if key is None:
         return False
-    if key != admin_key():
-        raise ApiError(401, {"error": f"Invalid API key ({key}) specified."})
+    configured = admin_key()
+    if not configured or not hmac.compare_digest(key.encode(), configured.encode()):
+        raise ApiError(401, {"error": "Invalid API key specified."})
     return True
 
 
@@ -171,7 +193,8 @@ async def authorize(request: Request, number: str, *, update: bool, body: dict |
             raise ApiError(404, NOT_FOUND)
         return order
     # A token for an unknown order is refused like a wrong token, as Solidus does.
-    if order is None or token is None or token != order["guest_token"]:
+    if order is None or not isinstance(token, str) or not hmac.compare_digest(token.encode(),
+                                                                                order["guest_token"].encode()):
         raise ApiError(401, UNAUTHORIZED)
     return order
 
@@ -409,14 +432,14 @@ async def create_order(request: Request):
 
 
 @router.get("/orders/{number}")
-async def show_order(number: str, request: Request):
+async def show_order(number: OrderNumber, request: Request):
     return await order_response(request, await authorize(request, number, update=False))
 
 
 # -- line items -----------------------------------------------------------------
 @router.post("/checkouts/{number}/line_items", status_code=201)
 @router.post("/orders/{number}/line_items", status_code=201)
-async def add_line_item(number: str, request: Request) -> Response:
+async def add_line_item(number: OrderNumber, request: Request) -> Response:
     body = await params(request)
     order = await authorize(request, number, update=True, body=body)
     line_item = require(body, "line_item")
@@ -429,7 +452,7 @@ async def add_line_item(number: str, request: Request) -> Response:
 
 
 @router.api_route("/checkouts/{number}/line_items/{line_id}", methods=["PATCH", "PUT"])
-async def update_line_item(number: str, line_id: int, request: Request):
+async def update_line_item(number: str, line_id: Id, request: Request):
     body = await params(request)
     order = await authorize(request, number, update=True, body=body)
     line_item = require(body, "line_item")
@@ -442,7 +465,7 @@ async def update_line_item(number: str, line_id: int, request: Request):
 
 
 @router.delete("/checkouts/{number}/line_items/{line_id}", status_code=204)
-async def delete_line_item(number: str, line_id: int, request: Request):
+async def delete_line_item(number: str, line_id: Id, request: Request):
     order = await authorize(request, number, update=True, body=await params(request))
     result = await command(request, "cart", "DELETE", f"/orders/{number}/line_items/{line_id}", order=order)
     await await_view(request, number, result["events"])
@@ -450,7 +473,7 @@ async def delete_line_item(number: str, line_id: int, request: Request):
 
 
 @router.put("/orders/{number}/empty")
-async def empty_order(number: str, request: Request):
+async def empty_order(number: OrderNumber, request: Request):
     order = await authorize(request, number, update=True, body=await params(request))
     result = await command(request, "cart", "PUT", f"/orders/{number}/empty", order=order)
     return await order_response(request, await fetch_order(request, number, result["events"]))
@@ -483,7 +506,7 @@ async def _coupon(request: Request, order: dict, method: str, code: str, done: s
 
 
 @router.post("/orders/{number}/coupon_codes")
-async def apply_coupon(number: str, request: Request):
+async def apply_coupon(number: OrderNumber, request: Request):
     body = await params(request)
     order = await authorize(request, number, update=True, body=body)
     code = str(body.get("coupon_code") or "").strip().lower()
@@ -493,7 +516,7 @@ async def apply_coupon(number: str, request: Request):
 
 
 @router.delete("/orders/{number}/coupon_codes/{code}")
-async def remove_coupon(number: str, code: str, request: Request):
+async def remove_coupon(number: str, code: Code, request: Request):
     order = await authorize(request, number, update=True, body=await params(request))
     return await _coupon(request, order, "DELETE", code.strip().lower(), "coupon_code_removed")
 

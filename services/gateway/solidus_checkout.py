@@ -11,6 +11,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from services.gateway.paths import Code, Hash, Id, OrderNumber  # noqa: F401
+
 from shared.jsonutil import json_response
 from services.gateway.solidus import (
     COMPLETE_WAIT_MS, NOT_FOUND, UNAUTHORIZED, ApiError, as_int, authorize, command, could_not_transition,
@@ -76,7 +78,7 @@ def completion_refused(refusal: dict) -> ApiError:
 
 
 @router.put("/checkouts/{number}/complete")
-async def complete(number: str, request: Request):
+async def complete(number: OrderNumber, request: Request):
     """Runs the completion saga and answers with its outcome; if the saga has not settled
     within GATEWAY_COMPLETE_WAIT_MS, 202 with the order still in progress."""
     body = await params(request)
@@ -97,7 +99,7 @@ async def complete(number: str, request: Request):
 
 
 @router.put("/checkouts/{number}/next")
-async def next_step(number: str, request: Request):
+async def next_step(number: OrderNumber, request: Request):
     body = await params(request)
     guest = guest_headers(request, body)
     order = None
@@ -108,7 +110,7 @@ async def next_step(number: str, request: Request):
 
 
 @router.api_route("/checkouts/{number}", methods=["PATCH", "PUT"])
-async def update_checkout(number: str, request: Request):
+async def update_checkout(number: OrderNumber, request: Request):
     body = await params(request)
     order = await authorize(request, number, update=True, body=body)
     state = order["state"]
@@ -143,7 +145,7 @@ async def create_payment(request: Request, order: dict, attrs: dict, *, amount: 
 
 
 @router.get("/orders/{number}/payments/new")
-async def new_payment(number: str, request: Request):
+async def new_payment(number: OrderNumber, request: Request):
     await authorize(request, number, update=False)
     methods = [render_payment_method(m) for m in await payment_methods(request)]
     return json_response({"attributes": ["id", "source_type", "source_id", "amount", "display_amount",
@@ -153,7 +155,7 @@ async def new_payment(number: str, request: Request):
 
 @router.post("/orders/{number}/payments", status_code=201)
 @router.post("/checkouts/{number}/payments", status_code=201)
-async def post_payment(number: str, request: Request):
+async def post_payment(number: OrderNumber, request: Request):
     body = await params(request)
     order = await authorize(request, number, update=False, body=body)
     attrs = require(body, "payment")
@@ -191,7 +193,7 @@ async def shipment_and_order(request: Request, shipment_number: str) -> tuple[di
 
 
 @router.get("/shipments/{shipment_number}/estimated_rates")
-async def estimated_rates(shipment_number: str, request: Request):
+async def estimated_rates(shipment_number: OrderNumber, request: Request):
     _, order = await shipment_and_order(request, shipment_number)
     ship_address = order.get("ship_address") or {}
     rates = (await request.app.state.services.call(
@@ -203,7 +205,7 @@ async def estimated_rates(shipment_number: str, request: Request):
 
 
 @router.put("/shipments/{shipment_number}/select_shipping_method")
-async def select_shipping_method(shipment_number: str, request: Request):
+async def select_shipping_method(shipment_number: OrderNumber, request: Request):
     body = await params(request)
     shipment, order = await shipment_and_order(request, shipment_number)
     method_id = as_int(body.get("shipping_method_id"))
@@ -235,7 +237,7 @@ def require_admin(request: Request) -> None:
 
 
 @router.put("/orders/{number}/payments/{payment_id}/{action}")
-async def payment_action(number: str, payment_id: int, action: str, request: Request):
+async def payment_action(number: OrderNumber, payment_id: Id, action: Code, request: Request):
     """Admin `capture` or `void` of a payment; the order's payment state follows."""
     require_admin(request)
     if action not in ("capture", "void"):
@@ -248,7 +250,7 @@ async def payment_action(number: str, payment_id: int, action: str, request: Req
 
 
 @router.put("/orders/{number}/cancel")
-async def cancel(number: str, request: Request):
+async def cancel(number: OrderNumber, request: Request):
     """Admin: cancel a completed order; stock is restocked and payments voided or refunded
     by the shipping and payment services reacting to order.OrderCanceled."""
     require_admin(request)

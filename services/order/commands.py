@@ -16,6 +16,7 @@ from shared.contracts.order import DeliveryLine
 from shared.envelope import EventEnvelope
 from shared.eventstore import ConcurrencyConflict, EventStore
 from shared.saga import SagaInstance, SagaRunner, encode_data
+from shared.validation import INT32_MAX, ascii_int
 from shared.settings import load_settings
 from services.order.domain import Country, Order, new_guest_token, new_order_number, unauthorized, validate_address
 from services.order.projections import apply_to_view, read_order
@@ -70,10 +71,8 @@ async def find_country(conn: asyncpg.Connection | asyncpg.Pool, fields: dict) ->
 
 
 def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    number = ascii_int(value)
+    return number if number is not None and 0 < number <= INT32_MAX else None
 
 
 async def _address(conn: asyncpg.Pool, prefix: str, fields: Any, *, require_phone: bool = True):

@@ -7,13 +7,14 @@ order records `DeliveryRequested` and stays in `address` until shipping answers
 """
 from __future__ import annotations
 
-import re
+import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 
 from shared.aggregate import Aggregate, DomainError
+from shared.validation import valid_email
 from shared.contracts.order import (
     Address, BillAddressChanged, CheckoutAdvanced, CheckoutRestarted, CompletionFailed,
     CompletionRequested, ContactDetailsChanged, DeliveryLine, DeliveryRefused, DeliveryRequested, OrderCanceled,
@@ -26,7 +27,6 @@ NO_ITEMS = "There are no items for this order. Please add an item to the order t
 # The semantic lock of a completing order: no step until its saga settles.
 BEING_COMPLETED = "The order is being completed; please try again shortly."
 PLACED = "The order has been placed and can no longer be changed."
-EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 def new_order_number() -> str:
@@ -77,22 +77,32 @@ class Country:
 
 
 ADDRESS_REQUIRED = ("name", "address1", "city", "zipcode", "phone")
+ADDRESS_TEXT = ("name", "address1", "address2", "city", "zipcode", "phone", "alternative_phone", "company",
+                "state_name", "firstname", "lastname", "email")
+MAX_TEXT = 255  # Solidus's varchar(255) columns
 
 
 def validate_address(prefix: str, fields: dict, country: Country | None, address_id: int, *,
                      require_phone: bool = True) -> Address:
     """Solidus's address rules: the error keys are `<prefix>.<field>`."""
     errors: dict[str, list[str]] = {}
+    for name in ADDRESS_TEXT:
+        value = fields.get(name)
+        if value is None or isinstance(value, bool) or not isinstance(value, (str, int)):
+            if value is not None:
+                errors[f"{prefix}.{name}"] = ["is invalid"]
+        elif len(str(value)) > MAX_TEXT:
+            errors[f"{prefix}.{name}"] = [f"is too long (maximum is {MAX_TEXT} characters)"]
     for name in ADDRESS_REQUIRED if require_phone else ADDRESS_REQUIRED[:-1]:
         value = fields.get(name)
-        if not isinstance(value, (str, int)) or not str(value).strip():
+        if f"{prefix}.{name}" not in errors and (not isinstance(value, (str, int)) or not str(value).strip()):
             errors[f"{prefix}.{name}"] = ["can't be blank"]
     if country is None:
         errors[f"{prefix}.country"] = ["can't be blank"]
     state_id = fields.get("state_id")
     if country is not None:
-        if state_id is None and fields.get("state_name"):
-            state_id = country.state_names.get(str(fields["state_name"]).strip().lower())
+        if state_id is None and isinstance(fields.get("state_name"), str) and f"{prefix}.state_name" not in errors:
+            state_id = country.state_names.get(fields["state_name"].strip().lower())
         if state_id is not None and state_id not in country.state_ids:
             errors[f"{prefix}.state"] = ["is invalid"]
         elif country.states_required and state_id is None:
@@ -137,7 +147,8 @@ class Order(Aggregate):
     def authorize(self, guest_token: str | None) -> None:
         """With `guest_token` the caller is a guest: only the order's own token will do (an
         unknown order is refused the same way, so a token reveals nothing of other orders)."""
-        if guest_token is not None and (not self.exists or guest_token != self.guest_token):
+        if guest_token is not None and (not self.exists or not hmac.compare_digest(
+                guest_token.encode(), self.guest_token.encode())):
             raise unauthorized()
 
     def _check_changeable(self) -> None:
@@ -151,7 +162,7 @@ class Order(Aggregate):
                        ship_address: Address | None = None) -> None:
         self._check_changeable()
         if email is not None:
-            if not EMAIL.match(email):
+            if not valid_email(email):
                 raise InvalidFields({"email": ["is invalid"]})
             if email != self.email:
                 self._record(OrderEmailChanged(number=self.id, email=email))
@@ -162,7 +173,7 @@ class Order(Aggregate):
 
     def update_contact(self, *, email: str | None, phone: str | None) -> None:
         self._check_changeable()
-        if email is not None and not EMAIL.match(email):
+        if email is not None and not valid_email(email):
             raise InvalidFields({"email": ["is invalid"]})
         self._record(ContactDetailsChanged(number=self.id, email=email, phone=phone))
 

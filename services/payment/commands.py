@@ -12,6 +12,7 @@ from shared.bus import events_topic
 from shared.contracts.order import PaymentRequested, PaymentVoidRequested
 from shared.contracts.payment import CardSource
 from shared.eventstore import EventStore
+from shared.validation import ascii_int
 from shared.faults import crash_point, fail_point
 from services.payment.domain import InvalidPayment, OrderPayments, PaymentMethod, parse_amount, validate_card
 from services.payment.gateway import BogusGateway, card_for_token, vault_token
@@ -21,9 +22,8 @@ PAYMENTS = Repository(PAYMENT_STORE, OrderPayments)
 
 
 async def find_method(conn: asyncpg.Connection | asyncpg.Pool, method_id: Any) -> PaymentMethod:
-    if isinstance(method_id, str) and method_id.strip().isdigit():
-        method_id = int(method_id)
-    if isinstance(method_id, bool) or not isinstance(method_id, int) or not 0 < method_id < 2**31:
+    method_id = ascii_int(method_id)
+    if method_id is None or not 0 < method_id < 2**31:
         raise not_found("payment method")
     row = await conn.fetchrow("SELECT id, name, method_type, auto_capture FROM payment_methods"
                               " WHERE id = $1 AND active AND available_to_users", method_id)

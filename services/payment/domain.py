@@ -4,10 +4,11 @@ from __future__ import annotations
 import secrets
 import string
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from shared.aggregate import Aggregate, DomainError
+from shared.validation import ascii_int
 from shared.contracts.payment import (
     CardSource, PaymentAuthorized, PaymentCaptured, PaymentCreated, PaymentFailed, PaymentInvalidated,
     PaymentRefunded, PaymentsDeclined, PaymentsProcessed, PaymentsRefused, PaymentsVoided, PaymentVoided,
@@ -44,27 +45,34 @@ class InvalidPayment(DomainError):
         super().__init__("invalid_resource", "Invalid resource.", errors=errors)
 
 
+# The payments' numeric(12,2) column: an amount must fit once rounded to cents.
+MAX_AMOUNT = Decimal("9999999999.99")
+
+
 def parse_amount(value: Any) -> Decimal:
+    text = str(value if value is not None else "0")
+    if isinstance(value, bool) or len(text) > 32:
+        raise InvalidPayment({"amount": ["is not a number"]})
     try:
-        amount = Decimal(str(value if value is not None else "0"))
+        amount = Decimal(text)
     except InvalidOperation:
         raise InvalidPayment({"amount": ["is not a number"]}) from None
-    if not amount.is_finite() or abs(amount) >= Decimal("1e10"):
+    if not amount.is_finite() or abs(amount) > MAX_AMOUNT + Decimal("0.005"):
         raise InvalidPayment({"amount": ["is not a number"]})
-    return amount.quantize(Decimal("0.01"))
+    amount = amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    if abs(amount) > MAX_AMOUNT:  # 9999999999.995 rounds past the column
+        raise InvalidPayment({"amount": [f"must be less than or equal to {MAX_AMOUNT}"]})
+    return amount
 
 
 def _number(value: Any) -> int | None:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
+    return ascii_int(value, digits=4)
 
 
 def validate_card(source: Any, key: str) -> CardDetails:
     """Solidus's credit card validations; messages are full ("Card Number can't be blank")."""
     source = source if isinstance(source, dict) else {}
-    number = "".join(ch for ch in str(source.get("number") or "") if ch.isdigit())
+    number = "".join(ch for ch in str(source.get("number") or "")[:64] if "0" <= ch <= "9")
     messages = []
     if not number:
         messages.append("Card Number can't be blank")
@@ -76,13 +84,16 @@ def validate_card(source: Any, key: str) -> CardDetails:
             year = year + 2000 if year is not None and year < 100 else year
     if month is None or not 1 <= month <= 12:
         messages.append("Month is not a number")
-    if year is None:
+    if year is None or not 0 < year <= 9999:
         messages.append("Year is not a number")
     if not str(source.get("verification_value") or "").strip():
         messages.append("Verification Value can't be blank")
     if messages:
         raise InvalidPayment({key: messages})
-    name = source.get("name") or " ".join(filter(None, [source.get("first_name"), source.get("last_name")])) or None
+    parts = [source.get(key) for key in ("first_name", "last_name")]
+    name = source.get("name") or " ".join(p for p in parts if isinstance(p, str) and p) or None
+    if name is not None and (not isinstance(name, str) or len(name) > 255):
+        raise InvalidPayment({key: ["Name is invalid"]})
     return CardDetails(number=number, month=month, year=year, name=name)
 
 
