@@ -22,7 +22,10 @@ class CreatePayment(BaseModel):
 
 @router.post("/orders/{number}/payments", status_code=201)
 async def create_payment(number: str, body: CreatePayment, request: Request):
-    result = await commands.create_payment(request.app.state.pool, number, payment_method_id=body.payment_method_id,
+    from services.payment.consumers import gateway
+
+    result = await commands.create_payment(request.app.state.pool, gateway(), number,
+                                           payment_method_id=body.payment_method_id,
                                            amount=body.amount, source=body.source, error_prefix=body.error_prefix)
     created = result.events[-1].payload
     return {"payment_id": created["payment_id"], "events": result.event_ids}

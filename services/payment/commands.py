@@ -1,7 +1,6 @@
 """Application handlers of the payment service."""
 from __future__ import annotations
 
-import secrets
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +14,7 @@ from shared.eventstore import EventStore
 from shared.validation import ascii_int
 from shared.faults import crash_point, fail_point
 from services.payment.domain import InvalidPayment, OrderPayments, PaymentMethod, parse_amount, validate_card
-from services.payment.gateway import BogusGateway, card_for_token, vault_token
+from services.payment.gateway import BogusGateway, card_for_token
 
 PAYMENT_STORE = EventStore("payment", events_topic("payment"))
 PAYMENTS = Repository(PAYMENT_STORE, OrderPayments)
@@ -32,8 +31,8 @@ async def find_method(conn: asyncpg.Connection | asyncpg.Pool, method_id: Any) -
     return PaymentMethod(**dict(row))
 
 
-async def create_payment(pool: asyncpg.Pool, number: str, *, payment_method_id: Any, amount: Any,
-                         source: Any, error_prefix: str = "") -> CommandResult[OrderPayments]:
+async def create_payment(pool: asyncpg.Pool, gateway: BogusGateway, number: str, *, payment_method_id: Any,
+                         amount: Any, source: Any, error_prefix: str = "") -> CommandResult[OrderPayments]:
     method = await find_method(pool, payment_method_id)
     value = parse_amount(amount)
     card = None
@@ -43,10 +42,8 @@ async def create_payment(pool: asyncpg.Pool, number: str, *, payment_method_id: 
         if "payment_token" in source:  # a storefront's tokenised card (GetCandy's payment_token)
             source = card_for_token(source["payment_token"])
         details = validate_card(source, f"{error_prefix}{method.name}")
-        token = vault_token(details.number, secrets.token_hex(8))
-        async with pool.acquire() as conn:
-            await conn.execute("INSERT INTO card_vault (gateway_token, number) VALUES ($1, $2)", token, details.number)
-            card_id = await conn.fetchval("SELECT nextval('card_ids')")
+        token = await gateway.tokenise(details.number)
+        card_id = await pool.fetchval("SELECT nextval('card_ids')")
         card = CardSource(id=card_id, month=details.month, year=details.year, cc_type=details.cc_type,
                           last_digits=details.number[-4:], name=details.name, gateway_token=token)
     payment_id = await pool.fetchval("SELECT nextval('payment_ids')")

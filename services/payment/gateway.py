@@ -1,14 +1,16 @@
 """Payment gateways.
 
 `BogusGateway` is Solidus's test gateway: 4111111111111111 (or "1") succeeds with
-authorization 12345; any other number fails with "Bogus Gateway: Forced failure". It
-keeps its own ledger on a separate connection (outside the caller's transaction, like
-a remote gateway), keyed by idempotency key: a call retried after a crash returns the
-first outcome and never charges twice.
+authorization 12345; any other number fails with "Bogus Gateway: Forced failure". Like a
+real one, it tokenises a card when the payment is entered and never sees its number
+again: it keeps the token, the last four digits and whether the card authorises (no card
+number is stored anywhere). It keeps its own ledger on a separate connection (outside the
+caller's transaction, like a remote gateway), keyed by idempotency key: a call retried
+after a crash returns the first outcome and never charges twice.
 """
 from __future__ import annotations
 
-import hashlib
+import secrets
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -30,8 +32,6 @@ def card_for_token(token: object) -> dict:
     return {"number": number, "month": 12, "year": 2099, "verification_value": "000", "name": None}
 
 
-def vault_token(number: str, salt: str) -> str:
-    return "tok_" + hashlib.sha256(f"{salt}:{number}".encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,13 @@ class BogusGateway:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
+    async def tokenise(self, number: str) -> str:
+        """The card's token at the gateway; the number goes no further than this call."""
+        token = "tok_" + secrets.token_hex(12)
+        await self.pool.execute("INSERT INTO card_tokens (gateway_token, last_digits, approves) VALUES ($1, $2, $3)",
+                                token, number[-4:], number in SUCCESS_NUMBERS)
+        return token
+
     async def charged(self, *idempotency_keys: str) -> bool:
         """Whether a call under one of these keys authorised or captured money."""
         return bool(await self.pool.fetchval(
@@ -56,9 +63,10 @@ class BogusGateway:
         async with self.pool.acquire() as conn:
             recorded = await conn.fetchrow("SELECT * FROM gateway_calls WHERE idempotency_key = $1", idempotency_key)
             if recorded is None:
-                number = await conn.fetchval("SELECT number FROM card_vault WHERE gateway_token = $1", gateway_token)
+                approves = await conn.fetchval("SELECT approves FROM card_tokens WHERE gateway_token = $1",
+                                               gateway_token)
                 # Capture, void and refund act on an earlier authorisation, which always exists here.
-                success = number in SUCCESS_NUMBERS or action in ("capture", "void", "refund")
+                success = bool(approves) or action in ("capture", "void", "refund")
                 await conn.execute(
                     "INSERT INTO gateway_calls (idempotency_key, action, amount, success, authorization_code, message)"
                     " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",

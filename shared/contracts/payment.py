@@ -1,7 +1,7 @@
 """Events of the payment service (topic `payment.events`, key = order number).
 
-Card numbers never appear here: the payment service keeps them in its vault and events
-carry only the last digits and a gateway token.
+Card numbers never appear here, nor anywhere else: the gateway tokenises a card when its
+payment is entered, and events carry only the last digits and the gateway's token.
 """
 from __future__ import annotations
 

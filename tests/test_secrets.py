@@ -1,0 +1,57 @@
+"""Card numbers are never stored, published or logged: after card checkouts in both
+dialects (one approved, one declined), no table of any service, no message on any topic
+and no process log holds a number."""
+from __future__ import annotations
+
+import asyncpg
+
+from shared.bus import EVENT_TOPICS
+from tests.getcandy.test_lifecycle import getcandy_data, placed_ready_order  # noqa: F401 (autouse data)
+from tests.helpers.kafka import read_topic
+from tests.solidus.test_checkout import CARD
+from tests.solidus.test_complete import full_flow
+
+NUMBERS = ("4111111111111111", "4000000000000002")
+
+
+async def columns_holding(conn: asyncpg.Connection, needle: str) -> list[str]:
+    """Every column of every table of the services' schemas in which `needle` appears."""
+    found = []
+    columns = await conn.fetch(
+        "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema IN ('cart', 'order', 'shipping', 'payment')"
+        " AND data_type IN ('text', 'jsonb', 'json', 'bytea', 'character varying')")
+    for column in columns:
+        name = f'"{column["table_schema"]}"."{column["table_name"]}"'
+        value = f'"{column["column_name"]}"'
+        condition = (f"position($1::bytea in {value}) > 0" if column["data_type"] == "bytea"
+                     else f"{value}::text LIKE '%' || $1 || '%'")
+        if await conn.fetchval(f"SELECT count(*) FROM {name} WHERE {condition}", needle.encode()
+                               if column["data_type"] == "bytea" else needle):
+            found.append(f"{name}.{value}")
+    return found
+
+
+async def test_no_card_number_in_any_table_message_or_log(gateway, system, stack):
+    _, _, _, approved = await full_flow(gateway, card=CARD)
+    assert approved.status_code == 200
+    _, _, _, declined = await full_flow(gateway, card={**CARD, "number": "4000000000000002"})
+    assert declined.status_code == 422
+    card_type = (await gateway.get("/api/v1/payments/types")).json()["data"][0]["id"]
+    for token in ("tok_ok", "tok_declined"):  # GetCandy's tokens stand for the same two numbers
+        order_id = await placed_ready_order(gateway, quantity=1)
+        await gateway.post("/api/v1/orders/process",
+                           json={"order_id": order_id, "payment_type_id": card_type, "payment_token": token})
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM payment.card_tokens") >= 4  # the cards were seen
+        for number in NUMBERS:
+            assert await columns_holding(conn, number) == [], number
+    finally:
+        await conn.close()
+    for topic in EVENT_TOPICS:
+        for record in await read_topic(stack.settings(), topic, until_count=1, timeout=10):
+            assert not any(number.encode() in record.value for number in NUMBERS), topic
+    for log in (system.config.log_dir).glob("*.log"):
+        text = log.read_text(errors="replace")
+        assert not any(number in text for number in NUMBERS), log.name
