@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import platform
+import secrets
 import shutil
 import subprocess
 import sys
@@ -348,7 +349,7 @@ async def main(args: argparse.Namespace) -> dict:
                           postgres_port=free_port(), broker_port=free_port(),
                           database_url=os.environ.get("DATABASE_URL") or None,
                           bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
-                          log_dir=workdir / "logs", admin_key="bench",
+                          log_dir=workdir / "logs", admin_key="bench", id_secret=secrets.token_hex(20),
                           # Counts every statement (the embedded server only; a given DATABASE_URL
                           # is counted if its server preloads the extension).
                           postgres_settings={"shared_preload_libraries": "pg_stat_statements"})

@@ -15,6 +15,11 @@ import asyncpg
 import pytest
 
 from shared.settings import Settings
+
+# The install's secret for GetCandy ids, shared by the system under test and the tests,
+# which decode ids to find orders in the stores.
+TEST_ID_SECRET = "test-id-secret-0123456789"
+os.environ.setdefault("TILLSTREAM_ID_SECRET", TEST_ID_SECRET)
 from tillstream.stack import EmbeddedBroker, EmbeddedPostgres, free_port
 
 
@@ -98,7 +103,7 @@ def system(stack):
         data_dir=stack.workdir / "system", gateway_port=free_port(),
         service_ports={name: free_port() for name in (*SERVICE_NAMES, SAGA)},
         database_url=stack.database_url, bootstrap_servers=stack.bootstrap_servers,
-        log_dir=stack.workdir / "logs", admin_key="test-admin-key",
+        log_dir=stack.workdir / "logs", admin_key="test-admin-key", id_secret=TEST_ID_SECRET,
         # The contention tests want all their requests inside the system at once, not
         # admitted a few at a time (test_gateway_admission.py covers the limit).
         # The crash tests restart participants, which takes longer than a step's deadline:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from shared.db import _init_connection
+from services.gateway.getcandy import BASKETS, ORDERS
 from services.order.projections import read_order
 from tests.getcandy.test_lifecycle import UK, V, getcandy_data, placed_ready_order  # noqa: F401 (autouse data)
 from tests.solidus.conftest import ADMIN, V1
@@ -21,11 +22,10 @@ from tests.solidus.test_complete import full_flow
 
 MUG = 3  # a second demo variant, ample stock
 RACES = 50
-ORDER_IDS = __import__("hashids").Hashids(salt="order", min_length=8, alphabet="abcdefghijklmnopqrstuvwxyz0123456789")
 
 
 def getcandy_number(order_id: str) -> str:
-    return f"R{ORDER_IDS.decode(order_id)[0]:09d}"
+    return f"R{ORDERS.decode(order_id)[0]:09d}"
 
 
 async def settled(stack, number: str, timeout: float = 60) -> None:
@@ -136,7 +136,6 @@ async def getcandy_race(gateway, stack, kind: str, jitter: float) -> str:
     number = getcandy_number(order_id)
     basket_id = (await gateway.get(f"/api/v1/orders/{order_id}")).json()["data"]  # the order itself
     del basket_id
-    from services.gateway.getcandy import BASKETS
     basket = BASKETS.encode(int(number[1:]))
     change = {
         "add": lambda: gateway.post("/api/v1/basket-lines", json={"basket_id": basket,
@@ -185,8 +184,7 @@ async def test_two_orders_racing_for_a_single_use_coupon_through_both_dialects(g
         solidus, token, _, _ = await full_flow(gateway, card=None, coupon=code, complete=False)
         order_id = await placed_ready_order(gateway, quantity=1)
         candy = getcandy_number(order_id)
-        from services.gateway.getcandy import BASKETS
-        applied = await gateway.put(f"/api/v1/baskets/{BASKETS.encode(int(candy[1:]))}/discounts",
+            applied = await gateway.put(f"/api/v1/baskets/{BASKETS.encode(int(candy[1:]))}/discounts",
                                     json={"coupon": code})
         assert applied.status_code == 200, applied.text
         # The GetCandy order's payment is entered at `process` for the total it then has.
@@ -267,7 +265,6 @@ async def test_a_placed_getcandy_order_refuses_every_change(gateway, stack):
             ).status_code == 200
     number = getcandy_number(order_id)
     await settled(stack, number)
-    from services.gateway.getcandy import BASKETS
     basket = BASKETS.encode(int(number[1:]))
     show = lambda: gateway.get(f"/api/v1/orders/{order_id}", params={"include": "lines,shipping,discounts"})  # noqa
     before = ((await show()).json(), (await gateway.get(f"/api/v1/baskets/{basket}")).json(),

@@ -55,3 +55,34 @@ async def test_no_card_number_in_any_table_message_or_log(gateway, system, stack
     for log in (system.config.log_dir).glob("*.log"):
         text = log.read_text(errors="replace")
         assert not any(number in text for number in NUMBERS), log.name
+
+
+async def test_neighbouring_getcandy_ids_name_nothing(gateway):
+    """GetCandy guests reach an order by its id alone: ids of the numbers around a real one,
+    in the original's form or with a forged tag, and the real id changed by one character,
+    find nothing."""
+    import secrets
+
+    from hashids import Hashids
+
+    from services.gateway.getcandy import BASKETS, ORDERS
+    from services.gateway.getcandy_ids import ALPHABET, TAG_LENGTH
+
+    order_id = await placed_ready_order(gateway, quantity=1)
+    assert (await gateway.get(f"/api/v1/orders/{order_id}")).status_code == 200
+    number = ORDERS.decode(order_id)[0]
+    legacy = {"order": Hashids(salt="order", min_length=8, alphabet=ALPHABET),
+              "basket": Hashids(salt="basket", min_length=8, alphabet=ALPHABET)}
+    guesses = []
+    for neighbour in range(number - 25, number + 26):
+        for kind, path in (("order", "orders"), ("basket", "baskets")):
+            plain = legacy[kind].encode(neighbour)
+            guesses.append(f"/api/v1/{path}/{plain}")  # the original's id
+            guesses.append(f"/api/v1/{path}/{plain}{''.join(secrets.choice(ALPHABET) for _ in range(TAG_LENGTH))}")
+    flipped = order_id[:-1] + ("a" if order_id[-1] != "a" else "b")
+    guesses.append(f"/api/v1/orders/{flipped}")
+    guesses.append(f"/api/v1/baskets/{BASKETS.hashids.encode(number)}")
+    for path in guesses:
+        response = await gateway.get(path)
+        assert response.status_code == 404, path
+        assert response.json() == {"error": {"http_code": 404, "message": "Resource not found"}}

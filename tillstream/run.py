@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tillstream.system import System, SystemConfig, default_admin_key
+from tillstream.system import System, SystemConfig, default_admin_key, default_id_secret
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,6 +25,7 @@ def main() -> int:
         database_url=os.environ.get("DATABASE_URL") or None,
         bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
         admin_key=default_admin_key(data_dir),
+        id_secret=default_id_secret(data_dir),
     )
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())

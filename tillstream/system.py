@@ -67,6 +67,7 @@ class SystemConfig:
     postgres_settings: dict[str, str] = field(default_factory=dict)  # for the embedded server only
     log_dir: Path | None = None  # None: processes write to this terminal
     admin_key: str = ""
+    id_secret: str = ""  # GetCandy ids' key (services/gateway/getcandy_ids.py)
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -134,6 +135,7 @@ class System:
             self.database_url = self.postgres.dsn()
         env = {**os.environ, **cfg.extra_env, "DATABASE_URL": self.database_url,
                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "TILLSTREAM_ADMIN_KEY": cfg.admin_key,
+               "TILLSTREAM_ID_SECRET": cfg.id_secret,
                "PYTHONUNBUFFERED": "1",
                **{f"{n.upper()}_URL": self.service_url(n) for n in SERVICE_NAMES}}
         for name in PROCESS_NAMES:
@@ -214,13 +216,24 @@ class System:
 
 def default_admin_key(data_dir: Path) -> str:
     """TILLSTREAM_ADMIN_KEY, or a key generated once and kept in the data folder."""
-    if os.environ.get("TILLSTREAM_ADMIN_KEY"):
-        return os.environ["TILLSTREAM_ADMIN_KEY"]
-    path = data_dir / "admin_key"
+    return _kept_secret(data_dir, "TILLSTREAM_ADMIN_KEY", "admin_key")
+
+
+def default_id_secret(data_dir: Path) -> str:
+    """TILLSTREAM_ID_SECRET, or a secret generated once and kept in the data folder (GetCandy
+    ids issued by one run must resolve in the next)."""
+    return _kept_secret(data_dir, "TILLSTREAM_ID_SECRET", "id_secret")
+
+
+def _kept_secret(data_dir: Path, variable: str, file_name: str) -> str:
+    if os.environ.get(variable):
+        return os.environ[variable]
+    path = data_dir / file_name
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_hex(20))
+        path.chmod(0o600)
     return path.read_text().strip()
 
 
-__all__ = ["System", "SystemConfig", "default_admin_key", "wait_for_port"]
+__all__ = ["System", "SystemConfig", "default_admin_key", "default_id_secret", "wait_for_port"]

@@ -15,6 +15,7 @@ from shared.settings import load_settings
 from services.gateway import getcandy, solidus, solidus_checkout
 from services.gateway.admission import AdmissionControl
 from services.gateway.clients import SERVICES, ServiceClients, ServiceUnavailable
+from services.gateway.getcandy_ids import id_secret
 
 configure_logging("gateway", load_settings().log_level)
 log = logging.getLogger("tillstream.gateway")
@@ -22,6 +23,7 @@ log = logging.getLogger("tillstream.gateway")
 
 @asynccontextmanager
 async def lifespan(app: FastAPI):
+    id_secret()  # fails closed: no GetCandy id can be issued or checked without the install's secret
     app.state.services = ServiceClients.create()
     freeze_startup_objects()
     try:

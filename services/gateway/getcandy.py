@@ -18,6 +18,8 @@ from services.gateway.paths import Code, Hash, Id, OrderNumber  # noqa: F401
 from fastapi.responses import Response
 from hashids import Hashids
 
+from services.gateway.getcandy_ids import ALPHABET, KeyedIds
+
 from shared.jsonutil import dumps_with_numbers
 from shared.validation import BadJson, ascii_int, parse_json_object, valid_email
 from services.gateway.clients import ServiceResponse
@@ -25,10 +27,9 @@ from services.gateway.solidus import COMPLETE_WAIT_MS, await_view, fetch_order, 
 
 router = APIRouter(prefix="/api/v1")
 
-_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
-BASKETS = Hashids(salt="basket", min_length=8, alphabet=_ALPHABET)  # baskets and basket lines
-ORDERS = Hashids(salt="order", min_length=8, alphabet=_ALPHABET)
-MAIN = Hashids(salt="main", min_length=8, alphabet=_ALPHABET)      # variants, shipping prices, payment types
+BASKETS = KeyedIds("basket")  # baskets and basket lines: unguessable (getcandy_ids.py)
+ORDERS = KeyedIds("order")    # orders and their lines
+MAIN = Hashids(salt="main", min_length=8, alphabet=ALPHABET)  # catalog: variants, shipping prices, payment types
 DEFAULT_CURRENCY = "GBP"
 
 
@@ -71,19 +72,19 @@ def refuse_if_locked(response: ServiceResponse, order: dict | None, *, placed_me
 
 
 # -- ids --------------------------------------------------------------------------
-def decode(hashids: Hashids, value: Any) -> int | None:
-    if not isinstance(value, str):
+def decode(hashids: Hashids | KeyedIds, value: Any) -> int | None:
+    if not isinstance(value, str) or len(value) > 64:
         return None
     decoded = hashids.decode(value)
     return decoded[0] if len(decoded) == 1 else None
 
 
-def order_number(hashids: Hashids, value: Any) -> str | None:
+def order_number(hashids: KeyedIds, value: Any) -> str | None:
     number = decode(hashids, value)
     return None if number is None else f"R{number:09d}"
 
 
-def number_id(hashids: Hashids, number: str) -> str:
+def number_id(hashids: KeyedIds, number: str) -> str:
     return hashids.encode(int(number[1:]))
 
 

@@ -10,6 +10,8 @@ import httpx
 import pytest
 from hashids import Hashids
 
+from services.gateway.getcandy import ORDERS
+
 MAIN = Hashids(salt="main", min_length=8, alphabet="abcdefghijklmnopqrstuvwxyz0123456789")
 V_ID = 950
 V = MAIN.encode(V_ID)
@@ -231,7 +233,7 @@ async def test_products_include_variants(gateway):
 async def test_both_dialects_emit_the_same_order_events(gateway, stack):
     o = await placed_ready_order(gateway, quantity=1)
     await gateway.post("/api/v1/orders/process", json={"order_id": o, "payment_token": "x"})
-    number = f"R{Hashids(salt='order', min_length=8, alphabet='abcdefghijklmnopqrstuvwxyz0123456789').decode(o)[0]:09d}"
+    number = f"R{ORDERS.decode(o)[0]:09d}"
     conn = await asyncpg.connect(stack.database_url)
     try:
         # The order's stream, and its completion's (the saga's commands).
