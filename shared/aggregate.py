@@ -15,22 +15,9 @@ from typing import Callable, ClassVar, Generic, Iterable, TypeVar
 import asyncpg
 
 from shared.envelope import DomainEvent, EventEnvelope, decode_event
+from shared.errors import DomainError, not_found  # noqa: F401 (the services import them from here)
 from shared.eventstore import ConcurrencyConflict, EventStore, Projector
 
-
-class DomainError(Exception):
-    """A business rule refused the command. `code` is stable; `message` is for people."""
-
-    def __init__(self, code: str, message: str = "", *, status: int = 422, **details: object) -> None:
-        super().__init__(message or code)
-        self.code = code
-        self.status = status
-        self.message = message or code
-        self.details = details
-
-
-def not_found(what: str) -> DomainError:
-    return DomainError("not_found", f"{what} not found", status=404)
 
 
 class Aggregate:

@@ -36,7 +36,8 @@ _TRANSIENT = (ConcurrencyConflict, asyncpg.DeadlockDetectedError, asyncpg.Serial
 _MAX_TRANSIENT_RETRIES = 100
 # The database being unreachable is not the message's fault: wait for it, never dead-letter.
 _INFRASTRUCTURE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-                   asyncpg.CannotConnectNowError)
+                   asyncpg.CannotConnectNowError, asyncpg.exceptions.OperatorInterventionError,
+                   asyncpg.exceptions.InsufficientResourcesError)
 
 
 class PoisonMessage(Exception):

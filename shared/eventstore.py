@@ -13,6 +13,7 @@ import asyncpg
 
 from shared import metrics
 from shared.envelope import DomainEvent, EventEnvelope, envelope_for, upcast
+from shared.errors import DomainError
 
 # An envelope's columns in a store's `events` table (operators' tools read them too).
 METADATA_COLUMNS = ("position, event_id, aggregate_type, aggregate_id, sequence, type, version, "
@@ -25,6 +26,10 @@ COLUMNS = METADATA_COLUMNS + ", payload"
 APPEND = ("SELECT stored_position AS position, stored_event_id AS event_id"
           " FROM append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)")
 
+
+# The largest event a command may store: well within what Kafka accepts in one message
+# (1 MiB by default), so the outbox relay never holds an event the broker refuses.
+MAX_EVENT_BYTES = 256 * 1024
 
 # Updates read models with new events, inside the transaction that stores them.
 Projector = Callable[[asyncpg.Connection, list[EventEnvelope]], Awaitable[None]]
@@ -94,6 +99,12 @@ class EventStore:
 
     async def append_envelopes(self, conn: asyncpg.Connection, envelopes: Sequence[EventEnvelope],
                                *, key: str, expected_version: int) -> list[EventEnvelope]:
+        messages = [e.to_json() for e in envelopes]
+        too_large = max(map(len, messages), default=0)
+        if too_large > MAX_EVENT_BYTES:
+            # Refused here rather than by the broker later, where it would be parked unpublished.
+            raise DomainError("event_too_large", f"An event of {too_large} bytes is more than the"
+                              f" {MAX_EVENT_BYTES} an event may hold.", status=413)
         try:
             positions = await conn.fetch(
                 self.append_statement,
@@ -102,7 +113,7 @@ class EventStore:
                 [e.type for e in envelopes], [e.version for e in envelopes],
                 [e.occurred_at for e in envelopes], [e.correlation_id for e in envelopes],
                 [e.causation_id for e in envelopes], [e.payload for e in envelopes],
-                self.topic, key, [e.to_json() for e in envelopes],
+                self.topic, key, messages,
                 # As JSON text: asyncpg would read nested lists as array dimensions.
                 [json.dumps([[k, v.decode()] for k, v in e.kafka_headers()]) for e in envelopes],
                 self.notify_channel,

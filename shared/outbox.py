@@ -7,6 +7,10 @@ mid-batch leaves its rows in place; the next leader publishes them again, which
 consumers tolerate because they are idempotent on event id. While appends keep coming,
 the delete of a published batch rides on the statement that reads the next one (one
 round trip per batch instead of two).
+
+A row the broker refuses for good (too large for it, say) never blocks the rows behind it:
+it is parked with its error (`parked_at`, `error`) and reported by `tillstream outbox
+status`; a refusal that may pass (the broker unreachable, a timeout) is retried as before.
 """
 from __future__ import annotations
 
@@ -16,6 +20,10 @@ import zlib
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    CorruptRecordException, InvalidMessageError, InvalidTimestampError, InvalidTopicError, KafkaError,
+    MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError,
+)
 
 from shared import db, metrics
 from shared.settings import Settings
@@ -68,7 +76,7 @@ class OutboxRelay:
         while True:
             self._wake.clear()
             rows = await self._read_next(conn, deleting=published)
-            published = await self._publish(rows)
+            published = await self._publish(rows, conn)
             if len(rows) == self.settings.outbox_batch_size or (published and self._wake.is_set()):
                 # Busy: the next read deletes these rows in the same statement.
                 continue
@@ -84,35 +92,71 @@ class OutboxRelay:
         """The oldest unpublished rows; in the same round trip, delete the rows published last.
         (The read sees the table as it was before the delete, hence the explicit exclusion.)"""
         if not deleting:
-            return await conn.fetch("SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1",
-                                    self.settings.outbox_batch_size)
+            return await conn.fetch("SELECT id, topic, key, value, headers FROM outbox WHERE parked_at IS NULL"
+                                    " ORDER BY id LIMIT $1", self.settings.outbox_batch_size)
         return await conn.fetch(
             "WITH published AS (DELETE FROM outbox WHERE id = ANY($2::bigint[]))"
-            " SELECT id, topic, key, value, headers FROM outbox WHERE id <> ALL($2::bigint[]) ORDER BY id LIMIT $1",
-            self.settings.outbox_batch_size, deleting)
+            " SELECT id, topic, key, value, headers FROM outbox WHERE parked_at IS NULL AND id <> ALL($2::bigint[])"
+            " ORDER BY id LIMIT $1", self.settings.outbox_batch_size, deleting)
 
-    async def _publish(self, rows: list[asyncpg.Record]) -> list[int]:
-        """Send `rows` and wait for every acknowledgement: their ids, now safe to delete."""
+    async def _publish(self, rows: list[asyncpg.Record], conn: asyncpg.Connection | None = None) -> list[int]:
+        """Send `rows` and wait for every acknowledgement: their ids, now safe to delete
+        (rows refused for good are parked on `conn` and left out)."""
         if not rows:
             return []
         # Enqueue the whole batch (kept in order per partition by the producer), then
         # wait for every acknowledgement before anything is deleted.
-        acks = [
-            await self.producer.send(
-                r["topic"], value=bytes(r["value"]), key=r["key"].encode(),
-                headers=[(k, v.encode()) for k, v in r["headers"]],
-            )
-            for r in rows
-        ]
-        await asyncio.gather(*acks)
-        metrics.OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows))
-        return [r["id"] for r in rows]
+        sent: list[tuple[asyncpg.Record, asyncio.Future]] = []
+        refused: list[tuple[asyncpg.Record, Exception]] = []
+        for r in rows:
+            try:
+                sent.append((r, await self.producer.send(
+                    r["topic"], value=bytes(r["value"]), key=r["key"].encode(),
+                    headers=[(k, v.encode()) for k, v in r["headers"]])))
+            except KafkaError as exc:
+                if _retriable(exc):
+                    raise
+                refused.append((r, exc))
+        outcomes = await asyncio.gather(*(ack for _, ack in sent), return_exceptions=True)
+        for (r, _), outcome in zip(sent, outcomes):
+            if isinstance(outcome, BaseException):
+                if not isinstance(outcome, KafkaError) or _retriable(outcome):
+                    raise outcome
+                refused.append((r, outcome))
+        if refused:
+            await self._park(conn, refused)
+        parked = {r["id"] for r, _ in refused}
+        metrics.OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows) - len(parked))
+        return [r["id"] for r in rows if r["id"] not in parked]
+
+    async def _park(self, conn: asyncpg.Connection | None, refused: list[tuple[asyncpg.Record, Exception]]) -> None:
+        for row, exc in refused:
+            log.error("outbox row refused by the broker; parked", extra={"fields": {
+                "schema": self.schema, "outbox_id": row["id"], "bytes": len(row["value"]), "error": repr(exc)}})
+        await conn.executemany("UPDATE outbox SET parked_at = now(), error = $2 WHERE id = $1",
+                               [(row["id"], repr(exc)[:2000]) for row, exc in refused])
+
+
+# The broker's refusals of a message itself, which no retry can change.
+REFUSED_FOR_GOOD = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError, InvalidMessageError,
+                    CorruptRecordException, InvalidTopicError, InvalidTimestampError)
+
+
+def _retriable(exc: Exception) -> bool:
+    """Anything but a refusal of the message itself may pass if sent again (the broker away,
+    a timeout): only those refusals are parked."""
+    return not isinstance(exc, REFUSED_FOR_GOOD)
 
 
 async def outbox_status(conn: asyncpg.Connection | asyncpg.Pool, schema: str | None = None) -> dict:
-    """Unpublished rows and the age of the oldest (of `schema`, else the search path's)."""
+    """Unpublished rows and the age of the oldest, and the rows parked after the broker
+    refused them, with their errors (of `schema`, else the search path's)."""
     table = f'"{db.check_identifier(schema)}".outbox' if schema else "outbox"
     row = await conn.fetchrow(
-        f"SELECT count(*) AS unpublished, extract(epoch FROM now() - min(created_at)) AS oldest_age_s FROM {table}"
-    )
-    return {"unpublished": row["unpublished"], "oldest_age_s": float(row["oldest_age_s"] or 0.0)}
+        f"SELECT count(*) FILTER (WHERE parked_at IS NULL) AS unpublished,"
+        f" extract(epoch FROM now() - min(created_at) FILTER (WHERE parked_at IS NULL)) AS oldest_age_s,"
+        f" count(*) FILTER (WHERE parked_at IS NOT NULL) AS parked FROM {table}")
+    parked = await conn.fetch(f"SELECT id, topic, key, length(value) AS bytes, error, parked_at FROM {table}"
+                              " WHERE parked_at IS NOT NULL ORDER BY id LIMIT 20")
+    return {"unpublished": row["unpublished"], "oldest_age_s": float(row["oldest_age_s"] or 0.0),
+            "parked": row["parked"], "parked_rows": [dict(r) for r in parked]}

@@ -184,7 +184,7 @@ async def test_two_orders_racing_for_a_single_use_coupon_through_both_dialects(g
         solidus, token, _, _ = await full_flow(gateway, card=None, coupon=code, complete=False)
         order_id = await placed_ready_order(gateway, quantity=1)
         candy = getcandy_number(order_id)
-            applied = await gateway.put(f"/api/v1/baskets/{BASKETS.encode(int(candy[1:]))}/discounts",
+        applied = await gateway.put(f"/api/v1/baskets/{BASKETS.encode(int(candy[1:]))}/discounts",
                                     json={"coupon": code})
         assert applied.status_code == 200, applied.text
         # The GetCandy order's payment is entered at `process` for the total it then has.

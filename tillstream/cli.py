@@ -237,17 +237,22 @@ def dlq_purge(service: str = typer.Option(..., "--service"), letter_id: Optional
 # -- outbox ---------------------------------------------------------------------------------
 @outbox_app.command("status")
 def outbox_status(as_json: bool = JSON) -> None:
-    """What each service has not yet published, and how old the oldest row is."""
+    """What each service has not yet published, how old the oldest row is, and the rows the
+    broker refused for good (parked, with the error; later rows flow past them)."""
     status = asyncio.run(ops.outboxes(dsn()))
     if as_json:
         emit(status)
         return
     table = Table(title="outboxes")
-    for column in ("service", "unpublished", "oldest (s)"):
+    for column in ("service", "unpublished", "oldest (s)", "parked"):
         table.add_column(column)
     for service, row in status.items():
-        table.add_row(service, str(row["unpublished"]), f"{row['oldest_age_s']:.1f}")
+        table.add_row(service, str(row["unpublished"]), f"{row['oldest_age_s']:.1f}", str(row["parked"]))
     console.print(table)
+    for service, row in status.items():
+        for parked in row["parked_rows"]:
+            console.print(f"{service} outbox row {parked['id']} ({parked['topic']}, key {parked['key']},"
+                          f" {parked['bytes']} bytes) parked at {parked['parked_at']}: {parked['error']}")
 
 
 # -- sagas ----------------------------------------------------------------------------------

@@ -172,3 +172,29 @@ async def test_consumer_concurrency_bounds_the_orders_handled_at_once(stack, poo
     assert meanwhile == []  # the one slot is A's: B waits for it
     assert sorted(handled) == [("A", 1), ("A", 3), ("B", 2)]
     assert handled.index(("A", 1)) < handled.index(("A", 3))
+
+
+async def test_a_database_outage_is_waited_out_never_dead_lettered(stack, pool, unique):
+    """The database dropping the handler's connection five times running (more than
+    CONSUMER_MAX_ATTEMPTS) says nothing about the message: it is handled once it is back."""
+    settings = stack.settings(consumer_max_attempts=2, consumer_retry_backoff_ms=10)
+    topic = f"outage.{unique}"
+    await ensure_topics(settings, [topic])
+    await make_effects_table(pool)
+    dropped = []
+
+    async def drops_its_connection(conn, envelope):
+        if len(dropped) < 5:
+            dropped.append(envelope.event_id)
+            await conn.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+        await add_effect(conn, envelope)
+
+    await publish(settings, topic, [message(Ticked(n=1))[1]])
+    async with consuming(settings, pool, topic, f"g-{unique}", drops_its_connection) as task:
+        deadline = time.monotonic() + 45
+        while not await pool.fetchval("SELECT count(*) = 1 FROM effects"):
+            assert not task.done(), task.exception()
+            assert time.monotonic() < deadline, "the consumer did not get past the outage"
+            await asyncio.sleep(0.05)
+    assert len(dropped) == 5
+    assert await pool.fetchval("SELECT count(*) FROM dead_letters") == 0

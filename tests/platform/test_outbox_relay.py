@@ -13,7 +13,7 @@ from shared.bus import ensure_topics, make_producer
 from shared.envelope import EventEnvelope
 from shared.eventstore import EventStore
 from shared.outbox import OutboxRelay, outbox_status
-from tests.helpers.events import Ticked
+from tests.helpers.events import Exploded, Ticked
 from tests.helpers.kafka import read_topic
 
 
@@ -107,3 +107,47 @@ async def test_relay_killed_mid_batch_and_restarted_loses_nothing(stack, pool, s
     assert published_ids == ids  # nothing lost; a repeat publish is allowed
     for key, sequences in first_occurrence_order(published).items():
         assert sequences == list(range(1, 101)), key
+
+
+async def test_a_row_the_broker_refuses_is_parked_and_later_rows_flow(stack, pool, schema, unique):
+    """One event too large for the broker (written past the store's own bound, as a bug or
+    an older version might have) must not hold back the events behind it."""
+    import pytest
+
+    from shared.aggregate import DomainError
+    from shared.eventstore import MAX_EVENT_BYTES
+
+    topic = f"relay.{unique}"
+    settings = stack.settings(outbox_poll_interval_s=0.2)
+    await ensure_topics(settings, [topic])
+    store = EventStore(schema, topic)
+    before = await fill(pool, store, streams=1, events_each=1)
+    await pool.execute("INSERT INTO outbox (topic, key, value, headers) VALUES ($1, 'R000', $2, '[]')",
+                       topic, b"x" * (2 * 1024 * 1024))
+    async with pool.acquire() as conn, conn.transaction():
+        after = await store.append(conn, aggregate_type="Test", aggregate_id="R001", expected_version=0,
+                                   events=[Ticked(n=1)])
+    producer = make_producer(settings)
+    await producer.start()
+    relay = OutboxRelay(settings, schema, producer)
+    task = asyncio.create_task(relay.run())
+    try:
+        records = await read_topic(settings, topic, until_count=2, timeout=20)
+        assert {str(EventEnvelope.from_json(r.value).event_id) for r in records} == before | {
+            str(after[0].event_id)}
+        deadline = time.monotonic() + 10
+        while (status := await outbox_status(pool))["parked"] != 1 or status["unpublished"]:
+            assert time.monotonic() < deadline, status
+            await asyncio.sleep(0.05)
+        [parked] = status["parked_rows"]
+        assert parked["bytes"] == 2 * 1024 * 1024 and "TooLarge" in parked["error"]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await producer.stop()
+    # The store itself refuses an event that large, before it is ever stored.
+    with pytest.raises(DomainError) as refused:
+        async with pool.acquire() as conn, conn.transaction():
+            await store.append(conn, aggregate_type="Test", aggregate_id="R002", expected_version=0,
+                               events=[Exploded(reason="x" * MAX_EVENT_BYTES)])
+    assert refused.value.code == "event_too_large" and refused.value.status == 413
