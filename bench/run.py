@@ -43,7 +43,7 @@ from bench.flows import FlowFailed, Timings, getcandy_flow, solidus_flow
 from tillstream import operations
 from tillstream.demo import load_demo_data
 from tillstream.stack import free_port
-from tillstream.system import SAGA, SERVICE_NAMES, System, SystemConfig
+from tillstream.system import SERVICE_NAMES, System, SystemConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -208,20 +208,22 @@ async def lags_ms(dsn: str, query: str, since: datetime, until: datetime) -> dic
 
 
 async def saga_lag(dsn: str, since: datetime, until: datetime) -> dict:
-    """Commit of a shipping/payment answer → the saga's resulting order event."""
+    """Commit of a participant's answer (cart, shipping, payment) → the saga's next command
+    or the order's completion."""
     return await lags_ms(
         dsn, 'SELECT extract(epoch FROM o.occurred_at - c.occurred_at) AS lag FROM "order".events o'
-             " JOIN (SELECT event_id::text AS id, occurred_at FROM shipping.events UNION ALL"
+             " JOIN (SELECT event_id::text AS id, occurred_at FROM cart.events UNION ALL"
+             "       SELECT event_id::text AS id, occurred_at FROM shipping.events UNION ALL"
              "       SELECT event_id::text, occurred_at FROM payment.events) c ON c.id = o.causation_id"
-             " WHERE o.type IN ('order.PaymentRequested', 'order.OrderCompleted')"
+             " WHERE o.type IN ('order.StockAllocationRequested', 'order.PaymentRequested', 'order.OrderCompleted')"
              " AND c.occurred_at >= $1 AND c.occurred_at < $2", since, until)
 
 
 async def bench_data(system: System) -> str:
-    async with httpx.AsyncClient() as client:  # stock enough for any run
-        (await client.put(f"{system.service_url('shipping')}/admin/reference", json={"stock_locations": [
-            {"id": 1, "name": "Main Warehouse", "stock": [{"variant_id": v, "count_on_hand": 10_000_000}
-                                                          for v in (1, 2, 3, 4)]}]})).raise_for_status()
+    await system.acall("shipping", "load_reference", stock_locations=[  # stock enough for any run
+        {"id": 1, "name": "Main Warehouse", "stock": [{"variant_id": v, "count_on_hand": 10_000_000}
+                                                      for v in (1, 2, 3, 4)]}])
+    async with httpx.AsyncClient() as client:
         products = (await client.get(f"{system.gateway_url}/api/v1/products", params={"include": "variants"})).json()
     return products["data"][0]["variants"]["data"][0]["id"]
 
@@ -344,12 +346,14 @@ def write_report(result: dict, results_dir: Path, doc: Path) -> Path:
 
 async def main(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="tillstream-bench-"))
-    config = SystemConfig(data_dir=workdir, gateway_port=free_port(),
-                          service_ports={n: free_port() for n in (*SERVICE_NAMES, SAGA)},
+    config = SystemConfig(data_dir=workdir, gateway_port=free_port(), topology=args.topology,
+                          instances=args.instances,
+                          service_ports={n: [free_port() for _ in range(args.instances)] for n in SERVICE_NAMES},
                           postgres_port=free_port(), broker_port=free_port(),
                           database_url=os.environ.get("DATABASE_URL") or None,
                           bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
                           log_dir=workdir / "logs", admin_key="bench", id_secret=secrets.token_hex(20),
+                          service_key=secrets.token_hex(20),
                           # Counts every statement (the embedded server only; a given DATABASE_URL
                           # is counted if its server preloads the extension).
                           postgres_settings={"shared_preload_libraries": "pg_stat_statements"})
@@ -362,7 +366,7 @@ async def main(args: argparse.Namespace) -> dict:
         await asyncio.to_thread(load_demo_data, system)
         variant_hash = await bench_data(system)
         counters = work.WorkCounters(system.database_url,
-                                     {name: system.service_url(name) for name in SERVICE_NAMES})
+                                     [f"http://127.0.0.1:{p.port}" for p in system.processes.values()])
         await counters.setup()
         started_at = datetime.now(timezone.utc)
         levels = []
@@ -427,7 +431,8 @@ async def main(args: argparse.Namespace) -> dict:
             "rebuild": {"events": folded, "copied_events": copied, "seconds": round(rebuild_s, 2),
                         "events_per_s": round(folded / rebuild_s) if rebuild_s else None},
             "peak_rss_mib": peak,
-            "services_rss_mib": round(sum(v for k, v in peak.items() if k in (*SERVICE_NAMES, SAGA, "gateway")), 1),
+            "topology": args.topology, "instances": args.instances,
+            "services_rss_mib": round(sum(v for k, v in peak.items() if k in system.processes), 1),
         }
         if not args.smoke:
             out = write_report(result, ROOT / "bench" / "results", ROOT / "docs" / "performance.md")
@@ -453,6 +458,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--idle", type=float, default=10.0, help="seconds to measure the system at rest")
     parser.add_argument("--profile", metavar="DIR", help="sample every process with py-spy into DIR")
     parser.add_argument("--smoke", action="store_true", help="a tiny run that writes no report (the test suite's)")
+    parser.add_argument("--topology", default="one-process", choices=("one-process", "distributed"))
+    parser.add_argument("--instances", type=int, default=1, help="instances of each service (distributed)")
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.dialects = args.dialects.split(",")

@@ -35,18 +35,19 @@ def speed_probe(repeats: int = 3) -> float:
     return round(best * 1000, 1)
 
 
-async def internal_calls(service_urls: dict[str, str]) -> int:
-    """HTTP requests the services have answered (the gateway's calls to them), from /metrics."""
+async def internal_calls(process_urls: list[str]) -> int:
+    """HTTP requests a service answered (a gateway's calls to it over the command bus), from
+    each process's /metrics: none when the services are hosted with the gateway."""
     total = 0
     async with aiohttp.ClientSession() as session:
-        for url in service_urls.values():
+        for url in process_urls:
             async with session.get(f"{url}/metrics") as response:
                 text = await response.text()
             for family in text_string_to_metric_families(text):
                 if family.name != "tillstream_http_request_seconds":
                     continue
                 total += int(sum(sample.value for sample in family.samples
-                                 if sample.name.endswith("_count")
+                                 if sample.name.endswith("_count") and sample.labels.get("service") != "gateway"
                                  and sample.labels.get("route") not in HOUSEKEEPING_ROUTES))
     return total
 
@@ -55,9 +56,9 @@ class WorkCounters:
     """Internal calls, stored events, transactions and (when pg_stat_statements is loaded)
     statements, as running totals to take before and after a level."""
 
-    def __init__(self, dsn: str, service_urls: dict[str, str]) -> None:
+    def __init__(self, dsn: str, process_urls: list[str]) -> None:
         self.dsn = dsn
-        self.service_urls = service_urls
+        self.process_urls = process_urls
         self.statements_tracked = False
 
     async def setup(self) -> None:
@@ -74,7 +75,7 @@ class WorkCounters:
         conn = await asyncpg.connect(self.dsn)
         try:
             snap: dict[str, Any] = {
-                "internal_calls": await internal_calls(self.service_urls),
+                "internal_calls": await internal_calls(self.process_urls),
                 "transactions": await conn.fetchval(
                     "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"),
                 "events": await stored_events(conn),

@@ -1,17 +1,29 @@
-"""Fault injection for chaos tests: crash points and dropped messages.
+"""Fault injection for chaos tests: crash points, dropped messages, failing and held steps.
 
-Crash points kill -9 this process at a named step, once.
+Each is armed either by an environment variable when the process starts, or, while it runs,
+by a file in `TILLSTREAM_FAULTS_DIR` (`drop-<name>`, `fail-<name>`, `hold-<name>`), so a
+test can arm and disarm one without restarting anything. Unset (always, in production),
+nothing here does anything.
 
-`TILLSTREAM_CRASH_AT="payment.after_gateway_call"` (comma-separated names) with
-`TILLSTREAM_CRASH_MARKER_DIR` set arms them; the first time a process reaches an armed
-point it leaves a marker file and SIGKILLs itself, exactly as a machine failure would,
-in the middle of its transaction. Unset (always, in production) it does nothing.
+Crash points kill -9 this process at a named step, once: `TILLSTREAM_CRASH_AT=
+"payment.after_gateway_call"` (comma-separated names) with `TILLSTREAM_CRASH_MARKER_DIR`
+set; the first time a process reaches an armed point it leaves a marker file and SIGKILLs
+itself, exactly as a machine failure would, in the middle of its transaction.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
+
+
+def _armed(variable: str, kind: str, name: str) -> bool:
+    names = os.environ.get(variable)
+    if names and name in names.split(","):
+        return True
+    folder = os.environ.get("TILLSTREAM_FAULTS_DIR")
+    return bool(folder) and (Path(folder) / f"{kind}-{name}").exists()
 
 
 def crash_point(name: str) -> None:
@@ -27,19 +39,23 @@ def crash_point(name: str) -> None:
 
 
 def dropped(name: str) -> bool:
-    """`TILLSTREAM_DROP_AT="saga.answer.payment.PaymentsProcessed"` (comma-separated names):
-    the caller acts as if the named message never arrived. Unset it does nothing."""
-    armed = os.environ.get("TILLSTREAM_DROP_AT")
-    return bool(armed) and name in armed.split(",")
+    """`TILLSTREAM_DROP_AT="saga.answer.payment.PaymentsProcessed"` (or a `drop-<name>` file):
+    the caller acts as if the named message never arrived."""
+    return _armed("TILLSTREAM_DROP_AT", "drop", name)
 
 
 class InjectedFault(RuntimeError):
-    """Raised where `TILLSTREAM_FAIL_AT` names the point: a handler that always fails."""
+    """Raised where a fail point is armed: a handler that always fails."""
 
 
 def fail_point(name: str) -> None:
-    """`TILLSTREAM_FAIL_AT="payment.process_payments"`: raise there, every time (so the
-    message is dead-lettered after its attempts). Unset it does nothing."""
-    armed = os.environ.get("TILLSTREAM_FAIL_AT")
-    if armed and name in armed.split(","):
+    """`TILLSTREAM_FAIL_AT="payment.process_payments"` (or a `fail-<name>` file): raise there,
+    every time (so the message is dead-lettered after its attempts)."""
+    if _armed("TILLSTREAM_FAIL_AT", "fail", name):
         raise InjectedFault(f"injected failure at {name}")
+
+
+async def hold_point(name: str) -> None:
+    """While a `hold-<name>` file exists, wait here (a step held still, to look at the rest)."""
+    while _armed("TILLSTREAM_HOLD_AT", "hold", name):
+        await asyncio.sleep(0.05)

@@ -1,26 +1,31 @@
-"""Builds a service process: FastAPI app + PostgreSQL schema + outbox relay + consumers.
+"""A service in a process: its schema, event store, outbox relay, consumers and background
+tasks (`ServiceRuntime`), hosted alone (`create_service`: a FastAPI app answering its bus
+route, /healthz, /readyz, /metrics) or with the others in one process (tillstream/host.py).
 
-Every service is created the same way (see services/*/app.py), so each one has
-/healthz, /readyz, /metrics, request-id propagation and JSON logs without writing them.
+Every service is defined the same way (services/*/app.py), so each one has request-id
+propagation, metrics and JSON logs without writing them.
 """
 from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Awaitable, Callable
 
 import asyncpg
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import context, db, metrics
-from shared.aggregate import DomainError
+from shared.commandbus import SERVICE_KEY_HEADER, ServiceApi, ServiceContext, check_service_key
+from shared.errors import DomainError
+from shared.jsonutil import json_response
 from shared.bus import ensure_topics, events_topic, make_producer
 from shared.consumer import EventConsumer, Handler
 from shared.envelope import DomainEvent
@@ -49,12 +54,17 @@ class Subscription:
 
 @dataclass
 class ServiceDefinition:
+    """A bounded context: its operations, schema, event stream and topic, consumer groups,
+    and the background work it runs. Hosted alone (`create_service`: its own process) or
+    with others (`tillstream/host.py`: one process), the same in both."""
     name: str
-    router: APIRouter
+    api: ServiceApi
     migrations: Path | None = None
     subscriptions: list[Subscription] = field(default_factory=list)
-    # Called with the app once its pool exists, before consumers start (e.g. to wire a gateway).
-    on_start: Callable[[FastAPI], None] | None = None
+    # Called once the context exists, before consumers start (e.g. to wire a payment gateway).
+    on_start: Callable[[ServiceContext], None] | None = None
+    # Background loops of the service (e.g. the saga's deadline sweep), kept running.
+    tasks: list[Callable[[ServiceContext], Awaitable[None]]] = field(default_factory=list)
 
     @property
     def schema(self) -> str:
@@ -83,58 +93,95 @@ async def _supervise(name: str, make_coro) -> None:
             delay = min(delay * 2, 15)
 
 
-def create_service(definition: ServiceDefinition, settings: Settings | None = None) -> FastAPI:
-    settings = settings or load_settings()
-    configure_logging(definition.name, settings.log_level)
+class ServiceRuntime:
+    """One service in a process: its pool and event store (its schema), outbox relay,
+    consumers and background tasks. `ctx` is what its operations and handlers work with."""
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        dsn = settings.require_database_url()
-        await db.migrate(dsn, definition.schema, definition.migrations)
-        await ensure_topics(settings, sorted({definition.topic, *(t for s in definition.subscriptions for t in s.topics)}))
+    def __init__(self, definition: ServiceDefinition, settings: Settings) -> None:
+        self.definition = definition
+        self.settings = settings
+        self.ctx: ServiceContext | None = None
+        self.consumers: list[EventConsumer] = []
+        self._producer = None
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> ServiceContext:
+        definition, settings = self.definition, self.settings
+        await db.migrate(settings.require_database_url(), definition.schema, definition.migrations)
+        await ensure_topics(settings, sorted({definition.topic, *(t for s in definition.subscriptions
+                                                                   for t in s.topics)}))
         pool = await db.create_pool(settings, definition.schema)
-        producer = make_producer(settings)
-        await producer.start()
-        relay = OutboxRelay(settings, definition.schema, producer)
+        self._producer = make_producer(settings)
+        await self._producer.start()
         store = EventStore(definition.schema, definition.topic)
-        consumers = [
-            EventConsumer(settings=settings, pool=pool, producer=producer,
+        self.ctx = ServiceContext(definition.name, settings, pool, store)
+        if definition.on_start is not None:
+            definition.on_start(self.ctx)
+        self.consumers = [
+            EventConsumer(settings=settings, pool=pool, producer=self._producer,
                           group_id=f"{definition.name}.{s.name}", topics=s.topics, handler=s.handler,
                           event_types=s.event_types, background=s.background, notices=store)
             for s in definition.subscriptions
         ]
-        app.state.settings = settings
-        app.state.pool = pool
-        app.state.store = store
-        app.state.producer = producer
-        app.state.consumers = consumers
-        if definition.on_start is not None:
-            definition.on_start(app)
-        tasks = [asyncio.create_task(_supervise("outbox-relay", relay.run))]
-        tasks += [asyncio.create_task(_supervise(c.group_id, c.run)) for c in consumers]
-        freeze_startup_objects()
+        relay = OutboxRelay(settings, definition.schema, self._producer)
+        self._tasks = [asyncio.create_task(_supervise(f"{definition.name}.outbox-relay", relay.run))]
+        self._tasks += [asyncio.create_task(_supervise(c.group_id, c.run)) for c in self.consumers]
+        self._tasks += [asyncio.create_task(_supervise(f"{definition.name}.{task.__name__}",
+                                                       lambda task=task: task(self.ctx)))
+                        for task in definition.tasks]
         log.info("service started", extra={"fields": {"schema": definition.schema}})
+        return self.ctx
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._producer is not None:
+            await self._producer.stop()
+        if self.ctx is not None:
+            await self.ctx.pool.close()
+
+    async def readiness(self) -> dict[str, bool]:
+        checks = {"database": False, "consumers": all(c.assigned.is_set() for c in self.consumers)}
+        try:
+            checks["database"] = bool(await self.ctx.pool.fetchval("SELECT true", timeout=2))
+        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+            pass
+        return checks
+
+
+def create_service(definition: ServiceDefinition, settings: Settings | None = None) -> FastAPI:
+    """The service alone in its process (the distributed topology): its operations answer
+    `POST /bus/<operation>` for callers holding the service credential."""
+    settings = settings or load_settings()
+    configure_logging(definition.name, settings.log_level)
+    runtime = ServiceRuntime(definition, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.ctx = await runtime.start()
+        freeze_startup_objects()
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await producer.stop()
-            await pool.close()
+            await runtime.stop()
 
-    app = FastAPI(title=f"tillstream-{definition.name}", lifespan=lifespan)
+    app = FastAPI(title=f"tillstream-{definition.name}", lifespan=lifespan, openapi_url=None)
     install_common(app, definition.name)
 
     @app.get("/readyz")
-    async def readyz(request: Request):
-        checks = {"database": False, "consumers": all(c.assigned.is_set() for c in request.app.state.consumers)}
-        try:
-            checks["database"] = await request.app.state.pool.fetchval("SELECT true", timeout=2)
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
-            pass
+    async def readyz():
+        checks = await runtime.readiness()
         ready = all(checks.values())
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    @app.post("/bus/{operation}")
+    async def bus(operation: str, request: Request):
+        if not check_service_key(settings.service_key, request.headers.get(SERVICE_KEY_HEADER)):
+            return JSONResponse({"code": "unauthorized", "message": "a service credential is required",
+                                 "details": {}}, status_code=401)
+        arguments = json.loads(await request.body() or b"{}")
+        return json_response(await definition.api.dispatch(request.app.state.ctx, operation, arguments))
 
     @app.exception_handler(OSError)
     @app.exception_handler(asyncpg.PostgresConnectionError)
@@ -147,11 +194,10 @@ def create_service(definition: ServiceDefinition, settings: Settings | None = No
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError):
-        # The internal error shape; the gateway turns it into each dialect's own.
+        # The internal error shape; the command bus raises it again on the caller's side.
         return JSONResponse({"code": exc.code, "message": exc.message, "details": exc.details},
                             status_code=exc.status)
 
-    app.include_router(definition.router)
     return app
 
 
@@ -176,8 +222,9 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None) \
-            or context.new_id()
+        request_id = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None)
+        if not request_id or len(request_id) > 128:  # a client's id, within reason, or our own
+            request_id = context.new_id()
         token = context.correlation_id.set(request_id)
         started = time.perf_counter()
         status = 500

@@ -36,7 +36,6 @@ class Settings:
     kafka_replication_factor: int = field(default_factory=lambda: _int("KAFKA_REPLICATION_FACTOR", 1))
     kafka_commit_interval_ms: int = field(default_factory=lambda: _int("KAFKA_COMMIT_INTERVAL_MS", 200))
     consumer_max_attempts: int = field(default_factory=lambda: _int("CONSUMER_MAX_ATTEMPTS", 3))
-    saga_concurrency: int = field(default_factory=lambda: _int("SAGA_CONCURRENCY", 4))
     # Deadlines of the completion saga's steps (services/order/saga.py): a step not answered
     # in time is compensated. Payment gateways are slower than our own services.
     saga_lock_cart_deadline_ms: int = field(default_factory=lambda: _int("SAGA_LOCK_CART_DEADLINE_MS", 10000))
@@ -55,6 +54,9 @@ class Settings:
     db_pool_min: int = field(default_factory=lambda: _int("DB_POOL_MIN", 2))
     db_pool_max: int = field(default_factory=lambda: _int("DB_POOL_MAX", 10))
     log_level: str = field(default_factory=lambda: os.environ.get("LOG_LEVEL", "INFO"))
+    # The credential a process must show to call a service's operations over HTTP (the
+    # distributed topology); none configured: no such call is accepted.
+    service_key: str = field(default_factory=lambda: os.environ.get("TILLSTREAM_SERVICE_KEY", ""))
 
     def require_database_url(self) -> str:
         if not self.database_url:

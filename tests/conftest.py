@@ -94,31 +94,62 @@ async def pool(stack, schema):
     await pool.close()
 
 
-@pytest.fixture(scope="session")
-def system(stack):
-    """The whole system as real processes on free ports, sharing the suite's broker and database."""
-    from tillstream.system import SAGA, SERVICE_NAMES, System, SystemConfig
+TEST_SERVICE_KEY = "test-service-key"
 
+
+def start_system(stack, topology: str, instances: int = 1):
+    from tillstream.system import SERVICE_NAMES, System, SystemConfig
+
+    name = topology if instances == 1 else f"{topology}-{instances}"
     config = SystemConfig(
-        data_dir=stack.workdir / "system", gateway_port=free_port(),
-        service_ports={name: free_port() for name in (*SERVICE_NAMES, SAGA)},
+        data_dir=stack.workdir / f"system-{name}", gateway_port=free_port(), topology=topology, instances=instances,
+        service_ports={n: [free_port() for _ in range(instances)] for n in SERVICE_NAMES},
         database_url=stack.database_url, bootstrap_servers=stack.bootstrap_servers,
-        log_dir=stack.workdir / "logs", admin_key="test-admin-key", id_secret=TEST_ID_SECRET,
+        log_dir=stack.workdir / "logs" / name, admin_key="test-admin-key", id_secret=TEST_ID_SECRET,
+        service_key=TEST_SERVICE_KEY,
         # The contention tests want all their requests inside the system at once, not
-        # admitted a few at a time (test_gateway_admission.py covers the limit).
-        # The crash tests restart participants, which takes longer than a step's deadline:
-        # here deadlines are long, and the deadline tests shorten them for the saga worker.
+        # admitted a few at a time (test_gateway_admission.py covers the limit). The crash
+        # tests restart participants, which takes longer than a step's deadline: here
+        # deadlines are long, and the deadline tests shorten them. Faults are armed by files.
         extra_env={"GATEWAY_MAX_IN_FLIGHT": "0", "SAGA_LOCK_CART_DEADLINE_MS": "60000",
-                   "SAGA_STOCK_DEADLINE_MS": "60000", "SAGA_PAYMENT_DEADLINE_MS": "60000"},
+                   "SAGA_STOCK_DEADLINE_MS": "60000", "SAGA_PAYMENT_DEADLINE_MS": "60000",
+                   "TILLSTREAM_FAULTS_DIR": str(stack.workdir / "faults")},
     )
+    (stack.workdir / "faults").mkdir(exist_ok=True)
     running = System(config).start()
     from tillstream.demo import load_demo_data
 
     load_demo_data(running)
+    return running
+
+
+@pytest.fixture(scope="session")
+def system(stack):
+    """The whole system on free ports, sharing the suite's broker and database: one
+    Tillstream process (the default topology)."""
+    running = start_system(stack, "one-process")
     try:
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture
+def faults(stack):
+    """Arm a fault in the running system by name: `faults.arm("hold", "payment.process_payments")`
+    (shared/faults.py); every armed fault is disarmed after the test."""
+    folder = stack.workdir / "faults"
+
+    class Faults:
+        def arm(self, kind: str, name: str) -> None:
+            (folder / f"{kind}-{name}").touch()
+
+        def disarm(self, kind: str, name: str) -> None:
+            (folder / f"{kind}-{name}").unlink(missing_ok=True)
+
+    yield Faults()
+    for armed in folder.iterdir():
+        armed.unlink()
 
 
 @pytest.fixture

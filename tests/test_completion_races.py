@@ -9,11 +9,10 @@ from collections import Counter
 from decimal import Decimal
 
 import asyncpg
-import httpx
 import pytest
 
 from shared.db import _init_connection
-from services.gateway.getcandy import BASKETS, ORDERS
+from services.gateway.getcandy.ids import BASKETS, ORDERS
 from services.order.projections import read_order
 from tests.getcandy.test_lifecycle import UK, V, getcandy_data, placed_ready_order  # noqa: F401 (autouse data)
 from tests.solidus.conftest import ADMIN, V1
@@ -175,10 +174,9 @@ async def test_process_racing_a_basket_change(gateway, stack, kind):
 
 # -- a single-use coupon raced by two orders, one per dialect --------------------------------
 async def test_two_orders_racing_for_a_single_use_coupon_through_both_dialects(gateway, system, stack):
-    async with httpx.AsyncClient() as client:
-        (await client.put(f"{system.service_url('cart')}/admin/promotions", json=[
-            {"id": 700 + n, "name": f"Race {n}", "code": f"race{n}", "kind": "order_flat", "value": "1.00",
-             "usage_limit": 1} for n in range(5)])).raise_for_status()
+    await system.acall("cart", "load_promotions", promotions=[
+        {"id": 700 + n, "name": f"Race {n}", "code": f"race{n}", "kind": "order_flat", "value": "1.00",
+         "usage_limit": 1} for n in range(5)])
     for n in range(5):
         code = f"race{n}"
         solidus, token, _, _ = await full_flow(gateway, card=None, coupon=code, complete=False)
@@ -299,18 +297,14 @@ async def test_a_placed_getcandy_order_refuses_every_change(gateway, stack):
     assert after_ == before
 
 
-async def test_while_a_completion_holds_the_order_every_change_waits_its_turn_with_409(gateway, system, stack):
-    """Hold a completion after its cart is locked and its stock allocated (the payment
-    service paused): each service refuses its part of a change, and the order completes
-    with exactly what was locked."""
-    import os
-    import signal
-
+async def test_while_a_completion_holds_the_order_every_change_waits_its_turn_with_409(gateway, stack, faults):
+    """Hold a completion after its cart is locked and its stock allocated (its payment step
+    held still): each service refuses its part of a change, and the order completes with
+    exactly what was locked."""
     number, token, total, _ = await full_flow(gateway, card=None, coupon=None, complete=False)
     order = (await gateway.get(f"/api/orders/{number}", headers=token)).json()
     line_id, shipment = order["line_items"][0]["id"], order["shipments"][0]["number"]
-    payment = system.processes["payment"].proc
-    os.kill(payment.pid, signal.SIGSTOP)
+    faults.arm("hold", "payment.process_payments")
     try:
         completing = asyncio.ensure_future(gateway.put(f"/api/checkouts/{number}/complete", headers=token))
         conn = await asyncpg.connect(stack.database_url)
@@ -337,7 +331,7 @@ async def test_while_a_completion_holds_the_order_every_change_waits_its_turn_wi
             assert (response.status_code, response.text) == (409, f"Could not obtain lock on order {number}"), (
                 response.request.url, response.text)
     finally:
-        os.kill(payment.pid, signal.SIGCONT)
+        faults.disarm("hold", "payment.process_payments")
     completed = await completing
     assert completed.status_code == 200 and completed.json()["state"] == "complete", completed.text
     placed = completed.json()

@@ -18,8 +18,10 @@ from tillstream.system import SERVICE_NAMES
 
 def start_gateway(system, **env) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    process_env = {**os.environ, **{f"{n.upper()}_URL": system.service_url(n) for n in SERVICE_NAMES}, **env}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "services.gateway.app:app", "--port", str(port),
+    process_env = {**os.environ, **{f"{n.upper()}_URL": system.service_url(n) for n in SERVICE_NAMES},
+                   "TILLSTREAM_SERVICE_KEY": system.config.service_key, **env}
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "services.gateway.app:create_app",
+                             "--port", str(port),
                              "--log-level", "warning"], env=process_env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT)
     wait_for_port("127.0.0.1", port, 30, proc)

@@ -4,8 +4,6 @@ See the README's "Demo data" section for what it contains.
 """
 from __future__ import annotations
 
-import httpx
-
 from tillstream.system import System
 
 PRODUCTS = [
@@ -70,14 +68,13 @@ TAX_RATES = [{"currency": "GBP", "rate": "0.20"}, {"currency": "USD", "rate": "0
 
 
 def load_demo_data(system: System) -> list[str]:
-    with httpx.Client(timeout=30) as client:
-        cart = system.service_url("cart")
-        client.put(f"{cart}/admin/catalog", json=PRODUCTS).raise_for_status()
-        client.put(f"{cart}/admin/promotions", json=PROMOTIONS).raise_for_status()
-        client.put(f"{system.service_url('order')}/admin/countries", json=COUNTRIES).raise_for_status()
-        client.put(f"{system.service_url('order')}/admin/tax_rates", json=TAX_RATES).raise_for_status()
-        client.put(f"{system.service_url('shipping')}/admin/reference", json=SHIPPING).raise_for_status()
-        client.put(f"{system.service_url('payment')}/admin/payment_methods", json=PAYMENT_METHODS).raise_for_status()
+    """Through the services' own operations (the service credential), in either topology."""
+    system.call("cart", "load_catalog", products=PRODUCTS)
+    system.call("cart", "load_promotions", promotions=PROMOTIONS)
+    system.call("order", "load_countries", countries=COUNTRIES)
+    system.call("order", "load_tax_rates", rates=TAX_RATES)
+    system.call("shipping", "load_reference", **SHIPPING)
+    system.call("payment", "load_payment_methods", methods=PAYMENT_METHODS)
     variants = ", ".join(f"{v['id']} {v['sku']} ${v['prices']['USD']}" for p in PRODUCTS for v in p["variants"])
     return [
         f"  demo variants         {variants}",

@@ -274,7 +274,7 @@ CONSUMER_GROUPS = {
     "cart.orders": ["order.events"],
     "cart.completion": ["order.events"],
     "order.view": ["cart.events", "shipping.events", "payment.events"],
-    "order-saga": ["cart.events", "shipping.events", "payment.events"],
+    "order.saga": ["cart.events", "shipping.events", "payment.events"],
     "shipping.orders": ["order.events"],
     "payment.orders": ["order.events"],
 }

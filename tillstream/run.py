@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tillstream.system import System, SystemConfig, default_admin_key, default_id_secret
+from tillstream.system import System, SystemConfig, default_admin_key, default_id_secret, default_service_key
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,8 +24,11 @@ def main() -> int:
         broker_port=int(os.environ.get("TILLSTREAM_BROKER_PORT", 9092)),
         database_url=os.environ.get("DATABASE_URL") or None,
         bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+        topology=os.environ.get("TILLSTREAM_TOPOLOGY", "one-process"),
+        instances=int(os.environ.get("TILLSTREAM_INSTANCES", "1")),
         admin_key=default_admin_key(data_dir),
         id_secret=default_id_secret(data_dir),
+        service_key=default_service_key(data_dir),
     )
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -52,8 +55,10 @@ def print_banner(system: System, demo_summary: list[str]) -> None:
         "",
         "Tillstream is running.",
         f"  gateway (public API)  {system.gateway_url}   e.g. curl -X POST {system.gateway_url}/api/orders",
-        *(f"  {name:<21} {system.service_url(name)}" for name in ("cart", "order", "order-saga", "shipping",
-                                                                   "payment")),
+        f"  topology              {cfg.topology}" + (": gateway, services, consumers and saga in one process"
+                                                   if not system.distributed else f", {cfg.instances} of each service"),
+        *(f"  {name:<21} {system.service_url(name)}" for name in ("cart", "order", "shipping", "payment")
+          if system.distributed),
         f"  Kafka bootstrap       {system.bootstrap_servers}" + ("  (embedded tansu)" if system.broker else ""),
         f"  PostgreSQL            {system.database_url}" + ("  (embedded, data in "
                                                            f"{cfg.data_dir / 'postgres'})" if system.postgres else ""),

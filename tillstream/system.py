@@ -1,8 +1,10 @@
-"""Runs the whole system as separate processes: broker, PostgreSQL, four services, gateway.
+"""Runs the whole system: the broker, PostgreSQL, and Tillstream in one of two topologies.
 
-`make run` uses it in the foreground; the test suite starts one on free ports. A service
-process that dies is restarted with exponential backoff (logged); `stop()` ends the
-services first, then the broker and the database.
+"one-process" (the default, `make run`): one process hosts the gateway and the four
+services (tillstream/host.py). "distributed": each service its own process (`instances`
+of each) and the gateway apart, calling them over HTTP, as docker-compose runs them. The
+test suite starts either on free ports. A process that dies is restarted with exponential
+backoff (logged); `stop()` ends Tillstream's processes first, then the broker and the database.
 """
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ from tillstream.stack import EmbeddedBroker, EmbeddedPostgres, stop_process, wai
 log = logging.getLogger("tillstream.system")
 
 SERVICE_NAMES = ("cart", "order", "shipping", "payment")
-SAGA = "order-saga"  # the order service's faust worker (services/order/saga_worker.py)
-PROCESS_NAMES = (*SERVICE_NAMES, SAGA, "gateway")
+HOST = "tillstream"  # the one process of the default topology (tillstream/host.py)
+TOPOLOGIES = ("one-process", "distributed")
 
 
 @dataclass
@@ -57,8 +59,11 @@ class ManagedProcess:
 class SystemConfig:
     data_dir: Path
     gateway_port: int = 8000
-    service_ports: dict[str, int] = field(default_factory=lambda: {
-        name: 8101 + i for i, name in enumerate((*SERVICE_NAMES, SAGA))})
+    # "one-process" (the default): gateway, services, consumers and saga in one process.
+    # "distributed": each service its own process, `instances` of each, the gateway apart.
+    topology: str = "one-process"
+    instances: int = 1
+    service_ports: dict[str, list[int]] | None = None  # distributed: each instance's port
     broker_port: int = 9092
     postgres_port: int = 5433
     database_url: str | None = None
@@ -67,8 +72,15 @@ class SystemConfig:
     postgres_settings: dict[str, str] = field(default_factory=dict)  # for the embedded server only
     log_dir: Path | None = None  # None: processes write to this terminal
     admin_key: str = ""
-    id_secret: str = ""  # GetCandy ids' key (services/gateway/getcandy_ids.py)
+    id_secret: str = ""   # GetCandy ids' key (services/gateway/getcandy/ids.py)
+    service_key: str = ""  # the credential for calling services' operations over HTTP
     extra_env: dict[str, str] = field(default_factory=dict)
+
+    def ports(self) -> dict[str, list[int]]:
+        if self.service_ports is not None:
+            return self.service_ports
+        return {name: [8101 + i * self.instances + k for k in range(self.instances)]
+                for i, name in enumerate(SERVICE_NAMES)}
 
 
 class System:
@@ -86,8 +98,37 @@ class System:
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.config.gateway_port}"
 
+    @property
+    def distributed(self) -> bool:
+        return self.config.topology == "distributed"
+
     def service_url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.config.service_ports[name]}"
+        """Where a service answers its operations at `/bus/<operation>` (its first instance,
+        when distributed; in one process, the host answers for each service)."""
+        if not self.distributed:
+            return f"{self.gateway_url}/services/{name}"
+        return f"http://127.0.0.1:{self.config.ports()[name][0]}"
+
+    def process_of(self, service: str) -> ManagedProcess:
+        """The process hosting `service` (its first instance): in one process, that one."""
+        return self.processes[service if self.distributed else HOST]
+
+    def _operation_url(self, service: str, operation: str) -> str:
+        return f"{self.service_url(service)}/bus/{operation}"
+
+    def call(self, service: str, operation: str, **arguments):
+        """A service's operation over HTTP with the service credential (reference data, tests)."""
+        response = httpx.post(self._operation_url(service, operation), json=arguments, timeout=60,
+                              headers={"X-Service-Key": self.config.service_key})
+        response.raise_for_status()
+        return response.json()
+
+    async def acall(self, service: str, operation: str, **arguments):
+        async with httpx.AsyncClient(timeout=60) as client:
+            response = await client.post(self._operation_url(service, operation), json=arguments,
+                                         headers={"X-Service-Key": self.config.service_key})
+        response.raise_for_status()
+        return response.json()
 
     @property
     def _pid_file(self) -> Path:
@@ -105,7 +146,7 @@ class System:
                 cmdline = " ".join(proc.cmdline())
             except psutil.Error:
                 continue
-            if any(mark in cmdline for mark in ("tansu", "postgres", "services.")):
+            if any(mark in cmdline for mark in ("tansu", "postgres", "services.", "tillstream.host")):
                 print(f"[supervisor] stopping leftover process {pid} of an earlier run", flush=True)
                 proc.terminate()
                 try:
@@ -135,32 +176,35 @@ class System:
             self.database_url = self.postgres.dsn()
         env = {**os.environ, **cfg.extra_env, "DATABASE_URL": self.database_url,
                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "TILLSTREAM_ADMIN_KEY": cfg.admin_key,
-               "TILLSTREAM_ID_SECRET": cfg.id_secret,
-               "PYTHONUNBUFFERED": "1",
-               **{f"{n.upper()}_URL": self.service_url(n) for n in SERVICE_NAMES}}
-        for name in PROCESS_NAMES:
-            port = cfg.gateway_port if name == "gateway" else cfg.service_ports[name]
-            if name == SAGA:
-                argv = [sys.executable, "-m", "services.order.saga_worker"]
-                process_env = {**env, "SAGA_PORT": str(port), "SAGA_DATA_DIR": str(cfg.data_dir / SAGA)}
-            else:
-                argv = [sys.executable, "-m", "uvicorn", f"services.{name}.app:app", "--host", "127.0.0.1",
-                        "--port", str(port), "--no-access-log", "--log-level", "warning"]
-                process_env = env
-            self.processes[name] = ManagedProcess(name, argv, process_env, port, self._log_path(name))
-            self.processes[name].start()
+               "TILLSTREAM_ID_SECRET": cfg.id_secret, "TILLSTREAM_SERVICE_KEY": cfg.service_key,
+               "PYTHONUNBUFFERED": "1"}
+        if self.distributed:
+            ports = cfg.ports()
+            for name in SERVICE_NAMES:
+                for k, port in enumerate(ports[name]):
+                    self._add(name if k == 0 else f"{name}-{k + 1}", f"services.{name}.app:create_app", port, env)
+            urls = {f"{n.upper()}_URL": ",".join(f"http://127.0.0.1:{p}" for p in ports[n]) for n in SERVICE_NAMES}
+            self._add("gateway", "services.gateway.app:create_app", cfg.gateway_port, {**env, **urls})
+        else:
+            self._add(HOST, "tillstream.host:create_app", cfg.gateway_port, env)
         self._record_pids()
         self.wait_ready(ready_timeout)
         self._monitor = threading.Thread(target=self._watch, name="supervisor", daemon=True)
         self._monitor.start()
         return self
 
+    def _add(self, name: str, factory: str, port: int, env: dict[str, str]) -> None:
+        argv = [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", "127.0.0.1", "--port", str(port),
+                "--no-access-log", "--log-level", "warning"]
+        self.processes[name] = ManagedProcess(name, argv, env, port, self._log_path(name))
+        self.processes[name].start()
+
     def _log_path(self, name: str) -> Path | None:
         return self.config.log_dir / f"{name}.log" if self.config.log_dir else None
 
     def wait_ready(self, timeout: float = 90, names: tuple[str, ...] | None = None) -> None:
         deadline = time.monotonic() + timeout
-        for name in names or PROCESS_NAMES:
+        for name in names or list(self.processes):
             process = self.processes[name]
             url = f"http://127.0.0.1:{process.port}/readyz"
             while True:
@@ -204,14 +248,18 @@ class System:
         self._stopping.set()
         if self._monitor:
             self._monitor.join(5)
-        for name in reversed(PROCESS_NAMES):
-            if name in self.processes:
-                stop_process(self.processes[name].proc, timeout=15)
+        for process in reversed(list(self.processes.values())):
+            stop_process(process.proc, timeout=15)
         if self.broker:
             self.broker.stop()
         if self.postgres:
             self.postgres.stop()
         self._pid_file.unlink(missing_ok=True)
+
+
+def default_service_key(data_dir: Path) -> str:
+    """TILLSTREAM_SERVICE_KEY, or a credential generated once and kept in the data folder."""
+    return _kept_secret(data_dir, "TILLSTREAM_SERVICE_KEY", "service_key")
 
 
 def default_admin_key(data_dir: Path) -> str:
@@ -236,4 +284,5 @@ def _kept_secret(data_dir: Path, variable: str, file_name: str) -> str:
     return path.read_text().strip()
 
 
-__all__ = ["System", "SystemConfig", "default_admin_key", "default_id_secret", "wait_for_port"]
+__all__ = ["HOST", "System", "SystemConfig", "default_admin_key", "default_id_secret", "default_service_key",
+           "wait_for_port"]

@@ -1,109 +1,91 @@
-"""The cart service's internal HTTP API (called by the gateway, which has authorised the caller)."""
+"""The cart service's operations (its application interface), called through the command
+bus: in-process when hosted with the gateway, `POST /bus/<operation>` when alone."""
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
+from shared.aggregate import not_found
+from shared.commandbus import ServiceApi, ServiceContext
 from shared.db import upsert
 from shared.validation import ascii_int
-
 from services.cart import commands
 from services.cart.domain import Line
 
-router = APIRouter()
+api = ServiceApi("cart")
 
 
 def line_json(line: Line | None) -> dict | None:
     if line is None:
         return None
-    return {"id": line.id, "variant_id": line.variant.id, "quantity": line.quantity, "price": str(line.price),
-            "total": str(line.amount), "variant": line.variant.model_dump(mode="json")}
+    return {"id": line.id, "variant_id": line.variant.id, "quantity": line.quantity, "price": line.price,
+            "total": line.amount, "variant": line.variant.model_dump(mode="json")}
 
 
-
-class AddLineItem(BaseModel):
-    variant_id: Any = None
-    quantity: Any = 1
-    currency: str = "USD"
-
-
-class SetQuantity(BaseModel):
-    quantity: Any = None
-
-
-class Coupon(BaseModel):
-    code: str
-
-
-@router.post("/orders/{number}/line_items", status_code=201)
-async def add_line_item(number: str, body: AddLineItem, request: Request):
-    s = request.app.state
-    result = await commands.add_line_item(s.pool, number, variant_id=body.variant_id,
-                                          quantity=body.quantity, currency=body.currency)
-    line = next(l for l in result.aggregate.lines.values() if l.variant.id == ascii_int(body.variant_id))
+@api.operation
+async def add_line_item(ctx: ServiceContext, number: str, *, variant_id: Any, quantity: Any = 1,
+                        currency: str = "USD") -> dict:
+    result = await commands.add_line_item(ctx.pool, number, variant_id=variant_id, quantity=quantity,
+                                          currency=currency)
+    line = next(line for line in result.aggregate.lines.values() if line.variant.id == ascii_int(variant_id))
     return {"line_item": line_json(line), "events": result.event_ids}
 
 
-@router.patch("/orders/{number}/line_items/{line_id}")
-async def set_line_quantity(number: str, line_id: int, body: SetQuantity, request: Request):
-    s = request.app.state
-    quantity = 0 if body.quantity is None else body.quantity
-    result = await commands.set_line_quantity(s.pool, number, line_id, quantity)
+@api.operation
+async def set_line_quantity(ctx: ServiceContext, number: str, *, line_id: int, quantity: Any = None) -> dict:
+    result = await commands.set_line_quantity(ctx.pool, number, line_id, 0 if quantity is None else quantity)
     return {"line_item": line_json(result.aggregate.lines.get(line_id)), "events": result.event_ids}
 
 
-@router.delete("/orders/{number}/line_items/{line_id}")
-async def remove_line_item(number: str, line_id: int, request: Request):
-    s = request.app.state
-    return {"events": (await commands.remove_line_item(s.pool, number, line_id)).event_ids}
+@api.operation
+async def remove_line_item(ctx: ServiceContext, number: str, *, line_id: int) -> dict:
+    return {"events": (await commands.remove_line_item(ctx.pool, number, line_id)).event_ids}
 
 
-@router.put("/orders/{number}/empty")
-async def empty(number: str, request: Request):
-    s = request.app.state
-    return {"events": (await commands.empty_cart(s.pool, number)).event_ids}
+@api.operation
+async def empty_cart(ctx: ServiceContext, number: str) -> dict:
+    return {"events": (await commands.empty_cart(ctx.pool, number)).event_ids}
 
 
-@router.post("/orders/{number}/coupon_codes")
-async def apply_coupon(number: str, body: Coupon, request: Request):
-    s = request.app.state
-    return {"events": (await commands.apply_coupon(s.pool, number, body.code)).event_ids}
+@api.operation
+async def apply_coupon(ctx: ServiceContext, number: str, *, code: str) -> dict:
+    return {"events": (await commands.apply_coupon(ctx.pool, number, code)).event_ids}
 
 
-@router.delete("/orders/{number}/coupon_codes/{code}")
-async def remove_coupon(number: str, code: str, request: Request):
-    s = request.app.state
-    return {"events": (await commands.remove_coupon(s.pool, number, code)).event_ids}
+@api.operation
+async def remove_coupon(ctx: ServiceContext, number: str, *, code: str) -> dict:
+    return {"events": (await commands.remove_coupon(ctx.pool, number, code)).event_ids}
 
 
-@router.get("/line_items/{line_id}")
-async def find_line(line_id: int, request: Request):
+@api.operation
+async def find_line(ctx: ServiceContext, *, line_id: int) -> dict:
     """Which order (cart) a line item belongs to; line ids are global."""
-    number = await request.app.state.pool.fetchval(
+    number = await ctx.pool.fetchval(
         "SELECT aggregate_id FROM events WHERE type = 'cart.LineItemAdded' AND (payload->>'line_item_id')::int = $1",
         line_id)
     if number is None:
-        raise HTTPException(404, "line item not found")
+        raise not_found("line item")
     return {"order_number": number}
 
 
-@router.get("/variants")
-async def list_variants(request: Request, currency: str = "USD"):
-    rows = await request.app.state.pool.fetch(
+@api.operation
+async def list_variants(ctx: ServiceContext, *, currency: str = "USD") -> list[dict]:
+    rows = await ctx.pool.fetch(
         "SELECT v.id, v.product_id, v.sku, v.name, v.options_text, v.track_inventory, v.is_master,"
         " p.amount AS price, pr.slug, pr.description FROM variants v JOIN products pr ON pr.id = v.product_id"
         " LEFT JOIN prices p ON p.variant_id = v.id AND p.currency = $1 ORDER BY v.id", currency)
-    return [{**dict(r), "price": None if r["price"] is None else str(r["price"])} for r in rows]
+    return [dict(r) for r in rows]
 
 
-@router.get("/products")
-async def list_products(request: Request):
-    return [dict(r) for r in await request.app.state.pool.fetch("SELECT * FROM products ORDER BY id")]
+@api.operation
+async def list_products(ctx: ServiceContext) -> list[dict]:
+    return [dict(r) for r in await ctx.pool.fetch("SELECT * FROM products ORDER BY id")]
 
 
+# -- reference data (demo data, imports): admin operations, idempotent upserts --------------
 class CatalogVariant(BaseModel):
     id: int
     sku: str
@@ -128,16 +110,15 @@ class PromotionIn(BaseModel):
     code: str
     kind: str
     value: Decimal
-    starts_at: str | None = None
-    expires_at: str | None = None
+    starts_at: datetime | None = None
+    expires_at: datetime | None = None
     usage_limit: int | None = None
 
 
-@router.put("/admin/catalog")
-async def load_catalog(products: list[CatalogProduct], request: Request):
-    """Upserts reference data (demo data, imports); idempotent."""
-    async with request.app.state.pool.acquire() as conn, conn.transaction():
-        for p in products:
+@api.operation
+async def load_catalog(ctx: ServiceContext, *, products: list[dict]) -> dict:
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        for p in map(CatalogProduct.model_validate, products):
             await upsert(conn, "products", p.model_dump(exclude={"variants"}))
             for v in p.variants:
                 await upsert(conn, "variants", {**v.model_dump(exclude={"prices"}), "product_id": p.id})
@@ -147,14 +128,9 @@ async def load_catalog(products: list[CatalogProduct], request: Request):
     return {"products": len(products)}
 
 
-@router.put("/admin/promotions")
-async def load_promotions(promotions: list[PromotionIn], request: Request):
-    from datetime import datetime
-
-    parse = lambda v: datetime.fromisoformat(v) if v else None  # noqa: E731
-    async with request.app.state.pool.acquire() as conn, conn.transaction():
-        for p in promotions:
-            await upsert(conn, "promotions", {**p.model_dump(), "code": p.code.strip().lower(),
-                                              "starts_at": parse(p.starts_at), "expires_at": parse(p.expires_at)})
+@api.operation
+async def load_promotions(ctx: ServiceContext, *, promotions: list[dict]) -> dict:
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        for p in map(PromotionIn.model_validate, promotions):
+            await upsert(conn, "promotions", {**p.model_dump(), "code": p.code.strip().lower()})
     return {"promotions": len(promotions)}
-

@@ -1,11 +1,15 @@
-"""The cart service process: `uvicorn services.cart.app:app`."""
+"""The cart service: its definition, hosted with the others (tillstream/host.py) or alone
+(`uvicorn --factory services.cart.app:create_app`)."""
 from pathlib import Path
 
 import shared.contracts  # noqa: F401
 from shared.service import ServiceDefinition, create_service
-from services.cart.api import router
+from services.cart.api import api
 from services.cart.consumers import subscriptions
 
-definition = ServiceDefinition(name="cart", router=router, migrations=Path(__file__).parent / "migrations",
+definition = ServiceDefinition(name="cart", api=api, migrations=Path(__file__).parent / "migrations",
                                subscriptions=subscriptions)
-app = create_service(definition)
+
+
+def create_app():
+    return create_service(definition)

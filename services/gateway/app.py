@@ -1,87 +1,120 @@
-"""The gateway process: `uvicorn services.gateway.app:app` (http://127.0.0.1:8000)."""
+"""The gateway: the public dialects (Solidus under /api, GetCandy under /api/v1) over the
+services' operations, reached through the command bus.
+
+`create_gateway(bus)` is the app, whatever hosts it: tillstream/host.py serves it with the
+four services in the same process (the bus calls them in-process, the default); alone
+(`uvicorn --factory services.gateway.app:create_app`, the distributed topology) its bus
+calls the services over HTTP at CART_URL, ORDER_URL, SHIPPING_URL and PAYMENT_URL.
+"""
 from __future__ import annotations
 
 import logging
 import os
 from contextlib import asynccontextmanager
+from typing import Awaitable, Callable
 
+import aiohttp
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from shared.logs import configure_logging, log_fields
-from shared.service import freeze_startup_objects, install_common
-from shared.settings import load_settings
-from services.gateway import getcandy, solidus, solidus_checkout
+from shared.commandbus import CommandBus, ServiceUnavailable
+from shared.logs import log_fields
+from shared.service import install_common
+from services.gateway import getcandy, solidus
 from services.gateway.admission import AdmissionControl
-from services.gateway.clients import SERVICES, ServiceClients, ServiceUnavailable
-from services.gateway.getcandy_ids import id_secret
+from services.gateway.getcandy.errors import GetCandyError, error as getcandy_error
+from services.gateway.getcandy.ids import id_secret
+from services.gateway.solidus.errors import NOT_FOUND, ApiError
 
-configure_logging("gateway", load_settings().log_level)
 log = logging.getLogger("tillstream.gateway")
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI):
-    id_secret()  # fails closed: no GetCandy id can be issued or checked without the install's secret
-    app.state.services = ServiceClients.create()
-    freeze_startup_objects()
-    try:
-        yield
-    finally:
-        await app.state.services.close()
-
-
-app = FastAPI(title="tillstream-gateway", lifespan=lifespan)
-# Added before install_common, so the request context (access log, latency metrics) wraps
-# it and a request's time waiting for admission counts in its latency.
-app.add_middleware(AdmissionControl, limit=int(os.environ.get("GATEWAY_MAX_IN_FLIGHT", "8")),
-                   queue_timeout_s=int(os.environ.get("GATEWAY_QUEUE_TIMEOUT_MS", "10000")) / 1000)
-install_common(app, "gateway")
-app.include_router(solidus.router)
-app.include_router(solidus_checkout.router)
-app.include_router(getcandy.router)
-
-
-@app.exception_handler(solidus.ApiError)
-async def api_error(request: Request, exc: solidus.ApiError):
-    if isinstance(exc.body, str):
-        return PlainTextResponse(exc.body, status_code=exc.status)
-    return JSONResponse(exc.body, status_code=exc.status)
-
-
-@app.exception_handler(getcandy.GetCandyError)
-async def getcandy_error(request: Request, exc: getcandy.GetCandyError):
-    return JSONResponse(exc.body, status_code=exc.status)
-
-
-@app.exception_handler(RequestValidationError)
-async def bad_path(request: Request, exc: RequestValidationError):
-    # Only path parameters are validated by FastAPI here (bodies are parsed by hand), and
-    # a malformed id names no resource.
-    if request.url.path.startswith("/api/v1/"):
-        return JSONResponse(getcandy.not_found().body, status_code=404)
-    return JSONResponse(solidus.NOT_FOUND, status_code=404)
-
-
+SERVICES = ("cart", "order", "shipping", "payment")
 UNAVAILABLE = "A service is temporarily unavailable; please retry."
+Readiness = Callable[[], Awaitable[dict[str, bool]]]
 
 
-@app.exception_handler(ServiceUnavailable)
-async def service_unreachable(request: Request, exc: ServiceUnavailable):
-    """An outage is a 503 the client may retry, never a 401 or 404 that would mislead it."""
-    log.warning("service call failed", extra=log_fields(path=request.url.path, error=repr(exc)))
-    body = getcandy.error(503, UNAVAILABLE).body if request.url.path.startswith("/api/v1/") else {"error": UNAVAILABLE}
-    return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+def create_gateway(bus: CommandBus, readiness: Readiness, *, lifespan=None) -> FastAPI:
+    id_secret()  # fails closed: no GetCandy id can be issued or checked without the install's secret
+    app = FastAPI(title="Tillstream", lifespan=lifespan)
+    app.state.bus = bus
+    # Added before install_common, so the request context (access log, latency metrics) wraps
+    # it and a request's time waiting for admission counts in its latency.
+    app.add_middleware(AdmissionControl, limit=int(os.environ.get("GATEWAY_MAX_IN_FLIGHT", "8")),
+                       queue_timeout_s=int(os.environ.get("GATEWAY_QUEUE_TIMEOUT_MS", "10000")) / 1000)
+    install_common(app, "gateway")
+    app.include_router(solidus.router)
+    app.include_router(getcandy.router)
+
+    @app.exception_handler(ApiError)
+    async def solidus_error(request: Request, exc: ApiError):
+        if isinstance(exc.body, str):
+            return PlainTextResponse(exc.body, status_code=exc.status)
+        return JSONResponse(exc.body, status_code=exc.status)
+
+    @app.exception_handler(GetCandyError)
+    async def candy_error(request: Request, exc: GetCandyError):
+        return JSONResponse(exc.body, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_path(request: Request, exc: RequestValidationError):
+        # Only path parameters are validated by FastAPI here (bodies are read by each
+        # dialect), and a malformed id names no resource.
+        if request.url.path.startswith("/api/v1/"):
+            return JSONResponse(getcandy_error(404, "Resource not found").body, status_code=404)
+        return JSONResponse(NOT_FOUND, status_code=404)
+
+    @app.exception_handler(ServiceUnavailable)
+    async def service_unreachable(request: Request, exc: ServiceUnavailable):
+        """An outage is a 503 the client may retry, never a 401 or 404 that would mislead it."""
+        log.warning("service call failed", extra=log_fields(path=request.url.path, error=repr(exc)))
+        body = (getcandy_error(503, UNAVAILABLE).body if request.url.path.startswith("/api/v1/")
+                else {"error": UNAVAILABLE})
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz():
+        checks = await readiness()
+        ready = all(checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    return app
 
 
-@app.get("/readyz")
-async def readyz(request: Request):
-    checks = {}
-    for name in SERVICES:
+def service_urls() -> dict[str, list[str]]:
+    """Each service's instances, from `<NAME>_URL` (comma-separated when there are several)."""
+    return {name: os.environ.get(f"{name.upper()}_URL", f"http://127.0.0.1:{8101 + i}").split(",")
+            for i, name in enumerate(SERVICES)}
+
+
+def create_app() -> FastAPI:
+    """The gateway alone in its process: every operation is an HTTP call to its service."""
+    from shared.logs import configure_logging
+    from shared.service import freeze_startup_objects
+    from shared.settings import load_settings
+
+    settings = load_settings()
+    configure_logging("gateway", settings.log_level)
+    urls = service_urls()
+    bus = CommandBus(urls=urls, service_key=settings.service_key)
+
+    async def services_ready() -> dict[str, bool]:
+        checks = {}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+            for name, instances in urls.items():
+                for url in instances:
+                    try:
+                        async with session.get(f"{url}/readyz") as response:
+                            checks[url] = response.status == 200
+                    except (aiohttp.ClientError, TimeoutError):
+                        checks[url] = False
+        return checks
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        freeze_startup_objects()
         try:
-            checks[name] = (await request.app.state.services.call(name, "GET", "/readyz", timeout=2)).status_code == 200
-        except ServiceUnavailable:
-            checks[name] = False
-    ready = all(checks.values())
-    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+            yield
+        finally:
+            await bus.close()
+
+    return create_gateway(bus, services_ready, lifespan=lifespan)

@@ -1,11 +1,16 @@
-"""The order service process: `uvicorn services.order.app:app`."""
+"""The order service: its definition (with the completion saga's consumer and deadline
+sweep), hosted with the others (tillstream/host.py) or alone
+(`uvicorn --factory services.order.app:create_app`)."""
 from pathlib import Path
 
 import shared.contracts  # noqa: F401
 from shared.service import ServiceDefinition, create_service
-from services.order.api import router
-from services.order.consumers import subscriptions
+from services.order.api import api
+from services.order.consumers import run_expired_steps, subscriptions
 
-definition = ServiceDefinition(name="order", router=router, migrations=Path(__file__).parent / "migrations",
-                               subscriptions=subscriptions)
-app = create_service(definition)
+definition = ServiceDefinition(name="order", api=api, migrations=Path(__file__).parent / "migrations",
+                               subscriptions=subscriptions, tasks=[run_expired_steps])
+
+
+def create_app():
+    return create_service(definition)

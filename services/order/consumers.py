@@ -6,19 +6,24 @@ are visible too: that is what makes the gateway's read-your-writes wait sufficie
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 from decimal import Decimal
 
 import asyncpg
 
 from shared.bus import events_topic
+from shared.commandbus import ServiceContext
 from shared.contracts import cart as c
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
 from shared.envelope import EventEnvelope, decode_event
-from shared.faults import dropped
+from shared.faults import dropped, hold_point
 from shared.service import Subscription
 from services.order.commands import COMPLETION_RUNNER, ORDERS, project
 from services.order.projections import apply_to_view
+
+log = logging.getLogger(__name__)
 
 
 async def on_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
@@ -49,11 +54,29 @@ async def on_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
 
 async def on_saga_answer(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     """A participant's answer to the completion saga (or a dead-letter notice about one of
-    its commands), run by the saga worker (services/order/saga_worker.py)."""
+    its commands): the generic runner moves the saga on (shared/saga.py)."""
     if dropped(f"saga.answer.{envelope.type}"):  # fault injection: the answer is lost on the way
         return
+    await hold_point("saga.answer")
     await COMPLETION_RUNNER.handle(conn, envelope)
 
 
-subscriptions = [Subscription(name="view", handler=on_event,
-                               topics=[events_topic("cart"), events_topic("shipping"), events_topic("payment")])]
+async def run_expired_steps(ctx: ServiceContext) -> None:
+    """Deadlines: every SAGA_SWEEP_INTERVAL_MS, compensate the steps not answered in time
+    (or aborted by an operator). Every instance of the service sweeps; each saga is taken
+    by one (`FOR UPDATE SKIP LOCKED`)."""
+    while True:
+        await asyncio.sleep(ctx.settings.saga_sweep_interval_ms / 1000)
+        try:
+            await COMPLETION_RUNNER.sweep(ctx.pool)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("saga sweep failed; retrying", extra={"fields": {"error": repr(exc)}})
+
+
+subscriptions = [
+    Subscription(name="view", handler=on_event,
+                 topics=[events_topic("cart"), events_topic("shipping"), events_topic("payment")]),
+    # The completion saga (services/order/saga.py): the participants' answers move it on.
+    Subscription(name="saga", handler=on_saga_answer, event_types=COMPLETION_RUNNER.saga.listens_to(),
+                 topics=[events_topic(participant) for participant in COMPLETION_RUNNER.saga.participants]),
+]

@@ -1,55 +1,48 @@
-"""The payment service's internal HTTP API (called by the gateway)."""
+"""The payment service's operations (its application interface), called through the
+command bus: in-process when hosted with the gateway, `POST /bus/<operation>` when alone."""
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel
 
+from shared.aggregate import not_found
+from shared.commandbus import ServiceApi, ServiceContext
 from shared.db import upsert
-
 from services.payment import commands
 
-router = APIRouter()
+api = ServiceApi("payment")
 
 
-class CreatePayment(BaseModel):
-    payment_method_id: Any = None
-    amount: Any = None
-    source: Any = None
-    error_prefix: str = ""
-
-
-@router.post("/orders/{number}/payments", status_code=201)
-async def create_payment(number: str, body: CreatePayment, request: Request):
-    from services.payment.consumers import gateway
-
-    result = await commands.create_payment(request.app.state.pool, gateway(), number,
-                                           payment_method_id=body.payment_method_id,
-                                           amount=body.amount, source=body.source, error_prefix=body.error_prefix)
+@api.operation
+async def create_payment(ctx: ServiceContext, number: str, *, payment_method_id: Any = None, amount: Any = None,
+                         source: Any = None, error_prefix: str = "") -> dict:
+    result = await commands.create_payment(ctx.pool, ctx.extras["gateway"], number,
+                                           payment_method_id=payment_method_id, amount=amount, source=source,
+                                           error_prefix=error_prefix)
     created = result.events[-1].payload
     return {"payment_id": created["payment_id"], "events": result.event_ids}
 
 
-@router.put("/orders/{number}/payments/{payment_id}/{action}")
-async def payment_action(number: str, payment_id: int, action: str, request: Request):
-    from services.payment.consumers import gateway
-
+@api.operation
+async def payment_action(ctx: ServiceContext, number: str, *, payment_id: int, action: str) -> dict:
+    """An admin's capture or void of a payment."""
     if action not in ("capture", "void"):
-        raise HTTPException(404, "unknown action")
+        raise not_found("action")
     handler = commands.capture if action == "capture" else commands.void
-    result = await handler(request.app.state.pool, gateway(), number, payment_id)
+    result = await handler(ctx.pool, ctx.extras["gateway"], number, payment_id)
     return {"events": result.event_ids}
 
 
-@router.get("/payment_methods")
-async def payment_methods(request: Request):
-    rows = await request.app.state.pool.fetch(
+@api.operation
+async def payment_methods(ctx: ServiceContext) -> list[dict]:
+    rows = await ctx.pool.fetch(
         "SELECT id, name, method_type, auto_capture, handle FROM payment_methods WHERE active AND available_to_users"
         " ORDER BY id")
     return [dict(r) for r in rows]
 
 
+# -- reference data (demo data, imports): an admin operation, idempotent upserts ------------
 class PaymentMethodIn(BaseModel):
     id: int
     name: str
@@ -60,10 +53,9 @@ class PaymentMethodIn(BaseModel):
     handle: str | None = None
 
 
-@router.put("/admin/payment_methods")
-async def load_payment_methods(methods: list[PaymentMethodIn], request: Request):
-    async with request.app.state.pool.acquire() as conn, conn.transaction():
-        for m in methods:
-            await upsert(conn, "payment_methods", m.model_dump())
+@api.operation
+async def load_payment_methods(ctx: ServiceContext, *, methods: list[dict]) -> dict:
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        for method in map(PaymentMethodIn.model_validate, methods):
+            await upsert(conn, "payment_methods", method.model_dump())
     return {"payment_methods": len(methods)}
-

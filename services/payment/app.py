@@ -1,13 +1,23 @@
-"""The payment service process: `uvicorn services.payment.app:app`."""
+"""The payment service: its definition (with the test gateway), hosted with the others
+(tillstream/host.py) or alone (`uvicorn --factory services.payment.app:create_app`)."""
 from pathlib import Path
 
 import shared.contracts  # noqa: F401
+from shared.commandbus import ServiceContext
 from shared.service import ServiceDefinition, create_service
-from services.payment.api import router
+from services.payment.api import api
 from services.payment.consumers import subscriptions, use_gateway
 from services.payment.gateway import BogusGateway
 
-definition = ServiceDefinition(name="payment", router=router, migrations=Path(__file__).parent / "migrations",
-                               subscriptions=subscriptions,
-                               on_start=lambda app: use_gateway(BogusGateway(app.state.pool)))
-app = create_service(definition)
+
+def connect_gateway(ctx: ServiceContext) -> None:
+    ctx.extras["gateway"] = BogusGateway(ctx.pool)
+    use_gateway(ctx.extras["gateway"])
+
+
+definition = ServiceDefinition(name="payment", api=api, migrations=Path(__file__).parent / "migrations",
+                               subscriptions=subscriptions, on_start=connect_gateway)
+
+
+def create_app():
+    return create_service(definition)

@@ -12,7 +12,7 @@ from shared.contracts.order import PaymentRequested, PaymentVoidRequested
 from shared.contracts.payment import CardSource
 from shared.eventstore import EventStore
 from shared.validation import ascii_int
-from shared.faults import crash_point, fail_point
+from shared.faults import crash_point, fail_point, hold_point
 from services.payment.domain import InvalidPayment, OrderPayments, PaymentMethod, parse_amount, validate_card
 from services.payment.gateway import BogusGateway, card_for_token
 
@@ -57,6 +57,7 @@ async def process_payments(conn: asyncpg.Connection, gateway: BogusGateway, requ
     and each call's idempotency key is the payment's number and action, so a redelivered
     or retried step never charges twice."""
     fail_point("payment.process_payments")
+    await hold_point("payment.process_payments")
     payments = await PAYMENTS.load(conn, request.number)
     if payments.refuse_unless_covering(request.request_id, request.amount):
         await PAYMENTS.save(conn, payments)

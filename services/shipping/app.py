@@ -1,11 +1,15 @@
-"""The shipping service process: `uvicorn services.shipping.app:app`."""
+"""The shipping service: its definition, hosted with the others (tillstream/host.py) or
+alone (`uvicorn --factory services.shipping.app:create_app`)."""
 from pathlib import Path
 
 import shared.contracts  # noqa: F401
 from shared.service import ServiceDefinition, create_service
-from services.shipping.api import router
+from services.shipping.api import api
 from services.shipping.consumers import subscriptions
 
-definition = ServiceDefinition(name="shipping", router=router, migrations=Path(__file__).parent / "migrations",
+definition = ServiceDefinition(name="shipping", api=api, migrations=Path(__file__).parent / "migrations",
                                subscriptions=subscriptions)
-app = create_service(definition)
+
+
+def create_app():
+    return create_service(definition)

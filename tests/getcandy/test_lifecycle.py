@@ -6,11 +6,10 @@ from __future__ import annotations
 import re
 
 import asyncpg
-import httpx
 import pytest
 from hashids import Hashids
 
-from services.gateway.getcandy import ORDERS
+from services.gateway.getcandy.ids import ORDERS
 
 MAIN = Hashids(salt="main", min_length=8, alphabet="abcdefghijklmnopqrstuvwxyz0123456789")
 V_ID = 950
@@ -21,17 +20,13 @@ UK = {"firstname": "Ada", "lastname": "Lovelace", "address": "1 High St", "city"
 
 @pytest.fixture(scope="module", autouse=True)
 def getcandy_data(system):
-    with httpx.Client() as client:
-        client.put(f"{system.service_url('cart')}/admin/catalog", json=[
-            {"id": 950, "name": "Candy Tee", "slug": "candy-tee",
-             "variants": [{"id": V_ID, "sku": "CANDY-TEE", "name": "Candy Tee", "prices": {"GBP": "10.00"}}]}]
-                   ).raise_for_status()
-        client.put(f"{system.service_url('shipping')}/admin/reference", json={"stock_locations": [
-            {"id": 1, "name": "Main Warehouse", "stock": [{"variant_id": V_ID, "count_on_hand": 50}]}]}
-                   ).raise_for_status()
-        client.put(f"{system.service_url('cart')}/admin/promotions", json=[
-            {"id": 50, "name": "Ten percent", "code": "ten", "kind": "items_percent", "value": "10"}]
-                   ).raise_for_status()
+    system.call("cart", "load_catalog", products=[
+        {"id": 950, "name": "Candy Tee", "slug": "candy-tee",
+         "variants": [{"id": V_ID, "sku": "CANDY-TEE", "name": "Candy Tee", "prices": {"GBP": "10.00"}}]}])
+    system.call("shipping", "load_reference", stock_locations=[
+        {"id": 1, "name": "Main Warehouse", "stock": [{"variant_id": V_ID, "count_on_hand": 50}]}])
+    system.call("cart", "load_promotions", promotions=[
+        {"id": 50, "name": "Ten percent", "code": "ten", "kind": "items_percent", "value": "10"}])
 
 
 async def basket(gateway, quantity=2) -> dict:

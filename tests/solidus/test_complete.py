@@ -142,12 +142,8 @@ async def test_no_payment_found(gateway, guest_order):
 
 
 async def test_22_auto_capture_completes_paid_and_ready(gateway, system):
-    import httpx
-
-    async with httpx.AsyncClient() as client:  # an auto-capturing card method, for this test only
-        (await client.put(f"{system.service_url('payment')}/admin/payment_methods", json=[
-            {"id": 90, "name": "Card (auto-capture)", "method_type": "gateway", "auto_capture": True}])
-         ).raise_for_status()
+    await system.acall("payment", "load_payment_methods", methods=[  # an auto-capturing card method
+        {"id": 90, "name": "Card (auto-capture)", "method_type": "gateway", "auto_capture": True}])
     created = (await gateway.post("/api/orders", json={})).json()
     number, token = created["number"], {"X-Spree-Order-Token": created["token"]}
     order = await in_payment(gateway, number, token)
@@ -234,16 +230,9 @@ async def test_single_use_coupon_is_used_up_by_a_completed_order(gateway):
     await wait_for(refused_elsewhere)
 
 
-async def test_the_order_service_authorises_a_guests_next_and_complete(gateway, system):
+async def test_the_order_service_authorises_a_guests_next_and_complete(gateway, system, faults):
     """The gateway forwards the guest's token with `next` and `complete` instead of reading
     the order first; the refusals are Solidus's all the same."""
-    import os
-    import signal
-
-    import httpx
-
-    from tillstream.system import SAGA
-
     number, token, total, _ = await full_flow(gateway, card=None, complete=False)
     unauthorized = {"error": "You are not authorized to perform that action."}
     for step in ("next", "complete"):
@@ -255,18 +244,16 @@ async def test_the_order_service_authorises_a_guests_next_and_complete(gateway, 
     assert mismatch.status_code == 400  # a step that must see the order first still reads it
 
     # Completing locks the order until the saga settles: hold the saga still to see it.
-    saga = system.processes[SAGA].proc
-    os.kill(saga.pid, signal.SIGSTOP)
+    faults.arm("hold", "saga.answer")
     try:
-        async with httpx.AsyncClient() as internal:
-            started = await internal.put(f"{system.service_url('order')}/orders/{number}/complete")
-            assert started.status_code == 200 and started.json()["awaiting"]
+        started = await system.acall("order", "complete", number=number)
+        assert started["awaiting"]
         # Solidus's OrderMutex answer: the order is locked by the request completing it.
         for step in ("next", "complete"):
             refused = await gateway.put(f"/api/checkouts/{number}/{step}", headers=token)
             assert (refused.status_code, refused.text) == (409, f"Could not obtain lock on order {number}")
     finally:
-        os.kill(saga.pid, signal.SIGCONT)
+        faults.disarm("hold", "saga.answer")
     deadline = asyncio.get_running_loop().time() + 20
     while (await gateway.get(f"/api/orders/{number}", headers=token)).json()["state"] != "complete":
         assert asyncio.get_running_loop().time() < deadline, "the saga did not complete the order"
@@ -276,17 +263,12 @@ async def test_the_order_service_authorises_a_guests_next_and_complete(gateway, 
 async def test_a_coupon_used_up_while_the_order_waited_is_removed_at_complete(gateway, system):
     """Solidus's completion guard "promotions still eligible": the coupon goes, the checkout
     restarts at `address`, and the guest is told to check the new amounts (422)."""
-    import httpx
-
     from tests.solidus.conftest import ADMIN
 
-    cart_url = system.service_url("cart")
-    async with httpx.AsyncClient() as client:
-        (await client.put(f"{cart_url}/admin/promotions", json=[{
-            "id": 90, "name": "Once only", "code": "onceonly", "kind": "order_flat", "value": "3.00",
-            "usage_limit": 1}])).raise_for_status()
-        first, first_token, _, _ = await full_flow(gateway, card=None, coupon="onceonly", complete=False)
-        second, second_token, _, _ = await full_flow(gateway, card=None, coupon="onceonly", complete=False)
+    await system.acall("cart", "load_promotions", promotions=[{
+        "id": 90, "name": "Once only", "code": "onceonly", "kind": "order_flat", "value": "3.00", "usage_limit": 1}])
+    first, first_token, _, _ = await full_flow(gateway, card=None, coupon="onceonly", complete=False)
+    second, second_token, _, _ = await full_flow(gateway, card=None, coupon="onceonly", complete=False)
     # The first completion locks its cart and reserves the coupon's only use.
     assert (await gateway.put(f"/api/checkouts/{first}/complete", headers=first_token)).status_code == 200
 

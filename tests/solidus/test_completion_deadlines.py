@@ -6,43 +6,27 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 
 import asyncpg
-import httpx
 import pytest
 
+from tests.helpers.processes import kill_9, reconfigure, request_surviving_a_crash
 from tests.solidus.conftest import V1
 from tests.solidus.test_checkout import CARD
 from tests.solidus.test_complete import full_flow, stock_of
 from tests.test_completion_races import settled
 
 
-async def reconfigure(system, name: str, **env: str | None) -> None:
-    """Restart one supervised process with its environment changed (None: unset)."""
-    process = system.processes[name]
-    process.env = {k: v for k, v in {**process.env, **env}.items() if v is not None}
-    process.restarts = 0
-    old = process.pid
-    os.kill(old, signal.SIGTERM)
-    deadline = time.monotonic() + 60
-    while process.pid == old or not process.alive():
-        assert time.monotonic() < deadline, f"{name} was not restarted"
-        await asyncio.sleep(0.1)
-    await asyncio.to_thread(system.wait_ready, 90, (name,))
-
-
 @pytest.fixture
 async def limited_coupon(system):
     """A fresh coupon with one use, so a leaked reservation would show."""
     code = f"once{time.monotonic_ns() % 10**8}"
-    async with httpx.AsyncClient() as client:
-        (await client.put(f"{system.service_url('cart')}/admin/promotions", json=[
-            {"id": int(time.monotonic_ns() % 10**6) + 10_000, "name": code, "code": code, "kind": "order_flat",
-             "value": "1.00", "usage_limit": 1}])).raise_for_status()
+    await system.acall("cart", "load_promotions", promotions=[
+        {"id": int(time.monotonic_ns() % 10**6) + 10_000, "name": code, "code": code, "kind": "order_flat",
+         "value": "1.00", "usage_limit": 1}])
     return code
 
 
@@ -67,7 +51,7 @@ async def given_back(stack, number: str) -> dict:
 
 async def test_a_lost_answer_is_compensated_after_the_deadline_even_across_a_kill_9(gateway, system, stack,
                                                                                     limited_coupon):
-    await reconfigure(system, "order-saga", TILLSTREAM_DROP_AT="saga.answer.payment.PaymentsProcessed",
+    await reconfigure(system, "order", TILLSTREAM_DROP_AT="saga.answer.payment.PaymentsProcessed",
                       SAGA_PAYMENT_DEADLINE_MS="4000")
     try:
         stock_before = await stock_of(stack, V1)
@@ -75,7 +59,8 @@ async def test_a_lost_answer_is_compensated_after_the_deadline_even_across_a_kil
         # worker is killed -9 while it waits: its deadline is a row, not a timer.
         for kill in (False, True):
             number, token, total, _ = await full_flow(gateway, card=CARD, coupon=limited_coupon, complete=False)
-            completing = asyncio.ensure_future(gateway.put(f"/api/checkouts/{number}/complete", headers=token))
+            completing = asyncio.ensure_future(request_surviving_a_crash(
+                lambda: gateway.put(f"/api/checkouts/{number}/complete", headers=token)))
             if kill:
                 conn = await asyncpg.connect(stack.database_url)
                 try:
@@ -85,16 +70,12 @@ async def test_a_lost_answer_is_compensated_after_the_deadline_even_across_a_kil
                 finally:
                     await conn.close()
                 await asyncio.sleep(0.5)  # the saga has taken the answer and dropped it
-                saga = system.processes["order-saga"]
-                pid = saga.pid
-                os.kill(pid, signal.SIGKILL)
-                while saga.pid == pid or not saga.alive():
-                    await asyncio.sleep(0.1)
+                await kill_9(system, "order")
             response = await completing
             await settled(stack, number, timeout=90)
             order = (await gateway.get(f"/api/orders/{number}", headers=token)).json()
             assert order["state"] == "payment" and order["completed_at"] is None
-            if response.status_code == 422:  # answered once settled (not after a 202)
+            if response is not None and response.status_code == 422:  # answered once settled (not 202)
                 assert response.json()["errors"]["base"] == [
                     "The payment could not be processed in time. Please try again."]
             left = await given_back(stack, number)
@@ -105,14 +86,14 @@ async def test_a_lost_answer_is_compensated_after_the_deadline_even_across_a_kil
             assert order["adjustments"][0]["label"].endswith(f"({limited_coupon})")  # still on the cart
             assert await stock_of(stack, V1) == stock_before
     finally:
-        await reconfigure(system, "order-saga", TILLSTREAM_DROP_AT=None, SAGA_PAYMENT_DEADLINE_MS=None)
+        await reconfigure(system, "order", TILLSTREAM_DROP_AT=None, SAGA_PAYMENT_DEADLINE_MS=None)
     # The coupon was given back each time: a new order can use it and complete.
     number, token, _, completed = await full_flow(gateway, card=CARD, coupon=limited_coupon)
     assert completed.status_code == 200 and completed.json()["state"] == "complete"
 
 
-async def test_a_dead_lettered_step_is_compensated_at_once(gateway, system, stack):
-    await reconfigure(system, "payment", TILLSTREAM_FAIL_AT="payment.process_payments")
+async def test_a_dead_lettered_step_is_compensated_at_once(gateway, system, stack, faults):
+    faults.arm("fail", "payment.process_payments")
     try:
         stock_before = await stock_of(stack, V1)
         number, token, total, _ = await full_flow(gateway, card=CARD, complete=False)
@@ -128,7 +109,7 @@ async def test_a_dead_lettered_step_is_compensated_at_once(gateway, system, stac
         assert left["failure"]["code"] == "step_dead_lettered" and left["calls"] == []
         assert await stock_of(stack, V1) == stock_before and not left["cart_still_locked"]
     finally:
-        await reconfigure(system, "payment", TILLSTREAM_FAIL_AT=None)
+        faults.disarm("fail", "payment.process_payments")
 
 
 def cli(stack, *args: str) -> subprocess.CompletedProcess:
@@ -137,8 +118,8 @@ def cli(stack, *args: str) -> subprocess.CompletedProcess:
                           timeout=60)
 
 
-async def test_an_operator_sees_and_aborts_a_stuck_completion(gateway, system, stack):
-    await reconfigure(system, "order-saga", TILLSTREAM_DROP_AT="saga.answer.shipping.StockAllocated")
+async def test_an_operator_sees_and_aborts_a_stuck_completion(gateway, system, stack, faults):
+    faults.arm("drop", "saga.answer.shipping.StockAllocated")
     try:
         stock_before = await stock_of(stack, V1)
         number, token, total, _ = await full_flow(gateway, card=CARD, complete=False)
@@ -152,7 +133,7 @@ async def test_an_operator_sees_and_aborts_a_stuck_completion(gateway, system, s
         assert aborted.returncode == 0, aborted.stderr
         assert json.loads(aborted.stdout)[0]["status"] == "failed"
     finally:
-        await reconfigure(system, "order-saga", TILLSTREAM_DROP_AT=None)
+        faults.disarm("drop", "saga.answer.shipping.StockAllocated")
     order = (await gateway.get(f"/api/orders/{number}", headers=token)).json()
     assert order["state"] == "confirm" and await stock_of(stack, V1) == stock_before
     left = await given_back(stack, number)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 
 from tests.solidus.test_complete import full_flow, stock_of
 
@@ -28,14 +27,11 @@ async def complete_together(gateway, orders: list[tuple]) -> list[tuple]:
 
 
 async def test_50_checkouts_compete_for_10_units(gateway, system, stack):
-    async with httpx.AsyncClient() as client:
-        (await client.put(f"{system.service_url('cart')}/admin/catalog", json=[
-            {"id": 900, "name": "Scarce Sneaker", "slug": "scarce-sneaker",
-             "variants": [{"id": SCARCE, "sku": "SCARCE-1", "name": "Scarce Sneaker", "prices": {"USD": "5.00"}}]}])
-         ).raise_for_status()
-        (await client.put(f"{system.service_url('shipping')}/admin/reference", json={"stock_locations": [
-            {"id": 1, "name": "Main Warehouse", "stock": [{"variant_id": SCARCE, "count_on_hand": 10}]}]})
-         ).raise_for_status()
+    await system.acall("cart", "load_catalog", products=[
+        {"id": 900, "name": "Scarce Sneaker", "slug": "scarce-sneaker",
+         "variants": [{"id": SCARCE, "sku": "SCARCE-1", "name": "Scarce Sneaker", "prices": {"USD": "5.00"}}]}])
+    await system.acall("shipping", "load_reference", stock_locations=[
+        {"id": 1, "name": "Main Warehouse", "stock": [{"variant_id": SCARCE, "count_on_hand": 10}]}])
 
     results = await complete_together(gateway, await confirmed_orders(gateway, 50, SCARCE))
     statuses = [complete.status_code for *_, complete in results]

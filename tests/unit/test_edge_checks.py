@@ -9,7 +9,8 @@ from starlette.requests import Request
 
 from shared.jsonutil import dumps_with_numbers
 from shared.validation import ascii_int, json_depth, valid_email
-from services.gateway import solidus
+from services.gateway.solidus import access
+from services.gateway.solidus.errors import ApiError
 from services.payment.domain import InvalidPayment, parse_amount
 
 
@@ -25,17 +26,17 @@ def test_admin_checks_fail_closed_without_a_configured_key(monkeypatch, configur
     else:
         monkeypatch.setenv("TILLSTREAM_ADMIN_KEY", configured)
     for sent in ("", "anything"):
-        with pytest.raises(solidus.ApiError) as refused:
-            solidus.is_admin(request_with({"Authorization": f"Bearer {sent}"}))
+        with pytest.raises(ApiError) as refused:
+            access.is_admin(request_with({"Authorization": f"Bearer {sent}"}))
         assert (refused.value.status, refused.value.body) == (401, {"error": "Invalid API key specified."})
-    assert solidus.is_admin(request_with({})) is False
+    assert access.is_admin(request_with({})) is False
 
 
 def test_a_wrong_admin_key_is_refused_and_not_echoed(monkeypatch):
     monkeypatch.setenv("TILLSTREAM_ADMIN_KEY", "s3cret-admin-key")
-    assert solidus.is_admin(request_with({"Authorization": "Bearer s3cret-admin-key"})) is True
-    with pytest.raises(solidus.ApiError) as refused:
-        solidus.is_admin(request_with({"Authorization": "Bearer s3cret-admin-kez"}))
+    assert access.is_admin(request_with({"Authorization": "Bearer s3cret-admin-key"})) is True
+    with pytest.raises(ApiError) as refused:
+        access.is_admin(request_with({"Authorization": "Bearer s3cret-admin-kez"}))
     assert refused.value.body == {"error": "Invalid API key specified."}
 
 

@@ -64,3 +64,26 @@ class KeyedIds:
         if legacy_ids_allowed():
             return self.hashids.decode(value)
         return ()
+
+
+BASKETS = KeyedIds("basket")  # baskets and basket lines
+ORDERS = KeyedIds("order")    # orders and their lines
+MAIN = Hashids(salt="main", min_length=8, alphabet=ALPHABET)  # catalog: variants, shipping prices, payment types
+
+
+def decode(hashids: Hashids | KeyedIds, value: Any) -> int | None:
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    decoded = hashids.decode(value)
+    return decoded[0] if len(decoded) == 1 else None
+
+
+def order_number(hashids: KeyedIds, value: Any) -> str | None:
+    """The Tillstream order number a basket or order id names (a basket and its order are
+    one Tillstream order under two ids)."""
+    number = decode(hashids, value)
+    return None if number is None else f"R{number:09d}"
+
+
+def number_id(hashids: KeyedIds, number: str) -> str:
+    return hashids.encode(int(number[1:]))

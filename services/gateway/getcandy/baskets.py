@@ -1,0 +1,199 @@
+"""GetCandy baskets (§2): basket lines, baskets, discounts. A basket is a Tillstream cart
+(its order's lines); lines are refused by the cart once its order is placed or completing."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from services.gateway.getcandy.calls import command, order_view, variants
+from services.gateway.getcandy.errors import BASKET_PLACED, COUPON_INVALID, error, invalid, not_found
+from services.gateway.getcandy.ids import BASKETS, MAIN, decode, order_number
+from services.gateway.getcandy.render import render_basket, respond
+from services.gateway.getcandy.requests import body_of, currency_of, quantity_of
+from services.gateway.paths import Hash
+from services.gateway.reference import VIEW_WAIT_MS, await_view, call, fetch_order
+from shared.validation import ascii_int
+
+router = APIRouter()
+MAX_LINES = 100  # variants in one request
+
+
+async def validate_lines(request: Request, body: dict, currency: str, *, existing: dict[int, int]) -> list[tuple]:
+    errors: dict[str, list[str]] = {}
+    if "basket_id" in body and order_number(BASKETS, body["basket_id"]) is None:
+        errors["basket_id"] = ["The selected basket id is invalid."]
+    wanted = body.get("variants")
+    if not isinstance(wanted, list) or not wanted:
+        errors["variants"] = ["The variants field is required."]
+        raise invalid(errors)
+    if len(wanted) > MAX_LINES:
+        raise invalid({"variants": [f"The variants may not have more than {MAX_LINES} items."]})
+    catalog = await variants(request, currency)
+    ids = [decode(MAIN, v.get("id")) if isinstance(v, dict) else None for v in wanted]
+    stock = await call(request, "shipping", "stock", variant_ids=[i for i in ids if i is not None])
+    if len({i for i in ids if i is not None}) < len([i for i in ids if i is not None]):
+        errors["variants"] = ["The variants field has a duplicate value."]
+    lines = []
+    for n, (item, variant_id) in enumerate(zip(wanted, ids)):
+        if variant_id is None or variant_id not in catalog:
+            errors[f"variants.{n}.id"] = ["The variant ID is incorrect"]
+            continue
+        quantity = item.get("quantity")
+        if isinstance(quantity, str) and ascii_int(quantity) is not None:
+            quantity = ascii_int(quantity)
+        if isinstance(quantity, bool) or not isinstance(quantity, int):
+            errors[f"variants.{n}.quantity"] = [f"The variants.{n}.quantity must be a number."]
+            continue
+        if quantity < 1:
+            errors[f"variants.{n}.quantity"] = ["You must add at least 1 items."]
+            continue
+        level = stock.get(str(variant_id))
+        tracked = catalog[variant_id]["track_inventory"]
+        if tracked and not (level and level["backorderable"]) and \
+                quantity + existing.get(variant_id, 0) > (level["on_hand"] if level else 0):
+            errors[f"variants.{n}.quantity"] = ["Insufficient stock levels"]
+            continue
+        lines.append((variant_id, quantity))
+    if errors:
+        raise invalid(errors)
+    return lines
+
+
+async def add_lines(request: Request, order: dict, lines: list[tuple]) -> list[str]:
+    events: list[str] = []
+    for variant_id, quantity in lines:
+        events += (await command(request, "cart", "add_line_item", order=order, placed_message=BASKET_PLACED,
+                                 refused=lambda _: error(422, "Unable to add product at this quantity"),
+                                 number=order["number"], variant_id=variant_id, quantity=quantity,
+                                 currency=order["currency"]))["events"]
+    return events
+
+
+async def _basket_lines(request: Request, *, replace: bool) -> Response:
+    body = await body_of(request)
+    currency = currency_of(request, body)
+    number = order_number(BASKETS, body["basket_id"]) if "basket_id" in body else None
+    order = await fetch_order(request, number) if number else None
+    if number and order is None:
+        raise invalid({"basket_id": ["The selected basket id is invalid."]})
+    existing = {} if replace or order is None else {l["variant_id"]: l["quantity"] for l in order["line_items"]}
+    lines = await validate_lines(request, body, order["currency"] if order else currency, existing=existing)
+    if order is None:
+        created = await command(request, "order", "create_order", currency=currency, view_wait_ms=VIEW_WAIT_MS)
+        number, order = created["number"], created["order"]
+    events: list[str] = []
+    if replace:
+        for line in order["line_items"]:  # lines are replaced; coupons stay
+            events += (await command(request, "cart", "remove_line_item", order=order,
+                                     placed_message=BASKET_PLACED, number=number, line_id=line["id"]))["events"]
+    events += await add_lines(request, order, lines)
+    return respond({"data": render_basket(await order_view(request, number, events))})
+
+
+@router.post("/basket-lines")
+async def post_basket_lines(request: Request):
+    return await _basket_lines(request, replace=False)
+
+
+@router.post("/baskets")
+async def post_baskets(request: Request):
+    return await _basket_lines(request, replace=True)
+
+
+@router.get("/baskets/{basket_id}")
+async def get_basket(basket_id: Hash, request: Request):
+    number = order_number(BASKETS, basket_id)
+    if number is None:
+        raise not_found()
+    return respond({"data": render_basket(await order_view(request, number))})
+
+
+async def line_and_basket(request: Request, line_hash: str) -> tuple[int, dict]:
+    line_id = decode(BASKETS, line_hash)
+    if line_id is None:
+        raise not_found()
+    found = await command(request, "cart", "find_line", line_id=line_id)
+    order = await order_view(request, found["order_number"])
+    if not any(l["id"] == line_id for l in order["line_items"]):
+        raise not_found()
+    return line_id, order
+
+
+async def _set_line(request: Request, order: dict, line_id: int, quantity: int) -> Response:
+    number = order["number"]
+    refused = lambda refusal: invalid({"quantity": [refusal.message]})  # noqa: E731
+    if quantity <= 0:
+        result = await command(request, "cart", "remove_line_item", order=order, placed_message=BASKET_PLACED,
+                               refused=refused, number=number, line_id=line_id)
+    else:
+        result = await command(request, "cart", "set_line_quantity", order=order, placed_message=BASKET_PLACED,
+                               refused=refused, number=number, line_id=line_id, quantity=quantity)
+    return respond({"data": render_basket(await order_view(request, number, result["events"]))})
+
+
+def current_quantity(order: dict, line_id: int) -> int:
+    return next(l["quantity"] for l in order["line_items"] if l["id"] == line_id)
+
+
+@router.put("/basket-lines/{line_hash}")
+async def put_basket_line(line_hash: Hash, request: Request):
+    quantity = quantity_of(await body_of(request), default=None)
+    if quantity < 1:
+        raise invalid({"quantity": ["The quantity must be at least 1."]})
+    line_id, order = await line_and_basket(request, line_hash)
+    return await _set_line(request, order, line_id, quantity)
+
+
+@router.post("/basket-lines/{line_hash}/add")
+async def add_to_basket_line(line_hash: Hash, request: Request):
+    quantity = quantity_of(await body_of(request), default=1)
+    line_id, order = await line_and_basket(request, line_hash)
+    return await _set_line(request, order, line_id, current_quantity(order, line_id) + quantity)
+
+
+@router.put("/basket-lines/{line_hash}/remove")
+async def remove_from_basket_line(line_hash: Hash, request: Request):
+    quantity = quantity_of(await body_of(request), default=1)
+    line_id, order = await line_and_basket(request, line_hash)
+    return await _set_line(request, order, line_id, current_quantity(order, line_id) - quantity)
+
+
+@router.delete("/basket-lines/{line_hash}")
+async def delete_basket_line(line_hash: Hash, request: Request):
+    line_id, order = await line_and_basket(request, line_hash)
+    result = await command(request, "cart", "remove_line_item", order=order, placed_message=BASKET_PLACED,
+                           number=order["number"], line_id=line_id)
+    await await_view(request, order["number"], result["events"])
+    return Response(status_code=204)
+
+
+@router.put("/baskets/{basket_id}/discounts")
+async def add_discount(basket_id: Hash, request: Request):
+    body = await body_of(request)
+    number = order_number(BASKETS, basket_id)
+    order = await fetch_order(request, number) if number else None
+    if order is None:
+        raise not_found()
+    code = body.get("coupon")
+    code = code.strip().lower() if isinstance(code, str) else ""
+    if not code:
+        raise invalid({"coupon": ["The coupon field is required."]})
+    result = await command(request, "cart", "apply_coupon", order=order, placed_message=BASKET_PLACED,
+                           refused=lambda _: invalid(COUPON_INVALID), number=number, code=code[:255])
+    return respond({"data": render_basket(await order_view(request, number, result["events"]))})
+
+
+@router.delete("/baskets/{basket_id}/discounts")
+async def remove_discount(basket_id: Hash, request: Request):
+    body = await body_of(request)
+    number = order_number(BASKETS, basket_id)
+    order = await fetch_order(request, number) if number else None
+    if order is None:
+        raise not_found()
+    promotion_id = decode(MAIN, body.get("discount_id"))
+    adjustment = next((a for a in order["adjustments"] if a["promotion_id"] == promotion_id), None)
+    if adjustment is None:
+        raise invalid({"discount_id": ["The selected discount id is invalid."]})
+    result = await command(request, "cart", "remove_coupon", order=order, placed_message=BASKET_PLACED,
+                           number=number, code=adjustment["code"])
+    return respond({"data": render_basket(await order_view(request, number, result["events"]))})

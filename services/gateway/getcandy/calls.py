@@ -1,0 +1,55 @@
+"""A GetCandy route's call to a service: through the command bus, a refusal rendered as
+GetCandy answers it."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from fastapi import Request
+
+from shared.errors import DomainError
+from services.gateway.getcandy.errors import (
+    ORDER_PLACED, GetCandyError, error, invalid, not_found, refused_while_locked,
+)
+from services.gateway.reference import VIEW_WAIT_MS, call, fetch_order
+
+
+async def command(request: Request, service: str, operation: str, *, order: dict | None = None,
+                  placed_message: str = ORDER_PLACED,
+                  refused: Callable[[DomainError], GetCandyError] | None = None, **arguments: Any) -> Any:
+    """`service.operation(**arguments)`; a placed order's refusal is 403 (`placed_message`), a
+    completing one's 409, an unknown one's 404, and `refused` renders any other (default 422)."""
+    try:
+        return await call(request, service, operation, **arguments)
+    except DomainError as refusal:
+        locked = refused_while_locked(refusal, order, placed_message=placed_message)
+        if locked is not None:
+            raise locked from None
+        if refused is not None:
+            raise refused(refusal) from None
+        if refusal.status == 404:
+            raise not_found() from None
+        raise error(422, refusal.message) from None
+
+
+async def order_view(request: Request, number: str, after: list[str] | None = None) -> dict:
+    order = await fetch_order(request, number, after)
+    if order is None:
+        raise not_found()
+    return order
+
+
+async def advance(request: Request, number: str) -> dict:
+    """One checkout step (GetCandy asks for an email only through `contact`, so none is required)."""
+    result = await command(request, "order", "advance", number=number, require_email=False,
+                           view_wait_ms=VIEW_WAIT_MS,
+                           refused=lambda refusal: invalid({"order": [refusal.message]}))
+    order = result["order"]
+    refusal = order.get("refusal") or {}
+    if result.get("awaiting") and refusal.get("request_id") == result["awaiting"]:
+        raise invalid({"price_id": [refusal["message"]]})
+    return order
+
+
+async def variants(request: Request, currency: str) -> dict[int, dict]:
+    rows = await call(request, "cart", "list_variants", currency=currency)
+    return {v["id"]: v for v in rows if v["price"] is not None}

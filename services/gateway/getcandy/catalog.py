@@ -1,0 +1,31 @@
+"""GetCandy's catalog read: products, with their variants on request."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+
+from services.gateway.getcandy.calls import variants
+from services.gateway.getcandy.ids import MAIN
+from services.gateway.getcandy.render import render_variant, respond
+from services.gateway.getcandy.requests import currency_of, includes_of
+from services.gateway.reference import call
+
+router = APIRouter()
+
+
+@router.get("/products")
+async def products(request: Request):
+    currency = currency_of(request)
+    rows = await call(request, "cart", "list_products")
+    catalog = await variants(request, currency)
+    with_variants = "variants" in includes_of(request)
+    data = []
+    for product in rows:
+        own = [render_variant(v) for v in catalog.values() if v["product_id"] == product["id"]]
+        if not own:
+            continue
+        item = {"id": MAIN.encode(product["id"]), "name": product["name"], "slug": product["slug"],
+                "description": product["description"]}
+        if with_variants:
+            item["variants"] = {"data": own}
+        data.append(item)
+    return respond({"data": data})

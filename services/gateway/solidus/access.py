@@ -1,0 +1,83 @@
+"""Who may do what (research §2): an admin's API key, or a guest's order token.
+
+A guest's token is fixed for the order's life, so checking it against the order view
+cannot go stale. Whether the order may still change is not judged here: the service that
+owns what changes refuses (the Order once placed or while completing, the cart once
+locked, shipments once allocated), and errors.from_refusal renders it as Solidus would.
+"""
+from __future__ import annotations
+
+import hmac
+import os
+from typing import Any
+
+from fastapi import Request
+
+from services.gateway.reference import fetch_order
+from services.gateway.solidus.errors import NOT_FOUND, UNAUTHORIZED, ApiError
+
+MAX_TOKEN_LENGTH = 64
+# Solidus's `requires_authentication`: off by default, so guests check out with the order token.
+REQUIRE_API_KEY = os.environ.get("SOLIDUS_REQUIRE_API_KEY", "false").lower() in ("1", "true", "yes")
+
+
+def admin_key() -> str:
+    return os.environ.get("TILLSTREAM_ADMIN_KEY", "")
+
+
+def _bearer(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.query_params.get("token")
+
+
+def order_token(request: Request, body: dict[str, Any] | None = None) -> str | None:
+    token = request.headers.get("x-spree-order-token") or (body or {}).get("order_token") \
+        or request.query_params.get("order_token")
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH:
+        return None if token is None else ""  # present but unusable: refused like a wrong token
+    return token
+
+
+def is_admin(request: Request) -> bool:
+    """A caller with the admin API key. Fails closed: with no key configured nobody is an
+    admin; keys are compared in constant time, and a wrong one is not echoed back (unlike
+    Solidus's "Invalid API key (<key>) specified.": it may be a mistyped secret)."""
+    key = _bearer(request)
+    if key is None:
+        return False
+    configured = admin_key()
+    if not configured or not hmac.compare_digest(key.encode(), configured.encode()):
+        raise ApiError(401, {"error": "Invalid API key specified."})
+    return True
+
+
+async def authorize(request: Request, number: str, *, body: dict | None = None) -> dict:
+    """The order, if the caller may see it (admin key, or the order's own token)."""
+    admin = is_admin(request)
+    token = order_token(request, body)
+    order = await fetch_order(request, number)
+    if admin:
+        if order is None:
+            raise ApiError(404, NOT_FOUND)
+        return order
+    # A token for an unknown order is refused like a wrong token, as Solidus does.
+    if order is None or not isinstance(token, str) or not hmac.compare_digest(token.encode(),
+                                                                                order["guest_token"].encode()):
+        raise ApiError(401, UNAUTHORIZED)
+    return order
+
+
+def guest_token_for_owner(request: Request, body: dict) -> str | None:
+    """The guest's token, for a step the order service may authorise by itself (sparing a
+    read of the order): none for an admin, for a caller without a token, and when the step
+    needs the order first."""
+    if is_admin(request) or body.get("expected_total") is not None:
+        return None
+    return order_token(request, body) or None
+
+
+def require_admin(request: Request) -> None:
+    if not is_admin(request):
+        raise ApiError(401, UNAUTHORIZED)

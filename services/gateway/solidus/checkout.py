@@ -1,0 +1,114 @@
+"""Solidus checkout steps: update the checkout, `next`, and `complete` (the completion saga).
+
+Leaving `address` is answered by the shipping service, so `advance` waits (bounded) until
+the order view shows the answer to its own request, and reports a refusal with Solidus's
+error bodies.
+"""
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from fastapi import APIRouter, Request
+
+from services.gateway.paths import OrderNumber
+from services.gateway.reference import COMPLETE_WAIT_MS, VIEW_WAIT_MS
+from services.gateway.solidus.access import authorize, guest_token_for_owner
+from services.gateway.solidus.calls import command
+from services.gateway.solidus.errors import (
+    ApiError, completion_refused, could_not_transition, insufficient_stock, missing_param,
+)
+from services.gateway.solidus.payments import create_payment
+from services.gateway.solidus.render import order_response
+from services.gateway.solidus.requests import collection, params
+from services.gateway.solidus.shipments import select_rates
+
+router = APIRouter()
+
+DETAIL_KEYS = ("email", "use_billing", "bill_address", "bill_address_attributes", "ship_address",
+               "ship_address_attributes")
+
+
+def check_expected_total(body: dict, order: dict) -> None:
+    expected = body.get("expected_total")
+    if expected is None:
+        return
+    try:
+        matches = Decimal(str(expected)[:32]) == Decimal(str(order["total"]))
+    except InvalidOperation:
+        matches = False
+    if not matches:
+        raise ApiError(400, {"errors": {"expected_total": ["Expected total does not match actual total."]}})
+
+
+async def advance(request: Request, number: str, *, after: list[str] = (), guest_token: str | None = None,
+                  order: dict | None = None) -> dict:
+    """One `next`, once the view has the events in `after`; when it asks shipping for
+    delivery, wait for the answer. With `guest_token`, the Order authorises the guest."""
+    result = await command(request, "order", "advance", order=order, number=number, view_wait_ms=VIEW_WAIT_MS,
+                           after=list(after), guest_token=guest_token)
+    awaiting, order = result.get("awaiting"), result["order"]
+    refusal = order.get("refusal") or {}
+    if awaiting and refusal.get("request_id") == awaiting:
+        if refusal["code"] == "insufficient_stock":
+            raise insufficient_stock()
+        raise could_not_transition({"base": [refusal["message"]]})
+    return order
+
+
+@router.put("/checkouts/{number}/complete")
+async def complete(number: OrderNumber, request: Request):
+    """Runs the completion saga and answers with its outcome; if the saga has not settled
+    within GATEWAY_COMPLETE_WAIT_MS, 202 with the order still in progress."""
+    body = await params(request)
+    guest_token = guest_token_for_owner(request, body)
+    order = None
+    if guest_token is None:
+        order = await authorize(request, number, body=body)
+        check_expected_total(body, order)
+    result = await command(request, "order", "complete", order=order, number=number,
+                           view_wait_ms=COMPLETE_WAIT_MS, guest_token=guest_token)
+    awaiting, order = result["awaiting"], result["order"]
+    if order.get("pending_request") == awaiting:
+        return await order_response(request, order, 202)
+    refusal = order.get("refusal") or {}
+    if refusal.get("request_id") == awaiting:
+        raise completion_refused(refusal)
+    return await order_response(request, order)
+
+
+@router.put("/checkouts/{number}/next")
+async def next_step(number: OrderNumber, request: Request):
+    body = await params(request)
+    guest_token = guest_token_for_owner(request, body)
+    order = None
+    if guest_token is None:
+        order = await authorize(request, number, body=body)
+        check_expected_total(body, order)
+    return await order_response(request, await advance(request, number, guest_token=guest_token, order=order))
+
+
+@router.api_route("/checkouts/{number}", methods=["PATCH", "PUT"])
+async def update_checkout(number: OrderNumber, request: Request):
+    body = await params(request)
+    order = await authorize(request, number, body=body)
+    state = order["state"]
+    attributes = body.get("order")
+    if state in ("delivery", "payment") and (not isinstance(attributes, dict) or not attributes):
+        raise missing_param("order")
+    attributes = attributes if isinstance(attributes, dict) else {}
+    events: list[str] = []  # other services' events, which `next` must see in the view
+    if state in ("cart", "address") and any(k in attributes for k in DETAIL_KEYS):
+        # The order's own events are in the view when the command returns: nothing to wait for.
+        await command(request, "order", "update_details", order=order, number=number,
+                      email=attributes.get("email"),
+                      bill_address=attributes.get("bill_address_attributes", attributes.get("bill_address")),
+                      ship_address=attributes.get("ship_address_attributes", attributes.get("ship_address")),
+                      use_billing=attributes.get("use_billing") in (True, "true", "1", 1))
+    elif state == "delivery":
+        events += await select_rates(request, order, collection(attributes.get("shipments_attributes")))
+    elif state == "payment":
+        for attrs in collection(attributes.get("payments_attributes"))[:1]:
+            # Solidus overwrites the first payment's amount with the order total.
+            events += (await create_payment(request, order, attrs, amount=str(order["total"]),
+                                            error_prefix="payments."))["events"]
+    return await order_response(request, await advance(request, number, after=events, order=order))

@@ -1,0 +1,49 @@
+"""Solidus line items: add (or add to), set a quantity, remove."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from shared.jsonutil import json_response
+from services.gateway.paths import Id, OrderNumber
+from services.gateway.reference import await_view
+from services.gateway.solidus.access import authorize
+from services.gateway.solidus.calls import command
+from services.gateway.solidus.render import render_line_item
+from services.gateway.solidus.requests import as_int, params, require
+
+router = APIRouter()
+
+
+@router.post("/checkouts/{number}/line_items", status_code=201)
+@router.post("/orders/{number}/line_items", status_code=201)
+async def add_line_item(number: OrderNumber, request: Request) -> Response:
+    body = await params(request)
+    order = await authorize(request, number, body=body)
+    line_item = require(body, "line_item")
+    result = await command(request, "cart", "add_line_item", order=order, number=number,
+                           variant_id=as_int(line_item.get("variant_id")),
+                           quantity=as_int(line_item.get("quantity", 1)), currency=order["currency"])
+    await await_view(request, number, result["events"])
+    return json_response(render_line_item(result["line_item"], order["currency"]), status_code=201)
+
+
+@router.api_route("/checkouts/{number}/line_items/{line_id}", methods=["PATCH", "PUT"])
+async def update_line_item(number: OrderNumber, line_id: Id, request: Request):
+    body = await params(request)
+    order = await authorize(request, number, body=body)
+    line_item = require(body, "line_item")
+    result = await command(request, "cart", "set_line_quantity", order=order, number=number, line_id=line_id,
+                           quantity=as_int(line_item.get("quantity")))
+    await await_view(request, number, result["events"])
+    if result["line_item"] is None:  # quantity 0 removed the line
+        return Response(status_code=204)
+    return json_response(render_line_item(result["line_item"], order["currency"]))
+
+
+@router.delete("/checkouts/{number}/line_items/{line_id}", status_code=204)
+async def delete_line_item(number: OrderNumber, line_id: Id, request: Request):
+    order = await authorize(request, number, body=await params(request))
+    result = await command(request, "cart", "remove_line_item", order=order, number=number, line_id=line_id)
+    await await_view(request, number, result["events"])
+    return Response(status_code=204)

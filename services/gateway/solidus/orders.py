@@ -1,0 +1,90 @@
+"""Solidus orders: create, show, empty, coupon codes, and an admin's cancel."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from shared.errors import DomainError
+from shared.jsonutil import json_response
+from services.gateway.paths import Code, OrderNumber
+from services.gateway.reference import VIEW_WAIT_MS, await_view, call, fetch_order
+from services.gateway.solidus.access import REQUIRE_API_KEY, authorize, is_admin, require_admin
+from services.gateway.solidus.calls import command
+from services.gateway.solidus.errors import LOCKED_CODES, ApiError, refused_while_locked
+from services.gateway.solidus.render import order_response
+from services.gateway.solidus.requests import params
+
+router = APIRouter()
+
+
+@router.post("/orders", status_code=201)
+async def create_order(request: Request):
+    admin = is_admin(request)
+    if REQUIRE_API_KEY and not admin:
+        raise ApiError(401, {"error": "You must specify an API key."})
+    created = await command(request, "order", "create_order", view_wait_ms=VIEW_WAIT_MS)
+    return await order_response(request, created["order"], 201)
+
+
+@router.get("/orders/{number}")
+async def show_order(number: OrderNumber, request: Request):
+    return await order_response(request, await authorize(request, number))
+
+
+@router.put("/orders/{number}/empty")
+async def empty_order(number: OrderNumber, request: Request):
+    order = await authorize(request, number, body=await params(request))
+    result = await command(request, "cart", "empty_cart", order=order, number=number)
+    return await order_response(request, await fetch_order(request, number, result["events"]))
+
+
+@router.put("/orders/{number}/cancel")
+async def cancel(number: OrderNumber, request: Request):
+    """Admin: cancel a completed order; stock is restocked and payments voided or refunded
+    by the shipping and payment services reacting to order.OrderCanceled."""
+    require_admin(request)
+    await authorize(request, number)
+    result = await command(request, "order", "cancel", number=number, view_wait_ms=VIEW_WAIT_MS)
+    return await order_response(request, result["order"])
+
+
+# -- coupon codes ---------------------------------------------------------------
+COUPON_MESSAGES = {
+    "coupon_code_applied": "The coupon code was successfully applied to your order.",
+    "coupon_code_removed": "The coupon code was successfully removed from this order.",
+}
+
+
+def coupon_body(status_code: str | None, *, success: bool, message: str | None) -> dict:
+    return {"success": message if success else None, "error": None if success else message,
+            "successful": success, "status_code": status_code}
+
+
+async def _coupon(request: Request, order: dict, operation: str, code: str, done: str) -> Response:
+    number = order["number"]
+    try:
+        result = await call(request, "cart", operation, number=number, code=code)
+    except DomainError as refusal:
+        if refusal.code in LOCKED_CODES:
+            raise refused_while_locked(number, refusal.code, placed=bool(order.get("completed_at")),
+                                       admin=is_admin(request)) from None
+        return json_response(coupon_body(refusal.code, success=False, message=refusal.message), 422)
+    await await_view(request, number, result["events"])
+    return json_response(coupon_body(done, success=True, message=COUPON_MESSAGES[done]))
+
+
+@router.post("/orders/{number}/coupon_codes")
+async def apply_coupon(number: OrderNumber, request: Request):
+    body = await params(request)
+    order = await authorize(request, number, body=body)
+    code = body.get("coupon_code")
+    code = code.strip().lower() if isinstance(code, str) else ""
+    if not code:
+        return json_response(coupon_body(None, success=False, message=None), 422)
+    return await _coupon(request, order, "apply_coupon", code, "coupon_code_applied")
+
+
+@router.delete("/orders/{number}/coupon_codes/{code}")
+async def remove_coupon(number: OrderNumber, code: Code, request: Request):
+    order = await authorize(request, number, body=await params(request))
+    return await _coupon(request, order, "remove_coupon", code.strip().lower(), "coupon_code_removed")

@@ -1,0 +1,46 @@
+"""Restarting and killing the processes of the system under test, in either topology (in
+one process, the service's process is the whole system's)."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import httpx
+
+
+async def _restarted(system, process, old_pid: int) -> None:
+    deadline = time.monotonic() + 60
+    while process.pid == old_pid or not process.alive():
+        assert time.monotonic() < deadline, f"{process.name} was not restarted"
+        await asyncio.sleep(0.1)
+    await asyncio.to_thread(system.wait_ready, 90, (process.name,))
+
+
+async def reconfigure(system, service: str, **env: str | None) -> None:
+    """Restart the process hosting `service` with its environment changed (None: unset)."""
+    process = system.process_of(service)
+    process.env = {k: v for k, v in {**process.env, **env}.items() if v is not None}
+    process.restarts = 0
+    old = process.pid
+    os.kill(old, signal.SIGTERM)
+    await _restarted(system, process, old)
+
+
+async def kill_9(system, service: str) -> int:
+    """kill -9 the process hosting `service`; returns once the supervisor has it back."""
+    process = system.process_of(service)
+    old = process.pid
+    os.kill(old, signal.SIGKILL)
+    await _restarted(system, process, old)
+    return old
+
+
+async def request_surviving_a_crash(send) -> httpx.Response | None:
+    """A request that a crash of the system may cut off (in one process, the gateway dies
+    with the service it hosts): its response, or None if the connection went with it."""
+    try:
+        return await send()
+    except httpx.TransportError:
+        return None
