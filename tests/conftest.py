@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 import tempfile
 import uuid
 from pathlib import Path
@@ -123,11 +124,24 @@ def start_system(stack, topology: str, instances: int = 1):
     return running
 
 
+# The topologies the end-to-end tests marked `both_topologies` run against, each with its
+# own system (one after the other: pytest runs every test of one before starting the next).
+TOPOLOGIES = {"one-process": ("one-process", 1), "distributed": ("distributed", 2)}
+
+
+def pytest_generate_tests(metafunc):
+    if "system" in metafunc.fixturenames:
+        both = metafunc.definition.get_closest_marker("both_topologies") is not None
+        metafunc.parametrize("system", list(TOPOLOGIES) if both else ["one-process"], indirect=True,
+                             scope="session")
+
+
 @pytest.fixture(scope="session")
-def system(stack):
+def system(stack, request):
     """The whole system on free ports, sharing the suite's broker and database: one
-    Tillstream process (the default topology)."""
-    running = start_system(stack, "one-process")
+    Tillstream process (the default topology), or, for the tests marked `both_topologies`,
+    also each service apart, two instances of each, behind a gateway calling them over HTTP."""
+    running = start_system(stack, *TOPOLOGIES[request.param])
     try:
         yield running
     finally:
@@ -167,3 +181,16 @@ async def guest_order(gateway):
     assert response.status_code == 201, response.text
     body = response.json()
     return body["number"], {"X-Spree-Order-Token": body["token"]}
+
+
+@pytest.fixture
+def single_use_coupon(system):
+    """A new coupon with one use (3.00 off), fresh for each test and each topology's run: the
+    stores outlive a run, and a use once spent stays spent."""
+    def make(value: str = "3.00") -> tuple[str, int]:
+        promotion_id = 100_000 + time.monotonic_ns() % 1_000_000_000
+        code = f"once{promotion_id}"
+        system.call("cart", "load_promotions", promotions=[{
+            "id": promotion_id, "name": code, "code": code, "kind": "order_flat", "value": value, "usage_limit": 1}])
+        return code, promotion_id
+    return make

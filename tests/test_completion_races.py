@@ -173,12 +173,10 @@ async def test_process_racing_a_basket_change(gateway, stack, kind):
 
 
 # -- a single-use coupon raced by two orders, one per dialect --------------------------------
-async def test_two_orders_racing_for_a_single_use_coupon_through_both_dialects(gateway, system, stack):
-    await system.acall("cart", "load_promotions", promotions=[
-        {"id": 700 + n, "name": f"Race {n}", "code": f"race{n}", "kind": "order_flat", "value": "1.00",
-         "usage_limit": 1} for n in range(5)])
+@pytest.mark.both_topologies
+async def test_two_orders_racing_for_a_single_use_coupon_through_both_dialects(gateway, stack, single_use_coupon):
     for n in range(5):
-        code = f"race{n}"
+        code, promotion_id = single_use_coupon("1.00")
         solidus, token, _, _ = await full_flow(gateway, card=None, coupon=code, complete=False)
         order_id = await placed_ready_order(gateway, quantity=1)
         candy = getcandy_number(order_id)
@@ -209,7 +207,7 @@ async def test_two_orders_racing_for_a_single_use_coupon_through_both_dialects(g
         conn = await asyncpg.connect(stack.database_url)
         try:
             uses = await conn.fetch("SELECT order_number, completed FROM cart.promotion_uses WHERE promotion_id = $1",
-                                    700 + n)
+                                    promotion_id)
         finally:
             await conn.close()
         assert [(r["order_number"], r["completed"]) for r in uses] == [(with_coupon[0], True)]
@@ -225,6 +223,7 @@ async def events_of(stack, number: str) -> dict[str, int]:
         await conn.close()
 
 
+@pytest.mark.both_topologies
 async def test_a_placed_solidus_order_refuses_every_change_by_its_guest(gateway, stack):
     number, token, total, completed = await full_flow(gateway, card=None, coupon="10off")
     assert completed.status_code == 200
@@ -257,6 +256,7 @@ async def test_a_placed_solidus_order_refuses_every_change_by_its_guest(gateway,
     assert after_ == before
 
 
+@pytest.mark.both_topologies
 async def test_a_placed_getcandy_order_refuses_every_change(gateway, stack):
     order_id = await placed_ready_order(gateway, quantity=1)
     assert (await gateway.post("/api/v1/orders/process", json={"order_id": order_id, "payment_token": "x"})
@@ -297,6 +297,7 @@ async def test_a_placed_getcandy_order_refuses_every_change(gateway, stack):
     assert after_ == before
 
 
+@pytest.mark.both_topologies
 async def test_while_a_completion_holds_the_order_every_change_waits_its_turn_with_409(gateway, stack, faults):
     """Hold a completion after its cart is locked and its stock allocated (its payment step
     held still): each service refuses its part of a change, and the order completes with

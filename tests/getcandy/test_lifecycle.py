@@ -11,6 +11,9 @@ from hashids import Hashids
 
 from services.gateway.getcandy.ids import ORDERS
 
+# The same tests against both topologies (tests/conftest.py).
+pytestmark = pytest.mark.both_topologies
+
 MAIN = Hashids(salt="main", min_length=8, alphabet="abcdefghijklmnopqrstuvwxyz0123456789")
 V_ID = 950
 V = MAIN.encode(V_ID)

@@ -2,10 +2,15 @@
 against the running services. Numbers refer to the checks in solidus-api.md §12."""
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 import re
 
 from tests.solidus.conftest import ADMIN, V1
+
+# The same tests against both topologies (tests/conftest.py).
+pytestmark = pytest.mark.both_topologies
 
 
 async def test_2_guest_creates_an_empty_order(gateway):

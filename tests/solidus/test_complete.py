@@ -2,6 +2,8 @@
 for a check and a card payment, and the saga's compensations (research §12: 20-24)."""
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 from decimal import Decimal
 
@@ -9,6 +11,9 @@ import asyncpg
 
 from tests.solidus.conftest import V1
 from tests.solidus.test_checkout import ADDRESS, CARD, in_payment
+
+# The same tests against both topologies (tests/conftest.py).
+pytestmark = pytest.mark.both_topologies
 
 
 async def full_flow(gateway, *, card: dict | None, variant_id=V1, quantity=1, coupon: str | None = "10off",
@@ -215,8 +220,9 @@ async def test_admin_cancels_a_completed_order(gateway, stack):
     assert (await gateway.put(f"/api/orders/{number}/cancel", headers=ADMIN)).status_code == 422
 
 
-async def test_single_use_coupon_is_used_up_by_a_completed_order(gateway):
-    number, token, total, complete = await full_flow(gateway, card=None, coupon="welcome")
+async def test_single_use_coupon_is_used_up_by_a_completed_order(gateway, single_use_coupon):
+    code, _ = single_use_coupon()
+    number, token, total, complete = await full_flow(gateway, card=None, coupon=code)
     assert complete.status_code == 200
 
     async def refused_elsewhere():
@@ -225,7 +231,7 @@ async def test_single_use_coupon_is_used_up_by_a_completed_order(gateway):
         await gateway.post(f"/api/checkouts/{other['number']}/line_items",
                            json={"line_item": {"variant_id": V1}}, headers=headers)
         response = await gateway.post(f"/api/orders/{other['number']}/coupon_codes",
-                                      json={"coupon_code": "welcome"}, headers=headers)
+                                      json={"coupon_code": code}, headers=headers)
         return response.status_code == 422 and response.json()["status_code"] == "coupon_code_max_usage"
     await wait_for(refused_elsewhere)
 
@@ -260,15 +266,14 @@ async def test_the_order_service_authorises_a_guests_next_and_complete(gateway, 
         await asyncio.sleep(0.1)
 
 
-async def test_a_coupon_used_up_while_the_order_waited_is_removed_at_complete(gateway, system):
+async def test_a_coupon_used_up_while_the_order_waited_is_removed_at_complete(gateway, single_use_coupon):
     """Solidus's completion guard "promotions still eligible": the coupon goes, the checkout
     restarts at `address`, and the guest is told to check the new amounts (422)."""
     from tests.solidus.conftest import ADMIN
 
-    await system.acall("cart", "load_promotions", promotions=[{
-        "id": 90, "name": "Once only", "code": "onceonly", "kind": "order_flat", "value": "3.00", "usage_limit": 1}])
-    first, first_token, _, _ = await full_flow(gateway, card=None, coupon="onceonly", complete=False)
-    second, second_token, _, _ = await full_flow(gateway, card=None, coupon="onceonly", complete=False)
+    code, _ = single_use_coupon()
+    first, first_token, _, _ = await full_flow(gateway, card=None, coupon=code, complete=False)
+    second, second_token, _, _ = await full_flow(gateway, card=None, coupon=code, complete=False)
     # The first completion locks its cart and reserves the coupon's only use.
     assert (await gateway.put(f"/api/checkouts/{first}/complete", headers=first_token)).status_code == 200
 

@@ -1,10 +1,15 @@
 """Issue 4's contention guarantee: 50 concurrent checkouts for a variant with 10 units."""
 from __future__ import annotations
 
+import pytest
+
 import asyncio
 
 
 from tests.solidus.test_complete import full_flow, stock_of
+
+# The same tests against both topologies (tests/conftest.py).
+pytestmark = pytest.mark.both_topologies
 
 SCARCE = 900
 
