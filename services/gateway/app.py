@@ -18,10 +18,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from shared import context
 from shared.commandbus import CommandBus, ServiceUnavailable
 from shared.logs import log_fields
 from shared.service import install_common
-from services.gateway import getcandy, solidus
+from services.gateway import getcandy, openapi, solidus
 from services.gateway.admission import AdmissionControl
 from services.gateway.getcandy.errors import GetCandyError, error as getcandy_error
 from services.gateway.getcandy.ids import id_secret
@@ -36,6 +37,7 @@ Readiness = Callable[[], Awaitable[dict[str, bool]]]
 def create_gateway(bus: CommandBus, readiness: Readiness, *, lifespan=None) -> FastAPI:
     id_secret()  # fails closed: no GetCandy id can be issued or checked without the install's secret
     app = FastAPI(title="Tillstream", lifespan=lifespan)
+    openapi.install(app)
     app.state.bus = bus
     # Added before install_common, so the request context (access log, latency metrics) wraps
     # it and a request's time waiting for admission counts in its latency.
@@ -70,6 +72,16 @@ def create_gateway(bus: CommandBus, readiness: Readiness, *, lifespan=None) -> F
         body = (getcandy_error(503, UNAVAILABLE).body if request.url.path.startswith("/api/v1/")
                 else {"error": UNAVAILABLE})
         return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        """The last resort: never a bare 500. The dialect's body names the request's id, under
+        which the failure is logged (the fuzzing in the suite finds none)."""
+        reference = context.current_correlation_id()
+        log.error("unexpected failure", exc_info=exc, extra=log_fields(path=request.url.path, reference=reference))
+        message = f"Something went wrong on our side (reference {reference})."
+        body = (getcandy_error(500, message).body if request.url.path.startswith("/api/v1/") else {"error": message})
+        return JSONResponse(body, status_code=500, headers={"X-Request-Id": reference})
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz():

@@ -13,6 +13,10 @@ from services.gateway.getcandy.requests import body_of, currency_of, quantity_of
 from services.gateway.paths import Hash
 from services.gateway.reference import VIEW_WAIT_MS, await_view, call, fetch_order
 from shared.validation import ascii_int
+from services.gateway.openapi import request_body
+from services.gateway.getcandy.schemas import (
+    CandyBasketEnvelope, BasketLinesRequest, BasketCouponRequest, DiscountRequest, QuantityRequest, responses, validated,
+)
 
 router = APIRouter()
 MAX_LINES = 100  # variants in one request
@@ -70,7 +74,7 @@ async def add_lines(request: Request, order: dict, lines: list[tuple]) -> list[s
 
 
 async def _basket_lines(request: Request, *, replace: bool) -> Response:
-    body = await body_of(request)
+    body = validated(BasketLinesRequest, await body_of(request))
     currency = currency_of(request, body)
     number = order_number(BASKETS, body["basket_id"]) if "basket_id" in body else None
     order = await fetch_order(request, number) if number else None
@@ -90,17 +94,19 @@ async def _basket_lines(request: Request, *, replace: bool) -> Response:
     return respond({"data": render_basket(await order_view(request, number, events))})
 
 
-@router.post("/basket-lines")
+@router.post("/basket-lines", responses=responses(200, CandyBasketEnvelope),
+             openapi_extra=request_body(BasketLinesRequest, form=False))
 async def post_basket_lines(request: Request):
     return await _basket_lines(request, replace=False)
 
 
-@router.post("/baskets")
+@router.post("/baskets", responses=responses(200, CandyBasketEnvelope),
+             openapi_extra=request_body(BasketLinesRequest, form=False))
 async def post_baskets(request: Request):
     return await _basket_lines(request, replace=True)
 
 
-@router.get("/baskets/{basket_id}")
+@router.get("/baskets/{basket_id}", responses=responses(200, CandyBasketEnvelope))
 async def get_basket(basket_id: Hash, request: Request):
     number = order_number(BASKETS, basket_id)
     if number is None:
@@ -135,30 +141,33 @@ def current_quantity(order: dict, line_id: int) -> int:
     return next(l["quantity"] for l in order["line_items"] if l["id"] == line_id)
 
 
-@router.put("/basket-lines/{line_hash}")
+@router.put("/basket-lines/{line_hash}", responses=responses(200, CandyBasketEnvelope),
+            openapi_extra=request_body(QuantityRequest, form=False))
 async def put_basket_line(line_hash: Hash, request: Request):
-    quantity = quantity_of(await body_of(request), default=None)
+    quantity = quantity_of(validated(QuantityRequest, await body_of(request)), default=None)
     if quantity < 1:
         raise invalid({"quantity": ["The quantity must be at least 1."]})
     line_id, order = await line_and_basket(request, line_hash)
     return await _set_line(request, order, line_id, quantity)
 
 
-@router.post("/basket-lines/{line_hash}/add")
+@router.post("/basket-lines/{line_hash}/add", responses=responses(200, CandyBasketEnvelope),
+             openapi_extra=request_body(QuantityRequest, form=False))
 async def add_to_basket_line(line_hash: Hash, request: Request):
-    quantity = quantity_of(await body_of(request), default=1)
+    quantity = quantity_of(validated(QuantityRequest, await body_of(request)), default=1)
     line_id, order = await line_and_basket(request, line_hash)
     return await _set_line(request, order, line_id, current_quantity(order, line_id) + quantity)
 
 
-@router.put("/basket-lines/{line_hash}/remove")
+@router.put("/basket-lines/{line_hash}/remove", responses=responses(200, CandyBasketEnvelope),
+            openapi_extra=request_body(QuantityRequest, form=False))
 async def remove_from_basket_line(line_hash: Hash, request: Request):
-    quantity = quantity_of(await body_of(request), default=1)
+    quantity = quantity_of(validated(QuantityRequest, await body_of(request)), default=1)
     line_id, order = await line_and_basket(request, line_hash)
     return await _set_line(request, order, line_id, current_quantity(order, line_id) - quantity)
 
 
-@router.delete("/basket-lines/{line_hash}")
+@router.delete("/basket-lines/{line_hash}", status_code=204, responses=responses(204))
 async def delete_basket_line(line_hash: Hash, request: Request):
     line_id, order = await line_and_basket(request, line_hash)
     result = await command(request, "cart", "remove_line_item", order=order, placed_message=BASKET_PLACED,
@@ -167,9 +176,10 @@ async def delete_basket_line(line_hash: Hash, request: Request):
     return Response(status_code=204)
 
 
-@router.put("/baskets/{basket_id}/discounts")
+@router.put("/baskets/{basket_id}/discounts", responses=responses(200, CandyBasketEnvelope),
+            openapi_extra=request_body(BasketCouponRequest, form=False))
 async def add_discount(basket_id: Hash, request: Request):
-    body = await body_of(request)
+    body = validated(BasketCouponRequest, await body_of(request))
     number = order_number(BASKETS, basket_id)
     order = await fetch_order(request, number) if number else None
     if order is None:
@@ -183,9 +193,10 @@ async def add_discount(basket_id: Hash, request: Request):
     return respond({"data": render_basket(await order_view(request, number, result["events"]))})
 
 
-@router.delete("/baskets/{basket_id}/discounts")
+@router.delete("/baskets/{basket_id}/discounts", responses=responses(200, CandyBasketEnvelope),
+               openapi_extra=request_body(DiscountRequest, form=False))
 async def remove_discount(basket_id: Hash, request: Request):
-    body = await body_of(request)
+    body = validated(DiscountRequest, await body_of(request))
     number = order_number(BASKETS, basket_id)
     order = await fetch_order(request, number) if number else None
     if order is None:

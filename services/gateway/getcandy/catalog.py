@@ -8,11 +8,12 @@ from services.gateway.getcandy.ids import MAIN
 from services.gateway.getcandy.render import render_variant, respond
 from services.gateway.getcandy.requests import currency_of, includes_of
 from services.gateway.reference import call
+from services.gateway.getcandy.schemas import CandyList, responses
 
 router = APIRouter()
 
 
-@router.get("/products")
+@router.get("/products", responses=responses(200, CandyList))
 async def products(request: Request):
     currency = currency_of(request)
     rows = await call(request, "cart", "list_products")

@@ -15,6 +15,10 @@ from services.gateway.getcandy.render import _truncate, minor, render_order, res
 from services.gateway.getcandy.requests import body_of, includes_of, validate_address
 from services.gateway.paths import Hash
 from services.gateway.reference import VIEW_WAIT_MS, call, fetch_order
+from services.gateway.openapi import request_body
+from services.gateway.getcandy.schemas import (
+    CandyAddressRequest, ContactRequest, CandyList, CandyOrderEnvelope, OrderRequest, PriceRequest, responses, validated,
+)
 
 router = APIRouter()
 
@@ -30,9 +34,9 @@ async def find_order(request: Request, order_hash: Any) -> dict:
     return await order_view(request, number_of(order_hash))
 
 
-@router.post("/orders")
+@router.post("/orders", responses=responses(200, CandyOrderEnvelope), openapi_extra=request_body(OrderRequest, form=False))
 async def create_order(request: Request):
-    body = await body_of(request)
+    body = validated(OrderRequest, await body_of(request))
     if not body.get("basket_id"):
         raise invalid({"basket_id": ["The basket id field is required."]})
     number = order_number(BASKETS, body["basket_id"])
@@ -46,7 +50,7 @@ async def create_order(request: Request):
     return respond({"data": render_order(order, includes_of(request, body))})
 
 
-@router.get("/orders/{order_hash}")
+@router.get("/orders/{order_hash}", responses=responses(200, CandyOrderEnvelope))
 async def show_order(order_hash: Hash, request: Request):
     return respond({"data": render_order(await find_order(request, order_hash), includes_of(request))})
 
@@ -58,7 +62,7 @@ def address_refused(refusal) -> Exception:
 
 
 async def _set_address(request: Request, order_hash: str, kind: str) -> Response:
-    body = await body_of(request)
+    body = validated(CandyAddressRequest, await body_of(request))
     address = validate_address(body)  # validation comes before the lookup, as in the original
     # An unknown order is the command's own 404: no read precedes it.
     result = await command(request, "order", "update_details", refused=address_refused, number=number_of(order_hash),
@@ -66,12 +70,14 @@ async def _set_address(request: Request, order_hash: str, kind: str) -> Response
     return respond({"data": render_order(result["order"], includes_of(request, body))})
 
 
-@router.put("/orders/{order_hash}/shipping/address")
+@router.put("/orders/{order_hash}/shipping/address", responses=responses(200, CandyOrderEnvelope),
+            openapi_extra=request_body(CandyAddressRequest, form=False))
 async def shipping_address(order_hash: Hash, request: Request):
     return await _set_address(request, order_hash, "ship")
 
 
-@router.put("/orders/{order_hash}/billing/address")
+@router.put("/orders/{order_hash}/billing/address", responses=responses(200, CandyOrderEnvelope),
+            openapi_extra=request_body(CandyAddressRequest, form=False))
 async def billing_address(order_hash: Hash, request: Request):
     return await _set_address(request, order_hash, "bill")
 
@@ -84,7 +90,7 @@ async def shipping_options(request: Request, order: dict) -> list[dict]:
                       currency=order["currency"])
 
 
-@router.get("/orders/{order_hash}/shipping/methods")
+@router.get("/orders/{order_hash}/shipping/methods", responses=responses(200, CandyList))
 async def shipping_methods(order_hash: Hash, request: Request):
     order = await find_order(request, order_hash)
     rate = Decimal(order["tax_rate"])
@@ -98,9 +104,10 @@ async def shipping_methods(order_hash: Hash, request: Request):
     } for m in await shipping_options(request, order)]})
 
 
-@router.put("/orders/{order_hash}/shipping/cost")
+@router.put("/orders/{order_hash}/shipping/cost", responses=responses(200, CandyOrderEnvelope),
+            openapi_extra=request_body(PriceRequest, form=False))
 async def shipping_cost(order_hash: Hash, request: Request):
-    body = await body_of(request)
+    body = validated(PriceRequest, await body_of(request))
     if not body.get("price_id"):
         raise invalid({"price_id": ["Please choose a shipping option"]})
     method_id = decode(MAIN, body["price_id"])
@@ -124,9 +131,10 @@ async def shipping_cost(order_hash: Hash, request: Request):
     return respond({"data": render_order(order, includes_of(request, body))})
 
 
-@router.put("/orders/{order_hash}/contact")
+@router.put("/orders/{order_hash}/contact", responses=responses(200, CandyOrderEnvelope),
+            openapi_extra=request_body(ContactRequest, form=False))
 async def contact(order_hash: Hash, request: Request):
-    body = await body_of(request)
+    body = validated(ContactRequest, await body_of(request))
     email, phone = body.get("email") or None, body.get("phone") or None
     if not isinstance(email, (str, type(None))) or not isinstance(phone, (str, int, type(None))) \
             or len(str(email or "")) > 254 or len(str(phone or "")) > 40:

@@ -12,6 +12,8 @@ from services.gateway.getcandy.orders import find_order
 from services.gateway.getcandy.render import render_order, respond
 from services.gateway.getcandy.requests import body_of
 from services.gateway.reference import COMPLETE_WAIT_MS, await_view, payment_methods
+from services.gateway.openapi import request_body
+from services.gateway.getcandy.schemas import CandyList, CandyObject, CandyOrderEnvelope, ProcessRequest, responses, validated
 
 router = APIRouter()
 PLACED_INCLUDES = {"lines", "shipping", "discounts"}
@@ -22,12 +24,12 @@ async def payment_types(request: Request) -> list[dict]:
     return [m for m in methods if m["method_type"] == "gateway" and m.get("handle")]
 
 
-@router.get("/payments/provider")
+@router.get("/payments/provider", responses=responses(200, CandyObject))
 async def provider(request: Request):
     return respond({"data": {"name": "Offline", "client_token": "OFFLINE"}})
 
 
-@router.get("/payments/types")
+@router.get("/payments/types", responses=responses(200, CandyList))
 async def types(request: Request):
     return respond({"data": [{"id": MAIN.encode(m["id"]), "name": m["name"], "handle": m["handle"],
                               "driver": "bogus", "success_status": "payment-received"}
@@ -40,9 +42,10 @@ def processed_already(refusal: DomainError) -> Exception:
     return error(422, refusal.message or "The order could not be processed")
 
 
-@router.post("/orders/process")
+@router.post("/orders/process", responses=responses(200, CandyOrderEnvelope) | {202: {"model": CandyOrderEnvelope}},
+             openapi_extra=request_body(ProcessRequest, form=False))
 async def process(request: Request):
-    body = await body_of(request)
+    body = validated(ProcessRequest, await body_of(request))
     errors: dict[str, list[str]] = {}
     if not body.get("order_id"):
         errors["order_id"] = ["The order id field is required."]

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from shared.jsonutil import json_response
 from services.gateway.reference import call
 from services.gateway.solidus.render import listing, render_variant
+from services.gateway.solidus.schemas import CountriesPage, ProductsPage, VariantsPage, responses
 
 router = APIRouter()
 
@@ -15,12 +16,12 @@ async def priced_variants(request: Request) -> list[dict]:
             if v["price"] is not None]
 
 
-@router.get("/variants")
+@router.get("/variants", responses=responses(200, VariantsPage, auth=False))
 async def list_variants(request: Request):
     return json_response(listing("variants", await priced_variants(request)))
 
 
-@router.get("/products")
+@router.get("/products", responses=responses(200, ProductsPage, auth=False))
 async def list_products(request: Request):
     products = await call(request, "cart", "list_products")
     variants = await priced_variants(request)
@@ -35,7 +36,7 @@ async def list_products(request: Request):
     return json_response(listing("products", rendered))
 
 
-@router.get("/countries")
+@router.get("/countries", responses=responses(200, CountriesPage, auth=False))
 async def countries(request: Request):
     rows = await call(request, "order", "countries")
     items = [{k: c[k] for k in ("id", "iso_name", "iso", "iso3", "name", "numcode", "states_required")}

@@ -19,8 +19,10 @@ from services.gateway.solidus.errors import (
 )
 from services.gateway.solidus.payments import create_payment
 from services.gateway.solidus.render import order_response
-from services.gateway.solidus.requests import collection, params
+from services.gateway.solidus.requests import CheckoutRequest, StepRequest, collection, params, validated
 from services.gateway.solidus.shipments import select_rates
+from services.gateway.openapi import request_body
+from services.gateway.solidus.schemas import Order, responses
 
 router = APIRouter()
 
@@ -55,11 +57,12 @@ async def advance(request: Request, number: str, *, after: list[str] = (), guest
     return order
 
 
-@router.put("/checkouts/{number}/complete")
+@router.put("/checkouts/{number}/complete", openapi_extra=request_body(StepRequest),
+            responses=responses(200, Order, locked=True) | {202: {"model": Order, "description": "Still completing"}})
 async def complete(number: OrderNumber, request: Request):
     """Runs the completion saga and answers with its outcome; if the saga has not settled
     within GATEWAY_COMPLETE_WAIT_MS, 202 with the order still in progress."""
-    body = await params(request)
+    body = validated(StepRequest, await params(request))
     guest_token = guest_token_for_owner(request, body)
     order = None
     if guest_token is None:
@@ -76,9 +79,10 @@ async def complete(number: OrderNumber, request: Request):
     return await order_response(request, order)
 
 
-@router.put("/checkouts/{number}/next")
+@router.put("/checkouts/{number}/next", openapi_extra=request_body(StepRequest),
+            responses=responses(200, Order, locked=True))
 async def next_step(number: OrderNumber, request: Request):
-    body = await params(request)
+    body = validated(StepRequest, await params(request))
     guest_token = guest_token_for_owner(request, body)
     order = None
     if guest_token is None:
@@ -87,9 +91,11 @@ async def next_step(number: OrderNumber, request: Request):
     return await order_response(request, await advance(request, number, guest_token=guest_token, order=order))
 
 
-@router.api_route("/checkouts/{number}", methods=["PATCH", "PUT"])
+@router.patch("/checkouts/{number}", openapi_extra=request_body(CheckoutRequest), responses=responses(200, Order, locked=True))
+@router.put("/checkouts/{number}", openapi_extra=request_body(CheckoutRequest), responses=responses(200, Order, locked=True))
 async def update_checkout(number: OrderNumber, request: Request):
     body = await params(request)
+    validated(CheckoutRequest, {**body, "order": body["order"] if isinstance(body.get("order"), dict) else None})
     order = await authorize(request, number, body=body)
     state = order["state"]
     attributes = body.get("order")

@@ -10,15 +10,19 @@ from services.gateway.reference import await_view
 from services.gateway.solidus.access import authorize
 from services.gateway.solidus.calls import command
 from services.gateway.solidus.render import render_line_item
-from services.gateway.solidus.requests import as_int, params, require
+from services.gateway.solidus.requests import LineItemRequest, as_int, params, require, validated
+from services.gateway.openapi import request_body
+from services.gateway.solidus.schemas import LineItem, responses
 
 router = APIRouter()
 
 
-@router.post("/checkouts/{number}/line_items", status_code=201)
-@router.post("/orders/{number}/line_items", status_code=201)
+@router.post("/checkouts/{number}/line_items", status_code=201, responses=responses(201, LineItem, locked=True),
+             openapi_extra=request_body(LineItemRequest))
+@router.post("/orders/{number}/line_items", status_code=201, responses=responses(201, LineItem, locked=True),
+             openapi_extra=request_body(LineItemRequest))
 async def add_line_item(number: OrderNumber, request: Request) -> Response:
-    body = await params(request)
+    body = validated(LineItemRequest, await params(request))
     order = await authorize(request, number, body=body)
     line_item = require(body, "line_item")
     result = await command(request, "cart", "add_line_item", order=order, number=number,
@@ -28,9 +32,14 @@ async def add_line_item(number: OrderNumber, request: Request) -> Response:
     return json_response(render_line_item(result["line_item"], order["currency"]), status_code=201)
 
 
-@router.api_route("/checkouts/{number}/line_items/{line_id}", methods=["PATCH", "PUT"])
+@router.patch("/checkouts/{number}/line_items/{line_id}",
+               responses=responses(200, LineItem, locked=True) | {204: {"description": "The line was removed"}},
+               openapi_extra=request_body(LineItemRequest))
+@router.put("/checkouts/{number}/line_items/{line_id}",
+             responses=responses(200, LineItem, locked=True) | {204: {"description": "The line was removed"}},
+             openapi_extra=request_body(LineItemRequest))
 async def update_line_item(number: OrderNumber, line_id: Id, request: Request):
-    body = await params(request)
+    body = validated(LineItemRequest, await params(request))
     order = await authorize(request, number, body=body)
     line_item = require(body, "line_item")
     result = await command(request, "cart", "set_line_quantity", order=order, number=number, line_id=line_id,
@@ -41,7 +50,7 @@ async def update_line_item(number: OrderNumber, line_id: Id, request: Request):
     return json_response(render_line_item(result["line_item"], order["currency"]))
 
 
-@router.delete("/checkouts/{number}/line_items/{line_id}", status_code=204)
+@router.delete("/checkouts/{number}/line_items/{line_id}", status_code=204, responses=responses(204, locked=True))
 async def delete_line_item(number: OrderNumber, line_id: Id, request: Request):
     order = await authorize(request, number, body=await params(request))
     result = await command(request, "cart", "remove_line_item", order=order, number=number, line_id=line_id)

@@ -12,12 +12,14 @@ from services.gateway.solidus.access import REQUIRE_API_KEY, authorize, is_admin
 from services.gateway.solidus.calls import command
 from services.gateway.solidus.errors import LOCKED_CODES, ApiError, refused_while_locked
 from services.gateway.solidus.render import order_response
-from services.gateway.solidus.requests import params
+from services.gateway.solidus.requests import CouponRequest, params, validated
+from services.gateway.openapi import request_body
+from services.gateway.solidus.schemas import CouponResult, Order, responses
 
 router = APIRouter()
 
 
-@router.post("/orders", status_code=201)
+@router.post("/orders", status_code=201, responses=responses(201, Order))
 async def create_order(request: Request):
     admin = is_admin(request)
     if REQUIRE_API_KEY and not admin:
@@ -26,19 +28,19 @@ async def create_order(request: Request):
     return await order_response(request, created["order"], 201)
 
 
-@router.get("/orders/{number}")
+@router.get("/orders/{number}", responses=responses(200, Order))
 async def show_order(number: OrderNumber, request: Request):
     return await order_response(request, await authorize(request, number))
 
 
-@router.put("/orders/{number}/empty")
+@router.put("/orders/{number}/empty", responses=responses(200, Order, locked=True))
 async def empty_order(number: OrderNumber, request: Request):
     order = await authorize(request, number, body=await params(request))
     result = await command(request, "cart", "empty_cart", order=order, number=number)
     return await order_response(request, await fetch_order(request, number, result["events"]))
 
 
-@router.put("/orders/{number}/cancel")
+@router.put("/orders/{number}/cancel", responses=responses(200, Order))
 async def cancel(number: OrderNumber, request: Request):
     """Admin: cancel a completed order; stock is restocked and payments voided or refunded
     by the shipping and payment services reacting to order.OrderCanceled."""
@@ -73,9 +75,10 @@ async def _coupon(request: Request, order: dict, operation: str, code: str, done
     return json_response(coupon_body(done, success=True, message=COUPON_MESSAGES[done]))
 
 
-@router.post("/orders/{number}/coupon_codes")
+@router.post("/orders/{number}/coupon_codes", responses=responses(200, CouponResult, locked=True),
+             openapi_extra=request_body(CouponRequest))
 async def apply_coupon(number: OrderNumber, request: Request):
-    body = await params(request)
+    body = validated(CouponRequest, await params(request))
     order = await authorize(request, number, body=body)
     code = body.get("coupon_code")
     code = code.strip().lower() if isinstance(code, str) else ""
@@ -84,7 +87,7 @@ async def apply_coupon(number: OrderNumber, request: Request):
     return await _coupon(request, order, "apply_coupon", code, "coupon_code_applied")
 
 
-@router.delete("/orders/{number}/coupon_codes/{code}")
+@router.delete("/orders/{number}/coupon_codes/{code}", responses=responses(200, CouponResult, locked=True))
 async def remove_coupon(number: OrderNumber, code: Code, request: Request):
     order = await authorize(request, number, body=await params(request))
     return await _coupon(request, order, "remove_coupon", code.strip().lower(), "coupon_code_removed")

@@ -12,7 +12,9 @@ from services.gateway.solidus.access import authorize, require_admin
 from services.gateway.solidus.calls import command
 from services.gateway.solidus.errors import NOT_FOUND, ApiError
 from services.gateway.solidus.render import render_payment, render_payment_method
-from services.gateway.solidus.requests import as_int, params, require
+from services.gateway.solidus.requests import PaymentRequest, as_int, params, require, validated
+from services.gateway.openapi import request_body
+from services.gateway.solidus.schemas import NewPayment, Payment, responses
 
 router = APIRouter()
 
@@ -23,7 +25,7 @@ async def create_payment(request: Request, order: dict, attrs: dict, *, amount: 
                          source=attrs.get("source_attributes", attrs.get("source")), error_prefix=error_prefix)
 
 
-@router.get("/orders/{number}/payments/new")
+@router.get("/orders/{number}/payments/new", responses=responses(200, NewPayment))
 async def new_payment(number: OrderNumber, request: Request):
     await authorize(request, number)
     methods = [render_payment_method(m) for m in await payment_methods(request)]
@@ -32,10 +34,12 @@ async def new_payment(number: OrderNumber, request: Request):
                                          "customer_metadata"], "payment_methods": methods})
 
 
-@router.post("/orders/{number}/payments", status_code=201)
-@router.post("/checkouts/{number}/payments", status_code=201)
+@router.post("/orders/{number}/payments", status_code=201, responses=responses(201, Payment, locked=True),
+             openapi_extra=request_body(PaymentRequest))
+@router.post("/checkouts/{number}/payments", status_code=201, responses=responses(201, Payment, locked=True),
+             openapi_extra=request_body(PaymentRequest))
 async def post_payment(number: OrderNumber, request: Request):
-    body = await params(request)
+    body = validated(PaymentRequest, await params(request))
     order = await authorize(request, number, body=body)
     attrs = require(body, "payment")
     result = await create_payment(request, order, attrs, amount=attrs.get("amount"))
@@ -45,7 +49,7 @@ async def post_payment(number: OrderNumber, request: Request):
     return json_response({k: v for k, v in rendered.items() if k not in ("payment_method", "source")}, 201)
 
 
-@router.put("/orders/{number}/payments/{payment_id}/{action}")
+@router.put("/orders/{number}/payments/{payment_id}/{action}", responses=responses(200, Payment))
 async def payment_action(number: OrderNumber, payment_id: Id, action: Code, request: Request):
     """Admin `capture` or `void` of a payment; the order's payment state follows."""
     require_admin(request)

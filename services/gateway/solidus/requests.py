@@ -2,13 +2,15 @@
 merges them; bounded in size (the admission layer), depth and fields."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 from fastapi import Request
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from shared.validation import MAX_JSON_DEPTH, BadJson, ascii_int, parse_json_object
-from services.gateway.solidus.errors import bad_request, missing_param
+from services.gateway.solidus.errors import bad_request, invalid_resource, missing_param
 
 MAX_FORM_FIELDS = 200
 
@@ -72,3 +74,166 @@ def collection(value: Any) -> list[dict]:
     else:
         return []
     return [item for item in items if isinstance(item, dict)]
+
+
+# -- the request bodies, bounded: what OpenAPI documents, and what a request may hold --------
+# Solidus reads form and JSON bodies alike, so a value may arrive as a string ("2") or a
+# number (2): each scalar field takes either, bounded; what the value means (a quantity of
+# 1 to 10,000, an amount within numeric(12,2)) is judged by the service that owns it, which
+# answers with Solidus's messages.
+MAX_TEXT = 255
+MAX_ITEMS = 20
+
+
+def scalar(max_length: int = MAX_TEXT, description: str | None = None):
+    """A form or JSON scalar: text of at most `max_length` characters, a number, a boolean."""
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            if len(value) > max_length:
+                raise PydanticCustomError("too_long", "is too long (maximum is {max} characters)",
+                                          {"max": max_length})
+            return value
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        raise PydanticCustomError("invalid", "is invalid")
+    schema = {"anyOf": [{"type": "string", "maxLength": max_length}, {"type": "number"}, {"type": "boolean"},
+                        {"type": "null"}]}
+    if description:
+        schema["description"] = description
+    return Annotated[Any, AfterValidator(check), WithJsonSchema(schema)]
+
+
+Text = scalar()
+VariantId = scalar(20, "A variant's id")
+Quantity = scalar(20, "1 to 10,000 (when updating, 0 or less removes the line)")
+Amount = scalar(32, "Within numeric(12,2): at most 9,999,999,999.99")
+
+
+def nested(model: type[BaseModel]):
+    """Rails' nested attributes: an array of at most MAX_ITEMS `model`s, or an index hash
+    ({"0": {...}}) read as one."""
+    def as_list(value: Any) -> Any:
+        return [value[k] for k in sorted(value, key=lambda k: (len(str(k)), str(k)))] if isinstance(value, dict) \
+            else value
+    return Annotated[Annotated[list[model], Field(max_length=MAX_ITEMS)] | None, BeforeValidator(as_list)]
+
+
+class Fields(BaseModel):
+    model_config = ConfigDict(extra="allow")  # Rails ignores the parameters it does not permit
+
+
+class LineItemFields(Fields):
+    variant_id: VariantId = None
+    quantity: Quantity = None
+
+
+class LineItemRequest(Fields):
+    line_item: LineItemFields
+    order_token: scalar(64) = None
+
+
+class AddressFields(Fields):
+    name: Text = None
+    firstname: Text = None
+    lastname: Text = None
+    address1: Text = None
+    address2: Text = None
+    city: Text = None
+    zipcode: Text = None
+    phone: Text = None
+    alternative_phone: Text = None
+    company: Text = None
+    state_name: Text = None
+    state_id: scalar(20) = None
+    country_id: scalar(20) = None
+    country_iso: scalar(3) = None
+
+
+class CardFields(Fields):
+    number: scalar(32) = None
+    month: scalar(4) = None
+    year: scalar(4) = None
+    verification_value: scalar(8) = None
+    name: Text = None
+    first_name: Text = None
+    last_name: Text = None
+    expiry: scalar(16) = None
+    payment_token: scalar(64) = None
+
+
+class PaymentFields(Fields):
+    payment_method_id: scalar(20) = None
+    amount: Amount = None
+    source_attributes: CardFields | None = None
+    source: CardFields | None = None
+
+
+class ShipmentFields(Fields):
+    id: scalar(20) = None
+    selected_shipping_rate_id: scalar(20) = None
+
+
+class OrderFields(Fields):
+    email: scalar(254) = None
+    use_billing: scalar(8) = None
+    bill_address_attributes: AddressFields | None = None
+    ship_address_attributes: AddressFields | None = None
+    bill_address: AddressFields | None = None
+    ship_address: AddressFields | None = None
+    shipments_attributes: nested(ShipmentFields) = None
+    payments_attributes: nested(PaymentFields) = None
+
+
+class CheckoutRequest(Fields):
+    order: OrderFields | None = None
+    expected_total: scalar(32) = None
+    order_token: scalar(64) = None
+
+
+class StepRequest(Fields):
+    expected_total: scalar(32) = None
+    order_token: scalar(64) = None
+
+
+class PaymentRequest(Fields):
+    payment: PaymentFields
+    order_token: scalar(64) = None
+
+
+class CouponRequest(Fields):
+    coupon_code: Text = None
+    order_token: scalar(64) = None
+
+
+class ShippingMethodRequest(Fields):
+    shipping_method_id: scalar(20) = None
+    order_token: scalar(64) = None
+
+
+def rails_attribute(loc: list[str]) -> str:
+    """Where Rails reports an error: relative to the resource (`order[email]` → `email`), a
+    nested resource by its name (`bill_address_attributes.name` → `bill_address.name`)."""
+    parts = loc[1:] if len(loc) > 1 else loc
+    return ".".join(part.removesuffix("_attributes") for part in parts) or "base"
+
+
+def validated(model: type[BaseModel], body: dict[str, Any]) -> dict[str, Any]:
+    """`body` if it fits `model` (returned as it came: what the values mean is judged
+    further on); otherwise Solidus's 422 naming each field that does not fit."""
+    try:
+        model.model_validate(body)
+    except ValidationError as invalid:
+        errors: dict[str, list[str]] = {}
+        for problem in invalid.errors():
+            loc = [str(part) for part in problem["loc"] if isinstance(part, str)]
+            if problem["type"] == "missing" and len(loc) == 1:
+                raise missing_param(loc[0]) from None
+            if problem["type"] == "too_long" and "max_length" in problem.get("ctx", {}):
+                message = f"is too long (maximum is {problem['ctx']['max_length']} items)"
+            else:
+                message = problem["msg"] if problem["type"] in ("too_long", "invalid") else "is invalid"
+            path = rails_attribute(loc)
+            if message not in errors.setdefault(path, []):
+                errors[path].append(message)
+        raise invalid_resource(errors) from None
+    return body

@@ -12,7 +12,9 @@ from services.gateway.solidus.access import authorize
 from services.gateway.solidus.calls import command
 from services.gateway.solidus.errors import NOT_FOUND, ApiError, missing_param
 from services.gateway.solidus.render import display, money, render_shipment
-from services.gateway.solidus.requests import as_int, params
+from services.gateway.solidus.requests import ShippingMethodRequest, as_int, params, validated
+from services.gateway.openapi import request_body
+from services.gateway.solidus.schemas import EstimatedRates, Shipment, responses
 
 router = APIRouter()
 
@@ -42,7 +44,7 @@ async def shipment_and_order(request: Request, shipment_number: str) -> tuple[di
     return found["shipment"], order
 
 
-@router.get("/shipments/{shipment_number}/estimated_rates")
+@router.get("/shipments/{shipment_number}/estimated_rates", responses=responses(200, EstimatedRates))
 async def estimated_rates(shipment_number: Code, request: Request):
     _, order = await shipment_and_order(request, shipment_number)
     ship_address = order.get("ship_address") or {}
@@ -53,9 +55,10 @@ async def estimated_rates(shipment_number: Code, request: Request):
          "shipping_method_code": r["code"], "display_cost": display(r["cost"], order["currency"])} for r in rates]})
 
 
-@router.put("/shipments/{shipment_number}/select_shipping_method")
+@router.put("/shipments/{shipment_number}/select_shipping_method", responses=responses(200, Shipment, locked=True),
+            openapi_extra=request_body(ShippingMethodRequest))
 async def select_shipping_method(shipment_number: Code, request: Request):
-    body = await params(request)
+    body = validated(ShippingMethodRequest, await params(request))
     shipment, order = await shipment_and_order(request, shipment_number)
     method_id = as_int(body.get("shipping_method_id"))
     if method_id is None or method_id == "":
