@@ -4,6 +4,7 @@ and no process log holds a number."""
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
 from shared.bus import EVENT_TOPICS
 from tests.getcandy.test_lifecycle import getcandy_data, placed_ready_order  # noqa: F401 (autouse data)
@@ -86,3 +87,26 @@ async def test_neighbouring_getcandy_ids_name_nothing(gateway):
         response = await gateway.get(path)
         assert response.status_code == 404, path
         assert response.json() == {"error": {"http_code": 404, "message": "Resource not found"}}
+
+
+@pytest.mark.both_topologies
+async def test_a_services_operations_need_the_service_credential(system):
+    """Reference-data loaders and every other operation answer only callers holding the
+    install's service credential; a wrong one is refused without echo."""
+    import httpx
+
+    url = f"{system.service_url('cart')}/bus/load_promotions"
+    body = {"promotions": [{"id": 999_999, "name": "Free", "code": "free", "kind": "order_flat", "value": "1000"}]}
+    async with httpx.AsyncClient() as client:
+        for headers in ({}, {"X-Service-Key": ""}, {"X-Service-Key": "test-service-kez"}):
+            refused = await client.post(url, json=body, headers=headers)
+            assert refused.status_code == 401, refused.text
+            assert "test-service" not in refused.text
+        answered = await client.post(f"{system.service_url('cart')}/bus/list_products",
+                                     json={}, headers={"X-Service-Key": system.config.service_key})
+    assert answered.status_code == 200 and answered.json()
+    conn = await asyncpg.connect(system.database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM cart.promotions WHERE code = 'free'") == 0
+    finally:
+        await conn.close()
