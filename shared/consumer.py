@@ -19,7 +19,7 @@ import asyncpg
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from shared import context, db, metrics
+from shared import context, db, metrics, wakeup
 from shared.bus import dlq_topic, make_consumer
 from shared.envelope import EVENT_TYPES, DomainEvent, EventEnvelope, upcast
 from shared.eventstore import ConcurrencyConflict, EventStore
@@ -64,8 +64,10 @@ class EventConsumer:
     def __init__(self, *, settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer,
                  group_id: str, topics: list[str], handler: Handler,
                  event_types: Iterable[type[DomainEvent]] | None = None, background: bool = False,
-                 notices: EventStore | None = None) -> None:
+                 notices: EventStore | None = None, wake_on_publish: bool = False) -> None:
         self.settings = settings
+        # Idle, wait for the relays' notification instead of polling (shared/wakeup.py).
+        self.wake_on_publish = wake_on_publish
         # Where a dead letter's notice is appended (the service's own store); None: no notice.
         self.notices = notices
         # The events the handler acts on; the rest of a topic is passed over without a
@@ -82,19 +84,25 @@ class EventConsumer:
     async def run(self) -> None:
         consumer = make_consumer(self.settings, *self.topics, group_id=self.group_id, background=self.background)
         await consumer.start()
+        # Woken when a relay publishes to these topics, it need not poll while idle.
+        wake = await wakeup.listener.subscribe(self.settings.require_database_url(), self.topics) \
+            if self.wake_on_publish else None
         # Offsets are committed at most every `kafka_commit_interval_ms` (and when idle), not
         # per batch: a commit is a broker round trip, and handling is idempotent, so all a
         # crash costs is the redelivery of what was handled since the last commit.
         interval = self.settings.kafka_commit_interval_ms / 1000
         handled: dict = {}
         slots = asyncio.Semaphore(self.settings.consumer_concurrency)
-        last_commit = time.monotonic()
+        last_commit = last_found = time.monotonic()
         try:
             while True:
+                if wake is not None:
+                    wake.clear()  # before the fetch: a publish from now on wakes the idle wait below
                 batch = await consumer.getmany(timeout_ms=self.settings.kafka_commit_interval_ms)
                 if consumer.assignment():
                     self.assigned.set()
                 if batch:
+                    last_found = time.monotonic()
                     # A failing run cancels the others (the supervisor restarts the consumer,
                     # which redelivers from the last commit); none is left running.
                     async with asyncio.TaskGroup() as runs:
@@ -104,10 +112,28 @@ class EventConsumer:
                 if handled and (not batch or time.monotonic() - last_commit >= interval):
                     await self._commit(consumer, handled)
                     last_commit = time.monotonic()
+                if wake is not None and not batch and \
+                        time.monotonic() - last_found > self.settings.consumer_idle_after_ms / 1000:
+                    await self._idle(consumer, wake)
+                    last_found = time.monotonic()
         finally:
+            if wake is not None:
+                wakeup.listener.unsubscribe(wake)
             if handled:
                 await self._commit(consumer, handled)
             await consumer.stop()
+
+    async def _idle(self, consumer, wake: asyncio.Event) -> None:
+        """Stop fetching until a relay publishes to these topics (or the backstop passes)."""
+        await wakeup.listener.listening(self.settings.require_database_url())
+        paused = consumer.assignment()
+        consumer.pause(*paused)
+        try:
+            await asyncio.wait_for(wake.wait(), self.settings.consumer_wake_backstop_ms / 1000)
+        except TimeoutError:
+            pass
+        finally:
+            consumer.resume(*[tp for tp in paused if tp in consumer.assignment()])
 
     @staticmethod
     async def _commit(consumer, handled: dict) -> None:

@@ -25,7 +25,7 @@ from aiokafka.errors import (
     MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError,
 )
 
-from shared import db, metrics
+from shared import db, metrics, wakeup
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,31 +73,39 @@ class OutboxRelay:
 
     async def _relay(self, conn: asyncpg.Connection) -> None:
         published: list[int] = []
+        topics: list[str] = []  # those `published` went to: consumers are woken when they are deleted
         while True:
             self._wake.clear()
-            rows = await self._read_next(conn, deleting=published)
+            rows = await self._read_next(conn, deleting=published, topics=topics)
             published = await self._publish(rows, conn)
+            topics = sorted({r["topic"] for r in rows if r["id"] in set(published)})
             if len(rows) == self.settings.outbox_batch_size or (published and self._wake.is_set()):
                 # Busy: the next read deletes these rows in the same statement.
                 continue
             if published:
-                await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", published)
-                published = []
+                await conn.execute("WITH published AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]))"
+                                   " SELECT pg_notify($2, topic) FROM unnest($3::text[]) AS topic",
+                                   published, wakeup.CHANNEL, topics)
+                published, topics = [], []
             try:
                 await asyncio.wait_for(self._wake.wait(), self.settings.outbox_poll_interval_s)
             except asyncio.TimeoutError:
                 pass
 
-    async def _read_next(self, conn: asyncpg.Connection, *, deleting: list[int]) -> list[asyncpg.Record]:
-        """The oldest unpublished rows; in the same round trip, delete the rows published last.
-        (The read sees the table as it was before the delete, hence the explicit exclusion.)"""
+    async def _read_next(self, conn: asyncpg.Connection, *, deleting: list[int],
+                         topics: list[str]) -> list[asyncpg.Record]:
+        """The oldest unpublished rows; in the same round trip, delete the rows published last
+        and wake the consumers of their topics (shared/wakeup.py). (The read sees the table as
+        it was before the delete, hence the explicit exclusion.)"""
         if not deleting:
             return await conn.fetch("SELECT id, topic, key, value, headers FROM outbox WHERE parked_at IS NULL"
                                     " ORDER BY id LIMIT $1", self.settings.outbox_batch_size)
         return await conn.fetch(
-            "WITH published AS (DELETE FROM outbox WHERE id = ANY($2::bigint[]))"
-            " SELECT id, topic, key, value, headers FROM outbox WHERE parked_at IS NULL AND id <> ALL($2::bigint[])"
-            " ORDER BY id LIMIT $1", self.settings.outbox_batch_size, deleting)
+            "WITH published AS (DELETE FROM outbox WHERE id = ANY($2::bigint[])),"
+            " woken AS (SELECT pg_notify($3, topic) FROM unnest($4::text[]) AS topic)"
+            " SELECT id, topic, key, value, headers FROM outbox, (SELECT count(*) FROM woken) AS notified"
+            " WHERE parked_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1",
+            self.settings.outbox_batch_size, deleting, wakeup.CHANNEL, topics)
 
     async def _publish(self, rows: list[asyncpg.Record], conn: asyncpg.Connection | None = None) -> list[int]:
         """Send `rows` and wait for every acknowledgement: their ids, now safe to delete

@@ -120,7 +120,8 @@ class ServiceRuntime:
         self.consumers = [
             EventConsumer(settings=settings, pool=pool, producer=self._producer,
                           group_id=f"{definition.name}.{s.name}", topics=s.topics, handler=s.handler,
-                          event_types=s.event_types, background=s.background, notices=store)
+                          event_types=s.event_types, background=s.background, notices=store,
+                          wake_on_publish=True)
             for s in definition.subscriptions
         ]
         relay = OutboxRelay(settings, definition.schema, self._producer)

@@ -29,6 +29,10 @@ class Settings:
     # broker and the client CPU every fetch wait, whether or not anything arrived.
     kafka_background_fetch_max_wait_ms: int = field(
         default_factory=lambda: _int("KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS", 100))
+    # A consumer that found nothing for this long stops fetching until a relay publishes to
+    # its topics (shared/wakeup.py), or the backstop passes.
+    consumer_idle_after_ms: int = field(default_factory=lambda: _int("CONSUMER_IDLE_AFTER_MS", 200))
+    consumer_wake_backstop_ms: int = field(default_factory=lambda: _int("CONSUMER_WAKE_BACKSTOP_MS", 1000))
     kafka_session_timeout_ms: int = field(default_factory=lambda: _int("KAFKA_SESSION_TIMEOUT_MS", 6000))
     kafka_heartbeat_interval_ms: int = field(default_factory=lambda: _int("KAFKA_HEARTBEAT_INTERVAL_MS", 1000))
     kafka_rebalance_timeout_ms: int = field(default_factory=lambda: _int("KAFKA_REBALANCE_TIMEOUT_MS", 6000))

@@ -6,7 +6,7 @@ import time
 
 import asyncpg
 
-from shared.bus import dlq_topic, ensure_topics
+from shared.bus import dlq_topic, ensure_topics, make_producer
 from shared.envelope import envelope_for
 from tests.helpers.events import Exploded, Ticked
 from tests.helpers.kafka import consuming, publish, publish_as_one_batch, read_topic
@@ -198,3 +198,49 @@ async def test_a_database_outage_is_waited_out_never_dead_lettered(stack, pool, 
             await asyncio.sleep(0.05)
     assert len(dropped) == 5
     assert await pool.fetchval("SELECT count(*) FROM dead_letters") == 0
+
+
+async def test_an_idle_consumer_stops_fetching_until_a_relay_publishes_to_its_topic(stack, pool, schema, unique):
+    """The embedded broker does not wake a waiting fetch, so consumers used to poll it every
+    10 ms for ever. Idle, a consumer now fetches nothing until the outbox relay NOTIFYs that
+    it published to one of its topics (a backstop of 10 minutes here: only the notification
+    can wake it in time)."""
+    from shared.consumer import EventConsumer
+    from shared.eventstore import EventStore
+    from shared.outbox import OutboxRelay
+
+    settings = stack.settings(consumer_idle_after_ms=50, consumer_wake_backstop_ms=600_000,
+                              outbox_poll_interval_s=60)
+    topic = f"wake.{unique}"
+    await ensure_topics(settings, [topic])
+    await make_effects_table(pool)
+    producer = make_producer(settings)
+    await producer.start()
+    consumer = EventConsumer(settings=settings, pool=pool, producer=producer, group_id=f"g-{unique}",
+                             topics=[topic], handler=add_effect, wake_on_publish=True)
+    relay = OutboxRelay(settings, schema, producer)
+    tasks = [asyncio.create_task(consumer.run()), asyncio.create_task(relay.run())]
+    effects = lambda: pool.fetch("SELECT n FROM effects ORDER BY n")  # noqa: E731
+    try:
+        await asyncio.wait_for(consumer.assigned.wait(), 45)
+        await asyncio.sleep(1)  # long past CONSUMER_IDLE_AFTER_MS: paused
+        # Published behind the relays' back: nobody says so, the idle consumer does not look.
+        await publish(settings, topic, [message(Ticked(n=1), stream="direct")[1]])
+        await asyncio.sleep(1.5)
+        assert await effects() == []
+        # Appended to a stream: the relay publishes it and wakes the consumer, which fetches
+        # from its position, so it finds the earlier message too.
+        async with pool.acquire() as conn, conn.transaction():
+            await EventStore(schema, topic).append(conn, aggregate_type="Test", aggregate_id="stored",
+                                                   expected_version=0, events=[Ticked(n=2)])
+        deadline = time.monotonic() + 30
+        while len(await effects()) < 2:
+            assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
+            assert time.monotonic() < deadline, "the relay's notification did not wake the consumer"
+            await asyncio.sleep(0.05)
+        assert [r["n"] for r in await effects()] == [1, 2]
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await producer.stop()
