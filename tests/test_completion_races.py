@@ -13,7 +13,7 @@ import pytest
 
 from shared.db import _init_connection
 from services.gateway.getcandy.ids import BASKETS, ORDERS
-from services.order.projections import read_order
+from services.order.view import read_order
 from tests.getcandy.test_lifecycle import UK, V, getcandy_data, placed_ready_order  # noqa: F401 (autouse data)
 from tests.solidus.conftest import ADMIN, V1
 from tests.solidus.test_checkout import ADDRESS

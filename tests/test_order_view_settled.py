@@ -15,7 +15,7 @@ from shared.db import create_pool, migrate
 from shared.eventstore import EventStore
 from services.order.commands import ORDER_STORE, project
 from services.order.domain import Order
-from services.order.projections import VIEW_CONSUMER, has_settled
+from services.order.view import VIEW_CONSUMER, has_settled
 
 ORDER_MIGRATIONS = Path(__file__).resolve().parent.parent / "services" / "order" / "migrations"
 

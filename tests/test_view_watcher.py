@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from services.order.projections import VIEW_CHANNEL, VIEW_CONSUMER, view_notification
+from services.order.view import VIEW_CHANNEL, VIEW_CONSUMER, view_notification
 from services.order import view_watcher
 from services.order.view_watcher import ViewWatcher
 

@@ -21,6 +21,12 @@ PRODUCTS = [
     {"id": 4, "name": "Gift Card", "slug": "gift-card", "description": "Digital; never runs out.",
      "variants": [{"id": 5, "sku": "GIFT-25", "name": "Gift Card", "is_master": True, "track_inventory": False,
                    "prices": {"USD": "25.00", "GBP": "20.00"}}]},
+    {"id": 5, "name": "Enamel Pin", "slug": "enamel-pin", "description": "Stocked in two warehouses.",
+     "variants": [{"id": 6, "sku": "PIN-1", "name": "Enamel Pin", "is_master": True,
+                   "prices": {"USD": "6.00", "GBP": "5.00"}}]},
+    {"id": 6, "name": "Preorder Hoodie", "slug": "preorder-hoodie", "description": "Not made yet: sold on backorder.",
+     "variants": [{"id": 7, "sku": "HOODIE-PRE", "name": "Preorder Hoodie", "is_master": True,
+                   "prices": {"USD": "45.00", "GBP": "40.00"}}]},
 ]
 
 PROMOTIONS = [
@@ -48,9 +54,12 @@ COUNTRIES = [
 SHIPPING = {
     "zones": [{"id": 1, "name": "US", "description": "United States", "countries": ["US"]},
               {"id": 2, "name": "United Kingdom", "description": "United Kingdom", "countries": ["GB"]}],
-    "stock_locations": [{"id": 1, "name": "Main Warehouse", "stock": [
-        {"variant_id": 1, "count_on_hand": 1000}, {"variant_id": 2, "count_on_hand": 1000},
-        {"variant_id": 3, "count_on_hand": 500}, {"variant_id": 4, "count_on_hand": 3}]}],
+    "stock_locations": [
+        {"id": 1, "name": "Main Warehouse", "stock": [
+            {"variant_id": 1, "count_on_hand": 1000}, {"variant_id": 2, "count_on_hand": 1000},
+            {"variant_id": 3, "count_on_hand": 500}, {"variant_id": 4, "count_on_hand": 3},
+            {"variant_id": 6, "count_on_hand": 2}, {"variant_id": 7, "count_on_hand": 0, "backorderable": True}]},
+        {"id": 2, "name": "East Coast Depot", "stock": [{"variant_id": 6, "count_on_hand": 10}]}],
     "shipping_methods": [
         {"id": 1, "name": "Ground", "code": "GRND", "cost": "10.00", "currency": "USD", "zone_ids": [1]},
         {"id": 2, "name": "Express", "code": "EXPR", "cost": "15.00", "currency": "USD", "zone_ids": [1]},
@@ -80,8 +89,10 @@ def load_demo_data(system: System) -> list[str]:
         f"  demo variants         {variants}",
         "  demo coupon codes     10off (-10.00), 15percent (-15% of items), summer2020 (expired),"
         " welcome (single use)",
-        "  demo shipping         US (states required) and GB; Ground 10.00 and Express 15.00 to the US;"
-        " stock: 3 Limited Posters, Gift Cards untracked",
+        "  demo shipping         US (states required) and GB; Ground 10.00 and Express 15.00 to the US"
+        " (per shipment)",
+        "  demo stock            Main Warehouse and East Coast Depot; 3 Limited Posters; Enamel Pins 2 + 10"
+        " (more than 2 ship split); Preorder Hoodies backordered; Gift Cards untracked",
         "  demo payment methods  1 Check (no source), 2 Credit Card (test gateway: 4111111111111111 authorises,"
         " other numbers are declined)",
         "  GetCandy channel      GBP with 20% VAT; UK zone \"United Kingdom\" at 7.95; provider Offline (\"OFFLINE\");"

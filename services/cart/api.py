@@ -16,6 +16,7 @@ from services.cart import commands
 from services.cart.domain import Line
 
 api = ServiceApi("cart")
+MAX_VARIANTS_QUERY = 1000  # variant ids per call
 
 
 def line_json(line: Line | None) -> dict | None:
@@ -72,12 +73,39 @@ async def find_line(ctx: ServiceContext, *, line_id: int) -> dict:
 
 
 @api.operation
-async def list_variants(ctx: ServiceContext, *, currency: str = "USD") -> list[dict]:
+async def list_variants(ctx: ServiceContext, *, currency: str = "USD", include_discarded: bool = False,
+                        variant_id: int | None = None) -> list[dict]:
+    """The catalog's variants (or the one `variant_id`) priced in `currency` (price None where
+    they are not); the discarded ones only when asked for (Solidus's admin `show_deleted`)."""
     rows = await ctx.pool.fetch(
         "SELECT v.id, v.product_id, v.sku, v.name, v.options_text, v.track_inventory, v.is_master,"
-        " p.amount AS price, pr.slug, pr.description FROM variants v JOIN products pr ON pr.id = v.product_id"
-        " LEFT JOIN prices p ON p.variant_id = v.id AND p.currency = $1 ORDER BY v.id", currency)
+        " v.discarded_at IS NOT NULL AS is_destroyed, p.amount AS price, pr.slug, pr.description"
+        " FROM variants v JOIN products pr ON pr.id = v.product_id"
+        " LEFT JOIN prices p ON p.variant_id = v.id AND p.currency = $1"
+        " WHERE ($2 OR v.discarded_at IS NULL) AND ($3::int IS NULL OR v.id = $3) ORDER BY v.id",
+        currency, include_discarded is True, variant_id if isinstance(variant_id, int) else None)
     return [dict(r) for r in rows]
+
+
+@api.operation
+async def discard_variant(ctx: ServiceContext, *, variant_id: Any = None) -> dict:
+    """Solidus's variant destroy (a soft delete): no longer listed nor added to carts; the
+    orders holding it cannot be completed (Cart.lock)."""
+    variant_id = ascii_int(variant_id)
+    discarded = await ctx.pool.fetchval(
+        "UPDATE variants SET discarded_at = coalesce(discarded_at, now()) WHERE id = $1 RETURNING id",
+        variant_id) if variant_id is not None and 0 < variant_id < 2**31 else None
+    if discarded is None:
+        raise not_found("variant")
+    return {"variant_id": discarded}
+
+
+@api.operation
+async def discarded_among(ctx: ServiceContext, *, variant_ids: list[int]) -> list[int]:
+    """Which of `variant_ids` are discarded."""
+    wanted = sorted({v for v in variant_ids if isinstance(v, int) and 0 < v < 2**31})[:MAX_VARIANTS_QUERY]
+    return [r["id"] for r in await ctx.pool.fetch(
+        "SELECT id FROM variants WHERE id = ANY($1::int[]) AND discarded_at IS NOT NULL ORDER BY id", wanted)]
 
 
 @api.operation

@@ -24,7 +24,8 @@ async def find_variant(conn: asyncpg.Connection | asyncpg.Pool, variant_id: obje
         raise not_found("variant")
     row = await conn.fetchrow(
         "SELECT v.id, v.product_id, v.name, v.sku, v.track_inventory, v.options_text, p.amount AS price"
-        " FROM variants v LEFT JOIN prices p ON p.variant_id = v.id AND p.currency = $2 WHERE v.id = $1",
+        " FROM variants v LEFT JOIN prices p ON p.variant_id = v.id AND p.currency = $2"
+        " WHERE v.id = $1 AND v.discarded_at IS NULL",
         variant_id, currency)
     if row is None:
         raise not_found("variant")
@@ -109,8 +110,11 @@ async def lock_cart(conn: asyncpg.Connection, request: CartLockRequested) -> Non
             " AND order_number <> $2 GROUP BY promotion_id", ids, request.number))
         now = datetime.now(timezone.utc)
         lapsed_codes = {row["code"] for row in rows if lapsed(row, used.get(row["id"], 0), now)}
+    discarded = {r["id"] for r in await conn.fetch(
+        "SELECT id FROM variants WHERE id = ANY($1::int[]) AND discarded_at IS NOT NULL",
+        sorted({line.variant_id for line in request.lines}))}
     cart.lock(request.request_id, expected=[(line.variant_id, line.quantity) for line in request.lines],
-              lapsed_codes=lapsed_codes, reservable=ids)
+              lapsed_codes=lapsed_codes, reservable=ids, discarded_variants=discarded)
     if cart.locked_by == request.request_id and ids:
         await conn.execute("INSERT INTO promotion_uses (promotion_id, order_number) SELECT unnest($1::int[]), $2"
                            " ON CONFLICT DO NOTHING", ids, request.number)

@@ -14,6 +14,7 @@ MAX_QUANTITY = 10_000
 CENT = Decimal("0.01")
 CART_CHANGED = "The cart no longer holds the lines that were confirmed."
 PROMOTIONS_INELIGIBLE = "One or more coupons expired or were used up by other orders; they were removed."
+VARIANTS_DISCARDED = "Some lines hold variants that were discarded from the catalog."
 
 
 def cart_locked() -> DomainError:
@@ -144,13 +145,15 @@ class Cart(Aggregate):
 
     # -- the completion saga's step 1 (services/order/saga.py) -------------------------
     def lock(self, request_id: str, *, expected: list[tuple[int, int]], lapsed_codes: set[str],
-                  reservable: list[int]) -> None:
+             reservable: list[int], discarded_variants: set[int] = frozenset()) -> None:
         """Lock the cart for a completion if it still holds the `expected` (variant, quantity)
         lines. `lapsed_codes`: its coupons that expired or were used up by other orders
         (judged with the promotions locked, see commands.lock_cart); they are removed and the
-        lock refused, as Solidus's "promotions still eligible" guard does. `reservable`: the
-        limited promotions to reserve for this order. Answered once per request, and never
-        after the request was compensated (a command replayed late from the DLQ)."""
+        lock refused, as Solidus's "promotions still eligible" guard does. Then refused if a
+        line's variant is among `discarded_variants` (Solidus's "no discarded variants").
+        `reservable`: the limited promotions to reserve for this order. Answered once per
+        request, and never after the request was compensated (a command replayed late from
+        the DLQ)."""
         if request_id in self.lock_answered or request_id in self.unlock_answered:
             return
         if sorted((line.variant.id, line.quantity) for line in self.lines.values()) != sorted(expected) \
@@ -165,6 +168,10 @@ class Cart(Aggregate):
             self._record(CartLockRefused(order_number=self.id, request_id=request_id, code="promotions_ineligible",
                                          message=PROMOTIONS_INELIGIBLE, removed_codes=sorted(lapsed_codes),
                                          item_count=len(self.lines)))
+            return
+        if any(line.variant.id in discarded_variants for line in self.lines.values()):
+            self._record(CartLockRefused(order_number=self.id, request_id=request_id, code="variants_discarded",
+                                         message=VARIANTS_DISCARDED, item_count=len(self.lines)))
             return
         self._record(CartLocked(
             order_number=self.id, request_id=request_id, item_total=self.item_total,

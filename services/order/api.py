@@ -18,7 +18,7 @@ from shared.aggregate import CommandResult, not_found
 from shared.commandbus import ServiceApi, ServiceContext
 from shared.db import upsert
 from services.order import commands
-from services.order.projections import read_order
+from services.order.view import read_order
 from services.order.view_watcher import watcher
 
 api = ServiceApi("order")

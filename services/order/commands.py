@@ -19,7 +19,8 @@ from shared.saga import SagaInstance, SagaRunner, encode_data
 from shared.validation import INT32_MAX, ascii_int
 from shared.settings import load_settings
 from services.order.domain import Country, Order, new_guest_token, new_order_number, unauthorized, validate_address
-from services.order.projections import apply_to_view, read_order
+from services.order.projections import apply_to_view
+from services.order.view import read_order
 from services.order.saga import COMPLETION
 
 ORDER_STORE = EventStore("order", events_topic("order"))

@@ -136,6 +136,7 @@ class Order(Aggregate):
         self.payment_total = Decimal("0")
         self.payment_state: str | None = None
         self.shipment_state: str | None = None
+        self.backordered = False  # placed with units sold on backorder: its shipment_state stays `backorder`
 
     # -- commands ---------------------------------------------------------------
     def create(self, *, guest_token: str, currency: str, email: str | None, user_id: int | None) -> None:
@@ -228,15 +229,17 @@ class Order(Aggregate):
         self._record(CompletionRequested(number=self.id, request_id=request_id, total=total, lines=list(lines)))
         return request_id
 
-    def complete(self, request_id: str, *, total: Decimal, payment_total: Decimal, reference: str | None) -> None:
-        """The saga's pivot: every step before it succeeded."""
+    def complete(self, request_id: str, *, total: Decimal, payment_total: Decimal, reference: str | None,
+                 backordered: bool = False) -> None:
+        """The saga's pivot: every step before it succeeded. `backordered`: some units were
+        sold on backorder (Solidus's shipment_state is then `backorder` whatever is paid)."""
         if self.completing != request_id:
             return
         balance = total - payment_total
         payment_state = "balance_due" if balance > 0 else "credit_owed" if balance < 0 else "paid"
         self._record(OrderCompleted(number=self.id, request_id=request_id, total=total, payment_total=payment_total,
                                     payment_state=payment_state,
-                                    shipment_state="ready" if payment_state == "paid" else "pending",
+                                    shipment_state=shipment_state(payment_state, backordered=backordered),
                                     reference=reference))
 
     def completion_failed(self, request_id: str, *, code: str, message: str, state: str, step: str | None) -> None:
@@ -265,13 +268,13 @@ class Order(Aggregate):
             payment_state = "failed"
         else:
             payment_state = "balance_due" if balance > 0 else "credit_owed" if balance < 0 else "paid"
-        shipment_state = self.shipment_state
+        shipments = self.shipment_state
         if self.state == "complete":
-            shipment_state = "ready" if payment_state == "paid" else "pending"
-        if (payment_total, payment_state, shipment_state) != (self.payment_total, self.payment_state,
-                                                               self.shipment_state):
+            shipments = shipment_state(payment_state, backordered=self.backordered)
+        if (payment_total, payment_state, shipments) != (self.payment_total, self.payment_state,
+                                                         self.shipment_state):
             self._record(PaymentStateChanged(number=self.id, payment_total=payment_total,
-                                             payment_state=payment_state, shipment_state=shipment_state))
+                                             payment_state=payment_state, shipment_state=shipments))
 
     def restart_checkout(self, *, has_items: bool) -> None:
         """The cart changed: Solidus's restart_checkout_flow (cart, then next if it has lines)."""
@@ -325,6 +328,7 @@ class Order(Aggregate):
         self.payment_total = event.payment_total
         self.payment_state = event.payment_state
         self.shipment_state = event.shipment_state
+        self.backordered = event.shipment_state == "backorder"
 
     def _on_OrderCanceled(self, event: OrderCanceled) -> None:
         self.state = "canceled"
@@ -337,6 +341,13 @@ class Order(Aggregate):
     def _on_CompletionFailed(self, event: CompletionFailed) -> None:
         self.state = event.state
         self.completing = None
+
+
+def shipment_state(payment_state: str, *, backordered: bool) -> str:
+    """Solidus's order shipment_state once placed (before anything ships)."""
+    if backordered:
+        return "backorder"
+    return "ready" if payment_state == "paid" else "pending"
 
 
 def _differs(new: Address, old: Address | None) -> bool:

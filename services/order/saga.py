@@ -6,8 +6,10 @@ with a deadline; a failure compensates every step taken, the failing one include
 leaves the order where `Failure.state` says. The diagram in the README is `COMPLETION.mermaid()`.
 
 1. cart: lock the cart. Its lines, prices, adjustments and totals are then what is charged
-   and shipped, and its limited coupons are reserved. Undo: unlock, freeing the coupons.
-2. shipping: allocate stock for exactly the locked lines; the selected rates are fixed.
+   and shipped, and its limited coupons are reserved; refused if its coupons lapsed or it
+   holds discarded variants. Undo: unlock, freeing the coupons.
+2. shipping: allocate stock for exactly the locked lines, from where the shipments were
+   planned, backordering what is short where that is allowed; the selected rates are fixed.
    Undo: put the units back.
 3. payment (when there is something to pay): authorise (or purchase) the entered payments
    for the locked total, refused if they no longer add up to it. Undo: void them.
@@ -26,11 +28,13 @@ from shared.contracts import payment as p
 from shared.contracts import shipping as s
 from shared.saga import Failure, Saga, SagaInstance, Step, encode_data
 from services.order.domain import Order
-from services.order.projections import order_taxes
+from services.order.view import order_taxes
 
 PROMOTIONS_INELIGIBLE = ("One or more of the promotions on your order have become ineligible and were removed."
                          " Please check the new order amounts and try again.")
 CART_CHANGED = "The order changed while it was being completed. Please check it and try again."
+VARIANTS_DISCARDED = "Some line items in this order have products that are no longer available."
+REFUSALS = {"promotions_ineligible": PROMOTIONS_INELIGIBLE, "variants_discarded": VARIANTS_DISCARDED}
 
 
 # -- what the steps learn, and what it means ------------------------------------------------
@@ -42,12 +46,18 @@ def cart_locked(saga: SagaInstance, locked: c.CartLocked) -> dict[str, Any]:
 
 
 def cart_refused(saga: SagaInstance, refused: c.CartLockRefused) -> Failure:
-    message = PROMOTIONS_INELIGIBLE if refused.code == "promotions_ineligible" else CART_CHANGED
+    message = REFUSALS.get(refused.code, CART_CHANGED)
     return Failure(refused.code, message, "address" if refused.item_count else "cart")
 
 
 def stock_allocated(saga: SagaInstance, allocated: s.StockAllocated) -> dict[str, Any]:
-    return encode_data({"ship_total": allocated.ship_total or Decimal(0)})
+    return encode_data({"ship_total": allocated.ship_total or Decimal(0),
+                        "backordered": any(unit.backordered for unit in allocated.units)})
+
+
+def stock_refused(saga: SagaInstance, failed: s.StockAllocationFailed) -> Failure:
+    # Outdated shipments are rebuilt by going through delivery again.
+    return Failure(failed.code, failed.message, "address" if failed.code == "shipments_outdated" else "confirm")
 
 
 def amount_to_charge(saga: SagaInstance) -> Decimal:
@@ -74,7 +84,7 @@ def payments_processed(saga: SagaInstance, processed: p.PaymentsProcessed) -> di
 
 async def complete_order(conn: asyncpg.Connection, order: Order, saga: SagaInstance) -> None:
     order.complete(saga.id, total=amount_to_charge(saga), payment_total=Decimal(saga.data.get("payment_total", 0)),
-                   reference=await next_reference(conn))
+                   reference=await next_reference(conn), backordered=saga.data.get("backordered", False))
 
 
 async def next_reference(conn: asyncpg.Connection) -> str:
@@ -105,9 +115,7 @@ COMPLETION = Saga(
                                 "confirm")),
         Step("allocate_stock", participant="shipping",
              command=o.StockAllocationRequested, arguments=lambda saga: {"lines": saga.data["locked_lines"]},
-             answers={s.StockAllocated: stock_allocated,
-                      s.StockAllocationFailed: lambda saga, failed: Failure("insufficient_stock", failed.message,
-                                                                            "confirm")},
+             answers={s.StockAllocated: stock_allocated, s.StockAllocationFailed: stock_refused},
              compensation=o.StockReleaseRequested, compensated_by=s.StockReleased,
              deadline="saga_stock_deadline_ms",
              on_timeout=Failure("step_timed_out", "Stock could not be allocated in time. Please try again.",

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from shared import db
-from services.order.projections import VIEW_CHANNEL, has_settled, parse_view_notification, unapplied
+from services.order.view import VIEW_CHANNEL, has_settled, parse_view_notification, unapplied
 
 _POLL_S = 0.05
 

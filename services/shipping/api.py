@@ -9,10 +9,12 @@ from pydantic import BaseModel
 
 from shared.aggregate import not_found
 from shared.commandbus import ServiceApi, ServiceContext
+from shared.contracts.shipping import LocationStock, StockLevel
 from shared.db import upsert
 from services.shipping import commands
 
 api = ServiceApi("shipping")
+MAX_STOCK_QUERY = 1000  # variants per `stock` call
 
 
 def _id(value: Any) -> int:
@@ -49,14 +51,22 @@ async def find_shipment(ctx: ServiceContext, *, shipment_number: str) -> dict:
 
 
 @api.operation
-async def stock(ctx: ServiceContext, *, variant_ids: list[int]) -> dict:
-    """Units on hand per variant across active locations (absent: not stocked anywhere)."""
+async def stock(ctx: ServiceContext, *, variant_ids: list[int]) -> dict[str, dict]:
+    """Each variant's StockLevel over the active locations (shared/contracts/shipping.py);
+    a variant stocked nowhere has none on hand and cannot be backordered."""
+    wanted = sorted({v for v in variant_ids if isinstance(v, int) and 0 < v < 2**31})[:MAX_STOCK_QUERY]
     rows = await ctx.pool.fetch(
-        "SELECT i.variant_id, sum(i.count_on_hand) AS on_hand, bool_or(i.backorderable) AS backorderable"
+        "SELECT i.id, i.variant_id, i.stock_location_id, l.name, i.count_on_hand, i.backorderable"
         " FROM stock_items i JOIN stock_locations l ON l.id = i.stock_location_id"
-        " WHERE l.active AND i.variant_id = ANY($1::int[]) GROUP BY i.variant_id",
-        [v for v in variant_ids if 0 < v < 2**31])
-    return {str(r["variant_id"]): {"on_hand": r["on_hand"], "backorderable": r["backorderable"]} for r in rows}
+        " WHERE l.active AND i.variant_id = ANY($1::int[]) ORDER BY i.variant_id, i.stock_location_id", wanted)
+    levels = {v: StockLevel() for v in wanted}
+    for r in rows:
+        level = levels[r["variant_id"]]
+        level.items.append(LocationStock(id=r["id"], stock_location_id=r["stock_location_id"], stock_location_name=r["name"],
+                                     count_on_hand=r["count_on_hand"], backorderable=r["backorderable"]))
+        level.total_on_hand += r["count_on_hand"]
+        level.backorderable = level.backorderable or r["backorderable"]
+    return {str(v): level.model_dump() for v, level in levels.items()}
 
 
 @api.operation

@@ -5,11 +5,9 @@ from decimal import Decimal
 
 import asyncpg
 
-from shared.aggregate import CommandResult, Repository
+from shared.aggregate import CommandResult, DomainError, Repository, not_found
 from shared.bus import events_topic
 from shared.contracts.order import DeliveryRequested, StockAllocationRequested
-from shared.contracts.shipping import AllocatedUnit
-from shared.db import savepoint
 from shared.eventstore import EventStore
 from shared.faults import crash_point
 from services.shipping.domain import Line, Method, OrderShipments, StockLocation
@@ -18,9 +16,17 @@ SHIPPING_STORE = EventStore("shipping", events_topic("shipping"))
 SHIPMENTS = Repository(SHIPPING_STORE, OrderShipments)
 
 
-async def active_locations(conn: asyncpg.Connection | asyncpg.Pool) -> list[StockLocation]:
+async def active_locations(conn: asyncpg.Connection | asyncpg.Pool, variant_ids: list[int] | None = None,
+                           *, lock: bool = False) -> list[StockLocation]:
+    """The active locations with their stock (of `variant_ids` only, if given); `lock`
+    row-locks those stock items, in one order (variant, location) so that competing
+    completions cannot deadlock."""
     locations = await conn.fetch("SELECT id, name FROM stock_locations WHERE active ORDER BY id")
-    items = await conn.fetch("SELECT stock_location_id, variant_id, count_on_hand, backorderable FROM stock_items")
+    items = await conn.fetch(
+        "SELECT i.stock_location_id, i.variant_id, i.count_on_hand, i.backorderable FROM stock_items i"
+        " JOIN stock_locations l ON l.id = i.stock_location_id WHERE l.active"
+        " AND ($1::int[] IS NULL OR i.variant_id = ANY($1::int[])) ORDER BY i.variant_id, i.stock_location_id"
+        + (" FOR UPDATE OF i" if lock else ""), variant_ids)
     return [StockLocation(
         id=loc["id"], name=loc["name"],
         on_hand={i["variant_id"]: i["count_on_hand"] for i in items if i["stock_location_id"] == loc["id"]},
@@ -42,56 +48,39 @@ async def methods_for(conn: asyncpg.Connection | asyncpg.Pool, country_iso: str,
 
 async def build_shipments(conn: asyncpg.Connection, request: DeliveryRequested) -> None:
     """Answer the order's DeliveryRequested (runs in the consumer's transaction)."""
-    locations = await active_locations(conn)
+    locations = await active_locations(conn, sorted({line.variant_id for line in request.lines}))
     methods = await methods_for(conn, request.ship_address.country_iso, request.currency)
     ids = [r["id"] for r in await conn.fetch(
         "SELECT nextval('shipping_ids') AS id FROM generate_series(1, $1)", (len(methods) + 1) * len(locations))]
     shipments = await SHIPMENTS.load(conn, request.number)
     shipments.build(request.request_id, [Line(l.variant_id, l.quantity, l.track_inventory) for l in request.lines],
-                    locations, methods, ids)
+                    locations, methods, ids, country_iso=request.ship_address.country_iso, currency=request.currency)
     await conn.executemany(
         "INSERT INTO shipment_index (number, order_number) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         [(s.number, request.number) for s in shipments.shipments])
     await SHIPMENTS.save(conn, shipments, key=request.number)
 
 
-class _Short(Exception):
-    pass
-
-
 async def allocate_stock(conn: asyncpg.Connection, request: StockAllocationRequested) -> None:
     """The completion saga's step 2: take the locked lines from stock, all or none, in the
-    consumer's transaction.
-
-    Each decrement is conditional (`count_on_hand >= quantity`) and row-locked, so stock
-    never goes negative however many orders compete for the last units.
-    """
+    consumer's transaction (OrderShipments.allocate decides from where, and how much is
+    backordered). The stock items are row-locked while it decides, so stock that cannot be
+    backordered never goes below zero however many orders compete for the last units."""
     shipments = await SHIPMENTS.load(conn, request.number)
     if shipments.allocation_answered(request.request_id):
         return
-    units: list[AllocatedUnit] | None = []
-    try:
-        async with savepoint(conn):  # a shortage undoes the partial decrements
-            for line in sorted(request.lines, key=lambda l: l.variant_id):  # one lock order: no deadlocks
-                if not line.track_inventory:
-                    continue
-                # Matched by key, not ctid: a competing decrement gives the row a new
-                # version (and ctid) while this one waits for its lock.
-                location = await conn.fetchval(
-                    "UPDATE stock_items SET count_on_hand = count_on_hand - $2"
-                    " WHERE variant_id = $1 AND count_on_hand >= $2 AND stock_location_id = ("
-                    " SELECT i.stock_location_id FROM stock_items i JOIN stock_locations l"
-                    " ON l.id = i.stock_location_id WHERE l.active AND i.variant_id = $1 AND i.count_on_hand >= $2"
-                    " ORDER BY i.stock_location_id LIMIT 1 FOR UPDATE OF i) RETURNING stock_location_id",
-                    line.variant_id, line.quantity)
-                if location is None:
-                    raise _Short()
-                units.append(AllocatedUnit(stock_location_id=location, variant_id=line.variant_id,
-                                           quantity=line.quantity))
-    except _Short:
-        units = None
+    tracked = sorted({line.variant_id for line in request.lines if line.track_inventory})
+    locations = await active_locations(conn, tracked, lock=True) if tracked else []
+    units = shipments.allocate(request.request_id, [Line(l.variant_id, l.quantity, l.track_inventory)
+                                                    for l in request.lines], locations)
+    if units:
+        await conn.execute(
+            "UPDATE stock_items i SET count_on_hand = i.count_on_hand - u.quantity"
+            " FROM (SELECT location, variant, sum(quantity) AS quantity FROM unnest($1::int[], $2::int[], $3::int[])"
+            " AS t(location, variant, quantity) GROUP BY location, variant) AS u"
+            " WHERE i.stock_location_id = u.location AND i.variant_id = u.variant",
+            [u.stock_location_id for u in units], [u.variant_id for u in units], [u.quantity for u in units])
     crash_point("shipping.after_allocation")  # stock decremented, nothing committed yet
-    shipments.record_allocation(request.request_id, units)
     await SHIPMENTS.save(conn, shipments)
 
 
@@ -99,7 +88,8 @@ async def release_stock(conn: asyncpg.Connection, number: str, request_id: str) 
     """Compensation of step 2 (and a canceled order): put back what `request_id` allocated,
     answered once."""
     shipments = await SHIPMENTS.load(conn, number)
-    for unit in shipments.release(request_id):
+    units = sorted(shipments.release(request_id), key=lambda u: (u.variant_id, u.stock_location_id))
+    for unit in units:  # in the allocations' lock order
         await conn.execute("UPDATE stock_items SET count_on_hand = count_on_hand + $3"
                            " WHERE stock_location_id = $1 AND variant_id = $2",
                            unit.stock_location_id, unit.variant_id, unit.quantity)
@@ -117,4 +107,19 @@ async def select_rate(pool: asyncpg.Pool, number: str, shipment_number: str, rat
 
 
 async def select_method(pool: asyncpg.Pool, number: str, shipment_number: str, method_id: int) -> CommandResult:
-    return await SHIPMENTS.execute(pool, number, lambda s: s.select_method(shipment_number, method_id))
+    """Re-rate the shipment for one method (Solidus's select_shipping_method): unknown
+    methods are not found; a method that does not ship to the order's destination, or in its
+    currency, is refused."""
+    if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM shipping_methods WHERE id = $1)", method_id):
+        raise not_found("shipping method")
+    shipments = await SHIPMENTS.load(pool, number)
+    if shipments.destination is None:
+        return await SHIPMENTS.execute(pool, number, lambda s: s.select_method_among_rates(shipment_number, method_id))
+    country_iso, currency = shipments.destination
+    method = next((m for m in await methods_for(pool, country_iso, currency, users_only=False) if m.id == method_id),
+                  None)
+    if method is None:
+        raise DomainError("shipping_method_unavailable", "cannot ship this shipment", field="shipping_method_id")
+    rate_id = await pool.fetchval("SELECT nextval('shipping_ids')")
+    return await SHIPMENTS.execute(pool, number,
+                                   lambda s: s.select_method(shipment_number, method, new_rate_id=rate_id))

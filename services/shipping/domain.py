@@ -1,9 +1,14 @@
 """The OrderShipments aggregate (one per order number). Pure: no I/O.
 
-Building shipments follows Solidus's simple coordinator: one package per active stock
-location holding the units, rated by every method whose zone contains the ship address;
-rates sorted by cost, the cheapest selected (or the previously selected method, if it is
-still offered).
+Building shipments follows Solidus's simple coordinator: each unit comes from the first
+active stock location that has it on hand, or else from the first that may backorder it;
+one package per location and per state (on hand, backordered), each rated by every method
+whose zone contains the ship address; rates sorted by cost, the cheapest selected (or the
+previously selected method, if it is still offered).
+
+Completing takes the units from the locations the shipments were planned at: on hand as far
+as the location has them now, backordered beyond that where the location allows it (its
+count goes below zero, as Solidus's does), refused otherwise.
 """
 from __future__ import annotations
 
@@ -13,12 +18,13 @@ from decimal import Decimal
 
 from shared.aggregate import Aggregate, DomainError, not_found
 from shared.contracts.shipping import (
-    AllocatedUnit, ManifestItem, Shipment, ShipmentsBuilt, ShipmentsDiscarded, ShipmentsUnavailable, ShippingRate,
-    ShippingRateSelected, StockAllocated, StockAllocationFailed, StockReleased,
+    AllocatedUnit, ManifestItem, Shipment, ShipmentRatesReplaced, ShipmentsBuilt, ShipmentsDiscarded,
+    ShipmentsUnavailable, ShippingRate, ShippingRateSelected, StockAllocated, StockAllocationFailed, StockReleased,
 )
 
 NO_RATES = "We are unable to calculate shipping rates for the selected items."
 INSUFFICIENT_STOCK = "Quantity is not available for items in your order"
+SHIPMENTS_OUTDATED = "The order's shipments no longer hold its items. Please check the order and try again."
 
 
 @dataclass(frozen=True)
@@ -50,30 +56,68 @@ def new_shipment_number() -> str:
 
 
 def plan_packages(lines: list[Line], locations: list[StockLocation]) -> list[tuple[StockLocation, list[ManifestItem]]]:
-    """Allocate every unit to a location (on hand first, then backorder) or raise."""
-    remaining = {line.variant_id: line.quantity for line in lines}
+    """Every unit to a location, on hand first, then backordered; or InsufficientStock.
+    One package per location and state: a backordered package ships on its own."""
+    remaining = {line.variant_id: 0 for line in lines}
+    for line in lines:
+        remaining[line.variant_id] += line.quantity
     tracked = {line.variant_id for line in lines if line.track_inventory}
-    packages: dict[int, dict[int, int]] = {}
-    for pass_ in ("on_hand", "backorder"):
-        for location in locations:
-            for variant_id, wanted in remaining.items():
-                if wanted == 0:
-                    continue
-                if variant_id not in tracked:
-                    take = wanted if pass_ == "on_hand" else 0
-                elif pass_ == "on_hand":
-                    take = min(wanted, max(location.on_hand.get(variant_id, 0), 0))
-                else:
-                    take = wanted if variant_id in location.backorderable else 0
-                if take:
-                    packages.setdefault(location.id, {}).setdefault(variant_id, 0)
-                    packages[location.id][variant_id] += take
-                    remaining[variant_id] -= take
+    on_hand: dict[int, dict[int, int]] = {}
+    backordered: dict[int, dict[int, int]] = {}
+    for location in locations:
+        for variant_id, wanted in remaining.items():
+            take = wanted if variant_id not in tracked else min(wanted, max(location.on_hand.get(variant_id, 0), 0))
+            if take:
+                on_hand.setdefault(location.id, {})[variant_id] = take
+                remaining[variant_id] -= take
+    for location in locations:
+        for variant_id, wanted in remaining.items():
+            if wanted and variant_id in location.backorderable:
+                backordered.setdefault(location.id, {})[variant_id] = wanted
+                remaining[variant_id] = 0
     if any(remaining.values()):
         raise DomainError("insufficient_stock", INSUFFICIENT_STOCK)
+    packages = []
+    for location in locations:
+        if location.id in on_hand:
+            packages.append((location, [ManifestItem(variant_id=v, quantity=q)
+                                        for v, q in sorted(on_hand[location.id].items())]))
+        if location.id in backordered:
+            packages.append((location, [ManifestItem(variant_id=v, quantity=q, backordered=q)
+                                        for v, q in sorted(backordered[location.id].items())]))
+    return packages
+
+
+def take_units(shipments: list[Shipment], lines: list[Line],
+               locations: list[StockLocation]) -> list[AllocatedUnit]:
+    """The units completing takes from stock, from where each shipment was planned; raises
+    (insufficient_stock, shipments_outdated) when that cannot be."""
+    wanted: dict[int, int] = {}
+    for line in lines:
+        wanted[line.variant_id] = wanted.get(line.variant_id, 0) + line.quantity
+    planned: dict[int, int] = {}
+    for shipment in shipments:
+        for item in shipment.manifest:
+            planned[item.variant_id] = planned.get(item.variant_id, 0) + item.quantity
+    if planned != {v: q for v, q in wanted.items() if q}:
+        raise DomainError("shipments_outdated", SHIPMENTS_OUTDATED)
+    tracked = {line.variant_id for line in lines if line.track_inventory}
     by_id = {location.id: location for location in locations}
-    return [(by_id[lid], [ManifestItem(variant_id=v, quantity=q) for v, q in sorted(items.items())])
-            for lid, items in packages.items()]
+    left = {(location.id, v): n for location in locations for v, n in location.on_hand.items()}
+    units = []
+    for shipment in shipments:
+        location = by_id.get(shipment.stock_location_id)
+        for item in shipment.manifest:
+            if item.variant_id not in tracked:
+                continue
+            key = (shipment.stock_location_id, item.variant_id)
+            short = item.quantity - min(item.quantity, max(left.get(key, 0), 0))
+            if location is None or (short and item.variant_id not in location.backorderable):
+                raise DomainError("insufficient_stock", INSUFFICIENT_STOCK)
+            left[key] = left.get(key, 0) - item.quantity
+            units.append(AllocatedUnit(stock_location_id=location.id, variant_id=item.variant_id,
+                                       quantity=item.quantity, backordered=short, shipment_number=shipment.number))
+    return units
 
 
 class OrderShipments(Aggregate):
@@ -82,13 +126,14 @@ class OrderShipments(Aggregate):
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
         self.shipments: list[Shipment] = []
+        self.destination: tuple[str, str] | None = None  # (country ISO, currency) the rates are for
         self.selected_method_ids: set[int] = set()
         self.allocations: dict[str, list[AllocatedUnit]] = {}  # request id → units taken from stock
         self.held: set[str] = set()      # allocations not released: the shipments are fixed
         self.released: set[str] = set()  # requests whose release was answered
 
     def build(self, request_id: str, lines: list[Line], locations: list[StockLocation], methods: list[Method],
-              ids: list[int]) -> None:
+              ids: list[int], *, country_iso: str, currency: str) -> None:
         """Answer a DeliveryRequested: shipments with rates, or why there can be none."""
         try:
             packages = plan_packages(lines, locations) if lines else []
@@ -110,12 +155,17 @@ class OrderShipments(Aggregate):
                                          cost=m.cost, selected=m.id == keep) for m in ranked])
             for location, manifest in packages
         ]
-        self._record(ShipmentsBuilt(order_number=self.id, request_id=request_id, shipments=shipments))
+        self._record(ShipmentsBuilt(order_number=self.id, request_id=request_id, shipments=shipments,
+                                    country_iso=country_iso, currency=currency))
 
-    def select_rate(self, shipment_number: str, rate_id: int) -> None:
+    def _check_changeable(self) -> None:
         if self.held:
             raise DomainError("shipments_locked", "The order is being completed or has been placed;"
                               " its shipments cannot change.", status=409)
+
+    def select_rate(self, shipment_number: str, rate_id: int) -> None:
+        """The checkout's `selected_shipping_rate_id`: one of the shipment's rates."""
+        self._check_changeable()
         shipment = self.find(shipment_number)
         rate = next((r for r in shipment.rates if r.id == rate_id), None)
         if rate is None:
@@ -124,9 +174,20 @@ class OrderShipments(Aggregate):
             self._record(ShippingRateSelected(order_number=self.id, shipment_number=shipment_number,
                                               rate_id=rate.id, cost=rate.cost))
 
-    def select_method(self, shipment_number: str, method_id: int) -> None:
-        shipment = self.find(shipment_number)
-        rate = next((r for r in shipment.rates if r.shipping_method_id == method_id), None)
+    def select_method(self, shipment_number: str, method: Method, *, new_rate_id: int) -> None:
+        """Solidus's select_shipping_method: the shipment is re-rated for `method` alone (an
+        estimate for its destination, including methods not offered to customers) and that
+        one rate, selected, replaces its rates."""
+        self._check_changeable()
+        self.find(shipment_number)
+        self._record(ShipmentRatesReplaced(
+            order_number=self.id, shipment_number=shipment_number,
+            rates=[ShippingRate(id=new_rate_id, shipping_method_id=method.id, name=method.name, code=method.code,
+                                cost=method.cost, selected=True)]))
+
+    def select_method_among_rates(self, shipment_number: str, method_id: int) -> None:
+        """select_method for shipments built before their destination was recorded."""
+        rate = next((r for r in self.find(shipment_number).rates if r.shipping_method_id == method_id), None)
         if rate is None:
             raise not_found("shipping method")
         self.select_rate(shipment_number, rate.id)
@@ -135,17 +196,21 @@ class OrderShipments(Aggregate):
         """Answered already, or compensated before it came (a command replayed late from the DLQ)."""
         return request_id in self.allocations or request_id in self.released
 
-    def record_allocation(self, request_id: str, units: list[AllocatedUnit] | None) -> None:
-        """The stock decrement happened in the same transaction (see commands); None: it could not.
+    def allocate(self, request_id: str, lines: list[Line], locations: list[StockLocation]) -> list[AllocatedUnit]:
+        """The completion's stock, judged on `locations` as locked by the caller, which
+        takes the returned units from stock in the same transaction (see commands).
         Allocated, the shipments and their selected rates are fixed: `ship_total` is their cost."""
         if self.allocation_answered(request_id):
-            return
-        if units is None:
+            return []
+        try:
+            units = take_units(self.shipments, lines, locations)
+        except DomainError as refusal:
             self._record(StockAllocationFailed(order_number=self.id, request_id=request_id,
-                                               message=INSUFFICIENT_STOCK))
-        else:
-            self._record(StockAllocated(order_number=self.id, request_id=request_id, units=units,
-                                        ship_total=sum((s.cost for s in self.shipments), Decimal(0))))
+                                               message=refusal.message, code=refusal.code))
+            return []
+        self._record(StockAllocated(order_number=self.id, request_id=request_id, units=units,
+                                    ship_total=sum((s.cost for s in self.shipments), Decimal(0))))
+        return units
 
     def release(self, request_id: str) -> list[AllocatedUnit]:
         """Units to put back, answered once (with none if the request allocated nothing)."""
@@ -167,6 +232,7 @@ class OrderShipments(Aggregate):
 
     def _on_ShipmentsBuilt(self, e: ShipmentsBuilt) -> None:
         self.shipments = list(e.shipments)
+        self.destination = (e.country_iso, e.currency) if e.country_iso and e.currency else None
 
     def _on_ShipmentsUnavailable(self, e: ShipmentsUnavailable) -> None:
         self.shipments = []
@@ -175,6 +241,11 @@ class OrderShipments(Aggregate):
         self.shipments = [
             s.model_copy(update={"rates": [r.model_copy(update={"selected": r.id == e.rate_id}) for r in s.rates]})
             if s.number == e.shipment_number else s for s in self.shipments]
+        self.selected_method_ids = {r.shipping_method_id for s in self.shipments for r in s.rates if r.selected}
+
+    def _on_ShipmentRatesReplaced(self, e: ShipmentRatesReplaced) -> None:
+        self.shipments = [s.model_copy(update={"rates": list(e.rates)}) if s.number == e.shipment_number else s
+                          for s in self.shipments]
         self.selected_method_ids = {r.shipping_method_id for s in self.shipments for r in s.rates if r.selected}
 
     def _on_ShipmentsDiscarded(self, e: ShipmentsDiscarded) -> None:

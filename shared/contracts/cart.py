@@ -114,11 +114,12 @@ class CartLockRefused(DomainEvent):
     """Answer to order.CartLockRequested: the cart was not locked. `cart_changed`: its lines
     are no longer those the customer confirmed. `promotions_ineligible`: coupons expired or
     were used up by other orders since they were applied; they are removed (`removed_codes`,
-    with `PromotionRemoved` and `CartRepriced` in the same append), as Solidus does."""
+    with `PromotionRemoved` and `CartRepriced` in the same append), as Solidus does.
+    `variants_discarded`: some lines hold variants discarded from the catalog since."""
     event_type = "cart.CartLockRefused"
     order_number: str
     request_id: str
-    code: str  # "cart_changed" | "promotions_ineligible"
+    code: str  # "cart_changed" | "promotions_ineligible" | "variants_discarded"
     message: str
     removed_codes: list[str] = []
     item_count: int  # lines the cart holds now (none: the order goes back to `cart`)

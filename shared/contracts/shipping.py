@@ -23,6 +23,9 @@ class ManifestItem(BaseModel):
     model_config = ConfigDict(frozen=True)
     variant_id: int
     quantity: int
+    # Of `quantity`, the units no location has on hand: sold on backorder (Solidus's inventory
+    # unit state `backordered`; the rest are `on_hand`). Added later: absent means 0.
+    backordered: int = 0
 
 
 class Shipment(BaseModel):
@@ -45,6 +48,10 @@ class ShipmentsBuilt(DomainEvent):
     order_number: str
     request_id: str  # the order.DeliveryRequested this answers
     shipments: list[Shipment]
+    # Where the rates were estimated for (added later: absent in older events), so a shipment
+    # can be re-rated for another method (Solidus's select_shipping_method).
+    country_iso: str | None = None
+    currency: str | None = None
 
 
 class ShipmentsUnavailable(DomainEvent):
@@ -63,6 +70,15 @@ class ShippingRateSelected(DomainEvent):
     cost: Decimal
 
 
+class ShipmentRatesReplaced(DomainEvent):
+    """Solidus's select_shipping_method: the shipment's rates are replaced by the one rate of
+    the chosen method, selected."""
+    event_type = "shipping.ShipmentRatesReplaced"
+    order_number: str
+    shipment_number: str
+    rates: list[ShippingRate]
+
+
 class ShipmentsDiscarded(DomainEvent):
     """The cart changed or was emptied: pending shipments are gone (Solidus deletes them)."""
     event_type = "shipping.ShipmentsDiscarded"
@@ -70,10 +86,15 @@ class ShipmentsDiscarded(DomainEvent):
 
 
 class AllocatedUnit(BaseModel):
+    """Units of a variant taken from a location's stock for a shipment (`count_on_hand` went
+    down by `quantity`, below zero by the `backordered` part). The last two fields were added
+    later: absent in older events, where nothing was backordered."""
     model_config = ConfigDict(frozen=True)
     stock_location_id: int
     variant_id: int
     quantity: int
+    backordered: int = 0
+    shipment_number: str | None = None
 
 
 class StockAllocatedV1(DomainEvent):
@@ -106,6 +127,9 @@ class StockAllocationFailed(DomainEvent):
     order_number: str
     request_id: str
     message: str
+    # "insufficient_stock", or "shipments_outdated" when the shipments no longer hold the
+    # locked lines (added later: absent in older events, which were all insufficient_stock).
+    code: str = "insufficient_stock"
 
 
 class StockReleased(DomainEvent):
@@ -119,3 +143,24 @@ class StockReleased(DomainEvent):
 
 class MessageDeadLettered(DeadLetterNotice):
     event_type = "shipping.MessageDeadLettered"
+
+
+class LocationStock(BaseModel):
+    id: int  # the stock item's
+    stock_location_id: int
+    stock_location_name: str
+    count_on_hand: int
+    backorderable: bool
+
+
+class StockLevel(BaseModel):
+    """A variant's stock as the shipping service reports it (its `stock` operation, not an
+    event): the units on hand over the active locations (negative once backordered), whether
+    any location may sell it beyond that, and each location's stock item."""
+    total_on_hand: int = 0
+    backorderable: bool = False
+    items: list[LocationStock] = []
+
+    def in_stock(self, track_inventory: bool) -> bool:
+        """Solidus's `in_stock?` (can supply one unit): untracked variants always are."""
+        return not track_inventory or self.total_on_hand > 0 or self.backorderable

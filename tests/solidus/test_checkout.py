@@ -109,11 +109,21 @@ async def test_shipment_endpoints_with_the_order_token(gateway, guest_order):
     unknown = await gateway.put(f"/api/shipments/{shipment_number}/select_shipping_method", headers=token,
                                 json={"shipping_method_id": 999})
     assert unknown.status_code == 404
+    elsewhere = await gateway.put(f"/api/shipments/{shipment_number}/select_shipping_method", headers=token,
+                                  json={"shipping_method_id": 3})  # UK Standard: neither to the US nor in USD
+    assert elsewhere.status_code == 422
+    assert elsewhere.json()["errors"] == {"shipping_method_id": ["cannot ship this shipment"]}
     chosen = await gateway.put(f"/api/shipments/{shipment_number}/select_shipping_method", headers=token,
                                json={"shipping_method_id": 2})
     assert chosen.status_code == 200 and chosen.json()["selected_shipping_rate"]["name"] == "Express"
+    # As Solidus's: the shipment is re-rated for that method alone, whose rate replaces the others.
+    [rate] = chosen.json()["shipping_rates"]
+    assert (rate["name"], rate["cost"], rate["selected"]) == ("Express", "15.0", True)
+    assert rate["id"] not in {r["id"] for r in order["shipments"][0]["shipping_rates"]}
+    assert chosen.json()["cost"] == "15.0"
     order = (await gateway.get(f"/api/orders/{number}", headers=token)).json()
     assert order["ship_total"] == "15.0"  # read-your-writes: no sleep
+    assert order["shipments"][0]["shipping_rates"] == chosen.json()["shipping_rates"]
 
 
 async def test_a_line_item_change_restarts_the_checkout(gateway, guest_order):

@@ -14,7 +14,7 @@ from shared.contracts import shipping as s
 from services.cart.domain import Cart, Promotion
 from services.order.domain import Order
 from services.payment.domain import OrderPayments, PaymentMethod
-from services.shipping.domain import OrderShipments
+from services.shipping.domain import Line, OrderShipments, StockLocation
 
 TEE = c.VariantSnapshot(id=1, product_id=1, name="Tee", sku="T", price=Decimal("19.99"), track_inventory=True)
 TEN_OFF = Promotion(1, "10off", "10 off", "order_flat", Decimal("10"))
@@ -82,10 +82,14 @@ def shipments_with_a_rate() -> OrderShipments:
     return saved(shipments)
 
 
+MAIN = StockLocation(id=1, name="Main", on_hand={1: 5}, backorderable=frozenset())
+LINES = [Line(variant_id=1, quantity=2, track_inventory=True)]
+
+
 def test_allocated_shipments_refuse_rate_changes_until_released():
     shipments = shipments_with_a_rate()
-    units = [s.AllocatedUnit(stock_location_id=1, variant_id=1, quantity=2)]
-    shipments.record_allocation("req", units)
+    units = shipments.allocate("req", LINES, [MAIN])
+    assert units == [s.AllocatedUnit(stock_location_id=1, variant_id=1, quantity=2, shipment_number="H1")]
     assert shipments.pending[0].ship_total == Decimal("10")
     saved(shipments)
     with pytest.raises(DomainError) as refused:
@@ -101,7 +105,7 @@ def test_a_release_before_any_allocation_is_answered_and_bars_a_late_allocation(
     shipments = shipments_with_a_rate()
     assert shipments.release("req") == [] and isinstance(shipments.pending[0], s.StockReleased)
     saved(shipments)
-    shipments.record_allocation("req", [s.AllocatedUnit(stock_location_id=1, variant_id=1, quantity=2)])
+    assert shipments.allocate("req", LINES, [MAIN]) == []
     assert not shipments.pending and not shipments.held
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from shared.contracts.shipping import StockLevel
+from services.gateway.availability import availability
 from services.gateway.getcandy.calls import command, order_view, variants
 from services.gateway.getcandy.errors import BASKET_PLACED, COUPON_INVALID, error, invalid, not_found
 from services.gateway.getcandy.ids import BASKETS, MAIN, decode, order_number
@@ -19,6 +21,13 @@ from services.gateway.getcandy.schemas import (
 )
 
 router = APIRouter()
+
+
+async def basket_response(request: Request, order: dict) -> Response:
+    available = await availability(request, (line["variant_id"] for line in order["line_items"]))
+    return respond({"data": render_basket(order, available)})
+
+
 MAX_LINES = 100  # variants in one request
 
 
@@ -51,10 +60,9 @@ async def validate_lines(request: Request, body: dict, currency: str, *, existin
         if quantity < 1:
             errors[f"variants.{n}.quantity"] = ["You must add at least 1 items."]
             continue
-        level = stock.get(str(variant_id))
+        level = StockLevel.model_validate(stock.get(str(variant_id), {}))
         tracked = catalog[variant_id]["track_inventory"]
-        if tracked and not (level and level["backorderable"]) and \
-                quantity + existing.get(variant_id, 0) > (level["on_hand"] if level else 0):
+        if tracked and not level.backorderable and quantity + existing.get(variant_id, 0) > level.total_on_hand:
             errors[f"variants.{n}.quantity"] = ["Insufficient stock levels"]
             continue
         lines.append((variant_id, quantity))
@@ -91,7 +99,7 @@ async def _basket_lines(request: Request, *, replace: bool) -> Response:
             events += (await command(request, "cart", "remove_line_item", order=order,
                                      placed_message=BASKET_PLACED, number=number, line_id=line["id"]))["events"]
     events += await add_lines(request, order, lines)
-    return respond({"data": render_basket(await order_view(request, number, events))})
+    return await basket_response(request, await order_view(request, number, events))
 
 
 @router.post("/basket-lines", responses=responses(200, CandyBasketEnvelope),
@@ -111,7 +119,7 @@ async def get_basket(basket_id: Hash, request: Request):
     number = order_number(BASKETS, basket_id)
     if number is None:
         raise not_found()
-    return respond({"data": render_basket(await order_view(request, number))})
+    return await basket_response(request, await order_view(request, number))
 
 
 async def line_and_basket(request: Request, line_hash: str) -> tuple[int, dict]:
@@ -134,7 +142,7 @@ async def _set_line(request: Request, order: dict, line_id: int, quantity: int) 
     else:
         result = await command(request, "cart", "set_line_quantity", order=order, placed_message=BASKET_PLACED,
                                refused=refused, number=number, line_id=line_id, quantity=quantity)
-    return respond({"data": render_basket(await order_view(request, number, result["events"]))})
+    return await basket_response(request, await order_view(request, number, result["events"]))
 
 
 def current_quantity(order: dict, line_id: int) -> int:
@@ -190,7 +198,7 @@ async def add_discount(basket_id: Hash, request: Request):
         raise invalid({"coupon": ["The coupon field is required."]})
     result = await command(request, "cart", "apply_coupon", order=order, placed_message=BASKET_PLACED,
                            refused=lambda _: invalid(COUPON_INVALID), number=number, code=code[:255])
-    return respond({"data": render_basket(await order_view(request, number, result["events"]))})
+    return await basket_response(request, await order_view(request, number, result["events"]))
 
 
 @router.delete("/baskets/{basket_id}/discounts", responses=responses(200, CandyBasketEnvelope),
@@ -207,4 +215,4 @@ async def remove_discount(basket_id: Hash, request: Request):
         raise invalid({"discount_id": ["The selected discount id is invalid."]})
     result = await command(request, "cart", "remove_coupon", order=order, placed_message=BASKET_PLACED,
                            number=number, code=adjustment["code"])
-    return respond({"data": render_basket(await order_view(request, number, result["events"]))})
+    return await basket_response(request, await order_view(request, number, result["events"]))

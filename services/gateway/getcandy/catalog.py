@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from services.gateway.availability import availability
 from services.gateway.getcandy.calls import variants
 from services.gateway.getcandy.ids import MAIN
 from services.gateway.getcandy.render import render_variant, respond
@@ -19,9 +20,10 @@ async def products(request: Request):
     rows = await call(request, "cart", "list_products")
     catalog = await variants(request, currency)
     with_variants = "variants" in includes_of(request)
+    available = await availability(request, catalog) if with_variants else {}
     data = []
     for product in rows:
-        own = [render_variant(v) for v in catalog.values() if v["product_id"] == product["id"]]
+        own = [render_variant(v, available.get(v["id"])) for v in catalog.values() if v["product_id"] == product["id"]]
         if not own:
             continue
         item = {"id": MAIN.encode(product["id"]), "name": product["name"], "slug": product["slug"],

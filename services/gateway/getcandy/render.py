@@ -7,7 +7,9 @@ from typing import Any
 
 from fastapi.responses import Response
 
+from shared.contracts.shipping import StockLevel
 from shared.jsonutil import dumps_with_numbers
+from services.gateway.availability import Availability
 from services.gateway.getcandy.ids import BASKETS, MAIN, ORDERS, number_id
 
 
@@ -30,14 +32,19 @@ def minor(amount: Any) -> int:
     return int((Decimal(str(amount)) * 100).to_integral_value())
 
 
-def render_variant(variant: dict, on_hand: int | None = None) -> dict:
+def render_variant(variant: dict, available: Availability | None = None) -> dict:
+    """GetCandy's variant. `inventory` is the stock on hand (null when not tracked: unlimited);
+    `backorder` is GetCandy's policy: `always` sells beyond it, `in-stock` does not."""
     price = Decimal(variant["price"])
+    tracked = variant.get("track_inventory", True)
+    stock = available.stock if available else StockLevel()
     return {"id": MAIN.encode(variant["id"]), "sku": variant["sku"], "price": price, "unit_price": price,
-            "inventory": on_hand, "min_qty": 1, "min_batch": 1, "name": variant["name"],
-            "options": variant.get("options_text", "")}
+            "inventory": stock.total_on_hand if tracked else None, "incoming": 0,
+            "backorder": "always" if stock.backorderable or not tracked else "in-stock",
+            "min_qty": 1, "min_batch": 1, "name": variant["name"], "options": variant.get("options_text", "")}
 
 
-def render_basket(order: dict) -> dict:
+def render_basket(order: dict, availability: dict[int, Availability] | None = None) -> dict:
     lines = []
     rate = Decimal(order["tax_rate"])
     for line in order["line_items"]:
@@ -47,7 +54,8 @@ def render_basket(order: dict) -> dict:
             "id": BASKETS.encode(line["id"]), "quantity": line["quantity"], "line_total": total,
             "unit_price": unit, "unit_tax": _truncate(unit * rate), "line_discount": Decimal(0),
             "tax": _truncate(total * rate), "meta": [],
-            "variant": {"data": render_variant({**line["variant"], "price": line["price"]})},
+            "variant": {"data": render_variant({**line["variant"], "price": line["price"]},
+                                               (availability or {}).get(line["variant_id"]))},
         })
     discount = -Decimal(order["adjustment_total"])
     return {

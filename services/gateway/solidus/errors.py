@@ -75,8 +75,9 @@ def completion_refused(refusal: dict) -> ApiError:
     match refusal["code"]:
         case "insufficient_stock":
             return insufficient_stock()
-        case "promotions_ineligible" | "cart_changed":
-            # The checkout restarted at `address`, as Solidus's complete does when promotions change.
+        case "promotions_ineligible" | "cart_changed" | "variants_discarded" | "shipments_outdated":
+            # The checkout restarted at `address`, as Solidus's complete does when promotions
+            # change or a variant was discarded.
             return could_not_transition({"base": [refusal["message"]]})
         case _:
             return invalid_resource({"base": [refusal["message"]]})

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from shared.jsonutil import json_response
+from services.gateway.availability import availability
 from services.gateway.paths import Id, OrderNumber
 from services.gateway.reference import await_view
 from services.gateway.solidus.access import authorize
@@ -15,6 +16,11 @@ from services.gateway.openapi import request_body
 from services.gateway.solidus.schemas import LineItem, responses
 
 router = APIRouter()
+
+
+async def line_item_response(request: Request, line: dict, order: dict) -> dict:
+    available = await availability(request, [line["variant_id"]])
+    return render_line_item(line, order["currency"], available[line["variant_id"]])
 
 
 @router.post("/checkouts/{number}/line_items", status_code=201, responses=responses(201, LineItem, locked=True),
@@ -29,7 +35,7 @@ async def add_line_item(number: OrderNumber, request: Request) -> Response:
                            variant_id=as_int(line_item.get("variant_id")),
                            quantity=as_int(line_item.get("quantity", 1)), currency=order["currency"])
     await await_view(request, number, result["events"])
-    return json_response(render_line_item(result["line_item"], order["currency"]), status_code=201)
+    return json_response(await line_item_response(request, result["line_item"], order), status_code=201)
 
 
 @router.patch("/checkouts/{number}/line_items/{line_id}",
@@ -47,7 +53,7 @@ async def update_line_item(number: OrderNumber, line_id: Id, request: Request):
     await await_view(request, number, result["events"])
     if result["line_item"] is None:  # quantity 0 removed the line
         return Response(status_code=204)
-    return json_response(render_line_item(result["line_item"], order["currency"]))
+    return json_response(await line_item_response(request, result["line_item"], order))
 
 
 @router.delete("/checkouts/{number}/line_items/{line_id}", status_code=204, responses=responses(204, locked=True))

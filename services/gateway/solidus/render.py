@@ -7,7 +7,9 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
+from shared.contracts.shipping import StockLevel
 from shared.jsonutil import json_response
+from services.gateway.availability import Availability, availability
 from services.gateway.reference import countries_by_id, payment_methods
 from services.gateway.solidus.access import is_admin
 
@@ -25,24 +27,39 @@ def display(value: Any, currency: str) -> str:
     return f"{sign}{CURRENCY_SYMBOLS.get(currency, '')}{abs(amount):,.2f}"
 
 
-def render_variant(variant: dict, currency: str) -> dict:
-    return {
+def render_variant(variant: dict, currency: str, available: Availability | None = None,
+                   *, stock_items: bool = False) -> dict:
+    """Solidus's variant (its "small" partial; with `stock_items`, the "big" one of a show)."""
+    tracked = variant.get("track_inventory", True)
+    stock = available.stock if available else StockLevel()
+    body = {
         "id": variant["id"], "name": variant["name"], "sku": variant["sku"], "price": money(variant["price"]),
         "display_price": display(variant["price"], currency), "options_text": variant.get("options_text", ""),
-        "track_inventory": variant.get("track_inventory", True), "product_id": variant["product_id"],
+        "track_inventory": tracked, "product_id": variant["product_id"],
         "is_master": variant.get("is_master", False), "slug": variant.get("slug"),
-        "description": variant.get("description"), "option_values": [], "images": [],
+        "description": variant.get("description"),
+        # Untracked stock is unlimited: Solidus's total_on_hand is Infinity, written as null.
+        "total_on_hand": stock.total_on_hand if tracked else None, "in_stock": stock.in_stock(tracked),
+        "is_backorderable": stock.backorderable,
+        "is_destroyed": bool(variant.get("is_destroyed")) or bool(available and available.discarded),
+        "option_values": [], "images": [],
     }
+    if stock_items:
+        body["stock_items"] = [{"id": item.id, "count_on_hand": item.count_on_hand,
+                                "stock_location_id": item.stock_location_id, "backorderable": item.backorderable,
+                                "available": item.count_on_hand > 0 or item.backorderable,
+                                "stock_location_name": item.stock_location_name} for item in stock.items]
+    return body
 
 
-def render_line_item(line: dict, currency: str) -> dict:
+def render_line_item(line: dict, currency: str, available: Availability | None = None) -> dict:
     price = Decimal(str(line["price"]))
     amount = price * line["quantity"]
     return {
         "id": line["id"], "quantity": line["quantity"], "price": money(price), "variant_id": line["variant_id"],
         "customer_metadata": {}, "single_display_amount": display(price, currency),
         "display_amount": display(amount, currency), "total": money(amount),
-        "variant": render_variant({**line["variant"], "price": price}, currency), "adjustments": [],
+        "variant": render_variant({**line["variant"], "price": price}, currency, available), "adjustments": [],
     }
 
 
@@ -73,10 +90,17 @@ def render_shipment(shipment: dict, order: dict) -> dict:
         "shipping_rates": rates, "selected_shipping_rate": selected,
         "shipping_methods": [{"id": r["shipping_method_id"], "code": r["shipping_method_code"], "name": r["name"],
                               "zones": [], "shipping_categories": []} for r in rates],
-        "manifest": [{"variant_id": m["variant_id"], "quantity": m["quantity"], "states": {"on_hand": m["quantity"]}}
+        "manifest": [{"variant_id": m["variant_id"], "quantity": m["quantity"], "states": unit_states(m)}
                      for m in shipment["manifest"]],
         "adjustments": [],
     }
+
+
+def unit_states(item: dict) -> dict[str, int]:
+    """How many of a manifest item's inventory units are in each state (none: not listed)."""
+    backordered = item.get("backordered", 0)
+    states = {"on_hand": item["quantity"] - backordered, "backordered": backordered}
+    return {state: n for state, n in states.items() if n}
 
 
 def render_address(address: dict | None, countries: dict[int, dict]) -> dict | None:
@@ -116,7 +140,7 @@ def render_payment_method(method: dict) -> dict:
 
 
 def render_order(order: dict, *, admin: bool = False, countries: dict[int, dict] | None = None,
-                 payment_methods: list[dict] | None = None) -> dict:
+                 payment_methods: list[dict] | None = None, availability: dict[int, Availability] | None = None) -> dict:
     currency = order["currency"]
     total = money(order.get("total", "0"))
     steps = ["address", "delivery", "payment", "confirm", "complete"]
@@ -137,7 +161,8 @@ def render_order(order: dict, *, admin: bool = False, countries: dict[int, dict]
         "display_additional_tax_total": display(order.get("additional_tax_total", 0), currency),
         "display_tax_total": display(order.get("additional_tax_total", 0), currency), "total_quantity": order.get("total_quantity", 0),
         "token": order["guest_token"], "checkout_steps": steps, "canceler_id": None, "customer_metadata": {},
-        "line_items": [render_line_item(line, currency) for line in order.get("line_items", [])],
+        "line_items": [render_line_item(line, currency, (availability or {}).get(line["variant_id"]))
+                       for line in order.get("line_items", [])],
         "adjustments": [render_adjustment(a, order, i) for i, a in enumerate(order.get("adjustments", []))],
         "payments": [render_payment(p, currency) for p in order.get("payments", [])],
         "shipments": [render_shipment(sh, order) for sh in order.get("shipments", [])],
@@ -154,7 +179,8 @@ def render_order(order: dict, *, admin: bool = False, countries: dict[int, dict]
 
 async def order_response(request: Request, order: dict, status_code: int = 200) -> Response:
     body = render_order(order, admin=is_admin(request), countries=await countries_by_id(request),
-                        payment_methods=await payment_methods(request))
+                        payment_methods=await payment_methods(request),
+                        availability=await availability(request, (line["variant_id"] for line in order.get("line_items", []))))
     return json_response(body, status_code=status_code)
 
 

@@ -46,6 +46,10 @@ class Variant(Shape):
     track_inventory: bool
     product_id: int
     is_master: bool
+    total_on_hand: int | None  # null: not tracked, unlimited
+    in_stock: bool
+    is_backorderable: bool
+    is_destroyed: bool
 
 
 class LineItem(Shape):

@@ -1,0 +1,259 @@
+"""The order view's storage and reads: its tables written one statement per change (the
+live path) or in bulk after a rebuild in memory (services/order/projections.py folds events
+into either), the one-query read of an order, and the notifications that wake readers."""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import ROUND_DOWN, Decimal
+
+import asyncpg
+
+VIEW_CHANNEL = "order_view"
+VIEW_CONSUMER = "order.view"
+
+
+# The view's columns with their table defaults: those an OrderCreated leaves unset.
+_COLUMN_DEFAULTS = {
+    "completed_at": None, "item_total": Decimal(0), "adjustment_total": Decimal(0), "ship_total": Decimal(0),
+    "total_quantity": 0, "item_count": 0, "adjustments": [], "cart_version": 0, "bill_address": None,
+    "ship_address": None, "shipments": [], "pending_request": None, "refusal": None, "payments": [],
+    "payment_total": Decimal(0), "payment_state": None, "shipment_state": None, "contact_phone": None,
+    "reference": None, "settled_by": None}
+# Columns a fold may read or write (the names go into SQL text; nothing else may).
+_VIEW_COLUMNS = frozenset({"guest_token", "state", "currency", "email", "user_id", "created_at", "updated_at",
+                           *_COLUMN_DEFAULTS})
+
+
+def _columns(names) -> list[str]:
+    unknown = set(names) - _VIEW_COLUMNS
+    if unknown:
+        raise ValueError(f"not an order view column: {sorted(unknown)}")
+    return list(names)
+
+
+class SqlOrderView:
+    """The view's tables, one statement per change (the live path)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self._stamp: tuple[str, datetime, list[uuid.UUID]] | None = None
+
+    def stamp_with_next_update(self, number: str, at: datetime, event_ids: list[uuid.UUID]) -> None:
+        self._stamp = (number, at, event_ids)
+
+    async def stamp_if_not_done(self) -> None:
+        if self._stamp is not None:
+            number, at, event_ids = self._stamp
+            self._stamp = None
+            await self.touched(number, at, event_ids)
+
+    async def create(self, number: str, **row) -> None:
+        columns = _columns(row)
+        await self.conn.execute(
+            f"INSERT INTO order_view (number, {', '.join(columns)})"
+            f" VALUES ($1, {', '.join(f'${i + 2}' for i in range(len(columns)))}) ON CONFLICT (number) DO NOTHING",
+            number, *row.values())
+
+    async def get(self, number: str, column: str):
+        return await self.conn.fetchval(f"SELECT {_columns([column])[0]} FROM order_view WHERE number = $1", number)
+
+    async def update(self, number: str, **changes) -> None:
+        columns = _columns(changes)
+        await self._update_row(number, ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(columns)),
+                               list(changes.values()), stampable="updated_at" not in changes)
+
+    async def reprice(self, number: str, version: int, **changes) -> None:
+        columns = _columns(changes)
+        await self._update_row(number, ", ".join(f"{c} = ${i + 3}" for i, c in enumerate(columns))
+                               + ", cart_version = $2", [version, *changes.values()], " AND cart_version < $2")
+
+    async def _update_row(self, number: str, assignments: str, args: list, condition: str = "", *,
+                          stampable: bool = True) -> None:
+        """UPDATE the order's row; a stamp waiting for this order rides on it, with its
+        notification, instead of taking a round trip of its own."""
+        if self._stamp is None or self._stamp[0] != number or not stampable:
+            await self.conn.execute(f"UPDATE order_view SET {assignments} WHERE number = $1{condition}",
+                                    number, *args)
+            return
+        _, at, event_ids = self._stamp
+        self._stamp = None
+        n = len(args) + 2
+        await self.conn.execute(
+            f"WITH updated AS (UPDATE order_view SET {assignments}, updated_at = greatest(updated_at, ${n})"
+            f" WHERE number = $1{condition}) SELECT pg_notify(${n + 1}, ${n + 2})",
+            number, *args, at, VIEW_CHANNEL, view_notification(number, event_ids))
+
+    async def add_line(self, **line) -> None:
+        await self.conn.execute(
+            "INSERT INTO order_line_items (id, order_number, variant_id, quantity, price, variant)"
+            " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING", line["id"], line["order_number"],
+            line["variant_id"], line["quantity"], line["price"], line["variant"])
+
+    async def set_line_quantity(self, line_id: int, quantity: int) -> None:
+        await self.conn.execute("UPDATE order_line_items SET quantity = $2 WHERE id = $1", line_id, quantity)
+
+    async def remove_line(self, line_id: int) -> None:
+        await self.conn.execute("DELETE FROM order_line_items WHERE id = $1", line_id)
+
+    async def remove_lines(self, number: str) -> None:
+        await self.conn.execute("DELETE FROM order_line_items WHERE order_number = $1", number)
+
+    async def touched(self, number: str, at: datetime, event_ids: list[uuid.UUID]) -> None:
+        # One round trip: the timestamp, and the wake-up of readers waiting on this order,
+        # which names the events applied so a reader need not ask the database again.
+        await self.conn.execute(
+            "WITH touched AS (UPDATE order_view SET updated_at = greatest(updated_at, $2) WHERE number = $1)"
+            " SELECT pg_notify($3, $4)", number, at, VIEW_CHANNEL, view_notification(number, event_ids))
+
+
+class MemoryOrderView:
+    """The view held in memory while a rebuild folds every stored event, then written out
+    in bulk: a rebuild makes no round trip per event."""
+
+    def __init__(self) -> None:
+        self.orders: dict[str, dict] = {}
+        self.lines: dict[int, dict] = {}
+        self._stamp: tuple[str, datetime] | None = None
+
+    async def create(self, number: str, **row) -> None:
+        if number not in self.orders:
+            self.orders[number] = {"number": number, **{k: list(v) if isinstance(v, list) else v
+                                                        for k, v in _COLUMN_DEFAULTS.items()}, **row}
+
+    async def get(self, number: str, column: str):
+        order = self.orders.get(number)
+        return order[column] if order else None
+
+    async def update(self, number: str, **changes) -> None:
+        if number in self.orders:
+            self.orders[number].update(changes)
+
+    async def reprice(self, number: str, version: int, **changes) -> None:
+        order = self.orders.get(number)
+        if order and order["cart_version"] < version:
+            order.update(changes, cart_version=version)
+
+    async def add_line(self, **line) -> None:
+        # The table's foreign key: a line of an order the view does not have is refused.
+        if line["order_number"] not in self.orders:
+            raise LookupError(f"line item {line['id']} of unknown order {line['order_number']}")
+        self.lines.setdefault(line["id"], line)
+
+    async def set_line_quantity(self, line_id: int, quantity: int) -> None:
+        if line_id in self.lines:
+            self.lines[line_id]["quantity"] = quantity
+
+    async def remove_line(self, line_id: int) -> None:
+        self.lines.pop(line_id, None)
+
+    async def remove_lines(self, number: str) -> None:
+        for line_id in [i for i, line in self.lines.items() if line["order_number"] == number]:
+            del self.lines[line_id]
+
+    def stamp_with_next_update(self, number: str, at: datetime, event_ids: list[uuid.UUID]) -> None:
+        self._stamp = (number, at)
+
+    async def stamp_if_not_done(self) -> None:
+        number, at = self._stamp
+        order = self.orders.get(number)
+        if order and at > order["updated_at"]:
+            order["updated_at"] = at
+
+    async def write(self, conn: asyncpg.Connection, schema: str) -> None:
+        """Insert everything into `schema`'s (empty) view tables, in their own column order."""
+        for table, rows in (("order_view", self.orders.values()),
+                            ("order_line_items", sorted(self.lines.values(), key=lambda line: line["id"]))):
+            statement = await conn.prepare(f'SELECT * FROM "{schema}".{table} LIMIT 0')
+            columns = [a.name for a in statement.get_attributes()]
+            missing = set(columns) - (set(next(iter(rows), {})) or set(columns))
+            if missing:
+                raise KeyError(f"the rebuild does not fill {table} columns {sorted(missing)}")
+            await conn.executemany(
+                f'INSERT INTO "{schema}".{table} ({", ".join(columns)})'
+                f' VALUES ({", ".join(f"${i + 1}" for i in range(len(columns)))})',
+                [tuple(row[c] for c in columns) for row in rows])
+
+
+_READ_ORDER = """
+SELECT v.*, coalesce(t.rate, 0) AS tax_rate, l.ids, l.variant_ids, l.quantities, l.prices, l.variants
+FROM order_view v
+LEFT JOIN tax_rates t ON t.currency = v.currency
+LEFT JOIN LATERAL (
+    SELECT array_agg(id ORDER BY id) AS ids, array_agg(variant_id ORDER BY id) AS variant_ids,
+           array_agg(quantity ORDER BY id) AS quantities, array_agg(price ORDER BY id) AS prices,
+           jsonb_agg(variant ORDER BY id) AS variants
+    FROM order_line_items WHERE order_number = v.number) l ON true
+WHERE v.number = $1"""
+
+
+async def read_order(conn: asyncpg.Connection | asyncpg.Pool, number: str) -> dict | None:
+    """The order view with its lines and taxes: one query (it is on every request's path)."""
+    row = await conn.fetchrow(_READ_ORDER, number)
+    if row is None:
+        return None
+    order = dict(row)
+    ids, variant_ids, quantities, prices, variants = (order.pop(k) or [] for k in
+                                                      ("ids", "variant_ids", "quantities", "prices", "variants"))
+    order["line_items"] = [{"id": i, "variant_id": v, "quantity": q, "price": p, "variant": var}
+                           for i, v, q, p, var in zip(ids, variant_ids, quantities, prices, variants)]
+    order.update(order_taxes(order.pop("tax_rate"), order["item_total"] + order["adjustment_total"],
+                             order["ship_total"]))
+    order["total"] = (order["item_total"] + order["ship_total"] + order["adjustment_total"]
+                      + order["additional_tax_total"])
+    return order
+
+
+def truncate(amount: Decimal) -> Decimal:
+    return amount.quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+
+
+def order_taxes(rate: Decimal, items_after_discounts: Decimal, shipping: Decimal) -> dict[str, Decimal]:
+    """VAT added on top (GetCandy's GBP channel), truncated to cents as the original does."""
+    items_tax, ship_tax = truncate(items_after_discounts * rate), truncate(shipping * rate)
+    return {"tax_rate": rate, "items_tax": items_tax, "shipping_tax": ship_tax,
+            "additional_tax_total": items_tax + ship_tax}
+
+
+async def has_settled(conn: asyncpg.Connection | asyncpg.Pool, number: str, request_id: str) -> bool:
+    """The order no longer awaits `request_id`, and the view shows what settled it.
+
+    The saga answers in its own consumer group, so it can record an order's completion
+    before the view consumer has folded in the payment events that caused it (a captured
+    payment, say). Settled therefore also means: the event that settled the request
+    (`settled_by`) is applied to the view; the view consumer applies a partition in
+    order, so that order's earlier events of the same service are in the view as well."""
+    return bool(await conn.fetchval(
+        "SELECT v.pending_request IS DISTINCT FROM $2 AND (v.settled_by IS NULL OR EXISTS ("
+        " SELECT 1 FROM processed_events p WHERE p.consumer = $3 AND p.event_id = v.settled_by))"
+        " FROM order_view v WHERE v.number = $1", number, request_id, VIEW_CONSUMER))
+
+
+async def unapplied(conn: asyncpg.Connection | asyncpg.Pool, event_ids: Iterable[str]) -> set[str]:
+    """Those of these events the view has not applied yet. The order's own events are
+    applied in the transaction that stores them; the others once the consumer has them."""
+    wanted = set(event_ids)
+    if not wanted:
+        return set()
+    rows = await conn.fetch(
+        "SELECT wanted.id::text FROM unnest($2::uuid[]) AS wanted(id) WHERE NOT"
+        " (EXISTS (SELECT 1 FROM processed_events p WHERE p.consumer = $1 AND p.event_id = wanted.id)"
+        " OR EXISTS (SELECT 1 FROM events e WHERE e.event_id = wanted.id))",
+        VIEW_CONSUMER, list(wanted))
+    return {row[0] for row in rows}
+
+
+# A notification's payload is limited to 8,000 bytes: past this many ids, only the number.
+NOTIFIED_IDS_MAX = 100
+
+
+def view_notification(number: str, event_ids: Sequence[uuid.UUID | str]) -> str:
+    """`<number> <id>,<id>,...`: the order whose view changed and the events it applied."""
+    return number if len(event_ids) > NOTIFIED_IDS_MAX else f"{number} {','.join(map(str, event_ids))}"
+
+
+def parse_view_notification(payload: str) -> tuple[str, set[str] | None]:
+    """The order number and the events applied (None: not named, ask the database)."""
+    number, _, ids = payload.partition(" ")
+    return number, set(ids.split(",")) if ids else None

@@ -1,0 +1,119 @@
+"""Where units come from (issue #18), decided by the shipping aggregate without a database:
+packing over stock locations at delivery, taking the units at completion (on hand now, or
+backordered), re-rating a shipment; the cart refusing discarded variants; the order's
+shipment_state once units are backordered."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from shared.aggregate import DomainError
+from shared.contracts import cart as c
+from shared.contracts import order as o
+from shared.contracts import shipping as s
+from services.cart.domain import Cart
+from services.order.domain import Order
+from services.shipping.domain import Line, Method, OrderShipments, StockLocation, plan_packages, take_units
+from tests.unit.test_lifecycle_rules import TEE, saved
+
+GROUND = Method(1, "Ground", "GRND", Decimal("10"))
+
+
+def location(id: int, on_hand: dict[int, int], backorderable: set[int] = frozenset()) -> StockLocation:
+    return StockLocation(id=id, name=f"L{id}", on_hand=on_hand, backorderable=frozenset(backorderable))
+
+
+def packed(lines, locations) -> list[tuple[int, list[tuple[int, int, int]]]]:
+    return [(loc.id, [(m.variant_id, m.quantity, m.backordered) for m in manifest])
+            for loc, manifest in plan_packages(lines, locations)]
+
+
+def test_a_line_one_location_cannot_fill_is_split_over_locations_on_hand_first():
+    lines = [Line(1, 5, True), Line(2, 1, True)]
+    assert packed(lines, [location(1, {1: 2, 2: 1}), location(2, {1: 10})]) == [
+        (1, [(1, 2, 0), (2, 1, 0)]), (2, [(1, 3, 0)])]
+
+
+def test_backordered_units_come_after_every_location_on_hand_and_ship_apart():
+    lines = [Line(1, 6, True)]
+    # Location 2's units on hand before location 1's backorder.
+    assert packed(lines, [location(1, {1: 1}, {1}), location(2, {1: 2})]) == [
+        (1, [(1, 1, 0)]), (1, [(1, 3, 3)]), (2, [(1, 2, 0)])]
+    with pytest.raises(DomainError) as refused:
+        plan_packages(lines, [location(1, {1: 1}), location(2, {1: 2})])
+    assert refused.value.code == "insufficient_stock"
+    # A count already below zero (earlier backorders) offers nothing on hand.
+    assert packed([Line(1, 1, True)], [location(1, {1: -4}, {1})]) == [(1, [(1, 1, 1)])]
+    assert packed([Line(9, 3, False)], [location(1, {})]) == [(1, [(9, 3, 0)])]  # untracked: unlimited
+
+
+def built(lines, locations) -> OrderShipments:
+    shipments = OrderShipments("R1")
+    shipments.build("d", lines, locations, [GROUND], list(range(100, 120)), country_iso="US", currency="USD")
+    return saved(shipments)
+
+
+def test_completion_takes_units_where_planned_deciding_what_is_backordered_now():
+    lines = [Line(1, 3, True)]
+    shipments = built(lines, [location(1, {1: 1}, {1})])  # planned: 1 on hand, 2 backordered
+    # Stock came in meanwhile: all three on hand now.
+    units = take_units(shipments.shipments, lines, [location(1, {1: 5}, {1})])
+    assert [(u.stock_location_id, u.quantity, u.backordered) for u in units] == [(1, 1, 0), (1, 2, 0)]
+    # Or it went: everything backordered (the location allows it).
+    units = take_units(shipments.shipments, lines, [location(1, {1: 0}, {1})])
+    assert [(u.quantity, u.backordered) for u in units] == [(1, 1), (2, 2)]
+    assert {u.shipment_number for u in units} == {sh.number for sh in shipments.shipments}
+
+
+def test_completion_refuses_a_sold_out_planned_location_and_outdated_shipments():
+    lines = [Line(1, 2, True)]
+    shipments = built(lines, [location(1, {1: 2}), location(2, {1: 9})])
+    with pytest.raises(DomainError) as refused:  # planned at 1, which sold out: not taken elsewhere
+        take_units(shipments.shipments, lines, [location(1, {1: 1}), location(2, {1: 9})])
+    assert refused.value.code == "insufficient_stock"
+    with pytest.raises(DomainError) as refused:
+        take_units(shipments.shipments, [Line(1, 3, True)], [location(1, {1: 9})])
+    assert refused.value.code == "shipments_outdated"
+    shipments.allocate("req", [Line(1, 3, True)], [location(1, {1: 9})])
+    [failed] = shipments.pending
+    assert isinstance(failed, s.StockAllocationFailed) and failed.code == "shipments_outdated"
+
+
+def test_select_method_rerates_the_shipment_for_that_method_alone():
+    shipments = built([Line(1, 1, True)], [location(1, {1: 1})])
+    number = shipments.shipments[0].number
+    express = Method(2, "Express", "EXPR", Decimal("15"))
+    shipments.select_method(number, express, new_rate_id=500)
+    [replaced] = shipments.pending
+    assert isinstance(replaced, s.ShipmentRatesReplaced)
+    saved(shipments)
+    assert [(r.id, r.name, r.cost, r.selected) for r in shipments.shipments[0].rates] == [
+        (500, "Express", Decimal("15"), True)]
+    assert shipments.destination == ("US", "USD")
+
+
+def test_the_cart_refuses_its_lock_while_it_holds_a_discarded_variant():
+    cart = Cart("R1")
+    cart.add_line(TEE, 1, new_line_id=7)
+    saved(cart)
+    cart.lock("req", expected=[(1, 1)], lapsed_codes=set(), reservable=[], discarded_variants={1})
+    [refused] = cart.pending
+    assert isinstance(refused, c.CartLockRefused) and refused.code == "variants_discarded"
+    assert cart.locked_by is None
+
+
+def test_a_backordered_order_keeps_its_backorder_shipment_state_when_paid():
+    order = Order("R1")
+    order.create(guest_token="t", currency="USD", email="a@b.c", user_id=None)
+    order._record(o.CheckoutAdvanced(number="R1", from_state="cart", to_state="confirm"))
+    saved(order)
+    request_id = order.request_completion(total=Decimal("10"), lines=[], has_valid_payment=True)
+    saved(order)
+    order.complete(request_id, total=Decimal("10"), payment_total=Decimal("0"), reference=None, backordered=True)
+    [completed] = order.pending
+    assert completed.shipment_state == "backorder"
+    saved(order)
+    order.payments_changed(payment_total=Decimal("10"), any_valid=True)
+    [changed] = order.pending
+    assert (changed.payment_state, changed.shipment_state) == ("paid", "backorder")
