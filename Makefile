@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench fuzz install clean catalog
+.PHONY: run test bench soak fuzz install clean catalog
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ fuzz: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run $(BENCH_ARGS)
+
+# 8 concurrent Solidus checkouts for SOAK_S seconds (10 minutes), minute by minute.
+soak: $(STAMP)
+	$(PY) -m bench.run --soak $${SOAK_S:-600} $(BENCH_ARGS)
 
 catalog: $(STAMP)
 	$(PY) -m tillstream.catalog

@@ -344,19 +344,24 @@ def write_report(result: dict, results_dir: Path, doc: Path) -> Path:
     return out
 
 
+def system_config(args: argparse.Namespace, workdir: Path) -> SystemConfig:
+    """A separate copy of the whole system for the benchmark, on free ports."""
+    return SystemConfig(data_dir=workdir, gateway_port=free_port(), topology=args.topology,
+                        instances=args.instances,
+                        service_ports={n: [free_port() for _ in range(args.instances)] for n in SERVICE_NAMES},
+                        postgres_port=free_port(), broker_port=free_port(),
+                        database_url=os.environ.get("DATABASE_URL") or None,
+                        bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+                        log_dir=workdir / "logs", admin_key="bench", id_secret=secrets.token_hex(20),
+                        service_key=secrets.token_hex(20),
+                        # Counts every statement (the embedded server only; a given DATABASE_URL
+                        # is counted if its server preloads the extension).
+                        postgres_settings={"shared_preload_libraries": "pg_stat_statements"})
+
+
 async def main(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="tillstream-bench-"))
-    config = SystemConfig(data_dir=workdir, gateway_port=free_port(), topology=args.topology,
-                          instances=args.instances,
-                          service_ports={n: [free_port() for _ in range(args.instances)] for n in SERVICE_NAMES},
-                          postgres_port=free_port(), broker_port=free_port(),
-                          database_url=os.environ.get("DATABASE_URL") or None,
-                          bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
-                          log_dir=workdir / "logs", admin_key="bench", id_secret=secrets.token_hex(20),
-                          service_key=secrets.token_hex(20),
-                          # Counts every statement (the embedded server only; a given DATABASE_URL
-                          # is counted if its server preloads the extension).
-                          postgres_settings={"shared_preload_libraries": "pg_stat_statements"})
+    config = system_config(args, workdir)
     print("[bench] measuring the machine's speed ...", file=sys.stderr)
     speed_before = work.speed_probe()
     print(f"[bench] starting the system (logs in {workdir / 'logs'})", file=sys.stderr)
@@ -460,6 +465,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="a tiny run that writes no report (the test suite's)")
     parser.add_argument("--topology", default="one-process", choices=("one-process", "distributed"))
     parser.add_argument("--instances", type=int, default=1, help="instances of each service (distributed)")
+    parser.add_argument("--soak", type=float, metavar="SECONDS",
+                        help="instead: 8 concurrent Solidus flows for this long, reported minute by minute"
+                             " (bench/soak.py)")
     args = parser.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
     args.dialects = args.dialects.split(",")
@@ -467,4 +475,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse()))
+    arguments = parse()
+    if arguments.soak:
+        from bench.soak import soak
+        asyncio.run(soak(arguments))
+    else:
+        asyncio.run(main(arguments))
