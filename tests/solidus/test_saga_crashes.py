@@ -10,6 +10,7 @@ import time
 import asyncpg
 import pytest
 
+from tests.helpers.orders import without_live_stock
 from tests.helpers.processes import reconfigure, request_surviving_a_crash
 from tests.solidus.conftest import V1
 from tests.solidus.test_checkout import ADDRESS, CARD
@@ -131,11 +132,3 @@ async def test_replayed_and_duplicated_events_change_nothing(gateway, system, st
              (await gateway.get(f"/api/orders/{number}", headers=token)).json())
     assert without_live_stock(after) == without_live_stock(before)
 
-
-def without_live_stock(facts: tuple) -> tuple:
-    """The order as its events made it: the stock its variants show is the catalog's now
-    (and may be up to STOCK_DISPLAY_MAX_AGE_MS old when read)."""
-    *rest, order = facts
-    lines = [{**line, "variant": {k: v for k, v in line["variant"].items() if k not in ("total_on_hand", "in_stock")}}
-             for line in order["line_items"]]
-    return (*rest, {**order, "line_items": lines})
