@@ -161,6 +161,18 @@ class System:
         self._pid_file.write_text("\n".join(map(str, pids)) + "\n")
 
     def start(self, ready_timeout: float = 90) -> "System":
+        """Start everything and wait until it answers; if any part fails to start, what
+        did start is stopped again (nothing is left running for the caller to find)."""
+        try:
+            self._start(ready_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self._monitor = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+        self._monitor.start()
+        return self
+
+    def _start(self, ready_timeout: float) -> None:
         cfg = self.config
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         self._stop_leftovers()
@@ -189,9 +201,6 @@ class System:
             self._add(HOST, "tillstream.host:create_app", cfg.gateway_port, env)
         self._record_pids()
         self.wait_ready(ready_timeout)
-        self._monitor = threading.Thread(target=self._watch, name="supervisor", daemon=True)
-        self._monitor.start()
-        return self
 
     def _add(self, name: str, factory: str, port: int, env: dict[str, str]) -> None:
         argv = [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", "127.0.0.1", "--port", str(port),

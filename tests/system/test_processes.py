@@ -59,3 +59,24 @@ async def test_a_killed_service_is_restarted_by_the_supervisor(system):
     restarts = process.restarts
     await kill_9(system, "payment")
     assert process.restarts == restarts + 1 and process.alive()
+
+
+def test_a_system_that_fails_to_start_leaves_nothing_running(tmp_path):
+    """A part that exits during start-up stops what did start (its broker, its PostgreSQL),
+    so no process is left holding ports and CPU for the caller to find."""
+    import psutil
+    import pytest
+
+    from tillstream.stack import free_port
+    from tillstream.system import System, SystemConfig
+
+    system = System(SystemConfig(
+        data_dir=tmp_path / "data", gateway_port=free_port(), broker_port=free_port(), postgres_port=free_port(),
+        durable_postgres=False, log_dir=tmp_path / "logs", admin_key="k", id_secret="s", service_key="c",
+        extra_env={"KAFKA_COMMIT_INTERVAL_MS": "often"}))  # a setting the host cannot read: it exits
+    with pytest.raises(RuntimeError, match="exited during start-up"):
+        system.start(ready_timeout=60)
+    started = [p.proc for p in (system.broker, system.postgres)] + [p.proc for p in system.processes.values()]
+    assert len(started) == 3 and all(proc is not None for proc in started)
+    assert not [proc.pid for proc in started if psutil.pid_exists(proc.pid) and proc.poll() is None]
+    assert not (tmp_path / "data" / "pids").exists() or not (tmp_path / "data" / "pids").read_text().strip()
