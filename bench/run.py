@@ -40,6 +40,7 @@ import psutil
 from bench import history, work
 from shared.bus import EVENT_TOPICS
 from bench.flows import FlowFailed, Timings, getcandy_flow, solidus_flow
+from bench.targets import parse_peer, request_p99, targets
 from tillstream import operations
 from tillstream.demo import load_demo_data
 from tillstream.stack import free_port
@@ -246,41 +247,6 @@ def machine() -> dict:
             "system": platform.platform()}
 
 
-COMPLETING = ("PUT complete", "POST orders/process")
-
-
-def request_p99(level: dict) -> tuple[tuple[str, float], float | None]:
-    """The slowest p99 among the ordinary requests, and the p99 of the completing one."""
-    ordinary = {k: v["p99"] for k, v in level["endpoints_ms"].items() if k not in COMPLETING and v["p99"] is not None}
-    completing = next((level["endpoints_ms"][k]["p99"] for k in COMPLETING if k in level["endpoints_ms"]), None)
-    return max(ordinary.items(), key=lambda kv: kv[1], default=("-", 0.0)), completing
-
-
-def targets(result: dict) -> list[tuple[str, str, str, bool]]:
-    found = {(l["dialect"], l["concurrency"]): l for l in result["levels"]}
-    rows = []
-    if at32 := found.get(("solidus", 32)):
-        rows.append(("Solidus checkouts at 32 concurrent", "≥ 60/s, 0 failed",
-                     f"{at32['flows_per_s']}/s, {at32['failed']} failed",
-                     at32["flows_per_s"] >= 60 and at32["failed"] == 0))
-    for (dialect, concurrency), level in found.items():  # the lag target holds for every dialect
-        if concurrency == 32:
-            saga, subscriber = level["saga_lag_ms"].get("p99"), level["subscriber_lag_ms"].get("p99")
-            rows.append((f"event lag p99 at 32 concurrent, {dialect} (saga / subscriber)", "≤ 100 ms",
-                         f"{saga} / {subscriber} ms", max(saga or 0, subscriber or 0) <= 100))
-    if at8 := found.get(("solidus", 8)):
-        (name, slowest), completing = request_p99(at8)
-        rows.append(("p99 per request at 8 concurrent", "≤ 50 ms", f"{slowest} ms ({name})", slowest <= 50))
-        rows.append(("p99 of `complete` at 8 concurrent", "≤ 150 ms", f"{completing} ms", (completing or 0) <= 150))
-    rebuild = result["rebuild"]
-    rows.append(("order view rebuild", "≥ 20,000 events/s (from 100,000)",
-                 f"{rebuild['events_per_s']} events/s from {rebuild['events']}",
-                 (rebuild["events_per_s"] or 0) >= 20_000 and rebuild["events"] >= 100_000))
-    rows.append(("RSS of all service processes", "≤ 1 GiB", f"{result['services_rss_mib']} MiB",
-                 result["services_rss_mib"] <= 1024))
-    return rows
-
-
 def results_path(results_dir: Path, date: str) -> Path:
     """bench/results/<date>.json, or <date>-2.json etc.: a second run that day keeps the first."""
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -333,7 +299,7 @@ def write_report(result: dict, results_dir: Path, doc: Path) -> Path:
               f" {result['rebuild']['seconds']} s = {result['rebuild']['events_per_s']} events/s.", "",
               "Peak RSS per process (MiB): " + ", ".join(f"{k} {v}" for k, v in result["peak_rss_mib"].items())
               + f"; services total {result['services_rss_mib']} MiB.", "",
-              "Targets of issue #7 against this run:", "", "| target | goal | measured | met |", "|---|---|---|---|"]
+              "Targets of issues #16 and #7 against this run:", "", "| target | goal | measured | met |", "|---|---|---|---|"]
     lines += [f"| {name} | {goal} | {measured} | {'yes' if met else '**no**'} |"
               for name, goal, measured, met in targets(result)]
     lines.append("")
@@ -437,6 +403,7 @@ async def main(args: argparse.Namespace) -> dict:
                         "events_per_s": round(folded / rebuild_s) if rebuild_s else None},
             "peak_rss_mib": peak,
             "topology": args.topology, "instances": args.instances,
+            "peer_flows_per_s": parse_peer(args.peer),
             "services_rss_mib": round(sum(v for k, v in peak.items() if k in system.processes), 1),
         }
         if not args.smoke:
@@ -465,6 +432,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="a tiny run that writes no report (the test suite's)")
     parser.add_argument("--topology", default="one-process", choices=("one-process", "distributed"))
     parser.add_argument("--instances", type=int, default=1, help="instances of each service (distributed)")
+    parser.add_argument("--peer", metavar="C=RATE,...",
+                        help="Vendure's checkouts/s per concurrency, measured in the same hour"
+                             " (../shared/peers): the report shows Tillstream's multiple of it")
     parser.add_argument("--soak", type=float, metavar="SECONDS",
                         help="instead: 8 concurrent Solidus flows for this long, reported minute by minute"
                              " (bench/soak.py)")
