@@ -47,6 +47,8 @@ async def solidus_flow(client: aiohttp.ClientSession, timings: Timings) -> None:
     delivery = await timings.call(client, "PATCH checkout (address)", "PATCH", f"/api/checkouts/{n}", headers=h,
                                   json={"order": {"email": "bench@example.com", "bill_address_attributes": ADDRESS,
                                                   "ship_address_attributes": ADDRESS}})
+    if not delivery.get("shipments"):  # the delivery was not answered within the request's wait
+        raise FlowFailed(f"PATCH checkout (address): no shipments yet, state {delivery.get('state')}")
     shipment = delivery["shipments"][0]
     express = shipment["shipping_rates"][-1]
     await timings.call(client, "PUT select_shipping_method", "PUT",

@@ -24,10 +24,8 @@ import os
 import platform
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,6 +36,7 @@ import httpx
 import psutil
 
 from bench import history, work
+from bench.watch import ProcessWatch, Profiler, at_rest
 from shared.bus import EVENT_TOPICS
 from bench.flows import FlowFailed, Timings, getcandy_flow, solidus_flow
 from bench.targets import parse_peer, request_p99, targets
@@ -58,115 +57,6 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def ms(values: list[float]) -> dict:
     return {f"p{q}": round(percentile(values, q) * 1000, 1) for q in (50, 95, 99)} | {"n": len(values)}
-
-
-class ProcessWatch:
-    """Samples RSS of every process of the system and totals their CPU time."""
-
-    def __init__(self, system: System) -> None:
-        self.roots = {name: psutil.Process(p.pid) for name, p in system.processes.items()}
-        if system.broker:
-            self.roots["broker (tansu)"] = psutil.Process(system.broker.proc.pid)
-        if system.postgres:
-            self.roots["postgresql"] = psutil.Process(system.postgres.proc.pid)
-        self.peak_rss: dict[str, int] = {name: 0 for name in self.roots}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def family(self, root: psutil.Process) -> list[psutil.Process]:
-        try:
-            return [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return []
-
-    def cpu_by_process(self) -> dict[str, float]:
-        totals = {}
-        for name, root in self.roots.items():
-            totals[name] = 0.0
-            for proc in self.family(root):
-                try:
-                    times = proc.cpu_times()
-                    totals[name] += times.user + times.system
-                except psutil.Error:
-                    pass
-        return totals
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.25):
-            for name, root in self.roots.items():
-                rss = 0
-                for proc in self.family(root):
-                    try:
-                        rss += proc.memory_info().rss
-                    except psutil.Error:
-                        pass
-                self.peak_rss[name] = max(self.peak_rss[name], rss)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
-async def at_rest(watch: ProcessWatch, seconds: float) -> dict[str, float]:
-    """Cores each process uses with the system running and no requests: what polling
-    (consumers fetching every KAFKA_FETCH_MAX_WAIT_MS), timers and heartbeats cost. Every
-    level's CPU per flow includes this share."""
-    await asyncio.sleep(2)  # the demo data's events are still being handled
-    before = watch.cpu_by_process()
-    await asyncio.sleep(seconds)
-    return {name: round((spent - before[name]) / seconds, 3) for name, spent in watch.cpu_by_process().items()}
-
-
-class Profiler:
-    """py-spy on every Python process of the system for the length of one level."""
-
-    def __init__(self, system: System, out_dir: Path) -> None:
-        self.pids = {name: p.pid for name, p in system.processes.items()}
-        self.out_dir = out_dir
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.running: list[subprocess.Popen] = []
-
-    def start(self, label: str, duration: float) -> None:
-        spy = Path(sys.executable).with_name("py-spy")
-        self.running = [subprocess.Popen(
-            [str(spy), "record", "--pid", str(pid), "--duration", str(int(duration)), "--rate", "200",
-             "--format", "raw", "--function", "--nonblocking", "--output", str(self.out_dir / f"{label}-{name}.txt")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for name, pid in self.pids.items()]
-
-    def stop(self) -> None:
-        for proc in self.running:
-            proc.wait(timeout=60)
-        self.summarise()
-
-    def summarise(self, top: int = 25) -> None:
-        """Self time per function and inclusive time per module, per collapsed-stack file."""
-        lines = []
-        for path in sorted(self.out_dir.glob("*-*.txt")):
-            self_time: dict[str, int] = {}
-            inclusive: dict[str, int] = {}
-            total = 0
-            for row in path.read_text().splitlines():
-                stack, _, count = row.rpartition(" ")
-                if not count.isdigit():
-                    continue
-                n = int(count)
-                total += n
-                frames = stack.split(";")
-                self_time[frames[-1]] = self_time.get(frames[-1], 0) + n
-                for frame in set(frames):
-                    inclusive[frame] = inclusive.get(frame, 0) + n
-            if not total:
-                continue
-            lines.append(f"== {path.stem}: {total} samples")
-            lines.append("  self:")
-            lines += [f"    {100 * n / total:5.1f}%  {f}" for f, n in sorted(self_time.items(), key=lambda kv: -kv[1])[:top]]
-            lines.append("  inclusive:")
-            lines += [f"    {100 * n / total:5.1f}%  {f}" for f, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]]
-        (self.out_dir / "summary.txt").write_text("\n".join(lines) + "\n")
 
 
 async def run_level(base_url: str, dialect: str, concurrency: int, duration: float, variant_hash: str) -> dict:

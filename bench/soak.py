@@ -1,11 +1,13 @@
 """`make soak` (or `make bench BENCH_ARGS="--soak 600"`): 8 concurrent Solidus checkouts for
-a long time, reported minute by minute: checkouts/s, failures, flow p99, each process's RSS
-and the messages the broker holds. The embedded broker keeps every message in memory, so
+a long time, reported minute by minute: checkouts/s, failures, flow p99, each process's
+memory (PSS: shared pages split among the processes sharing them) and CPU seconds per
+checkout, and the messages the broker holds. The embedded broker keeps every message in memory, so
 what a long-running `make run` costs shows here. Results go to
 bench/results/<date>-soak.json and the "Soak" section of docs/performance.md.
 
 Targets (issue #16): checkouts/s in the last minute ≥ 90% of the first; no process's RSS
-grows by more than 20% after the second minute.
+grows by more than 20% after the second minute (PSS: a sum of RSS would count
+PostgreSQL's shared buffers once per backend that touched them).
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.run import ROOT, ProcessWatch, bench_data, machine, results_path, run_level, system_config
+from bench.run import ROOT, bench_data, machine, results_path, run_level, system_config
+from bench.watch import ProcessWatch
 from shared.bus import EVENT_TOPICS
 from tillstream import operations
 from tillstream.demo import load_demo_data
@@ -29,48 +32,37 @@ CONCURRENCY = 8
 BEGIN, END = "<!-- soak: written by bench/soak.py -->", "<!-- /soak -->"
 
 
-def rss_now(watch: ProcessWatch) -> dict[str, float]:
-    found = {}
-    for name, root in watch.roots.items():
-        total = 0
-        for proc in watch.family(root):
-            try:
-                total += proc.memory_info().rss
-            except Exception:  # psutil: the process went meanwhile
-                pass
-        found[name] = round(total / 2**20, 1)
-    return found
-
-
 def verdict(minutes: list[dict]) -> dict:
     first, last = minutes[0], minutes[-1]
     throughput = round(last["flows_per_s"] / first["flows_per_s"], 3) if first["flows_per_s"] else None
     growth = {}
     if len(minutes) > 2:
-        base = minutes[1]["rss_mib"]
-        growth = {name: round(max(m["rss_mib"][name] for m in minutes[2:]) / base[name] - 1, 3)
+        base = minutes[1]["memory_mib"]
+        growth = {name: round(max(m["memory_mib"][name] for m in minutes[2:]) / base[name] - 1, 3)
                   for name in base if base[name]}
-    return {"last_to_first_flows": throughput, "rss_growth_after_minute_2": growth,
+    return {"last_to_first_flows": throughput, "memory_growth_after_minute_2": growth,
             "throughput_held": throughput is not None and throughput >= 0.9,
-            "rss_bounded": bool(growth) and all(g <= 0.2 for g in growth.values())}
+            "memory_bounded": bool(growth) and all(g <= 0.2 for g in growth.values())}
 
 
 def write_section(result: dict, doc: Path) -> None:
     v = result["verdict"]
-    names = list(result["minutes"][0]["rss_mib"])
+    names = list(result["minutes"][0]["memory_mib"])
     lines = [BEGIN, "## Soak (the latest `make soak`)", "",
              f"{result['started_at'][:16]} UTC, {result['topology']}, {CONCURRENCY} concurrent Solidus checkouts for"
              f" {len(result['minutes'])} minutes; speed probe {result['machine']['speed_probe_ms']} ms.", "",
              "| minute | checkouts/s | failed | flow p99 ms | broker messages held | "
-             + " | ".join(f"RSS {n} MiB" for n in names) + " |",
-             "|---|---|---|---|---|" + "---|" * len(names)]
+             + " | ".join(f"{n} MiB" for n in names) + " | "
+             + " | ".join(f"{n} CPU-ms per checkout" for n in names) + " |",
+             "|---|---|---|---|---|" + "---|" * 2 * len(names)]
     for m in result["minutes"]:
         lines.append(f"| {m['minute']} | {m['flows_per_s']} | {m['failed']} | {m['flow_p99_ms']} |"
-                     f" {m['broker_messages_held']} | " + " | ".join(str(m["rss_mib"][n]) for n in names) + " |")
+                     f" {m['broker_messages_held']} | " + " | ".join(str(m["memory_mib"][n]) for n in names) + " | "
+                     + " | ".join(str(m["cpu_ms_per_checkout"][n]) for n in names) + " |")
     lines += ["", f"Last minute ÷ first: {v['last_to_first_flows']} (target ≥ 0.9: "
-              f"{'met' if v['throughput_held'] else '**not met**'}). RSS growth after minute 2: "
-              + ", ".join(f"{k} {100 * g:+.1f}%" for k, g in v["rss_growth_after_minute_2"].items())
-              + f" (target ≤ +20% each: {'met' if v['rss_bounded'] else '**not met**'}).", "", END]
+              f"{'met' if v['throughput_held'] else '**not met**'}). Memory (PSS) growth after minute 2: "
+              + ", ".join(f"{k} {100 * g:+.1f}%" for k, g in v["memory_growth_after_minute_2"].items())
+              + f" (target ≤ +20% each: {'met' if v['memory_bounded'] else '**not met**'}).", "", END]
     text = doc.read_text()
     if BEGIN in text:
         before, rest = text.split(BEGIN, 1)
@@ -94,9 +86,14 @@ async def soak(args: argparse.Namespace) -> dict:
         with ProcessWatch(system) as watch:
             for minute in range(1, math.ceil(args.soak / 60) + 1):
                 seconds = min(60.0, args.soak - 60 * (minute - 1))
+                cpu_before = watch.cpu_by_process()
                 level = await run_level(system.gateway_url, "solidus", CONCURRENCY, seconds, variant_hash)
+                checkouts = max(1, level["completed"])
+                cpu_ms = {name: round(1000 * (spent - cpu_before[name]) / checkouts, 1)
+                          for name, spent in watch.cpu_by_process().items()}
                 minutes.append({"minute": minute, "flows_per_s": level["flows_per_s"], "failed": level["failed"],
-                                "flow_p99_ms": level["flow_ms"]["p99"], "rss_mib": rss_now(watch),
+                                "flow_p99_ms": level["flow_ms"]["p99"], "memory_mib": watch.memory_now(),
+                                "cpu_ms_per_checkout": cpu_ms,
                                 "broker_messages_held": await operations.messages_held(system.bootstrap_servers,
                                                                                       EVENT_TOPICS)})
                 print(f"[soak] minute {minute}: {json.dumps(minutes[-1])}", file=sys.stderr)
