@@ -98,11 +98,30 @@ async def pool(stack, schema):
 TEST_SERVICE_KEY = "test-service-key"
 
 
-def start_system(stack, topology: str, instances: int = 1):
-    from tillstream.system import SERVICE_NAMES, System, SystemConfig
+def start_system(stack, topology: str, instances: int = 1, attempts: int = 3):
+    """A whole system on free ports. A port found free can be taken by another socket
+    before its process binds it (seen once: `address already in use`, the process exits
+    during start-up): then the system is started again on other ports."""
+    from tillstream.system import System
+
+    for attempt in range(1, attempts + 1):
+        try:
+            running = System(system_config(stack, topology, instances)).start()
+            break
+        except RuntimeError as exc:
+            if attempt == attempts or "exited during start-up" not in str(exc):
+                raise
+    from tillstream.demo import load_demo_data
+
+    load_demo_data(running)
+    return running
+
+
+def system_config(stack, topology: str, instances: int):
+    from tillstream.system import SERVICE_NAMES, SystemConfig
 
     name = topology if instances == 1 else f"{topology}-{instances}"
-    config = SystemConfig(
+    return SystemConfig(
         data_dir=stack.workdir / f"system-{name}", gateway_port=free_port(), topology=topology, instances=instances,
         service_ports={n: [free_port() for _ in range(instances)] for n in SERVICE_NAMES},
         database_url=stack.database_url, bootstrap_servers=stack.bootstrap_servers,
@@ -114,14 +133,13 @@ def start_system(stack, topology: str, instances: int = 1):
         # deadlines are long, and the deadline tests shorten them. Faults are armed by files.
         extra_env={"GATEWAY_MAX_IN_FLIGHT": "0", "SAGA_LOCK_CART_DEADLINE_MS": "60000",
                    "SAGA_STOCK_DEADLINE_MS": "60000", "SAGA_PAYMENT_DEADLINE_MS": "60000",
-                   "TILLSTREAM_FAULTS_DIR": str(stack.workdir / "faults")},
+                   "TILLSTREAM_FAULTS_DIR": str(_faults_dir(stack))},
     )
-    (stack.workdir / "faults").mkdir(exist_ok=True)
-    running = System(config).start()
-    from tillstream.demo import load_demo_data
 
-    load_demo_data(running)
-    return running
+
+def _faults_dir(stack) -> Path:
+    (stack.workdir / "faults").mkdir(exist_ok=True)
+    return stack.workdir / "faults"
 
 
 # The topologies the end-to-end tests marked `both_topologies` run against, each with its
