@@ -4,7 +4,9 @@ For each message the handler runs in one PostgreSQL transaction that first recor
 event id in `processed_events`; a duplicate delivery finds the record and changes
 nothing. Offsets are committed only after processing. A message that still fails after
 `consumer_max_attempts` goes to `<topic>.dlq` (and the `dead_letters` table) with the
-error, and the consumer moves on.
+error, and the consumer moves on. A consumer group may carry several handlers (a service's
+subscriptions to the same topics): each message is fetched once and handed to each in turn,
+every handler with its own records, retries and dead letters.
 """
 from __future__ import annotations
 
@@ -60,24 +62,138 @@ def runs_by_key(batch: dict[object, list[ConsumerRecord]]) -> list[list[Consumer
     return list(runs.values())
 
 
-class EventConsumer:
-    def __init__(self, *, settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer,
-                 group_id: str, topics: list[str], handler: Handler,
-                 event_types: Iterable[type[DomainEvent]] | None = None, background: bool = False,
-                 notices: EventStore | None = None, wake_on_publish: bool = False) -> None:
+class IdempotentHandler:
+    """One subscription's handler applied to a message: in a transaction opened by its
+    idempotency record (`processed_events`, under `name`), retried, and dead-lettered after
+    `consumer_max_attempts`."""
+
+    def __init__(self, *, settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer, name: str,
+                 handler: Handler, event_types: Iterable[type[DomainEvent]] | None = None,
+                 notices: EventStore | None = None) -> None:
         self.settings = settings
-        # Idle, wait for the relays' notification instead of polling (shared/wakeup.py).
-        self.wake_on_publish = wake_on_publish
-        # Where a dead letter's notice is appended (the service's own store); None: no notice.
-        self.notices = notices
+        self.pool = pool
+        self.producer = producer
+        self.name = name
+        self.handler = handler
         # The events the handler acts on; the rest of a topic is passed over without a
         # transaction (a handler that ignores an event needs no idempotency record for it).
         self.wanted = frozenset(cls.event_type for cls in event_types) if event_types is not None else None
-        self.pool = pool
-        self.producer = producer
+        # Where a dead letter's notice is appended (the service's own store); None: no notice.
+        self.notices = notices
+
+    def wants(self, message: ConsumerRecord) -> bool:
+        if self.wanted is None:
+            return True
+        for key, value in message.headers or ():
+            if key == "event_type":
+                return value.decode(errors="replace") in self.wanted
+        return True  # no type header: decode it and let the handler decide
+
+    async def handle_message(self, message: ConsumerRecord) -> None:
+        if not self.wants(message):
+            metrics.CONSUMED.labels(self.name, "ignored").inc()
+            return
+        started = time.perf_counter()
+        attempts = transient = 0
+        while True:
+            try:
+                envelope = decode(message)
+                outcome = await self._apply(envelope)
+                metrics.CONSUMED.labels(self.name, outcome).inc()
+                metrics.HANDLE_SECONDS.labels(self.name).observe(time.perf_counter() - started)
+                return
+            except asyncio.CancelledError:
+                raise
+            except _INFRASTRUCTURE as exc:
+                log.warning("database unavailable; waiting", extra={"fields": {"error": repr(exc)}})
+                await asyncio.sleep(1.0)
+            except Exception as exc:
+                if isinstance(exc, _TRANSIENT) and transient < _MAX_TRANSIENT_RETRIES:
+                    transient += 1
+                    await asyncio.sleep(0.001 * min(transient, 50))
+                    continue
+                attempts += 1
+                if isinstance(exc, PoisonMessage) or attempts >= self.settings.consumer_max_attempts:
+                    await self._dead_letter(message, exc, attempts)
+                    metrics.CONSUMED.labels(self.name, "dead_lettered").inc()
+                    return
+                log.warning("handler failed; retrying", extra={"fields": {
+                    "consumer": self.name, "topic": message.topic, "offset": message.offset,
+                    "attempt": attempts, "error": repr(exc)}})
+                await asyncio.sleep(self.settings.consumer_retry_backoff_ms / 1000 * attempts)
+
+    async def _apply(self, envelope: EventEnvelope) -> str:
+        with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
+            # The idempotency record opens the transaction (one round trip with its BEGIN).
+            record = ("INSERT INTO processed_events (consumer, event_id)"
+                      f" VALUES ({db.literal(self.name)}, {db.literal(envelope.event_id)}) ON CONFLICT DO NOTHING")
+            async with self.pool.acquire() as conn, db.transaction_opened_by(conn, record) as status:
+                if status != "INSERT 0 1":
+                    return "duplicate"
+                await self.handler(conn, envelope)
+                return "processed"
+
+    async def _dead_letter(self, message: ConsumerRecord, exc: Exception, attempts: int) -> None:
+        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        headers = list(message.headers or ()) + [
+            ("dlq_error", error.encode()),
+            ("dlq_consumer", self.name.encode()),
+            ("dlq_original_topic", message.topic.encode()),
+            ("dlq_original_partition", str(message.partition).encode()),
+            ("dlq_original_offset", str(message.offset).encode()),
+            ("dlq_failed_at", datetime.now(timezone.utc).isoformat().encode()),
+        ]
+        key = message.key.decode(errors="replace") if message.key else None
+        async with self.pool.acquire() as conn, conn.transaction():
+            letter_id = await conn.fetchval(
+                'INSERT INTO dead_letters (consumer, topic, partition, "offset", key, value, headers, error, attempts)'
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                self.name, message.topic, message.partition, message.offset, key, message.value or b"",
+                [[k, v.decode(errors="replace")] for k, v in headers], error, attempts,
+            )
+            if self.notices is not None:
+                await self._publish_notice(conn, letter_id, message, key, error)
+        await self.producer.send_and_wait(dlq_topic(message.topic), value=message.value,
+                                          key=message.key, headers=headers)
+        log.error("message dead-lettered", extra={"fields": {
+            "consumer": self.name, "topic": message.topic, "partition": message.partition,
+            "offset": message.offset, "error": error}})
+
+
+    async def _publish_notice(self, conn: asyncpg.Connection, letter_id: int, message: ConsumerRecord,
+                              key: str | None, error: str) -> None:
+        """Tell whoever waits for this message's effects that none will come (a saga, say):
+        a `<service>.MessageDeadLettered` event on this service's topic, keyed like the
+        message, so it follows it on the same partition."""
+        headers = dict(message.headers or ())
+        notice_type = EVENT_TYPES[(f"{self.notices.schema}.MessageDeadLettered", 1)]
+        notice = notice_type(consumer=self.name, original_event_id=headers.get("event_id", b"").decode(),
+                             original_type=headers.get("event_type", b"").decode(errors="replace"),
+                             original_key=key, error=error[:2000])
+        await self.notices.append(conn, aggregate_type="DeadLetter", aggregate_id=f"{self.name}/{letter_id}",
+                                  expected_version=0, events=[notice], key=key)
+
+
+class EventConsumer:
+    """One Kafka consumer group: fetches `topics` and hands every message, in order per
+    key, to each of its handlers in turn (a service's subscriptions that read the same
+    topics share one group: one fetch for all of them; each keeps its own idempotency
+    records, retries and dead letters under its own name). Given a single `handler`, the
+    group is that handler's, named `group_id`."""
+
+    def __init__(self, *, settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer,
+                 group_id: str, topics: list[str], handler: Handler | None = None,
+                 event_types: Iterable[type[DomainEvent]] | None = None, background: bool = False,
+                 notices: EventStore | None = None, wake_on_publish: bool = False,
+                 handlers: list[IdempotentHandler] | None = None) -> None:
+        self.settings = settings
+        # Idle, wait for the relays' notification instead of polling (shared/wakeup.py).
+        self.wake_on_publish = wake_on_publish
         self.group_id = group_id
         self.topics = topics
-        self.handler = handler
+        self.handlers = handlers if handlers is not None else [IdempotentHandler(
+            settings=settings, pool=pool, producer=producer, name=group_id, handler=handler,
+            event_types=event_types, notices=notices)]
         self.background = background
         self.assigned = asyncio.Event()
 
@@ -150,97 +266,9 @@ class EventConsumer:
             for message in messages:
                 await self.handle_message(message)
 
-    def wants(self, message: ConsumerRecord) -> bool:
-        if self.wanted is None:
-            return True
-        for key, value in message.headers or ():
-            if key == "event_type":
-                return value.decode(errors="replace") in self.wanted
-        return True  # no type header: decode it and let the handler decide
-
     async def handle_message(self, message: ConsumerRecord) -> None:
-        if not self.wants(message):
-            metrics.CONSUMED.labels(self.group_id, "ignored").inc()
-            return
-        started = time.perf_counter()
-        attempts = transient = 0
-        while True:
-            try:
-                envelope = decode(message)
-                outcome = await self._apply(envelope)
-                metrics.CONSUMED.labels(self.group_id, outcome).inc()
-                metrics.HANDLE_SECONDS.labels(self.group_id).observe(time.perf_counter() - started)
-                return
-            except asyncio.CancelledError:
-                raise
-            except _INFRASTRUCTURE as exc:
-                log.warning("database unavailable; waiting", extra={"fields": {"error": repr(exc)}})
-                await asyncio.sleep(1.0)
-            except Exception as exc:
-                if isinstance(exc, _TRANSIENT) and transient < _MAX_TRANSIENT_RETRIES:
-                    transient += 1
-                    await asyncio.sleep(0.001 * min(transient, 50))
-                    continue
-                attempts += 1
-                if isinstance(exc, PoisonMessage) or attempts >= self.settings.consumer_max_attempts:
-                    await self._dead_letter(message, exc, attempts)
-                    metrics.CONSUMED.labels(self.group_id, "dead_lettered").inc()
-                    return
-                log.warning("handler failed; retrying", extra={"fields": {
-                    "consumer": self.group_id, "topic": message.topic, "offset": message.offset,
-                    "attempt": attempts, "error": repr(exc)}})
-                await asyncio.sleep(self.settings.consumer_retry_backoff_ms / 1000 * attempts)
-
-    async def _apply(self, envelope: EventEnvelope) -> str:
-        with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
-            # The idempotency record opens the transaction (one round trip with its BEGIN).
-            record = ("INSERT INTO processed_events (consumer, event_id)"
-                      f" VALUES ({db.literal(self.group_id)}, {db.literal(envelope.event_id)}) ON CONFLICT DO NOTHING")
-            async with self.pool.acquire() as conn, db.transaction_opened_by(conn, record) as status:
-                if status != "INSERT 0 1":
-                    return "duplicate"
-                await self.handler(conn, envelope)
-                return "processed"
-
-    async def _dead_letter(self, message: ConsumerRecord, exc: Exception, attempts: int) -> None:
-        error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        headers = list(message.headers or ()) + [
-            ("dlq_error", error.encode()),
-            ("dlq_consumer", self.group_id.encode()),
-            ("dlq_original_topic", message.topic.encode()),
-            ("dlq_original_partition", str(message.partition).encode()),
-            ("dlq_original_offset", str(message.offset).encode()),
-            ("dlq_failed_at", datetime.now(timezone.utc).isoformat().encode()),
-        ]
-        key = message.key.decode(errors="replace") if message.key else None
-        async with self.pool.acquire() as conn, conn.transaction():
-            letter_id = await conn.fetchval(
-                'INSERT INTO dead_letters (consumer, topic, partition, "offset", key, value, headers, error, attempts)'
-                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-                self.group_id, message.topic, message.partition, message.offset, key, message.value or b"",
-                [[k, v.decode(errors="replace")] for k, v in headers], error, attempts,
-            )
-            if self.notices is not None:
-                await self._publish_notice(conn, letter_id, message, key, error)
-        await self.producer.send_and_wait(dlq_topic(message.topic), value=message.value,
-                                          key=message.key, headers=headers)
-        log.error("message dead-lettered", extra={"fields": {
-            "consumer": self.group_id, "topic": message.topic, "partition": message.partition,
-            "offset": message.offset, "error": error}})
-
-
-    async def _publish_notice(self, conn: asyncpg.Connection, letter_id: int, message: ConsumerRecord,
-                              key: str | None, error: str) -> None:
-        """Tell whoever waits for this message's effects that none will come (a saga, say):
-        a `<service>.MessageDeadLettered` event on this service's topic, keyed like the
-        message, so it follows it on the same partition."""
-        headers = dict(message.headers or ())
-        notice_type = EVENT_TYPES[(f"{self.notices.schema}.MessageDeadLettered", 1)]
-        notice = notice_type(consumer=self.group_id, original_event_id=headers.get("event_id", b"").decode(),
-                             original_type=headers.get("event_type", b"").decode(errors="replace"),
-                             original_key=key, error=error[:2000])
-        await self.notices.append(conn, aggregate_type="DeadLetter", aggregate_id=f"{self.group_id}/{letter_id}",
-                                  expected_version=0, events=[notice], key=key)
+        for handler in self.handlers:
+            await handler.handle_message(message)
 
 
 def decode(message: ConsumerRecord) -> EventEnvelope:

@@ -27,7 +27,7 @@ from shared.commandbus import SERVICE_KEY_HEADER, ServiceApi, ServiceContext, ch
 from shared.errors import DomainError
 from shared.jsonutil import json_response
 from shared.bus import ensure_topics, events_topic, make_producer
-from shared.consumer import EventConsumer, Handler
+from shared.consumer import EventConsumer, IdempotentHandler, Handler
 from shared.envelope import DomainEvent
 from shared.eventstore import EventStore
 from shared.logs import configure_logging, log_fields
@@ -75,6 +75,19 @@ class ServiceDefinition:
         return events_topic(self.name)
 
 
+def consumer_groups(definition: ServiceDefinition) -> dict[str, list[Subscription]]:
+    """The service's Kafka consumer groups: its subscriptions to the same topics at the same
+    pace (background or not) share one (`<service>.<name>+<name>`), so each message of those
+    topics is fetched once for all of them. On the embedded broker every fetch that finds
+    new data lists the batches its partition holds, so a group fewer on a topic is that
+    much less of the broker's work (docs/performance.md)."""
+    by_topics: dict[tuple, list[Subscription]] = {}
+    for subscription in definition.subscriptions:
+        by_topics.setdefault((tuple(sorted(subscription.topics)), subscription.background), []).append(subscription)
+    return {f"{definition.name}.{'+'.join(s.name for s in subscriptions)}": subscriptions
+            for subscriptions in by_topics.values()}
+
+
 async def _supervise(name: str, make_coro) -> None:
     """Keep a background loop alive: log a crash and start it again after a pause."""
     delay = 0.5
@@ -118,11 +131,14 @@ class ServiceRuntime:
         if definition.on_start is not None:
             definition.on_start(self.ctx)
         self.consumers = [
-            EventConsumer(settings=settings, pool=pool, producer=self._producer,
-                          group_id=f"{definition.name}.{s.name}", topics=s.topics, handler=s.handler,
-                          event_types=s.event_types, background=s.background, notices=store,
-                          wake_on_publish=True)
-            for s in definition.subscriptions
+            EventConsumer(settings=settings, pool=pool, producer=self._producer, group_id=group,
+                          topics=subscriptions[0].topics, background=subscriptions[0].background,
+                          wake_on_publish=True, handlers=[
+                              IdempotentHandler(settings=settings, pool=pool, producer=self._producer,
+                                                name=f"{definition.name}.{s.name}", handler=s.handler,
+                                                event_types=s.event_types, notices=store)
+                              for s in subscriptions])
+            for group, subscriptions in consumer_groups(definition).items()
         ]
         relay = OutboxRelay(settings, definition.schema, self._producer)
         self._tasks = [asyncio.create_task(_supervise(f"{definition.name}.outbox-relay", relay.run))]

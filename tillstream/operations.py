@@ -269,12 +269,13 @@ async def saga_status(dsn: str, saga_id: str) -> str | None:
 
 
 # -- projections ---------------------------------------------------------------------------
-# Every consumer group of the system and the topics it reads.
+# Every consumer group of the system and the topics it reads (a service's subscriptions
+# to the same topics at the same pace share a group: shared/service.py `consumer_groups`; a unit test holds
+# this list to the services' definitions).
 CONSUMER_GROUPS = {
-    "cart.orders": ["order.events"],
     "cart.completion": ["order.events"],
-    "order.view": ["cart.events", "shipping.events", "payment.events"],
-    "order.saga": ["cart.events", "shipping.events", "payment.events"],
+    "cart.orders": ["order.events"],
+    "order.view+saga": ["cart.events", "payment.events", "shipping.events"],
     "shipping.orders": ["order.events"],
     "payment.orders": ["order.events"],
 }
