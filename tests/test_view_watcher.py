@@ -59,3 +59,57 @@ async def test_a_waiter_whose_events_never_arrive_times_out(stack, pool, unique)
                                           timeout=0.3) is False
     finally:
         await watcher.close()
+
+
+async def test_a_waiter_for_a_request_asks_the_database_only_when_a_change_may_have_settled_it(
+        stack, unique, monkeypatch):
+    """While `complete` waits, the view changes many times (stock, payments); only the
+    change of the request the order awaits can settle it, so only that makes it ask."""
+    from datetime import datetime, timezone
+    from decimal import Decimal
+    from pathlib import Path
+
+    import asyncpg
+
+    from shared.db import create_pool, migrate
+    from services.order.view import SqlOrderView
+
+    schema = f"t_{unique}"
+    await migrate(stack.database_url, schema, Path(view_watcher.__file__).parent / "migrations")
+    pool = await create_pool(stack.settings(), schema, min_size=1, max_size=4)
+    asked = []
+    real_has_settled = view_watcher.has_settled
+
+    async def counting_has_settled(*args):
+        asked.append(args)
+        return await real_has_settled(*args)
+
+    monkeypatch.setattr(view_watcher, "has_settled", counting_has_settled)
+    monkeypatch.setattr(view_watcher, "_POLL_S", 60)
+    number, watcher = "R7", ViewWatcher()
+    try:
+        await pool.execute("INSERT INTO order_view (number, guest_token, state, currency, created_at, updated_at,"
+                           " pending_request) VALUES ($1, 't', 'confirm', 'USD', now(), now(), 'cr-1')", number)
+        wait = asyncio.create_task(watcher.wait_applied(stack.database_url, pool, number, [], timeout=5,
+                                                        settled="cr-1"))
+        await asyncio.sleep(0.3)
+        assert not wait.done() and len(asked) == 1  # asked once, on listening: still pending
+        for total in range(1, 6):  # the view applies the order's stock and payment events
+            async with pool.acquire() as conn, conn.transaction():
+                view = SqlOrderView(conn)
+                view.stamp_with_next_update(number, datetime.now(timezone.utc), [uuid.uuid4()])
+                await view.update(number, ship_total=Decimal(total))
+        await asyncio.sleep(0.3)
+        assert not wait.done() and len(asked) == 1
+        async with pool.acquire() as conn, conn.transaction():  # the saga settles the request
+            await SqlOrderView(conn).update(number, pending_request=None, settled_by=None)
+        assert await asyncio.wait_for(wait, 2) is True
+        assert len(asked) == 2
+    finally:
+        await watcher.close()
+        await pool.close()
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()

@@ -62,7 +62,8 @@ class SqlOrderView:
     async def update(self, number: str, **changes) -> None:
         columns = _columns(changes)
         await self._update_row(number, ", ".join(f"{c} = ${i + 2}" for i, c in enumerate(columns)),
-                               list(changes.values()), stampable="updated_at" not in changes)
+                               list(changes.values()), stampable="updated_at" not in changes,
+                               request_changed="pending_request" in changes)
 
     async def reprice(self, number: str, version: int, **changes) -> None:
         columns = _columns(changes)
@@ -70,20 +71,25 @@ class SqlOrderView:
                                + ", cart_version = $2", [version, *changes.values()], " AND cart_version < $2")
 
     async def _update_row(self, number: str, assignments: str, args: list, condition: str = "", *,
-                          stampable: bool = True) -> None:
+                          stampable: bool = True, request_changed: bool = False) -> None:
         """UPDATE the order's row; a stamp waiting for this order rides on it, with its
-        notification, instead of taking a round trip of its own."""
-        if self._stamp is None or self._stamp[0] != number or not stampable:
+        notification, instead of taking a round trip of its own. A change of the request the
+        order awaits is always notified (waiters for a request ask the database only then)."""
+        n = len(args) + 2
+        if self._stamp is not None and self._stamp[0] == number and stampable:
+            _, at, event_ids = self._stamp
+            self._stamp = None
+            await self.conn.execute(
+                f"WITH updated AS (UPDATE order_view SET {assignments}, updated_at = greatest(updated_at, ${n})"
+                f" WHERE number = $1{condition}) SELECT pg_notify(${n + 1}, ${n + 2})",
+                number, *args, at, VIEW_CHANNEL, view_notification(number, event_ids, request_changed=request_changed))
+        elif request_changed:
+            await self.conn.execute(
+                f"WITH updated AS (UPDATE order_view SET {assignments} WHERE number = $1{condition})"
+                f" SELECT pg_notify(${n}, ${n + 1})", number, *args, VIEW_CHANNEL, view_notification(number, []))
+        else:
             await self.conn.execute(f"UPDATE order_view SET {assignments} WHERE number = $1{condition}",
                                     number, *args)
-            return
-        _, at, event_ids = self._stamp
-        self._stamp = None
-        n = len(args) + 2
-        await self.conn.execute(
-            f"WITH updated AS (UPDATE order_view SET {assignments}, updated_at = greatest(updated_at, ${n})"
-            f" WHERE number = $1{condition}) SELECT pg_notify(${n + 1}, ${n + 2})",
-            number, *args, at, VIEW_CHANNEL, view_notification(number, event_ids))
 
     async def add_line(self, **line) -> None:
         await self.conn.execute(
@@ -248,12 +254,18 @@ async def unapplied(conn: asyncpg.Connection | asyncpg.Pool, event_ids: Iterable
 NOTIFIED_IDS_MAX = 100
 
 
-def view_notification(number: str, event_ids: Sequence[uuid.UUID | str]) -> str:
-    """`<number> <id>,<id>,...`: the order whose view changed and the events it applied."""
-    return number if len(event_ids) > NOTIFIED_IDS_MAX else f"{number} {','.join(map(str, event_ids))}"
+def view_notification(number: str, event_ids: Sequence[uuid.UUID | str], *, request_changed: bool = False) -> str:
+    """`<number> <id>,<id>,...[ ?]`: the order whose view changed, the events it applied, and
+    `?` when the request the order awaits changed (a waiter for a request asks the database
+    then). Naming no events means: ask the database."""
+    if not event_ids or len(event_ids) > NOTIFIED_IDS_MAX:
+        return number
+    return f"{number} {','.join(map(str, event_ids))}" + (" ?" if request_changed else "")
 
 
-def parse_view_notification(payload: str) -> tuple[str, set[str] | None]:
-    """The order number and the events applied (None: not named, ask the database)."""
-    number, _, ids = payload.partition(" ")
-    return number, set(ids.split(",")) if ids else None
+def parse_view_notification(payload: str) -> tuple[str, set[str] | None, bool]:
+    """The order number, the events applied (None: not named, ask the database) and
+    whether the awaited request changed."""
+    number, _, rest = payload.partition(" ")
+    ids, _, marker = rest.partition(" ")
+    return number, (set(ids.split(",")) if ids else None), marker == "?"

@@ -3,9 +3,10 @@
 The view NOTIFYs `order_view` on every change with the order number and the events it
 applied (sent at commit, so a named event is applied for good); one LISTEN connection
 per process wakes the waiters of that order. A waiter asks the database once, after it
-has started listening, and afterwards only when a notification does not settle it: one
-that names no events, one that may have settled a request, or the short poll that covers
-a lost notification.
+has started listening, and afterwards only when a notification cannot answer it: one that
+names no events, one that changed the request the order awaits (`?`: only those can settle
+it), once the events it awaited are in while it also awaits a request, or the poll that
+covers a lost notification.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import asyncpg
 from shared import db
 from services.order.view import VIEW_CHANNEL, has_settled, parse_view_notification, unapplied
 
-_POLL_S = 0.05
+# A lost notification (the LISTEN connection dropped) costs at most this delay.
+_POLL_S = 0.25
 
 
 @dataclass(eq=False)
@@ -44,11 +46,11 @@ class ViewWatcher:
                 await self._conn.add_listener(VIEW_CHANNEL, self._on_notify)
 
     def _on_notify(self, _conn, _pid, _channel, payload: str) -> None:
-        number, applied = parse_view_notification(payload)
+        number, applied, request_changed = parse_view_notification(payload)
         for waiter in self._waiters.get(number, ()):
-            if applied is None:
+            if applied is None or request_changed:
                 waiter.ask_database = True
-            else:
+            if applied:
                 waiter.applied |= applied
             waiter.wake.set()
 
@@ -64,17 +66,18 @@ class ViewWatcher:
         try:
             while True:
                 waiter.wake.clear()
+                awaited = bool(pending)
                 pending -= waiter.applied
                 waiter.applied.clear()
                 # Whether a request has settled is only in the database; so is an event
                 # applied before this waiter listened.
-                if waiter.ask_database or (settled is not None and not pending):
+                if waiter.ask_database or (settled is not None and awaited and not pending):
                     waiter.ask_database = False
                     if pending:
                         pending = await unapplied(pool, pending)
                     if not pending and (settled is None or await has_settled(pool, number, settled)):
                         return True
-                elif not pending:
+                elif not pending and settled is None:
                     return True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
