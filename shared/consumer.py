@@ -5,8 +5,8 @@ event id in `processed_events`; a duplicate delivery finds the record and change
 nothing. Offsets are committed only after processing. A message that still fails after
 `consumer_max_attempts` goes to `<topic>.dlq` (and the `dead_letters` table) with the
 error, and the consumer moves on. A consumer group may carry several handlers (a service's
-subscriptions to the same topics): each message is fetched once and handed to each in turn,
-every handler with its own records, retries and dead letters.
+subscriptions to the same topics): each message is fetched once and handed to all of them at
+once, every handler with its own records, retries and dead letters.
 """
 from __future__ import annotations
 
@@ -176,7 +176,7 @@ class IdempotentHandler:
 
 class EventConsumer:
     """One Kafka consumer group: fetches `topics` and hands every message, in order per
-    key, to each of its handlers in turn (a service's subscriptions that read the same
+    key, to all of its handlers at once (a service's subscriptions that read the same
     topics share one group: one fetch for all of them; each keeps its own idempotency
     records, retries and dead letters under its own name). Given a single `handler`, the
     group is that handler's, named `group_id`."""
@@ -267,8 +267,12 @@ class EventConsumer:
                 await self.handle_message(message)
 
     async def handle_message(self, message: ConsumerRecord) -> None:
-        for handler in self.handlers:
-            await handler.handle_message(message)
+        if len(self.handlers) == 1:
+            await self.handlers[0].handle_message(message)
+            return
+        # Independent of each other (as separate groups were), so neither waits for the
+        # other; each still sees a key's messages in order.
+        await asyncio.gather(*(handler.handle_message(message) for handler in self.handlers))
 
 
 def decode(message: ConsumerRecord) -> EventEnvelope:
