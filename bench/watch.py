@@ -33,45 +33,37 @@ class ProcessWatch:
         except psutil.Error:
             return []
 
+    def _total(self, root: psutil.Process, measure) -> float:
+        """`measure(process)` summed over `root` and its children (one that went meanwhile
+        counts nothing)."""
+        total = 0
+        for proc in self.family(root):
+            try:
+                total += measure(proc)
+            except psutil.Error:
+                pass
+        return total
+
     def cpu_by_process(self) -> dict[str, float]:
         """CPU seconds so far per process with its children, live or gone: a PostgreSQL
         backend that exits (a pool retiring an idle connection) takes its CPU time with it
         from the live list, into its parent's count of reaped children."""
-        totals = {}
-        for name, root in self.roots.items():
-            totals[name] = 0.0
-            for proc in self.family(root):
-                try:
-                    times = proc.cpu_times()
-                    totals[name] += times.user + times.system + times.children_user + times.children_system
-                except psutil.Error:
-                    pass
-        return totals
+        def cpu(proc: psutil.Process) -> float:
+            times = proc.cpu_times()
+            return times.user + times.system + times.children_user + times.children_system
+        return {name: self._total(root, cpu) for name, root in self.roots.items()}
 
     def memory_now(self) -> dict[str, float]:
         """Proportional set size (MiB) per process with its children: shared pages are split
         among the processes sharing them, so PostgreSQL's shared buffers count once, not
         once per backend as a sum of RSS would."""
-        found = {}
-        for name, root in self.roots.items():
-            total = 0
-            for proc in self.family(root):
-                try:
-                    total += proc.memory_full_info().pss
-                except psutil.Error:
-                    pass
-            found[name] = round(total / 2**20, 1)
-        return found
+        return {name: round(self._total(root, lambda proc: proc.memory_full_info().pss) / 2**20, 1)
+                for name, root in self.roots.items()}
 
     def _sample(self) -> None:
         while not self._stop.wait(0.25):
             for name, root in self.roots.items():
-                rss = 0
-                for proc in self.family(root):
-                    try:
-                        rss += proc.memory_info().rss
-                    except psutil.Error:
-                        pass
+                rss = self._total(root, lambda proc: proc.memory_info().rss)
                 self.peak_rss[name] = max(self.peak_rss[name], rss)
 
     def __enter__(self):

@@ -5,6 +5,7 @@ servers instead (a scratch database is created there and dropped afterwards).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -22,6 +23,8 @@ from shared.settings import Settings
 TEST_ID_SECRET = "test-id-secret-0123456789"
 os.environ.setdefault("TILLSTREAM_ID_SECRET", TEST_ID_SECRET)
 from tillstream.stack import EmbeddedBroker, EmbeddedPostgres, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclasses.dataclass
@@ -71,19 +74,28 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
+@contextlib.asynccontextmanager
+async def fresh_schema(stack, name: str, migrations: Path | None = None):
+    """A schema with the platform tables (and a service's, given its `migrations`), dropped
+    when the block ends."""
+    from shared.db import migrate
+
+    await migrate(stack.database_url, name, migrations)
+    try:
+        yield name
+    finally:
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        finally:
+            await conn.close()
+
+
 @pytest.fixture
 async def schema(stack, unique):
     """A fresh service schema with the platform tables, dropped after the test."""
-    from shared.db import migrate
-
-    name = f"t_{unique}"
-    await migrate(stack.database_url, name)
-    yield name
-    conn = await asyncpg.connect(stack.database_url)
-    try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-    finally:
-        await conn.close()
+    async with fresh_schema(stack, f"t_{unique}") as name:
+        yield name
 
 
 @pytest.fixture
@@ -91,6 +103,22 @@ async def pool(stack, schema):
     from shared.db import create_pool
 
     pool = await create_pool(stack.settings(), schema, min_size=1, max_size=20)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+async def order_schema(stack, unique):
+    """A fresh schema with the order service's tables (the order view among them)."""
+    async with fresh_schema(stack, f"t_{unique}", ROOT / "services" / "order" / "migrations") as name:
+        yield name
+
+
+@pytest.fixture
+async def order_pool(stack, order_schema):
+    from shared.db import create_pool
+
+    pool = await create_pool(stack.settings(), order_schema, min_size=1, max_size=4)
     yield pool
     await pool.close()
 

@@ -62,21 +62,14 @@ async def test_a_waiter_whose_events_never_arrive_times_out(stack, pool, unique)
 
 
 async def test_a_waiter_for_a_request_asks_the_database_only_when_a_change_may_have_settled_it(
-        stack, unique, monkeypatch):
+        stack, order_pool, monkeypatch):
     """While `complete` waits, the view changes many times (stock, payments); only the
     change of the request the order awaits can settle it, so only that makes it ask."""
     from datetime import datetime, timezone
     from decimal import Decimal
-    from pathlib import Path
 
-    import asyncpg
-
-    from shared.db import create_pool, migrate
     from services.order.view import SqlOrderView
 
-    schema = f"t_{unique}"
-    await migrate(stack.database_url, schema, Path(view_watcher.__file__).parent / "migrations")
-    pool = await create_pool(stack.settings(), schema, min_size=1, max_size=4)
     asked = []
     real_has_settled = view_watcher.has_settled
 
@@ -86,7 +79,7 @@ async def test_a_waiter_for_a_request_asks_the_database_only_when_a_change_may_h
 
     monkeypatch.setattr(view_watcher, "has_settled", counting_has_settled)
     monkeypatch.setattr(view_watcher, "_POLL_S", 60)
-    number, watcher = "R7", ViewWatcher()
+    number, watcher, pool = "R7", ViewWatcher(), order_pool
     try:
         await pool.execute("INSERT INTO order_view (number, guest_token, state, currency, created_at, updated_at,"
                            " pending_request) VALUES ($1, 't', 'confirm', 'USD', now(), now(), 'cr-1')", number)
@@ -107,9 +100,3 @@ async def test_a_waiter_for_a_request_asks_the_database_only_when_a_change_may_h
         assert len(asked) == 2
     finally:
         await watcher.close()
-        await pool.close()
-        conn = await asyncpg.connect(stack.database_url)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()
