@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Awaitable, Callable, Iterable
 
 import asyncpg
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from shared import context, db, metrics, wakeup
@@ -44,22 +44,6 @@ _INFRASTRUCTURE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceEr
 
 class PoisonMessage(Exception):
     """The message cannot be decoded: no retry can help."""
-
-
-def runs_by_key(batch: dict[object, list[ConsumerRecord]]) -> list[list[ConsumerRecord]]:
-    """A fetched batch split into runs that may be handled concurrently: one run per
-    partition and key (a key is one aggregate, e.g. one order), in offset order.
-
-    Only one aggregate's messages need to be handled in order. Splitting by key as well
-    as by partition lets a consumer handle up to `consumer_concurrency` orders of a batch
-    at once, however few partitions it has: one slow order no longer holds back the
-    orders behind it in its partition's part of the batch (the next batch still waits for
-    the slowest run of this one, as offsets are committed per batch)."""
-    runs: dict[tuple, list[ConsumerRecord]] = {}
-    for tp, messages in batch.items():
-        for message in messages:
-            runs.setdefault((tp, message.key), []).append(message)
-    return list(runs.values())
 
 
 class IdempotentHandler:
@@ -174,6 +158,68 @@ class IdempotentHandler:
                                   expected_version=0, events=[notice], key=key)
 
 
+class InFlight:
+    """Fetched messages not yet handled. Each is handled as soon as the message before it
+    with the same key (one aggregate: one order) is done, up to `slots` at once, while the
+    consumer goes on fetching: a slow order holds back only itself, never the next fetch.
+    Per partition, the offset that may be committed is the lowest still open (or the one
+    after the last fetched): a crash redelivers what was open, and handling is idempotent."""
+
+    def __init__(self, handle: Callable[[ConsumerRecord], Awaitable[None]], slots: asyncio.Semaphore) -> None:
+        self.handle = handle
+        self.slots = slots
+        self.open: dict[object, set[int]] = {}
+        self.fetched_to: dict[object, int] = {}
+        self.last_of_key: dict[tuple, asyncio.Task] = {}
+        self.tasks: set[asyncio.Task] = set()
+        self.failure: BaseException | None = None
+
+    def start(self, message: ConsumerRecord) -> None:
+        tp = TopicPartition(message.topic, message.partition)
+        self.open.setdefault(tp, set()).add(message.offset)
+        self.fetched_to[tp] = message.offset + 1
+        key = (tp, message.key)
+        task = asyncio.create_task(self._handle_after(self.last_of_key.get(key), message, tp))
+        self.last_of_key[key] = task
+        self.tasks.add(task)
+        task.add_done_callback(lambda done: self._finished(done, key))
+
+    async def _handle_after(self, previous: asyncio.Task | None, message: ConsumerRecord, tp) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])  # its failure is reported by its own task
+            if previous.cancelled() or previous.exception() is not None:
+                return  # the consumer is stopping: this one is redelivered
+        async with self.slots:
+            await self.handle(message)
+        self.open[tp].discard(message.offset)
+
+    def _finished(self, task: asyncio.Task, key: tuple) -> None:
+        self.tasks.discard(task)
+        if self.last_of_key.get(key) is task:
+            del self.last_of_key[key]
+        if not task.cancelled() and task.exception() is not None and self.failure is None:
+            self.failure = task.exception()
+
+    def raise_failure(self) -> None:
+        """A handler failed beyond its own retries: stop (the supervisor restarts the
+        consumer, which redelivers from the last commit)."""
+        if self.failure is not None:
+            raise self.failure
+
+    async def below(self, limit: int) -> None:
+        while len(self.tasks) >= limit:
+            await asyncio.wait(set(self.tasks), return_when=asyncio.FIRST_COMPLETED)
+            self.raise_failure()
+
+    def committable(self) -> dict:
+        return {tp: min(offsets) if offsets else self.fetched_to[tp] for tp, offsets in self.open.items()}
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
 class EventConsumer:
     """One Kafka consumer group: fetches `topics` and hands every message, in order per
     key, to all of its handlers at once (a service's subscriptions that read the same
@@ -207,36 +253,37 @@ class EventConsumer:
         # per batch: a commit is a broker round trip, and handling is idempotent, so all a
         # crash costs is the redelivery of what was handled since the last commit.
         interval = self.settings.kafka_commit_interval_ms / 1000
-        handled: dict = {}
-        slots = asyncio.Semaphore(self.settings.consumer_concurrency)
+        in_flight = InFlight(self.handle_message, asyncio.Semaphore(self.settings.consumer_concurrency))
+        committed: dict = {}
         last_commit = last_found = time.monotonic()
         try:
             while True:
+                in_flight.raise_failure()
+                # Fetched messages are handled while the next ones are fetched; past this
+                # many open, wait for some to finish first.
+                await in_flight.below(self.settings.consumer_max_in_flight)
                 if wake is not None:
                     wake.clear()  # before the fetch: a publish from now on wakes the idle wait below
                 batch = await consumer.getmany(timeout_ms=self.settings.kafka_commit_interval_ms)
                 if consumer.assignment():
                     self.assigned.set()
+                for messages in batch.values():
+                    for message in messages:
+                        in_flight.start(message)
                 if batch:
                     last_found = time.monotonic()
-                    # A failing run cancels the others (the supervisor restarts the consumer,
-                    # which redelivers from the last commit); none is left running.
-                    async with asyncio.TaskGroup() as runs:
-                        for run in runs_by_key(batch):
-                            runs.create_task(self._handle_in_order(run, slots))
-                    handled.update({tp: msgs[-1].offset + 1 for tp, msgs in batch.items()})
-                if handled and (not batch or time.monotonic() - last_commit >= interval):
-                    await self._commit(consumer, handled)
+                if not batch or time.monotonic() - last_commit >= interval:
+                    await self._commit(consumer, in_flight.committable(), committed)
                     last_commit = time.monotonic()
-                if wake is not None and not batch and \
+                if wake is not None and not batch and not in_flight.tasks and \
                         time.monotonic() - last_found > self.settings.consumer_idle_after_ms / 1000:
                     await self._idle(consumer, wake)
                     last_found = time.monotonic()
         finally:
             if wake is not None:
                 wakeup.listener.unsubscribe(wake)
-            if handled:
-                await self._commit(consumer, handled)
+            await in_flight.stop()
+            await self._commit(consumer, in_flight.committable(), committed)
             await consumer.stop()
 
     async def _idle(self, consumer, wake: asyncio.Event) -> None:
@@ -252,19 +299,19 @@ class EventConsumer:
             consumer.resume(*[tp for tp in paused if tp in consumer.assignment()])
 
     @staticmethod
-    async def _commit(consumer, handled: dict) -> None:
+    async def _commit(consumer, offsets: dict, committed: dict) -> None:
+        """Commit what moved since the last commit, for the partitions this member still has."""
+        assigned = consumer.assignment()
+        changed = {tp: offset for tp, offset in offsets.items() if committed.get(tp) != offset and tp in assigned}
+        if not changed:
+            return
         try:
-            await consumer.commit(handled)
+            await consumer.commit(changed)
+            committed.update(changed)
         except (CommitFailedError, IllegalStateError):
             # The partitions moved to another member in a rebalance; it redelivers from the
             # last committed offset, and handling is idempotent.
             pass
-        handled.clear()
-
-    async def _handle_in_order(self, messages: list[ConsumerRecord], slots: asyncio.Semaphore) -> None:
-        async with slots:
-            for message in messages:
-                await self.handle_message(message)
 
     async def handle_message(self, message: ConsumerRecord) -> None:
         if len(self.handlers) == 1:

@@ -51,6 +51,8 @@ class Settings:
     saga_sweep_interval_ms: int = field(default_factory=lambda: _int("SAGA_SWEEP_INTERVAL_MS", 1000))
     # Orders a consumer handles at once; each holds a pool connection, the API needs some.
     consumer_concurrency: int = field(default_factory=lambda: _int("CONSUMER_CONCURRENCY", 6))
+    # Messages a consumer holds fetched but not yet handled before it stops fetching more.
+    consumer_max_in_flight: int = field(default_factory=lambda: _int("CONSUMER_MAX_IN_FLIGHT", 500))
     consumer_retry_backoff_ms: int = field(default_factory=lambda: _int("CONSUMER_RETRY_BACKOFF_MS", 50))
     outbox_batch_size: int = field(default_factory=lambda: _int("OUTBOX_BATCH_SIZE", 500))
     # NOTIFY wakes the relay at once; this poll is only the backstop for a lost notification.

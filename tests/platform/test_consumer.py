@@ -174,6 +174,65 @@ async def test_consumer_concurrency_bounds_the_orders_handled_at_once(stack, poo
     assert handled.index(("A", 1)) < handled.index(("A", 3))
 
 
+async def test_a_slow_order_holds_back_neither_the_next_fetch_nor_more_than_its_own_offset(stack, pool, unique):
+    """Order A's first message waits on a lock; B's message and A's second, published only
+    then, come in a later fetch: B is handled meanwhile, A's second only after A's first,
+    and the committed offset stays at A's first (a crash would redeliver from there)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    settings = stack.settings(kafka_topic_partitions=1, kafka_commit_interval_ms=50)
+    topic, group, held = f"later.{unique}", f"g-{unique}", 4343
+    await pool.execute("CREATE TABLE effects (id serial, key text NOT NULL, n int NOT NULL)")
+
+    async def slow_for_n1(conn, envelope):
+        if envelope.payload["n"] == 1:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", held)
+        await conn.execute("INSERT INTO effects (key, n) VALUES ($1, $2)", envelope.aggregate_id, envelope.payload["n"])
+
+    async def handled() -> list:
+        return [(r["key"], r["n"]) for r in await pool.fetch("SELECT key, n FROM effects ORDER BY id")]
+
+    await publish(settings, topic, [message(Ticked(n=1), stream="A", sequence=1)[1]])
+    blocker = await asyncpg.connect(stack.database_url)
+    await blocker.execute("SELECT pg_advisory_lock($1)", held)
+    # Reads the group's committed offset without joining the group.
+    probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, group_id=group,
+                             enable_auto_commit=False)
+    await probe.start()
+
+    async def committed() -> int:
+        return await probe.committed(TopicPartition(topic, 0)) or 0
+
+    try:
+        async with consuming(settings, pool, topic, group, slow_for_n1) as task:
+            deadline = time.monotonic() + 45
+            while not await blocker.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                             " AND objid = $1 AND NOT granted", held):
+                assert not task.done(), task.exception()
+                assert time.monotonic() < deadline, "the consumer never got to order A"
+                await asyncio.sleep(0.05)
+            await publish(settings, topic, [message(Ticked(n=2), stream="B", sequence=1)[1],
+                                            message(Ticked(n=3), stream="A", sequence=2)[1]])
+            while await handled() != [("B", 2)]:
+                assert not task.done(), task.exception()
+                assert time.monotonic() < deadline, f"B was not handled while A waited: {await handled()}"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # a few commit intervals
+            assert await committed() == 0
+            assert await handled() == [("B", 2)]  # A's second still waits for its first
+            await blocker.execute("SELECT pg_advisory_unlock($1)", held)
+            while len(await handled()) < 3:
+                assert time.monotonic() < deadline, "not every message was handled after the lock was released"
+                await asyncio.sleep(0.05)
+            assert await handled() == [("B", 2), ("A", 1), ("A", 3)]
+            while await committed() != 3:
+                assert time.monotonic() < deadline, "the offset was not committed past A once it was handled"
+                await asyncio.sleep(0.05)
+    finally:
+        await probe.stop()
+        await blocker.close()
+
+
 async def test_a_database_outage_is_waited_out_never_dead_lettered(stack, pool, unique):
     """The database dropping the handler's connection five times running (more than
     CONSUMER_MAX_ATTEMPTS) says nothing about the message: it is handled once it is back."""
