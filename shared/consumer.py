@@ -143,7 +143,6 @@ class IdempotentHandler:
             "consumer": self.name, "topic": message.topic, "partition": message.partition,
             "offset": message.offset, "error": error}})
 
-
     async def _publish_notice(self, conn: asyncpg.Connection, letter_id: int, message: ConsumerRecord,
                               key: str | None, error: str) -> None:
         """Tell whoever waits for this message's effects that none will come (a saga, say):
@@ -173,6 +172,12 @@ class InFlight:
         self.last_of_key: dict[tuple, asyncio.Task] = {}
         self.tasks: set[asyncio.Task] = set()
         self.failure: BaseException | None = None
+
+    def pass_over(self, message: ConsumerRecord) -> None:
+        """A message no handler acts on: done as soon as it is fetched."""
+        tp = TopicPartition(message.topic, message.partition)
+        self.open.setdefault(tp, set())
+        self.fetched_to[tp] = message.offset + 1
 
     def start(self, message: ConsumerRecord) -> None:
         tp = TopicPartition(message.topic, message.partition)
@@ -269,7 +274,7 @@ class EventConsumer:
                     self.assigned.set()
                 for messages in batch.values():
                     for message in messages:
-                        in_flight.start(message)
+                        self._take(message, in_flight)
                 if batch:
                     last_found = time.monotonic()
                 if not batch or time.monotonic() - last_commit >= interval:
@@ -285,6 +290,16 @@ class EventConsumer:
             await in_flight.stop()
             await self._commit(consumer, in_flight.committable(), committed)
             await consumer.stop()
+
+    def _take(self, message: ConsumerRecord, in_flight: InFlight) -> None:
+        """Hand a fetched message over; one that no handler acts on (by its `event_type`
+        header) costs no task."""
+        if any(handler.wants(message) for handler in self.handlers):
+            in_flight.start(message)
+            return
+        in_flight.pass_over(message)
+        for handler in self.handlers:
+            metrics.CONSUMED.labels(handler.name, "ignored").inc()
 
     async def _idle(self, consumer, wake: asyncio.Event) -> None:
         """Stop fetching until a relay publishes to these topics (or the backstop passes)."""
