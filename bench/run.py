@@ -253,7 +253,7 @@ async def main(args: argparse.Namespace) -> dict:
                                                                                   EVENT_TOPICS)
                     if profiler:
                         await asyncio.to_thread(profiler.stop)
-                    spent = {k: v - cpu_before[k] for k, v in watch.cpu_by_process().items()}
+                    spent = watch.cpu_since(cpu_before)
                     load_after = psutil.Process().cpu_times()
                     spent["load generator"] = (load_after.user + load_after.system
                                                - load_before.user - load_before.system)

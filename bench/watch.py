@@ -53,6 +53,10 @@ class ProcessWatch:
             return times.user + times.system + times.children_user + times.children_system
         return {name: self._total(root, cpu) for name, root in self.roots.items()}
 
+    def cpu_since(self, before: dict[str, float]) -> dict[str, float]:
+        """CPU seconds per process spent since `before` (a `cpu_by_process()` reading)."""
+        return {name: spent - before[name] for name, spent in self.cpu_by_process().items()}
+
     def memory_now(self) -> dict[str, float]:
         """Proportional set size (MiB) per process with its children: shared pages are split
         among the processes sharing them, so PostgreSQL's shared buffers count once, not
@@ -82,7 +86,7 @@ async def at_rest(watch: ProcessWatch, seconds: float) -> dict[str, float]:
     await asyncio.sleep(2)  # the demo data's events are still being handled
     before = watch.cpu_by_process()
     await asyncio.sleep(seconds)
-    return {name: round((spent - before[name]) / seconds, 3) for name, spent in watch.cpu_by_process().items()}
+    return {name: round(spent / seconds, 3) for name, spent in watch.cpu_since(before).items()}
 
 
 class Profiler:
