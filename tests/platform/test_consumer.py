@@ -119,6 +119,26 @@ async def test_poison_messages_go_to_the_dlq_and_later_messages_still_flow(stack
     assert [r["attempts"] for r in rows] == [3, 1]  # retried, then given up; garbage at once
 
 
+def slow_for_n1(held: int):
+    """A handler recording (order, n); for n = 1 it first waits until the test lets go of
+    the advisory lock `held`."""
+    async def handle(conn, envelope):
+        if envelope.payload["n"] == 1:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", held)
+        await conn.execute("INSERT INTO effects (key, n) VALUES ($1, $2)",
+                           envelope.aggregate_id, envelope.payload["n"])
+    return handle
+
+
+async def until_waiting_for_the_lock(blocker, held: int, task, deadline: float) -> None:
+    """Until order A's first message has reached its handler: it waits for the lock."""
+    while not await blocker.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                     " AND objid = $1 AND NOT granted", held):
+        assert not task.done(), task.exception()
+        assert time.monotonic() < deadline, "the consumer never got to order A"
+        await asyncio.sleep(0.05)
+
+
 async def handled_while_order_a_waits(stack, pool, unique, consumer_concurrency: int) -> tuple[list, list]:
     """Orders A (two messages) and B (one) in one partition; A's first waits on a lock the
     test holds. Returns what was handled while A waited, and everything in the end."""
@@ -127,11 +147,6 @@ async def handled_while_order_a_waits(stack, pool, unique, consumer_concurrency:
     await pool.execute("CREATE TABLE effects (id serial, key text NOT NULL, n int NOT NULL)")
     held = 4242
 
-    async def slow_for_n1(conn, envelope):
-        if envelope.payload["n"] == 1:  # waits until the test lets go of the lock
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", held)
-        await conn.execute("INSERT INTO effects (key, n) VALUES ($1, $2)",
-                           envelope.aggregate_id, envelope.payload["n"])
 
     # One partition, one record batch: A's two messages and B's one reach the consumer together.
     await publish_as_one_batch(settings, topic, [message(Ticked(n=1), stream="A", sequence=1)[1],
@@ -140,14 +155,9 @@ async def handled_while_order_a_waits(stack, pool, unique, consumer_concurrency:
     blocker = await asyncpg.connect(stack.database_url)
     await blocker.execute("SELECT pg_advisory_lock($1)", held)
     try:
-        async with consuming(settings, pool, topic, f"g-{unique}", slow_for_n1) as task:
+        async with consuming(settings, pool, topic, f"g-{unique}", slow_for_n1(held)) as task:
             deadline = time.monotonic() + 45
-            # A's first message has reached its handler once it waits for the lock.
-            while not await blocker.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                                             " AND objid = $1 AND NOT granted", held):
-                assert not task.done(), task.exception()
-                assert time.monotonic() < deadline, "the consumer never got to order A"
-                await asyncio.sleep(0.05)
+            await until_waiting_for_the_lock(blocker, held, task, deadline)
             await asyncio.sleep(0.5)
             meanwhile = [(r["key"], r["n"]) for r in await pool.fetch("SELECT key, n FROM effects ORDER BY id")]
             await blocker.execute("SELECT pg_advisory_unlock($1)", held)
@@ -184,11 +194,6 @@ async def test_a_slow_order_holds_back_neither_the_next_fetch_nor_more_than_its_
     topic, group, held = f"later.{unique}", f"g-{unique}", 4343
     await pool.execute("CREATE TABLE effects (id serial, key text NOT NULL, n int NOT NULL)")
 
-    async def slow_for_n1(conn, envelope):
-        if envelope.payload["n"] == 1:
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", held)
-        await conn.execute("INSERT INTO effects (key, n) VALUES ($1, $2)", envelope.aggregate_id, envelope.payload["n"])
-
     async def handled() -> list:
         return [(r["key"], r["n"]) for r in await pool.fetch("SELECT key, n FROM effects ORDER BY id")]
 
@@ -204,13 +209,9 @@ async def test_a_slow_order_holds_back_neither_the_next_fetch_nor_more_than_its_
         return await probe.committed(TopicPartition(topic, 0)) or 0
 
     try:
-        async with consuming(settings, pool, topic, group, slow_for_n1) as task:
+        async with consuming(settings, pool, topic, group, slow_for_n1(held)) as task:
             deadline = time.monotonic() + 45
-            while not await blocker.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                                             " AND objid = $1 AND NOT granted", held):
-                assert not task.done(), task.exception()
-                assert time.monotonic() < deadline, "the consumer never got to order A"
-                await asyncio.sleep(0.05)
+            await until_waiting_for_the_lock(blocker, held, task, deadline)
             await publish(settings, topic, [message(Ticked(n=2), stream="B", sequence=1)[1],
                                             message(Ticked(n=3), stream="A", sequence=2)[1]])
             while await handled() != [("B", 2)]:
