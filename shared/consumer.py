@@ -6,7 +6,9 @@ nothing. Offsets are committed only after processing. A message that still fails
 `consumer_max_attempts` goes to `<topic>.dlq` (and the `dead_letters` table) with the
 error, and the consumer moves on. A consumer group may carry several handlers (a service's
 subscriptions to the same topics): each message is fetched once and handed to all of them at
-once, every handler with its own records, retries and dead letters.
+once, every handler with its own records, retries and dead letters. Messages of one key that
+wait together (shared/inflight.py) are applied in one transaction with one multi-row record,
+up to the first whose handling appends events.
 """
 from __future__ import annotations
 
@@ -18,13 +20,14 @@ from datetime import datetime, timezone
 from typing import Awaitable, Callable, Iterable
 
 import asyncpg
-from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from shared import context, db, metrics, wakeup
 from shared.bus import dlq_topic, make_consumer
 from shared.envelope import EVENT_TYPES, DomainEvent, EventEnvelope, upcast
-from shared.eventstore import ConcurrencyConflict, EventStore
+from shared.eventstore import ConcurrencyConflict, EventStore, counting_appends
+from shared.inflight import InFlight
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -44,6 +47,10 @@ _INFRASTRUCTURE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceEr
 
 class PoisonMessage(Exception):
     """The message cannot be decoded: no retry can help."""
+
+
+class _AlreadyRecorded(Exception):
+    """A run holds a message handled before: undo the run's transaction."""
 
 
 class IdempotentHandler:
@@ -73,10 +80,30 @@ class IdempotentHandler:
                 return value.decode(errors="replace") in self.wanted
         return True  # no type header: decode it and let the handler decide
 
+    async def handle_run(self, messages: list[ConsumerRecord]) -> None:
+        """Messages of one key, in order. Those it acts on are applied in as few transactions
+        as `_apply_run` allows; if a run fails, its messages are applied one by one, each
+        with its own retries and dead letter, so one bad message holds back no other."""
+        wanted = []
+        for message in messages:
+            if self.wants(message):
+                wanted.append(message)
+            else:
+                metrics.CONSUMED.labels(self.name, "ignored").inc()
+        while len(wanted) > 1:
+            try:
+                applied = await self._apply_run(wanted)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                break
+            if not applied:
+                break
+            wanted = wanted[applied:]
+        for message in wanted:
+            await self.handle_message(message)
+
     async def handle_message(self, message: ConsumerRecord) -> None:
-        if not self.wants(message):
-            metrics.CONSUMED.labels(self.name, "ignored").inc()
-            return
         started = time.perf_counter()
         attempts = transient = 0
         while True:
@@ -105,6 +132,40 @@ class IdempotentHandler:
                     "consumer": self.name, "topic": message.topic, "offset": message.offset,
                     "attempt": attempts, "error": repr(exc)}})
                 await asyncio.sleep(self.settings.consumer_retry_backoff_ms / 1000 * attempts)
+
+    async def _apply_run(self, messages: list[ConsumerRecord]) -> int:
+        """Apply a key's messages in one transaction with one idempotency record of them all
+        (a `BEGIN`, an insert and a `COMMIT` for the run, not for each), and return how many
+        were applied: all, unless a message's handling appended events. An append holds its
+        store's table lock until commit, and a later message's row locks taken while holding
+        it could deadlock with a command that takes the same row first and the lock after;
+        so the transaction ends there, and the rest is left for the next run. 0: some were
+        recorded already (a redelivery), for `handle_message` to sort out one by one."""
+        envelopes = [decode(message) for message in messages]
+        started = time.perf_counter()
+        values = ", ".join(f"({db.literal(self.name)}, {db.literal(e.event_id)})" for e in envelopes)
+        record = f"INSERT INTO processed_events (consumer, event_id) VALUES {values} ON CONFLICT DO NOTHING"
+        try:
+            async with self.pool.acquire() as conn, db.transaction_opened_by(conn, record) as status:
+                if status != f"INSERT 0 {len(envelopes)}":
+                    raise _AlreadyRecorded
+                applied = len(envelopes)
+                for i, envelope in enumerate(envelopes):
+                    with context.caused_by(envelope.correlation_id, str(envelope.event_id)), \
+                            counting_appends() as appends:
+                        await self.handler(conn, envelope)
+                    if appends and i + 1 < len(envelopes):
+                        applied = i + 1
+                        await conn.execute("DELETE FROM processed_events WHERE consumer = $1"
+                                           " AND event_id = ANY($2::uuid[])",
+                                           self.name, [e.event_id for e in envelopes[applied:]])
+                        break
+        except _AlreadyRecorded:
+            return 0
+        metrics.CONSUMED.labels(self.name, "processed").inc(applied)
+        for _ in range(applied):
+            metrics.HANDLE_SECONDS.labels(self.name).observe((time.perf_counter() - started) / applied)
+        return applied
 
     async def _apply(self, envelope: EventEnvelope) -> str:
         with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
@@ -157,74 +218,6 @@ class IdempotentHandler:
                                   expected_version=0, events=[notice], key=key)
 
 
-class InFlight:
-    """Fetched messages not yet handled. Each is handled as soon as the message before it
-    with the same key (one aggregate: one order) is done, up to `slots` at once, while the
-    consumer goes on fetching: a slow order holds back only itself, never the next fetch.
-    Per partition, the offset that may be committed is the lowest still open (or the one
-    after the last fetched): a crash redelivers what was open, and handling is idempotent."""
-
-    def __init__(self, handle: Callable[[ConsumerRecord], Awaitable[None]], slots: asyncio.Semaphore) -> None:
-        self.handle = handle
-        self.slots = slots
-        self.open: dict[object, set[int]] = {}
-        self.fetched_to: dict[object, int] = {}
-        self.last_of_key: dict[tuple, asyncio.Task] = {}
-        self.tasks: set[asyncio.Task] = set()
-        self.failure: BaseException | None = None
-
-    def pass_over(self, message: ConsumerRecord) -> None:
-        """A message no handler acts on: done as soon as it is fetched."""
-        tp = TopicPartition(message.topic, message.partition)
-        self.open.setdefault(tp, set())
-        self.fetched_to[tp] = message.offset + 1
-
-    def start(self, message: ConsumerRecord) -> None:
-        tp = TopicPartition(message.topic, message.partition)
-        self.open.setdefault(tp, set()).add(message.offset)
-        self.fetched_to[tp] = message.offset + 1
-        key = (tp, message.key)
-        task = asyncio.create_task(self._handle_after(self.last_of_key.get(key), message, tp))
-        self.last_of_key[key] = task
-        self.tasks.add(task)
-        task.add_done_callback(lambda done: self._finished(done, key))
-
-    async def _handle_after(self, previous: asyncio.Task | None, message: ConsumerRecord, tp) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])  # its failure is reported by its own task
-            if previous.cancelled() or previous.exception() is not None:
-                return  # the consumer is stopping: this one is redelivered
-        async with self.slots:
-            await self.handle(message)
-        self.open[tp].discard(message.offset)
-
-    def _finished(self, task: asyncio.Task, key: tuple) -> None:
-        self.tasks.discard(task)
-        if self.last_of_key.get(key) is task:
-            del self.last_of_key[key]
-        if not task.cancelled() and task.exception() is not None and self.failure is None:
-            self.failure = task.exception()
-
-    def raise_failure(self) -> None:
-        """A handler failed beyond its own retries: stop (the supervisor restarts the
-        consumer, which redelivers from the last commit)."""
-        if self.failure is not None:
-            raise self.failure
-
-    async def below(self, limit: int) -> None:
-        while len(self.tasks) >= limit:
-            await asyncio.wait(set(self.tasks), return_when=asyncio.FIRST_COMPLETED)
-            self.raise_failure()
-
-    def committable(self) -> dict:
-        return {tp: min(offsets) if offsets else self.fetched_to[tp] for tp, offsets in self.open.items()}
-
-    async def stop(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-
-
 class EventConsumer:
     """One Kafka consumer group: fetches `topics` and hands every message, in order per
     key, to all of its handlers at once (a service's subscriptions that read the same
@@ -258,7 +251,7 @@ class EventConsumer:
         # per batch: a commit is a broker round trip, and handling is idempotent, so all a
         # crash costs is the redelivery of what was handled since the last commit.
         interval = self.settings.kafka_commit_interval_ms / 1000
-        in_flight = InFlight(self.handle_message, asyncio.Semaphore(self.settings.consumer_concurrency))
+        in_flight = InFlight(self.handle_run, asyncio.Semaphore(self.settings.consumer_concurrency))
         committed: dict = {}
         last_commit = last_found = time.monotonic()
         try:
@@ -280,7 +273,7 @@ class EventConsumer:
                 if not batch or time.monotonic() - last_commit >= interval:
                     await self._commit(consumer, in_flight.committable(), committed)
                     last_commit = time.monotonic()
-                if wake is not None and not batch and not in_flight.tasks and \
+                if wake is not None and not batch and not in_flight.workers and \
                         time.monotonic() - last_found > self.settings.consumer_idle_after_ms / 1000:
                     await self._idle(consumer, wake)
                     last_found = time.monotonic()
@@ -328,13 +321,13 @@ class EventConsumer:
             # last committed offset, and handling is idempotent.
             pass
 
-    async def handle_message(self, message: ConsumerRecord) -> None:
+    async def handle_run(self, messages: list[ConsumerRecord]) -> None:
         if len(self.handlers) == 1:
-            await self.handlers[0].handle_message(message)
+            await self.handlers[0].handle_run(messages)
             return
         # Independent of each other (as separate groups were), so neither waits for the
         # other; each still sees a key's messages in order.
-        await asyncio.gather(*(handler.handle_message(message) for handler in self.handlers))
+        await asyncio.gather(*(handler.handle_run(messages) for handler in self.handlers))
 
 
 def decode(message: ConsumerRecord) -> EventEnvelope:

@@ -6,8 +6,10 @@ the outbox rows to publish all commit together or not at all.
 """
 from __future__ import annotations
 
+import contextvars
 import json
-from typing import Awaitable, Callable, Sequence
+from contextlib import contextmanager
+from typing import Awaitable, Callable, Iterator, Sequence
 
 import asyncpg
 
@@ -33,6 +35,24 @@ MAX_EVENT_BYTES = 256 * 1024
 
 # Updates read models with new events, inside the transaction that stores them.
 Projector = Callable[[asyncpg.Connection, list[EventEnvelope]], Awaitable[None]]
+
+
+# The appends made while a consumer applies a run of messages in one transaction
+# (shared/consumer.py): an append holds its store's table lock until commit, so the run's
+# transaction ends after one rather than taking row locks while holding it.
+_appends: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("appends", default=None)
+
+
+@contextmanager
+def counting_appends() -> Iterator[list[int]]:
+    """A list that gets one entry per append made within the block (by this task, and by
+    tasks it starts)."""
+    seen: list[int] = []
+    token = _appends.set(seen)
+    try:
+        yield seen
+    finally:
+        _appends.reset(token)
 
 
 class ConcurrencyConflict(Exception):
@@ -126,6 +146,8 @@ class EventStore:
         by_id = {r["event_id"]: r["position"] for r in positions}
         stored = [e.model_copy(update={"position": by_id[e.event_id]}) for e in envelopes]
         metrics.EVENTS_APPENDED.labels(self.schema).inc(len(stored))
+        if (seen := _appends.get()) is not None:
+            seen.append(len(stored))
         return stored
 
     async def load_stream(self, conn: asyncpg.Connection | asyncpg.Pool, aggregate_type: str,

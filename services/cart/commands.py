@@ -11,6 +11,7 @@ from shared.bus import events_topic
 from shared.contracts.cart import VariantSnapshot
 from shared.contracts.order import CartLockRequested, CartUnlockRequested
 from shared.eventstore import EventStore
+from shared.ids import next_id
 from shared.validation import ascii_int
 from services.cart.domain import Cart, Promotion
 
@@ -37,7 +38,7 @@ async def find_variant(conn: asyncpg.Connection | asyncpg.Pool, variant_id: obje
 async def add_line_item(pool: asyncpg.Pool, number: str, *, variant_id: object,
                         quantity: object, currency: str) -> CommandResult[Cart]:
     variant = await find_variant(pool, variant_id, currency)
-    new_line_id = await pool.fetchval("SELECT nextval('line_item_ids')")
+    new_line_id = await next_id(pool, "line_item_ids")
     return await CARTS.execute(
         pool, number, lambda cart: cart.add_line(variant, quantity, new_line_id=new_line_id))
 

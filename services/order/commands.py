@@ -15,6 +15,7 @@ from shared.bus import events_topic
 from shared.contracts.order import DeliveryLine
 from shared.envelope import EventEnvelope
 from shared.eventstore import ConcurrencyConflict, EventStore
+from shared.ids import next_id
 from shared.saga import SagaInstance, SagaRunner, encode_data
 from shared.validation import INT32_MAX, ascii_int
 from shared.settings import load_settings
@@ -76,7 +77,7 @@ def _int_or_none(value: Any) -> int | None:
     return number if number is not None and 0 < number <= INT32_MAX else None
 
 
-async def _address(conn: asyncpg.Pool, prefix: str, fields: Any, *, require_phone: bool = True):
+async def _address(pool: asyncpg.Pool, prefix: str, fields: Any, *, require_phone: bool = True):
     if fields is None:
         return None
     if not isinstance(fields, dict):
@@ -86,8 +87,8 @@ async def _address(conn: asyncpg.Pool, prefix: str, fields: Any, *, require_phon
         fields["state_id"] = _int_or_none(fields["state_id"])
     if isinstance(fields.get("state"), dict):
         fields.setdefault("state_name", fields["state"].get("abbr") or fields["state"].get("name"))
-    country = await find_country(conn, fields)
-    address_id = await conn.fetchval("SELECT nextval('address_ids')")
+    country = await find_country(pool, fields)
+    address_id = await next_id(pool, "address_ids")
     return validate_address(prefix, fields, country, address_id, require_phone=require_phone)
 
 

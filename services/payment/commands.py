@@ -11,6 +11,7 @@ from shared.bus import events_topic
 from shared.contracts.order import PaymentRequested, PaymentVoidRequested
 from shared.contracts.payment import CardSource
 from shared.eventstore import EventStore
+from shared.ids import next_id
 from shared.validation import ascii_int
 from shared.faults import crash_point, fail_point, hold_point
 from services.payment.domain import InvalidPayment, OrderPayments, PaymentMethod, parse_amount, validate_card
@@ -43,10 +44,10 @@ async def create_payment(pool: asyncpg.Pool, gateway: BogusGateway, number: str,
             source = card_for_token(source["payment_token"])
         details = validate_card(source, f"{error_prefix}{method.name}")
         token = await gateway.tokenise(details.number)
-        card_id = await pool.fetchval("SELECT nextval('card_ids')")
+        card_id = await next_id(pool, "card_ids")
         card = CardSource(id=card_id, month=details.month, year=details.year, cc_type=details.cc_type,
                           last_digits=details.number[-4:], name=details.name, gateway_token=token)
-    payment_id = await pool.fetchval("SELECT nextval('payment_ids')")
+    payment_id = await next_id(pool, "payment_ids")
     return await PAYMENTS.execute(pool, number, lambda payments: payments.create(
         payment_id=payment_id, method=method, amount=value, source=card))
 

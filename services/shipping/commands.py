@@ -9,6 +9,7 @@ from shared.aggregate import CommandResult, DomainError, Repository, not_found
 from shared.bus import events_topic
 from shared.contracts.order import DeliveryRequested, StockAllocationRequested
 from shared.eventstore import EventStore
+from shared.ids import next_id
 from shared.faults import crash_point
 from services.shipping.domain import Line, Method, OrderShipments, StockLocation
 
@@ -120,6 +121,6 @@ async def select_method(pool: asyncpg.Pool, number: str, shipment_number: str, m
                   None)
     if method is None:
         raise DomainError("shipping_method_unavailable", "cannot ship this shipment", field="shipping_method_id")
-    rate_id = await pool.fetchval("SELECT nextval('shipping_ids')")
+    rate_id = await next_id(pool, "shipping_ids")
     return await SHIPMENTS.execute(pool, number,
                                    lambda s: s.select_method(shipment_number, method, new_rate_id=rate_id))
