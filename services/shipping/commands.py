@@ -115,12 +115,13 @@ async def select_method(pool: asyncpg.Pool, number: str, shipment_number: str, m
         raise not_found("shipping method")
     shipments = await SHIPMENTS.load(pool, number)
     if shipments.destination is None:
-        return await SHIPMENTS.execute(pool, number, lambda s: s.select_method_among_rates(shipment_number, method_id))
+        return await SHIPMENTS.execute(pool, number, lambda s: s.select_method_among_rates(shipment_number, method_id),
+                                       loaded=shipments)
     country_iso, currency = shipments.destination
     method = next((m for m in await methods_for(pool, country_iso, currency, users_only=False) if m.id == method_id),
                   None)
     if method is None:
         raise DomainError("shipping_method_unavailable", "cannot ship this shipment", field="shipping_method_id")
     rate_id = await next_id(pool, "shipping_ids")
-    return await SHIPMENTS.execute(pool, number,
-                                   lambda s: s.select_method(shipment_number, method, new_rate_id=rate_id))
+    return await SHIPMENTS.execute(pool, number, lambda s: s.select_method(shipment_number, method, new_rate_id=rate_id),
+                                   loaded=shipments)
