@@ -240,19 +240,27 @@ class EventConsumer:
             event_types=event_types, notices=notices)]
         self.background = background
         self.assigned = asyncio.Event()
+        # shared/recycle.py empties its topics: `drain` (commit at every turn, never idle) until
+        # `drained()`, then `freeze` its partitions, then `reposition` them at offset 0.
+        self.draining = False
+        self._live = None  # the running aiokafka consumer
+        self._wake: asyncio.Event | None = None
+        self._in_flight: InFlight | None = None
+        self._committed: dict = {}
 
     async def run(self) -> None:
         consumer = make_consumer(self.settings, *self.topics, group_id=self.group_id, background=self.background)
         await consumer.start()
+        self._live = consumer
         # Woken when a relay publishes to these topics, it need not poll while idle.
-        wake = await wakeup.listener.subscribe(self.settings.require_database_url(), self.topics) \
+        wake = self._wake = await wakeup.listener.subscribe(self.settings.require_database_url(), self.topics) \
             if self.wake_on_publish else None
         # Offsets are committed at most every `kafka_commit_interval_ms` (and when idle), not
         # per batch: a commit is a broker round trip, and handling is idempotent, so all a
         # crash costs is the redelivery of what was handled since the last commit.
         interval = self.settings.kafka_commit_interval_ms / 1000
-        in_flight = InFlight(self.handle_run, asyncio.Semaphore(self.settings.consumer_concurrency))
-        committed: dict = {}
+        in_flight = self._in_flight = InFlight(self.handle_run, asyncio.Semaphore(self.settings.consumer_concurrency))
+        committed = self._committed = {}
         last_commit = last_found = time.monotonic()
         try:
             while True:
@@ -270,10 +278,10 @@ class EventConsumer:
                         self._take(message, in_flight)
                 if batch:
                     last_found = time.monotonic()
-                if not batch or time.monotonic() - last_commit >= interval:
+                if not batch or self.draining or time.monotonic() - last_commit >= interval:
                     await self._commit(consumer, in_flight.committable(), committed)
                     last_commit = time.monotonic()
-                if wake is not None and not batch and not in_flight.workers and \
+                if wake is not None and not batch and not in_flight.workers and not self.draining and \
                         time.monotonic() - last_found > self.settings.consumer_idle_after_ms / 1000:
                     await self._idle(consumer, wake)
                     last_found = time.monotonic()
@@ -283,6 +291,52 @@ class EventConsumer:
             await in_flight.stop()
             await self._commit(consumer, in_flight.committable(), committed)
             await consumer.stop()
+
+    # Called by shared/recycle.py between turns of `run`, once `drained()`: nothing is in
+    # flight and everything fetched is committed, so `run` has no commit of its own to make
+    # while these change the positions (and each updates what `run` compares against first).
+    def freeze(self) -> None:
+        """Stop fetching from its partitions, keeping them (and its place in its group)."""
+        self._live.pause(*self._live.assignment())
+
+    def thaw(self) -> None:
+        """Fetch from its partitions again, where it left off."""
+        self._live.resume(*self._live.assignment())
+
+    async def reposition(self) -> None:
+        """Its topics were created anew: read every partition from offset 0, commit 0 (so no
+        member starts from an offset of the old topics), and fetch again."""
+        consumer, assigned = self._live, self._live.assignment()
+        for tp in assigned:
+            consumer.seek(tp, 0)
+            self._in_flight.restart(tp)
+        self._committed.update({tp: 0 for tp in assigned})
+        await consumer.commit({tp: 0 for tp in assigned})
+        consumer.resume(*assigned)
+
+    def drain(self, draining: bool = True) -> None:
+        """While draining it commits at every turn and never idles (shared/recycle.py)."""
+        self.draining = draining
+        if draining and self._wake is not None:
+            self._wake.set()  # out of an idle wait
+
+    async def drained(self) -> bool:
+        """Everything in its partitions fetched, handled and committed (shared/recycle.py).
+        Once everything fetched is handled it commits at once rather than at its next turn."""
+        consumer, in_flight = self._live, self._in_flight
+        if consumer is None or in_flight is None or in_flight.workers or not consumer.assignment():
+            return False
+        assigned = consumer.assignment()
+        ends = await consumer.end_offsets(list(assigned))
+        # At or past the end: tansu reports the end of a partition whose last record batch
+        # holds several records one short of the offset after it.
+        positions = {tp: await consumer.position(tp) for tp in assigned}
+        if any(positions[tp] < ends[tp] for tp in assigned) or in_flight.workers:
+            return False
+        await self._commit(consumer, in_flight.committable(), self._committed)
+        # A partition fetched from in this run has its position committed now; one not fetched
+        # from started at its committed offset.
+        return all(tp not in in_flight.fetched_to or self._committed.get(tp) == positions[tp] for tp in assigned)
 
     def _take(self, message: ConsumerRecord, in_flight: InFlight) -> None:
         """Hand a fetched message over; one that no handler acts on (by its `event_type`

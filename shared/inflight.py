@@ -85,6 +85,11 @@ class InFlight:
             await self._progress.wait()
             self.raise_failure()
 
+    def restart(self, tp) -> None:
+        """The partition starts again at offset 0 (its topic was created anew)."""
+        self.open[tp] = set()
+        self.fetched_to[tp] = 0
+
     def committable(self) -> dict:
         return {tp: min(offsets) if offsets else self.fetched_to[tp] for tp, offsets in self.open.items()}
 

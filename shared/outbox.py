@@ -43,6 +43,11 @@ class OutboxRelay:
         self.channel = f"{schema}_outbox"
         self._wake = asyncio.Event()
         self.is_leader = False
+        self.published = 0  # rows published since start (shared/recycle.py counts what the broker holds)
+        # Closed by `pause` (shared/recycle.py): the relay stops between batches.
+        self._open = asyncio.Event()
+        self._open.set()
+        self._stopped = asyncio.Event()
 
     async def run(self) -> None:
         """Run forever: wait for leadership, then publish; reconnect after any failure."""
@@ -75,6 +80,10 @@ class OutboxRelay:
         published: list[int] = []
         topics: list[str] = []  # those `published` went to: consumers are woken when they are deleted
         while True:
+            if not self._open.is_set():
+                self._stopped.set()
+                await self._open.wait()
+                self._stopped.clear()
             self._wake.clear()
             rows = await self._read_next(conn, deleting=published, topics=topics)
             published = await self._publish(rows, conn)
@@ -91,6 +100,17 @@ class OutboxRelay:
                 await asyncio.wait_for(self._wake.wait(), self.settings.outbox_poll_interval_s)
             except asyncio.TimeoutError:
                 pass
+
+    async def pause(self) -> None:
+        """Stop publishing; returns once the batch being published (if any) is acknowledged.
+        Appends go on filling the outbox meanwhile."""
+        self._open.clear()
+        self._wake.set()
+        while self.is_leader and not self._stopped.is_set():
+            await asyncio.sleep(0.005)
+
+    def resume(self) -> None:
+        self._open.set()
 
     async def _read_next(self, conn: asyncpg.Connection, *, deleting: list[int],
                          topics: list[str]) -> list[asyncpg.Record]:
@@ -135,6 +155,7 @@ class OutboxRelay:
             await self._park(conn, refused)
         parked = {r["id"] for r, _ in refused}
         metrics.OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows) - len(parked))
+        self.published += len(rows) - len(parked)
         return [r["id"] for r in rows if r["id"] not in parked]
 
     async def _park(self, conn: asyncpg.Connection | None, refused: list[tuple[asyncpg.Record, Exception]]) -> None:

@@ -115,6 +115,7 @@ class ServiceRuntime:
         self.settings = settings
         self.ctx: ServiceContext | None = None
         self.consumers: list[EventConsumer] = []
+        self.relay: OutboxRelay | None = None
         self._producer = None
         self._tasks: list[asyncio.Task] = []
 
@@ -140,8 +141,8 @@ class ServiceRuntime:
                               for s in subscriptions])
             for group, subscriptions in consumer_groups(definition).items()
         ]
-        relay = OutboxRelay(settings, definition.schema, self._producer)
-        self._tasks = [asyncio.create_task(_supervise(f"{definition.name}.outbox-relay", relay.run))]
+        self.relay = OutboxRelay(settings, definition.schema, self._producer)
+        self._tasks = [asyncio.create_task(_supervise(f"{definition.name}.outbox-relay", self.relay.run))]
         self._tasks += [asyncio.create_task(_supervise(c.group_id, c.run)) for c in self.consumers]
         self._tasks += [asyncio.create_task(_supervise(f"{definition.name}.{task.__name__}",
                                                        lambda task=task: task(self.ctx)))

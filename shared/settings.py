@@ -57,6 +57,12 @@ class Settings:
     outbox_batch_size: int = field(default_factory=lambda: _int("OUTBOX_BATCH_SIZE", 500))
     # NOTIFY wakes the relay at once; this poll is only the backstop for a lost notification.
     outbox_poll_interval_s: float = field(default_factory=lambda: _float("OUTBOX_POLL_INTERVAL_S", 1.0))
+    # Empty the services' topics after the relays have published this many messages, once
+    # every consumer group has handled them (shared/recycle.py): only for an embedded broker
+    # that keeps every message, started by this system for one process. 0: never.
+    broker_recycle_after_messages: int = field(default_factory=lambda: _int("BROKER_RECYCLE_AFTER_MESSAGES", 0))
+    broker_recycle_check_s: float = field(default_factory=lambda: _float("BROKER_RECYCLE_CHECK_S", 2.0))
+    broker_recycle_drain_s: float = field(default_factory=lambda: _float("BROKER_RECYCLE_DRAIN_S", 2.0))
     db_pool_min: int = field(default_factory=lambda: _int("DB_POOL_MIN", 2))
     db_pool_max: int = field(default_factory=lambda: _int("DB_POOL_MAX", 10))
     log_level: str = field(default_factory=lambda: os.environ.get("LOG_LEVEL", "INFO"))

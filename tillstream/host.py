@@ -10,6 +10,7 @@ holders of the service credential, each hosted service's operations at
 """
 from __future__ import annotations
 
+import asyncio
 import json
 from contextlib import asynccontextmanager
 
@@ -21,6 +22,7 @@ from shared.commandbus import SERVICE_KEY_HEADER, CommandBus, LocalService, chec
 from shared.errors import DomainError
 from shared.jsonutil import json_response
 from shared.logs import configure_logging
+from shared.recycle import BrokerRecycler
 from shared.service import ServiceRuntime, freeze_startup_objects
 from shared.settings import Settings, load_settings
 from services.cart.app import definition as cart
@@ -47,13 +49,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         started = []
+        recycling = None
         try:
             for name, runtime in runtimes.items():
                 bus.local[name] = LocalService(runtime.definition.api, await runtime.start())
                 started.append(runtime)
+            if settings.broker_recycle_after_messages > 0:
+                recycling = asyncio.create_task(BrokerRecycler(settings, started).run())
             freeze_startup_objects()
             yield
         finally:
+            if recycling is not None:
+                recycling.cancel()
+                await asyncio.gather(recycling, return_exceptions=True)
             for runtime in reversed(started):
                 await runtime.stop()
 

@@ -29,6 +29,11 @@ HOST = "tillstream"  # the one process of the default topology (tillstream/host.
 TOPOLOGIES = ("one-process", "distributed")
 
 
+# How many published messages the embedded broker may come to hold before a one-process
+# system empties its topics (measured: docs/performance.md, "Soak").
+BROKER_RECYCLE_AFTER_MESSAGES = 10_000
+
+
 @dataclass
 class ManagedProcess:
     name: str
@@ -190,6 +195,10 @@ class System:
                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "TILLSTREAM_ADMIN_KEY": cfg.admin_key,
                "TILLSTREAM_ID_SECRET": cfg.id_secret, "TILLSTREAM_SERVICE_KEY": cfg.service_key,
                "PYTHONUNBUFFERED": "1"}
+        if self.broker is not None and not self.distributed:
+            # The broker is ours alone and every relay and consumer is in the one process:
+            # it may empty the topics it has handled (shared/recycle.py).
+            env.setdefault("BROKER_RECYCLE_AFTER_MESSAGES", str(BROKER_RECYCLE_AFTER_MESSAGES))
         if self.distributed:
             ports = cfg.ports()
             for name in SERVICE_NAMES:
