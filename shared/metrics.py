@@ -14,3 +14,10 @@ HANDLE_SECONDS = Histogram(
 )
 ADMISSION_SHED = Counter("tillstream_gateway_shed_total",
                          "Public requests answered 503 after waiting GATEWAY_QUEUE_TIMEOUT_MS for a slot")
+BROKER_EMPTIED = Counter("tillstream_broker_topics_emptied_total",
+                         "Times the embedded broker's topics were emptied (shared/recycle.py), by outcome",
+                         ["outcome"])
+BROKER_PAUSE_SECONDS = Histogram(
+    "tillstream_broker_recycle_pause_seconds", "How long the relays stood still while the topics were emptied",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)

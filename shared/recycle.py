@@ -34,6 +34,7 @@ from typing import Awaitable, Callable
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from shared import metrics
 from shared.bus import ensure_topics
 from shared.service import ServiceRuntime
 from shared.settings import Settings
@@ -57,7 +58,6 @@ class BrokerRecycler:
     def __init__(self, settings: Settings, runtimes: list[ServiceRuntime]) -> None:
         self.settings = settings
         self.runtimes = runtimes
-        self.times = 0  # topics emptied so far
         self._counted = 0  # published messages already accounted for
 
     def _published(self) -> int:
@@ -85,6 +85,7 @@ class BrokerRecycler:
             if unknown:
                 log.warning("broker topics kept: consumer groups other than ours use them",
                             extra={"fields": {"groups": sorted(unknown)}})
+                metrics.BROKER_EMPTIED.labels("other_groups").inc()
                 return False
             relays = [runtime.relay for runtime in self.runtimes if runtime.relay is not None]
             await asyncio.gather(*(relay.pause() for relay in relays))
@@ -98,6 +99,7 @@ class BrokerRecycler:
 
                 if not await _until(drained, self.settings.broker_recycle_drain_s):
                     log.info("broker topics kept: not every consumer group caught up in time")
+                    metrics.BROKER_EMPTIED.labels("not_drained").inc()
                     return False
                 phases["drain"] = time.monotonic()
                 # Frozen, a consumer sends no fetch for a topic while it is gone, and keeps its
@@ -115,22 +117,24 @@ class BrokerRecycler:
                 await _until(gone, STEP_S)
                 phases["delete"] = time.monotonic()
             finally:
-                if deleting:
-                    await ensure_topics(self.settings, topics)
-                if deleting:
-                    await asyncio.wait_for(asyncio.gather(*(consumer.reposition() for consumer in consumers)), STEP_S)
-                    phases["recreate"] = time.monotonic()
-                elif freezing:
+                try:
+                    if deleting:
+                        await ensure_topics(self.settings, topics)
+                        await asyncio.wait_for(asyncio.gather(*(consumer.reposition() for consumer in consumers)),
+                                               STEP_S)
+                        phases["recreate"] = time.monotonic()
+                    elif freezing:
+                        for consumer in consumers:
+                            consumer.thaw()
+                finally:  # whatever failed above, the relays and consumers go on
                     for consumer in consumers:
-                        consumer.thaw()
-                    phases["recreate"] = time.monotonic()
-                for consumer in consumers:
-                    consumer.drain(False)
-                for relay in relays:
-                    relay.resume()
+                        consumer.drain(False)
+                    for relay in relays:
+                        relay.resume()
+                    metrics.BROKER_PAUSE_SECONDS.observe(time.monotonic() - phases["pause"])
         finally:
             await admin.close()
-        self.times += 1
+        metrics.BROKER_EMPTIED.labels("emptied").inc()
         marks = [started, *phases.values()]
         log.info("broker topics emptied", extra={"fields": {
             "topics": topics, "messages": self._counted, "ms": round((time.monotonic() - started) * 1000),

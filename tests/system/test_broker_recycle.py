@@ -4,8 +4,10 @@ of the test's own, real checkouts: nothing is lost or handled twice across the e
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from urllib.parse import urlsplit, urlunsplit
+from urllib.request import urlopen
 
 import aiohttp
 import asyncpg
@@ -101,6 +103,11 @@ async def test_a_one_process_system_empties_its_broker_topics_and_loses_nothing(
         assert emptied >= 2, logs[-3000:]
         assert held < published / 2, (held, published)
         assert "Traceback" not in logs, logs[logs.index("Traceback") - 500:][:4000]
+        # Operators see it on /metrics: how often, and how long the relays stood still.
+        metrics = (await asyncio.to_thread(urlopen, f"{system.gateway_url}/metrics")).read().decode()
+        counted = re.search(r'^tillstream_broker_topics_emptied_total\{outcome="emptied"\} (\S+)$', metrics, re.M)
+        assert counted and float(counted.group(1)) == emptied, [line for line in metrics.splitlines() if "emptied_total" in line]
+        assert "tillstream_broker_recycle_pause_seconds_count" in metrics
     finally:
         await db.close()
         await asyncio.to_thread(system.stop)
