@@ -143,10 +143,9 @@ class IdempotentHandler:
         recorded already (a redelivery), for `handle_message` to sort out one by one."""
         envelopes = [decode(message) for message in messages]
         started = time.perf_counter()
-        values = ", ".join(f"({db.literal(self.name)}, {db.literal(e.event_id)})" for e in envelopes)
-        record = f"INSERT INTO processed_events (consumer, event_id) VALUES {values} ON CONFLICT DO NOTHING"
         try:
-            async with self.pool.acquire() as conn, db.transaction_opened_by(conn, record) as status:
+            async with self.pool.acquire() as conn, \
+                    db.transaction_opened_by(conn, self._record(envelopes)) as status:
                 if status != f"INSERT 0 {len(envelopes)}":
                     raise _AlreadyRecorded
                 applied = len(envelopes)
@@ -167,12 +166,16 @@ class IdempotentHandler:
             metrics.HANDLE_SECONDS.labels(self.name).observe((time.perf_counter() - started) / applied)
         return applied
 
+    def _record(self, envelopes: list[EventEnvelope]) -> str:
+        """The idempotency records of `envelopes`, as a statement that may open a transaction
+        (`db.transaction_opened_by`: no parameters, so literals)."""
+        values = ", ".join(f"({db.literal(self.name)}, {db.literal(e.event_id)})" for e in envelopes)
+        return f"INSERT INTO processed_events (consumer, event_id) VALUES {values} ON CONFLICT DO NOTHING"
+
     async def _apply(self, envelope: EventEnvelope) -> str:
         with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
             # The idempotency record opens the transaction (one round trip with its BEGIN).
-            record = ("INSERT INTO processed_events (consumer, event_id)"
-                      f" VALUES ({db.literal(self.name)}, {db.literal(envelope.event_id)}) ON CONFLICT DO NOTHING")
-            async with self.pool.acquire() as conn, db.transaction_opened_by(conn, record) as status:
+            async with self.pool.acquire() as conn, db.transaction_opened_by(conn, self._record([envelope])) as status:
                 if status != "INSERT 0 1":
                     return "duplicate"
                 await self.handler(conn, envelope)
@@ -240,8 +243,8 @@ class EventConsumer:
             event_types=event_types, notices=notices)]
         self.background = background
         self.assigned = asyncio.Event()
-        # shared/recycle.py empties its topics: `drain` (commit at every turn, never idle) until
-        # `drained()`, then `freeze` its partitions, then `reposition` them at offset 0.
+        # shared/recycle.py empties its topics: `drain` (never idle) until `drained()`, then
+        # `freeze` its partitions, then `reposition` them at offset 0.
         self.draining = False
         self._live = None  # the running aiokafka consumer
         self._wake: asyncio.Event | None = None
@@ -278,7 +281,7 @@ class EventConsumer:
                         self._take(message, in_flight)
                 if batch:
                     last_found = time.monotonic()
-                if not batch or self.draining or time.monotonic() - last_commit >= interval:
+                if not batch or time.monotonic() - last_commit >= interval:
                     await self._commit(consumer, in_flight.committable(), committed)
                     last_commit = time.monotonic()
                 if wake is not None and not batch and not in_flight.workers and not self.draining and \
@@ -315,7 +318,8 @@ class EventConsumer:
         consumer.resume(*assigned)
 
     def drain(self, draining: bool = True) -> None:
-        """While draining it commits at every turn and never idles (shared/recycle.py)."""
+        """While draining it never idles (shared/recycle.py): it fetches what is left at once
+        rather than after a relay's wake-up (`drained()` commits it)."""
         self.draining = draining
         if draining and self._wake is not None:
             self._wake.set()  # out of an idle wait
