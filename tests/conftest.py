@@ -98,13 +98,22 @@ async def schema(stack, unique):
         yield name
 
 
-@pytest.fixture
-async def pool(stack, schema):
+@contextlib.asynccontextmanager
+async def schema_pool(stack, schema: str, max_size: int):
+    """A pool on `schema` (its search path), closed when the block ends."""
     from shared.db import create_pool
 
-    pool = await create_pool(stack.settings(), schema, min_size=1, max_size=20)
-    yield pool
-    await pool.close()
+    pool = await create_pool(stack.settings(), schema, min_size=1, max_size=max_size)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+async def pool(stack, schema):
+    async with schema_pool(stack, schema, max_size=20) as pool:
+        yield pool
 
 
 @pytest.fixture
@@ -116,11 +125,8 @@ async def order_schema(stack, unique):
 
 @pytest.fixture
 async def order_pool(stack, order_schema):
-    from shared.db import create_pool
-
-    pool = await create_pool(stack.settings(), order_schema, min_size=1, max_size=4)
-    yield pool
-    await pool.close()
+    async with schema_pool(stack, order_schema, max_size=4) as pool:
+        yield pool
 
 
 TEST_SERVICE_KEY = "test-service-key"
