@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench soak fuzz install clean catalog
+.PHONY: run test lint bench soak fuzz install clean catalog
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m tillstream.run
 
-test: $(STAMP)
+# The linter first: a suite that passes on code the linter refuses is not green.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # A longer fuzzing of both dialects than the suite's (schemathesis, from /openapi.json).

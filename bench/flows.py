@@ -68,7 +68,8 @@ async def getcandy_flow(client: aiohttp.ClientSession, timings: Timings, variant
     """Basket lines, order, shipping address, methods, cost, contact, billing, process."""
     basket = await timings.call(client, "POST basket-lines", "POST", "/api/v1/basket-lines",
                                 json={"variants": [{"id": variant_hash, "quantity": 2}]})
-    order = await timings.call(client, "POST orders", "POST", "/api/v1/orders", json={"basket_id": basket["data"]["id"]})
+    order = await timings.call(client, "POST orders", "POST", "/api/v1/orders",
+                               json={"basket_id": basket["data"]["id"]})
     o = order["data"]["id"]
     await timings.call(client, "PUT shipping/address", "PUT", f"/api/v1/orders/{o}/shipping/address", json=UK)
     methods = await timings.call(client, "GET shipping/methods", "GET", f"/api/v1/orders/{o}/shipping/methods")

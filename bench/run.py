@@ -36,10 +36,10 @@ import httpx
 import psutil
 
 from bench import history, work
-from bench.watch import ProcessWatch, Profiler, at_rest
-from shared.bus import EVENT_TOPICS
 from bench.flows import FlowFailed, Timings, getcandy_flow, solidus_flow
 from bench.targets import parse_peer, request_p99, targets
+from bench.watch import ProcessWatch, Profiler, at_rest
+from shared.bus import EVENT_TOPICS
 from tillstream import operations
 from tillstream.demo import load_demo_data
 from tillstream.stack import free_port
@@ -168,7 +168,8 @@ def write_report(result: dict, results_dir: Path, doc: Path) -> Path:
                      f" {f['p50']} / {f['p95']} / {f['p99']} | {slowest[0]}: {slowest[1]} | {completing} |"
                      f" {level['saga_lag_ms'].get('p99')} / {level['subscriber_lag_ms'].get('p99')} |"
                      f" {level['cpu_s_per_flow']} |"
-                     f" {level['cpu_s_by_process'].get('broker (tansu)', '-')} / {level.get('broker_messages_held', '-')} |"
+                     f" {level['cpu_s_by_process'].get('broker (tansu)', '-')} /"
+                     f" {level.get('broker_messages_held', '-')} |"
                      f" {level.get('speed_probe_ms', '-')} |")
     lines += ["", "Work per completed flow (counted, so it does not depend on the machine's speed; the last"
               " column, a ratio of CPU times, moves much less with it than CPU seconds do):", "",
@@ -189,7 +190,8 @@ def write_report(result: dict, results_dir: Path, doc: Path) -> Path:
               f" {result['rebuild']['seconds']} s = {result['rebuild']['events_per_s']} events/s.", "",
               "Peak RSS per process (MiB): " + ", ".join(f"{k} {v}" for k, v in result["peak_rss_mib"].items())
               + f"; services total {result['services_rss_mib']} MiB.", "",
-              "Targets of issues #16 and #7 against this run:", "", "| target | goal | measured | met |", "|---|---|---|---|"]
+              "Targets of issues #16 and #7 against this run:", "",
+              "| target | goal | measured | met |", "|---|---|---|---|"]
     lines += [f"| {name} | {goal} | {measured} | {'yes' if met else '**no**'} |"
               for name, goal, measured, met in targets(result)]
     lines.append("")

@@ -90,4 +90,5 @@ def kept_targets(result: dict) -> list[Row]:
 
 
 def _level(result: dict, dialect: str, concurrency: int) -> dict | None:
-    return next((l for l in result["levels"] if (l["dialect"], l["concurrency"]) == (dialect, concurrency)), None)
+    return next((item for item in result["levels"] if (item["dialect"], item["concurrency"]) == (dialect, concurrency)),
+                None)

@@ -131,7 +131,9 @@ class Profiler:
                 continue
             lines.append(f"== {path.stem}: {total} samples")
             lines.append("  self:")
-            lines += [f"    {100 * n / total:5.1f}%  {f}" for f, n in sorted(self_time.items(), key=lambda kv: -kv[1])[:top]]
+            lines += [f"    {100 * n / total:5.1f}%  {f}" for f, n in sorted(self_time.items(),
+                                                                             key=lambda kv: -kv[1])[:top]]
             lines.append("  inclusive:")
-            lines += [f"    {100 * n / total:5.1f}%  {f}" for f, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]]
+            lines += [f"    {100 * n / total:5.1f}%  {f}" for f, n in sorted(inclusive.items(),
+                                                                             key=lambda kv: -kv[1])[:top]]
         (self.out_dir / "summary.txt").write_text("\n".join(lines) + "\n")

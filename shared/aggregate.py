@@ -19,7 +19,6 @@ from shared.errors import DomainError, not_found  # noqa: F401 (the services imp
 from shared.eventstore import ConcurrencyConflict, EventStore, Projector
 
 
-
 class Aggregate:
     aggregate_type: ClassVar[str]
 

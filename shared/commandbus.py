@@ -123,7 +123,8 @@ class CommandBus:
         try:
             async with self._session.post(f"{random.choice(self.urls[service])}/bus/{operation}", data=dumps(arguments),
                                           headers=headers,
-                                          timeout=aiohttp.ClientTimeout(total=timeout) if timeout else None) as response:
+                                          timeout=aiohttp.ClientTimeout(total=timeout) if timeout else None,
+                                          ) as response:
                 status, content = response.status, await response.read()
         except asyncio.TimeoutError as exc:  # before ClientError: aiohttp's timeouts are both
             raise ServiceUnavailable(f"{service}: no answer in time") from exc

@@ -10,7 +10,6 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from shared import context
 
-
 # (type, version) -> model: how a stored or received envelope becomes a typed event.
 EVENT_TYPES: dict[tuple[str, int], type["DomainEvent"]] = {}
 # (type, from version) -> payload function giving the next version: schema evolution.

@@ -21,8 +21,14 @@ import zlib
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
-    CorruptRecordException, InvalidMessageError, InvalidTimestampError, InvalidTopicError, KafkaError,
-    MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError,
+    CorruptRecordException,
+    InvalidMessageError,
+    InvalidTimestampError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
 )
 
 from shared import db, metrics, wakeup
@@ -146,7 +152,7 @@ class OutboxRelay:
                     raise
                 refused.append((r, exc))
         outcomes = await asyncio.gather(*(ack for _, ack in sent), return_exceptions=True)
-        for (r, _), outcome in zip(sent, outcomes):
+        for (r, _), outcome in zip(sent, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if not isinstance(outcome, KafkaError) or _retriable(outcome):
                     raise outcome

@@ -140,5 +140,5 @@ class BrokerRecycler:
             "topics": topics, "messages": self._counted, "ms": round((time.monotonic() - started) * 1000),
             # How long each step took; the relays were paused from "pause" to the end.
             "steps_ms": {name: round((mark - before) * 1000) for name, mark, before in
-                         zip(phases, marks[1:], marks)}}})
+                         zip(phases, marks[1:], marks, strict=False)}}})
         return True

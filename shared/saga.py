@@ -31,11 +31,11 @@ from typing import Any, Awaitable, Callable, Mapping
 import asyncpg
 
 from shared import context
-from shared.faults import crash_point
 from shared.aggregate import Aggregate, Repository
 from shared.contracts.dead_letters import DeadLetterNotice
 from shared.envelope import EVENT_TYPES, DomainEvent, EventEnvelope, decode_event
 from shared.eventstore import EventStore, Projector
+from shared.faults import crash_point
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -23,13 +23,13 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared import context, db, metrics
-from shared.commandbus import SERVICE_KEY_HEADER, ServiceApi, ServiceContext, check_service_key
-from shared.errors import DomainError
-from shared.jsonutil import json_response
 from shared.bus import ensure_topics, events_topic, make_producer
-from shared.consumer import EventConsumer, IdempotentHandler, Handler
+from shared.commandbus import SERVICE_KEY_HEADER, ServiceApi, ServiceContext, check_service_key
+from shared.consumer import EventConsumer, Handler, IdempotentHandler
 from shared.envelope import DomainEvent
+from shared.errors import DomainError
 from shared.eventstore import EventStore
+from shared.jsonutil import json_response
 from shared.logs import configure_logging, log_fields
 from shared.outbox import OutboxRelay
 from shared.settings import Settings, load_settings

@@ -8,8 +8,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import time
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from shared.settings import Settings
 # which decode ids to find orders in the stores.
 TEST_ID_SECRET = "test-id-secret-0123456789"
 os.environ.setdefault("TILLSTREAM_ID_SECRET", TEST_ID_SECRET)
-from tillstream.stack import EmbeddedBroker, EmbeddedPostgres, free_port
+from tillstream.stack import EmbeddedBroker, EmbeddedPostgres, free_port  # noqa: E402 (the secret is set before the stack reads it)
 
 ROOT = Path(__file__).resolve().parent.parent
 

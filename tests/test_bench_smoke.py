@@ -8,10 +8,11 @@ import sys
 
 def test_the_benchmark_runs_both_dialects_without_failures():
     result = subprocess.run([sys.executable, "-m", "bench.run", "--smoke", "--duration", "2", "--concurrency", "1,2",
-                             "--dialects", "solidus,getcandy", "--rebuild-events", "5000", "--idle", "1"], capture_output=True, text=True, timeout=600)
+                             "--dialects", "solidus,getcandy", "--rebuild-events", "5000", "--idle", "1"],
+                            capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
-    assert [(l["dialect"], l["concurrency"]) for l in report["levels"]] == [
+    assert [(item["dialect"], item["concurrency"]) for item in report["levels"]] == [
         ("solidus", 1), ("solidus", 2), ("getcandy", 1), ("getcandy", 2)]
     for level in report["levels"]:
         assert level["completed"] >= 1 and level["failed"] == 0, level["failures"]

@@ -11,11 +11,11 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from shared.db import _init_connection
 from services.gateway.getcandy.ids import BASKETS, ORDERS
 from services.order.view import read_order
-from tests.helpers.orders import without_live_stock
+from shared.db import _init_connection
 from tests.getcandy.test_lifecycle import UK, V, getcandy_data, placed_ready_order  # noqa: F401 (autouse data)
+from tests.helpers.orders import without_live_stock
 from tests.solidus.conftest import ADMIN, V1
 from tests.solidus.test_checkout import ADDRESS
 from tests.solidus.test_complete import full_flow
@@ -74,7 +74,8 @@ async def assert_charged_equals_shipped(stack, number: str) -> dict:
     lines = Counter()
     for line in order["line_items"]:
         lines[line["variant_id"]] += line["quantity"]
-    assert facts["allocated"] == lines and facts["released"] == 0, f"{number}: shipped {facts['allocated']}, charged {lines}"
+    assert facts["allocated"] == lines and facts["released"] == 0, (
+        f"{number}: shipped {facts['allocated']}, charged {lines}")
     return facts
 
 
@@ -291,7 +292,7 @@ async def test_a_placed_getcandy_order_refuses_every_change(gateway, stack):
          {"error": {"http_code": 422, "message": "This order has already been processed"}}),
     ]
     responses = await asyncio.gather(*(request for request, _, _ in expected))
-    for response, (_, status, body) in zip(responses, expected):
+    for response, (_, status, body) in zip(responses, expected, strict=True):
         assert (response.status_code, response.json()) == (status, body), (response.request.url, response.text)
     after_ = ((await show()).json(), (await gateway.get(f"/api/v1/baskets/{basket}")).json(),
               await events_of(stack, number))
@@ -337,5 +338,6 @@ async def test_while_a_completion_holds_the_order_every_change_waits_its_turn_wi
     completed = await completing
     assert completed.status_code == 200 and completed.json()["state"] == "complete", completed.text
     placed = completed.json()
-    assert placed["total"] == total and [(l["variant_id"], l["quantity"]) for l in placed["line_items"]] == [(V1, 1)]
+    assert placed["total"] == total and [(item["variant_id"],
+                                          item["quantity"]) for item in placed["line_items"]] == [(V1, 1)]
     await assert_charged_equals_shipped(stack, number)

@@ -40,7 +40,8 @@ def test_every_setting_is_documented_in_the_readme():
         assert any(v in readme for v in variables), f"{name.upper()} is not in the README's settings table"
     for name in ("GATEWAY_PORT", "TILLSTREAM_ADMIN_KEY", "TILLSTREAM_DATA_DIR", "TILLSTREAM_POSTGRES_PORT",
                  "TILLSTREAM_BROKER_PORT", "TILLSTREAM_TEST_DATABASE_URL", "TILLSTREAM_TEST_KAFKA",
-                 "TILLSTREAM_TOPOLOGY", "TILLSTREAM_INSTANCES", "TILLSTREAM_ID_SECRET", "GATEWAY_VIEW_WAIT_MS", "GATEWAY_COMPLETE_WAIT_MS", "GATEWAY_MAX_IN_FLIGHT",
+                 "TILLSTREAM_TOPOLOGY", "TILLSTREAM_INSTANCES", "TILLSTREAM_ID_SECRET", "GATEWAY_VIEW_WAIT_MS",
+                 "GATEWAY_COMPLETE_WAIT_MS", "GATEWAY_MAX_IN_FLIGHT",
                  "GATEWAY_QUEUE_TIMEOUT_MS",
                  "SOLIDUS_REQUIRE_API_KEY", "TILLSTREAM_CRASH_AT"):
         assert f"`{name}`" in readme, name

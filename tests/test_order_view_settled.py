@@ -6,12 +6,12 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from shared import context
-from shared.contracts import order as o
-from shared.eventstore import EventStore
 from services.order.commands import ORDER_STORE, project
 from services.order.domain import Order
 from services.order.view import VIEW_CONSUMER, has_settled
+from shared import context
+from shared.contracts import order as o
+from shared.eventstore import EventStore
 
 
 async def test_settled_waits_for_the_view_to_apply_what_caused_the_saga_step(order_schema, order_pool):

@@ -66,8 +66,7 @@ async def test_neighbouring_getcandy_ids_name_nothing(gateway):
 
     from hashids import Hashids
 
-    from services.gateway.getcandy.ids import BASKETS, ORDERS
-    from services.gateway.getcandy.ids import ALPHABET, TAG_LENGTH
+    from services.gateway.getcandy.ids import ALPHABET, BASKETS, ORDERS, TAG_LENGTH
 
     order_id = await placed_ready_order(gateway, quantity=1)
     assert (await gateway.get(f"/api/v1/orders/{order_id}")).status_code == 200

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from services.order.view import VIEW_CHANNEL, VIEW_CONSUMER, view_notification
 from services.order import view_watcher
+from services.order.view import VIEW_CHANNEL, VIEW_CONSUMER, view_notification
 from services.order.view_watcher import ViewWatcher
 
 
-async def started_waiting(stack, pool, number: str, event_ids: list[str], monkeypatch) -> tuple[ViewWatcher, asyncio.Task]:
+async def started_waiting(stack, pool, number: str, event_ids: list[str], monkeypatch) -> tuple[ViewWatcher,
+                                                                                                asyncio.Task]:
     # No backstop poll within the test: whatever releases the waiter is a notification.
     monkeypatch.setattr(view_watcher, "_POLL_S", 60)
     watcher = ViewWatcher()

@@ -18,6 +18,11 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 import shared.contracts  # noqa: F401  (registers every event type)
+from services.cart.app import definition as cart
+from services.gateway.app import create_gateway
+from services.order.app import definition as order
+from services.payment.app import definition as payment
+from services.shipping.app import definition as shipping
 from shared.commandbus import SERVICE_KEY_HEADER, CommandBus, LocalService, check_service_key
 from shared.errors import DomainError
 from shared.jsonutil import json_response
@@ -25,11 +30,6 @@ from shared.logs import configure_logging
 from shared.recycle import BrokerRecycler
 from shared.service import ServiceRuntime, freeze_startup_objects
 from shared.settings import Settings, load_settings
-from services.cart.app import definition as cart
-from services.gateway.app import create_gateway
-from services.order.app import definition as order
-from services.payment.app import definition as payment
-from services.shipping.app import definition as shipping
 
 DEFINITIONS = (cart, order, shipping, payment)
 

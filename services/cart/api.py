@@ -8,12 +8,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from services.cart import commands
+from services.cart.domain import Line
 from shared.aggregate import not_found
 from shared.commandbus import ServiceApi, ServiceContext
 from shared.db import upsert
 from shared.validation import ascii_int
-from services.cart import commands
-from services.cart.domain import Line
 
 api = ServiceApi("cart")
 MAX_VARIANTS_QUERY = 1000  # variant ids per call

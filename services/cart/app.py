@@ -3,9 +3,9 @@
 from pathlib import Path
 
 import shared.contracts  # noqa: F401
-from shared.service import ServiceDefinition, create_service
 from services.cart.api import api
 from services.cart.consumers import subscriptions
+from shared.service import ServiceDefinition, create_service
 
 definition = ServiceDefinition(name="cart", api=api, migrations=Path(__file__).parent / "migrations",
                                subscriptions=subscriptions)

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from services.cart.domain import Cart, Promotion
 from shared.aggregate import CommandResult, DomainError, Repository, not_found
 from shared.bus import events_topic
 from shared.contracts.cart import VariantSnapshot
@@ -13,7 +14,6 @@ from shared.contracts.order import CartLockRequested, CartUnlockRequested
 from shared.eventstore import EventStore
 from shared.ids import next_id
 from shared.validation import ascii_int
-from services.cart.domain import Cart, Promotion
 
 CART_STORE = EventStore("cart", events_topic("cart"))
 CARTS = Repository(CART_STORE, Cart)

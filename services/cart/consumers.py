@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import asyncpg
 
+from services.cart.commands import lock_cart, unlock_cart
 from shared.bus import events_topic
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
 from shared.service import Subscription
-from services.cart.commands import lock_cart, unlock_cart
 
 
 async def on_completion_step(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:

@@ -6,8 +6,19 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from shared.aggregate import Aggregate, DomainError, not_found
 from shared.contracts.cart import (
-    CartEmptied, CartLocked, CartLockRefused, CartRepriced, CartUnlocked, LineItemAdded, LineItemQuantityChanged,
-    LineItemRemoved, LockedLine, PromotionAdjustment, PromotionApplied, PromotionRemoved, VariantSnapshot,
+    CartEmptied,
+    CartLocked,
+    CartLockRefused,
+    CartRepriced,
+    CartUnlocked,
+    LineItemAdded,
+    LineItemQuantityChanged,
+    LineItemRemoved,
+    LockedLine,
+    PromotionAdjustment,
+    PromotionApplied,
+    PromotionRemoved,
+    VariantSnapshot,
 )
 
 MAX_QUANTITY = 10_000

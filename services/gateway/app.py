@@ -18,15 +18,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from services.gateway import getcandy, openapi, solidus
+from services.gateway.admission import AdmissionControl
+from services.gateway.getcandy.errors import GetCandyError
+from services.gateway.getcandy.errors import error as getcandy_error
+from services.gateway.getcandy.ids import id_secret
+from services.gateway.solidus.errors import NOT_FOUND, ApiError
 from shared import context
 from shared.commandbus import CommandBus, ServiceUnavailable
 from shared.logs import log_fields
 from shared.service import install_common
-from services.gateway import getcandy, openapi, solidus
-from services.gateway.admission import AdmissionControl
-from services.gateway.getcandy.errors import GetCandyError, error as getcandy_error
-from services.gateway.getcandy.ids import id_secret
-from services.gateway.solidus.errors import NOT_FOUND, ApiError
 
 log = logging.getLogger("tillstream.gateway")
 SERVICES = ("cart", "order", "shipping", "payment")
@@ -112,7 +113,7 @@ def create_app() -> FastAPI:
     async def services_ready() -> dict[str, bool]:
         checks = {}
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-            for name, instances in urls.items():
+            for instances in urls.values():
                 for url in instances:
                     try:
                         async with session.get(f"{url}/readyz") as response:

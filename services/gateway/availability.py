@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from shared.contracts.shipping import StockLevel
 from services.gateway.reference import call
+from shared.contracts.shipping import StockLevel
 
 MAX_AGE_S = int(os.environ.get("STOCK_DISPLAY_MAX_AGE_MS", "1000")) / 1000
 MAX_ENTRIES = 10_000  # beyond this the cache forgets its stale entries

@@ -14,12 +14,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from shared.aggregate import CommandResult, not_found
-from shared.commandbus import ServiceApi, ServiceContext
-from shared.db import upsert
 from services.order import commands
 from services.order.view import read_order
 from services.order.view_watcher import watcher
+from shared.aggregate import CommandResult, not_found
+from shared.commandbus import ServiceApi, ServiceContext
+from shared.db import upsert
 
 api = ServiceApi("order")
 # How long a read or a step waits for the view to apply the events it names, unless told.

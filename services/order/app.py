@@ -4,9 +4,9 @@ sweep), hosted with the others (tillstream/host.py) or alone
 from pathlib import Path
 
 import shared.contracts  # noqa: F401
-from shared.service import ServiceDefinition, create_service
 from services.order.api import api
 from services.order.consumers import run_expired_steps, subscriptions
+from shared.service import ServiceDefinition, create_service
 
 definition = ServiceDefinition(name="order", api=api, migrations=Path(__file__).parent / "migrations",
                                subscriptions=subscriptions, tasks=[run_expired_steps])

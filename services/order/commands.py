@@ -10,6 +10,10 @@ from typing import Any
 
 import asyncpg
 
+from services.order.domain import Country, Order, new_guest_token, new_order_number, unauthorized, validate_address
+from services.order.projections import apply_to_view
+from services.order.saga import COMPLETION
+from services.order.view import read_order
 from shared.aggregate import CommandResult, DomainError, Repository, not_found
 from shared.bus import events_topic
 from shared.contracts.order import DeliveryLine
@@ -17,12 +21,8 @@ from shared.envelope import EventEnvelope
 from shared.eventstore import ConcurrencyConflict, EventStore
 from shared.ids import next_id
 from shared.saga import SagaInstance, SagaRunner, encode_data
-from shared.validation import INT32_MAX, ascii_int
 from shared.settings import load_settings
-from services.order.domain import Country, Order, new_guest_token, new_order_number, unauthorized, validate_address
-from services.order.projections import apply_to_view
-from services.order.view import read_order
-from services.order.saga import COMPLETION
+from shared.validation import INT32_MAX, ascii_int
 
 ORDER_STORE = EventStore("order", events_topic("order"))
 ORDERS = Repository(ORDER_STORE, Order)

@@ -12,6 +12,8 @@ from decimal import Decimal
 
 import asyncpg
 
+from services.order.commands import COMPLETION_RUNNER, ORDERS, project
+from services.order.projections import apply_to_view
 from shared.bus import events_topic
 from shared.commandbus import ServiceContext
 from shared.contracts import cart as c
@@ -20,8 +22,6 @@ from shared.contracts import shipping as s
 from shared.envelope import EventEnvelope, decode_event
 from shared.faults import dropped, hold_point
 from shared.service import Subscription
-from services.order.commands import COMPLETION_RUNNER, ORDERS, project
-from services.order.projections import apply_to_view
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,25 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from shared.aggregate import Aggregate, DomainError
-from shared.validation import valid_email
 from shared.contracts.order import (
-    Address, BillAddressChanged, CheckoutAdvanced, CheckoutRestarted, CompletionFailed,
-    CompletionRequested, ContactDetailsChanged, DeliveryLine, DeliveryRefused, DeliveryRequested, OrderCanceled,
-    OrderCompleted, OrderCreated, OrderEmailChanged, PaymentStateChanged, ShipAddressChanged,
+    Address,
+    BillAddressChanged,
+    CheckoutAdvanced,
+    CheckoutRestarted,
+    CompletionFailed,
+    CompletionRequested,
+    ContactDetailsChanged,
+    DeliveryLine,
+    DeliveryRefused,
+    DeliveryRequested,
+    OrderCanceled,
+    OrderCompleted,
+    OrderCreated,
+    OrderEmailChanged,
+    PaymentStateChanged,
+    ShipAddressChanged,
 )
+from shared.validation import valid_email
 
 CHECKOUT_STATES_AFTER_CART = ("address", "delivery", "payment", "confirm")
 PLACED_STATES = ("complete", "canceled")
@@ -202,7 +215,8 @@ class Order(Aggregate):
                                                lines=list(lines)))
             case "delivery":
                 if not shipments_ready:
-                    raise CheckoutRefused({"base": ["We are unable to calculate shipping rates for the selected items."]})
+                    raise CheckoutRefused(
+                        {"base": ["We are unable to calculate shipping rates for the selected items."]})
                 self._advance("payment" if total > 0 else "confirm")
             case "payment":
                 self._advance("confirm")

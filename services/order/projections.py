@@ -11,12 +11,12 @@ from decimal import Decimal
 
 import asyncpg
 
+from services.order.view import MemoryOrderView, SqlOrderView
 from shared.contracts import cart as c
 from shared.contracts import order as o
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
 from shared.envelope import DomainEvent, EventEnvelope, decode_event
-from services.order.view import MemoryOrderView, SqlOrderView
 
 # Solidus's payment states, as the payment service's events move a payment along.
 PAYMENT_STATE_AFTER = {p.PaymentInvalidated: "invalid", p.PaymentAuthorized: "pending", p.PaymentCaptured: "completed",
@@ -54,7 +54,7 @@ async def fold_all(view: SqlOrderView | MemoryOrderView, envelopes: Sequence[Eve
             latest[number] = envelope.occurred_at
         applied.setdefault(number, []).append(envelope.event_id)
         last[number] = i
-    for i, (envelope, event) in enumerate(zip(envelopes, events or [None] * len(envelopes))):
+    for i, (envelope, event) in enumerate(zip(envelopes, events or [None] * len(envelopes), strict=True)):
         number = envelope.aggregate_id
         if i != last[number]:
             await fold(view, envelope, event)
@@ -157,7 +157,8 @@ async def fold(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope,
             await _set_shipments(view, number, [])
         case c.LineItemAdded():
             await view.add_line(id=event.line_item_id, order_number=number, variant_id=event.variant.id,
-                                quantity=event.quantity, price=event.price, variant=event.variant.model_dump(mode="json"))
+                                quantity=event.quantity, price=event.price,
+                                variant=event.variant.model_dump(mode="json"))
         case c.LineItemQuantityChanged():
             await view.set_line_quantity(event.line_item_id, event.quantity)
         case c.LineItemRemoved():

@@ -22,13 +22,13 @@ from typing import Any
 
 import asyncpg
 
+from services.order.domain import Order
+from services.order.view import order_taxes
 from shared.contracts import cart as c
 from shared.contracts import order as o
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
 from shared.saga import Failure, Saga, SagaInstance, Step, encode_data
-from services.order.domain import Order
-from services.order.view import order_taxes
 
 PROMOTIONS_INELIGIBLE = ("One or more of the promotions on your order have become ineligible and were removed."
                          " Please check the new order amounts and try again.")

@@ -203,7 +203,7 @@ async def read_order(conn: asyncpg.Connection | asyncpg.Pool, number: str) -> di
     ids, variant_ids, quantities, prices, variants = (order.pop(k) or [] for k in
                                                       ("ids", "variant_ids", "quantities", "prices", "variants"))
     order["line_items"] = [{"id": i, "variant_id": v, "quantity": q, "price": p, "variant": var}
-                           for i, v, q, p, var in zip(ids, variant_ids, quantities, prices, variants)]
+                           for i, v, q, p, var in zip(ids, variant_ids, quantities, prices, variants, strict=True)]
     order.update(order_taxes(order.pop("tax_rate"), order["item_total"] + order["adjustment_total"],
                              order["ship_total"]))
     order["total"] = (order["item_total"] + order["ship_total"] + order["adjustment_total"]

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from shared import db
 from services.order.view import VIEW_CHANNEL, has_settled, parse_view_notification, unapplied
+from shared import db
 
 # A lost notification (the LISTEN connection dropped) costs at most this delay.
 _POLL_S = 0.25

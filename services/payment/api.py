@@ -6,10 +6,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from services.payment import commands
 from shared.aggregate import not_found
 from shared.commandbus import ServiceApi, ServiceContext
 from shared.db import upsert
-from services.payment import commands
 
 api = ServiceApi("payment")
 

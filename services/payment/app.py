@@ -3,11 +3,11 @@
 from pathlib import Path
 
 import shared.contracts  # noqa: F401
-from shared.commandbus import ServiceContext
-from shared.service import ServiceDefinition, create_service
 from services.payment.api import api
 from services.payment.consumers import subscriptions, use_gateway
 from services.payment.gateway import BogusGateway
+from shared.commandbus import ServiceContext
+from shared.service import ServiceDefinition, create_service
 
 
 def connect_gateway(ctx: ServiceContext) -> None:

@@ -6,16 +6,16 @@ from typing import Any
 
 import asyncpg
 
+from services.payment.domain import InvalidPayment, OrderPayments, PaymentMethod, parse_amount, validate_card
+from services.payment.gateway import BogusGateway, card_for_token
 from shared.aggregate import CommandResult, DomainError, Repository, not_found
 from shared.bus import events_topic
 from shared.contracts.order import PaymentRequested, PaymentVoidRequested
 from shared.contracts.payment import CardSource
 from shared.eventstore import EventStore
+from shared.faults import crash_point, fail_point, hold_point
 from shared.ids import next_id
 from shared.validation import ascii_int
-from shared.faults import crash_point, fail_point, hold_point
-from services.payment.domain import InvalidPayment, OrderPayments, PaymentMethod, parse_amount, validate_card
-from services.payment.gateway import BogusGateway, card_for_token
 
 PAYMENT_STORE = EventStore("payment", events_topic("payment"))
 PAYMENTS = Repository(PAYMENT_STORE, OrderPayments)
@@ -63,7 +63,8 @@ async def process_payments(conn: asyncpg.Connection, gateway: BogusGateway, requ
     if payments.refuse_unless_covering(request.request_id, request.amount):
         await PAYMENTS.save(conn, payments)
         return
-    auto_capture = {r["id"]: r["auto_capture"] for r in await conn.fetch("SELECT id, auto_capture FROM payment_methods")}
+    methods = await conn.fetch("SELECT id, auto_capture FROM payment_methods")
+    auto_capture = {r["id"]: r["auto_capture"] for r in methods}
     covered, declined = Decimal("0"), None
     for payment in payments.to_process():
         if covered >= request.amount:

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import asyncpg
 
+from services.payment.commands import process_payments, settle_cancellation, void_payments
+from services.payment.gateway import BogusGateway
 from shared.bus import events_topic
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
 from shared.service import Subscription
-from services.payment.commands import process_payments, settle_cancellation, void_payments
-from services.payment.gateway import BogusGateway
 
 _gateway: BogusGateway | None = None
 

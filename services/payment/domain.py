@@ -8,11 +8,21 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from shared.aggregate import Aggregate, DomainError
-from shared.validation import ascii_int
 from shared.contracts.payment import (
-    CardSource, PaymentAuthorized, PaymentCaptured, PaymentCreated, PaymentFailed, PaymentInvalidated,
-    PaymentRefunded, PaymentsDeclined, PaymentsProcessed, PaymentsRefused, PaymentsVoided, PaymentVoided,
+    CardSource,
+    PaymentAuthorized,
+    PaymentCaptured,
+    PaymentCreated,
+    PaymentFailed,
+    PaymentInvalidated,
+    PaymentRefunded,
+    PaymentsDeclined,
+    PaymentsProcessed,
+    PaymentsRefused,
+    PaymentsVoided,
+    PaymentVoided,
 )
+from shared.validation import ascii_int
 
 # Payments that count towards what an order is paid with (Solidus's `valid` payments).
 VALID_STATES = ("checkout", "processing", "pending", "completed")

@@ -7,11 +7,11 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from services.shipping import commands
 from shared.aggregate import not_found
 from shared.commandbus import ServiceApi, ServiceContext
 from shared.contracts.shipping import LocationStock, StockLevel
 from shared.db import upsert
-from services.shipping import commands
 
 api = ServiceApi("shipping")
 MAX_STOCK_QUERY = 1000  # variants per `stock` call
@@ -62,7 +62,8 @@ async def stock(ctx: ServiceContext, *, variant_ids: list[int]) -> dict[str, dic
     levels = {v: StockLevel() for v in wanted}
     for r in rows:
         level = levels[r["variant_id"]]
-        level.items.append(LocationStock(id=r["id"], stock_location_id=r["stock_location_id"], stock_location_name=r["name"],
+        level.items.append(LocationStock(id=r["id"], stock_location_id=r["stock_location_id"],
+                                         stock_location_name=r["name"],
                                      count_on_hand=r["count_on_hand"], backorderable=r["backorderable"]))
         level.total_on_hand += r["count_on_hand"]
         level.backorderable = level.backorderable or r["backorderable"]

@@ -3,9 +3,9 @@ alone (`uvicorn --factory services.shipping.app:create_app`)."""
 from pathlib import Path
 
 import shared.contracts  # noqa: F401
-from shared.service import ServiceDefinition, create_service
 from services.shipping.api import api
 from services.shipping.consumers import subscriptions
+from shared.service import ServiceDefinition, create_service
 
 definition = ServiceDefinition(name="shipping", api=api, migrations=Path(__file__).parent / "migrations",
                                subscriptions=subscriptions)

@@ -5,13 +5,13 @@ from decimal import Decimal
 
 import asyncpg
 
+from services.shipping.domain import Line, Method, OrderShipments, StockLocation
 from shared.aggregate import CommandResult, DomainError, Repository, not_found
 from shared.bus import events_topic
 from shared.contracts.order import DeliveryRequested, StockAllocationRequested
 from shared.eventstore import EventStore
-from shared.ids import next_id
 from shared.faults import crash_point
-from services.shipping.domain import Line, Method, OrderShipments, StockLocation
+from shared.ids import next_id
 
 SHIPPING_STORE = EventStore("shipping", events_topic("shipping"))
 SHIPMENTS = Repository(SHIPPING_STORE, OrderShipments)
@@ -54,7 +54,8 @@ async def build_shipments(conn: asyncpg.Connection, request: DeliveryRequested) 
     ids = [r["id"] for r in await conn.fetch(
         "SELECT nextval('shipping_ids') AS id FROM generate_series(1, $1)", (len(methods) + 1) * len(locations))]
     shipments = await SHIPMENTS.load(conn, request.number)
-    shipments.build(request.request_id, [Line(l.variant_id, l.quantity, l.track_inventory) for l in request.lines],
+    shipments.build(request.request_id, [Line(item.variant_id, item.quantity,
+                                              item.track_inventory) for item in request.lines],
                     locations, methods, ids, country_iso=request.ship_address.country_iso, currency=request.currency)
     await conn.executemany(
         "INSERT INTO shipment_index (number, order_number) VALUES ($1, $2) ON CONFLICT DO NOTHING",
@@ -72,8 +73,8 @@ async def allocate_stock(conn: asyncpg.Connection, request: StockAllocationReque
         return
     tracked = sorted({line.variant_id for line in request.lines if line.track_inventory})
     locations = await active_locations(conn, tracked, lock=True) if tracked else []
-    units = shipments.allocate(request.request_id, [Line(l.variant_id, l.quantity, l.track_inventory)
-                                                    for l in request.lines], locations)
+    units = shipments.allocate(request.request_id, [Line(item.variant_id, item.quantity, item.track_inventory)
+                                                    for item in request.lines], locations)
     if units:
         await conn.execute(
             "UPDATE stock_items i SET count_on_hand = i.count_on_hand - u.quantity"
@@ -123,5 +124,6 @@ async def select_method(pool: asyncpg.Pool, number: str, shipment_number: str, m
     if method is None:
         raise DomainError("shipping_method_unavailable", "cannot ship this shipment", field="shipping_method_id")
     rate_id = await next_id(pool, "shipping_ids")
-    return await SHIPMENTS.execute(pool, number, lambda s: s.select_method(shipment_number, method, new_rate_id=rate_id),
+    return await SHIPMENTS.execute(pool, number, lambda s: s.select_method(shipment_number, method,
+                                                                           new_rate_id=rate_id),
                                    loaded=shipments)

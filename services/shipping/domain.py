@@ -18,8 +18,18 @@ from decimal import Decimal
 
 from shared.aggregate import Aggregate, DomainError, not_found
 from shared.contracts.shipping import (
-    AllocatedUnit, ManifestItem, Shipment, ShipmentRatesReplaced, ShipmentsBuilt, ShipmentsDiscarded,
-    ShipmentsUnavailable, ShippingRate, ShippingRateSelected, StockAllocated, StockAllocationFailed, StockReleased,
+    AllocatedUnit,
+    ManifestItem,
+    Shipment,
+    ShipmentRatesReplaced,
+    ShipmentsBuilt,
+    ShipmentsDiscarded,
+    ShipmentsUnavailable,
+    ShippingRate,
+    ShippingRateSelected,
+    StockAllocated,
+    StockAllocationFailed,
+    StockReleased,
 )
 
 NO_RATES = "We are unable to calculate shipping rates for the selected items."

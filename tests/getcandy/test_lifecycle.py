@@ -62,7 +62,7 @@ async def test_1_2_3_basket_lines(gateway):
     assert more["id"] == b["id"] and more["lines"]["data"][0]["quantity"] == 3
     replaced = (await gateway.post("/api/v1/baskets", json={"basket_id": b["id"],
                                                             "variants": [{"id": V, "quantity": 1}]})).json()["data"]
-    assert [l["quantity"] for l in replaced["lines"]["data"]] == [1]
+    assert [item["quantity"] for item in replaced["lines"]["data"]] == [1]
     fetched = await gateway.get(f"/api/v1/baskets/{b['id']}")
     assert fetched.status_code == 200 and fetched.json()["data"]["total"] == 12.0
 
@@ -143,7 +143,7 @@ async def test_15_to_18_process_offline(gateway):
     assert data["status"] == "payment-processing" and data["placed_at"] and data["type"] == "Offline"
     assert re.fullmatch(r"\d{4}-\d{2}-\d{4}", data["reference"])
     assert data["invoice_reference"] == "#INV-" + data["reference"]
-    assert data["order_total"] == 3354 and any(l["is_shipping"] for l in data["lines"]["data"])
+    assert data["order_total"] == 3354 and any(item["is_shipping"] for item in data["lines"]["data"])
     again = await gateway.post("/api/v1/orders/process", json={"order_id": o, "payment_token": "x"})
     assert again.status_code == 422 and again.json()["error"]["message"] == "This order has already been processed"
     basket_id = (await gateway.get(f"/api/v1/orders/{o}", params={"include": "lines"})).json()["data"]
@@ -160,7 +160,8 @@ async def test_18_a_placed_basket_cannot_be_ordered_again(gateway):
     assert (await gateway.post("/api/v1/orders/process", json={"order_id": o, "payment_token": "x"})).status_code == 200
     placed = await gateway.post("/api/v1/orders", json={"basket_id": b["id"]})
     assert placed.status_code == 403
-    assert placed.json() == {"error": {"http_code": 403, "message": "This basket already has an order that has been placed"}}
+    assert placed.json() == {"error": {"http_code": 403,
+                                       "message": "This basket already has an order that has been placed"}}
 
 
 async def test_19_declined_card_fails_and_can_be_processed_again(gateway, stack):

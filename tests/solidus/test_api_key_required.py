@@ -25,7 +25,8 @@ async def test_1_creating_an_order_needs_a_key_when_the_store_requires_one(syste
             refused = await client.post("/api/orders", json={})
             assert refused.status_code == 401 and refused.json() == {"error": "You must specify an API key."}
             bad = await client.post("/api/orders", json={}, headers={"Authorization": "Bearer nope"})
-            assert bad.status_code == 401 and bad.json() == {"error": "Invalid API key specified."}  # not echoed (a key is a secret)
+            # The key is not echoed back: a key is a secret.
+            assert bad.status_code == 401 and bad.json() == {"error": "Invalid API key specified."}
             admin = await client.post("/api/orders", json={}, headers={"Authorization": "Bearer test-admin-key"})
             assert admin.status_code == 201 and admin.json()["permissions"] == {"can_update": True}
     finally:

@@ -2,10 +2,10 @@
 against the running services. Numbers refer to the checks in solidus-api.md §12."""
 from __future__ import annotations
 
-import pytest
-
 import asyncio
 import re
+
+import pytest
 
 from tests.solidus.conftest import ADMIN, V1
 
@@ -42,7 +42,8 @@ async def test_4_unknown_order_with_admin_key_is_404_and_a_bad_key_is_401(gatewa
     assert response.status_code == 404
     assert response.json() == {"error": "The resource you were looking for could not be found."}
     bad = await gateway.get("/api/orders/R000000000", headers={"Authorization": "Bearer abc"})
-    assert bad.status_code == 401 and bad.json() == {"error": "Invalid API key specified."}  # not echoed (a key is a secret)
+    # The key is not echoed back: a key is a secret.
+    assert bad.status_code == 401 and bad.json() == {"error": "Invalid API key specified."}
     # A token for a nonexistent order is refused like a wrong token.
     assert (await gateway.get("/api/orders/R000000000", headers={"X-Spree-Order-Token": "x"})).status_code == 401
 

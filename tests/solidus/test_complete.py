@@ -2,12 +2,11 @@
 for a check and a card payment, and the saga's compensations (research §12: 20-24)."""
 from __future__ import annotations
 
-import pytest
-
 import asyncio
 from decimal import Decimal
 
 import asyncpg
+import pytest
 
 from tests.solidus.conftest import V1
 from tests.solidus.test_checkout import ADDRESS, CARD, in_payment

@@ -41,7 +41,8 @@ async def given_back(stack, number: str) -> dict:
             "SELECT payload FROM \"order\".events WHERE aggregate_id = $1 AND type = 'order.CompletionFailed'"
             " ORDER BY sequence DESC LIMIT 1", number)
         locked = await conn.fetchval(
-            "SELECT count(*) FILTER (WHERE type = 'cart.CartLocked') > count(*) FILTER (WHERE type = 'cart.CartUnlocked')"
+            "SELECT count(*) FILTER (WHERE type = 'cart.CartLocked')"
+            " > count(*) FILTER (WHERE type = 'cart.CartUnlocked')"
             " FROM cart.events WHERE aggregate_id = $1", number)
     finally:
         await conn.close()
@@ -60,7 +61,7 @@ async def test_a_lost_answer_is_compensated_after_the_deadline_even_across_a_kil
         for kill in (False, True):
             number, token, total, _ = await full_flow(gateway, card=CARD, coupon=limited_coupon, complete=False)
             completing = asyncio.ensure_future(request_surviving_a_crash(
-                lambda: gateway.put(f"/api/checkouts/{number}/complete", headers=token)))
+                lambda number=number, token=token: gateway.put(f"/api/checkouts/{number}/complete", headers=token)))
             if kill:
                 conn = await asyncpg.connect(stack.database_url)
                 try:

@@ -1,10 +1,9 @@
 """Issue 4's contention guarantee: 50 concurrent checkouts for a variant with 10 units."""
 from __future__ import annotations
 
-import pytest
-
 import asyncio
 
+import pytest
 
 from tests.solidus.test_complete import full_flow, stock_of
 
@@ -28,7 +27,8 @@ async def complete_together(gateway, orders: list[tuple]) -> list[tuple]:
     """Every order's `complete` at the same moment: they compete for the same stock."""
     responses = await asyncio.gather(*(gateway.put(f"/api/checkouts/{number}/complete",
                                                    headers=token) for number, token, _, _ in orders))
-    return [(number, token, total, response) for (number, token, total, _), response in zip(orders, responses)]
+    return [(number, token, total, response) for (number, token, total, _), response in zip(orders, responses,
+                                                                                            strict=True)]
 
 
 async def test_50_checkouts_compete_for_10_units(gateway, system, stack):

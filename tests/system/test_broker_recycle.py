@@ -106,7 +106,8 @@ async def test_a_one_process_system_empties_its_broker_topics_and_loses_nothing(
         # Operators see it on /metrics: how often, and how long the relays stood still.
         metrics = (await asyncio.to_thread(urlopen, f"{system.gateway_url}/metrics")).read().decode()
         counted = re.search(r'^tillstream_broker_topics_emptied_total\{outcome="emptied"\} (\S+)$', metrics, re.M)
-        assert counted and float(counted.group(1)) == emptied, [line for line in metrics.splitlines() if "emptied_total" in line]
+        assert counted and float(counted.group(1)) == emptied, [
+            line for line in metrics.splitlines() if "emptied_total" in line]
         assert "tillstream_broker_recycle_pause_seconds_count" in metrics
     finally:
         await db.close()

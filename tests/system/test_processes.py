@@ -9,6 +9,8 @@ import httpx
 
 from shared.envelope import EventEnvelope
 from tests.helpers.kafka import read_topic
+
+
 async def test_every_process_is_healthy_ready_and_exposes_metrics(system):
     async with httpx.AsyncClient() as client:
         for process in system.processes.values():

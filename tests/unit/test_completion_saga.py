@@ -7,13 +7,13 @@ from decimal import Decimal
 
 import pytest
 
+from services.order.saga import COMPLETION
 from shared.contracts import cart as c
 from shared.contracts import order as o
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
-from shared.settings import Settings
 from shared.saga import COMPENSATING, COMPLETED, FAILED, RUNNING, SagaInstance
-from services.order.saga import COMPLETION
+from shared.settings import Settings
 
 SETTINGS = Settings(saga_lock_cart_deadline_ms=1000, saga_stock_deadline_ms=2000, saga_payment_deadline_ms=3000,
                     saga_compensation_retry_ms=500)

@@ -7,11 +7,11 @@ from decimal import Decimal
 import pytest
 from starlette.requests import Request
 
-from shared.jsonutil import dumps_with_numbers
-from shared.validation import ascii_int, json_depth, valid_email
 from services.gateway.solidus import access
 from services.gateway.solidus.errors import ApiError
 from services.payment.domain import InvalidPayment, parse_amount
+from shared.jsonutil import dumps_with_numbers
+from shared.validation import ascii_int, json_depth, valid_email
 
 
 def request_with(headers: dict[str, str]) -> Request:

@@ -6,15 +6,15 @@ from decimal import Decimal
 
 import pytest
 
+from services.cart.domain import Cart, Promotion
+from services.order.domain import Order
+from services.payment.domain import OrderPayments, PaymentMethod
+from services.shipping.domain import Line, OrderShipments, StockLocation
 from shared.aggregate import DomainError
 from shared.contracts import cart as c
 from shared.contracts import order as o
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
-from services.cart.domain import Cart, Promotion
-from services.order.domain import Order
-from services.payment.domain import OrderPayments, PaymentMethod
-from services.shipping.domain import Line, OrderShipments, StockLocation
 
 TEE = c.VariantSnapshot(id=1, product_id=1, name="Tee", sku="T", price=Decimal("19.99"), track_inventory=True)
 TEN_OFF = Promotion(1, "10off", "10 off", "order_flat", Decimal("10"))

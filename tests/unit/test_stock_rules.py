@@ -8,13 +8,13 @@ from decimal import Decimal
 
 import pytest
 
+from services.cart.domain import Cart
+from services.order.domain import Order
+from services.shipping.domain import Line, Method, OrderShipments, StockLocation, plan_packages, take_units
 from shared.aggregate import DomainError
 from shared.contracts import cart as c
 from shared.contracts import order as o
 from shared.contracts import shipping as s
-from services.cart.domain import Cart
-from services.order.domain import Order
-from services.shipping.domain import Line, Method, OrderShipments, StockLocation, plan_packages, take_units
 from tests.unit.test_lifecycle_rules import TEE, saved
 
 GROUND = Method(1, "Ground", "GRND", Decimal("10"))

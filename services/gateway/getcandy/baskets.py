@@ -5,20 +5,26 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from shared.contracts.shipping import StockLevel
 from services.gateway.availability import availability
 from services.gateway.getcandy.calls import command, order_view, variants
 from services.gateway.getcandy.errors import BASKET_PLACED, COUPON_INVALID, error, invalid, not_found
 from services.gateway.getcandy.ids import BASKETS, MAIN, decode, order_number
 from services.gateway.getcandy.render import render_basket, respond
 from services.gateway.getcandy.requests import body_of, currency_of, quantity_of
+from services.gateway.getcandy.schemas import (
+    BasketCouponRequest,
+    BasketLinesRequest,
+    CandyBasketEnvelope,
+    DiscountRequest,
+    QuantityRequest,
+    responses,
+    validated,
+)
+from services.gateway.openapi import request_body
 from services.gateway.paths import Hash
 from services.gateway.reference import VIEW_WAIT_MS, await_view, call, fetch_order
+from shared.contracts.shipping import StockLevel
 from shared.validation import ascii_int
-from services.gateway.openapi import request_body
-from services.gateway.getcandy.schemas import (
-    CandyBasketEnvelope, BasketLinesRequest, BasketCouponRequest, DiscountRequest, QuantityRequest, responses, validated,
-)
 
 router = APIRouter()
 
@@ -47,7 +53,7 @@ async def validate_lines(request: Request, body: dict, currency: str, *, existin
     if len({i for i in ids if i is not None}) < len([i for i in ids if i is not None]):
         errors["variants"] = ["The variants field has a duplicate value."]
     lines = []
-    for n, (item, variant_id) in enumerate(zip(wanted, ids)):
+    for n, (item, variant_id) in enumerate(zip(wanted, ids, strict=True)):
         if variant_id is None or variant_id not in catalog:
             errors[f"variants.{n}.id"] = ["The variant ID is incorrect"]
             continue
@@ -88,7 +94,8 @@ async def _basket_lines(request: Request, *, replace: bool) -> Response:
     order = await fetch_order(request, number) if number else None
     if number and order is None:
         raise invalid({"basket_id": ["The selected basket id is invalid."]})
-    existing = {} if replace or order is None else {l["variant_id"]: l["quantity"] for l in order["line_items"]}
+    existing = ({} if replace or order is None
+                else {item["variant_id"]: item["quantity"] for item in order["line_items"]})
     lines = await validate_lines(request, body, order["currency"] if order else currency, existing=existing)
     if order is None:
         created = await command(request, "order", "create_order", currency=currency, view_wait_ms=VIEW_WAIT_MS)
@@ -128,7 +135,7 @@ async def line_and_basket(request: Request, line_hash: str) -> tuple[int, dict]:
         raise not_found()
     found = await command(request, "cart", "find_line", line_id=line_id)
     order = await order_view(request, found["order_number"])
-    if not any(l["id"] == line_id for l in order["line_items"]):
+    if not any(item["id"] == line_id for item in order["line_items"]):
         raise not_found()
     return line_id, order
 
@@ -146,7 +153,7 @@ async def _set_line(request: Request, order: dict, line_id: int, quantity: int) 
 
 
 def current_quantity(order: dict, line_id: int) -> int:
-    return next(l["quantity"] for l in order["line_items"] if l["id"] == line_id)
+    return next(item["quantity"] for item in order["line_items"] if item["id"] == line_id)
 
 
 @router.put("/basket-lines/{line_hash}", responses=responses(200, CandyBasketEnvelope),

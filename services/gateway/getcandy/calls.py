@@ -6,11 +6,16 @@ from typing import Any, Callable
 
 from fastapi import Request
 
-from shared.errors import DomainError
 from services.gateway.getcandy.errors import (
-    ORDER_PLACED, GetCandyError, error, invalid, not_found, refused_while_locked,
+    ORDER_PLACED,
+    GetCandyError,
+    error,
+    invalid,
+    not_found,
+    refused_while_locked,
 )
 from services.gateway.reference import VIEW_WAIT_MS, call, fetch_order
+from shared.errors import DomainError
 
 
 async def command(request: Request, service: str, operation: str, *, order: dict | None = None,

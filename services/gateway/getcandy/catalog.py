@@ -8,8 +8,8 @@ from services.gateway.getcandy.calls import variants
 from services.gateway.getcandy.ids import MAIN
 from services.gateway.getcandy.render import render_variant, respond
 from services.gateway.getcandy.requests import currency_of, includes_of
-from services.gateway.reference import call
 from services.gateway.getcandy.schemas import CandyList, responses
+from services.gateway.reference import call
 
 router = APIRouter()
 

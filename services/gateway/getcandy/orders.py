@@ -13,12 +13,19 @@ from services.gateway.getcandy.errors import BASKET_PLACED, ORDER_PLACED, error,
 from services.gateway.getcandy.ids import BASKETS, MAIN, ORDERS, decode, order_number
 from services.gateway.getcandy.render import _truncate, minor, render_order, respond
 from services.gateway.getcandy.requests import body_of, includes_of, validate_address
+from services.gateway.getcandy.schemas import (
+    CandyAddressRequest,
+    CandyList,
+    CandyOrderEnvelope,
+    ContactRequest,
+    OrderRequest,
+    PriceRequest,
+    responses,
+    validated,
+)
+from services.gateway.openapi import request_body
 from services.gateway.paths import Hash
 from services.gateway.reference import VIEW_WAIT_MS, call, fetch_order
-from services.gateway.openapi import request_body
-from services.gateway.getcandy.schemas import (
-    CandyAddressRequest, ContactRequest, CandyList, CandyOrderEnvelope, OrderRequest, PriceRequest, responses, validated,
-)
 
 router = APIRouter()
 
@@ -34,7 +41,8 @@ async def find_order(request: Request, order_hash: Any) -> dict:
     return await order_view(request, number_of(order_hash))
 
 
-@router.post("/orders", responses=responses(200, CandyOrderEnvelope), openapi_extra=request_body(OrderRequest, form=False))
+@router.post("/orders", responses=responses(200, CandyOrderEnvelope), openapi_extra=request_body(OrderRequest,
+                                                                                                 form=False))
 async def create_order(request: Request):
     body = validated(OrderRequest, await body_of(request))
     if not body.get("basket_id"):

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from shared.errors import DomainError
 from services.gateway.getcandy.calls import advance, command
 from services.gateway.getcandy.errors import ALREADY_PROCESSED, completion_refused, error, invalid, not_found
 from services.gateway.getcandy.ids import MAIN, decode
 from services.gateway.getcandy.orders import find_order
 from services.gateway.getcandy.render import render_order, respond
 from services.gateway.getcandy.requests import body_of
-from services.gateway.reference import COMPLETE_WAIT_MS, await_view, payment_methods
+from services.gateway.getcandy.schemas import (
+    CandyList,
+    CandyObject,
+    CandyOrderEnvelope,
+    ProcessRequest,
+    responses,
+    validated,
+)
 from services.gateway.openapi import request_body
-from services.gateway.getcandy.schemas import CandyList, CandyObject, CandyOrderEnvelope, ProcessRequest, responses, validated
+from services.gateway.reference import COMPLETE_WAIT_MS, await_view, payment_methods
+from shared.errors import DomainError
 
 router = APIRouter()
 PLACED_INCLUDES = {"lines", "shipping", "discounts"}

@@ -7,10 +7,10 @@ from typing import Any
 
 from fastapi.responses import Response
 
-from shared.contracts.shipping import StockLevel
-from shared.jsonutil import dumps_with_numbers
 from services.gateway.availability import Availability
 from services.gateway.getcandy.ids import BASKETS, MAIN, ORDERS, number_id
+from shared.contracts.shipping import StockLevel
+from shared.jsonutil import dumps_with_numbers
 
 
 def respond(body: Any, status: int = 200) -> Response:

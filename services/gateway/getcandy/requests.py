@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from shared.validation import BadJson, ascii_int, parse_json_object, valid_email
 from services.gateway.getcandy.errors import error, invalid
+from shared.validation import BadJson, ascii_int, parse_json_object, valid_email
 
 DEFAULT_CURRENCY = "GBP"
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import Request
 
-from shared.errors import DomainError
 from services.gateway.reference import call
 from services.gateway.solidus.access import is_admin
 from services.gateway.solidus.errors import from_refusal
+from shared.errors import DomainError
 
 
 async def command(request: Request, service: str, operation: str, *, order: dict | None = None,

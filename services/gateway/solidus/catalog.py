@@ -5,8 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from shared.errors import DomainError
-from shared.jsonutil import json_response
 from services.gateway.availability import availability, forget
 from services.gateway.paths import Id
 from services.gateway.reference import call
@@ -14,6 +12,8 @@ from services.gateway.solidus.access import is_admin, require_admin
 from services.gateway.solidus.errors import NOT_FOUND, ApiError
 from services.gateway.solidus.render import listing, render_variant
 from services.gateway.solidus.schemas import CountriesPage, ProductsPage, Variant, VariantsPage, responses
+from shared.errors import DomainError
+from shared.jsonutil import json_response
 
 router = APIRouter()
 

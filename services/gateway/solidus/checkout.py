@@ -10,19 +10,23 @@ from decimal import Decimal, InvalidOperation
 
 from fastapi import APIRouter, Request
 
+from services.gateway.openapi import request_body
 from services.gateway.paths import OrderNumber
 from services.gateway.reference import COMPLETE_WAIT_MS, VIEW_WAIT_MS
 from services.gateway.solidus.access import authorize, guest_token_for_owner
 from services.gateway.solidus.calls import command
 from services.gateway.solidus.errors import (
-    ApiError, completion_refused, could_not_transition, insufficient_stock, missing_param,
+    ApiError,
+    completion_refused,
+    could_not_transition,
+    insufficient_stock,
+    missing_param,
 )
 from services.gateway.solidus.payments import create_payment
 from services.gateway.solidus.render import order_response
 from services.gateway.solidus.requests import CheckoutRequest, StepRequest, collection, params, validated
-from services.gateway.solidus.shipments import select_rates
-from services.gateway.openapi import request_body
 from services.gateway.solidus.schemas import Order, responses
+from services.gateway.solidus.shipments import select_rates
 
 router = APIRouter()
 
@@ -91,8 +95,10 @@ async def next_step(number: OrderNumber, request: Request):
     return await order_response(request, await advance(request, number, guest_token=guest_token, order=order))
 
 
-@router.patch("/checkouts/{number}", openapi_extra=request_body(CheckoutRequest), responses=responses(200, Order, locked=True))
-@router.put("/checkouts/{number}", openapi_extra=request_body(CheckoutRequest), responses=responses(200, Order, locked=True))
+@router.patch("/checkouts/{number}", openapi_extra=request_body(CheckoutRequest), responses=responses(200, Order,
+                                                                                                      locked=True))
+@router.put("/checkouts/{number}", openapi_extra=request_body(CheckoutRequest), responses=responses(200, Order,
+                                                                                                    locked=True))
 async def update_checkout(number: OrderNumber, request: Request):
     body = await params(request)
     validated(CheckoutRequest, {**body, "order": body["order"] if isinstance(body.get("order"), dict) else None})

@@ -4,16 +4,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from shared.jsonutil import json_response
 from services.gateway.availability import availability
+from services.gateway.openapi import request_body
 from services.gateway.paths import Id, OrderNumber
 from services.gateway.reference import await_view
 from services.gateway.solidus.access import authorize
 from services.gateway.solidus.calls import command
 from services.gateway.solidus.render import render_line_item
 from services.gateway.solidus.requests import LineItemRequest, as_int, params, require, validated
-from services.gateway.openapi import request_body
 from services.gateway.solidus.schemas import LineItem, responses
+from shared.jsonutil import json_response
 
 router = APIRouter()
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from shared.errors import DomainError
-from shared.jsonutil import json_response
+from services.gateway.openapi import request_body
 from services.gateway.paths import Code, OrderNumber
 from services.gateway.reference import VIEW_WAIT_MS, await_view, call, fetch_order
 from services.gateway.solidus.access import REQUIRE_API_KEY, authorize, is_admin, require_admin
@@ -13,8 +12,9 @@ from services.gateway.solidus.calls import command
 from services.gateway.solidus.errors import LOCKED_CODES, ApiError, refused_while_locked
 from services.gateway.solidus.render import order_response
 from services.gateway.solidus.requests import CouponRequest, params, validated
-from services.gateway.openapi import request_body
 from services.gateway.solidus.schemas import CouponResult, Order, responses
+from shared.errors import DomainError
+from shared.jsonutil import json_response
 
 router = APIRouter()
 

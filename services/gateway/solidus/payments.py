@@ -5,7 +5,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from shared.jsonutil import json_response
+from services.gateway.openapi import request_body
 from services.gateway.paths import Code, Id, OrderNumber
 from services.gateway.reference import fetch_order, payment_methods
 from services.gateway.solidus.access import authorize, require_admin
@@ -13,8 +13,8 @@ from services.gateway.solidus.calls import command
 from services.gateway.solidus.errors import NOT_FOUND, ApiError
 from services.gateway.solidus.render import render_payment, render_payment_method
 from services.gateway.solidus.requests import PaymentRequest, as_int, params, require, validated
-from services.gateway.openapi import request_body
 from services.gateway.solidus.schemas import NewPayment, Payment, responses
+from shared.jsonutil import json_response
 
 router = APIRouter()
 

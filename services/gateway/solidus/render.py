@@ -7,11 +7,11 @@ from typing import Any
 from fastapi import Request
 from fastapi.responses import Response
 
-from shared.contracts.shipping import StockLevel
-from shared.jsonutil import json_response
 from services.gateway.availability import Availability, availability
 from services.gateway.reference import countries_by_id, payment_methods
 from services.gateway.solidus.access import is_admin
+from shared.contracts.shipping import StockLevel
+from shared.jsonutil import json_response
 
 CURRENCY_SYMBOLS = {"USD": "$", "GBP": "£", "EUR": "€"}
 
@@ -140,7 +140,8 @@ def render_payment_method(method: dict) -> dict:
 
 
 def render_order(order: dict, *, admin: bool = False, countries: dict[int, dict] | None = None,
-                 payment_methods: list[dict] | None = None, availability: dict[int, Availability] | None = None) -> dict:
+                 payment_methods: list[dict] | None = None, availability: dict[int,
+                                                                               Availability] | None = None) -> dict:
     currency = order["currency"]
     total = money(order.get("total", "0"))
     steps = ["address", "delivery", "payment", "confirm", "complete"]
@@ -159,7 +160,8 @@ def render_order(order: dict, *, admin: bool = False, countries: dict[int, dict]
         "tax_total": money(order.get("additional_tax_total", 0)),
         "display_included_tax_total": display(0, currency),
         "display_additional_tax_total": display(order.get("additional_tax_total", 0), currency),
-        "display_tax_total": display(order.get("additional_tax_total", 0), currency), "total_quantity": order.get("total_quantity", 0),
+        "display_tax_total": display(order.get("additional_tax_total", 0),
+                                     currency), "total_quantity": order.get("total_quantity", 0),
         "token": order["guest_token"], "checkout_steps": steps, "canceler_id": None, "customer_metadata": {},
         "line_items": [render_line_item(line, currency, (availability or {}).get(line["variant_id"]))
                        for line in order.get("line_items", [])],
@@ -180,7 +182,8 @@ def render_order(order: dict, *, admin: bool = False, countries: dict[int, dict]
 async def order_response(request: Request, order: dict, status_code: int = 200) -> Response:
     body = render_order(order, admin=is_admin(request), countries=await countries_by_id(request),
                         payment_methods=await payment_methods(request),
-                        availability=await availability(request, (line["variant_id"] for line in order.get("line_items", []))))
+                        availability=await availability(request, (line["variant_id"] for line in order.get("line_items",
+                                                                                                           []))))
     return json_response(body, status_code=status_code)
 
 

@@ -9,8 +9,8 @@ from fastapi import Request
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from shared.validation import MAX_JSON_DEPTH, BadJson, ascii_int, parse_json_object
 from services.gateway.solidus.errors import bad_request, invalid_resource, missing_param
+from shared.validation import MAX_JSON_DEPTH, BadJson, ascii_int, parse_json_object
 
 MAX_FORM_FIELDS = 200
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from shared.errors import DomainError
-from shared.jsonutil import json_response
+from services.gateway.openapi import request_body
 from services.gateway.paths import Code
 from services.gateway.reference import call, fetch_order
 from services.gateway.solidus.access import authorize
@@ -13,8 +12,9 @@ from services.gateway.solidus.calls import command
 from services.gateway.solidus.errors import NOT_FOUND, ApiError, missing_param
 from services.gateway.solidus.render import display, money, render_shipment
 from services.gateway.solidus.requests import ShippingMethodRequest, as_int, params, validated
-from services.gateway.openapi import request_body
 from services.gateway.solidus.schemas import EstimatedRates, Shipment, responses
+from shared.errors import DomainError
+from shared.jsonutil import json_response
 
 router = APIRouter()
 
