@@ -31,7 +31,9 @@ class DomainEvent(BaseModel):
     contract name "<service>.<EventName>.v<version>" that subscribers rely on.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Fields a reader does not know are ignored: a producer may add optional fields within a
+    # version (the README's evolution policy), and an older reader must still take the event.
+    model_config = ConfigDict(frozen=True, extra="ignore")
     event_type: ClassVar[str]
     event_version: ClassVar[int] = 1
 
