@@ -37,7 +37,7 @@ Readiness = Callable[[], Awaitable[dict[str, bool]]]
 
 def create_gateway(bus: CommandBus, readiness: Readiness, *, lifespan=None) -> FastAPI:
     id_secret()  # fails closed: no GetCandy id can be issued or checked without the install's secret
-    app = FastAPI(title="Tillstream", lifespan=lifespan)
+    app = FastAPI(title="Tillstream", lifespan=lifespan, docs_url=None, redoc_url=None)
     openapi.install(app)
     app.state.bus = bus
     # Added before install_common, so the request context (access log, latency metrics) wraps
