@@ -54,3 +54,10 @@ async def availability(request: Request, variant_ids: Iterable[int]) -> dict[int
 def forget(request: Request, variant_id: int) -> None:
     """This process's change to a variant shows at once here (other gateways: within the max age)."""
     request.app.state.__dict__.get("availability", {}).pop(variant_id, None)
+
+
+def forget_stock_of(request: Request, order: dict) -> None:
+    """A completion through this gateway took (or, refused, released) its lines' stock before it
+    answered: the next read of those variants shows the stock it left, not the cached count."""
+    for line in order.get("line_items", []):
+        forget(request, line["variant_id"])

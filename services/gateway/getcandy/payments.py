@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
+from services.gateway.availability import forget_stock_of
 from services.gateway.getcandy.calls import advance, command
 from services.gateway.getcandy.errors import ALREADY_PROCESSED, completion_refused, error, invalid, not_found
 from services.gateway.getcandy.ids import MAIN, decode
@@ -93,6 +94,7 @@ async def process(request: Request):
     result = await command(request, "order", "complete", order=order, refused=processed_already, number=number,
                            view_wait_ms=COMPLETE_WAIT_MS)
     awaiting, order = result["awaiting"], result["order"]
+    forget_stock_of(request, order)
     if order.get("pending_request") == awaiting:
         return respond({"data": render_order(order, PLACED_INCLUDES)}, 202)
     refusal = order.get("refusal") or {}

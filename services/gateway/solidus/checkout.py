@@ -10,6 +10,7 @@ from decimal import Decimal, InvalidOperation
 
 from fastapi import APIRouter, Request
 
+from services.gateway.availability import forget_stock_of
 from services.gateway.openapi import request_body
 from services.gateway.paths import OrderNumber
 from services.gateway.reference import COMPLETE_WAIT_MS, VIEW_WAIT_MS
@@ -75,6 +76,7 @@ async def complete(number: OrderNumber, request: Request):
     result = await command(request, "order", "complete", order=order, number=number,
                            view_wait_ms=COMPLETE_WAIT_MS, guest_token=guest_token)
     awaiting, order = result["awaiting"], result["order"]
+    forget_stock_of(request, order)
     if order.get("pending_request") == awaiting:
         return await order_response(request, order, 202)
     refusal = order.get("refusal") or {}
