@@ -148,7 +148,8 @@ async def test_a_dead_letter_replays_once_its_cause_is_fixed(gateway, stack):
         await conn.close()
     replayed = json.loads(cli(stack, "dlq", "list", "--service", "order", "--json").stdout)
     assert next(d for d in replayed if d["id"] == letter["id"])["replayed_at"]
-    purged = json.loads(cli(stack, "dlq", "purge", "--service", "order", "--id", str(letter["id"]), "--json").stdout)
+    purged = json.loads(cli(stack, "dlq", "purge", "--service", "order", "--id", str(letter["id"]), "--yes",
+                            "--json").stdout)
     assert purged["purged"] == 1
     status = json.loads(cli(stack, "outbox", "status", "--json").stdout)
     assert set(status) == {"cart", "order", "shipping", "payment"}

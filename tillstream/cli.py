@@ -1,14 +1,18 @@
 """`tillstream`: the operators' CLI (events, replay, projections, dead letters, outbox, sagas).
 
-It reads `DATABASE_URL` and `KAFKA_BOOTSTRAP_SERVERS` (defaults: the `make run` stack).
-Every command takes `--json` for machine-readable output. The work itself is in
-operations.py; this module only presents it.
+It talks to the system `make run` recorded in its data folder (tillstream/locate.py), or to
+the one `--database-url` / `--bootstrap` (or `DATABASE_URL` / `KAFKA_BOOTSTRAP_SERVERS`) name,
+and says which on standard error before it starts. Every command takes `--json` (same exit
+codes as the text form); errors are one line on standard error and a non-zero exit (2: the
+command was refused or the system not found; 1: it failed); commands that delete or abort
+ask first, or need `--yes`. The work itself is in operations.py; this module only presents it.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import sys
 import time
 from datetime import datetime
 from typing import Optional
@@ -18,9 +22,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from tillstream import locate
 from tillstream import operations as ops
 
-app = typer.Typer(help="Tillstream operators' toolkit.", no_args_is_help=True)
+app = typer.Typer(help="Tillstream operators' toolkit.", no_args_is_help=True, rich_markup_mode=None,
+                  pretty_exceptions_enable=False)
 events_app = typer.Typer(help="Read the event streams.", no_args_is_help=True)
 projections_app = typer.Typer(help="Read models: rebuild and lag.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead-lettered messages.", no_args_is_help=True)
@@ -33,14 +39,57 @@ app.add_typer(outbox_app, name="outbox")
 app.add_typer(saga_app, name="saga")
 console = Console()
 JSON = typer.Option(False, "--json", help="Print JSON instead of tables.")
+YES = typer.Option(False, "--yes", "-y", help="Do it without asking.")
+
+
+class Refused(Exception):
+    """The command was not carried out (exit 2): a bad name, or a destructive one not confirmed."""
+
+
+_chosen: dict[str, Optional[str]] = {"database_url": None, "bootstrap": None}
+_located: list[locate.SystemAddress] = []
+
+
+@app.callback()
+def choose_system(database_url: Optional[str] = typer.Option(
+                      None, "--database-url", metavar="URL", help="PostgreSQL of the system (default: DATABASE_URL,"
+                      " else the one `make run` recorded in its data folder)."),
+                  bootstrap_servers: Optional[str] = typer.Option(
+                      None, "--bootstrap", metavar="HOST:PORT", help="Kafka bootstrap servers (default:"
+                      " KAFKA_BOOTSTRAP_SERVERS, else the ones `make run` recorded).")) -> None:
+    _chosen.update(database_url=database_url, bootstrap=bootstrap_servers)
+
+
+def system() -> locate.SystemAddress:
+    """The system this command talks to, found once and announced on standard error."""
+    if not _located:
+        _located.append(locate.locate(_chosen["database_url"], _chosen["bootstrap"]))
+        print(f"tillstream: {_located[0].describe()}", file=sys.stderr, flush=True)
+    return _located[0]
 
 
 def dsn() -> str:
-    return os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5433/tillstream"
+    return system().database_url
 
 
 def bootstrap() -> str:
-    return os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092"
+    return system().bootstrap_servers
+
+
+def service_name(value: Optional[str]) -> Optional[str]:
+    if value is not None and value not in ops.SERVICES:
+        raise Refused(f"unknown service {value!r}: one of {', '.join(ops.SERVICES)}")
+    return value
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Destructive commands: `--yes`, or a person who answers y at a terminal."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise Refused(f"{question} Pass --yes to confirm.")
+    if not typer.confirm(question, default=False, err=True):
+        raise Refused("not confirmed; nothing was done")
 
 
 def emit(value) -> None:
@@ -60,10 +109,11 @@ def events_read(order: str = typer.Option(..., "--order", help="Order number, e.
     story = asyncio.run(ops.order_story(dsn(), order))
     if as_json:
         emit([ops.envelope_json(service, envelope) for service, envelope in story])
-        return
     if not story:
-        console.print(f"no events for order {order}")
+        print(f"tillstream: no events for order {order}", file=sys.stderr)
         raise typer.Exit(1)
+    if as_json:
+        return
     table = Table(title=f"order {order}: {len(story)} events")
     for column in ("occurred at", "service", "event", "seq", "event id", "caused by"):
         table.add_column(column)
@@ -135,6 +185,7 @@ def replay(service: str = typer.Option(..., "--service", help="cart, order, ship
            as_json: bool = JSON) -> None:
     """Publish a service's stored events to its topic again. Consumers are idempotent, so
     state does not change and no external effect (a payment) fires again."""
+    service_name(service)
     until_position, until_time = _position_or_time(until)
     with progress_bar(f"replaying {service}.events") as bar:
         task = bar.add_task("replay", total=None)
@@ -153,8 +204,7 @@ def projections_rebuild(name: str = typer.Argument(..., help="The projection: or
                         as_json: bool = JSON) -> None:
     """Rebuild a read model from every stored event (folded in memory) and swap it in atomically."""
     if name != "order_view":
-        console.print(f"unknown projection {name!r}; known: order_view")
-        raise typer.Exit(2)
+        raise Refused(f"unknown projection {name!r}; known: order_view")
     with progress_bar(f"rebuilding {name}") as bar:
         task = bar.add_task("rebuild", total=None)
         folded = asyncio.run(ops.rebuild_order_view(
@@ -184,7 +234,7 @@ def projections_status(as_json: bool = JSON) -> None:
 @dlq_app.command("list")
 def dlq_list(service: Optional[str] = typer.Option(None, "--service"), as_json: bool = JSON) -> None:
     """Dead-lettered messages (durable copies; the <topic>.dlq topics hold them too)."""
-    letters = asyncio.run(ops.dead_letters(dsn(), service))
+    letters = asyncio.run(ops.dead_letters(dsn(), service_name(service)))
     if as_json:
         emit([{k: v for k, v in vars(d).items() if k not in ("value", "headers")} for d in letters])
         return
@@ -200,10 +250,10 @@ def dlq_list(service: Optional[str] = typer.Option(None, "--service"), as_json: 
 
 @dlq_app.command("inspect")
 def dlq_inspect(letter_id: int, service: str = typer.Option(..., "--service"), as_json: bool = JSON) -> None:
-    letter = next((d for d in asyncio.run(ops.dead_letters(dsn(), service, with_value=True)) if d.id == letter_id),
-                  None)
+    letter = next((d for d in asyncio.run(ops.dead_letters(dsn(), service_name(service), with_value=True))
+                   if d.id == letter_id), None)
     if letter is None:
-        console.print(f"no dead letter {letter_id} in {service}")
+        print(f"tillstream: no dead letter {letter_id} in {service}", file=sys.stderr)
         raise typer.Exit(1)
     body = {**vars(letter), "value": letter.value.decode(errors="replace")}
     if as_json:
@@ -216,7 +266,7 @@ def dlq_inspect(letter_id: int, service: str = typer.Option(..., "--service"), a
 @dlq_app.command("replay")
 def dlq_replay(letter_id: int, service: str = typer.Option(..., "--service"), as_json: bool = JSON) -> None:
     """Publish a dead-lettered message to its original topic again (after fixing its cause)."""
-    letter = asyncio.run(ops.replay_dead_letter(dsn(), service, letter_id))
+    letter = asyncio.run(ops.replay_dead_letter(dsn(), service_name(service), letter_id))
     if as_json:
         emit({"service": service, "id": letter.id, "topic": letter.topic, "replayed_at": letter.replayed_at})
     else:
@@ -226,7 +276,13 @@ def dlq_replay(letter_id: int, service: str = typer.Option(..., "--service"), as
 @dlq_app.command("purge")
 def dlq_purge(service: str = typer.Option(..., "--service"), letter_id: Optional[int] = typer.Option(None, "--id"),
               replayed: bool = typer.Option(False, "--replayed", help="Only the ones already replayed"),
-              as_json: bool = JSON) -> None:
+              yes: bool = YES, as_json: bool = JSON) -> None:
+    """Delete dead letters for good (their copies on <topic>.dlq stay)."""
+    service_name(service)
+    which = (f"dead letter {letter_id}" if letter_id is not None else
+             "every replayed dead letter" if replayed else "EVERY dead letter")
+    system()
+    confirm(f"Delete {which} of {service}?", yes)
     removed = asyncio.run(ops.purge_dead_letters(dsn(), service, letter_id=letter_id, replayed_only=replayed))
     if as_json:
         emit({"service": service, "purged": removed})
@@ -277,11 +333,13 @@ def saga_list(include_ended: bool = typer.Option(False, "--all", help="Ended one
 @saga_app.command("abort")
 def saga_abort(saga: str = typer.Argument(..., help="Saga id or order number"),
                wait: float = typer.Option(10.0, "--wait", help="Seconds to wait for the compensations (0: don't)"),
-               as_json: bool = JSON) -> None:
+               yes: bool = YES, as_json: bool = JSON) -> None:
     """Compensate a stuck completion now: stock released, coupons freed, payments voided."""
+    system()
+    confirm(f"Abort the completion {saga} and compensate it?", yes)
     aborted = asyncio.run(ops.abort_saga(dsn(), saga))
     if not aborted:
-        console.print(f"no running completion for {saga}", style="red")
+        print(f"tillstream: no running completion for {saga}", file=sys.stderr)
         raise typer.Exit(1)
     deadline = time.monotonic() + wait
     for row in aborted:
@@ -299,7 +357,23 @@ def saga_abort(saga: str = typer.Argument(..., help="Saga id or order number"),
 
 
 def main() -> None:
-    app()
+    """Errors are one line (TILLSTREAM_DEBUG=1 shows the traceback): 2 when the command was
+    refused or no system was found, 1 when it failed."""
+    try:
+        app()
+    except (Refused, locate.SystemNotFound, ValueError, LookupError) as refusal:
+        # operations.py raises ValueError / LookupError for names and ids that name nothing.
+        print(f"tillstream: {str(refusal).splitlines()[0] if str(refusal) else type(refusal).__name__}",
+              file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as failure:  # noqa: BLE001 (an operator gets one line, not a traceback)
+        if os.environ.get("TILLSTREAM_DEBUG"):
+            raise
+        print(f"tillstream: {type(failure).__name__}: {str(failure).splitlines()[0] if str(failure) else ''}",
+              file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

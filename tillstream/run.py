@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from tillstream import locate
 from tillstream.system import System, SystemConfig, default_admin_key, default_id_secret, default_service_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,10 +41,13 @@ def main() -> int:
         from tillstream.demo import load_demo_data
 
         summary = load_demo_data(system)
+        locate.record(data_dir, database_url=system.database_url, bootstrap_servers=system.bootstrap_servers,
+                      gateway_url=system.gateway_url)
         print_banner(system, summary)
         stop.wait()
         print("\n[tillstream] stopping...", flush=True)
     finally:
+        locate.forget(data_dir)
         system.stop()
         print("[tillstream] stopped.", flush=True)
     return 0
@@ -64,6 +68,8 @@ def print_banner(system: System, demo_summary: list[str]) -> None:
                                                            f"{cfg.data_dir / 'postgres'})" if system.postgres else ""),
         f"  admin API key         {cfg.admin_key}   (Authorization: Bearer <key>)",
         *demo_summary,
+        f"  operators' CLI        .venv/bin/tillstream --help"
+        f"   (finds this system through {locate.record_path(cfg.data_dir)})",
         "Press Ctrl-C to stop.",
         "",
     ]

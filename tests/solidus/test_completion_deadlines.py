@@ -130,7 +130,7 @@ async def test_an_operator_sees_and_aborts_a_stuck_completion(gateway, system, s
         [stuck] = [row for row in listed if row["order_number"] == number]
         assert stuck["status"] == "running" and stuck["step"] == "allocate_stock"
         assert await stock_of(stack, V1) == stock_before - 1  # allocated, but the saga never heard
-        aborted = await asyncio.to_thread(cli, stack, "saga", "abort", number, "--json")
+        aborted = await asyncio.to_thread(cli, stack, "saga", "abort", number, "--yes", "--json")
         assert aborted.returncode == 0, aborted.stderr
         assert json.loads(aborted.stdout)[0]["status"] == "failed"
     finally:
