@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint audit browser bench soak fuzz install clean catalog
+.PHONY: run demo test lint audit browser bench soak fuzz install clean catalog
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m tillstream.run
+
+# A Solidus and a GetCandy checkout against the system `make run` started, step by step.
+demo: $(STAMP)
+	$(PY) -m examples.checkout $(DEMO_ARGS)
 
 # The linter first: a suite that passes on code the linter refuses is not green.
 lint: $(STAMP)

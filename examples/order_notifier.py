@@ -7,12 +7,14 @@ redelivered or replayed event is recorded once; offsets are committed only after
 rows are stored. Events of a type it does not know (a newer contract) are still recorded,
 by name.
 
-    python -m examples.order_notifier --db notifications.sqlite3 [--bootstrap 127.0.0.1:9092]
+    python -m examples.order_notifier --db notifications.sqlite3 [--bootstrap HOST:PORT]
+    (default: KAFKA_BOOTSTRAP_SERVERS, else 127.0.0.1:9092)
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sqlite3
 from datetime import datetime, timezone
@@ -85,7 +87,7 @@ class OrderNotifier:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", default="notifications.sqlite3")
-    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or "127.0.0.1:9092")
     parser.add_argument("--group", default="order-notifier")
     args = parser.parse_args()
 
