@@ -18,9 +18,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m tillstream.run
 
-# The linter first: a suite that passes on code the linter refuses is not green.
+# The linter and the type checker first: a suite that passes on code they refuse is not green.
+# mypy checks the files pyproject.toml's [tool.mypy] names.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 test: lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
