@@ -12,6 +12,7 @@ from decimal import Decimal
 import asyncpg
 
 from services.order.view import MemoryOrderView, SqlOrderView
+from shared.contracts import SERVICES
 from shared.contracts import cart as c
 from shared.contracts import order as o
 from shared.contracts import payment as p
@@ -33,7 +34,7 @@ async def apply_to_view(conn: asyncpg.Connection, *envelopes: EventEnvelope) -> 
 # commands to other services (what they ask for shows when it is answered), and the notices
 # of dead-lettered messages.
 NOT_FOLDED = frozenset({*(command.event_type for command in o.SAGA_COMMANDS),
-                        *(f"{service}.MessageDeadLettered" for service in ("cart", "order", "shipping", "payment"))})
+                        *(f"{service}.MessageDeadLettered" for service in SERVICES)})
 
 
 async def fold_all(view: SqlOrderView | MemoryOrderView, envelopes: Sequence[EventEnvelope],
