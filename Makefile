@@ -23,9 +23,11 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m examples.checkout $(DEMO_ARGS)
 
-# The linter first: a suite that passes on code the linter refuses is not green.
+# The linter and the type checker first: a suite that passes on code they refuse is not green.
+# mypy checks the files pyproject.toml's [tool.mypy] names.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 test: lint browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)

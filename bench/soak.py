@@ -21,7 +21,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bench.run import ROOT, bench_data, machine, results_path, run_level, system_config
+from bench.harness import ROOT, bench_data, machine, parse, results_path, run_level, system_config
 from bench.watch import ProcessWatch
 from shared.bus import EVENT_TOPICS
 from tillstream import operations
@@ -112,8 +112,6 @@ async def soak(args: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    from bench.run import parse
-
     arguments = parse()
     arguments.soak = arguments.soak or 600
     asyncio.run(soak(arguments))

@@ -20,12 +20,13 @@ from datetime import datetime, timezone
 from typing import Awaitable, Callable, Iterable
 
 import asyncpg
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from shared import context, db, metrics, wakeup
 from shared.bus import dlq_topic, make_consumer
-from shared.envelope import EVENT_TYPES, DomainEvent, EventEnvelope, upcast
+from shared.contracts.dead_letters import notice_type
+from shared.envelope import DomainEvent, EventEnvelope, upcast
 from shared.eventstore import ConcurrencyConflict, EventStore, counting_appends
 from shared.inflight import InFlight
 from shared.settings import Settings
@@ -200,25 +201,24 @@ class IdempotentHandler:
                 [[k, v.decode(errors="replace")] for k, v in headers], error, attempts,
             )
             if self.notices is not None:
-                await self._publish_notice(conn, letter_id, message, key, error)
+                await self._publish_notice(self.notices, conn, letter_id, message, key, error)
         await self.producer.send_and_wait(dlq_topic(message.topic), value=message.value,
                                           key=message.key, headers=headers)
         log.error("message dead-lettered", extra={"fields": {
             "consumer": self.name, "topic": message.topic, "partition": message.partition,
             "offset": message.offset, "error": error}})
 
-    async def _publish_notice(self, conn: asyncpg.Connection, letter_id: int, message: ConsumerRecord,
-                              key: str | None, error: str) -> None:
+    async def _publish_notice(self, store: EventStore, conn: asyncpg.Connection, letter_id: int,
+                              message: ConsumerRecord, key: str | None, error: str) -> None:
         """Tell whoever waits for this message's effects that none will come (a saga, say):
         a `<service>.MessageDeadLettered` event on this service's topic, keyed like the
         message, so it follows it on the same partition."""
         headers = dict(message.headers or ())
-        notice_type = EVENT_TYPES[(f"{self.notices.schema}.MessageDeadLettered", 1)]
-        notice = notice_type(consumer=self.name, original_event_id=headers.get("event_id", b"").decode(),
-                             original_type=headers.get("event_type", b"").decode(errors="replace"),
-                             original_key=key, error=error[:2000])
-        await self.notices.append(conn, aggregate_type="DeadLetter", aggregate_id=f"{self.name}/{letter_id}",
-                                  expected_version=0, events=[notice], key=key)
+        notice = notice_type(store.schema)(consumer=self.name, original_event_id=headers.get("event_id", b"").decode(),
+                                           original_type=headers.get("event_type", b"").decode(errors="replace"),
+                                           original_key=key, error=error[:2000])
+        await store.append(conn, aggregate_type="DeadLetter", aggregate_id=f"{self.name}/{letter_id}",
+                           expected_version=0, events=[notice], key=key)
 
 
 class EventConsumer:
@@ -238,15 +238,18 @@ class EventConsumer:
         self.wake_on_publish = wake_on_publish
         self.group_id = group_id
         self.topics = topics
-        self.handlers = handlers if handlers is not None else [IdempotentHandler(
-            settings=settings, pool=pool, producer=producer, name=group_id, handler=handler,
-            event_types=event_types, notices=notices)]
+        if handlers is None:
+            if handler is None:
+                raise TypeError(f"consumer group {group_id} needs a handler or its handlers")
+            handlers = [IdempotentHandler(settings=settings, pool=pool, producer=producer, name=group_id,
+                                          handler=handler, event_types=event_types, notices=notices)]
+        self.handlers = handlers
         self.background = background
         self.assigned = asyncio.Event()
         # shared/recycle.py empties its topics: `drain` (never idle) until `drained()`, then
         # `freeze` its partitions, then `reposition` them at offset 0.
         self.draining = False
-        self._live = None  # the running aiokafka consumer
+        self._live: AIOKafkaConsumer | None = None  # the running aiokafka consumer
         self._wake: asyncio.Event | None = None
         self._in_flight: InFlight | None = None
         self._committed: dict = {}
@@ -300,22 +303,31 @@ class EventConsumer:
     # while these change the positions (and each updates what `run` compares against first).
     def freeze(self) -> None:
         """Stop fetching from its partitions, keeping them (and its place in its group)."""
-        self._live.pause(*self._live.assignment())
+        consumer, _ = self._running()
+        consumer.pause(*consumer.assignment())
 
     def thaw(self) -> None:
         """Fetch from its partitions again, where it left off."""
-        self._live.resume(*self._live.assignment())
+        consumer, _ = self._running()
+        consumer.resume(*consumer.assignment())
 
     async def reposition(self) -> None:
         """Its topics were created anew: read every partition from offset 0, commit 0 (so no
         member starts from an offset of the old topics), and fetch again."""
-        consumer, assigned = self._live, self._live.assignment()
+        consumer, in_flight = self._running()
+        assigned = consumer.assignment()
         for tp in assigned:
             consumer.seek(tp, 0)
-            self._in_flight.restart(tp)
+            in_flight.restart(tp)
         self._committed.update({tp: 0 for tp in assigned})
         await consumer.commit({tp: 0 for tp in assigned})
         consumer.resume(*assigned)
+
+    def _running(self) -> tuple[AIOKafkaConsumer, InFlight]:
+        """The live consumer and what it has in flight: there are none before `run` starts."""
+        if self._live is None or self._in_flight is None:
+            raise RuntimeError(f"consumer group {self.group_id} is not running")
+        return self._live, self._in_flight
 
     def drain(self, draining: bool = True) -> None:
         """While draining it never idles (shared/recycle.py): it fetches what is left at once

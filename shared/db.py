@@ -10,7 +10,7 @@ import logging
 import re
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Iterable, NamedTuple
 
 import asyncpg
 
@@ -167,3 +167,18 @@ async def upsert(conn: asyncpg.Connection, table: str, row: dict, *, key: tuple[
         f"INSERT INTO {check_identifier(table)} ({', '.join(columns)})"
         f" VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))})"
         f" ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}", *row.values())
+
+
+class Upsert(NamedTuple):
+    """A row of reference data for `upsert_all`: its table, its values, the columns naming it."""
+    table: str
+    row: dict[str, Any]
+    key: tuple[str, ...] = ("id",)
+
+
+async def upsert_all(pool: asyncpg.Pool, rows: Iterable[Upsert]) -> None:
+    """An admin load of reference data (demo data, imports): every row upserted in one
+    transaction. `rows` may validate its items as it goes: one refused leaves nothing behind."""
+    async with pool.acquire() as conn, conn.transaction():
+        for table, row, key in rows:
+            await upsert(conn, table, row, key=key)

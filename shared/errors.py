@@ -1,6 +1,10 @@
 """The one shape in which a service refuses a command; each dialect renders it its way."""
 from __future__ import annotations
 
+# The refusals of an order that is completing or placed, whichever service owns the change
+# (each dialect renders them as its own "locked" or "already placed" error).
+LOCKED_CODES = ("order_locked", "order_placed", "cart_locked", "shipments_locked")
+
 
 class DomainError(Exception):
     """A business rule refused the command. `code` is stable; `message` is for people."""

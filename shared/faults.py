@@ -23,7 +23,9 @@ def _armed(variable: str, kind: str, name: str) -> bool:
     if names and name in names.split(","):
         return True
     folder = os.environ.get("TILLSTREAM_FAULTS_DIR")
-    return bool(folder) and (Path(folder) / f"{kind}-{name}").exists()
+    if not folder:
+        return False
+    return (Path(folder) / f"{kind}-{name}").exists()
 
 
 def crash_point(name: str) -> None:

@@ -133,7 +133,7 @@ class OutboxRelay:
             " WHERE parked_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1",
             self.settings.outbox_batch_size, deleting, wakeup.CHANNEL, topics)
 
-    async def _publish(self, rows: list[asyncpg.Record], conn: asyncpg.Connection | None = None) -> list[int]:
+    async def _publish(self, rows: list[asyncpg.Record], conn: asyncpg.Connection) -> list[int]:
         """Send `rows` and wait for every acknowledgement: their ids, now safe to delete
         (rows refused for good are parked on `conn` and left out)."""
         if not rows:
@@ -164,7 +164,7 @@ class OutboxRelay:
         self.published += len(rows) - len(parked)
         return [r["id"] for r in rows if r["id"] not in parked]
 
-    async def _park(self, conn: asyncpg.Connection | None, refused: list[tuple[asyncpg.Record, Exception]]) -> None:
+    async def _park(self, conn: asyncpg.Connection, refused: list[tuple[asyncpg.Record, Exception]]) -> None:
         for row, exc in refused:
             log.error("outbox row refused by the broker; parked", extra={"fields": {
                 "schema": self.schema, "outbox_id": row["id"], "bytes": len(row["value"]), "error": repr(exc)}})

@@ -26,14 +26,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
 import asyncpg
 
 from shared import context
 from shared.aggregate import Aggregate, Repository
-from shared.contracts.dead_letters import DeadLetterNotice
-from shared.envelope import EVENT_TYPES, DomainEvent, EventEnvelope, decode_event
+from shared.contracts.dead_letters import DeadLetterNotice, notice_type
+from shared.envelope import DomainEvent, EventEnvelope, decode_event
 from shared.eventstore import EventStore, Projector
 from shared.faults import crash_point
 from shared.settings import Settings
@@ -102,10 +102,22 @@ class Step:
         return self.run is not None
 
     def invoke(self, instance: SagaInstance) -> DomainEvent:
-        return self.command(number=instance.key, request_id=instance.id, **self.arguments(instance))
+        return _declared(self.command, self, "command").model_validate(
+            {"number": instance.key, "request_id": instance.id, **self.arguments(instance)})
 
     def compensate(self, instance: SagaInstance) -> DomainEvent:
-        return self.compensation(number=instance.key, request_id=instance.id)
+        return _declared(self.compensation, self, "compensation").model_validate(
+            {"number": instance.key, "request_id": instance.id})
+
+
+T = TypeVar("T")
+
+
+def _declared(part: T | None, step: Step, name: str) -> T:
+    """A part of `step` its kind must have (a participant's command, a local step's `run`)."""
+    if part is None:
+        raise ValueError(f"saga step {step.name!r} has no {name}")
+    return part
 
 
 @dataclass
@@ -134,7 +146,7 @@ class Saga:
     def listens_to(self) -> tuple[type[DomainEvent], ...]:
         """Every event that can move an instance on: the answers, the compensations' answers
         and the participants' dead-letter notices (on the participants' topics)."""
-        notices = [EVENT_TYPES[(f"{participant}.MessageDeadLettered", 1)] for participant in self.participants]
+        notices = [notice_type(participant) for participant in self.participants]
         answers = [answer for step in self.steps for answer in step.answers]
         return tuple(dict.fromkeys([*answers, *(s.compensated_by for s in self.steps if s.compensated_by),
                                     *notices]))
@@ -232,12 +244,14 @@ class Saga:
                 lines.append(f"    Note over {host}: {step.name}: the pivot, local (it cannot fail)")
                 continue
             condition = f" [{step.when.__doc__.strip()}]" if step.when.__doc__ else ""
-            lines.append(f"    {host}->>{step.participant}: {step.name}{condition}: {step.command.event_type}"
-                         f" (deadline {step.deadline.upper()})")
+            command, deadline = _declared(step.command, step, "command"), _declared(step.deadline, step, "deadline")
+            lines.append(f"    {host}->>{step.participant}: {step.name}{condition}: {command.event_type}"
+                         f" (deadline {deadline.upper()})")
             lines += [f"    {step.participant}-->>{host}: {answer.event_type}" for answer in step.answers]
             if step.compensation:
+                undone_by = _declared(step.compensated_by, step, "compensated_by")
                 lines.append(f"    Note over {host},{step.participant}: undo: {step.compensation.event_type}"
-                             f" → {step.compensated_by.event_type}")
+                             f" → {undone_by.event_type}")
         return "\n".join(lines)
 
 
@@ -330,11 +344,11 @@ class SagaRunner:
         host = None
         if decision.local is not None or decision.finished == FAILED:
             host = await self.repository.load(conn, instance.key)
-        while decision.local is not None:
-            await decision.local.run(conn, host, instance)
-            decision = self.saga.after_local(instance, self.settings, _now())
-        if decision.finished == FAILED:
-            self.saga.on_failed(host, instance)
+            while decision.local is not None:
+                await _declared(decision.local.run, decision.local, "run")(conn, host, instance)
+                decision = self.saga.after_local(instance, self.settings, _now())
+            if decision.finished == FAILED:
+                self.saga.on_failed(host, instance)
         crash_point("saga.before_commit")  # the step is decided, not yet committed
         await self._send(conn, instance, decision.commands)
         if host is not None:
@@ -367,7 +381,8 @@ class SagaRunner:
 
 def _command_id(saga: Saga, instance: SagaInstance, stored: list[EventEnvelope]) -> str | None:
     """The stored event id of the current step's command (the last one of its type)."""
-    wanted = saga.steps[instance.step].command.event_type
+    step = saga.steps[instance.step]
+    wanted = _declared(step.command, step, "command").event_type
     return next((str(e.event_id) for e in reversed(stored) if e.type == wanted), None)
 
 

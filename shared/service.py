@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Awaitable, Callable
 
 import asyncpg
+from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -116,7 +117,7 @@ class ServiceRuntime:
         self.ctx: ServiceContext | None = None
         self.consumers: list[EventConsumer] = []
         self.relay: OutboxRelay | None = None
-        self._producer = None
+        self._producer: AIOKafkaProducer | None = None
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> ServiceContext:
@@ -161,6 +162,8 @@ class ServiceRuntime:
 
     async def readiness(self) -> dict[str, bool]:
         checks = {"database": False, "consumers": all(c.assigned.is_set() for c in self.consumers)}
+        if self.ctx is None:  # not started: no pool to ask
+            return checks
         try:
             checks["database"] = bool(await self.ctx.pool.fetchval("SELECT true", timeout=2))
         except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):

@@ -42,12 +42,13 @@ class PublishedListener:
     async def listening(self, dsn: str) -> None:
         """(Re)connect the LISTEN connection if it is gone; a database that cannot be reached
         now is not an error here, the waiters fall back on the backstop meanwhile."""
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:  # a new event loop (tests run several): nothing carries over
-            self._conn, self._loop, self._lock = None, loop, asyncio.Lock()
+        loop, lock = asyncio.get_running_loop(), self._lock
+        if self._loop is not loop or lock is None:  # a new event loop (tests run several): nothing carries over
+            lock = asyncio.Lock()
+            self._conn, self._loop, self._lock = None, loop, lock
         if self._conn is not None and not self._conn.is_closed():
             return
-        async with self._lock:
+        async with lock:
             if self._conn is not None and not self._conn.is_closed():
                 return
             try:

@@ -17,11 +17,10 @@ from typing import AsyncIterator, Callable
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from shared.contracts import SERVICES
 from shared.envelope import EventEnvelope, decode_event_json
 from shared.eventstore import COLUMNS, METADATA_COLUMNS, stored_envelope
 from shared.outbox import outbox_status
-
-SERVICES = ("cart", "order", "shipping", "payment")
 
 
 def service_schema(service: str) -> str:

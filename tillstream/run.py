@@ -10,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+from shared.contracts import SERVICES
 from tillstream import locate
 from tillstream.system import System, SystemConfig, default_admin_key, default_id_secret, default_service_key
 
@@ -61,8 +62,7 @@ def print_banner(system: System, demo_summary: list[str]) -> None:
         f"  gateway (public API)  {system.gateway_url}   e.g. curl -X POST {system.gateway_url}/api/orders",
         f"  topology              {cfg.topology}" + (": gateway, services, consumers and saga in one process"
                                                    if not system.distributed else f", {cfg.instances} of each service"),
-        *(f"  {name:<21} {system.service_url(name)}" for name in ("cart", "order", "shipping", "payment")
-          if system.distributed),
+        *(f"  {name:<21} {system.service_url(name)}" for name in SERVICES if system.distributed),
         f"  Kafka bootstrap       {system.bootstrap_servers}" + ("  (embedded tansu)" if system.broker else ""),
         f"  PostgreSQL            {system.database_url}" + ("  (embedded, data in "
                                                            f"{cfg.data_dir / 'postgres'})" if system.postgres else ""),

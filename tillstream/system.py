@@ -20,11 +20,12 @@ from pathlib import Path
 
 import httpx
 
+from shared.contracts import SERVICES
 from tillstream.stack import EmbeddedBroker, EmbeddedPostgres, stop_process, wait_for_port
 
 log = logging.getLogger("tillstream.system")
 
-SERVICE_NAMES = ("cart", "order", "shipping", "payment")
+SERVICE_NAMES = SERVICES
 HOST = "tillstream"  # the one process of the default topology (tillstream/host.py)
 TOPOLOGIES = ("one-process", "distributed")
 

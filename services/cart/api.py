@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Iterator
 
 from pydantic import BaseModel
 
@@ -12,7 +12,7 @@ from services.cart import commands
 from services.cart.domain import Line
 from shared.aggregate import not_found
 from shared.commandbus import ServiceApi, ServiceContext
-from shared.db import upsert
+from shared.db import Upsert, upsert_all
 from shared.validation import ascii_int
 
 api = ServiceApi("cart")
@@ -123,6 +123,11 @@ class CatalogVariant(BaseModel):
     is_master: bool = False
     prices: dict[str, Decimal]
 
+    def rows(self, product_id: int) -> Iterator[Upsert]:
+        yield Upsert("variants", {**self.model_dump(exclude={"prices"}), "product_id": product_id})
+        yield from (Upsert("prices", {"variant_id": self.id, "currency": currency, "amount": amount},
+                           key=("variant_id", "currency")) for currency, amount in self.prices.items())
+
 
 class CatalogProduct(BaseModel):
     id: int
@@ -130,6 +135,10 @@ class CatalogProduct(BaseModel):
     slug: str
     description: str = ""
     variants: list[CatalogVariant]
+
+    def rows(self) -> Iterator[Upsert]:
+        yield Upsert("products", self.model_dump(exclude={"variants"}))
+        yield from (row for variant in self.variants for row in variant.rows(self.id))
 
 
 class PromotionIn(BaseModel):
@@ -145,20 +154,13 @@ class PromotionIn(BaseModel):
 
 @api.operation
 async def load_catalog(ctx: ServiceContext, *, products: list[dict]) -> dict:
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        for p in map(CatalogProduct.model_validate, products):
-            await upsert(conn, "products", p.model_dump(exclude={"variants"}))
-            for v in p.variants:
-                await upsert(conn, "variants", {**v.model_dump(exclude={"prices"}), "product_id": p.id})
-                for currency, amount in v.prices.items():
-                    await upsert(conn, "prices", {"variant_id": v.id, "currency": currency, "amount": amount},
-                                 key=("variant_id", "currency"))
+    await upsert_all(ctx.pool, (row for product in map(CatalogProduct.model_validate, products)
+                                for row in product.rows()))
     return {"products": len(products)}
 
 
 @api.operation
 async def load_promotions(ctx: ServiceContext, *, promotions: list[dict]) -> dict:
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        for p in map(PromotionIn.model_validate, promotions):
-            await upsert(conn, "promotions", {**p.model_dump(), "code": p.code.strip().lower()})
+    await upsert_all(ctx.pool, (Upsert("promotions", {**p.model_dump(), "code": p.code.strip().lower()})
+                                for p in map(PromotionIn.model_validate, promotions)))
     return {"promotions": len(promotions)}

@@ -1,6 +1,7 @@
 """The Cart aggregate (one per order number): line items, coupons and their totals. Pure."""
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
@@ -156,7 +157,7 @@ class Cart(Aggregate):
 
     # -- the completion saga's step 1 (services/order/saga.py) -------------------------
     def lock(self, request_id: str, *, expected: list[tuple[int, int]], lapsed_codes: set[str],
-             reservable: list[int], discarded_variants: set[int] = frozenset()) -> None:
+             reservable: list[int], discarded_variants: AbstractSet[int] = frozenset()) -> None:
         """Lock the cart for a completion if it still holds the `expected` (variant, quantity)
         lines. `lapsed_codes`: its coupons that expired or were used up by other orders
         (judged with the promotions locked, see commands.lock_cart); they are removed and the

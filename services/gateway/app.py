@@ -26,11 +26,11 @@ from services.gateway.getcandy.ids import id_secret
 from services.gateway.solidus.errors import NOT_FOUND, ApiError
 from shared import context
 from shared.commandbus import CommandBus, ServiceUnavailable
+from shared.contracts import SERVICES
 from shared.logs import log_fields
 from shared.service import install_common
 
 log = logging.getLogger("tillstream.gateway")
-SERVICES = ("cart", "order", "shipping", "payment")
 UNAVAILABLE = "A service is temporarily unavailable; please retry."
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
 

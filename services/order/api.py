@@ -10,7 +10,7 @@ gateway a read of the order first.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, Iterator
 
 from pydantic import BaseModel
 
@@ -19,7 +19,7 @@ from services.order.view import read_order
 from services.order.view_watcher import watcher
 from shared.aggregate import CommandResult, not_found
 from shared.commandbus import ServiceApi, ServiceContext
-from shared.db import upsert
+from shared.db import Upsert, upsert_all
 
 api = ServiceApi("order")
 # How long a read or a step waits for the view to apply the events it names, unless told.
@@ -141,6 +141,10 @@ class CountryIn(BaseModel):
     states_required: bool = False
     states: list[StateIn] = []
 
+    def rows(self) -> Iterator[Upsert]:
+        yield Upsert("countries", self.model_dump(exclude={"states"}))
+        yield from (Upsert("states", {**state.model_dump(), "country_id": self.id}) for state in self.states)
+
 
 class TaxRate(BaseModel):
     currency: str
@@ -149,17 +153,12 @@ class TaxRate(BaseModel):
 
 @api.operation
 async def load_tax_rates(ctx: ServiceContext, *, rates: list[dict]) -> dict:
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        for rate in map(TaxRate.model_validate, rates):
-            await upsert(conn, "tax_rates", rate.model_dump(), key=("currency",))
+    await upsert_all(ctx.pool, (Upsert("tax_rates", rate.model_dump(), key=("currency",))
+                                for rate in map(TaxRate.model_validate, rates)))
     return {"tax_rates": len(rates)}
 
 
 @api.operation
 async def load_countries(ctx: ServiceContext, *, countries: list[dict]) -> dict:
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        for country in map(CountryIn.model_validate, countries):
-            await upsert(conn, "countries", country.model_dump(exclude={"states"}))
-            for state in country.states:
-                await upsert(conn, "states", {**state.model_dump(), "country_id": country.id})
+    await upsert_all(ctx.pool, (row for country in map(CountryIn.model_validate, countries) for row in country.rows()))
     return {"countries": len(countries)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -120,11 +121,17 @@ def validate_address(prefix: str, fields: dict, country: Country | None, address
             errors[f"{prefix}.state"] = ["is invalid"]
         elif country.states_required and state_id is None:
             errors[f"{prefix}.state"] = ["can't be blank"]
-    if errors:
+    if errors or country is None:  # a missing country has its error
         raise InvalidFields(errors)
-    text = lambda name: None if fields.get(name) in (None, "") else str(fields[name]).strip()  # noqa: E731
-    return Address(id=address_id, name=text("name"), address1=text("address1"), address2=text("address2"),
-                   city=text("city"), zipcode=text("zipcode"), phone=text("phone"),
+
+    def text(name: str) -> str | None:
+        return None if fields.get(name) in (None, "") else str(fields[name]).strip()
+
+    def required(name: str) -> str:  # checked above: present and not blank
+        return str(fields[name]).strip()
+
+    return Address(id=address_id, name=required("name"), address1=required("address1"), address2=text("address2"),
+                   city=required("city"), zipcode=required("zipcode"), phone=text("phone"),
                    alternative_phone=text("alternative_phone"), company=text("company"),
                    country_id=country.id, country_iso=country.iso, state_id=state_id,
                    state_name=None if state_id else text("state_name"), firstname=text("firstname"),
@@ -161,7 +168,7 @@ class Order(Aggregate):
     def authorize(self, guest_token: str | None) -> None:
         """With `guest_token` the caller is a guest: only the order's own token will do (an
         unknown order is refused the same way, so a token reveals nothing of other orders)."""
-        if guest_token is not None and (not self.exists or not hmac.compare_digest(
+        if guest_token is not None and (not self.exists or self.guest_token is None or not hmac.compare_digest(
                 guest_token.encode(), self.guest_token.encode())):
             raise unauthorized()
 
@@ -192,7 +199,7 @@ class Order(Aggregate):
         self._record(ContactDetailsChanged(number=self.id, email=email, phone=phone))
 
     def next(self, *, item_count: int, total: Decimal, shipments_ready: bool,
-             lines: list[DeliveryLine] = (), require_email: bool = True) -> None:
+             lines: Sequence[DeliveryLine] = (), require_email: bool = True) -> None:
         """One step forward. Leaving `address` only requests delivery (see module doc)."""
         self._check_changeable()
         if self.pending_delivery:
@@ -206,12 +213,13 @@ class Order(Aggregate):
                 errors: dict[str, list[str]] = {}
                 if not self.email and require_email:
                     errors["email"] = ["can't be blank"]
-                if self.ship_address is None:
+                ship_address = self.ship_address
+                if ship_address is None:
                     errors["base"] = ["Valid shipping address required"]
-                if errors:
+                if errors or ship_address is None:
                     raise CheckoutRefused(errors)
                 self._record(DeliveryRequested(number=self.id, request_id=str(uuid.uuid4()),
-                                               ship_address=self.ship_address, currency=self.currency,
+                                               ship_address=ship_address, currency=self.currency,
                                                lines=list(lines)))
             case "delivery":
                 if not shipments_ready:
@@ -267,9 +275,11 @@ class Order(Aggregate):
 
     def cancel(self) -> None:
         """Solidus's `cancel`: complete → canceled while nothing has shipped."""
-        if self.state != "complete" or self.shipment_state not in (None, "ready", "backorder", "pending"):
+        completion = self.completed_by  # set with the state `complete`
+        if self.state != "complete" or completion is None or \
+                self.shipment_state not in (None, "ready", "backorder", "pending"):
             raise CheckoutRefused({})
-        self._record(OrderCanceled(number=self.id, completion_request_id=self.completed_by))
+        self._record(OrderCanceled(number=self.id, completion_request_id=completion))
 
     def payments_changed(self, *, payment_total: Decimal, any_valid: bool) -> None:
         """Recompute payment_state (Solidus's order updater) once the order is placed."""
@@ -296,6 +306,8 @@ class Order(Aggregate):
             self._record(CheckoutRestarted(number=self.id, state="address" if has_items else "cart"))
 
     def _advance(self, to_state: str) -> None:
+        if self.state is None:  # not created: nothing to advance
+            raise CheckoutRefused({})
         self._record(CheckoutAdvanced(number=self.id, from_state=self.state, to_state=to_state))
 
     # -- state changes ----------------------------------------------------------

@@ -5,13 +5,14 @@ Each live apply NOTIFYs `order_view` so waiting readers wake at once."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
 
 from services.order.view import MemoryOrderView, SqlOrderView
+from shared.contracts import SERVICES
 from shared.contracts import cart as c
 from shared.contracts import order as o
 from shared.contracts import payment as p
@@ -33,7 +34,7 @@ async def apply_to_view(conn: asyncpg.Connection, *envelopes: EventEnvelope) -> 
 # commands to other services (what they ask for shows when it is answered), and the notices
 # of dead-lettered messages.
 NOT_FOLDED = frozenset({*(command.event_type for command in o.SAGA_COMMANDS),
-                        *(f"{service}.MessageDeadLettered" for service in ("cart", "order", "shipping", "payment"))})
+                        *(f"{service}.MessageDeadLettered" for service in SERVICES)})
 
 
 async def fold_all(view: SqlOrderView | MemoryOrderView, envelopes: Sequence[EventEnvelope],
@@ -67,8 +68,15 @@ async def fold_all(view: SqlOrderView | MemoryOrderView, envelopes: Sequence[Eve
 
 async def fold(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope,
                event: DomainEvent | None = None) -> None:
-    """What one event does to the order view."""
+    """What one event does to the order view: each upstream service's events have their fold
+    (`<service>.<Event>`); an event of none (or one a fold does not know) changes nothing."""
     event = event if event is not None else decode_event(envelope)
+    folder = FOLDS.get(event.event_type.split(".", 1)[0])
+    if folder is not None:
+        await folder(view, envelope, event)
+
+
+async def _fold_order(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope, event: DomainEvent) -> None:
     number = envelope.aggregate_id
     settled = {"pending_request": None, "settled_by": _event_id(envelope.causation_id)}
     match event:
@@ -94,6 +102,28 @@ async def fold(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope,
             await view.update(number, pending_request=event.request_id)
         case o.DeliveryRefused():
             await view.update(number, refusal=event.model_dump(mode="json"), **settled)
+        case o.OrderCanceled():
+            await view.update(number, state="canceled")
+        case o.PaymentStateChanged():
+            shipments = await view.get(number, "shipments") or []
+            if event.shipment_state in PLACED_SHIPMENT_STATES:
+                _set_shipment_states(shipments, event.payment_state)
+            await view.update(number, payment_total=event.payment_total, payment_state=event.payment_state,
+                              shipment_state=event.shipment_state, shipments=shipments)
+        case o.CompletionFailed():
+            await view.update(number, state=event.state, refusal=event.model_dump(mode="json"), **settled)
+        case o.OrderCompleted():
+            shipments = await view.get(number, "shipments") or []
+            _set_shipment_states(shipments, event.payment_state)
+            await view.update(number, state="complete", completed_at=envelope.occurred_at,
+                              payment_total=event.payment_total, payment_state=event.payment_state,
+                              shipment_state=event.shipment_state, shipments=shipments, reference=event.reference,
+                              **settled)
+
+
+async def _fold_shipping(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope, event: DomainEvent) -> None:
+    number = envelope.aggregate_id
+    match event:
         case s.ShipmentsBuilt():
             await _set_shipments(view, number, [sh.model_dump(mode="json") for sh in event.shipments])
         case s.ShippingRateSelected():
@@ -120,6 +150,13 @@ async def fold(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope,
                         item["backordered"] = backordered.get((shipment["number"], item["variant_id"]),
                                                               item.get("backordered", 0))
                 await view.update(number, shipments=shipments)
+        case s.ShipmentsDiscarded():
+            await _set_shipments(view, number, [])
+
+
+async def _fold_payment(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope, event: DomainEvent) -> None:
+    number = envelope.aggregate_id
+    match event:
         case p.PaymentCreated():
             payments = await view.get(number, "payments") or []
             if not any(existing["id"] == event.payment_id for existing in payments):
@@ -136,25 +173,11 @@ async def fold(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope,
                     payment["state"] = PAYMENT_STATE_AFTER[type(event)]
                     payment["updated_at"] = envelope.occurred_at.isoformat()
             await view.update(number, payments=payments)
-        case o.OrderCanceled():
-            await view.update(number, state="canceled")
-        case o.PaymentStateChanged():
-            shipments = await view.get(number, "shipments") or []
-            if event.shipment_state in PLACED_SHIPMENT_STATES:
-                _set_shipment_states(shipments, event.payment_state)
-            await view.update(number, payment_total=event.payment_total, payment_state=event.payment_state,
-                              shipment_state=event.shipment_state, shipments=shipments)
-        case o.CompletionFailed():
-            await view.update(number, state=event.state, refusal=event.model_dump(mode="json"), **settled)
-        case o.OrderCompleted():
-            shipments = await view.get(number, "shipments") or []
-            _set_shipment_states(shipments, event.payment_state)
-            await view.update(number, state="complete", completed_at=envelope.occurred_at,
-                              payment_total=event.payment_total, payment_state=event.payment_state,
-                              shipment_state=event.shipment_state, shipments=shipments, reference=event.reference,
-                              **settled)
-        case s.ShipmentsDiscarded():
-            await _set_shipments(view, number, [])
+
+
+async def _fold_cart(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope, event: DomainEvent) -> None:
+    number = envelope.aggregate_id
+    match event:
         case c.LineItemAdded():
             await view.add_line(id=event.line_item_id, order_number=number, variant_id=event.variant.id,
                                 quantity=event.quantity, price=event.price,
@@ -172,6 +195,12 @@ async def fold(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope,
                                adjustment_total=event.adjustment_total, total_quantity=event.total_quantity,
                                item_count=event.item_count,
                                adjustments=[a.model_dump(mode="json") for a in event.adjustments])
+
+
+Fold = Callable[[SqlOrderView | MemoryOrderView, EventEnvelope, DomainEvent], Awaitable[None]]
+# Each upstream service's fold, by the service its events are named after.
+FOLDS: dict[str, Fold] = {"order": _fold_order, "shipping": _fold_shipping, "payment": _fold_payment,
+                          "cart": _fold_cart}
 
 
 def _event_id(causation_id: str | None) -> uuid.UUID | None:

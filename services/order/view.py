@@ -6,9 +6,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 
 import asyncpg
+
+from shared.money import truncate_to_cents
 
 VIEW_CHANNEL = "order_view"
 VIEW_CONSUMER = "order.view"
@@ -211,13 +213,9 @@ async def read_order(conn: asyncpg.Connection | asyncpg.Pool, number: str) -> di
     return order
 
 
-def truncate(amount: Decimal) -> Decimal:
-    return amount.quantize(Decimal("0.01"), rounding=ROUND_DOWN)
-
-
 def order_taxes(rate: Decimal, items_after_discounts: Decimal, shipping: Decimal) -> dict[str, Decimal]:
     """VAT added on top (GetCandy's GBP channel), truncated to cents as the original does."""
-    items_tax, ship_tax = truncate(items_after_discounts * rate), truncate(shipping * rate)
+    items_tax, ship_tax = truncate_to_cents(items_after_discounts * rate), truncate_to_cents(shipping * rate)
     return {"tax_rate": rate, "items_tax": items_tax, "shipping_tax": ship_tax,
             "additional_tax_total": items_tax + ship_tax}
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from services.payment import commands
 from shared.aggregate import not_found
 from shared.commandbus import ServiceApi, ServiceContext
-from shared.db import upsert
+from shared.db import Upsert, upsert_all
 
 api = ServiceApi("payment")
 
@@ -55,7 +55,6 @@ class PaymentMethodIn(BaseModel):
 
 @api.operation
 async def load_payment_methods(ctx: ServiceContext, *, methods: list[dict]) -> dict:
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        for method in map(PaymentMethodIn.model_validate, methods):
-            await upsert(conn, "payment_methods", method.model_dump())
+    await upsert_all(ctx.pool, (Upsert("payment_methods", method.model_dump())
+                                for method in map(PaymentMethodIn.model_validate, methods)))
     return {"payment_methods": len(methods)}

@@ -98,7 +98,7 @@ def validate_card(source: Any, key: str) -> CardDetails:
         messages.append("Year is not a number")
     if not str(source.get("verification_value") or "").strip():
         messages.append("Verification Value can't be blank")
-    if messages:
+    if messages or month is None or year is None:  # a missing month or year has its message
         raise InvalidPayment({key: messages})
     parts = [source.get(key) for key in ("first_name", "last_name")]
     name = source.get("name") or " ".join(p for p in parts if isinstance(p, str) and p) or None

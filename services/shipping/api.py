@@ -3,7 +3,7 @@ command bus: in-process when hosted with the gateway, `POST /bus/<operation>` wh
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import Any, Iterator
 
 from pydantic import BaseModel
 
@@ -11,7 +11,7 @@ from services.shipping import commands
 from shared.aggregate import not_found
 from shared.commandbus import ServiceApi, ServiceContext
 from shared.contracts.shipping import LocationStock, StockLevel
-from shared.db import upsert
+from shared.db import Upsert, upsert_all
 
 api = ServiceApi("shipping")
 MAX_STOCK_QUERY = 1000  # variants per `stock` call
@@ -99,6 +99,11 @@ class Location(BaseModel):
     active: bool = True
     stock: list[StockItem] = []
 
+    def rows(self) -> Iterator[Upsert]:
+        yield Upsert("stock_locations", self.model_dump(exclude={"stock"}))
+        yield from (Upsert("stock_items", {**item.model_dump(), "stock_location_id": self.id},
+                           key=("stock_location_id", "variant_id")) for item in self.stock)
+
 
 class ShippingMethodIn(BaseModel):
     id: int
@@ -120,15 +125,8 @@ class ShippingReference(BaseModel):
 async def load_reference(ctx: ServiceContext, **reference: Any) -> dict:
     """Upserts zones, stock locations (with stock) and shipping methods."""
     body = ShippingReference.model_validate(reference)
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        for zone in body.zones:
-            await upsert(conn, "zones", zone.model_dump())
-        for location in body.stock_locations:
-            await upsert(conn, "stock_locations", location.model_dump(exclude={"stock"}))
-            for item in location.stock:
-                await upsert(conn, "stock_items", {**item.model_dump(), "stock_location_id": location.id},
-                             key=("stock_location_id", "variant_id"))
-        for method in body.shipping_methods:
-            await upsert(conn, "shipping_methods", method.model_dump())
+    await upsert_all(ctx.pool, [*(Upsert("zones", zone.model_dump()) for zone in body.zones),
+                                *(row for location in body.stock_locations for row in location.rows()),
+                                *(Upsert("shipping_methods", method.model_dump()) for method in body.shipping_methods)])
     return {"zones": len(body.zones), "stock_locations": len(body.stock_locations),
             "shipping_methods": len(body.shipping_methods)}

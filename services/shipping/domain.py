@@ -155,13 +155,13 @@ class OrderShipments(Aggregate):
             self._record(ShipmentsUnavailable(order_number=self.id, request_id=request_id, code="no_rates",
                                               message=NO_RATES))
             return
-        ids = iter(ids)  # fresh ids for shipments and rates
+        fresh = iter(ids)  # for shipments and rates
         ranked = sorted(methods, key=lambda m: (m.cost, m.id))
         keep = next((m.id for m in ranked if m.id in self.selected_method_ids), ranked[0].id)
         shipments = [
-            Shipment(id=next(ids), number=new_shipment_number(), stock_location_id=location.id,
+            Shipment(id=next(fresh), number=new_shipment_number(), stock_location_id=location.id,
                      stock_location_name=location.name, state="pending", manifest=manifest,
-                     rates=[ShippingRate(id=next(ids), shipping_method_id=m.id, name=m.name, code=m.code,
+                     rates=[ShippingRate(id=next(fresh), shipping_method_id=m.id, name=m.name, code=m.code,
                                          cost=m.cost, selected=m.id == keep) for m in ranked])
             for location, manifest in packages
         ]

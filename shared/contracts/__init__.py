@@ -5,3 +5,6 @@ Subscribers import these models (and nothing from `services/`) to read the topic
 `event_type` and `event_version` form its stable name, e.g. `order.OrderCreated.v1`.
 """
 from shared.contracts import cart, order, payment, shipping  # noqa: F401  (importing registers the event types)
+
+# The services, each with its schema, its topic `<service>.events` and its contract module.
+SERVICES = ("cart", "order", "shipping", "payment")

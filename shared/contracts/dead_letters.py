@@ -8,7 +8,7 @@ Each service publishes its notices on its own topic (`<service>.MessageDeadLette
 """
 from __future__ import annotations
 
-from shared.envelope import DomainEvent
+from shared.envelope import EVENT_TYPES, DomainEvent
 
 
 class DeadLetterNotice(DomainEvent):
@@ -18,3 +18,11 @@ class DeadLetterNotice(DomainEvent):
     original_type: str
     original_key: str | None  # the Kafka key: the order number
     error: str
+
+
+def notice_type(service: str) -> type[DeadLetterNotice]:
+    """`<service>.MessageDeadLettered`: the notice as `service`'s contracts declare it."""
+    notice = EVENT_TYPES[(f"{service}.MessageDeadLettered", 1)]
+    if not issubclass(notice, DeadLetterNotice):
+        raise TypeError(f"{service}.MessageDeadLettered is not a DeadLetterNotice")
+    return notice

@@ -121,12 +121,18 @@ async def post_baskets(request: Request):
     return await _basket_lines(request, replace=True)
 
 
-@router.get("/baskets/{basket_id}", responses=responses(200, CandyBasketEnvelope))
-async def get_basket(basket_id: Hash, request: Request):
+async def basket(request: Request, basket_id: str) -> tuple[str, dict]:
+    """A basket's order number and order view; 404 for a basket id that is not one."""
     number = order_number(BASKETS, basket_id)
     if number is None:
         raise not_found()
-    return await basket_response(request, await order_view(request, number))
+    return number, await order_view(request, number)
+
+
+@router.get("/baskets/{basket_id}", responses=responses(200, CandyBasketEnvelope))
+async def get_basket(basket_id: Hash, request: Request):
+    _, order = await basket(request, basket_id)
+    return await basket_response(request, order)
 
 
 async def line_and_basket(request: Request, line_hash: str) -> tuple[int, dict]:
@@ -195,10 +201,7 @@ async def delete_basket_line(line_hash: Hash, request: Request):
             openapi_extra=request_body(BasketCouponRequest, form=False))
 async def add_discount(basket_id: Hash, request: Request):
     body = validated(BasketCouponRequest, await body_of(request))
-    number = order_number(BASKETS, basket_id)
-    order = await fetch_order(request, number) if number else None
-    if order is None:
-        raise not_found()
+    number, order = await basket(request, basket_id)
     code = body.get("coupon")
     code = code.strip().lower() if isinstance(code, str) else ""
     if not code:
@@ -212,10 +215,7 @@ async def add_discount(basket_id: Hash, request: Request):
                openapi_extra=request_body(DiscountRequest, form=False))
 async def remove_discount(basket_id: Hash, request: Request):
     body = validated(DiscountRequest, await body_of(request))
-    number = order_number(BASKETS, basket_id)
-    order = await fetch_order(request, number) if number else None
-    if order is None:
-        raise not_found()
+    number, order = await basket(request, basket_id)
     promotion_id = decode(MAIN, body.get("discount_id"))
     adjustment = next((a for a in order["adjustments"] if a["promotion_id"] == promotion_id), None)
     if adjustment is None:

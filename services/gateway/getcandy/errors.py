@@ -2,15 +2,13 @@
 controller errors as `{"error":{"http_code","message"}}`."""
 from __future__ import annotations
 
-from shared.errors import DomainError
+from shared.errors import LOCKED_CODES, DomainError
 
 BASKET_PLACED = "This basket already has an order that has been placed"
 ALREADY_PROCESSED = "This order has already been processed"
 ORDER_PLACED = "This order has already been placed"
 BEING_PROCESSED = "The order is being processed; please try again shortly."
 COUPON_INVALID = {"coupon": ["The coupon is either invalid, expired or cannot be used"]}
-# The refusals of an order that is completing or placed, whichever service owns the change.
-LOCKED_CODES = ("order_locked", "order_placed", "cart_locked", "shipments_locked")
 
 
 class GetCandyError(Exception):

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from services.gateway.getcandy.calls import advance, command, order_view
 from services.gateway.getcandy.errors import BASKET_PLACED, ORDER_PLACED, error, invalid, not_found
 from services.gateway.getcandy.ids import BASKETS, MAIN, ORDERS, decode, order_number
-from services.gateway.getcandy.render import _truncate, minor, render_order, respond
+from services.gateway.getcandy.render import minor, render_order, respond
 from services.gateway.getcandy.requests import body_of, includes_of, validate_address
 from services.gateway.getcandy.schemas import (
     CandyAddressRequest,
@@ -26,6 +26,7 @@ from services.gateway.getcandy.schemas import (
 from services.gateway.openapi import request_body
 from services.gateway.paths import Hash
 from services.gateway.reference import VIEW_WAIT_MS, call, fetch_order
+from shared.money import truncate_to_cents
 
 router = APIRouter()
 
@@ -104,7 +105,7 @@ async def shipping_methods(order_hash: Hash, request: Request):
     rate = Decimal(order["tax_rate"])
     return respond({"data": [{
         "id": MAIN.encode(m["shipping_method_id"]), "rate": minor(m["cost"]),
-        "tax": minor(_truncate(Decimal(m["cost"]) * rate)), "fixed": True, "min_basket": 0, "min_basket_tax": 0,
+        "tax": minor(truncate_to_cents(Decimal(m["cost"]) * rate)), "fixed": True, "min_basket": 0, "min_basket_tax": 0,
         "min_weight": 0, "weight_unit": "kg", "max_weight": 0, "max_height": 0, "max_width": 0, "max_depth": 0,
         "method": {"data": {"id": MAIN.encode(m["shipping_method_id"]), "type": "standard", "name": m["name"],
                             "description": "", "code": m["code"]}},

@@ -2,7 +2,7 @@
 minor units, money written from Decimal digit for digit."""
 from __future__ import annotations
 
-from decimal import ROUND_DOWN, Decimal
+from decimal import Decimal
 from typing import Any
 
 from fastapi.responses import Response
@@ -11,6 +11,7 @@ from services.gateway.availability import Availability
 from services.gateway.getcandy.ids import BASKETS, MAIN, ORDERS, number_id
 from shared.contracts.shipping import StockLevel
 from shared.jsonutil import dumps_with_numbers
+from shared.money import truncate_to_cents
 
 
 def respond(body: Any, status: int = 200) -> Response:
@@ -52,8 +53,8 @@ def render_basket(order: dict, availability: dict[int, Availability] | None = No
         total = unit * line["quantity"]
         lines.append({
             "id": BASKETS.encode(line["id"]), "quantity": line["quantity"], "line_total": total,
-            "unit_price": unit, "unit_tax": _truncate(unit * rate), "line_discount": Decimal(0),
-            "tax": _truncate(total * rate), "meta": [],
+            "unit_price": unit, "unit_tax": truncate_to_cents(unit * rate), "line_discount": Decimal(0),
+            "tax": truncate_to_cents(total * rate), "meta": [],
             "variant": {"data": render_variant({**line["variant"], "price": line["price"]},
                                                (availability or {}).get(line["variant_id"]))},
         })
@@ -73,10 +74,6 @@ def render_discount(adjustment: dict) -> dict:
     return {"id": MAIN.encode(adjustment["promotion_id"]), "name": adjustment["label"], "type": "coupon",
             "coupon": adjustment["code"], "amount": minor(-Decimal(adjustment["amount"])), "start_at": None,
             "end_at": None, "priority": 1, "status": True, "stop_rules": False, "uses": None}
-
-
-def _truncate(amount: Decimal) -> Decimal:
-    return amount.quantize(Decimal("0.01"), rounding=ROUND_DOWN)
 
 
 def status_of(order: dict) -> str:
@@ -138,7 +135,7 @@ def render_order(order: dict, includes: set[str]) -> dict:
         "id": ORDERS.encode(line["id"]), "quantity": line["quantity"],
         "line_total": minor(Decimal(line["price"]) * line["quantity"]), "discount_total": 0, "delivery_total": 0,
         "unit_price": minor(line["price"]), "unit_qty": 1,
-        "tax_total": minor(_truncate(Decimal(line["price"]) * line["quantity"] * rate)),
+        "tax_total": minor(truncate_to_cents(Decimal(line["price"]) * line["quantity"] * rate)),
         "tax_rate": int(rate * 100), "description": line["variant"]["name"],
         "option": line["variant"].get("options_text", ""), "sku": line["variant"]["sku"], "is_shipping": False,
         "is_manual": False, "meta": []} for line in order["line_items"]]

@@ -6,30 +6,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, ValidationError, WithJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from services.gateway.getcandy.errors import invalid
+from services.gateway.scalars import scalar_type
 
 MAX_ITEMS = 100
 
 
-def scalar(max_length: int = 255, description: str | None = None):
-    """A JSON scalar: text of at most `max_length` characters, a number, a boolean."""
-    def check(value: Any) -> Any:
-        if isinstance(value, str):
-            if len(value) > max_length:
-                raise PydanticCustomError("too_long", "may not be greater than {max} characters",
-                                          {"max": max_length})
-            return value
-        if value is None or isinstance(value, (bool, int, float)):
-            return value
-        raise PydanticCustomError("invalid", "is invalid")
-    schema: dict[str, Any] = {"anyOf": [{"type": "string", "maxLength": max_length}, {"type": "number"},
-                                        {"type": "boolean"}, {"type": "null"}]}
-    if description:
-        schema["description"] = description
-    return Annotated[Any, AfterValidator(check), WithJsonSchema(schema)]
+# A JSON scalar: text of at most `max_length` (255) characters, a number, a boolean.
+scalar = scalar_type(too_long="may not be greater than {max} characters")
 
 
 Text = scalar()

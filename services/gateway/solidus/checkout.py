@@ -62,17 +62,25 @@ async def advance(request: Request, number: str, *, after: list[str] = (), guest
     return order
 
 
+async def step_caller(request: Request, number: str) -> tuple[str | None, dict | None]:
+    """Who takes a step (`next`, `complete`): a guest, whose token the Order checks itself
+    (no read first), or the owner or an admin, authorised here against the order (which
+    is returned) and its `expected_total`. (guest token, None) or (None, order)."""
+    body = validated(StepRequest, await params(request))
+    guest_token = guest_token_for_owner(request, body)
+    if guest_token is not None:
+        return guest_token, None
+    order = await authorize(request, number, body=body)
+    check_expected_total(body, order)
+    return None, order
+
+
 @router.put("/checkouts/{number}/complete", openapi_extra=request_body(StepRequest),
             responses=responses(200, Order, locked=True) | {202: {"model": Order, "description": "Still completing"}})
 async def complete(number: OrderNumber, request: Request):
     """Runs the completion saga and answers with its outcome; if the saga has not settled
     within GATEWAY_COMPLETE_WAIT_MS, 202 with the order still in progress."""
-    body = validated(StepRequest, await params(request))
-    guest_token = guest_token_for_owner(request, body)
-    order = None
-    if guest_token is None:
-        order = await authorize(request, number, body=body)
-        check_expected_total(body, order)
+    guest_token, order = await step_caller(request, number)
     result = await command(request, "order", "complete", order=order, number=number,
                            view_wait_ms=COMPLETE_WAIT_MS, guest_token=guest_token)
     awaiting, order = result["awaiting"], result["order"]
@@ -88,12 +96,7 @@ async def complete(number: OrderNumber, request: Request):
 @router.put("/checkouts/{number}/next", openapi_extra=request_body(StepRequest),
             responses=responses(200, Order, locked=True))
 async def next_step(number: OrderNumber, request: Request):
-    body = validated(StepRequest, await params(request))
-    guest_token = guest_token_for_owner(request, body)
-    order = None
-    if guest_token is None:
-        order = await authorize(request, number, body=body)
-        check_expected_total(body, order)
+    guest_token, order = await step_caller(request, number)
     return await order_response(request, await advance(request, number, guest_token=guest_token, order=order))
 
 

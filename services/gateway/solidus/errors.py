@@ -3,14 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.errors import DomainError
+from shared.errors import LOCKED_CODES, DomainError
 
 NOT_FOUND = {"error": "The resource you were looking for could not be found."}
 UNAUTHORIZED = {"error": "You are not authorized to perform that action."}
 INVALID_RESOURCE = "Invalid resource. Please fix errors and try again."
 PLACED = "The order has been placed and can no longer be changed."
-# The refusals of an order that is completing or placed, whichever service owns the change.
-LOCKED_CODES = ("order_locked", "order_placed", "cart_locked", "shipments_locked")
 
 
 class ApiError(Exception):

@@ -6,9 +6,9 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 from fastapi import Request
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from services.gateway.scalars import scalar_type
 from services.gateway.solidus.errors import bad_request, invalid_resource, missing_param
 from shared.validation import MAX_JSON_DEPTH, BadJson, ascii_int, parse_json_object
 
@@ -81,26 +81,9 @@ def collection(value: Any) -> list[dict]:
 # number (2): each scalar field takes either, bounded; what the value means (a quantity of
 # 1 to 10,000, an amount within numeric(12,2)) is judged by the service that owns it, which
 # answers with Solidus's messages.
-MAX_TEXT = 255
 MAX_ITEMS = 20
-
-
-def scalar(max_length: int = MAX_TEXT, description: str | None = None):
-    """A form or JSON scalar: text of at most `max_length` characters, a number, a boolean."""
-    def check(value: Any) -> Any:
-        if isinstance(value, str):
-            if len(value) > max_length:
-                raise PydanticCustomError("too_long", "is too long (maximum is {max} characters)",
-                                          {"max": max_length})
-            return value
-        if value is None or isinstance(value, (bool, int, float)):
-            return value
-        raise PydanticCustomError("invalid", "is invalid")
-    schema = {"anyOf": [{"type": "string", "maxLength": max_length}, {"type": "number"}, {"type": "boolean"},
-                        {"type": "null"}]}
-    if description:
-        schema["description"] = description
-    return Annotated[Any, AfterValidator(check), WithJsonSchema(schema)]
+# A form or JSON scalar: text of at most `max_length` (255) characters, a number, a boolean.
+scalar = scalar_type(too_long="is too long (maximum is {max} characters)")
 
 
 Text = scalar()
