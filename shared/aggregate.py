@@ -4,11 +4,23 @@ An aggregate method checks a rule and records new events; applying events is the
 way its state changes (`_on_<EventName>` methods). The repository loads the stream,
 runs the command, and appends with the expected version, retrying on a conflict, so
 concurrent valid commands on one aggregate all succeed instead of answering 409.
+
+A command does not replay a long stream from its start: the repository keeps, per process,
+the state of recently loaded aggregates whose streams have at least AGGREGATE_CACHE_MIN_EVENTS
+events (at most AGGREGATE_CACHE_SIZE of them) and reads only the events appended since. A
+stream is append-only, so a remembered state is a true prefix whoever wrote after it (another
+instance, another process): the cache can be behind, never wrong. Each load checks that the
+event the state was remembered at is still the stream's event at that sequence (it would not be
+after the transaction that appended it rolled back), and replays the whole stream otherwise.
 """
 from __future__ import annotations
 
 import asyncio
+import copy
+import os
 import random
+import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Generic, Iterable, TypeVar
 
@@ -62,14 +74,53 @@ class CommandResult(Generic[A]):
         return [str(e.event_id) for e in self.events]
 
 
+CACHE_SIZE = int(os.environ.get("AGGREGATE_CACHE_SIZE", "10000"))
+CACHE_MIN_EVENTS = int(os.environ.get("AGGREGATE_CACHE_MIN_EVENTS", "16"))
+
+
 class Repository(Generic[A]):
-    def __init__(self, store: EventStore, aggregate_cls: type[A]) -> None:
+    def __init__(self, store: EventStore, aggregate_cls: type[A], *, cache_size: int = CACHE_SIZE,
+                 cache_min_events: int = CACHE_MIN_EVENTS) -> None:
         self.store = store
         self.cls = aggregate_cls
+        self.cache_size = cache_size
+        self.cache_min_events = cache_min_events
+        # aggregate id -> (its state at some version, the id of the event at that version); the
+        # state is never handed out itself: commands change what they are given.
+        self._states: OrderedDict[str, tuple[A, uuid.UUID]] = OrderedDict()
+        self.events_read = 0  # events decoded and applied by loads: what the cache saves
 
     async def load(self, conn: asyncpg.Connection | asyncpg.Pool, aggregate_id: str) -> A:
+        remembered = self._states.get(aggregate_id)
+        if remembered is not None:
+            state, last_event_id = remembered
+            # From the remembered state's own last event: proof that the stream still begins as
+            # the state says (a state remembered from a transaction that rolled back would not).
+            envelopes = await self.store.load_stream(conn, self.cls.aggregate_type, aggregate_id,
+                                                     after=state.version - 1)
+            if envelopes and envelopes[0].sequence == state.version and envelopes[0].event_id == last_event_id:
+                self._states.move_to_end(aggregate_id)
+                return self._applied(copy.deepcopy(state), envelopes[1:], last_event_id)
+            del self._states[aggregate_id]
         envelopes = await self.store.load_stream(conn, self.cls.aggregate_type, aggregate_id)
-        return self.cls.rehydrate(aggregate_id, (decode_event(e) for e in envelopes))
+        return self._applied(self.cls(aggregate_id), envelopes, None)
+
+    def _applied(self, aggregate: A, envelopes: list[EventEnvelope], last_event_id: uuid.UUID | None) -> A:
+        for envelope in envelopes:
+            aggregate._apply(decode_event(envelope))
+            aggregate.version += 1
+        self.events_read += len(envelopes)
+        if envelopes:
+            self._remember(aggregate, envelopes[-1].event_id)
+        return aggregate
+
+    def _remember(self, aggregate: A, last_event_id: uuid.UUID) -> None:
+        if aggregate.pending or aggregate.version < self.cache_min_events or self.cache_size <= 0:
+            return
+        self._states[aggregate.id] = (copy.deepcopy(aggregate), last_event_id)
+        self._states.move_to_end(aggregate.id)
+        while len(self._states) > self.cache_size:
+            self._states.popitem(last=False)
 
     async def save(self, conn: asyncpg.Connection, aggregate: A, *, key: str | None = None,
                    project: Projector | None = None) -> list[EventEnvelope]:
@@ -82,6 +133,8 @@ class Repository(Generic[A]):
                                          project=project)
         aggregate.version += len(aggregate.pending)
         aggregate.pending = []
+        if stored:
+            self._remember(aggregate, stored[-1].event_id)
         return stored
 
     async def _load_run_save(self, conn: asyncpg.Connection, aggregate_id: str, command: Callable[[A], None], *,

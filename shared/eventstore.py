@@ -151,10 +151,11 @@ class EventStore:
         return stored
 
     async def load_stream(self, conn: asyncpg.Connection | asyncpg.Pool, aggregate_type: str,
-                          aggregate_id: str) -> list[EventEnvelope]:
+                          aggregate_id: str, *, after: int = 0) -> list[EventEnvelope]:
+        """A stream's events in sequence, those after sequence `after` only (0: the whole stream)."""
         rows = await conn.fetch(
-            f"SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2"
-            " ORDER BY sequence", aggregate_type, aggregate_id,
+            f"SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3"
+            " ORDER BY sequence", aggregate_type, aggregate_id, after,
         )
         return [_row_to_envelope(r) for r in rows]
 
