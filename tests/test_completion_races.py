@@ -6,77 +6,21 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from decimal import Decimal
 
 import asyncpg
 import pytest
 
-from services.gateway.getcandy.ids import BASKETS, ORDERS
-from services.order.view import read_order
-from shared.db import _init_connection
-from tests.getcandy.test_lifecycle import UK, V, getcandy_data, placed_ready_order  # noqa: F401 (autouse data)
+from services.gateway.getcandy.ids import BASKETS
+from tests.helpers.completion import assert_charged_equals_shipped, getcandy_number, placed_facts, settled
+from tests.helpers.getcandy import UK, V, placed_ready_order
 from tests.helpers.orders import without_live_stock
-from tests.solidus.conftest import ADMIN, V1
-from tests.solidus.test_checkout import ADDRESS
-from tests.solidus.test_complete import full_flow
+from tests.helpers.solidus import ADDRESS, ADMIN, V1, full_flow
+
+# The GetCandy races and placed orders need GetCandy's catalogue.
+pytestmark = pytest.mark.usefixtures("getcandy_data")
 
 MUG = 3  # a second demo variant, ample stock
 RACES = 50
-
-
-def getcandy_number(order_id: str) -> str:
-    return f"R{ORDERS.decode(order_id)[0]:09d}"
-
-
-async def settled(stack, number: str, timeout: float = 60) -> None:
-    """Every completion of the order has ended (its compensations answered, if it failed)."""
-    conn = await asyncpg.connect(stack.database_url)
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while await conn.fetchval("SELECT count(*) FROM \"order\".sagas WHERE key = $1 AND ended_at IS NULL", number):
-            assert asyncio.get_running_loop().time() < deadline, f"the completion of {number} did not end"
-            await asyncio.sleep(0.05)
-    finally:
-        await conn.close()
-
-
-async def placed_facts(stack, number: str) -> dict:
-    """What the stores say of an order: its view, what its completion allocated (net of
-    releases) and whether it completed."""
-    conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": "order"})
-    await _init_connection(conn)
-    try:
-        order = await read_order(conn, number)
-        completion = await conn.fetchval(
-            "SELECT payload->>'request_id' FROM \"order\".events WHERE aggregate_id = $1"
-            " AND type = 'order.OrderCompleted'", number)
-        allocated = await conn.fetch(
-            "SELECT payload FROM shipping.events WHERE aggregate_id = $1 AND type = 'shipping.StockAllocated'"
-            " AND payload->>'request_id' = $2", number, completion)
-        released = await conn.fetchval(
-            "SELECT count(*) FROM shipping.events WHERE aggregate_id = $1 AND type = 'shipping.StockReleased'"
-            " AND payload->>'request_id' = $2", number, completion)
-    finally:
-        await conn.close()
-    units: Counter = Counter()
-    for row in allocated:
-        for unit in row["payload"]["units"]:
-            units[unit["variant_id"]] += unit["quantity"]
-    return {"order": order, "completed": completion is not None, "allocated": units, "released": released}
-
-
-async def assert_charged_equals_shipped(stack, number: str) -> dict:
-    facts = await placed_facts(stack, number)
-    order = facts["order"]
-    paid = sum((Decimal(p["amount"]) for p in order["payments"] if p["state"] not in ("failed", "invalid", "void")),
-               Decimal(0))
-    assert paid == order["total"], f"{number}: payments {paid} for a total of {order['total']}"
-    lines = Counter()
-    for line in order["line_items"]:
-        lines[line["variant_id"]] += line["quantity"]
-    assert facts["allocated"] == lines and facts["released"] == 0, (
-        f"{number}: shipped {facts['allocated']}, charged {lines}")
-    return facts
 
 
 async def after(delay: float, request):

@@ -14,9 +14,7 @@ import asyncpg
 from shared.contracts.cart import LineItemAdded, VariantSnapshot
 from shared.envelope import envelope_for
 from tests.helpers.kafka import publish
-from tests.solidus.conftest import ADMIN, V1
-from tests.solidus.test_checkout import CARD
-from tests.solidus.test_complete import full_flow
+from tests.helpers.solidus import ADMIN, CARD, V1, full_flow
 
 
 def cli(stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
