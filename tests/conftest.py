@@ -253,12 +253,11 @@ def getcandy_data(system):
     """GetCandy's variant V (tests/helpers/getcandy.py) with 50 in stock and the `ten` coupon,
     loaded again for each module that asks (`pytest.mark.usefixtures("getcandy_data")`), as
     its orders use the stock up."""
-    from tests.helpers.getcandy import V_ID
+    from tests.helpers.getcandy import V_ID, stock_v
 
     system.call("cart", "load_catalog", products=[
         {"id": 950, "name": "Candy Tee", "slug": "candy-tee",
          "variants": [{"id": V_ID, "sku": "CANDY-TEE", "name": "Candy Tee", "prices": {"GBP": "10.00"}}]}])
-    system.call("shipping", "load_reference", stock_locations=[
-        {"id": 1, "name": "Main Warehouse", "stock": [{"variant_id": V_ID, "count_on_hand": 50}]}])
+    stock_v(system, 50)
     system.call("cart", "load_promotions", promotions=[
         {"id": 50, "name": "Ten percent", "code": "ten", "kind": "items_percent", "value": "10"}])

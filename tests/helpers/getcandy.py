@@ -12,6 +12,12 @@ UK = {"firstname": "Ada", "lastname": "Lovelace", "address": "1 High St", "city"
       "county": "Essex", "zip": "CM2 5TH", "country": "United Kingdom", "phone": "01245 000000"}
 
 
+def stock_v(system, count_on_hand: int) -> None:
+    """Variant V's stock at the Main Warehouse, set to `count_on_hand`."""
+    system.call("shipping", "load_reference", stock_locations=[
+        {"id": 1, "name": "Main Warehouse", "stock": [{"variant_id": V_ID, "count_on_hand": count_on_hand}]}])
+
+
 async def basket(gateway, quantity=2) -> dict:
     response = await gateway.post("/api/v1/basket-lines", json={"variants": [{"id": V, "quantity": quantity}]})
     assert response.status_code == 200, response.text
