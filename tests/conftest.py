@@ -246,3 +246,18 @@ def single_use_coupon(system):
             "id": promotion_id, "name": code, "code": code, "kind": "order_flat", "value": value, "usage_limit": 1}])
         return code, promotion_id
     return make
+
+
+@pytest.fixture(scope="module")
+def getcandy_data(system):
+    """GetCandy's variant V (tests/helpers/getcandy.py) with 50 in stock and the `ten` coupon,
+    loaded again for each module that asks (`pytest.mark.usefixtures("getcandy_data")`), as
+    its orders use the stock up."""
+    from tests.helpers.getcandy import V_ID, stock_v
+
+    system.call("cart", "load_catalog", products=[
+        {"id": 950, "name": "Candy Tee", "slug": "candy-tee",
+         "variants": [{"id": V_ID, "sku": "CANDY-TEE", "name": "Candy Tee", "prices": {"GBP": "10.00"}}]}])
+    stock_v(system, 50)
+    system.call("cart", "load_promotions", promotions=[
+        {"id": 50, "name": "Ten percent", "code": "ten", "kind": "items_percent", "value": "10"}])

@@ -6,77 +6,25 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from decimal import Decimal
 
 import asyncpg
 import pytest
 
-from services.gateway.getcandy.ids import BASKETS, ORDERS
-from services.order.view import read_order
-from shared.db import _init_connection
-from tests.getcandy.test_lifecycle import UK, V, getcandy_data, placed_ready_order  # noqa: F401 (autouse data)
+from services.gateway.getcandy.ids import BASKETS
+from tests.helpers.completion import assert_charged_equals_shipped, getcandy_number, placed_facts, settled
+from tests.helpers.getcandy import UK, V, placed_ready_order, stock_v
 from tests.helpers.orders import without_live_stock
-from tests.solidus.conftest import ADMIN, V1
-from tests.solidus.test_checkout import ADDRESS
-from tests.solidus.test_complete import full_flow
+from tests.helpers.solidus import ADDRESS, ADMIN, V1, full_flow
+
+# The GetCandy races and placed orders need GetCandy's catalogue.
+pytestmark = pytest.mark.usefixtures("getcandy_data")
 
 MUG = 3  # a second demo variant, ample stock
 RACES = 50
-
-
-def getcandy_number(order_id: str) -> str:
-    return f"R{ORDERS.decode(order_id)[0]:09d}"
-
-
-async def settled(stack, number: str, timeout: float = 60) -> None:
-    """Every completion of the order has ended (its compensations answered, if it failed)."""
-    conn = await asyncpg.connect(stack.database_url)
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while await conn.fetchval("SELECT count(*) FROM \"order\".sagas WHERE key = $1 AND ended_at IS NULL", number):
-            assert asyncio.get_running_loop().time() < deadline, f"the completion of {number} did not end"
-            await asyncio.sleep(0.05)
-    finally:
-        await conn.close()
-
-
-async def placed_facts(stack, number: str) -> dict:
-    """What the stores say of an order: its view, what its completion allocated (net of
-    releases) and whether it completed."""
-    conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": "order"})
-    await _init_connection(conn)
-    try:
-        order = await read_order(conn, number)
-        completion = await conn.fetchval(
-            "SELECT payload->>'request_id' FROM \"order\".events WHERE aggregate_id = $1"
-            " AND type = 'order.OrderCompleted'", number)
-        allocated = await conn.fetch(
-            "SELECT payload FROM shipping.events WHERE aggregate_id = $1 AND type = 'shipping.StockAllocated'"
-            " AND payload->>'request_id' = $2", number, completion)
-        released = await conn.fetchval(
-            "SELECT count(*) FROM shipping.events WHERE aggregate_id = $1 AND type = 'shipping.StockReleased'"
-            " AND payload->>'request_id' = $2", number, completion)
-    finally:
-        await conn.close()
-    units: Counter = Counter()
-    for row in allocated:
-        for unit in row["payload"]["units"]:
-            units[unit["variant_id"]] += unit["quantity"]
-    return {"order": order, "completed": completion is not None, "allocated": units, "released": released}
-
-
-async def assert_charged_equals_shipped(stack, number: str) -> dict:
-    facts = await placed_facts(stack, number)
-    order = facts["order"]
-    paid = sum((Decimal(p["amount"]) for p in order["payments"] if p["state"] not in ("failed", "invalid", "void")),
-               Decimal(0))
-    assert paid == order["total"], f"{number}: payments {paid} for a total of {order['total']}"
-    lines = Counter()
-    for line in order["line_items"]:
-        lines[line["variant_id"]] += line["quantity"]
-    assert facts["allocated"] == lines and facts["released"] == 0, (
-        f"{number}: shipped {facts['allocated']}, charged {lines}")
-    return facts
+GETCANDY_RACES = 20
+# When one side never won a test's races: rounds of more races, the timing pushed further
+# towards that side each round, at most this many.
+EXTRA_ROUNDS, EXTRA_RACES = 4, 10
 
 
 async def after(delay: float, request):
@@ -118,16 +66,41 @@ async def solidus_race(gateway, stack, kind: str, jitter: float) -> str:
     return "complete" if facts["completed"] else kind
 
 
-@pytest.mark.parametrize("kind", ["add", "quantity", "coupon"])
-async def test_complete_racing_a_change_never_ships_or_charges_what_the_other_did_not(gateway, stack, kind):
-    rng = random.Random(f"race-{kind}")
+async def races(race, jitters: list[float]) -> Counter:
+    """`race(jitter)` for each jitter, ten at a time: how often each outcome came."""
     slots = asyncio.Semaphore(10)
 
     async def one(jitter: float) -> str:
         async with slots:
-            return await solidus_race(gateway, stack, kind, jitter)
-    outcomes = Counter(await asyncio.gather(*(one(rng.uniform(-0.4, 0.03)) for _ in range(RACES))))
-    assert sum(outcomes.values()) == RACES
+            return await race(jitter)
+    return Counter(await asyncio.gather(*(one(jitter) for jitter in jitters)))
+
+
+async def until_each_side_won(race, rng: random.Random, runs: int, low: float, high: float, *,
+                              change_won: str, completion_won: str = "complete") -> Counter:
+    """`runs` races, jitters drawn from [low, high] (positive holds the completion back, so the
+    change comes first; negative holds the change back). While the change or the completion
+    never won, another round of races with the jitter pushed further towards the side that
+    never won; then each must have won at least once, or the race was never run."""
+    outcomes = await races(race, [rng.uniform(low, high) for _ in range(runs)])
+    for push in range(1, EXTRA_ROUNDS + 1):
+        if outcomes[change_won] and outcomes[completion_won]:
+            break
+        if not outcomes[change_won]:  # the completion always came first: hold it back longer
+            jitters = [rng.uniform(0, high + 0.25 * push) for _ in range(EXTRA_RACES)]
+        else:  # the change always came first: hold it back longer
+            jitters = [rng.uniform(low - 0.5 * push, 0) for _ in range(EXTRA_RACES)]
+        outcomes += await races(race, jitters)
+    assert outcomes[change_won] and outcomes[completion_won], f"one side never won: {dict(outcomes)}"
+    return outcomes
+
+
+@pytest.mark.parametrize("kind", ["add", "quantity", "coupon"])
+async def test_complete_racing_a_change_never_ships_or_charges_what_the_other_did_not(gateway, stack, kind):
+    """Each race ends with exactly one winner, told so in Solidus's words, and what is charged
+    equals what is shipped; over the races, each side wins at least once."""
+    outcomes = await until_each_side_won(lambda jitter: solidus_race(gateway, stack, kind, jitter),
+                                         random.Random(f"race-{kind}"), RACES, -0.4, 0.03, change_won=kind)
     print(f"{kind}: {dict(outcomes)}")
 
 
@@ -163,14 +136,17 @@ async def getcandy_race(gateway, stack, kind: str, jitter: float) -> str:
 
 
 @pytest.mark.parametrize("kind", ["add", "coupon"])
-async def test_process_racing_a_basket_change(gateway, stack, kind):
-    rng = random.Random(f"getcandy-{kind}")
-    slots = asyncio.Semaphore(10)
-
-    async def one(jitter: float) -> str:
-        async with slots:
-            return await getcandy_race(gateway, stack, kind, jitter)
-    outcomes = Counter(await asyncio.gather(*(one(rng.uniform(-1.2, 0.02)) for _ in range(20))))
+async def test_process_racing_a_basket_change(gateway, stack, system, kind):
+    """`process` places the order as it reads it: a change that came first is placed and
+    charged with it, a change that came after is refused in GetCandy's shape (a change in
+    between fails `process`); what is charged equals what is shipped. Over the races, a
+    change is placed with the order at least once, and refused at least once."""
+    # Enough of V for every race the test may run, each placing one unit, or two with the add.
+    stock_v(system, 2 * (GETCANDY_RACES + EXTRA_ROUNDS * EXTRA_RACES))
+    outcomes = await until_each_side_won(lambda jitter: getcandy_race(gateway, stack, kind, jitter),
+                                         random.Random(f"getcandy-{kind}"), GETCANDY_RACES, -1.2, 0.02,
+                                         change_won=f"complete with the {kind}")
+    assert set(outcomes) <= {"complete", f"complete with the {kind}", kind}, outcomes
     print(f"getcandy {kind}: {dict(outcomes)}")
 
 

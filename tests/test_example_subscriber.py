@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 
-from tests.solidus.test_complete import full_flow
+from tests.helpers.solidus import full_flow
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "order_notifier.py"
 

@@ -8,9 +8,11 @@ import time
 import httpx
 import pytest
 
-from tests.getcandy.test_lifecycle import UK, V, basket, getcandy_data  # noqa: F401 (autouse data)
-from tests.solidus.conftest import V1
-from tests.solidus.test_checkout import ADDRESS, in_address
+from tests.helpers.getcandy import UK, V, basket
+from tests.helpers.solidus import ADDRESS, V1, in_address
+
+# Its GetCandy orders need GetCandy's catalogue.
+pytestmark = pytest.mark.usefixtures("getcandy_data")
 
 SLOW_EMAIL = "a@" + "." * 50_000 + "@"
 

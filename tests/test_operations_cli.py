@@ -14,9 +14,7 @@ import asyncpg
 from shared.contracts.cart import LineItemAdded, VariantSnapshot
 from shared.envelope import envelope_for
 from tests.helpers.kafka import publish
-from tests.solidus.conftest import ADMIN, V1
-from tests.solidus.test_checkout import CARD
-from tests.solidus.test_complete import full_flow
+from tests.helpers.solidus import ADMIN, CARD, V1, full_flow
 
 
 def cli(stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -151,6 +149,37 @@ async def test_a_dead_letter_replays_once_its_cause_is_fixed(gateway, stack):
     purged = json.loads(cli(stack, "dlq", "purge", "--service", "order", "--id", str(letter["id"]), "--yes",
                             "--json").stdout)
     assert purged["purged"] == 1
+
+
+async def test_outbox_status_shows_a_row_the_broker_refused_and_nothing_left_behind(gateway, stack):
+    """A row too large for the broker (written past the store's bound) is parked by the
+    payment service's running relay; the status names it, and counts nothing unpublished
+    once the relays have published everything else."""
+    await full_flow(gateway, card=CARD)  # the relays have just had work
+    key = f"too-large-{time.time_ns()}"
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        row_id = await conn.fetchval("INSERT INTO payment.outbox (topic, key, value, headers)"
+                                     " VALUES ('payment.events', $1, $2, '[]') RETURNING id", key, b"x" * 2**21)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                status = json.loads(cli(stack, "outbox", "status", "--json").stdout)
+                mine = [r for r in status["payment"]["parked_rows"] if r["key"] == key]
+                if mine and not any(s["unpublished"] for s in status.values()):
+                    break
+                assert time.monotonic() < deadline, status
+                await asyncio.sleep(0.5)
+            assert set(status) == {"cart", "order", "shipping", "payment"}
+            [parked] = mine
+            assert (parked["id"], parked["topic"], parked["bytes"]) == (row_id, "payment.events", 2**21)
+            assert "TooLarge" in parked["error"] and status["payment"]["parked"] >= 1
+            assert all(s["oldest_age_s"] == 0 for s in status.values())
+            table = " ".join(cli(stack, "outbox", "status").stdout.split())  # as wrapped to the terminal
+            assert f"payment outbox row {row_id} (payment.events, key {key}, {2**21} bytes)" in table
+        finally:
+            await conn.execute("DELETE FROM payment.outbox WHERE id = $1", row_id)
+    finally:
+        await conn.close()
     status = json.loads(cli(stack, "outbox", "status", "--json").stdout)
-    assert set(status) == {"cart", "order", "shipping", "payment"}
-    assert all(s["unpublished"] >= 0 for s in status.values())
+    assert all(r["key"] != key for r in status["payment"]["parked_rows"])

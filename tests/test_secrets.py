@@ -7,10 +7,12 @@ import asyncpg
 import pytest
 
 from shared.bus import EVENT_TOPICS
-from tests.getcandy.test_lifecycle import getcandy_data, placed_ready_order  # noqa: F401 (autouse data)
+from tests.helpers.getcandy import placed_ready_order
 from tests.helpers.kafka import read_topic
-from tests.solidus.test_checkout import CARD
-from tests.solidus.test_complete import full_flow
+from tests.helpers.solidus import CARD, full_flow
+
+# Its GetCandy orders need GetCandy's catalogue.
+pytestmark = pytest.mark.usefixtures("getcandy_data")
 
 NUMBERS = ("4111111111111111", "4000000000000002")
 

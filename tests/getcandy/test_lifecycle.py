@@ -7,49 +7,12 @@ import re
 
 import asyncpg
 import pytest
-from hashids import Hashids
 
 from services.gateway.getcandy.ids import ORDERS
+from tests.helpers.getcandy import MAIN, UK, V, basket, placed_ready_order
 
-# The same tests against both topologies (tests/conftest.py).
-pytestmark = pytest.mark.both_topologies
-
-MAIN = Hashids(salt="main", min_length=8, alphabet="abcdefghijklmnopqrstuvwxyz0123456789")
-V_ID = 950
-V = MAIN.encode(V_ID)
-UK = {"firstname": "Ada", "lastname": "Lovelace", "address": "1 High St", "city": "Chelmsford",
-      "county": "Essex", "zip": "CM2 5TH", "country": "United Kingdom", "phone": "01245 000000"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def getcandy_data(system):
-    system.call("cart", "load_catalog", products=[
-        {"id": 950, "name": "Candy Tee", "slug": "candy-tee",
-         "variants": [{"id": V_ID, "sku": "CANDY-TEE", "name": "Candy Tee", "prices": {"GBP": "10.00"}}]}])
-    system.call("shipping", "load_reference", stock_locations=[
-        {"id": 1, "name": "Main Warehouse", "stock": [{"variant_id": V_ID, "count_on_hand": 50}]}])
-    system.call("cart", "load_promotions", promotions=[
-        {"id": 50, "name": "Ten percent", "code": "ten", "kind": "items_percent", "value": "10"}])
-
-
-async def basket(gateway, quantity=2) -> dict:
-    response = await gateway.post("/api/v1/basket-lines", json={"variants": [{"id": V, "quantity": quantity}]})
-    assert response.status_code == 200, response.text
-    return response.json()["data"]
-
-
-async def placed_ready_order(gateway, quantity=2) -> str:
-    """Basket → order → shipping address, method, cost, contact and billing: ready to process."""
-    b = await basket(gateway, quantity)
-    order = (await gateway.post("/api/v1/orders", json={"basket_id": b["id"]})).json()["data"]
-    o = order["id"]
-    assert (await gateway.put(f"/api/v1/orders/{o}/shipping/address", json=UK)).status_code == 200
-    methods = (await gateway.get(f"/api/v1/orders/{o}/shipping/methods")).json()["data"]
-    assert (await gateway.put(f"/api/v1/orders/{o}/shipping/cost",
-                              json={"price_id": methods[0]["id"]})).status_code == 200
-    assert (await gateway.put(f"/api/v1/orders/{o}/contact", json={"email": "a@b.com"})).status_code == 200
-    assert (await gateway.put(f"/api/v1/orders/{o}/billing/address", json=UK)).status_code == 200
-    return o
+# The same tests against both topologies (tests/conftest.py), with the GetCandy catalogue loaded.
+pytestmark = [pytest.mark.both_topologies, pytest.mark.usefixtures("getcandy_data")]
 
 
 async def test_1_2_3_basket_lines(gateway):

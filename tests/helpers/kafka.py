@@ -8,6 +8,7 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.bus import ensure_topics, make_producer
+from shared.envelope import envelope_for
 from shared.settings import Settings
 
 
@@ -92,3 +93,18 @@ async def consuming(settings: Settings, pool, topic: str, group: str, handler, e
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await producer.stop()
+
+
+def message(event, stream="K1", sequence=1):
+    """`event`'s envelope in `stream`, and the (key, value, headers) that publish it."""
+    env = envelope_for(event, aggregate_type="Test", aggregate_id=stream, sequence=sequence)
+    return env, (stream.encode(), env.to_json(), env.kafka_headers())
+
+
+async def until_waiting_for_the_lock(blocker, held: int, task, deadline: float) -> None:
+    """Until order A's first message has reached its handler: it waits for the lock."""
+    while not await blocker.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                     " AND objid = $1 AND NOT granted", held):
+        assert not task.done(), task.exception()
+        assert time.monotonic() < deadline, "the consumer never got to order A"
+        await asyncio.sleep(0.05)

@@ -7,14 +7,15 @@ import time
 import asyncpg
 
 from shared.bus import dlq_topic, ensure_topics, make_producer
-from shared.envelope import envelope_for
 from tests.helpers.events import Exploded, Ticked
-from tests.helpers.kafka import consuming, publish, publish_as_one_batch, read_topic
-
-
-def message(event, stream="K1", sequence=1):
-    env = envelope_for(event, aggregate_type="Test", aggregate_id=stream, sequence=sequence)
-    return env, (stream.encode(), env.to_json(), env.kafka_headers())
+from tests.helpers.kafka import (
+    consuming,
+    message,
+    publish,
+    publish_as_one_batch,
+    read_topic,
+    until_waiting_for_the_lock,
+)
 
 
 async def make_effects_table(pool):
@@ -128,15 +129,6 @@ def slow_for_n1(held: int):
         await conn.execute("INSERT INTO effects (key, n) VALUES ($1, $2)",
                            envelope.aggregate_id, envelope.payload["n"])
     return handle
-
-
-async def until_waiting_for_the_lock(blocker, held: int, task, deadline: float) -> None:
-    """Until order A's first message has reached its handler: it waits for the lock."""
-    while not await blocker.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                                     " AND objid = $1 AND NOT granted", held):
-        assert not task.done(), task.exception()
-        assert time.monotonic() < deadline, "the consumer never got to order A"
-        await asyncio.sleep(0.05)
 
 
 async def handled_while_order_a_waits(stack, pool, unique, consumer_concurrency: int) -> tuple[list, list]:

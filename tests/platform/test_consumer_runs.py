@@ -11,8 +11,7 @@ import asyncpg
 from shared.bus import dlq_topic
 from shared.eventstore import EventStore
 from tests.helpers.events import Exploded, Ticked
-from tests.helpers.kafka import consuming, publish, read_topic
-from tests.platform.test_consumer import message, until_waiting_for_the_lock
+from tests.helpers.kafka import consuming, message, publish, read_topic, until_waiting_for_the_lock
 
 HELD = 4444
 

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.solidus.conftest import ADMIN, V1
+from tests.helpers.solidus import ADMIN, V1
 
 # The same tests against both topologies (tests/conftest.py).
 pytestmark = pytest.mark.both_topologies

@@ -3,29 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.solidus.conftest import V1
+from tests.helpers.solidus import ADDRESS, CARD, V1, in_address, in_delivery, in_payment
 
 # The same tests against both topologies (tests/conftest.py).
 pytestmark = pytest.mark.both_topologies
-
-ADDRESS = {"name": "Ada Lovelace", "address1": "1 Main St", "city": "Portland", "zipcode": "97201",
-           "phone": "555-0100", "country_iso": "US", "state_name": "OR"}
-
-
-async def in_address(gateway, number, token, variant_id=V1, quantity=1):
-    await gateway.post(f"/api/checkouts/{number}/line_items",
-                       json={"line_item": {"variant_id": variant_id, "quantity": quantity}}, headers=token)
-    response = await gateway.put(f"/api/checkouts/{number}/next", headers=token)
-    assert response.status_code == 200 and response.json()["state"] == "address", response.text
-
-
-async def in_delivery(gateway, number, token, **kwargs):
-    await in_address(gateway, number, token, **kwargs)
-    response = await gateway.patch(f"/api/checkouts/{number}", headers=token, json={"order": {
-        "email": "ada@example.com", "bill_address_attributes": ADDRESS, "ship_address_attributes": ADDRESS}})
-    assert response.status_code == 200, response.text
-    return response.json()
-
 
 async def test_8_9_next_needs_line_items(gateway, guest_order):
     number, token = guest_order
@@ -162,16 +143,6 @@ async def test_countries(gateway):
     body = (await gateway.get("/api/countries")).json()
     us = next(c for c in body["countries"] if c["iso"] == "US")
     assert us["states_required"] and {"name": "Oregon", "abbr": "OR"}.items() <= us["states"][9].items()
-
-
-CARD = {"number": "4111111111111111", "month": 12, "year": 2030, "verification_value": "123", "name": "A B"}
-
-
-async def in_payment(gateway, number, token):
-    await in_delivery(gateway, number, token)
-    response = await gateway.put(f"/api/checkouts/{number}/next", headers=token)
-    assert response.status_code == 200 and response.json()["state"] == "payment", response.text
-    return response.json()
 
 
 async def test_17_18_19_payments_and_confirm(gateway, guest_order):

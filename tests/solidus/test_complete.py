@@ -8,64 +8,10 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from tests.solidus.conftest import V1
-from tests.solidus.test_checkout import ADDRESS, CARD, in_payment
+from tests.helpers.solidus import ADMIN, CARD, V1, full_flow, in_payment, stock_is, stock_of, wait_for
 
 # The same tests against both topologies (tests/conftest.py).
 pytestmark = pytest.mark.both_topologies
-
-
-async def full_flow(gateway, *, card: dict | None, variant_id=V1, quantity=1, coupon: str | None = "10off",
-                    complete: bool = True):
-    """Every step of the seed document, with no sleeps (stopping in confirm if not `complete`)."""
-    created = await gateway.post("/api/orders", json={})
-    assert created.status_code == 201
-    number, token = created.json()["number"], {"X-Spree-Order-Token": created.json()["token"]}
-    add = await gateway.post(f"/api/checkouts/{number}/line_items",
-                             json={"line_item": {"variant_id": variant_id, "quantity": quantity}}, headers=token)
-    assert add.status_code == 201, add.text
-    if coupon:
-        assert (await gateway.post(f"/api/orders/{number}/coupon_codes", json={"coupon_code": coupon},
-                                   headers=token)).status_code == 200
-    assert (await gateway.put(f"/api/checkouts/{number}/next", headers=token)).json()["state"] == "address"
-    delivery = await gateway.patch(f"/api/checkouts/{number}", headers=token, json={"order": {
-        "email": "ada@example.com", "bill_address_attributes": ADDRESS, "ship_address_attributes": ADDRESS}})
-    assert delivery.status_code == 200, delivery.text
-    shipment = delivery.json()["shipments"][0]
-    rates = (await gateway.get(f"/api/shipments/{shipment['number']}/estimated_rates", headers=token)).json()
-    assert len(rates["shipping_rates"]) == 2
-    chosen = await gateway.put(f"/api/shipments/{shipment['number']}/select_shipping_method", headers=token,
-                               json={"shipping_method_id": rates["shipping_rates"][0]["shipping_method_id"]})
-    assert chosen.status_code == 200
-    payment_step = await gateway.put(f"/api/checkouts/{number}/next", headers=token)
-    assert payment_step.json()["state"] == "payment"
-    total = payment_step.json()["total"]
-    if card is None:
-        paid = await gateway.post(f"/api/orders/{number}/payments", headers=token,
-                                  json={"payment": {"payment_method_id": 1, "amount": total}})
-        assert paid.status_code == 201
-        confirm = await gateway.put(f"/api/checkouts/{number}/next", headers=token)
-    else:
-        confirm = await gateway.patch(f"/api/checkouts/{number}", headers=token, json={"order": {
-            "payments_attributes": [{"payment_method_id": 2, "source_attributes": card}]}})
-    assert confirm.status_code == 200 and confirm.json()["state"] == "confirm", confirm.text
-    if not complete:
-        return number, token, total, None
-    completed = await gateway.put(f"/api/checkouts/{number}/complete", headers=token)
-    return number, token, total, completed
-
-
-async def _stock_is(stack, variant_id: int, expected: int) -> bool:
-    return await stock_of(stack, variant_id) == expected
-
-
-async def stock_of(stack, variant_id: int) -> int:
-    conn = await asyncpg.connect(stack.database_url)
-    try:
-        return await conn.fetchval("SELECT sum(count_on_hand) FROM shipping.stock_items WHERE variant_id = $1",
-                                   variant_id)
-    finally:
-        await conn.close()
 
 
 async def test_21_check_payment_flow_completes_with_balance_due(gateway, stack):
@@ -114,7 +60,7 @@ async def test_23_declined_card_compensates(gateway, stack):
     assert order["completed_at"] is None
     # The allocated unit is released by shipping reacting to CompletionFailed: a
     # compensation that follows the answer, not part of it.
-    await wait_for(lambda: _stock_is(stack, V1, before))
+    await wait_for(lambda: stock_is(stack, V1, before))
     # The customer pays with a good card and completes.
     retry = await gateway.patch(f"/api/checkouts/{number}", headers=token, json={"order": {
         "payments_attributes": [{"payment_method_id": 2, "source_attributes": CARD}]}})
@@ -163,18 +109,7 @@ async def test_22_auto_capture_completes_paid_and_ready(gateway, system):
     assert body["shipments"][0]["state"] == "ready"
 
 
-async def wait_for(predicate, timeout=15):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not await predicate():
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.1)
-
-
 async def test_admin_captures_an_authorised_payment(gateway, stack):
-    from tests.solidus.conftest import ADMIN
-
     number, token, total, complete = await full_flow(gateway, card=CARD)
     payment_id = complete.json()["payments"][0]["id"]
     assert (await gateway.put(f"/api/orders/{number}/payments/{payment_id}/capture",
@@ -201,8 +136,6 @@ async def test_admin_captures_an_authorised_payment(gateway, stack):
 
 
 async def test_admin_cancels_a_completed_order(gateway, stack):
-    from tests.solidus.conftest import ADMIN
-
     before = await stock_of(stack, V1)
     number, token, total, complete = await full_flow(gateway, card=CARD)
     assert await stock_of(stack, V1) == before - 1
@@ -268,8 +201,6 @@ async def test_the_order_service_authorises_a_guests_next_and_complete(gateway, 
 async def test_a_coupon_used_up_while_the_order_waited_is_removed_at_complete(gateway, single_use_coupon):
     """Solidus's completion guard "promotions still eligible": the coupon goes, the checkout
     restarts at `address`, and the guest is told to check the new amounts (422)."""
-    from tests.solidus.conftest import ADMIN
-
     code, _ = single_use_coupon()
     first, first_token, _, _ = await full_flow(gateway, card=None, coupon=code, complete=False)
     second, second_token, _, _ = await full_flow(gateway, card=None, coupon=code, complete=False)

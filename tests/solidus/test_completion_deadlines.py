@@ -13,11 +13,9 @@ import time
 import asyncpg
 import pytest
 
+from tests.helpers.completion import settled
 from tests.helpers.processes import kill_9, reconfigure, request_surviving_a_crash
-from tests.solidus.conftest import V1
-from tests.solidus.test_checkout import CARD
-from tests.solidus.test_complete import full_flow, stock_of
-from tests.test_completion_races import settled
+from tests.helpers.solidus import CARD, V1, full_flow, stock_of
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ import pytest
 
 from tests.helpers.orders import without_live_stock
 from tests.helpers.processes import reconfigure, request_surviving_a_crash
-from tests.solidus.conftest import V1
-from tests.solidus.test_checkout import ADDRESS, CARD
-from tests.solidus.test_complete import stock_of
+from tests.helpers.solidus import ADDRESS, CARD, V1, stock_of
 
 DECLINED = {**CARD, "number": "4000000000000002"}
 

@@ -10,9 +10,7 @@ import time
 
 import asyncpg
 
-from tests.solidus.conftest import ADMIN
-from tests.solidus.test_checkout import ADDRESS, CARD
-from tests.solidus.test_complete import stock_of
+from tests.helpers.solidus import ADDRESS, ADMIN, CARD, stock_of
 
 
 async def catalog(system, *variants: dict) -> None:

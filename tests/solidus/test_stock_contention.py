@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from tests.solidus.test_complete import full_flow, stock_of
+from tests.helpers.solidus import full_flow, stock_of
 
 # The same tests against both topologies (tests/conftest.py).
 pytestmark = pytest.mark.both_topologies

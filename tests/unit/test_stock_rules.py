@@ -15,7 +15,7 @@ from shared.aggregate import DomainError
 from shared.contracts import cart as c
 from shared.contracts import order as o
 from shared.contracts import shipping as s
-from tests.unit.test_lifecycle_rules import TEE, saved
+from tests.helpers.aggregates import TEE, given, kinds
 
 GROUND = Method(1, "Ground", "GRND", Decimal("10"))
 
@@ -48,15 +48,16 @@ def test_backordered_units_come_after_every_location_on_hand_and_ship_apart():
     assert packed([Line(9, 3, False)], [location(1, {})]) == [(1, [(9, 3, 0)])]  # untracked: unlimited
 
 
-def built(lines, locations) -> OrderShipments:
-    shipments = OrderShipments("R1")
-    shipments.build("d", lines, locations, [GROUND], list(range(100, 120)), country_iso="US", currency="USD")
-    return saved(shipments)
+def built(lines, locations):
+    history = given(OrderShipments, "R1")
+    history.when(lambda shipments: shipments.build("d", lines, locations, [GROUND], list(range(100, 120)),
+                                                   country_iso="US", currency="USD"))
+    return history
 
 
 def test_completion_takes_units_where_planned_deciding_what_is_backordered_now():
     lines = [Line(1, 3, True)]
-    shipments = built(lines, [location(1, {1: 1}, {1})])  # planned: 1 on hand, 2 backordered
+    shipments = built(lines, [location(1, {1: 1}, {1})]).load()  # planned: 1 on hand, 2 backordered
     # Stock came in meanwhile: all three on hand now.
     units = take_units(shipments.shipments, lines, [location(1, {1: 5}, {1})])
     assert [(u.stock_location_id, u.quantity, u.backordered) for u in units] == [(1, 1, 0), (1, 2, 0)]
@@ -68,52 +69,45 @@ def test_completion_takes_units_where_planned_deciding_what_is_backordered_now()
 
 def test_completion_refuses_a_sold_out_planned_location_and_outdated_shipments():
     lines = [Line(1, 2, True)]
-    shipments = built(lines, [location(1, {1: 2}), location(2, {1: 9})])
+    history = built(lines, [location(1, {1: 2}), location(2, {1: 9})])
+    shipments = history.load()
     with pytest.raises(DomainError) as refused:  # planned at 1, which sold out: not taken elsewhere
         take_units(shipments.shipments, lines, [location(1, {1: 1}), location(2, {1: 9})])
     assert refused.value.code == "insufficient_stock"
     with pytest.raises(DomainError) as refused:
         take_units(shipments.shipments, [Line(1, 3, True)], [location(1, {1: 9})])
     assert refused.value.code == "shipments_outdated"
-    shipments.allocate("req", [Line(1, 3, True)], [location(1, {1: 9})])
-    [failed] = shipments.pending
+    [failed] = history.when(lambda shipments: shipments.allocate("req", [Line(1, 3, True)], [location(1, {1: 9})]))
     assert isinstance(failed, s.StockAllocationFailed) and failed.code == "shipments_outdated"
 
 
 def test_select_method_rerates_the_shipment_for_that_method_alone():
-    shipments = built([Line(1, 1, True)], [location(1, {1: 1})])
-    number = shipments.shipments[0].number
+    history = built([Line(1, 1, True)], [location(1, {1: 1})])
+    number = history.load().shipments[0].number
     express = Method(2, "Express", "EXPR", Decimal("15"))
-    shipments.select_method(number, express, new_rate_id=500)
-    [replaced] = shipments.pending
-    assert isinstance(replaced, s.ShipmentRatesReplaced)
-    saved(shipments)
+    assert kinds(history.when(lambda shipments: shipments.select_method(number, express, new_rate_id=500))) == [
+        s.ShipmentRatesReplaced]
+    shipments = history.load()
     assert [(r.id, r.name, r.cost, r.selected) for r in shipments.shipments[0].rates] == [
         (500, "Express", Decimal("15"), True)]
     assert shipments.destination == ("US", "USD")
 
 
 def test_the_cart_refuses_its_lock_while_it_holds_a_discarded_variant():
-    cart = Cart("R1")
-    cart.add_line(TEE, 1, new_line_id=7)
-    saved(cart)
-    cart.lock("req", expected=[(1, 1)], lapsed_codes=set(), reservable=[], discarded_variants={1})
-    [refused] = cart.pending
+    history = given(Cart, "R1", c.LineItemAdded(order_number="R1", line_item_id=7, variant=TEE, quantity=1,
+                                                price=TEE.price))
+    [refused] = history.when(lambda cart: cart.lock("req", expected=[(1, 1)], lapsed_codes=set(), reservable=[],
+                                                    discarded_variants={1}))
     assert isinstance(refused, c.CartLockRefused) and refused.code == "variants_discarded"
-    assert cart.locked_by is None
+    assert history.load().locked_by is None
 
 
 def test_a_backordered_order_keeps_its_backorder_shipment_state_when_paid():
-    order = Order("R1")
-    order.create(guest_token="t", currency="USD", email="a@b.c", user_id=None)
-    order._record(o.CheckoutAdvanced(number="R1", from_state="cart", to_state="confirm"))
-    saved(order)
-    request_id = order.request_completion(total=Decimal("10"), lines=[], has_valid_payment=True)
-    saved(order)
-    order.complete(request_id, total=Decimal("10"), payment_total=Decimal("0"), reference=None, backordered=True)
-    [completed] = order.pending
+    history = given(Order, "R1", o.OrderCreated(number="R1", guest_token="t", currency="USD", email="a@b.c"),
+                    o.CheckoutAdvanced(number="R1", from_state="cart", to_state="confirm"),
+                    o.CompletionRequested(number="R1", request_id="c1", total=Decimal("10"), lines=[]))
+    [completed] = history.when(lambda order: order.complete("c1", total=Decimal("10"), payment_total=Decimal("0"),
+                                                            reference=None, backordered=True))
     assert completed.shipment_state == "backorder"
-    saved(order)
-    order.payments_changed(payment_total=Decimal("10"), any_valid=True)
-    [changed] = order.pending
+    [changed] = history.when(lambda order: order.payments_changed(payment_total=Decimal("10"), any_valid=True))
     assert (changed.payment_state, changed.shipment_state) == ("paid", "backorder")
