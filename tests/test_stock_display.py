@@ -3,7 +3,7 @@ the per-process display cache (services/gateway/availability.py) forgets what a 
 changed, instead of showing the count it held up to STOCK_DISPLAY_MAX_AGE_MS longer."""
 from __future__ import annotations
 
-from tests.solidus.test_complete import full_flow
+from tests.helpers.solidus import full_flow
 
 LAST_THREE = 910
 
