@@ -37,6 +37,41 @@ def raw_answer(status: int, message: str, *headers: bytes) -> bytes:
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
+class LingeringTransport:
+    """A connection's transport whose `close()` first lets the client read our last answer.
+
+    Closing a socket that still has unread input makes the kernel send a reset, and the
+    client's kernel may then drop our answer before it is read: exactly the case of a slow
+    client cut off mid-request, still sending. So: send what is buffered and a FIN
+    (`write_eof`), read and discard whatever still comes, and close for good once the
+    client closes or LINGER_S has passed."""
+
+    LINGER_S = 1.0
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self.lingering = False
+
+    def __getattr__(self, name: str):
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        if self.is_closing():
+            return
+        self.lingering = True
+        try:
+            self._transport.write_eof()
+            self._transport.resume_reading()
+        except (OSError, RuntimeError, NotImplementedError):
+            self._transport.close()
+            return
+        self._loop.call_later(self.LINGER_S, self._transport.close)
+
+
 class GuardedHttpProtocol(HttpToolsProtocol):
     limits = HttpLimits()  # replaced by `serve` with the process's own
 
@@ -47,13 +82,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._refused = False
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
+        transport = LingeringTransport(transport, self.loop)
         if len(self.connections) >= self.limits.max_connections:
             self._refused = True
-            self.transport = transport  # connection_lost closes it again
+            self.transport = transport
             transport.write(raw_answer(503, "Too many connections; please retry.", b"retry-after: 1"))
             transport.close()
             return
-        super().connection_made(transport)
+        super().connection_made(transport)  # type: ignore[arg-type]
         self._start_header_clock()
 
     def connection_lost(self, exc) -> None:
@@ -63,8 +99,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused:
-            return
+        if self._refused or self.transport.lingering:
+            return  # a closing connection's input is read only to be dropped
         super().data_received(data)
         if self._header_clock is not None and not self.transport.is_closing():
             # Still inside a request's headers after this chunk: it all counts (a chunk in
