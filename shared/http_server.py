@@ -101,10 +101,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused or self.transport.lingering:
             return  # a closing connection's input is read only to be dropped
+        clock = self._header_clock
         super().data_received(data)
-        if self._header_clock is not None and not self.transport.is_closing():
-            # Still inside a request's headers after this chunk: it all counts (a chunk in
-            # which the headers ended is not counted, so a large body never looks like one).
+        if clock is not None and self._header_clock is clock and not self.transport.is_closing():
+            # Inside the same request's headers before and after this chunk: it all counts.
+            # A chunk in which headers ended or began is not counted, so a body before or
+            # after them never looks like headers (the bound is then passed by one chunk at most).
             self._header_bytes += len(data)
             if self._header_bytes > self.limits.max_header_bytes:
                 self._end(431, f"The request's headers are larger than {self.limits.max_header_bytes} bytes.")

@@ -139,11 +139,16 @@ async def test_past_the_connection_limit_and_the_buffered_bytes_cap_a_client_is_
         stop_process(proc)
 
 
-async def test_a_silent_connection_is_closed_at_the_header_deadline_and_an_endless_header_at_its_size(system):
+async def test_a_silent_or_kept_alive_connection_is_closed_at_the_header_deadline_an_endless_header_at_its_size(
+        system):
     port = system.config.gateway_port
     silent = SlowClient(port, b"")
     endless = SlowClient(port, b"GET /api/orders HTTP/1.1\r\nHost: x\r\nX-Endless: " + b"a" * 70_000)
-    await asyncio.gather(silent.run(b""), endless.run(b"a"))
+    # A kept-alive connection's next request is on the clock from its first byte.
+    kept_alive = SlowClient(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHo")
+    await asyncio.gather(silent.run(b""), endless.run(b"a"), kept_alive.run(b"s"))
     assert silent.answer.startswith(b"HTTP/1.1 408 ") and silent.closed_after < DEADLINE_S + 5
+    assert kept_alive.answer.startswith(b"HTTP/1.1 200 ") and b"HTTP/1.1 408 " in kept_alive.answer
+    assert kept_alive.closed_after < DEADLINE_S + 5
     assert endless.answer.startswith(b"HTTP/1.1 431 "), endless.answer[:200]
     assert endless.closed_after < DEADLINE_S  # for its size, not its time
