@@ -73,8 +73,10 @@ class BodyGuard:
         try:
             refusal = await self._read(receive, received, held, cap)
             if refusal is not None:
-                await answer(send, self.render(scope["path"], *refusal), refusal[0],
-                             *((b"retry-after", b"1"),) * (refusal[0] == 503))
+                status, message = refusal
+                retry = [(b"retry-after", b"1")] if status == 503 else []
+                # The client may still be sending: the connection ends with the answer.
+                await answer(send, self.render(scope["path"], status, message), status, *retry, close=True)
                 return
 
             async def replay():
@@ -106,8 +108,9 @@ class BodyGuard:
             return 408, f"The request body took longer than {self.limits.body_timeout_s:g} s to arrive."
 
 
-async def answer(send, body: bytes, status: int, *headers: tuple[bytes, bytes]) -> None:
-    """An error answer that ends the connection: the client may still be sending."""
+async def answer(send, body: bytes, status: int, *headers: tuple[bytes, bytes], close: bool = False) -> None:
+    """A JSON error answer; `close` ends the connection with it."""
+    closing = [(b"connection", b"close")] if close else []
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"connection", b"close"), *headers]})
+                "headers": [(b"content-type", b"application/json"), *closing, *headers]})
     await send({"type": "http.response.body", "body": body})
