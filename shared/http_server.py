@@ -26,7 +26,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from shared.http_limits import HttpLimits
 
-_REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
+            503: b"Service Unavailable"}
 
 
 def raw_answer(status: int, message: str, *headers: bytes) -> bytes:
@@ -110,6 +111,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self._header_bytes += len(data)
             if self._header_bytes > self.limits.max_header_bytes:
                 self._end(431, f"The request's headers are larger than {self.limits.max_header_bytes} bytes.")
+
+    def send_400_response(self, msg: str) -> None:
+        """What the parser refuses (a control character in a header, a malformed request
+        line) is answered in JSON like every other refusal, not uvicorn's plain text."""
+        self._end(400, msg)
 
     # Parser callbacks
     def on_message_begin(self) -> None:

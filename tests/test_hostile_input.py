@@ -214,3 +214,16 @@ async def test_control_characters_surrogates_and_too_many_fields_are_a_400_in_ea
                               content=json.dumps({**UK, "company_name": "Tab\tand\nline \ud83d\ude00"}).encode())
     assert emoji.status_code == 200, emoji.text
     assert emoji.json()["data"]["shipping_details"]["company_name"] == "Tab\tand\nline \U0001f600"
+
+
+async def test_a_control_character_in_a_header_is_a_400_in_json(system):
+    """The HTTP parser refuses it before any app runs; the answer is JSON all the same."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", system.config.gateway_port)
+    try:
+        writer.write(b"GET /api/v1/baskets/x HTTP/1.1\r\nHost: x\r\nX-Candy-Currency: G\x01B\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head
+    assert json.loads(body) == {"error": "Invalid HTTP request received."}
