@@ -25,6 +25,7 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 
 from shared import context
+from shared.db import OUTAGE_ERRORS
 from shared.errors import DomainError
 from shared.jsonutil import dumps
 
@@ -105,7 +106,11 @@ class CommandBus:
     async def call(self, service: str, operation: str, *, timeout: float | None = None, **arguments: Any) -> Any:
         if service in self.local:
             hosted = self.local[service]
-            return await hosted.api.dispatch(hosted.ctx, operation, arguments)
+            try:
+                return await hosted.api.dispatch(hosted.ctx, operation, arguments)
+            except OUTAGE_ERRORS as exc:
+                # The same answer as a service apart gives for its database being down (503).
+                raise ServiceUnavailable(f"{service}: {exc!r}") from exc
         return await self._call_over_http(service, operation, arguments, timeout)
 
     async def _call_over_http(self, service: str, operation: str, arguments: dict[str, Any],

@@ -24,6 +24,12 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 # starting at once then never race each other.
 _MIGRATION_LOCK_KEY = 0x7111_5EED
 
+# What a database that is down, restarting or out of connections raises: an outage the
+# caller may retry (503 with Retry-After), not a failure of the request.
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.TooManyConnectionsError,
+    asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)
+
 
 def check_identifier(name: str) -> str:
     if not _IDENTIFIER.match(name):

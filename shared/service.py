@@ -30,6 +30,7 @@ from shared.consumer import EventConsumer, Handler, IdempotentHandler
 from shared.envelope import DomainEvent
 from shared.errors import DomainError
 from shared.eventstore import EventStore
+from shared.http_limits import BodyGuard, Render, internal_error_body
 from shared.jsonutil import json_response
 from shared.logs import configure_logging, log_fields
 from shared.outbox import OutboxRelay
@@ -204,14 +205,13 @@ def create_service(definition: ServiceDefinition, settings: Settings | None = No
         arguments = json.loads(await request.body() or b"{}")
         return json_response(await definition.api.dispatch(request.app.state.ctx, operation, arguments))
 
-    @app.exception_handler(OSError)
-    @app.exception_handler(asyncpg.PostgresConnectionError)
-    @app.exception_handler(asyncpg.InterfaceError)
-    @app.exception_handler(asyncpg.TooManyConnectionsError)
     async def database_unavailable(request: Request, exc: Exception):
         log.warning("database unavailable", extra={"fields": {"path": request.url.path, "error": repr(exc)}})
         return JSONResponse({"code": "unavailable", "message": "The database is unavailable.", "details": {}},
                             status_code=503, headers={"Retry-After": "1"})
+
+    for outage in db.OUTAGE_ERRORS:
+        app.add_exception_handler(outage, database_unavailable)
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError):
@@ -270,9 +270,13 @@ class RequestContext:
             context.correlation_id.reset(token)
 
 
-def install_common(app: FastAPI, service: str) -> None:
-    """Request ids, metrics and liveness: shared by the services and the gateway."""
+def install_common(app: FastAPI, service: str, *, render: Render = internal_error_body,
+                   max_body_bytes: int | None = None, capped_prefix: str = "/") -> None:
+    """Request ids, metrics and liveness, and the body guard (shared/http_limits.py): shared
+    by the services and the gateway. `render` shapes the guard's refusals for the caller."""
 
+    # Inside the request context, so a refused body is logged and measured like any answer.
+    app.add_middleware(BodyGuard, render=render, max_body_bytes=max_body_bytes, capped_prefix=capped_prefix)
     app.add_middleware(RequestContext, service=service)
 
     @app.get("/healthz")

@@ -86,3 +86,28 @@ def parse_json_object(raw: bytes, limit: int = MAX_JSON_DEPTH) -> dict[str, Any]
     if not isinstance(body, dict):
         raise BadJson("The request body must be a JSON object.")
     return body
+
+
+# Text no field of ours holds: C0 controls but tab, line feed and carriage return; DEL; and
+# UTF-16 surrogates, which in a Python string are always unpaired (a JSON escape pair such as
+# "\ud83d\ude00" decodes to one character). PostgreSQL refuses NUL in text and asyncpg cannot
+# encode a surrogate: they were 500s.
+FORBIDDEN_CHARACTERS = frozenset(map(chr, [*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F,
+                                           *range(0xD800, 0xE000)]))
+
+
+def has_forbidden_text(value: Any) -> bool:
+    """Whether any string in `value` (a decoded JSON or form value: dicts, lists, strings),
+    keys included, holds a forbidden character. One pass, with no recursion."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if not FORBIDDEN_CHARACTERS.isdisjoint(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False

@@ -130,6 +130,7 @@ async def order_pool(stack, order_schema):
 
 
 TEST_SERVICE_KEY = "test-service-key"
+SLOW_CLIENT_TIMEOUT_MS = 3000  # the header and body deadlines of the suite's systems
 
 
 def start_system(stack, topology: str, instances: int = 1, attempts: int = 3):
@@ -165,9 +166,13 @@ def system_config(stack, topology: str, instances: int):
         # admitted a few at a time (test_gateway_admission.py covers the limit). The crash
         # tests restart participants, which takes longer than a step's deadline: here
         # deadlines are long, and the deadline tests shorten them. Faults are armed by files.
+        # Slow clients are cut off sooner than by default, so tests/test_slow_clients.py
+        # sees it happen in a few seconds.
         extra_env={"GATEWAY_MAX_IN_FLIGHT": "0", "SAGA_LOCK_CART_DEADLINE_MS": "60000",
                    "SAGA_STOCK_DEADLINE_MS": "60000", "SAGA_PAYMENT_DEADLINE_MS": "60000",
-                   "TILLSTREAM_FAULTS_DIR": str(_faults_dir(stack))},
+                   "TILLSTREAM_FAULTS_DIR": str(_faults_dir(stack)),
+                   "HTTP_HEADER_TIMEOUT_MS": str(SLOW_CLIENT_TIMEOUT_MS),
+                   "HTTP_BODY_TIMEOUT_MS": str(SLOW_CLIENT_TIMEOUT_MS)},
     )
 
 

@@ -19,7 +19,8 @@ def test_compose_runs_every_service_on_kafka_kraft_and_postgres():
     for name in ("cart", "order", "shipping", "payment", "gateway"):
         assert (ROOT / "services" / name / "app.py").exists()
         spec = services[name]
-        assert spec["command"][:3] == ["uvicorn", "--factory", f"services.{name}.app:create_app"]
+        # Served with the connection and header bounds (shared/http_server.py), not bare uvicorn.
+        assert spec["command"][:4] == ["python", "-m", "shared.http_server", f"services.{name}.app:create_app"]
         env = spec["environment"]
         assert env["DATABASE_URL"].startswith("postgresql://") and "@postgres:5432/" in env["DATABASE_URL"]
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
@@ -43,5 +44,6 @@ def test_every_setting_is_documented_in_the_readme():
                  "TILLSTREAM_TOPOLOGY", "TILLSTREAM_INSTANCES", "TILLSTREAM_ID_SECRET", "GATEWAY_VIEW_WAIT_MS",
                  "GATEWAY_COMPLETE_WAIT_MS", "GATEWAY_MAX_IN_FLIGHT",
                  "GATEWAY_QUEUE_TIMEOUT_MS",
-                 "SOLIDUS_REQUIRE_API_KEY", "TILLSTREAM_CRASH_AT"):
+                 "SOLIDUS_REQUIRE_API_KEY", "TILLSTREAM_CRASH_AT", "HTTP_HEADER_TIMEOUT_MS",
+                 "HTTP_BODY_TIMEOUT_MS", "HTTP_MAX_CONNECTIONS", "HTTP_MAX_BUFFERED_BYTES", "HTTP_MAX_HEADER_BYTES"):
         assert f"`{name}`" in readme, name

@@ -20,7 +20,7 @@ def start_gateway(system, **env) -> tuple[subprocess.Popen, str]:
     port = free_port()
     process_env = {**os.environ, **{f"{n.upper()}_URL": system.service_url(n) for n in SERVICE_NAMES},
                    "TILLSTREAM_SERVICE_KEY": system.config.service_key, **env}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "services.gateway.app:create_app",
+    proc = subprocess.Popen([sys.executable, "-m", "shared.http_server", "services.gateway.app:create_app",
                              "--port", str(port),
                              "--log-level", "warning"], env=process_env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -161,3 +162,70 @@ async def test_an_outage_is_a_503_to_retry_in_each_dialect(monkeypatch):
     assert (solidus.status_code, solidus.headers["retry-after"]) == (503, "1")
     assert solidus.json() == {"error": "A service is temporarily unavailable; please retry."}
     assert candy.status_code == 503 and candy.json()["error"]["http_code"] == 503
+
+
+MANY_FIELDS = "&".join(f"f{i}=x" for i in range(201))
+
+
+@pytest.mark.both_topologies
+async def test_control_characters_surrogates_and_too_many_fields_are_a_400_in_each_dialect(gateway, guest_order):
+    """NUL and unpaired surrogates reached PostgreSQL and asyncpg (500s), and more than 200
+    query or form fields were parsed before anyone asked who was calling."""
+    number, token = guest_order
+    form = {**token, "Content-Type": "application/x-www-form-urlencoded"}
+    json_type = {**token, "Content-Type": "application/json"}
+    solidus = await asyncio.gather(
+        gateway.get(f"/api/orders/{number}?currency=%00", headers=token),
+        gateway.patch(f"/api/checkouts/{number}", headers=json_type,
+                      content=b'{"order": {"email": "a\\u0000@b.co"}}'),
+        gateway.patch(f"/api/checkouts/{number}", headers=json_type,
+                      content=b'{"order": {"email": "\\ud800@b.co"}}'),
+        gateway.patch(f"/api/checkouts/{number}", headers=form, content=b"order[email]=a%00%01@b.co"),
+        gateway.get(f"/api/orders/{number}%00", headers=token),
+        gateway.get(f"/api/orders/{number}?{MANY_FIELDS}", headers=token),
+        gateway.patch(f"/api/checkouts/{number}", headers=form, content=MANY_FIELDS.encode()),
+        # Without credentials too: the bound is met before authorisation.
+        gateway.get(f"/api/orders/{number}?{MANY_FIELDS}"))
+    for response in solidus:
+        assert response.status_code == 400, (response.request.url, response.text)
+        message = response.json()["error"]
+        assert "control character or an unpaired surrogate" in message or "more than 200 fields" in message
+    assert "more than 200 fields" in solidus[-1].json()["error"]
+
+    b = await basket(gateway, quantity=1)
+    order = (await gateway.post("/api/v1/orders", json={"basket_id": b["id"]})).json()["data"]
+    candy = await asyncio.gather(
+        gateway.get(f"/api/v1/baskets/{b['id']}?currency=%00"),
+        # json.dumps writes both as \u escapes, as a hostile client would.
+        gateway.put(f"/api/v1/orders/{order['id']}/shipping/address", headers={"Content-Type": "application/json"},
+                    content=json.dumps({**UK, "firstname": "Ada\u0000"}).encode()),
+        gateway.put(f"/api/v1/orders/{order['id']}/shipping/address", headers={"Content-Type": "application/json"},
+                    content=json.dumps({**UK, "city": "\udfffChelmsford"}).encode()),
+        gateway.get(f"/api/v1/baskets/{b['id']}?{MANY_FIELDS}"))
+    for response in candy:
+        assert response.status_code == 400, (response.request.url, response.text)
+        error = response.json()["error"]
+        assert error["http_code"] == 400 and ("unpaired surrogate" in error["message"]
+                                              or "more than 200 fields" in error["message"])
+
+    # The bounds are exact, and ordinary text (tabs, new lines, pairs of surrogates) passes.
+    fine = await gateway.get(f"/api/orders/{number}?" + "&".join(f"f{i}=x" for i in range(200)), headers=token)
+    assert fine.status_code == 200, fine.text
+    emoji = await gateway.put(f"/api/v1/orders/{order['id']}/shipping/address",
+                              headers={"Content-Type": "application/json"},
+                              content=json.dumps({**UK, "company_name": "Tab\tand\nline \ud83d\ude00"}).encode())
+    assert emoji.status_code == 200, emoji.text
+    assert emoji.json()["data"]["shipping_details"]["company_name"] == "Tab\tand\nline \U0001f600"
+
+
+async def test_a_control_character_in_a_header_is_a_400_in_json(system):
+    """The HTTP parser refuses it before any app runs; the answer is JSON all the same."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", system.config.gateway_port)
+    try:
+        writer.write(b"GET /api/v1/baskets/x HTTP/1.1\r\nHost: x\r\nX-Candy-Currency: G\x01B\r\n\r\n")
+        answer = await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/json" in head
+    assert json.loads(body) == {"error": "Invalid HTTP request received."}

@@ -213,7 +213,7 @@ class System:
         self.wait_ready(ready_timeout)
 
     def _add(self, name: str, factory: str, port: int, env: dict[str, str]) -> None:
-        argv = [sys.executable, "-m", "uvicorn", "--factory", factory, "--host", "127.0.0.1", "--port", str(port),
+        argv = [sys.executable, "-m", "shared.http_server", factory, "--host", "127.0.0.1", "--port", str(port),
                 "--no-access-log", "--log-level", "warning"]
         self.processes[name] = ManagedProcess(name, argv, env, port, self._log_path(name))
         self.processes[name].start()

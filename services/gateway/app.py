@@ -19,10 +19,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from services.gateway import getcandy, openapi, solidus
-from services.gateway.admission import AdmissionControl
+from services.gateway.admission import MAX_BODY_BYTES, AdmissionControl, error_body
 from services.gateway.getcandy.errors import GetCandyError
 from services.gateway.getcandy.errors import error as getcandy_error
 from services.gateway.getcandy.ids import id_secret
+from services.gateway.input_filter import InputFilter
 from services.gateway.solidus.errors import NOT_FOUND, ApiError
 from shared import context
 from shared.commandbus import CommandBus, ServiceUnavailable
@@ -44,7 +45,10 @@ def create_gateway(bus: CommandBus, readiness: Readiness, *, lifespan=None) -> F
     # it and a request's time waiting for admission counts in its latency.
     app.add_middleware(AdmissionControl, limit=int(os.environ.get("GATEWAY_MAX_IN_FLIGHT", "8")),
                        queue_timeout_s=int(os.environ.get("GATEWAY_QUEUE_TIMEOUT_MS", "10000")) / 1000)
-    install_common(app, "gateway")
+    # Outside admission: a request refused for its text never takes a slot.
+    app.add_middleware(InputFilter)
+    # Outside both, the body guard reads each body whole and bounded (shared/http_limits.py).
+    install_common(app, "gateway", render=error_body, max_body_bytes=MAX_BODY_BYTES, capped_prefix="/api")
     app.include_router(solidus.router)
     app.include_router(getcandy.router)
 

@@ -164,7 +164,7 @@ class CandyObject(Shape):
 
 def responses(ok: int | None = None, model: type[BaseModel] | None = None) -> dict[int | str, dict]:
     documented: dict[int | str, dict] = {400: {"model": CandyError}, 403: {"model": CandyError},
-                                         404: {"model": CandyError},
+                                         404: {"model": CandyError}, 408: {"model": CandyError},
                                          409: {"model": CandyError}, 413: {"model": CandyError},
                                          422: {"model": CandyFieldErrors}, 503: {"model": CandyError}}
     if ok is not None:

@@ -14,7 +14,7 @@ class Shape(BaseModel):
 
 # -- errors (research §3) -----------------------------------------------------------------
 class ErrorBody(Shape):
-    """401, 404, 413, 503, and 400 for an unreadable body: `{"error": "..."}`."""
+    """401, 404, 408, 413, 503, and 400 for an unreadable body: `{"error": "..."}`."""
     error: str
 
 
@@ -183,6 +183,7 @@ def responses(ok: int | None = None, model: type[BaseModel] | None = None, *, lo
               auth: bool = True) -> dict[int | str, dict]:
     """A route's documented answers: its success, and Solidus's error bodies."""
     documented: dict[int | str, dict] = {400: {"model": BadRequest}, 404: {"model": ErrorBody},
+                                         408: {"model": ErrorBody},
                                          413: {"model": ErrorBody}, 422: {"model": Unprocessable},
                                          503: {"model": ErrorBody}}
     if auth:
