@@ -26,7 +26,7 @@ _MIGRATION_LOCK_KEY = 0x7111_5EED
 
 # What a database that is down, restarting or out of connections raises: an outage the
 # caller may retry (503 with Retry-After), not a failure of the request.
-OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+OUTAGE_ERRORS: tuple[type[Exception], ...] = (
     OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.TooManyConnectionsError,
     asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)
 

@@ -82,7 +82,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._header_bytes = 0
         self._refused = False
 
-    def connection_made(self, transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport) -> None:
         transport = LingeringTransport(transport, self.loop)
         if len(self.connections) >= self.limits.max_connections:
             self._refused = True
@@ -90,7 +90,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             transport.write(raw_answer(503, "Too many connections; please retry.", b"retry-after: 1"))
             transport.close()
             return
-        super().connection_made(transport)  # type: ignore[arg-type]
+        super().connection_made(transport)
         self._start_header_clock()
 
     def connection_lost(self, exc) -> None:
@@ -100,7 +100,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._refused or self.transport.lingering:
+        if self._refused or getattr(self.transport, "lingering", False):
             return  # a closing connection's input is read only to be dropped
         clock = self._header_clock
         super().data_received(data)
