@@ -52,8 +52,9 @@ async def empty_cart(ctx: ServiceContext, number: str) -> dict:
 
 
 @api.operation
-async def apply_coupon(ctx: ServiceContext, number: str, *, code: str) -> dict:
-    return {"events": (await commands.apply_coupon(ctx.pool, number, code)).event_ids}
+async def apply_coupon(ctx: ServiceContext, number: str, *, code: str, currency: str) -> dict:
+    """Applies a coupon to the cart of an order in `currency` (a flat coupon only in its own)."""
+    return {"events": (await commands.apply_coupon(ctx.pool, number, code, currency)).event_ids}
 
 
 @api.operation
@@ -141,6 +142,7 @@ class PromotionIn(BaseModel):
     starts_at: datetime | None = None
     expires_at: datetime | None = None
     usage_limit: int | None = None
+    currency: str = "USD"  # a flat promotion's amount is in it; a percentage ignores it
 
 
 @api.operation
@@ -160,5 +162,6 @@ async def load_catalog(ctx: ServiceContext, *, products: list[dict]) -> dict:
 async def load_promotions(ctx: ServiceContext, *, promotions: list[dict]) -> dict:
     async with ctx.pool.acquire() as conn, conn.transaction():
         for p in map(PromotionIn.model_validate, promotions):
-            await upsert(conn, "promotions", {**p.model_dump(), "code": p.code.strip().lower()})
+            currency = p.currency.upper() if p.kind == "order_flat" else None
+            await upsert(conn, "promotions", {**p.model_dump(), "code": p.code.strip().lower(), "currency": currency})
     return {"promotions": len(promotions)}

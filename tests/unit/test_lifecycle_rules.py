@@ -17,7 +17,7 @@ from shared.contracts import payment as p
 from shared.contracts import shipping as s
 
 TEE = c.VariantSnapshot(id=1, product_id=1, name="Tee", sku="T", price=Decimal("19.99"), track_inventory=True)
-TEN_OFF = Promotion(1, "10off", "10 off", "order_flat", Decimal("10"))
+TEN_OFF = Promotion(1, "10off", "10 off", "order_flat", Decimal("10"), "USD")
 
 
 def saved(aggregate):
@@ -30,7 +30,7 @@ def saved(aggregate):
 def a_cart() -> Cart:
     cart = Cart("R1")
     cart.add_line(TEE, 2, new_line_id=7)
-    cart.apply_promotion(TEN_OFF)
+    cart.apply_promotion(TEN_OFF, currency="USD")
     return saved(cart)
 
 
@@ -42,7 +42,7 @@ def test_a_locked_cart_refuses_every_change_and_unlocking_frees_it():
     assert event.adjustment_total == Decimal("-10") and event.reserved_promotion_ids == [1]
     saved(cart)
     for change in (lambda: cart.add_line(TEE, 1, new_line_id=8), lambda: cart.set_quantity(7, 5),
-                   lambda: cart.remove_line(7), cart.empty, lambda: cart.apply_promotion(TEN_OFF),
+                   lambda: cart.remove_line(7), cart.empty, lambda: cart.apply_promotion(TEN_OFF, currency="USD"),
                    lambda: cart.remove_promotion("10off")):
         with pytest.raises(DomainError) as refused:
             change()
