@@ -256,12 +256,14 @@ class Order(Aggregate):
                                     shipment_state=shipment_state(payment_state, backordered=backordered),
                                     reference=reference))
 
-    def completion_failed(self, request_id: str, *, code: str, message: str, state: str, step: str | None) -> None:
-        """Every step the saga took is undone: back to `state` (`address` restarts the checkout)."""
+    def completion_failed(self, request_id: str, *, code: str, message: str, state: str, step: str | None,
+                          unanswered: list[str] | None = None) -> None:
+        """Every step the saga took is undone (but those whose compensations an operator gave
+        up on, `unanswered`): back to `state` (`address` restarts the checkout)."""
         if self.completing != request_id:
             return
         self._record(CompletionFailed(number=self.id, request_id=request_id, code=code, message=message,
-                                      state=state, step=step))
+                                      state=state, step=step, unanswered_compensations=unanswered or []))
         if state in ("cart", "address"):
             self._record(CheckoutRestarted(number=self.id, state=state))
 

@@ -99,7 +99,7 @@ async def next_reference(conn: asyncpg.Connection) -> str:
 def completion_failed(order: Order, saga: SagaInstance) -> None:
     failure = saga.failure
     order.completion_failed(saga.id, code=failure.code, message=failure.message, state=failure.state,
-                            step=COMPLETION.steps[saga.step].name)
+                            step=COMPLETION.steps[saga.step].name, unanswered=list(failure.unanswered))
 
 
 # -- the definition ---------------------------------------------------------------------------

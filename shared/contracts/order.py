@@ -204,7 +204,8 @@ class CompletionFailedV1(DomainEvent):
 
 class CompletionFailed(DomainEvent):
     """The completion did not place the order and every step it took was undone (stock
-    released, coupons freed, authorisations voided). The order is back in `state`:
+    released, coupons freed, authorisations voided), but for `unanswered_compensations`
+    when an operator forced the end. The order is back in `state`:
     `payment` after a payment problem, `confirm` after a stock or time-out problem,
     `address` when the cart changed or a coupon became ineligible (the checkout restarts)."""
     event_type = "order.CompletionFailed"
@@ -215,6 +216,9 @@ class CompletionFailed(DomainEvent):
     message: str
     state: str
     step: str | None = None  # the saga step that failed
+    # Compensations an operator stopped waiting for (`tillstream saga abort --force`): what
+    # those steps took (stock, an authorisation, the cart's lock) may still be held.
+    unanswered_compensations: list[str] = []
 
 
 @upcaster("order.CompletionFailed", 1)
