@@ -269,9 +269,21 @@ class Order(Aggregate):
 
     def cancel(self) -> None:
         """Solidus's `cancel`: complete → canceled while nothing has shipped."""
-        if self.state != "complete" or self.shipment_state not in (None, "ready", "backorder", "pending"):
+        if not self._cancelable():
             raise CheckoutRefused({})
         self._record(OrderCanceled(number=self.id, completion_request_id=self.completed_by))
+
+    def release_unpaid(self) -> bool:
+        """The system's cancel of an order placed with nothing paid nor authorised (a check,
+        GetCandy's offline payment) once its time is up: as an admin's cancel (its stock goes
+        back, its coupons are freed), unless it was paid, canceled or shipped meanwhile."""
+        if not self._cancelable() or self.payment_total != 0 or self.payment_state == "paid":
+            return False
+        self._record(OrderCanceled(number=self.id, completion_request_id=self.completed_by, reason="unpaid"))
+        return True
+
+    def _cancelable(self) -> bool:
+        return self.state == "complete" and self.shipment_state in (None, "ready", "backorder", "pending")
 
     def payments_changed(self, *, payment_total: Decimal, any_valid: bool) -> None:
         """Recompute payment_state (Solidus's order updater) once the order is placed."""

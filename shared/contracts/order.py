@@ -228,11 +228,15 @@ def _completion_failed_without_release_flag(payload: dict) -> dict:
 
 
 class OrderCanceled(DomainEvent):
-    """An admin canceled a completed order: shipping restocks what the completion
-    allocated, payment voids authorisations and refunds captures."""
+    """An admin canceled a completed order (or the system, one left unpaid: `reason`):
+    shipping restocks what the completion allocated, payment voids authorisations and
+    refunds captures."""
     event_type = "order.OrderCanceled"
     number: str
     completion_request_id: str
+    # None: an admin's cancel. "unpaid": placed with nothing paid nor authorised, and still
+    # unpaid UNPAID_ORDER_RELEASE_AFTER_S later.
+    reason: str | None = None
 
 
 class PaymentStateChanged(DomainEvent):

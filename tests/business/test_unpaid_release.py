@@ -1,0 +1,82 @@
+"""Issue #23, 7: an order placed with nothing paid nor authorised (a Solidus check, GetCandy's
+offline payment) holds its stock only UNPAID_ORDER_RELEASE_AFTER_S: then the system cancels
+it as an admin would (order.OrderCanceled, reason "unpaid"), and its stock goes back. The
+deadline is a row, so it survives a kill -9; an order a gateway authorised is left alone.
+Over real HTTP, against the running system."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+
+from tests.getcandy.test_lifecycle import V_ID, getcandy_data, placed_ready_order  # noqa: F401 (a fixture)
+from tests.helpers.processes import kill_9, reconfigure
+from tests.solidus.conftest import ADMIN, V1
+from tests.solidus.test_checkout import CARD
+from tests.solidus.test_complete import full_flow, stock_of
+
+RELEASE_AFTER_S = 20
+
+
+async def releases(stack) -> dict[str, float]:
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        return {r["number"]: r["due_in"] for r in await conn.fetch(
+            'SELECT number, extract(epoch FROM release_at - now())::float AS due_in'
+            ' FROM "order".unpaid_order_releases')}
+    finally:
+        await conn.close()
+
+
+async def canceled_as_unpaid(stack) -> set[str]:
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        return {r["aggregate_id"] for r in await conn.fetch(
+            """SELECT aggregate_id FROM "order".events WHERE type = 'order.OrderCanceled'"""
+            " AND payload->>'reason' = 'unpaid'")}
+    finally:
+        await conn.close()
+
+
+async def eventually(check, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "not released in time"
+        await asyncio.sleep(0.2)
+
+
+async def test_unpaid_check_and_offline_orders_release_their_stock_after_their_time(gateway, system, stack):
+    await reconfigure(system, "order", UNPAID_ORDER_RELEASE_AFTER_S=str(RELEASE_AFTER_S),
+                      UNPAID_ORDER_SWEEP_INTERVAL_S="0.2")
+    try:
+        tee_before, candy_before = await stock_of(stack, V1), await stock_of(stack, V_ID)
+        check, check_token, _, placed = await full_flow(gateway, card=None)
+        assert placed.status_code == 200 and placed.json()["payment_state"] == "balance_due"
+        card, card_token, _, carded = await full_flow(gateway, card=CARD)
+        assert carded.status_code == 200 and carded.json()["state"] == "complete"
+        offline = await placed_ready_order(gateway, quantity=1)
+        processed = await gateway.post("/api/v1/orders/process", json={"order_id": offline, "payment_token": "x"})
+        assert processed.status_code == 200 and processed.json()["data"]["status"] == "payment-processing"
+
+        due = await releases(stack)
+        assert check in due and card not in due and 0 < due[check] <= RELEASE_AFTER_S
+        assert len(due) >= 2  # the offline order's too
+        assert await stock_of(stack, V1) == tee_before - 2 and await stock_of(stack, V_ID) == candy_before - 1
+        await kill_9(system, "order")  # the deadlines are rows, not timers
+
+        async def released() -> bool:
+            order = (await gateway.get(f"/api/orders/{check}", headers=ADMIN)).json()
+            candy = (await gateway.get(f"/api/v1/orders/{offline}")).json()["data"]
+            return order["state"] == "canceled" and candy["status"] == "expired"
+        await eventually(released)
+        await eventually(lambda: _stock_is(stack, {V1: tee_before - 1, V_ID: candy_before}))
+        assert check in await canceled_as_unpaid(stack) and card not in await canceled_as_unpaid(stack)
+        assert (await gateway.get(f"/api/orders/{card}", headers=ADMIN)).json()["state"] == "complete"
+        assert check not in await releases(stack)
+    finally:
+        await reconfigure(system, "order", UNPAID_ORDER_RELEASE_AFTER_S=None, UNPAID_ORDER_SWEEP_INTERVAL_S=None)
+
+
+async def _stock_is(stack, expected: dict[int, int]) -> bool:
+    return all([await stock_of(stack, variant) == count for variant, count in expected.items()])
