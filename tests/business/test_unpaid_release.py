@@ -53,6 +53,10 @@ async def test_unpaid_check_and_offline_orders_release_their_stock_after_their_t
         tee_before, candy_before = await stock_of(stack, V1), await stock_of(stack, V_ID)
         check, check_token, _, placed = await full_flow(gateway, card=None)
         assert placed.status_code == 200 and placed.json()["payment_state"] == "balance_due"
+        received, _, _, _ = await full_flow(gateway, card=None)  # the check arrives: an admin captures it
+        payment = (await gateway.get(f"/api/orders/{received}", headers=ADMIN)).json()["payments"][0]["id"]
+        captured = await gateway.put(f"/api/orders/{received}/payments/{payment}/capture", headers=ADMIN)
+        assert captured.status_code == 200 and captured.json()["state"] == "completed", captured.text
         card, card_token, _, carded = await full_flow(gateway, card=CARD)
         assert carded.status_code == 200 and carded.json()["state"] == "complete"
         offline = await placed_ready_order(gateway, quantity=1)
@@ -62,7 +66,7 @@ async def test_unpaid_check_and_offline_orders_release_their_stock_after_their_t
         due = await releases(stack)
         assert check in due and card not in due and 0 < due[check] <= RELEASE_AFTER_S
         assert len(due) >= 2  # the offline order's too
-        assert await stock_of(stack, V1) == tee_before - 2 and await stock_of(stack, V_ID) == candy_before - 1
+        assert await stock_of(stack, V1) == tee_before - 3 and await stock_of(stack, V_ID) == candy_before - 1
         await kill_9(system, "order")  # the deadlines are rows, not timers
 
         async def released() -> bool:
@@ -70,9 +74,11 @@ async def test_unpaid_check_and_offline_orders_release_their_stock_after_their_t
             candy = (await gateway.get(f"/api/v1/orders/{offline}")).json()["data"]
             return order["state"] == "canceled" and candy["status"] == "expired"
         await eventually(released)
-        await eventually(lambda: _stock_is(stack, {V1: tee_before - 1, V_ID: candy_before}))
-        assert check in await canceled_as_unpaid(stack) and card not in await canceled_as_unpaid(stack)
-        assert (await gateway.get(f"/api/orders/{card}", headers=ADMIN)).json()["state"] == "complete"
+        await eventually(lambda: _stock_is(stack, {V1: tee_before - 2, V_ID: candy_before}))
+        assert check in await canceled_as_unpaid(stack) and not {card, received} & await canceled_as_unpaid(stack)
+        for kept in (card, received):
+            assert (await gateway.get(f"/api/orders/{kept}", headers=ADMIN)).json()["state"] == "complete"
+        assert (await gateway.get(f"/api/orders/{received}", headers=ADMIN)).json()["payment_state"] == "paid"
         assert check not in await releases(stack)
     finally:
         await reconfigure(system, "order", UNPAID_ORDER_RELEASE_AFTER_S=None, UNPAID_ORDER_SWEEP_INTERVAL_S=None)
