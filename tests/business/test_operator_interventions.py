@@ -8,6 +8,7 @@ import asyncio
 import json
 
 import asyncpg
+import pytest
 
 from shared.envelope import EventEnvelope
 from tests.helpers.kafka import read_topic
@@ -17,6 +18,8 @@ from tests.solidus.test_complete import full_flow, stock_of
 from tests.solidus.test_completion_deadlines import given_back
 from tests.test_completion_races import settled
 from tests.test_operations_cli import cli
+
+pytestmark = pytest.mark.both_topologies  # apart: two relays contend for the outbox, two saga sweepers
 
 
 async def published_of(stack, number: str, settle: float = 1.0) -> list[str]:

@@ -3,8 +3,12 @@ real HTTP: an unknown shipment answers exactly as another order's shipment does 
 caller with no token and to one with another order's token; only an admin learns 404."""
 from __future__ import annotations
 
+import pytest
+
 from tests.solidus.conftest import ADMIN
 from tests.solidus.test_checkout import in_delivery
+
+pytestmark = pytest.mark.both_topologies
 
 
 async def test_unknown_and_unauthorised_shipments_answer_alike(gateway, guest_order):
