@@ -165,9 +165,12 @@ class OutboxRelay:
                 if not isinstance(outcome, KafkaError) or _retriable(outcome):
                     raise outcome
                 refused.append((r, outcome))
+        # A refusal known only from the acknowledgement (the broker's own size limit) comes for
+        # the partition's whole record batch, so the key's later rows in it are parked with it.
         if refused:
             await self._park(conn, refused)
-        acked = [r["id"] for r, _ in sent if r["id"] not in {row["id"] for row, _ in refused}]
+        parked = {row["id"] for row, _ in refused}
+        acked = [r["id"] for r, _ in sent if r["id"] not in parked]
         metrics.OUTBOX_PUBLISHED.labels(self.schema).inc(len(acked))
         self.published += len(acked)
         return acked
