@@ -166,7 +166,9 @@ class OutboxRelay:
                     raise outcome
                 refused.append((r, outcome))
         # A refusal known only from the acknowledgement (the broker's own size limit) comes for
-        # the partition's whole record batch, so the key's later rows in it are parked with it.
+        # the partition's whole record batch, so the key's later rows in it are parked with it
+        # (ones the producer had put in a later record batch may still get through: only a
+        # broker limit below the producer's max_request_size refuses that way).
         if refused:
             await self._park(conn, refused)
         parked = {row["id"] for row, _ in refused}
