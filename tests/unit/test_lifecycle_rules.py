@@ -153,6 +153,28 @@ def test_a_completing_order_is_locked_and_a_placed_one_refuses_every_customer_ch
     order.cancel()  # an admin operation still works
 
 
+def placed_unpaid() -> Order:
+    order = an_order()
+    request_id = order.request_completion(total=Decimal("10"), lines=[], has_valid_payment=True)
+    saved(order)
+    order.complete(request_id, total=Decimal("10"), payment_total=Decimal("0"), reference=None)
+    return saved(order)
+
+
+def test_an_order_left_unpaid_is_released_as_an_admin_cancel_unless_paid_canceled_or_shipped():
+    order = placed_unpaid()
+    assert order.release_unpaid()
+    [canceled] = order.pending
+    assert isinstance(canceled, o.OrderCanceled) and canceled.reason == "unpaid"
+    assert not saved(order).release_unpaid() and not order.pending  # canceled already
+    paid = placed_unpaid()
+    paid.payments_changed(payment_total=Decimal("10"), any_valid=True)
+    assert not saved(paid).release_unpaid() and not paid.pending
+    shipped = placed_unpaid()
+    shipped.shipment_state = "shipped"
+    assert not shipped.release_unpaid() and not shipped.pending
+
+
 def test_a_failed_completion_that_restarts_the_checkout_says_so():
     order = an_order()
     request_id = order.request_completion(total=Decimal("10"), lines=[], has_valid_payment=True)
