@@ -8,9 +8,13 @@ consumers tolerate because they are idempotent on event id. While appends keep c
 the delete of a published batch rides on the statement that reads the next one (one
 round trip per batch instead of two).
 
-A row the broker refuses for good (too large for it, say) never blocks the rows behind it:
-it is parked with its error (`parked_at`, `error`) and reported by `tillstream outbox
-status`; a refusal that may pass (the broker unreachable, a timeout) is retried as before.
+A row the broker refuses for good (too large for it, say) is parked with its error
+(`parked_at`, `error`) and reported by `tillstream outbox status`; a refusal that may pass
+(the broker unreachable, a timeout) is retried as before. A parked row holds back the later
+rows of its key (its order), which are *held*: publishing them would show consumers an
+order's later events without an earlier one. Other keys flow. An operator ends it with
+`tillstream outbox retry` (publish the parked row again) or `discard` (drop it), and the
+held rows follow in order.
 """
 from __future__ import annotations
 
@@ -124,13 +128,13 @@ class OutboxRelay:
         and wake the consumers of their topics (shared/wakeup.py). (The read sees the table as
         it was before the delete, hence the explicit exclusion.)"""
         if not deleting:
-            return await conn.fetch("SELECT id, topic, key, value, headers FROM outbox WHERE parked_at IS NULL"
+            return await conn.fetch(f"SELECT id, topic, key, value, headers FROM outbox WHERE {NOT_HELD}"
                                     " ORDER BY id LIMIT $1", self.settings.outbox_batch_size)
         return await conn.fetch(
             "WITH published AS (DELETE FROM outbox WHERE id = ANY($2::bigint[])),"
             " woken AS (SELECT pg_notify($3, topic) FROM unnest($4::text[]) AS topic)"
             " SELECT id, topic, key, value, headers FROM outbox, (SELECT count(*) FROM woken) AS notified"
-            " WHERE parked_at IS NULL AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1",
+            f" WHERE {NOT_HELD} AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1",
             self.settings.outbox_batch_size, deleting, wakeup.CHANNEL, topics)
 
     async def _publish(self, rows: list[asyncpg.Record], conn: asyncpg.Connection) -> list[int]:
@@ -142,7 +146,10 @@ class OutboxRelay:
         # wait for every acknowledgement before anything is deleted.
         sent: list[tuple[asyncpg.Record, asyncio.Future]] = []
         refused: list[tuple[asyncpg.Record, Exception]] = []
+        held_keys: set[str] = set()  # refused in this batch: their later rows wait behind the parked one
         for r in rows:
+            if r["key"] in held_keys:
+                continue
             try:
                 sent.append((r, await self.producer.send(
                     r["topic"], value=bytes(r["value"]), key=r["key"].encode(),
@@ -151,18 +158,24 @@ class OutboxRelay:
                 if _retriable(exc):
                     raise
                 refused.append((r, exc))
+                held_keys.add(r["key"])
         outcomes = await asyncio.gather(*(ack for _, ack in sent), return_exceptions=True)
         for (r, _), outcome in zip(sent, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if not isinstance(outcome, KafkaError) or _retriable(outcome):
                     raise outcome
                 refused.append((r, outcome))
+        # A refusal known only from the acknowledgement (the broker's own size limit) comes for
+        # the partition's whole record batch, so the key's later rows in it are parked with it
+        # (ones the producer had put in a later record batch may still get through: only a
+        # broker limit below the producer's max_request_size refuses that way).
         if refused:
             await self._park(conn, refused)
-        parked = {r["id"] for r, _ in refused}
-        metrics.OUTBOX_PUBLISHED.labels(self.schema).inc(len(rows) - len(parked))
-        self.published += len(rows) - len(parked)
-        return [r["id"] for r in rows if r["id"] not in parked]
+        parked = {row["id"] for row, _ in refused}
+        acked = [r["id"] for r, _ in sent if r["id"] not in parked]
+        metrics.OUTBOX_PUBLISHED.labels(self.schema).inc(len(acked))
+        self.published += len(acked)
+        return acked
 
     async def _park(self, conn: asyncpg.Connection, refused: list[tuple[asyncpg.Record, Exception]]) -> None:
         for row, exc in refused:
@@ -171,6 +184,10 @@ class OutboxRelay:
         await conn.executemany("UPDATE outbox SET parked_at = now(), error = $2 WHERE id = $1",
                                [(row["id"], repr(exc)[:2000]) for row, exc in refused])
 
+
+# A row is held while an earlier row of its key is parked.
+NOT_HELD = ("parked_at IS NULL AND NOT EXISTS (SELECT 1 FROM outbox AS parked WHERE parked.parked_at IS NOT NULL"
+            " AND parked.key = outbox.key AND parked.id < outbox.id)")
 
 # The broker's refusals of a message itself, which no retry can change.
 REFUSED_FOR_GOOD = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError, InvalidMessageError,
@@ -184,14 +201,36 @@ def _retriable(exc: Exception) -> bool:
 
 
 async def outbox_status(conn: asyncpg.Connection | asyncpg.Pool, schema: str | None = None) -> dict:
-    """Unpublished rows and the age of the oldest, and the rows parked after the broker
-    refused them, with their errors (of `schema`, else the search path's)."""
+    """Unpublished rows and the age of the oldest, the rows parked after the broker refused
+    them, with their errors, and how many rows each holds back (of `schema`, else the search
+    path's)."""
     table = f'"{db.check_identifier(schema)}".outbox' if schema else "outbox"
     row = await conn.fetchrow(
         f"SELECT count(*) FILTER (WHERE parked_at IS NULL) AS unpublished,"
         f" extract(epoch FROM now() - min(created_at) FILTER (WHERE parked_at IS NULL)) AS oldest_age_s,"
-        f" count(*) FILTER (WHERE parked_at IS NOT NULL) AS parked FROM {table}")
-    parked = await conn.fetch(f"SELECT id, topic, key, length(value) AS bytes, error, parked_at FROM {table}"
-                              " WHERE parked_at IS NOT NULL ORDER BY id LIMIT 20")
+        f" count(*) FILTER (WHERE parked_at IS NOT NULL) AS parked,"
+        f" count(*) FILTER (WHERE parked_at IS NULL AND EXISTS (SELECT 1 FROM {table} AS p WHERE"
+        f"  p.parked_at IS NOT NULL AND p.key = o.key AND p.id < o.id)) AS held FROM {table} AS o")
+    parked = await conn.fetch(
+        f"SELECT id, topic, key, length(value) AS bytes, error, parked_at,"
+        f" (SELECT count(*) FROM {table} AS later WHERE later.parked_at IS NULL AND later.key = p.key"
+        f"  AND later.id > p.id) AS holding"
+        f" FROM {table} AS p WHERE parked_at IS NOT NULL ORDER BY id LIMIT 20")
     return {"unpublished": row["unpublished"], "oldest_age_s": float(row["oldest_age_s"] or 0.0),
-            "parked": row["parked"], "parked_rows": [dict(r) for r in parked]}
+            "parked": row["parked"], "held": row["held"],
+            "parked_rows": [dict(r) for r in parked]}
+
+
+async def release_parked(conn: asyncpg.Connection, schema: str, *, discard: bool,
+                         ids: list[int] | None = None) -> list[int]:
+    """An operator's end to parked rows (`ids`, or all of them): publish them again (the
+    broker's limit raised, say; one refused again is parked again) or discard them (the
+    events stay in the store, never published). Either way the rows their keys held flow
+    again: the relay is woken. Returns the rows released."""
+    table = f'"{db.check_identifier(schema)}".outbox'
+    chosen = "parked_at IS NOT NULL AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))"
+    release = f"DELETE FROM {table} WHERE {chosen}" if discard else \
+        f"UPDATE {table} SET parked_at = NULL, error = NULL WHERE {chosen}"
+    released = await conn.fetch(f"WITH released AS ({release} RETURNING id), woken AS (SELECT pg_notify($2, ''))"
+                                " SELECT id FROM released, woken", ids, f"{schema}_outbox")
+    return sorted(r["id"] for r in released)

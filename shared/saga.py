@@ -15,7 +15,9 @@ When a step fails (a failing answer, a missed deadline, a dead-lettered command,
 operator's abort), every step invoked so far is compensated, the failing one included, as
 its participant may have acted before the failure was known. The compensations are
 independent of each other, so they are sent together; the saga ends once each is answered
-(a compensation not answered in time is sent again: participants answer duplicates once).
+(a compensation not answered in time is sent again: participants answer duplicates once),
+or when an operator forces it to (`force_requested`): it then fails at once, its failure
+naming the compensations left unanswered, for someone to see to by hand.
 
 Everything that decides (`Saga.begin`, `answered`, `expired`, `dead_lettered`) is pure and
 tested without a database or broker (tests/unit/test_completion_saga.py).
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
@@ -50,6 +52,7 @@ class Failure:
     code: str
     message: str
     state: str
+    unanswered: tuple[str, ...] = ()  # compensations an operator stopped waiting for (a forced end)
 
 
 @dataclass
@@ -69,6 +72,7 @@ class SagaInstance:
     attempts: int = 0       # compensations sent again after their deadline
     abort_requested: bool = False
     stream_version: int = 0  # commands sent: the events of the instance's own stream
+    force_requested: bool = False  # an operator's order to stop waiting for the compensations
 
 
 # An answer moves the saga on with new data (a dict) or fails it (a Failure).
@@ -191,6 +195,12 @@ class Saga:
             if instance.abort_requested:
                 failure = Failure("aborted", "The completion was aborted by an operator.", failure.state)
             return self._fail(instance, failure, settings, now)
+        if instance.status == COMPENSATING and instance.force_requested:
+            # A compensating saga always has the failure that started its compensations.
+            assert instance.failure is not None
+            instance.failure = replace(instance.failure, unanswered=tuple(instance.pending))
+            instance.status, instance.pending, instance.deadline_at = FAILED, [], None
+            return Decision(finished=FAILED)
         if instance.status == COMPENSATING:
             # A compensation not answered in time is sent again; participants answer once.
             instance.attempts += 1
@@ -257,7 +267,7 @@ class Saga:
 
 # -- the runner (I/O) --------------------------------------------------------------------
 _COLUMNS = ("id, saga, key, correlation_id, data, step, status, invoked, pending, failure, command_event_id,"
-            " deadline_at, attempts, abort_requested, stream_version")
+            " deadline_at, attempts, abort_requested, stream_version, force_requested")
 
 
 def _row_to_instance(row: asyncpg.Record) -> SagaInstance:
@@ -267,7 +277,7 @@ def _row_to_instance(row: asyncpg.Record) -> SagaInstance:
                         pending=list(row["pending"]), failure=Failure(**failure) if failure else None,
                         command_event_id=row["command_event_id"], deadline_at=row["deadline_at"],
                         attempts=row["attempts"], abort_requested=row["abort_requested"],
-                        stream_version=row["stream_version"])
+                        stream_version=row["stream_version"], force_requested=row["force_requested"])
 
 
 class SagaRunner:
@@ -335,7 +345,8 @@ class SagaRunner:
                     if decision is not None:
                         log.warning("saga step expired", extra={"fields": {
                             "saga": instance.id, "order": instance.key, "step": self.saga.steps[instance.step].name,
-                            "status": instance.status, "aborted": instance.abort_requested}})
+                            "status": instance.status, "aborted": instance.abort_requested,
+                            "forced": instance.force_requested}})
                         await self._carry_out(conn, instance, decision)
                         handled += 1
         return handled
@@ -390,7 +401,8 @@ def _values(instance: SagaInstance) -> list:
     return [instance.id, instance.saga, instance.key, instance.correlation_id, instance.data, instance.step,
             instance.status, instance.invoked, instance.pending,
             None if instance.failure is None else instance.failure.__dict__, instance.command_event_id,
-            instance.deadline_at, instance.attempts, instance.abort_requested, instance.stream_version]
+            instance.deadline_at, instance.attempts, instance.abort_requested, instance.stream_version,
+            instance.force_requested]
 
 
 def _setting(settings: Settings, name: str) -> timedelta:

@@ -63,6 +63,12 @@ class Settings:
     broker_recycle_after_messages: int = field(default_factory=lambda: _int("BROKER_RECYCLE_AFTER_MESSAGES", 0))
     broker_recycle_check_s: float = field(default_factory=lambda: _float("BROKER_RECYCLE_CHECK_S", 2.0))
     broker_recycle_drain_s: float = field(default_factory=lambda: _float("BROKER_RECYCLE_DRAIN_S", 2.0))
+    # An order placed with nothing paid nor authorised (a check, GetCandy's offline payment)
+    # is canceled by the system, its stock released, if still unpaid this long after (0: never).
+    unpaid_order_release_after_s: int = field(
+        default_factory=lambda: _int("UNPAID_ORDER_RELEASE_AFTER_S", 172_800))
+    unpaid_order_sweep_interval_s: float = field(
+        default_factory=lambda: _float("UNPAID_ORDER_SWEEP_INTERVAL_S", 30.0))
     db_pool_min: int = field(default_factory=lambda: _int("DB_POOL_MIN", 2))
     db_pool_max: int = field(default_factory=lambda: _int("DB_POOL_MAX", 10))
     log_level: str = field(default_factory=lambda: os.environ.get("LOG_LEVEL", "INFO"))

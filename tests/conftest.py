@@ -242,13 +242,14 @@ async def guest_order(gateway):
 
 @pytest.fixture
 def single_use_coupon(system):
-    """A new coupon with one use (3.00 off), fresh for each test and each topology's run: the
-    stores outlive a run, and a use once spent stays spent."""
-    def make(value: str = "3.00") -> tuple[str, int]:
+    """A new coupon with one use (3.00 USD off; `kind="items_percent"`: `value`% off, in any
+    currency), fresh for each test and each topology's run: the stores outlive a run, and a
+    use once spent stays spent."""
+    def make(value: str = "3.00", kind: str = "order_flat") -> tuple[str, int]:
         promotion_id = 100_000 + time.monotonic_ns() % 1_000_000_000
         code = f"once{promotion_id}"
         system.call("cart", "load_promotions", promotions=[{
-            "id": promotion_id, "name": code, "code": code, "kind": "order_flat", "value": value, "usage_limit": 1}])
+            "id": promotion_id, "name": code, "code": code, "kind": kind, "value": value, "usage_limit": 1}])
         return code, promotion_id
     return make
 

@@ -154,7 +154,7 @@ async def test_process_racing_a_basket_change(gateway, stack, system, kind):
 @pytest.mark.both_topologies
 async def test_two_orders_racing_for_a_single_use_coupon_through_both_dialects(gateway, stack, single_use_coupon):
     for n in range(5):
-        code, promotion_id = single_use_coupon("1.00")
+        code, promotion_id = single_use_coupon("1", kind="items_percent")  # a flat one would be USD's only
         solidus, token, _, _ = await full_flow(gateway, card=None, coupon=code, complete=False)
         order_id = await placed_ready_order(gateway, quantity=1)
         candy = getcandy_number(order_id)

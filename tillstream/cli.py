@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from tillstream import locate
+from tillstream import interventions, locate
 from tillstream import operations as ops
 
 app = typer.Typer(help="Tillstream operators' toolkit.", no_args_is_help=True, rich_markup_mode=None,
@@ -294,21 +294,60 @@ def dlq_purge(service: str = typer.Option(..., "--service"), letter_id: Optional
 @outbox_app.command("status")
 def outbox_status(as_json: bool = JSON) -> None:
     """What each service has not yet published, how old the oldest row is, and the rows the
-    broker refused for good (parked, with the error; later rows flow past them)."""
+    broker refused for good (parked, with the error), each holding back the later rows of
+    its key (held) until `outbox retry` or `outbox discard` ends it."""
     status = asyncio.run(ops.outboxes(dsn()))
     if as_json:
         emit(status)
         return
     table = Table(title="outboxes")
-    for column in ("service", "unpublished", "oldest (s)", "parked"):
+    for column in ("service", "unpublished", "oldest (s)", "parked", "held"):
         table.add_column(column)
     for service, row in status.items():
-        table.add_row(service, str(row["unpublished"]), f"{row['oldest_age_s']:.1f}", str(row["parked"]))
+        table.add_row(service, str(row["unpublished"]), f"{row['oldest_age_s']:.1f}", str(row["parked"]),
+                      str(row["held"]))
     console.print(table)
     for service, row in status.items():
         for parked in row["parked_rows"]:
             console.print(f"{service} outbox row {parked['id']} ({parked['topic']}, key {parked['key']},"
                           f" {parked['bytes']} bytes) parked at {parked['parked_at']}: {parked['error']}")
+
+
+PARKED_IDS = typer.Option(None, "--id", help="A parked row's id (repeatable); none: every parked row")
+
+
+def _release(service: str, ids: Optional[list[int]], *, discard: bool, as_json: bool) -> None:
+    released = asyncio.run(interventions.release_parked_rows(dsn(), service_name(service), discard=discard,
+                                                             ids=ids or None))
+    if as_json:
+        emit({"service": service, "discarded" if discard else "retried": released})
+        return
+    if not released:
+        which = f" with id {', '.join(map(str, ids))}" if ids else ""
+        print(f"tillstream: no parked outbox row in {service}{which}", file=sys.stderr)
+        raise typer.Exit(1)
+    console.print(f"{service}: {'discarded' if discard else 'publishing again'} outbox rows"
+                  f" {', '.join(map(str, released))}; the rows they held flow again")
+
+
+@outbox_app.command("retry")
+def outbox_retry(service: str = typer.Option(..., "--service"), ids: Optional[list[int]] = PARKED_IDS,
+                 as_json: bool = JSON) -> None:
+    """Publish parked rows again (once the broker accepts them: its size limit raised, say);
+    one refused again is parked again."""
+    _release(service, ids, discard=False, as_json=as_json)
+
+
+@outbox_app.command("discard")
+def outbox_discard(service: str = typer.Option(..., "--service"), ids: Optional[list[int]] = PARKED_IDS,
+                   yes: bool = YES, as_json: bool = JSON) -> None:
+    """Drop parked rows for good: their events stay in the store but are never published, so
+    subscribers never see them (`tillstream replay` could send them later)."""
+    which = ", ".join(map(str, ids)) if ids else "every parked row"
+    service_name(service)
+    system()
+    confirm(f"Discard {which} of {service}'s outbox? Subscribers will never see them.", yes)
+    _release(service, ids, discard=True, as_json=as_json)
 
 
 # -- sagas ----------------------------------------------------------------------------------
@@ -328,32 +367,49 @@ def saga_list(include_ended: bool = typer.Option(False, "--all", help="Ended one
         table.add_row(row["id"], row["order_number"], row["status"], row["step"] or "",
                       str(row["deadline_at"] or ""), str(row["started_at"]), failure)
     console.print(table)
+    for row in found:
+        if row["failure"] and row["failure"].get("unanswered"):
+            console.print(f"order {row['order_number']} ({row['id']}): failed by force; compensations left"
+                          f" unanswered: {', '.join(row['failure']['unanswered'])}", soft_wrap=True)
 
 
 @saga_app.command("abort")
 def saga_abort(saga: str = typer.Argument(..., help="Saga id or order number"),
                wait: float = typer.Option(10.0, "--wait", help="Seconds to wait for the compensations (0: don't)"),
+               force: bool = typer.Option(False, "--force", help="Then stop waiting for compensations not answered"
+                                          " within --wait: the completion fails, naming them"),
                yes: bool = YES, as_json: bool = JSON) -> None:
-    """Compensate a stuck completion now: stock released, coupons freed, payments voided."""
+    """Compensate a stuck completion now: stock released, coupons freed, payments voided.
+    With --force, a completion whose compensations are not answered (within --wait) is
+    ended anyway: failed, with the compensations left unanswered, for someone to see to."""
     system()
-    confirm(f"Abort the completion {saga} and compensate it?", yes)
+    confirm(f"Abort the completion {saga}{' (and fail it if not compensated in time)' if force else ''}?", yes)
     aborted = asyncio.run(ops.abort_saga(dsn(), saga))
+    _wait_for_end(aborted, wait)
+    forced = asyncio.run(interventions.force_saga_end(dsn(), saga)) if force else []
+    _wait_for_end(forced, max(wait, 10.0))
+    forced_ids = {row["id"] for row in forced}
+    aborted = [row for row in aborted if row["id"] not in forced_ids] + forced
     if not aborted:
-        print(f"tillstream: no running completion for {saga}", file=sys.stderr)
+        print(f"tillstream: no running{' or compensating' if force else ''} completion for {saga}", file=sys.stderr)
         raise typer.Exit(1)
-    deadline = time.monotonic() + wait
+    if as_json:
+        emit(aborted)
+        return
     for row in aborted:
+        action = "its compensations given up" if row["id"] in forced_ids else "abort requested"
+        console.print(f"{row['id']} (order {row['order_number']}): {action} at step {row['step']};"
+                      f" now {row['status']}")
+
+
+def _wait_for_end(rows: list[dict], wait: float) -> None:
+    deadline = time.monotonic() + wait
+    for row in rows:
         while wait and time.monotonic() < deadline:
             row["status"] = asyncio.run(ops.saga_status(dsn(), row["id"]))
             if row["status"] in ("completed", "failed"):
                 break
             time.sleep(0.2)
-    if as_json:
-        emit(aborted)
-        return
-    for row in aborted:
-        console.print(f"{row['id']} (order {row['order_number']}): abort requested at step {row['step']};"
-                      f" now {row['status']}")
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ PRODUCTS = [
 ]
 
 PROMOTIONS = [
-    {"id": 1, "name": "10 off", "code": "10off", "kind": "order_flat", "value": "10.00"},
+    {"id": 1, "name": "10 off", "code": "10off", "kind": "order_flat", "value": "10.00", "currency": "USD"},
     {"id": 2, "name": "15 percent", "code": "15percent", "kind": "items_percent", "value": "15"},
     {"id": 3, "name": "Summer 2020", "code": "summer2020", "kind": "order_flat", "value": "5.00",
      "starts_at": "2020-06-01T00:00:00+00:00", "expires_at": "2020-09-01T00:00:00+00:00"},

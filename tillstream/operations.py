@@ -231,7 +231,7 @@ async def replay(dsn: str, bootstrap: str, service: str, *, from_position: int =
 
 # -- sagas (the order service's completions) --------------------------------------------------
 _SAGA_COLUMNS = ("id, saga, key AS order_number, status, invoked[cardinality(invoked)] AS step, pending, failure,"
-                 " attempts, abort_requested, started_at, deadline_at, ended_at")
+                 " attempts, abort_requested, force_requested, started_at, deadline_at, ended_at")
 
 
 async def sagas(dsn: str, *, include_ended: bool = False, limit: int = 100) -> list[dict]:

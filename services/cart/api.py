@@ -52,8 +52,9 @@ async def empty_cart(ctx: ServiceContext, number: str) -> dict:
 
 
 @api.operation
-async def apply_coupon(ctx: ServiceContext, number: str, *, code: str) -> dict:
-    return {"events": (await commands.apply_coupon(ctx.pool, number, code)).event_ids}
+async def apply_coupon(ctx: ServiceContext, number: str, *, code: str, currency: str) -> dict:
+    """Applies a coupon to the cart of an order in `currency` (a flat coupon only in its own)."""
+    return {"events": (await commands.apply_coupon(ctx.pool, number, code, currency)).event_ids}
 
 
 @api.operation
@@ -150,6 +151,7 @@ class PromotionIn(BaseModel):
     starts_at: datetime | None = None
     expires_at: datetime | None = None
     usage_limit: int | None = None
+    currency: str = "USD"  # a flat promotion's amount is in it; a percentage ignores it
 
 
 @api.operation
@@ -161,6 +163,10 @@ async def load_catalog(ctx: ServiceContext, *, products: list[dict]) -> dict:
 
 @api.operation
 async def load_promotions(ctx: ServiceContext, *, promotions: list[dict]) -> dict:
-    await upsert_all(ctx.pool, (Upsert("promotions", {**p.model_dump(), "code": p.code.strip().lower()})
-                                for p in map(PromotionIn.model_validate, promotions)))
+    def row(p: PromotionIn) -> Upsert:
+        # A flat amount is money in one currency; a percentage applies in any.
+        currency = p.currency.upper() if p.kind == "order_flat" else None
+        return Upsert("promotions", {**p.model_dump(), "code": p.code.strip().lower(), "currency": currency})
+
+    await upsert_all(ctx.pool, (row(p) for p in map(PromotionIn.model_validate, promotions)))
     return {"promotions": len(promotions)}

@@ -80,12 +80,12 @@ async def find_promotion(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> 
     refusal = lapsed(row, used, now)
     if refusal:
         raise DomainError(refusal, _LAPSED_MESSAGES[refusal])
-    return Promotion(row["id"], row["code"], row["name"], row["kind"], Decimal(row["value"]))
+    return Promotion(row["id"], row["code"], row["name"], row["kind"], Decimal(row["value"]), row["currency"])
 
 
-async def apply_coupon(pool: asyncpg.Pool, number: str, code: str) -> CommandResult[Cart]:
+async def apply_coupon(pool: asyncpg.Pool, number: str, code: str, currency: str) -> CommandResult[Cart]:
     promotion = await find_promotion(pool, code)
-    return await CARTS.execute(pool, number, lambda cart: cart.apply_promotion(promotion))
+    return await CARTS.execute(pool, number, lambda cart: cart.apply_promotion(promotion, currency=currency))
 
 
 async def remove_coupon(pool: asyncpg.Pool, number: str, code: str) -> CommandResult[Cart]:

@@ -54,6 +54,11 @@ class Promotion:
     name: str
     kind: str
     value: Decimal
+    currency: str | None = None  # a flat promotion's; None for a percentage, which fits any currency
+
+    def fits(self, currency: str) -> bool:
+        """A flat amount is money of one currency: 10 USD off must not take 10 GBP off."""
+        return self.kind == "items_percent" or self.currency == currency
 
     def discount(self, item_total: Decimal) -> Decimal:
         """The (negative) adjustment; never more than the items are worth."""
@@ -139,12 +144,16 @@ class Cart(Aggregate):
             self._record(CartEmptied(order_number=self.id))
         self._reprice()
 
-    def apply_promotion(self, promotion: Promotion) -> None:
+    def apply_promotion(self, promotion: Promotion, *, currency: str) -> None:
+        """Applies a coupon to the cart of an order in `currency`."""
         self._check_unlocked()
         if promotion.code in self.promotions:
             raise DomainError("coupon_code_already_applied", "The coupon code has already been applied to this order")
+        if not promotion.fits(currency):
+            raise DomainError("coupon_code_not_eligible", "This coupon code is not eligible for this order")
         self._record(PromotionApplied(order_number=self.id, promotion_id=promotion.id, code=promotion.code,
-                                      name=promotion.name, kind=promotion.kind, value=promotion.value))
+                                      name=promotion.name, kind=promotion.kind, value=promotion.value,
+                                      currency=promotion.currency))
         self._reprice()
 
     def remove_promotion(self, code: str) -> None:
@@ -238,7 +247,7 @@ class Cart(Aggregate):
         self.promotions.clear()
 
     def _on_PromotionApplied(self, e: PromotionApplied) -> None:
-        self.promotions[e.code] = Promotion(e.promotion_id, e.code, e.name, e.kind, e.value)
+        self.promotions[e.code] = Promotion(e.promotion_id, e.code, e.name, e.kind, e.value, e.currency)
 
     def _on_PromotionRemoved(self, e: PromotionRemoved) -> None:
         del self.promotions[e.code]

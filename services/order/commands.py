@@ -164,3 +164,28 @@ async def cancel(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
 async def update_contact(pool: asyncpg.Pool, number: str, *, email: str | None, phone: str | None):
     return await ORDERS.execute(pool, number, lambda order: _require(order).update_contact(email=email, phone=phone),
                                 project=project)
+
+
+async def release_unpaid_orders(pool: asyncpg.Pool, limit: int = 50) -> list[str]:
+    """Cancel the orders placed with nothing paid nor authorised whose time is up and that
+    are still unpaid (Order.release_unpaid), each in one transaction with its row: safe with
+    several sweepers (`FOR UPDATE SKIP LOCKED`); a concurrent change of the order rolls it
+    back for the next sweep. Returns the orders released."""
+    due = await pool.fetch("SELECT number FROM unpaid_order_releases WHERE release_at <= now()"
+                           " ORDER BY release_at LIMIT $1", limit)
+    released = []
+    for row in due:
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                number = await conn.fetchval("DELETE FROM unpaid_order_releases WHERE number IN (SELECT number"
+                                             " FROM unpaid_order_releases WHERE number = $1 AND release_at <= now()"
+                                             " FOR UPDATE SKIP LOCKED) RETURNING number", row["number"])
+                if number is None:
+                    continue
+                order = await ORDERS.load(conn, number)
+                if order.release_unpaid():
+                    await ORDERS.save(conn, order, project=project)
+                    released.append(number)
+        except ConcurrencyConflict:
+            continue
+    return released

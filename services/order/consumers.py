@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from services.order.commands import COMPLETION_RUNNER, ORDERS, project
+from services.order.commands import COMPLETION_RUNNER, ORDERS, project, release_unpaid_orders
 from services.order.projections import apply_to_view
 from shared.bus import events_topic
 from shared.commandbus import ServiceContext
@@ -71,6 +71,20 @@ async def run_expired_steps(ctx: ServiceContext) -> None:
             await COMPLETION_RUNNER.sweep(ctx.pool)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("saga sweep failed; retrying", extra={"fields": {"error": repr(exc)}})
+
+
+async def run_unpaid_releases(ctx: ServiceContext) -> None:
+    """Every UNPAID_ORDER_SWEEP_INTERVAL_S, cancel the orders left unpaid past their time
+    (commands.release_unpaid_orders). Every instance of the service sweeps."""
+    while True:
+        await asyncio.sleep(ctx.settings.unpaid_order_sweep_interval_s)
+        try:
+            released = await release_unpaid_orders(ctx.pool)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("unpaid order sweep failed; retrying", extra={"fields": {"error": repr(exc)}})
+            continue
+        if released:
+            log.info("unpaid orders released", extra={"fields": {"count": len(released)}})
 
 
 subscriptions = [

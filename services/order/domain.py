@@ -264,22 +264,36 @@ class Order(Aggregate):
                                     shipment_state=shipment_state(payment_state, backordered=backordered),
                                     reference=reference))
 
-    def completion_failed(self, request_id: str, *, code: str, message: str, state: str, step: str | None) -> None:
-        """Every step the saga took is undone: back to `state` (`address` restarts the checkout)."""
+    def completion_failed(self, request_id: str, *, code: str, message: str, state: str, step: str | None,
+                          unanswered: list[str] | None = None) -> None:
+        """Every step the saga took is undone (but those whose compensations an operator gave
+        up on, `unanswered`): back to `state` (`address` restarts the checkout)."""
         if self.completing != request_id:
             return
         self._record(CompletionFailed(number=self.id, request_id=request_id, code=code, message=message,
-                                      state=state, step=step))
+                                      state=state, step=step, unanswered_compensations=unanswered or []))
         if state in ("cart", "address"):
             self._record(CheckoutRestarted(number=self.id, state=state))
 
     def cancel(self) -> None:
         """Solidus's `cancel`: complete → canceled while nothing has shipped."""
         completion = self.completed_by  # set with the state `complete`
-        if self.state != "complete" or completion is None or \
-                self.shipment_state not in (None, "ready", "backorder", "pending"):
+        if not self._cancelable() or completion is None:
             raise CheckoutRefused({})
         self._record(OrderCanceled(number=self.id, completion_request_id=completion))
+
+    def release_unpaid(self) -> bool:
+        """The system's cancel of an order placed with nothing paid nor authorised (a check,
+        GetCandy's offline payment) once its time is up: as an admin's cancel (its stock goes
+        back, its coupons are freed), unless it was paid, canceled or shipped meanwhile."""
+        completion = self.completed_by
+        if not self._cancelable() or completion is None or self.payment_total != 0 or self.payment_state == "paid":
+            return False
+        self._record(OrderCanceled(number=self.id, completion_request_id=completion, reason="unpaid"))
+        return True
+
+    def _cancelable(self) -> bool:
+        return self.state == "complete" and self.shipment_state in (None, "ready", "backorder", "pending")
 
     def payments_changed(self, *, payment_total: Decimal, any_valid: bool) -> None:
         """Recompute payment_state (Solidus's order updater) once the order is placed."""

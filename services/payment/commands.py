@@ -116,7 +116,10 @@ async def _gateway_action(pool: asyncpg.Pool, gateway: BogusGateway, number: str
 
 
 async def capture(pool: asyncpg.Pool, gateway: BogusGateway, number: str, payment_id: int) -> CommandResult:
-    """Admin: capture an authorised payment (idempotent at the gateway)."""
+    """Admin: capture an authorised payment (idempotent at the gateway), or record that a
+    check's money arrived (which also keeps its order from being released unpaid)."""
+    if (await PAYMENTS.load(pool, number)).check_capturable(payment_id).method_type == "check":
+        return await PAYMENTS.execute(pool, number, lambda p: p.captured(payment_id, ""))
     result = await _gateway_action(pool, gateway, number, payment_id, "capture")
     return await PAYMENTS.execute(pool, number, lambda p: p.captured(payment_id, result.authorization or ""))
 

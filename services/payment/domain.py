@@ -201,7 +201,10 @@ class OrderPayments(Aggregate):
             self._record(PaymentsDeclined(order_number=self.id, request_id=request_id, message=declined))
         else:
             captured = sum((p.amount for p in self.payments.values() if p.state == "completed"), Decimal("0"))
-            self._record(PaymentsProcessed(order_number=self.id, request_id=request_id, payment_total=captured))
+            secured = sum((p.amount for p in self.payments.values()
+                           if p.state in ("pending", "completed") and p.method_type == "gateway"), Decimal("0"))
+            self._record(PaymentsProcessed(order_number=self.id, request_id=request_id, payment_total=captured,
+                                           secured_total=secured))
 
     def find(self, payment_id: int) -> Payment:
         if payment_id not in self.payments:
@@ -210,7 +213,8 @@ class OrderPayments(Aggregate):
 
     def check_capturable(self, payment_id: int) -> Payment:
         payment = self.find(payment_id)
-        if payment.state not in ("pending", "checkout") or payment.method_type != "gateway":
+        # A check is captured when the money arrives (Solidus's Check#capture): no gateway is asked.
+        if payment.state not in ("pending", "checkout") or payment.method_type not in ("gateway", "check"):
             raise DomainError("invalid_transition", f"Cannot capture a payment in state {payment.state}.")
         return payment
 

@@ -78,6 +78,7 @@ class PromotionApplied(DomainEvent):
     name: str
     kind: str  # "order_flat" (value off the order) or "items_percent" (value % off the items)
     value: Decimal
+    currency: str | None = None  # an order_flat value's currency (older events: none recorded)
 
 
 class PromotionRemoved(DomainEvent):

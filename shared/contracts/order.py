@@ -204,7 +204,8 @@ class CompletionFailedV1(DomainEvent):
 
 class CompletionFailed(DomainEvent):
     """The completion did not place the order and every step it took was undone (stock
-    released, coupons freed, authorisations voided). The order is back in `state`:
+    released, coupons freed, authorisations voided), but for `unanswered_compensations`
+    when an operator forced the end. The order is back in `state`:
     `payment` after a payment problem, `confirm` after a stock or time-out problem,
     `address` when the cart changed or a coupon became ineligible (the checkout restarts)."""
     event_type = "order.CompletionFailed"
@@ -215,6 +216,9 @@ class CompletionFailed(DomainEvent):
     message: str
     state: str
     step: str | None = None  # the saga step that failed
+    # Compensations an operator stopped waiting for (`tillstream saga abort --force`): what
+    # those steps took (stock, an authorisation, the cart's lock) may still be held.
+    unanswered_compensations: list[str] = []
 
 
 @upcaster("order.CompletionFailed", 1)
@@ -224,11 +228,15 @@ def _completion_failed_without_release_flag(payload: dict) -> dict:
 
 
 class OrderCanceled(DomainEvent):
-    """An admin canceled a completed order: shipping restocks what the completion
-    allocated, payment voids authorisations and refunds captures."""
+    """An admin canceled a completed order (or the system, one left unpaid: `reason`):
+    shipping restocks what the completion allocated, payment voids authorisations and
+    refunds captures."""
     event_type = "order.OrderCanceled"
     number: str
     completion_request_id: str
+    # None: an admin's cancel. "unpaid": placed with nothing paid nor authorised, and still
+    # unpaid UNPAID_ORDER_RELEASE_AFTER_S later.
+    reason: str | None = None
 
 
 class PaymentStateChanged(DomainEvent):

@@ -72,6 +72,9 @@ class PaymentsProcessed(DomainEvent):
     order_number: str
     request_id: str
     payment_total: Decimal  # completed (captured) payments
+    # Authorised or captured by a gateway for this request (checks are neither); None in
+    # events from before it was recorded.
+    secured_total: Decimal | None = None
 
 
 class PaymentsDeclined(DomainEvent):

@@ -28,6 +28,19 @@ async def reconfigure(system, service: str, **env: str | None) -> None:
     await _restarted(system, process, old)
 
 
+async def reconfigure_every_instance(system, service: str, **env: str | None) -> None:
+    """`reconfigure` for each process running `service` (the distributed topology may run several)."""
+    if not system.distributed:
+        return await reconfigure(system, service, **env)
+    for name in [n for n in system.processes if n == service or n.startswith(f"{service}-")]:
+        process = system.processes[name]
+        process.env = {k: v for k, v in {**process.env, **env}.items() if v is not None}
+        process.restarts = 0
+        old = process.pid
+        os.kill(old, signal.SIGTERM)
+        await _restarted(system, process, old)
+
+
 async def kill_9(system, service: str) -> int:
     """kill -9 the process hosting `service`; returns once the supervisor has it back."""
     process = system.process_of(service)

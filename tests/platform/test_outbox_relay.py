@@ -151,3 +151,64 @@ async def test_a_row_the_broker_refuses_is_parked_and_later_rows_flow(stack, poo
             await store.append(conn, aggregate_type="Test", aggregate_id="R002", expected_version=0,
                                events=[Exploded(reason="x" * MAX_EVENT_BYTES)])
     assert refused.value.code == "event_too_large" and refused.value.status == 413
+
+
+async def test_a_parked_row_holds_back_its_keys_later_rows_until_it_is_released(stack, pool, schema, unique):
+    """Issue #23, 7: a consumer must never see an order's later events without an earlier
+    one. The row refused for good holds back its key's later rows, those in its own batch
+    and those appended after it was parked, while other keys flow; retrying parks it again
+    (still refused), discarding it lets the held rows through, in order."""
+    from shared.outbox import release_parked
+
+    topic = f"relay.{unique}"
+    settings = stack.settings(outbox_poll_interval_s=0.2)
+    await ensure_topics(settings, [topic])
+    store = EventStore(schema, topic)
+
+    async def tick(stream: str, version: int) -> str:
+        async with pool.acquire() as conn, conn.transaction():
+            [stored] = await store.append(conn, aggregate_type="Test", aggregate_id=stream,
+                                          expected_version=version, events=[Ticked(n=version)])
+        return str(stored.event_id)
+
+    first = await tick("R000", 0)
+    parked_id = await pool.fetchval("INSERT INTO outbox (topic, key, value, headers) VALUES ($1, 'R000', $2, '[]')"
+                                    " RETURNING id", topic, b"x" * (2 * 1024 * 1024))
+    same_batch = await tick("R000", 1)  # in the relay's first batch, behind the refused row
+    other = await tick("R001", 0)
+    producer = make_producer(settings)
+    await producer.start()
+    relay = OutboxRelay(settings, schema, producer)
+    task = asyncio.create_task(relay.run())
+
+    async def published(count: int, settle: float) -> dict[str, list[str]]:
+        """Per key, the event ids on the topic in their order."""
+        by_key = defaultdict(list)
+        for r in await read_topic(settings, topic, until_count=count, timeout=20, settle=settle):
+            by_key[r.key.decode()].append(str(EventEnvelope.from_json(r.value).event_id))
+        return dict(by_key)
+
+    try:
+        assert await published(2, settle=0.5) == {"R000": [first], "R001": [other]}
+        after_parking = await tick("R000", 2)
+        flowing = await tick("R001", 1)
+        assert await published(3, settle=1.0) == {"R000": [first], "R001": [other, flowing]}
+        status = await outbox_status(pool)
+        assert (status["parked"], status["held"]) == (1, 2), status
+
+        assert await release_parked(pool, schema, discard=False) == [parked_id]  # still too large: parked again
+        deadline = time.monotonic() + 10
+        while (status := await outbox_status(pool))["parked"] != 1:
+            assert time.monotonic() < deadline, status
+            await asyncio.sleep(0.05)
+        assert status["held"] == 2
+        assert await published(3, settle=0.5) == {"R000": [first], "R001": [other, flowing]}
+
+        assert await release_parked(pool, schema, discard=True, ids=[parked_id]) == [parked_id]
+        assert await published(5, settle=0.5) == {"R000": [first, same_batch, after_parking],
+                                                  "R001": [other, flowing]}
+        assert (await outbox_status(pool))["unpublished"] == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await producer.stop()

@@ -84,7 +84,7 @@ async def test_shipment_endpoints_with_the_order_token(gateway, guest_order):
     assert rates.status_code == 200
     assert [(r["name"], r["cost"], r["display_cost"]) for r in rates.json()["shipping_rates"]] == [
         ("Ground", "10.0", "$10.00"), ("Express", "15.0", "$15.00")]
-    assert (await gateway.get("/api/shipments/H00000000000/estimated_rates", headers=token)).status_code == 404
+    assert (await gateway.get("/api/shipments/H00000000000/estimated_rates", headers=token)).status_code == 401
     missing = await gateway.put(f"/api/shipments/{shipment_number}/select_shipping_method", headers=token, json={})
     assert missing.status_code == 422
     unknown = await gateway.put(f"/api/shipments/{shipment_number}/select_shipping_method", headers=token,

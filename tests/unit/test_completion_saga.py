@@ -132,6 +132,18 @@ def test_an_operators_abort_fails_the_step_as_aborted():
     assert (saga.failure.code, saga.failure.state, saga.status) == ("aborted", "confirm", COMPENSATING)
 
 
+def test_a_forced_end_fails_a_compensating_saga_naming_the_compensations_left_unanswered():
+    saga, _ = started()
+    answer(saga, locked())
+    COMPLETION.expired(saga, SETTINGS, NOW + timedelta(seconds=3))  # the stock step timed out
+    answer(saga, c.CartUnlocked(order_number="R000000001", request_id="req-1"))
+    saga.force_requested = True
+    decision = COMPLETION.expired(saga, SETTINGS, NOW + timedelta(seconds=4))
+    assert decision.finished == FAILED and decision.commands == [] and saga.status == FAILED
+    assert (saga.failure.code, saga.failure.unanswered, saga.pending) == ("step_timed_out", ("allocate_stock",), [])
+    assert answer(saga, s.StockReleased(order_number="R000000001", request_id="req-1", units=[])) is None  # too late
+
+
 def test_a_dead_lettered_command_fails_its_step_at_once():
     saga, _ = started()
     answer(saga, locked())

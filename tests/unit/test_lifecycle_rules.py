@@ -16,13 +16,13 @@ from shared.contracts import payment as p
 from shared.contracts import shipping as s
 from tests.helpers.aggregates import TEE, given, kinds
 
-TEN_OFF = Promotion(1, "10off", "10 off", "order_flat", Decimal("10"))
+TEN_OFF = Promotion(1, "10off", "10 off", "order_flat", Decimal("10"), "USD")
 
 
 def a_cart():
     history = given(Cart, "R1")
     history.when(lambda cart: cart.add_line(TEE, 2, new_line_id=7))
-    history.when(lambda cart: cart.apply_promotion(TEN_OFF))
+    history.when(lambda cart: cart.apply_promotion(TEN_OFF, currency="USD"))
     return history
 
 
@@ -33,7 +33,8 @@ def test_a_locked_cart_refuses_every_change_and_unlocking_frees_it():
     assert event.adjustment_total == Decimal("-10") and event.reserved_promotion_ids == [1]
     for change in (lambda cart: cart.add_line(TEE, 1, new_line_id=8), lambda cart: cart.set_quantity(7, 5),
                    lambda cart: cart.remove_line(7), lambda cart: cart.empty(),
-                   lambda cart: cart.apply_promotion(TEN_OFF), lambda cart: cart.remove_promotion("10off")):
+                   lambda cart: cart.apply_promotion(TEN_OFF, currency="USD"),
+                   lambda cart: cart.remove_promotion("10off")):
         assert history.refuses(change).code == "cart_locked"
     assert kinds(history.when(lambda cart: cart.unlock("req"))) == [c.CartUnlocked] and history.result == [1]
     assert history.when(lambda cart: cart.unlock("req")) == [] and history.result == []  # answered once
@@ -130,6 +131,29 @@ def test_a_completing_order_is_locked_and_a_placed_one_refuses_every_customer_ch
     for change in changes:
         assert history.refuses(change).code == "order_placed"
     assert kinds(history.when(lambda order: order.cancel())) == [o.OrderCanceled]  # an admin operation still works
+
+
+def placed_unpaid():
+    history = an_order()
+    history.when(lambda order: order.request_completion(total=Decimal("10"), lines=[], has_valid_payment=True))
+    request_id = history.result
+    history.when(lambda order: order.complete(request_id, total=Decimal("10"), payment_total=Decimal("0"),
+                                              reference=None))
+    return history
+
+
+def test_an_order_left_unpaid_is_released_as_an_admin_cancel_unless_paid_canceled_or_shipped():
+    history = placed_unpaid()
+    [canceled] = history.when(lambda order: order.release_unpaid())
+    assert history.result is True and isinstance(canceled, o.OrderCanceled) and canceled.reason == "unpaid"
+    assert history.when(lambda order: order.release_unpaid()) == [] and history.result is False  # canceled already
+    paid = placed_unpaid()
+    paid.when(lambda order: order.payments_changed(payment_total=Decimal("10"), any_valid=True))
+    assert paid.when(lambda order: order.release_unpaid()) == [] and paid.result is False
+    # No order event records a shipment yet (shipping is outside Tillstream): the state is set by hand.
+    shipped = placed_unpaid().load()
+    shipped.shipment_state = "shipped"
+    assert not shipped.release_unpaid() and not shipped.pending
 
 
 def test_a_failed_completion_that_restarts_the_checkout_says_so():

@@ -207,7 +207,8 @@ async def add_discount(basket_id: Hash, request: Request):
     if not code:
         raise invalid({"coupon": ["The coupon field is required."]})
     result = await command(request, "cart", "apply_coupon", order=order, placed_message=BASKET_PLACED,
-                           refused=lambda _: invalid(COUPON_INVALID), number=number, code=code[:255])
+                           refused=lambda _: invalid(COUPON_INVALID), number=number, code=code[:255],
+                           currency=order["currency"])
     return await basket_response(request, await order_view(request, number, result["events"]))
 
 

@@ -62,10 +62,10 @@ def coupon_body(status_code: str | None, *, success: bool, message: str | None) 
             "successful": success, "status_code": status_code}
 
 
-async def _coupon(request: Request, order: dict, operation: str, code: str, done: str) -> Response:
+async def _coupon(request: Request, order: dict, operation: str, code: str, done: str, **arguments) -> Response:
     number = order["number"]
     try:
-        result = await call(request, "cart", operation, number=number, code=code)
+        result = await call(request, "cart", operation, number=number, code=code, **arguments)
     except DomainError as refusal:
         if refusal.code in LOCKED_CODES:
             raise refused_while_locked(number, refusal.code, placed=bool(order.get("completed_at")),
@@ -84,7 +84,7 @@ async def apply_coupon(number: OrderNumber, request: Request):
     code = code.strip().lower() if isinstance(code, str) else ""
     if not code:
         return json_response(coupon_body(None, success=False, message=None), 422)
-    return await _coupon(request, order, "apply_coupon", code, "coupon_code_applied")
+    return await _coupon(request, order, "apply_coupon", code, "coupon_code_applied", currency=order["currency"])
 
 
 @router.delete("/orders/{number}/coupon_codes/{code}", responses=responses(200, CouponResult, locked=True))

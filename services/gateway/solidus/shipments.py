@@ -7,9 +7,9 @@ from fastapi import APIRouter, Request
 from services.gateway.openapi import request_body
 from services.gateway.paths import Code
 from services.gateway.reference import call, fetch_order
-from services.gateway.solidus.access import authorize
+from services.gateway.solidus.access import authorize, is_admin
 from services.gateway.solidus.calls import command
-from services.gateway.solidus.errors import NOT_FOUND, ApiError, missing_param
+from services.gateway.solidus.errors import NOT_FOUND, UNAUTHORIZED, ApiError, missing_param
 from services.gateway.solidus.render import display, money, render_shipment
 from services.gateway.solidus.requests import ShippingMethodRequest, as_int, params, validated
 from services.gateway.solidus.schemas import EstimatedRates, Shipment, responses
@@ -35,10 +35,13 @@ async def select_rates(request: Request, order: dict, shipments: list[dict]) -> 
 
 
 async def shipment_and_order(request: Request, shipment_number: str) -> tuple[dict, dict]:
+    """The shipment and its order, if the caller may see them. An unknown shipment is refused
+    like another order's (401) to all but an admin, so numbers cannot be probed for existence."""
+    admin = is_admin(request)
     try:
         found = await call(request, "shipping", "find_shipment", shipment_number=shipment_number)
     except DomainError:
-        raise ApiError(404, NOT_FOUND) from None
+        raise (ApiError(404, NOT_FOUND) if admin else ApiError(401, UNAUTHORIZED)) from None
     # Unlike stock Solidus, the order's own token may use its shipments (the documented flow asks it to).
     order = await authorize(request, found["order_number"])
     return found["shipment"], order
