@@ -73,9 +73,9 @@ async def fold(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope,
     settled = {"pending_request": None, "settled_by": _event_id(envelope.causation_id)}
     match event:
         case o.OrderCreated():
-            await view.create(event.number, guest_token=event.guest_token, state="cart", currency=event.currency,
-                              email=event.email, user_id=event.user_id, created_at=envelope.occurred_at,
-                              updated_at=envelope.occurred_at)
+            await view.create(event.number, guest_token_digest=event.guest_token_digest, dialect=event.dialect,
+                              state="cart", currency=event.currency, email=event.email, user_id=event.user_id,
+                              created_at=envelope.occurred_at, updated_at=envelope.occurred_at)
         case o.CheckoutRestarted():
             # Solidus deletes the (pending) shipments when the checkout restarts.
             await view.update(number, state=event.state, shipments=[], ship_total=Decimal(0), **settled)
