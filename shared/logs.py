@@ -48,3 +48,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 def log_fields(**fields: object) -> dict:
     """`logger.info("msg", extra=log_fields(order="R1"))` puts the fields on the JSON line."""
     return {"fields": fields}
+
+
+def route_template(scope) -> str:
+    """The route a request matched (`/api/v1/orders/{order_id}`), for logs and metrics: never
+    the raw path, which holds ids that open orders (GetCandy's are bearer credentials)."""
+    return getattr(scope.get("route"), "path", "unmatched")
