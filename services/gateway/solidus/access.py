@@ -67,8 +67,9 @@ async def authorize(request: Request, number: str, *, body: dict | None = None) 
             raise ApiError(404, NOT_FOUND)
         return order
     if order is not None and not is_solidus_order(order):
-        raise ApiError(404, NOT_FOUND)  # another dialect's order: not there for this one's guests
-    # A token for an unknown order is refused like a wrong token, as Solidus does.
+        order = None  # another dialect's order is unknown here: answered as any unknown one is
+    # A token for an unknown order is refused like a wrong token, as Solidus does (so the
+    # answer tells nothing of which numbers exist, in either dialect).
     if order is None or not guest_token_matches(token, order["guest_token_digest"]):
         raise ApiError(401, UNAUTHORIZED)
     request.state.guest_token = token  # shown back in the answer (guest_token_shown)
