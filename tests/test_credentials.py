@@ -42,12 +42,14 @@ async def read_all(settings, topic: str) -> list:
                                 fetch_max_wait_ms=10)
     await consumer.start()
     try:
+        await consumer._client.force_metadata_update()
         partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        assert partitions, topic
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends, records = await consumer.end_offsets(partitions), []
         deadline = time.monotonic() + 30
-        while any(await consumer.position(tp) < end for tp, end in ends.items()):
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
             assert time.monotonic() < deadline, f"{topic}: {len(records)} records read"
             for batch in (await consumer.getmany(timeout_ms=100)).values():
                 records.extend(batch)
