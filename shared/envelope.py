@@ -108,6 +108,8 @@ def newest_message(value: bytes, headers: list[tuple[str, bytes]]) -> tuple[byte
     the CLI) with its event at the newest version: an older version may hold what its
     successor dropped (order.OrderCreated.v1's guest token). Only messages whose headers
     name an upcastable contract are parsed."""
+    import shared.contracts  # noqa: F401  (the upcasters are registered where the contracts are defined)
+
     names = dict(headers)
     try:
         contract = (names["event_type"].decode(), int(names["event_version"]))

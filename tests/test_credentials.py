@@ -9,11 +9,11 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.gateway.getcandy.ids import BASKET_LINES, BASKETS, ORDER_LINES, ORDERS, SHIPPING_LINES
+from shared import db
 from shared.bus import EVENT_TOPICS
 from shared.contracts.order import guest_token_digest
 from shared.envelope import EventEnvelope
@@ -129,13 +129,13 @@ async def test_a_stored_v1_order_created_reads_as_v2_its_token_works_and_no_repu
                        aggregate_id=number, sequence=1, occurred_at=datetime.now(timezone.utc),
                        correlation_id="before-v2", payload={"number": number, "guest_token": token,
                                                             "currency": "USD", "email": None, "user_id": None})
-    conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": '"order"'})
+    conn = await db.connect(stack.database_url, "order")
     try:
         async with conn.transaction():
             await ORDER_STORE.append_envelopes(conn, [v1], key=number, expected_version=0)
             await apply_to_view(conn, v1)  # the view as the live path built it then
         stored = await conn.fetchrow("SELECT version, payload FROM events WHERE event_id = $1", v1.event_id)
-        assert stored["version"] == 1 and json.loads(stored["payload"])["guest_token"] == token  # never rewritten
+        assert stored["version"] == 1 and stored["payload"]["guest_token"] == token  # never rewritten
         assert await conn.fetchval("SELECT count(*) FROM order_view WHERE number = $1"
                                    " AND guest_token_digest = $2", number, guest_token_digest(token)) == 1
     finally:

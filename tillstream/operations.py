@@ -17,6 +17,7 @@ from typing import AsyncIterator, Callable
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+import shared.contracts  # noqa: F401  (registers the upcasters: events are shown and sent at their newest version)
 from shared.envelope import EventEnvelope, decode_event_json, newest_message, upcast
 from shared.eventstore import COLUMNS, METADATA_COLUMNS, stored_envelope
 from shared.outbox import outbox_status
