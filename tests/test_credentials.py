@@ -1,5 +1,5 @@
-"""Credentials stay with their owner (issue #23, 1-2): no guest token and no id that opens an
-order travels in events, replays or logs; a GetCandy id names one entity of one dialect; each
+"""Credentials stay with their owner (issue #23, 1-2): no guest token, card token or id that
+opens an order travels in events, replays or logs; a GetCandy id names one entity of one dialect; each
 dialect's routes reach only the orders it created (admins excepted)."""
 from __future__ import annotations
 
@@ -85,7 +85,14 @@ async def test_no_topic_carries_a_guest_token_or_an_id_that_opens_an_order(gatew
         assert completed.status_code == 200, completed.text
         secrets.append(token["X-Spree-Order-Token"])
     secrets += await getcandy_checkout(gateway)
-    assert len(secrets) >= 6
+    conn = await db.connect(stack.database_url, "payment")
+    try:  # the gateway's tokens for the cards (they charge them): the payment service's alone
+        card_tokens = [r["gateway_token"] for r in await conn.fetch("SELECT gateway_token FROM card_sources")]
+    finally:
+        await conn.close()
+    assert card_tokens and all(len(t) >= 16 for t in card_tokens)
+    secrets += card_tokens
+    assert len(secrets) >= 7
     topics = await every_topic(stack.settings())
     assert set(EVENT_TOPICS) <= set(topics)
     read = 0

@@ -123,7 +123,7 @@ async def fold(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope,
         case p.PaymentCreated():
             payments = await view.get(number, "payments") or []
             if not any(existing["id"] == event.payment_id for existing in payments):
-                source = event.source.model_dump(mode="json", exclude={"gateway_token"}) if event.source else None
+                source = event.source.model_dump(mode="json") if event.source else None
                 await view.update(number, payments=[*payments, {
                     "id": event.payment_id, "payment_method_id": event.payment_method_id,
                     "payment_method_name": event.payment_method_name, "method_type": event.method_type,
