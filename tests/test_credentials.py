@@ -113,7 +113,7 @@ async def test_no_topic_carries_a_guest_token_or_an_id_that_opens_an_order(gatew
 async def test_the_access_log_names_routes_not_ids(gateway, system):
     ids = await getcandy_checkout(gateway)
     _, token, _, _ = await full_flow(gateway, card=None, complete=False)
-    await asyncio.sleep(0.5)  # log lines are flushed as written; the process may still be writing the last
+    await asyncio.sleep(0.5)  # the processes write a request's line as they answer it: give the last ones time
     lines = [json.loads(line) for log in system.config.log_dir.glob("*.log")
              for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
     access = [line for line in lines if line.get("logger") == "tillstream.access"]
