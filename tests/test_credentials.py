@@ -234,3 +234,22 @@ async def test_each_dialect_reaches_only_its_own_orders_unless_an_admin_asks(gat
     admin = await gateway.get(f"/api/orders/{candy_number}", headers=ADMIN)
     assert admin.status_code == 200 and admin.json()["number"] == candy_number
     assert (await gateway.get(f"/api/v1/orders/{candy_id}")).status_code == 200  # still its own dialect's
+
+
+async def test_an_answer_shows_the_guest_token_only_to_whoever_presented_it(gateway, guest_order):
+    """The service keeps only the token's digest: the token in an order's answer is the one the
+    caller presented (header, body or query), checked against it; an admin without it sees none."""
+    number, headers = guest_order
+    token = headers["X-Spree-Order-Token"]
+    added = await gateway.post(f"/api/checkouts/{number}/line_items", headers=headers,
+                               json={"line_item": {"variant_id": 1, "quantity": 1}})
+    assert added.status_code == 201, added.text
+    answers = [await gateway.get(f"/api/orders/{number}", headers=headers),
+               await gateway.get(f"/api/orders/{number}", params={"order_token": token}),
+               await gateway.put(f"/api/checkouts/{number}/next", json={"order_token": token})]
+    for answer in answers:
+        assert answer.status_code == 200 and answer.json()["token"] == token, answer.text
+    admin = await gateway.get(f"/api/orders/{number}", headers=ADMIN)
+    assert admin.status_code == 200 and admin.json()["token"] is None
+    both = await gateway.get(f"/api/orders/{number}", headers={**ADMIN, "X-Spree-Order-Token": token[::-1]})
+    assert both.status_code == 200 and both.json()["token"] is None  # a wrong token is never echoed

@@ -94,7 +94,9 @@ def guest_token_for_owner(request: Request, body: dict) -> str | None:
     needs the order first."""
     if is_admin(request) or body.get("expected_total") is not None:
         return None
-    return order_token(request, body) or None
+    token = order_token(request, body) or None
+    request.state.guest_token = token  # shown back if the order service accepts it (guest_token_shown)
+    return token
 
 
 def require_admin(request: Request) -> None:
