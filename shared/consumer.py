@@ -26,7 +26,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from shared import context, db, metrics, wakeup
 from shared.bus import dlq_topic, make_consumer
 from shared.contracts.dead_letters import notice_type
-from shared.envelope import DomainEvent, EventEnvelope, upcast
+from shared.envelope import DomainEvent, EventEnvelope, newest_message, upcast
 from shared.eventstore import ConcurrencyConflict, EventStore, counting_appends
 from shared.inflight import InFlight
 from shared.settings import Settings
@@ -184,7 +184,9 @@ class IdempotentHandler:
 
     async def _dead_letter(self, message: ConsumerRecord, exc: Exception, attempts: int) -> None:
         error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        headers = list(message.headers or ()) + [
+        # The copies hold the event at its newest version (an older one may carry a credential).
+        value, original_headers = newest_message(message.value or b"", list(message.headers or ()))
+        headers = original_headers + [
             ("dlq_error", error.encode()),
             ("dlq_consumer", self.name.encode()),
             ("dlq_original_topic", message.topic.encode()),
@@ -197,12 +199,12 @@ class IdempotentHandler:
             letter_id = await conn.fetchval(
                 'INSERT INTO dead_letters (consumer, topic, partition, "offset", key, value, headers, error, attempts)'
                 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-                self.name, message.topic, message.partition, message.offset, key, message.value or b"",
+                self.name, message.topic, message.partition, message.offset, key, value,
                 [[k, v.decode(errors="replace")] for k, v in headers], error, attempts,
             )
             if self.notices is not None:
                 await self._publish_notice(self.notices, conn, letter_id, message, key, error)
-        await self.producer.send_and_wait(dlq_topic(message.topic), value=message.value,
+        await self.producer.send_and_wait(dlq_topic(message.topic), value=value if message.value is not None else None,
                                           key=message.key, headers=headers)
         log.error("message dead-lettered", extra={"fields": {
             "consumer": self.name, "topic": message.topic, "partition": message.partition,

@@ -105,6 +105,28 @@ def upcast(envelope: "EventEnvelope") -> "EventEnvelope":
     return envelope.model_copy(update={"version": version, "payload": payload})
 
 
+def newest_message(value: bytes, headers: list[tuple[str, bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """A message about to be published or shown again (outbox, dead-letter copy, replay,
+    the CLI) with its event at the newest version: an older version may hold what its
+    successor dropped (order.OrderCreated.v1's guest token). Only messages whose headers
+    name an upcastable contract are parsed."""
+    import shared.contracts  # noqa: F401  (the upcasters are registered where the contracts are defined)
+
+    names = dict(headers)
+    try:
+        contract = (names["event_type"].decode(), int(names["event_version"]))
+    except (KeyError, ValueError, UnicodeDecodeError):
+        return value, headers
+    if contract not in UPCASTERS:
+        return value, headers
+    try:
+        envelope = upcast(EventEnvelope.from_json(value))
+    except ValueError:
+        return value, headers  # not an envelope: nothing an upcaster could read either
+    version = str(envelope.version).encode()
+    return envelope.to_json(), [(k, version if k == "event_version" else v) for k, v in headers]
+
+
 def decode_event(envelope: "EventEnvelope") -> DomainEvent:
     envelope = upcast(envelope)
     cls = EVENT_TYPES.get((envelope.type, envelope.version))

@@ -48,3 +48,18 @@ def configure_logging(service: str, level: str = "INFO") -> None:
 def log_fields(**fields: object) -> dict:
     """`logger.info("msg", extra=log_fields(order="R1"))` puts the fields on the JSON line."""
     return {"fields": fields}
+
+
+def route_template(scope) -> str:
+    """The route a request matched (`/api/v1/orders/{order_hash}`), for logs and metrics:
+    never the raw path, which holds ids that open orders (GetCandy's are bearer credentials)."""
+    template = getattr(scope.get("route"), "path", None)
+    if template is None:
+        return "unmatched"
+    if ":path}" in template:
+        return template
+    # FastAPI keeps included routers apart: the route knows its path below its routers'
+    # prefixes only. Its parameters match one segment each, so what precedes its segments in
+    # the request's path is those prefixes, which are fixed text.
+    segments = scope.get("path", "").split("/")
+    return "/".join(segments[:len(segments) - template.count("/")]) + template

@@ -36,6 +36,7 @@ from aiokafka.errors import (
 )
 
 from shared import db, metrics, wakeup
+from shared.envelope import newest_message
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -150,10 +151,12 @@ class OutboxRelay:
         for r in rows:
             if r["key"] in held_keys:
                 continue
+            # Rows written before an event's newer version (or a dead letter sent again)
+            # leave at the newest version: never with what it dropped.
+            value, headers = newest_message(bytes(r["value"]), [(k, v.encode()) for k, v in r["headers"]])
             try:
-                sent.append((r, await self.producer.send(
-                    r["topic"], value=bytes(r["value"]), key=r["key"].encode(),
-                    headers=[(k, v.encode()) for k, v in r["headers"]])))
+                sent.append((r, await self.producer.send(r["topic"], value=value, key=r["key"].encode(),
+                                                         headers=headers)))
             except KafkaError as exc:
                 if _retriable(exc):
                     raise

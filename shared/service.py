@@ -32,7 +32,7 @@ from shared.errors import DomainError
 from shared.eventstore import EventStore
 from shared.http_limits import BodyGuard, Render, internal_error_body
 from shared.jsonutil import json_response
-from shared.logs import configure_logging, log_fields
+from shared.logs import configure_logging, log_fields, route_template
 from shared.outbox import OutboxRelay
 from shared.settings import Settings, load_settings
 
@@ -206,7 +206,7 @@ def create_service(definition: ServiceDefinition, settings: Settings | None = No
         return json_response(await definition.api.dispatch(request.app.state.ctx, operation, arguments))
 
     async def database_unavailable(request: Request, exc: Exception):
-        log.warning("database unavailable", extra={"fields": {"path": request.url.path, "error": repr(exc)}})
+        log.warning("database unavailable", extra=log_fields(route=route_template(request.scope), error=repr(exc)))
         return JSONResponse({"code": "unavailable", "message": "The database is unavailable.", "details": {}},
                             status_code=503, headers={"Retry-After": "1"})
 
@@ -262,10 +262,10 @@ class RequestContext:
             await self.app(scope, receive, send_with_request_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = route_template(scope)
             metrics.HTTP_REQUESTS.labels(self.service, scope["method"], route, str(status)).observe(elapsed)
             if route not in _QUIET_ROUTES:  # logged under the request's correlation id
-                access_log.info("request", extra=log_fields(method=scope["method"], path=scope["path"],
+                access_log.info("request", extra=log_fields(method=scope["method"], route=route,
                                                             status=status, ms=round(elapsed * 1000, 2)))
             context.correlation_id.reset(token)
 

@@ -134,7 +134,7 @@ async def test_a_dead_letter_replays_once_its_cause_is_fixed(gateway, stack):
 
     conn = await asyncpg.connect(stack.database_url)
     try:  # the operator fixes the cause: the order the line belongs to now exists in the view
-        await conn.execute('INSERT INTO "order".order_view (number, guest_token, state, currency, created_at,'
+        await conn.execute('INSERT INTO "order".order_view (number, guest_token_digest, state, currency, created_at,'
                            " updated_at) VALUES ($1, 'x', 'cart', 'USD', now(), now())", number)
         cli(stack, "dlq", "replay", str(letter["id"]), "--service", "order")
         deadline = time.monotonic() + 30

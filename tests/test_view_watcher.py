@@ -82,8 +82,9 @@ async def test_a_waiter_for_a_request_asks_the_database_only_when_a_change_may_h
     monkeypatch.setattr(view_watcher, "_POLL_S", 60)
     number, watcher, pool = "R7", ViewWatcher(), order_pool
     try:
-        await pool.execute("INSERT INTO order_view (number, guest_token, state, currency, created_at, updated_at,"
-                           " pending_request) VALUES ($1, 't', 'confirm', 'USD', now(), now(), 'cr-1')", number)
+        await pool.execute("INSERT INTO order_view (number, guest_token_digest, state, currency, created_at,"
+                           " updated_at, pending_request) VALUES ($1, 't', 'confirm', 'USD', now(), now(), 'cr-1')",
+                           number)
         wait = asyncio.create_task(watcher.wait_applied(stack.database_url, pool, number, [], timeout=5,
                                                         settled="cr-1"))
         await asyncio.sleep(0.3)

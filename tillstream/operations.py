@@ -17,8 +17,8 @@ from typing import AsyncIterator, Callable
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.contracts import SERVICES
-from shared.envelope import EventEnvelope, decode_event_json
+from shared.contracts import SERVICES  # (importing shared.contracts registers the upcasters)
+from shared.envelope import EventEnvelope, decode_event_json, newest_message, upcast
 from shared.eventstore import COLUMNS, METADATA_COLUMNS, stored_envelope
 from shared.outbox import outbox_status
 
@@ -48,7 +48,7 @@ async def order_story(dsn: str, number: str) -> list[tuple[str, EventEnvelope]]:
             # The order service's streams include its completions' (their commands).
             sagas = ' OR aggregate_id IN (SELECT id FROM "order".sagas WHERE key = $1)' if service == "order" else ""
             rows = await conn.fetch(f'SELECT {COLUMNS} FROM "{service}".events WHERE aggregate_id = $1{sagas}', number)
-            found += [(service, stored_envelope(r)) for r in rows]
+            found += [(service, upcast(stored_envelope(r))) for r in rows]  # shown as subscribers read them
     finally:
         await conn.close()
     found.sort(key=lambda item: (item[1].occurred_at, item[0], item[1].sequence))
@@ -92,7 +92,8 @@ async def tail(bootstrap: str, topic: str, *, from_beginning: bool, limit: int |
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 for record in records:
-                    yield record.partition, record.offset, record.key, record.value
+                    value, _ = newest_message(record.value or b"", list(record.headers or ()))
+                    yield record.partition, record.offset, record.key, value
                     count += 1
                     last_seen = time.monotonic()
                     if limit is not None and count >= limit:
@@ -138,11 +139,16 @@ async def dead_letters(dsn: str, service: str | None = None, *, with_value: bool
             found += [DeadLetter(service=name, id=r["id"], consumer=r["consumer"], topic=r["topic"],
                                  partition=r["partition"], offset=r["offset"], key=r["key"], error=r["error"],
                                  attempts=r["attempts"], failed_at=r["failed_at"], replayed_at=r["replayed_at"],
-                                 value=bytes(r["value"]) if with_value else b"",
+                                 value=_newest(r) if with_value else b"",
                                  headers=r["headers"] if with_value else None) for r in rows]
         return found
     finally:
         await conn.close()
+
+
+def _newest(letter: asyncpg.Record) -> bytes:
+    """A dead letter's message as it is shown: at its event's newest version."""
+    return newest_message(bytes(letter["value"]), [(k, v.encode()) for k, v in letter["headers"]])[0]
 
 
 async def replay_dead_letter(dsn: str, service: str, letter_id: int) -> DeadLetter:
@@ -210,7 +216,8 @@ async def replay(dsn: str, bootstrap: str, service: str, *, from_position: int =
                 break
             acks = []
             for row in rows:
-                envelope = stored_envelope(row)
+                # Published as subscribers read it, never as stored (v1 events may hold a credential).
+                envelope = upcast(stored_envelope(row))
                 if rate:
                     ahead = sent / rate - (time.monotonic() - started)
                     if ahead > 0:

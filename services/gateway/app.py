@@ -28,7 +28,7 @@ from services.gateway.solidus.errors import NOT_FOUND, ApiError
 from shared import context
 from shared.commandbus import CommandBus, ServiceUnavailable
 from shared.contracts import SERVICES
-from shared.logs import log_fields
+from shared.logs import log_fields, route_template
 from shared.service import install_common
 
 log = logging.getLogger("tillstream.gateway")
@@ -73,7 +73,7 @@ def create_gateway(bus: CommandBus, readiness: Readiness, *, lifespan=None) -> F
     @app.exception_handler(ServiceUnavailable)
     async def service_unreachable(request: Request, exc: ServiceUnavailable):
         """An outage is a 503 the client may retry, never a 401 or 404 that would mislead it."""
-        log.warning("service call failed", extra=log_fields(path=request.url.path, error=repr(exc)))
+        log.warning("service call failed", extra=log_fields(route=route_template(request.scope), error=repr(exc)))
         body = (getcandy_error(503, UNAVAILABLE).body if request.url.path.startswith("/api/v1/")
                 else {"error": UNAVAILABLE})
         return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
@@ -83,7 +83,8 @@ def create_gateway(bus: CommandBus, readiness: Readiness, *, lifespan=None) -> F
         """The last resort: never a bare 500. The dialect's body names the request's id, under
         which the failure is logged (the fuzzing in the suite finds none)."""
         reference = context.current_correlation_id()
-        log.error("unexpected failure", exc_info=exc, extra=log_fields(path=request.url.path, reference=reference))
+        log.error("unexpected failure", exc_info=exc,
+                  extra=log_fields(route=route_template(request.scope), reference=reference))
         message = f"Something went wrong on our side (reference {reference})."
         body = (getcandy_error(500, message).body if request.url.path.startswith("/api/v1/") else {"error": message})
         return JSONResponse(body, status_code=500, headers={"X-Request-Id": reference})

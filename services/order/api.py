@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from services.order import commands
 from services.order.view import read_order
 from services.order.view_watcher import watcher
-from shared.aggregate import CommandResult, not_found
+from shared.aggregate import CommandResult, DomainError, not_found
 from shared.commandbus import ServiceApi, ServiceContext
 from shared.db import Upsert, upsert_all
 
@@ -51,10 +51,13 @@ async def wait(ctx: ServiceContext, number: str, event_ids: list[str], settled: 
 
 @api.operation
 async def create_order(ctx: ServiceContext, *, currency: str = "USD", email: str | None = None,
-                       user_id: int | None = None, view_wait_ms: int | None = None) -> dict:
-    result = await commands.create_order(ctx.pool, currency=currency, email=email, user_id=user_id)
-    return await answer(ctx, result, view_wait_ms=view_wait_ms, number=result.aggregate.id,
-                        token=result.aggregate.guest_token)
+                       user_id: int | None = None, dialect: str | None = None,
+                       view_wait_ms: int | None = None) -> dict:
+    if dialect not in (None, "solidus", "getcandy"):
+        raise DomainError("invalid_dialect", "dialect is solidus or getcandy", status=422)
+    result, token = await commands.create_order(ctx.pool, currency=currency, email=email, user_id=user_id,
+                                                dialect=dialect)
+    return await answer(ctx, result, view_wait_ms=view_wait_ms, number=result.aggregate.id, token=token)
 
 
 @api.operation

@@ -38,15 +38,17 @@ COMPLETION_RUNNER = SagaRunner(COMPLETION, ORDERS, project, load_settings(), ORD
 
 
 async def create_order(pool: asyncpg.Pool, *, currency: str = "USD", email: str | None = None,
-                       user_id: int | None = None) -> CommandResult[Order]:
+                       user_id: int | None = None, dialect: str | None = None) -> tuple[CommandResult[Order], str]:
+    """The new order and its guest token: the one time the token is known (the order keeps
+    only its digest), to be handed to the guest."""
     token = new_guest_token()
     for _ in range(20):  # a clash of random numbers is rare; pick another one
         order = Order(new_order_number())
-        order.create(guest_token=token, currency=currency, email=email, user_id=user_id)
+        order.create(guest_token=token, currency=currency, email=email, user_id=user_id, dialect=dialect)
         try:
             async with pool.acquire() as conn, conn.transaction():
                 stored = await ORDERS.save(conn, order, project=project)
-            return CommandResult(order, stored)
+            return CommandResult(order, stored), token
         except ConcurrencyConflict:
             continue
     raise RuntimeError("could not allocate an order number")

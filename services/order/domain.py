@@ -7,7 +7,6 @@ order records `DeliveryRequested` and stays in `address` until shipping answers
 """
 from __future__ import annotations
 
-import hmac
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -26,12 +25,15 @@ from shared.contracts.order import (
     DeliveryLine,
     DeliveryRefused,
     DeliveryRequested,
+    Dialect,
     OrderCanceled,
     OrderCompleted,
     OrderCreated,
     OrderEmailChanged,
     PaymentStateChanged,
     ShipAddressChanged,
+    guest_token_digest,
+    guest_token_matches,
 )
 from shared.validation import valid_email
 
@@ -144,7 +146,8 @@ class Order(Aggregate):
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
         self.state: str | None = None
-        self.guest_token: str | None = None
+        self.guest_token_digest: str | None = None  # the token itself is never kept (nor published)
+        self.dialect: Dialect | None = None
         self.email: str | None = None
         self.currency = "USD"
         self.bill_address: Address | None = None
@@ -159,17 +162,18 @@ class Order(Aggregate):
         self.backordered = False  # placed with units sold on backorder: its shipment_state stays `backorder`
 
     # -- commands ---------------------------------------------------------------
-    def create(self, *, guest_token: str, currency: str, email: str | None, user_id: int | None) -> None:
+    def create(self, *, guest_token: str, currency: str, email: str | None, user_id: int | None,
+               dialect: Dialect | None = None) -> None:
         if self.exists:
             raise DomainError("order_exists", f"order {self.id} already exists")
-        self._record(OrderCreated(number=self.id, guest_token=guest_token, currency=currency,
-                                  email=email, user_id=user_id))
+        self._record(OrderCreated(number=self.id, guest_token_digest=guest_token_digest(guest_token),
+                                  currency=currency, email=email, user_id=user_id, dialect=dialect))
 
     def authorize(self, guest_token: str | None) -> None:
         """With `guest_token` the caller is a guest: only the order's own token will do (an
         unknown order is refused the same way, so a token reveals nothing of other orders)."""
-        if guest_token is not None and (not self.exists or self.guest_token is None or not hmac.compare_digest(
-                guest_token.encode(), self.guest_token.encode())):
+        if guest_token is not None and (not self.exists or not guest_token_matches(guest_token,
+                                                                                   self.guest_token_digest)):
             raise unauthorized()
 
     def _check_changeable(self) -> None:
@@ -327,7 +331,8 @@ class Order(Aggregate):
     # -- state changes ----------------------------------------------------------
     def _on_OrderCreated(self, event: OrderCreated) -> None:
         self.state = "cart"
-        self.guest_token = event.guest_token
+        self.guest_token_digest = event.guest_token_digest
+        self.dialect = event.dialect
         self.currency = event.currency
         self.email = event.email
 

@@ -81,9 +81,9 @@ async def _fold_order(view: SqlOrderView | MemoryOrderView, envelope: EventEnvel
     settled = {"pending_request": None, "settled_by": _event_id(envelope.causation_id)}
     match event:
         case o.OrderCreated():
-            await view.create(event.number, guest_token=event.guest_token, state="cart", currency=event.currency,
-                              email=event.email, user_id=event.user_id, created_at=envelope.occurred_at,
-                              updated_at=envelope.occurred_at)
+            await view.create(event.number, guest_token_digest=event.guest_token_digest, dialect=event.dialect,
+                              state="cart", currency=event.currency, email=event.email, user_id=event.user_id,
+                              created_at=envelope.occurred_at, updated_at=envelope.occurred_at)
         case o.CheckoutRestarted():
             # Solidus deletes the (pending) shipments when the checkout restarts.
             await view.update(number, state=event.state, shipments=[], ship_total=Decimal(0), **settled)
@@ -160,7 +160,7 @@ async def _fold_payment(view: SqlOrderView | MemoryOrderView, envelope: EventEnv
         case p.PaymentCreated():
             payments = await view.get(number, "payments") or []
             if not any(existing["id"] == event.payment_id for existing in payments):
-                source = event.source.model_dump(mode="json", exclude={"gateway_token"}) if event.source else None
+                source = event.source.model_dump(mode="json") if event.source else None
                 await view.update(number, payments=[*payments, {
                     "id": event.payment_id, "payment_method_id": event.payment_method_id,
                     "payment_method_name": event.payment_method_name, "method_type": event.method_type,

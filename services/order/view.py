@@ -24,8 +24,8 @@ _COLUMN_DEFAULTS = {
     "payment_total": Decimal(0), "payment_state": None, "shipment_state": None, "contact_phone": None,
     "reference": None, "settled_by": None}
 # Columns a fold may read or write (the names go into SQL text; nothing else may).
-_VIEW_COLUMNS = frozenset({"guest_token", "state", "currency", "email", "user_id", "created_at", "updated_at",
-                           *_COLUMN_DEFAULTS})
+_VIEW_COLUMNS = frozenset({"guest_token_digest", "dialect", "state", "currency", "email", "user_id", "created_at",
+                           "updated_at", *_COLUMN_DEFAULTS})
 
 
 def _columns(names) -> list[str]:

@@ -1,7 +1,10 @@
 """Events of the order service (topic `order.events`, key = order number)."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 from decimal import Decimal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -9,13 +12,55 @@ from shared.contracts.dead_letters import DeadLetterNotice
 from shared.envelope import DomainEvent, upcaster
 
 
-class OrderCreated(DomainEvent):
+def guest_token_digest(token: str) -> str:
+    """What events and views keep of a guest token: its SHA-256, in hex. Tokens are 22
+    random URL-safe characters (128 bits), so the digest cannot be turned back into one."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def guest_token_matches(token: str | None, digest: str | None) -> bool:
+    """Whether a presented token is the one `digest` was made from (constant time)."""
+    if not isinstance(token, str) or not token or not digest:
+        return False
+    return hmac.compare_digest(guest_token_digest(token).encode(), digest.encode())
+
+
+
+# The public dialects an order can be created through.
+Dialect = Literal["solidus", "getcandy"]
+
+class OrderCreatedV1(DomainEvent):
+    """Superseded by v2 (stored v1 events are read as v2): it carried the guest token
+    itself, which opens the order to whoever reads the topic or the store."""
     event_type = "order.OrderCreated"
+    event_version = 1
     number: str
     guest_token: str
     currency: str
     email: str | None = None
     user_id: int | None = None
+
+
+class OrderCreated(DomainEvent):
+    """A guest's order (Solidus) or basket (GetCandy: a basket and its order are one order).
+    The guest token is not here: only its digest (`guest_token_digest`), enough to check a
+    presented token, useless to open the order."""
+    event_type = "order.OrderCreated"
+    event_version = 2
+    number: str
+    guest_token_digest: str  # SHA-256 of the guest token, hex
+    currency: str
+    email: str | None = None
+    user_id: int | None = None
+    # The public dialect that created the order; the other dialect's routes do not reach it
+    # (admins excepted). None: created before dialects were recorded (reachable by both).
+    dialect: Dialect | None = None
+
+
+@upcaster("order.OrderCreated", 1)
+def _order_created_with_token_digest(payload: dict) -> dict:
+    token = payload.pop("guest_token")
+    return {**payload, "guest_token_digest": guest_token_digest(token)}
 
 
 class CheckoutRestarted(DomainEvent):

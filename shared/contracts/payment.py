@@ -1,7 +1,8 @@
 """Events of the payment service (topic `payment.events`, key = order number).
 
 Card numbers never appear here, nor anywhere else: the gateway tokenises a card when its
-payment is entered, and events carry only the last digits and the gateway's token.
+payment is entered, and events carry only the last digits. The gateway's token (what the
+card is charged with) stays in the payment service's own table since PaymentCreated.v2.
 """
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict
 
 from shared.contracts.dead_letters import DeadLetterNotice
-from shared.envelope import DomainEvent
+from shared.envelope import DomainEvent, upcaster
 
 
 class CardSource(BaseModel):
+    """What is shown of a card. `id` names it to the payment service, which alone keeps the
+    gateway's token for it."""
     model_config = ConfigDict(frozen=True)
     id: int
     month: int
@@ -21,11 +24,30 @@ class CardSource(BaseModel):
     cc_type: str
     last_digits: str
     name: str | None = None
+
+
+class CardSourceV1(CardSource):
     gateway_token: str
+
+
+class PaymentCreatedV1(DomainEvent):
+    """Superseded by v2 (stored v1 events are read as v2): its source carried the gateway's
+    token for the card, with which the card is charged."""
+    event_type = "payment.PaymentCreated"
+    event_version = 1
+    order_number: str
+    payment_id: int
+    payment_number: str
+    payment_method_id: int
+    payment_method_name: str
+    method_type: str
+    amount: Decimal
+    source: CardSourceV1 | None = None
 
 
 class PaymentCreated(DomainEvent):
     event_type = "payment.PaymentCreated"
+    event_version = 2
     order_number: str
     payment_id: int
     payment_number: str
@@ -34,6 +56,13 @@ class PaymentCreated(DomainEvent):
     method_type: str  # "check" or "gateway"
     amount: Decimal
     source: CardSource | None = None
+
+
+@upcaster("payment.PaymentCreated", 1)
+def _payment_created_without_gateway_token(payload: dict) -> dict:
+    if isinstance(payload.get("source"), dict):
+        payload["source"] = {k: v for k, v in payload["source"].items() if k != "gateway_token"}
+    return payload
 
 
 class PaymentInvalidated(DomainEvent):

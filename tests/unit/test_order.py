@@ -21,7 +21,7 @@ GB = Country(id=77, iso="GB", states_required=False, state_ids=frozenset(), stat
 
 
 def created() -> o.OrderCreated:
-    return o.OrderCreated(number="R1", guest_token="tok", currency="USD")
+    return o.OrderCreated(number="R1", guest_token_digest=o.guest_token_digest("tok"), currency="USD")
 
 
 def advanced(from_state: str, to_state: str) -> o.CheckoutAdvanced:

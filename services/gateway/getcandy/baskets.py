@@ -6,9 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from services.gateway.availability import availability
-from services.gateway.getcandy.calls import command, order_view, variants
+from services.gateway.getcandy.calls import candy_order, command, order_view, variants
 from services.gateway.getcandy.errors import BASKET_PLACED, COUPON_INVALID, error, invalid, not_found
-from services.gateway.getcandy.ids import BASKETS, MAIN, decode, order_number
+from services.gateway.getcandy.ids import BASKET_LINES, BASKETS, MAIN, decode, order_number
 from services.gateway.getcandy.render import render_basket, respond
 from services.gateway.getcandy.requests import body_of, currency_of, quantity_of
 from services.gateway.getcandy.schemas import (
@@ -22,7 +22,7 @@ from services.gateway.getcandy.schemas import (
 )
 from services.gateway.openapi import request_body
 from services.gateway.paths import Hash
-from services.gateway.reference import VIEW_WAIT_MS, await_view, call, fetch_order
+from services.gateway.reference import VIEW_WAIT_MS, await_view, call
 from shared.contracts.shipping import StockLevel
 from shared.validation import ascii_int
 
@@ -91,14 +91,15 @@ async def _basket_lines(request: Request, *, replace: bool) -> Response:
     body = validated(BasketLinesRequest, await body_of(request))
     currency = currency_of(request, body)
     number = order_number(BASKETS, body["basket_id"]) if "basket_id" in body else None
-    order = await fetch_order(request, number) if number else None
+    order = await candy_order(request, number) if number else None
     if number and order is None:
         raise invalid({"basket_id": ["The selected basket id is invalid."]})
     existing = ({} if replace or order is None
                 else {item["variant_id"]: item["quantity"] for item in order["line_items"]})
     lines = await validate_lines(request, body, order["currency"] if order else currency, existing=existing)
     if order is None:
-        created = await command(request, "order", "create_order", currency=currency, view_wait_ms=VIEW_WAIT_MS)
+        created = await command(request, "order", "create_order", currency=currency, dialect="getcandy",
+                                view_wait_ms=VIEW_WAIT_MS)
         number, order = created["number"], created["order"]
     events: list[str] = []
     if replace:
@@ -136,7 +137,7 @@ async def get_basket(basket_id: Hash, request: Request):
 
 
 async def line_and_basket(request: Request, line_hash: str) -> tuple[int, dict]:
-    line_id = decode(BASKETS, line_hash)
+    line_id = decode(BASKET_LINES, line_hash)
     if line_id is None:
         raise not_found()
     found = await command(request, "cart", "find_line", line_id=line_id)

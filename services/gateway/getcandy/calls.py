@@ -2,6 +2,7 @@
 GetCandy answers it."""
 from __future__ import annotations
 
+import hmac
 from typing import Any, Callable
 
 from fastapi import Request
@@ -15,6 +16,7 @@ from services.gateway.getcandy.errors import (
     refused_while_locked,
 )
 from services.gateway.reference import VIEW_WAIT_MS, call, fetch_order
+from services.gateway.solidus.access import admin_key
 from shared.errors import DomainError
 
 
@@ -36,8 +38,24 @@ async def command(request: Request, service: str, operation: str, *, order: dict
         raise error(422, refusal.message) from None
 
 
-async def order_view(request: Request, number: str, after: list[str] | None = None) -> dict:
+async def candy_order(request: Request, number: str, after: list[str] | None = None) -> dict | None:
+    """The order, if GetCandy's routes reach it: one created through them (or before orders
+    recorded their dialect); a Solidus order only for a caller with the admin key."""
     order = await fetch_order(request, number, after)
+    if order is not None and order.get("dialect") == "solidus" and not holds_admin_key(request):
+        return None
+    return order
+
+
+def holds_admin_key(request: Request) -> bool:
+    """The admin API key in `Authorization: Bearer` (fails closed with none configured)."""
+    auth, configured = request.headers.get("authorization", ""), admin_key()
+    return bool(configured) and auth[:7].lower() == "bearer " and hmac.compare_digest(
+        auth[7:].strip().encode(), configured.encode())
+
+
+async def order_view(request: Request, number: str, after: list[str] | None = None) -> dict:
+    order = await candy_order(request, number, after)
     if order is None:
         raise not_found()
     return order

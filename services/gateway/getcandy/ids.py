@@ -1,15 +1,19 @@
 """GetCandy's ids. In GetCandy a guest's basket and order are reached by id alone, so an id
-is a key to a customer's address: it must not be guessable.
+is a key to a customer's address: it must not be guessable, and it must name one thing.
 
 The original's 8-character hashids encode sequential numbers with a salt that is in its
-source, so neighbouring ids are a loop away. Here an order, basket or basket line id is the
-hashid of its number followed by a 20-character tag, an HMAC of that number under this
-install's secret (`TILLSTREAM_ID_SECRET`): ~103 bits nobody can compute without the secret,
-checked in constant time. Catalog ids (variants, shipping prices, payment types, discounts)
-name nothing private and stay plain hashids, as in GetCandy.
+source, so neighbouring ids are a loop away. Here a basket, basket line, order, order line
+or shipping line id is the hashid of its number followed by a 20-character tag, an HMAC
+under this install's secret (`TILLSTREAM_ID_SECRET`) of `getcandy:<entity>:<number>`:
+~103 bits nobody can compute without the secret, checked in constant time. Each entity
+has its own tag domain, so an id minted for one (a basket line's, an order line's) is no
+id of another (a basket's, an order's), even where their numbers coincide. Catalog ids
+(variants, shipping prices, payment types, discounts) name nothing private and stay plain
+hashids, as in GetCandy.
 
-`GETCANDY_LEGACY_IDS=true` also resolves the old untagged ids (for data created before),
-bringing back their weakness: off unless needed.
+`GETCANDY_LEGACY_IDS=true` also resolves ids issued before: the untagged ones of the
+original and the tags of one domain per kind (`basket:<n>`, `order:<n>`), bringing back
+their weaknesses (guessable; a line's id opening a basket or an order): off unless needed.
 """
 from __future__ import annotations
 
@@ -37,14 +41,19 @@ def legacy_ids_allowed() -> bool:
 
 
 class KeyedIds:
-    """Ids of one kind ("basket", "order"), with the `encode` / `decode` of hashids."""
+    """Ids of one entity, with the `encode` / `decode` of hashids. `salt` is the hashids
+    salt of the visible part (shared by an entity and its lines, as before); the tag's
+    domain is the dialect and the entity alone."""
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.hashids = Hashids(salt=kind, min_length=8, alphabet=ALPHABET)
+    def __init__(self, entity: str, salt: str) -> None:
+        self.entity = entity
+        self.domain = f"getcandy:{entity}"
+        self.legacy_domain = salt  # the one domain a kind's ids and its lines' ids shared
+        self.hashids = Hashids(salt=salt, min_length=8, alphabet=ALPHABET)
 
-    def _tag(self, number: int) -> str:
-        digest = hmac.new(id_secret(), f"{self.kind}:{number}".encode(), hashlib.sha256).digest()
+    def _tag(self, number: int, domain: str | None = None) -> str:
+        message = f"{domain or self.domain}:{number}".encode()
+        digest = hmac.new(id_secret(), message, hashlib.sha256).digest()
         value, tag = int.from_bytes(digest[:16], "big"), []
         for _ in range(TAG_LENGTH):
             value, digit = divmod(value, 36)
@@ -57,17 +66,25 @@ class KeyedIds:
     def decode(self, value: Any) -> tuple[int, ...]:
         if not isinstance(value, str) or len(value) > 64:
             return ()
+        legacy = legacy_ids_allowed()
         if len(value) > TAG_LENGTH:
             decoded = self.hashids.decode(value[:-TAG_LENGTH])
-            if len(decoded) == 1 and hmac.compare_digest(value[-TAG_LENGTH:], self._tag(decoded[0])):
-                return decoded
-        if legacy_ids_allowed():
+            if len(decoded) == 1:
+                tag = value[-TAG_LENGTH:]
+                if hmac.compare_digest(tag, self._tag(decoded[0])):
+                    return decoded
+                if legacy and hmac.compare_digest(tag, self._tag(decoded[0], self.legacy_domain)):
+                    return decoded
+        if legacy:
             return self.hashids.decode(value)
         return ()
 
 
-BASKETS = KeyedIds("basket")  # baskets and basket lines
-ORDERS = KeyedIds("order")    # orders and their lines
+BASKETS = KeyedIds("basket", salt="basket")
+BASKET_LINES = KeyedIds("basket_line", salt="basket")
+ORDERS = KeyedIds("order", salt="order")
+ORDER_LINES = KeyedIds("order_line", salt="order")
+SHIPPING_LINES = KeyedIds("shipping_line", salt="order")
 MAIN = Hashids(salt="main", min_length=8, alphabet=ALPHABET)  # catalog: variants, shipping prices, payment types
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from services.gateway.getcandy.calls import advance, command, order_view
+from services.gateway.getcandy.calls import advance, candy_order, command, order_view
 from services.gateway.getcandy.errors import BASKET_PLACED, ORDER_PLACED, error, invalid, not_found
 from services.gateway.getcandy.ids import BASKETS, MAIN, ORDERS, decode, order_number
 from services.gateway.getcandy.render import minor, render_order, respond
@@ -25,7 +25,7 @@ from services.gateway.getcandy.schemas import (
 )
 from services.gateway.openapi import request_body
 from services.gateway.paths import Hash
-from services.gateway.reference import VIEW_WAIT_MS, call, fetch_order
+from services.gateway.reference import VIEW_WAIT_MS, call
 from shared.money import truncate_to_cents
 
 router = APIRouter()
@@ -49,7 +49,7 @@ async def create_order(request: Request):
     if not body.get("basket_id"):
         raise invalid({"basket_id": ["The basket id field is required."]})
     number = order_number(BASKETS, body["basket_id"])
-    order = await fetch_order(request, number) if number else None
+    order = await candy_order(request, number) if number else None
     if order is None:
         raise invalid({"basket_id": ["The selected basket id is invalid."]})
     if order.get("completed_at"):

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi.responses import Response
 
 from services.gateway.availability import Availability
-from services.gateway.getcandy.ids import BASKETS, MAIN, ORDERS, number_id
+from services.gateway.getcandy.ids import BASKET_LINES, BASKETS, MAIN, ORDER_LINES, ORDERS, SHIPPING_LINES, number_id
 from shared.contracts.shipping import StockLevel
 from shared.jsonutil import dumps_with_numbers
 from shared.money import truncate_to_cents
@@ -52,7 +52,7 @@ def render_basket(order: dict, availability: dict[int, Availability] | None = No
         unit = Decimal(line["price"])
         total = unit * line["quantity"]
         lines.append({
-            "id": BASKETS.encode(line["id"]), "quantity": line["quantity"], "line_total": total,
+            "id": BASKET_LINES.encode(line["id"]), "quantity": line["quantity"], "line_total": total,
             "unit_price": unit, "unit_tax": truncate_to_cents(unit * rate), "line_discount": Decimal(0),
             "tax": truncate_to_cents(total * rate), "meta": [],
             "variant": {"data": render_variant({**line["variant"], "price": line["price"]},
@@ -132,7 +132,7 @@ def render_order(order: dict, includes: set[str]) -> dict:
         "created_at": order["created_at"], "updated_at": order["updated_at"], "notes": None, "meta": [],
     }
     product_lines = [{
-        "id": ORDERS.encode(line["id"]), "quantity": line["quantity"],
+        "id": ORDER_LINES.encode(line["id"]), "quantity": line["quantity"],
         "line_total": minor(Decimal(line["price"]) * line["quantity"]), "discount_total": 0, "delivery_total": 0,
         "unit_price": minor(line["price"]), "unit_qty": 1,
         "tax_total": minor(truncate_to_cents(Decimal(line["price"]) * line["quantity"] * rate)),
@@ -140,7 +140,7 @@ def render_order(order: dict, includes: set[str]) -> dict:
         "option": line["variant"].get("options_text", ""), "sku": line["variant"]["sku"], "is_shipping": False,
         "is_manual": False, "meta": []} for line in order["line_items"]]
     shipping_line = None if selected is None else {
-        "id": ORDERS.encode(selected["id"]), "quantity": 1, "line_total": minor(selected["cost"]),
+        "id": SHIPPING_LINES.encode(selected["id"]), "quantity": 1, "line_total": minor(selected["cost"]),
         "discount_total": 0, "delivery_total": minor(selected["cost"]), "unit_price": minor(selected["cost"]),
         "unit_qty": 1, "tax_total": minor(order["shipping_tax"]), "tax_rate": int(rate * 100),
         "description": selected["name"], "option": shipment["stock_location_name"], "sku": selected["code"],

@@ -1,9 +1,12 @@
 """Who may do what (research §2): an admin's API key, or a guest's order token.
 
 A guest's token is fixed for the order's life, so checking it against the order view
-cannot go stale. Whether the order may still change is not judged here: the service that
-owns what changes refuses (the Order once placed or while completing, the cart once
-locked, shipments once allocated), and errors.from_refusal renders it as Solidus would.
+cannot go stale. The view, like the order's events, keeps only the token's SHA-256: the
+check hashes what the guest presents and compares digests in constant time. An order
+created through GetCandy is not reached through these routes, except by an admin.
+Whether the order may still change is not judged here: the service that owns what
+changes refuses (the Order once placed or while completing, the cart once locked,
+shipments once allocated), and errors.from_refusal renders it as Solidus would.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from fastapi import Request
 
 from services.gateway.reference import fetch_order
 from services.gateway.solidus.errors import NOT_FOUND, UNAUTHORIZED, ApiError
+from shared.contracts.order import guest_token_matches
 
 MAX_TOKEN_LENGTH = 64
 # Solidus's `requires_authentication`: off by default, so guests check out with the order token.
@@ -62,11 +66,26 @@ async def authorize(request: Request, number: str, *, body: dict | None = None) 
         if order is None:
             raise ApiError(404, NOT_FOUND)
         return order
-    # A token for an unknown order is refused like a wrong token, as Solidus does.
-    if order is None or not isinstance(token, str) or not hmac.compare_digest(token.encode(),
-                                                                                order["guest_token"].encode()):
+    if order is not None and not is_solidus_order(order):
+        order = None  # another dialect's order is unknown here: answered as any unknown one is
+    # A token for an unknown order is refused like a wrong token, as Solidus does (so the
+    # answer tells nothing of which numbers exist, in either dialect).
+    if order is None or not guest_token_matches(token, order["guest_token_digest"]):
         raise ApiError(401, UNAUTHORIZED)
+    request.state.guest_token = token  # shown back in the answer (guest_token_shown)
     return order
+
+
+def is_solidus_order(order: dict) -> bool:
+    """Created through these routes, or before orders recorded their dialect."""
+    return order.get("dialect") in (None, "solidus")
+
+
+def guest_token_shown(request: Request, order: dict, body: dict | None = None) -> str | None:
+    """The `token` an order answer shows: the guest's own, when the caller presented it (the
+    service keeps only its digest, so an admin without it sees none)."""
+    token = getattr(request.state, "guest_token", None) or order_token(request, body)
+    return token if guest_token_matches(token, order.get("guest_token_digest")) else None
 
 
 def guest_token_for_owner(request: Request, body: dict) -> str | None:
@@ -75,7 +94,9 @@ def guest_token_for_owner(request: Request, body: dict) -> str | None:
     needs the order first."""
     if is_admin(request) or body.get("expected_total") is not None:
         return None
-    return order_token(request, body) or None
+    token = order_token(request, body) or None
+    request.state.guest_token = token  # shown back if the order service accepts it (guest_token_shown)
+    return token
 
 
 def require_admin(request: Request) -> None:

@@ -24,8 +24,8 @@ async def create_order(request: Request):
     admin = is_admin(request)
     if REQUIRE_API_KEY and not admin:
         raise ApiError(401, {"error": "You must specify an API key."})
-    created = await command(request, "order", "create_order", view_wait_ms=VIEW_WAIT_MS)
-    return await order_response(request, created["order"], 201)
+    created = await command(request, "order", "create_order", dialect="solidus", view_wait_ms=VIEW_WAIT_MS)
+    return await order_response(request, created["order"], 201, token=created["token"])
 
 
 @router.get("/orders/{number}", responses=responses(200, Order))

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from services.gateway.availability import Availability, availability
 from services.gateway.reference import countries_by_id, payment_methods
-from services.gateway.solidus.access import is_admin
+from services.gateway.solidus.access import guest_token_shown, is_admin
 from shared.contracts.shipping import StockLevel
 from shared.jsonutil import json_response
 
@@ -162,7 +162,7 @@ def render_order(order: dict, *, admin: bool = False, countries: dict[int, dict]
         "display_additional_tax_total": display(order.get("additional_tax_total", 0), currency),
         "display_tax_total": display(order.get("additional_tax_total", 0),
                                      currency), "total_quantity": order.get("total_quantity", 0),
-        "token": order["guest_token"], "checkout_steps": steps, "canceler_id": None, "customer_metadata": {},
+        "token": order.get("token"), "checkout_steps": steps, "canceler_id": None, "customer_metadata": {},
         "line_items": [render_line_item(line, currency, (availability or {}).get(line["variant_id"]))
                        for line in order.get("line_items", [])],
         "adjustments": [render_adjustment(a, order, i) for i, a in enumerate(order.get("adjustments", []))],
@@ -179,7 +179,10 @@ def render_order(order: dict, *, admin: bool = False, countries: dict[int, dict]
     return body
 
 
-async def order_response(request: Request, order: dict, status_code: int = 200) -> Response:
+async def order_response(request: Request, order: dict, status_code: int = 200, *,
+                         token: str | None = None) -> Response:
+    """`token`: the guest token of an order just created (otherwise the one presented, if it is the order's)."""
+    order = {**order, "token": token or guest_token_shown(request, order)}
     body = render_order(order, admin=is_admin(request), countries=await countries_by_id(request),
                         payment_methods=await payment_methods(request),
                         availability=await availability(request, (line["variant_id"] for line in order.get("line_items",

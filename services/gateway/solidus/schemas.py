@@ -103,7 +103,7 @@ class Order(Shape):
     state: str
     email: str | None
     currency: str
-    token: str
+    token: str | None  # the guest's own (an admin without it sees none)
     total: str
     item_total: str
     ship_total: str
