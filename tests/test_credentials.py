@@ -17,12 +17,12 @@ from shared import db
 from shared.bus import EVENT_TOPICS
 from shared.contracts.order import guest_token_digest
 from shared.envelope import EventEnvelope
-from tests.getcandy.test_lifecycle import basket as candy_basket
-from tests.getcandy.test_lifecycle import getcandy_data, placed_ready_order  # noqa: F401 (autouse data)
-from tests.solidus.conftest import ADMIN
-from tests.solidus.test_checkout import CARD
-from tests.solidus.test_complete import full_flow
-from tests.test_operations_cli import cli
+from tests.helpers.cli import cli
+from tests.helpers.getcandy import basket as candy_basket
+from tests.helpers.getcandy import placed_ready_order
+from tests.helpers.solidus import ADMIN, CARD, full_flow
+
+pytestmark = pytest.mark.usefixtures("getcandy_data")
 
 NOT_FOUND = {"error": {"http_code": 404, "message": "Resource not found"}}
 

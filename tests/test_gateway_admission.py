@@ -4,28 +4,13 @@ a 503 that invites a retry (nothing was done for it)."""
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
-import subprocess
-import sys
 import time
 
 import httpx
 
-from tillstream.stack import free_port, stop_process, wait_for_port
-from tillstream.system import SERVICE_NAMES
-
-
-def start_gateway(system, **env) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process_env = {**os.environ, **{f"{n.upper()}_URL": system.service_url(n) for n in SERVICE_NAMES},
-                   "TILLSTREAM_SERVICE_KEY": system.config.service_key, **env}
-    proc = subprocess.Popen([sys.executable, "-m", "shared.http_server", "services.gateway.app:create_app",
-                             "--port", str(port),
-                             "--log-level", "warning"], env=process_env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
-    wait_for_port("127.0.0.1", port, 30, proc)
-    return proc, f"http://127.0.0.1:{port}"
+from tests.helpers.processes import start_gateway
+from tillstream.stack import stop_process
 
 
 async def test_requests_past_the_limit_wait_and_are_shed_after_the_queue_timeout(system):

@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 from decimal import Decimal
 
@@ -13,17 +10,9 @@ import asyncpg
 
 from shared.contracts.cart import LineItemAdded, VariantSnapshot
 from shared.envelope import envelope_for
+from tests.helpers.cli import cli
 from tests.helpers.kafka import publish
 from tests.helpers.solidus import ADMIN, CARD, V1, full_flow
-
-
-def cli(stack, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": stack.database_url, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers}
-    result = subprocess.run([sys.executable, "-m", "tillstream.cli", *args], env=env, capture_output=True,
-                            text=True, timeout=300)
-    if check:
-        assert result.returncode == 0, result.stderr[-2000:]
-    return result
 
 
 async def test_events_read_tells_an_orders_story_in_causal_order(gateway, stack):

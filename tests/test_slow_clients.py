@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from tests.conftest import SLOW_CLIENT_TIMEOUT_MS
-from tests.solidus.test_checkout import in_payment
-from tests.test_gateway_admission import start_gateway
+from tests.helpers.processes import start_gateway
+from tests.helpers.solidus import in_payment
 from tillstream.stack import stop_process
 
 DEADLINE_S = SLOW_CLIENT_TIMEOUT_MS / 1000

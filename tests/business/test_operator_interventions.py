@@ -11,13 +11,10 @@ import asyncpg
 import pytest
 
 from shared.envelope import EventEnvelope
+from tests.helpers.cli import cli
+from tests.helpers.completion import given_back, settled
 from tests.helpers.kafka import read_topic
-from tests.solidus.conftest import V1
-from tests.solidus.test_checkout import CARD
-from tests.solidus.test_complete import full_flow, stock_of
-from tests.solidus.test_completion_deadlines import given_back
-from tests.test_completion_races import settled
-from tests.test_operations_cli import cli
+from tests.helpers.solidus import CARD, V1, full_flow, stock_of
 
 pytestmark = pytest.mark.both_topologies  # apart: two relays contend for the outbox, two saga sweepers
 

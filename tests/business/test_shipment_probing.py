@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.solidus.conftest import ADMIN
-from tests.solidus.test_checkout import in_delivery
+from tests.helpers.solidus import ADMIN, in_delivery
 
 pytestmark = pytest.mark.both_topologies
 

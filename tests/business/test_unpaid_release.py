@@ -11,13 +11,12 @@ import time
 import asyncpg
 import pytest
 
-from tests.getcandy.test_lifecycle import V_ID, getcandy_data, placed_ready_order  # noqa: F401 (a fixture)
+from tests.helpers.getcandy import V_ID, placed_ready_order
 from tests.helpers.processes import kill_9, reconfigure_every_instance
-from tests.solidus.conftest import ADMIN, V1
-from tests.solidus.test_checkout import CARD
-from tests.solidus.test_complete import full_flow, stock_of
+from tests.helpers.solidus import ADMIN, CARD, V1, full_flow, stock_of
 
-pytestmark = pytest.mark.both_topologies  # apart, two order-service instances sweep the same rows
+# Apart, two order-service instances sweep the same rows.
+pytestmark = [pytest.mark.both_topologies, pytest.mark.usefixtures("getcandy_data")]
 
 RELEASE_AFTER_S = 20
 

@@ -3,6 +3,7 @@ with: whether it ended, what it allocated and charged."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from decimal import Decimal
 
@@ -66,3 +67,23 @@ async def assert_charged_equals_shipped(stack, number: str) -> dict:
     assert facts["allocated"] == lines and facts["released"] == 0, (
         f"{number}: shipped {facts['allocated']}, charged {lines}")
     return facts
+
+
+async def given_back(stack, number: str) -> dict:
+    """What the order's failed completion left: gateway calls, payment states, reservations."""
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        calls = await conn.fetch("SELECT action, success FROM payment.gateway_calls WHERE idempotency_key LIKE $1"
+                                 " ORDER BY created_at", f"{number}-%")
+        reservations = await conn.fetchval("SELECT count(*) FROM cart.promotion_uses WHERE order_number = $1", number)
+        failure = await conn.fetchval(
+            "SELECT payload FROM \"order\".events WHERE aggregate_id = $1 AND type = 'order.CompletionFailed'"
+            " ORDER BY sequence DESC LIMIT 1", number)
+        locked = await conn.fetchval(
+            "SELECT count(*) FILTER (WHERE type = 'cart.CartLocked')"
+            " > count(*) FILTER (WHERE type = 'cart.CartUnlocked')"
+            " FROM cart.events WHERE aggregate_id = $1", number)
+    finally:
+        await conn.close()
+    return {"calls": [(c["action"], c["success"]) for c in calls], "reservations": reservations,
+            "failure": json.loads(failure) if failure else None, "cart_still_locked": locked}

@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import httpx
+
+from tillstream.stack import free_port, wait_for_port
+from tillstream.system import SERVICE_NAMES
 
 
 async def _restarted(system, process, old_pid: int) -> None:
@@ -57,3 +62,15 @@ async def request_surviving_a_crash(send) -> httpx.Response | None:
         return await send()
     except httpx.TransportError:
         return None
+
+
+def start_gateway(system, **env) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process_env = {**os.environ, **{f"{n.upper()}_URL": system.service_url(n) for n in SERVICE_NAMES},
+                   "TILLSTREAM_SERVICE_KEY": system.config.service_key, **env}
+    proc = subprocess.Popen([sys.executable, "-m", "shared.http_server", "services.gateway.app:create_app",
+                             "--port", str(port),
+                             "--log-level", "warning"], env=process_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT)
+    wait_for_port("127.0.0.1", port, 30, proc)
+    return proc, f"http://127.0.0.1:{port}"

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 
 import asyncpg
 import pytest
 
-from tests.helpers.completion import settled
+from tests.helpers.cli import cli
+from tests.helpers.completion import given_back, settled
 from tests.helpers.processes import kill_9, reconfigure, request_surviving_a_crash
 from tests.helpers.solidus import CARD, V1, full_flow, stock_of
 
@@ -27,25 +25,6 @@ async def limited_coupon(system):
          "value": "1.00", "usage_limit": 1}])
     return code
 
-
-async def given_back(stack, number: str) -> dict:
-    """What the order's failed completion left: gateway calls, payment states, reservations."""
-    conn = await asyncpg.connect(stack.database_url)
-    try:
-        calls = await conn.fetch("SELECT action, success FROM payment.gateway_calls WHERE idempotency_key LIKE $1"
-                                 " ORDER BY created_at", f"{number}-%")
-        reservations = await conn.fetchval("SELECT count(*) FROM cart.promotion_uses WHERE order_number = $1", number)
-        failure = await conn.fetchval(
-            "SELECT payload FROM \"order\".events WHERE aggregate_id = $1 AND type = 'order.CompletionFailed'"
-            " ORDER BY sequence DESC LIMIT 1", number)
-        locked = await conn.fetchval(
-            "SELECT count(*) FILTER (WHERE type = 'cart.CartLocked')"
-            " > count(*) FILTER (WHERE type = 'cart.CartUnlocked')"
-            " FROM cart.events WHERE aggregate_id = $1", number)
-    finally:
-        await conn.close()
-    return {"calls": [(c["action"], c["success"]) for c in calls], "reservations": reservations,
-            "failure": json.loads(failure) if failure else None, "cart_still_locked": locked}
 
 
 async def test_a_lost_answer_is_compensated_after_the_deadline_even_across_a_kill_9(gateway, system, stack,
@@ -110,11 +89,6 @@ async def test_a_dead_lettered_step_is_compensated_at_once(gateway, system, stac
     finally:
         faults.disarm("fail", "payment.process_payments")
 
-
-def cli(stack, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "DATABASE_URL": stack.database_url, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers}
-    return subprocess.run([sys.executable, "-m", "tillstream.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=60)
 
 
 async def test_an_operator_sees_and_aborts_a_stuck_completion(gateway, system, stack, faults):
