@@ -57,13 +57,13 @@ async def test_a_v1_cards_gateway_token_is_carried_over_and_leaves_its_event(sta
 
 
 async def test_an_order_views_guest_token_becomes_its_digest(stack, unique, tmp_path):
-    old = migrations_before("order", "008", tmp_path / "order")
+    old = migrations_before("order", "009", tmp_path / "order")
     async with fresh_schema(stack, f"o_{unique}", old) as schema:
         async with schema_pool(stack, schema, max_size=2) as pool:
             await pool.execute("INSERT INTO order_view (number, guest_token, state, currency, created_at, updated_at)"
                                " VALUES ('R1', 'the-guest-token-of-R1', 'cart', 'USD', now(), now())")
             assert await migrate(stack.database_url, schema, SERVICES / "order" / "migrations") == \
-                ["service/008_guest_token_digest"]
+                ["service/009_guest_token_digest"]
             row = dict(await pool.fetchrow("SELECT * FROM order_view WHERE number = 'R1'"))
         assert row["guest_token_digest"] == guest_token_digest("the-guest-token-of-R1")
         assert "guest_token" not in row and row["dialect"] is None

@@ -16,7 +16,7 @@ def percent(value: str) -> Promotion:
 
 
 def flat(value: str) -> Promotion:
-    return Promotion(1, f"{value}off", f"{value} off", "order_flat", Decimal(value))
+    return Promotion(1, f"{value}off", f"{value} off", "order_flat", Decimal(value), "USD")
 
 
 # -- Promotion.discount -----------------------------------------------------------------------
@@ -50,7 +50,7 @@ def a_cart_of(quantity: int, *promotions: Promotion):
 
 def test_applying_a_promotion_reprices_the_cart_with_its_adjustment():
     history = a_cart_of(2)
-    applied, repriced = history.when(lambda cart: cart.apply_promotion(percent("10")))
+    applied, repriced = history.when(lambda cart: cart.apply_promotion(percent("10"), currency="USD"))
     assert isinstance(applied, c.PromotionApplied) and applied.kind == "items_percent"
     assert (repriced.item_total, repriced.adjustment_total) == (Decimal("39.98"), Decimal("-4.00"))
     assert repriced.adjustments == [c.PromotionAdjustment(promotion_id=2, code="10percent",
@@ -63,13 +63,13 @@ def test_stacked_promotions_apply_in_order_and_never_take_the_items_below_zero()
     assert [a.amount for a in a_cart_of(1, flat("10"), percent("50")).load().adjustments()] == [
         Decimal("-10"), Decimal("-5.00")]
     # 19.99 − 15 = 4.99; the second 15 off takes only those 4.99.
-    second = Promotion(3, "other", "other", "order_flat", Decimal("15"))
+    second = Promotion(3, "other", "other", "order_flat", Decimal("15"), "USD")
     assert [a.amount for a in a_cart_of(1, flat("15"), second).load().adjustments()] == [
         Decimal("-15"), Decimal("-4.99")]
 
 
 def test_a_coupon_applies_once():
-    refused = a_cart_of(1, flat("10")).refuses(lambda cart: cart.apply_promotion(flat("10")))
+    refused = a_cart_of(1, flat("10")).refuses(lambda cart: cart.apply_promotion(flat("10"), currency="USD"))
     assert refused.code == "coupon_code_already_applied"
 
 

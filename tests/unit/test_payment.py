@@ -127,7 +127,8 @@ def test_processed_payments_total_what_was_captured_and_place_the_order():
                     p.PaymentCaptured(order_number="R1", payment_id=1, amount=Decimal("10.00"), authorization="a"),
                     p.PaymentAuthorized(order_number="R1", payment_id=2, amount=Decimal("5.00"), authorization="b"))
     assert history.when(lambda payments: payments.conclude("c1", None)) == [
-        p.PaymentsProcessed(order_number="R1", request_id="c1", payment_total=Decimal("10.00"))]
+        p.PaymentsProcessed(order_number="R1", request_id="c1", payment_total=Decimal("10.00"),
+                            secured_total=Decimal("15.00"))]
     payments = history.load()
     assert payments.closed and "c1" in payments.concluded
     assert history.refuses(lambda payments: payments.create(payment_id=4, method=CHECK, amount=Decimal("1"),
