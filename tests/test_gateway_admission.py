@@ -16,16 +16,18 @@ from tillstream.stack import free_port, stop_process, wait_for_port
 from tillstream.system import SERVICE_NAMES
 
 
-def start_gateway(system, **env) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def start_gateway(system, **env) -> tuple[subprocess.Popen, str, str]:
+    """A gateway of its own: (process, public URL, internal URL)."""
+    port, internal_port = free_port(), free_port()
     process_env = {**os.environ, **{f"{n.upper()}_URL": system.service_url(n) for n in SERVICE_NAMES},
-                   "TILLSTREAM_SERVICE_KEY": system.config.service_key, **env}
+                   "TILLSTREAM_GATEWAY_KEY": system.config.gateway_key,
+                   "TILLSTREAM_INTERNAL_LISTEN": f"127.0.0.1:{internal_port}", **env}
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "services.gateway.app:create_app",
                              "--port", str(port),
                              "--log-level", "warning"], env=process_env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT)
     wait_for_port("127.0.0.1", port, 30, proc)
-    return proc, f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{internal_port}"
 
 
 async def test_requests_past_the_limit_wait_and_are_shed_after_the_queue_timeout(system):
@@ -33,7 +35,7 @@ async def test_requests_past_the_limit_wait_and_are_shed_after_the_queue_timeout
     stalled = socket.socket()
     stalled.bind(("127.0.0.1", 0))
     stalled.listen(16)
-    proc, url = start_gateway(system, GATEWAY_MAX_IN_FLIGHT="1", GATEWAY_QUEUE_TIMEOUT_MS="300",
+    proc, url, internal_url = start_gateway(system, GATEWAY_MAX_IN_FLIGHT="1", GATEWAY_QUEUE_TIMEOUT_MS="300",
                               ORDER_URL=f"http://127.0.0.1:{stalled.getsockname()[1]}")
     try:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
@@ -52,7 +54,7 @@ async def test_requests_past_the_limit_wait_and_are_shed_after_the_queue_timeout
 
             health = await client.get("/healthz")  # not a public API request: never queued
             assert health.status_code == 200
-            assert "tillstream_gateway_shed_total 1.0" in (await client.get("/metrics")).text
+            assert "tillstream_gateway_shed_total 1.0" in (await client.get(f"{internal_url}/metrics")).text
 
             stalled.close()  # the stalled service goes away: the held request fails, its slot frees
             assert (await holding).status_code == 503
@@ -63,7 +65,7 @@ async def test_requests_past_the_limit_wait_and_are_shed_after_the_queue_timeout
 
 
 async def test_a_waiting_request_is_admitted_when_a_slot_frees_and_bodies_arrive_intact(system):
-    proc, url = start_gateway(system, GATEWAY_MAX_IN_FLIGHT="1", GATEWAY_QUEUE_TIMEOUT_MS="10000")
+    proc, url, _ = start_gateway(system, GATEWAY_MAX_IN_FLIGHT="1", GATEWAY_QUEUE_TIMEOUT_MS="10000")
     try:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             # Eight checkouts' first steps through one slot: every one is served, with its body.

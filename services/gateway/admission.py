@@ -17,8 +17,8 @@ import asyncio
 import json
 
 from shared import metrics
+from shared.validation import MAX_BODY_BYTES
 
-MAX_BODY_BYTES = 1024 * 1024
 _BUSY = "The service is busy; please retry."
 _TOO_LARGE = f"The request body is larger than {MAX_BODY_BYTES} bytes."
 
