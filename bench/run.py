@@ -221,6 +221,7 @@ def system_config(args: argparse.Namespace, workdir: Path) -> SystemConfig:
 
 async def main(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="tillstream-bench-"))
+    workdir.chmod(0o755)  # its own folder (0700 from mkdtemp): PostgreSQL's user must enter it when run as root
     config = system_config(args, workdir)
     print("[bench] measuring the machine's speed ...", file=sys.stderr)
     speed_before = work.speed_probe()

@@ -71,8 +71,8 @@ class InternalListener:
         except OSError as exc:
             sock.close()
             raise SystemExit(f"tillstream: the internal listener cannot bind {self.host}:{self.port}: {exc}") from None
-        sock.set_inheritable(True)
-        self._server = _Server(uvicorn.Config(self.app, lifespan="off", log_level="warning", access_log=False))
+        # log_config=None: the process's JSON logging stays as configured (shared/logs.py).
+        self._server = _Server(uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False))
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         log.info("internal listener started", extra={"fields": {"listen": f"{self.host}:{self.port}"}})
 
