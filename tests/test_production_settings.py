@@ -126,6 +126,34 @@ async def test_the_embedded_postgresql_wants_its_generated_password(stack):
         await conn.close()
 
 
+def test_a_data_folder_initialised_with_trust_is_converted_to_passwords(stack, unique):
+    """A cluster an earlier version made (trust for everyone) asks for the password once started."""
+    from tillstream.stack import EmbeddedPostgres
+
+    if os.environ.get("TILLSTREAM_TEST_DATABASE_URL"):
+        pytest.skip("the suite runs on an external database")
+    folder = stack.workdir / f"trusting-{unique}"
+    server = EmbeddedPostgres(folder / "pg", free_port(), durable=False).start()
+    server.stop()
+    hba = folder / "pg" / "pg_hba.conf"
+    hba.write_text(hba.read_text().replace("scram-sha-256", "trust"))  # as initdb --auth=trust left it
+    server = EmbeddedPostgres(folder / "pg", free_port(), durable=False).start()
+    try:
+        assert "trust" not in [line.split()[-1] for line in hba.read_text().splitlines()
+                               if line.strip() and not line.startswith("#")]
+
+        async def connect(dsn: str) -> None:
+            conn = await asyncpg.connect(dsn)
+            await conn.close()
+
+        import asyncio
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            asyncio.run(connect(server.dsn().replace(f":{server.password}@", "@")))
+        asyncio.run(connect(server.dsn()))
+    finally:
+        server.destroy()
+
+
 async def test_api_keys_are_accepted_only_in_headers(gateway, guest_order):
     number, _ = guest_order
     in_url = await gateway.get(f"/api/orders/{number}", params={"token": "test-admin-key"})
@@ -149,13 +177,34 @@ def test_the_banner_says_where_the_admin_key_is_never_the_key_or_the_database_pa
     assert password and password not in banner.replace("postgresql:", "")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="only a start as root has root to drop")
-def test_make_run_started_as_root_drops_root_and_owns_only_its_data_folder():
-    data = Path(tempfile.mkdtemp(prefix="tillstream-run-as-"))
+def _enterable_by_others(path: Path) -> bool:
+    return all(folder.stat().st_mode & 0o001 for folder in [*path.parents, path])
+
+
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="only a start as root has root to drop")
+
+
+def drop_root_in(data: Path) -> subprocess.CompletedProcess:
     probe = ("import os, sys; from pathlib import Path; from tillstream.run import drop_root;"
              " drop_root(Path(sys.argv[1])); print(os.getuid(), os.geteuid(), os.getgroups())")
-    result = subprocess.run([sys.executable, "-c", probe, str(data)], capture_output=True, text=True, timeout=60,
-                            cwd=ROOT, env={**os.environ, "TILLSTREAM_RUN_AS": "tillstream"})
+    return subprocess.run([sys.executable, "-c", probe, str(data)], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, env={**os.environ, "TILLSTREAM_RUN_AS": "tillstream"})
+
+
+@ROOT_ONLY
+def test_make_run_as_root_refuses_a_folder_its_user_cannot_enter_instead_of_loosening_it():
+    closed = Path(tempfile.mkdtemp(prefix="tillstream-closed-"))  # 0700, root's
+    result = drop_root_in(closed / "data")
+    assert_refused(result, "cannot enter", str(closed))
+    assert stat.S_IMODE(closed.stat().st_mode) == 0o700 and not (closed / "data").exists()
+
+
+@ROOT_ONLY
+@pytest.mark.skipif(not _enterable_by_others(Path(os.path.realpath(sys.executable)).parent),
+                    reason="this Python lives where an unprivileged user cannot enter (the refusal above applies)")
+def test_make_run_started_as_root_drops_root_and_owns_only_its_data_folder():
+    data = Path(tempfile.mkdtemp(prefix="tillstream-run-as-"))
+    result = drop_root_in(data)
     assert result.returncode == 0, result.stderr
     uid, euid, groups = result.stdout.strip().splitlines()[-1].split(" ", 2)
     assert uid == euid != "0" and groups == "[]"

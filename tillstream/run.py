@@ -79,7 +79,7 @@ def print_banner(system: System, demo_summary: list[str]) -> None:
                                                    if not system.distributed else f", {cfg.instances} of each service"),
         *(f"  {name:<21} {system.service_url(name)}" for name in ("cart", "order", "shipping", "payment")
           if system.distributed),
-        f"  internal (bus, /readyz, /metrics)  {system.internal_url}",
+        f"  internal listener     {system.internal_url}   (/readyz, /metrics, the bus; never public)",
         f"  Kafka bootstrap       {system.bootstrap_servers}" + ("  (embedded tansu)" if system.broker else ""),
         f"  PostgreSQL            {without_password(system.database_url)}" + (
             f"  (embedded, data in {cfg.data_dir / 'postgres'})" if system.postgres else ""),
@@ -117,23 +117,29 @@ def without_password(url: str | None) -> str:
 
 def drop_root(data_dir: Path) -> None:
     """Started as root: become `TILLSTREAM_RUN_AS` (created as a system user if missing) for
-    good, owning the data folder. Nothing else is loosened: a parent folder of the checkout or
-    of the data folder that user cannot enter is a refusal naming it."""
+    good, owning the data folder. Nothing else is loosened: a folder on the way to the data
+    folder, the checkout or the Python installation that user cannot enter is a refusal naming
+    it. `TILLSTREAM_RUN_AS=root` stays root, said so in the output (not recommended)."""
     if os.geteuid() != 0:
         return
     name = os.environ.get("TILLSTREAM_RUN_AS", "tillstream")
+    if name == "root":
+        print("[tillstream] WARNING: running as root (TILLSTREAM_RUN_AS=root)", flush=True)
+        return
     try:
         pwd.getpwnam(name)
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", "-s", "/usr/sbin/nologin", name],
                        check=True, capture_output=True)
     user = pwd.getpwnam(name)
-    for folder in [*ROOT.parents, ROOT, *data_dir.parents]:
-        info = folder.stat()
-        bits = 0o100 if info.st_uid == user.pw_uid else 0o001
-        if not info.st_mode & bits:
-            raise SystemExit(f"tillstream: refusing to start: user {name} cannot enter {folder}; run as a user who"
-                             f" can, or set TILLSTREAM_RUN_AS to one")
+    interpreter = Path(os.path.realpath(sys.executable)).parent
+    for needed in (data_dir.parent, ROOT, Path(sys.base_prefix), interpreter):
+        for folder in [*reversed(needed.parents), needed]:
+            info = folder.stat()
+            bits = 0o100 if info.st_uid == user.pw_uid else 0o001
+            if not info.st_mode & bits:
+                raise SystemExit(f"tillstream: refusing to start: user {name} cannot enter {folder} (needed for"
+                                 f" {needed}); run as a user who can, or set TILLSTREAM_RUN_AS")
     data_dir.mkdir(parents=True, exist_ok=True)
     for path in [data_dir, *data_dir.rglob("*")]:
         os.lchown(path, user.pw_uid, user.pw_gid)
