@@ -2,7 +2,9 @@
 start of a real process: a non-zero exit and one clear line, before anything listens."""
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -17,6 +19,15 @@ from tillstream.stack import free_port
 ROOT = Path(__file__).resolve().parent.parent
 DEVELOPMENT = ("TILLSTREAM_DEVELOPMENT", "TILLSTREAM_PAYMENT_GATEWAY", "TILLSTREAM_CHAOS")
 STRONG = "k" * 40
+
+
+@pytest.fixture
+def scratch():
+    """A folder of its own under the system's temporary folder (pytest's tmp_path sits in a
+    0700 folder of root's, which an unprivileged user cannot enter), removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="tillstream-production-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def production_env(**settings: str) -> dict[str, str]:
@@ -45,8 +56,8 @@ def test_a_production_start_without_a_real_payment_gateway_refuses(factory, gate
     assert_refused(start(factory, env), "TILLSTREAM_PAYMENT_GATEWAY")
 
 
-def test_make_run_without_the_development_flag_refuses_before_starting_anything():
-    data = Path(tempfile.mkdtemp(prefix="tillstream-refusal-"))
+def test_make_run_without_the_development_flag_refuses_before_starting_anything(scratch):
+    data = scratch
     env = {**production_env(), "TILLSTREAM_DATA_DIR": str(data)}
     for name in ("TILLSTREAM_ADMIN_KEY", "TILLSTREAM_ID_SECRET", "TILLSTREAM_GATEWAY_KEY", "TILLSTREAM_OPERATOR_KEY"):
         env.pop(name)
@@ -81,10 +92,10 @@ def test_the_old_all_powerful_service_key_is_refused():
     assert_refused(start("services.gateway.app:create_app", env), "TILLSTREAM_SERVICE_KEY", "TILLSTREAM_GATEWAY_KEY")
 
 
-def test_secrets_are_created_0600_in_a_0700_folder_and_an_old_file_is_moved(monkeypatch):
+def test_secrets_are_created_0600_in_a_0700_folder_and_an_old_file_is_moved(monkeypatch, scratch):
     from tillstream.system import default_admin_key, default_id_secret
 
-    data = Path(tempfile.mkdtemp(prefix="tillstream-secrets-"))
+    data = scratch
     (data / "id_secret").write_text("an-id-secret-kept-by-an-earlier-version-0123")  # 0644, as before
     for name in ("TILLSTREAM_ADMIN_KEY", "TILLSTREAM_ID_SECRET"):
         monkeypatch.delenv(name, raising=False)
@@ -146,7 +157,6 @@ def test_a_data_folder_initialised_with_trust_is_converted_to_passwords(stack, u
             conn = await asyncpg.connect(dsn)
             await conn.close()
 
-        import asyncio
         with pytest.raises(asyncpg.InvalidPasswordError):
             asyncio.run(connect(server.dsn().replace(f":{server.password}@", "@")))
         asyncio.run(connect(server.dsn()))
@@ -192,8 +202,8 @@ def drop_root_in(data: Path) -> subprocess.CompletedProcess:
 
 
 @ROOT_ONLY
-def test_make_run_as_root_refuses_a_folder_its_user_cannot_enter_instead_of_loosening_it():
-    closed = Path(tempfile.mkdtemp(prefix="tillstream-closed-"))  # 0700, root's
+def test_make_run_as_root_refuses_a_folder_its_user_cannot_enter_instead_of_loosening_it(scratch):
+    closed = scratch  # 0700, root's
     result = drop_root_in(closed / "data")
     assert_refused(result, "cannot enter", str(closed))
     assert stat.S_IMODE(closed.stat().st_mode) == 0o700 and not (closed / "data").exists()
@@ -202,8 +212,8 @@ def test_make_run_as_root_refuses_a_folder_its_user_cannot_enter_instead_of_loos
 @ROOT_ONLY
 @pytest.mark.skipif(not _enterable_by_others(Path(os.path.realpath(sys.executable)).parent),
                     reason="this Python lives where an unprivileged user cannot enter (the refusal above applies)")
-def test_make_run_started_as_root_drops_root_and_owns_only_its_data_folder():
-    data = Path(tempfile.mkdtemp(prefix="tillstream-run-as-"))
+def test_make_run_started_as_root_drops_root_and_owns_only_its_data_folder(scratch):
+    data = scratch
     result = drop_root_in(data)
     assert result.returncode == 0, result.stderr
     uid, euid, groups = result.stdout.strip().splitlines()[-1].split(" ", 2)

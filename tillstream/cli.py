@@ -36,7 +36,17 @@ JSON = typer.Option(False, "--json", help="Print JSON instead of tables.")
 
 
 def dsn() -> str:
-    return os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5433/tillstream"
+    """DATABASE_URL, or `make run`'s embedded server with the password it keeps (readable by
+    the user that runs it, as the rest of its data folder)."""
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"]
+    from pathlib import Path
+
+    data = Path(os.environ.get("TILLSTREAM_DATA_DIR", Path(__file__).resolve().parent.parent / ".data"))
+    password_file = data / "secrets" / "postgres_password"
+    password = password_file.read_text().strip() if password_file.exists() else ""
+    port = os.environ.get("TILLSTREAM_POSTGRES_PORT", "5433")
+    return f"postgresql://postgres{':' + password if password else ''}@127.0.0.1:{port}/tillstream"
 
 
 def bootstrap() -> str:

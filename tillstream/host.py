@@ -76,4 +76,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return await answer_bus_call(request, settings, service, hosted.api if hosted else None, operation,
                                      lambda name, arguments: bus.call(service, name, **arguments))
 
-    return create_gateway(bus, internal, lifespan=lifespan)
+    return create_gateway(bus, internal, lifespan=lifespan, internal_listen=settings.internal_listen)

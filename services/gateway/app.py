@@ -37,9 +37,10 @@ SERVICES = ("cart", "order", "shipping", "payment")
 UNAVAILABLE = "A service is temporarily unavailable; please retry."
 
 
-def create_gateway(bus: CommandBus, internal: FastAPI, *, lifespan=None) -> FastAPI:
+def create_gateway(bus: CommandBus, internal: FastAPI, *, lifespan=None, internal_listen: str | None = None) -> FastAPI:
     id_secret()  # fails closed: no GetCandy id can be issued or checked without the install's secret
-    app = FastAPI(title="Tillstream", lifespan=serving_internally(internal, load_settings().internal_listen, lifespan))
+    listen = internal_listen or load_settings().internal_listen
+    app = FastAPI(title="Tillstream", lifespan=serving_internally(internal, listen, lifespan))
     openapi.install(app)
     app.state.bus = bus
     # Added before install_common, so the request context (access log, latency metrics) wraps
