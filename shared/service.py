@@ -161,6 +161,8 @@ class ServiceRuntime:
             await self.ctx.pool.close()
 
     async def readiness(self) -> dict[str, bool]:
+        if self.ctx is None:  # the internal listener answers while the services are starting
+            return {"database": False, "consumers": False}
         checks = {"database": False, "consumers": all(c.assigned.is_set() for c in self.consumers)}
         try:
             checks["database"] = bool(await self.ctx.pool.fetchval("SELECT true", timeout=2))

@@ -139,7 +139,8 @@ def drop_root(data_dir: Path) -> None:
             bits = 0o100 if info.st_uid == user.pw_uid else 0o001
             if not info.st_mode & bits:
                 raise SystemExit(f"tillstream: refusing to start: user {name} cannot enter {folder} (needed for"
-                                 f" {needed}); run as a user who can, or set TILLSTREAM_RUN_AS")
+                                 f" {needed}); run as a user who can, or name one in TILLSTREAM_RUN_AS"
+                                 " (root: stay root)")
     data_dir.mkdir(parents=True, exist_ok=True)
     for path in [data_dir, *data_dir.rglob("*")]:
         os.lchown(path, user.pw_uid, user.pw_gid)
