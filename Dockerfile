@@ -7,4 +7,7 @@ COPY shared shared
 COPY services services
 COPY tillstream tillstream
 RUN pip install .
+# Never root: a system user that owns nothing but may read the code.
+RUN useradd --system --no-create-home --shell /usr/sbin/nologin tillstream
+USER tillstream
 EXPOSE 8000

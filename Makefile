@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
+# A developer's machine: the test payment gateway is allowed (shared/safety.py).
 run: $(STAMP)
-	$(PY) -m tillstream.run
+	TILLSTREAM_DEVELOPMENT=true $(PY) -m tillstream.run
 
 # A Solidus and a GetCandy checkout against the system `make run` started, step by step.
 demo: $(STAMP)

@@ -96,7 +96,9 @@ def system_config(args: argparse.Namespace, workdir: Path) -> SystemConfig:
                         database_url=os.environ.get("DATABASE_URL") or None,
                         bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
                         log_dir=workdir / "logs", admin_key="bench", id_secret=secrets.token_hex(20),
-                        service_key=secrets.token_hex(20),
+                        gateway_key=secrets.token_hex(32), operator_key=secrets.token_hex(32),
+                        # A developer's copy of the system: the test payment gateway (shared/safety.py).
+                        extra_env={"TILLSTREAM_DEVELOPMENT": "true", "TILLSTREAM_PAYMENT_GATEWAY": "test"},
                         # Counts every statement (the embedded server only; a given DATABASE_URL
                         # is counted if its server preloads the extension).
                         postgres_settings={"shared_preload_libraries": "pg_stat_statements"})

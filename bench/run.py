@@ -132,6 +132,7 @@ def write_report(result: dict, results_dir: Path, doc: Path) -> Path:
 
 async def main(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="tillstream-bench-"))
+    workdir.chmod(0o755)  # its own folder (0700 from mkdtemp): PostgreSQL's user must enter it when run as root
     config = system_config(args, workdir)
     print("[bench] measuring the machine's speed ...", file=sys.stderr)
     speed_before = work.speed_probe()
@@ -142,7 +143,7 @@ async def main(args: argparse.Namespace) -> dict:
         await asyncio.to_thread(load_demo_data, system)
         variant_hash = await bench_data(system)
         counters = work.WorkCounters(system.database_url,
-                                     [f"http://127.0.0.1:{p.port}" for p in system.processes.values()])
+                                     [p.internal_url for p in system.processes.values()])
         await counters.setup()
         started_at = datetime.now(timezone.utc)
         levels = []

@@ -76,6 +76,7 @@ async def soak(args: argparse.Namespace) -> dict:
     from bench import work
 
     workdir = Path(tempfile.mkdtemp(prefix="tillstream-soak-"))
+    workdir.chmod(0o755)  # its own folder (0700 from mkdtemp): PostgreSQL's user must enter it when run as root
     speed = work.speed_probe()
     system = await asyncio.to_thread(lambda: System(system_config(args, workdir)).start())
     try:

@@ -3,7 +3,7 @@
 A service offers its application interface as a `ServiceApi`: named operations, each an
 `async def operation(ctx, **arguments)`. The gateway calls them through a `CommandBus`,
 which dispatches in-process when the service is hosted in the same process and over HTTP
-(`POST <service>/bus/<operation>`, with the service credential) when it is not. Services
+(`POST <service>/bus/<operation>`, with the caller's key: shared/service_access.py) when it is not. Services
 never import each other: what crosses is a name, JSON arguments and a JSON answer.
 
 Both ways give the caller the same thing: the answer as JSON values (money as decimal
@@ -13,7 +13,6 @@ The in-process way only skips the socket and the encoding.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import random
 import uuid
@@ -28,9 +27,9 @@ from shared import context
 from shared.db import OUTAGE_ERRORS
 from shared.errors import DomainError
 from shared.jsonutil import dumps
+from shared.service_access import SERVICE_KEY_HEADER
 
 Operation = Callable[..., Awaitable[Any]]
-SERVICE_KEY_HEADER = "X-Service-Key"
 # Generous: under saturation a request should be slow, not fail.
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -147,9 +146,3 @@ class CommandBus:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
-
-
-def check_service_key(expected: str, given: str | None) -> bool:
-    """A call between services carries the install's service credential; without one
-    configured, nothing may call (fails closed)."""
-    return bool(expected) and given is not None and hmac.compare_digest(given.encode(), expected.encode())

@@ -2,8 +2,9 @@
 
 Each is armed either by an environment variable when the process starts, or, while it runs,
 by a file in `TILLSTREAM_FAULTS_DIR` (`drop-<name>`, `fail-<name>`, `hold-<name>`), so a
-test can arm and disarm one without restarting anything. Unset (always, in production),
-nothing here does anything.
+test can arm and disarm one without restarting anything. Nothing here does anything unless
+`TILLSTREAM_CHAOS=true`: a process started with any of these variables and not that flag
+refuses to start (shared/safety.py), and one with the flag says so in its log.
 
 Crash points kill -9 this process at a named step, once: `TILLSTREAM_CRASH_AT=
 "payment.after_gateway_call"` (comma-separated names) with `TILLSTREAM_CRASH_MARKER_DIR`
@@ -18,7 +19,13 @@ import signal
 from pathlib import Path
 
 
+def _chaos() -> bool:
+    return os.environ.get("TILLSTREAM_CHAOS", "").strip().lower() in ("1", "true", "yes")
+
+
 def _armed(variable: str, kind: str, name: str) -> bool:
+    if not _chaos():
+        return False
     names = os.environ.get(variable)
     if names and name in names.split(","):
         return True
@@ -30,7 +37,7 @@ def _armed(variable: str, kind: str, name: str) -> bool:
 
 def crash_point(name: str) -> None:
     armed = os.environ.get("TILLSTREAM_CRASH_AT")
-    if not armed or name not in armed.split(","):
+    if not armed or name not in armed.split(",") or not _chaos():
         return
     marker = Path(os.environ.get("TILLSTREAM_CRASH_MARKER_DIR", "/tmp")) / f"crashed-{name}"
     try:

@@ -1,6 +1,7 @@
 """A service in a process: its schema, event store, outbox relay, consumers and background
 tasks (`ServiceRuntime`), hosted alone (`create_service`: a FastAPI app answering its bus
-route, /healthz, /readyz, /metrics) or with the others in one process (tillstream/host.py).
+route, /healthz, /readyz, /metrics on its one listener, which is internal: shared/internal.py)
+or with the others in one process (tillstream/host.py).
 
 Every service is defined the same way (services/*/app.py), so each one has request-id
 propagation, metrics and JSON logs without writing them.
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -20,18 +20,17 @@ from typing import Awaitable, Callable
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
 
-from shared import context, db, metrics
+from shared import context, db, metrics, safety
 from shared.bus import ensure_topics, events_topic, make_producer
-from shared.commandbus import SERVICE_KEY_HEADER, ServiceApi, ServiceContext, check_service_key
+from shared.commandbus import ServiceApi, ServiceContext
 from shared.consumer import EventConsumer, Handler, IdempotentHandler
 from shared.envelope import DomainEvent
 from shared.errors import DomainError
 from shared.eventstore import EventStore
 from shared.http_limits import BodyGuard, Render, internal_error_body
-from shared.jsonutil import json_response
+from shared.internal import answer_bus_call, install_probes
 from shared.logs import configure_logging, log_fields, route_template
 from shared.outbox import OutboxRelay
 from shared.settings import Settings, load_settings
@@ -67,6 +66,8 @@ class ServiceDefinition:
     on_start: Callable[[ServiceContext], None] | None = None
     # Background loops of the service (e.g. the saga's deadline sweep), kept running.
     tasks: list[Callable[[ServiceContext], Awaitable[None]]] = field(default_factory=list)
+    # Refuses a start with settings the service cannot run safely with (shared/safety.py).
+    check_settings: Callable[[Settings], None] | None = None
 
     @property
     def schema(self) -> str:
@@ -162,6 +163,8 @@ class ServiceRuntime:
             await self.ctx.pool.close()
 
     async def readiness(self) -> dict[str, bool]:
+        if self.ctx is None:  # the internal listener answers while the services are starting
+            return {"database": False, "consumers": False}
         checks = {"database": False, "consumers": all(c.assigned.is_set() for c in self.consumers)}
         if self.ctx is None:  # not started: no pool to ask
             return checks
@@ -174,9 +177,12 @@ class ServiceRuntime:
 
 def create_service(definition: ServiceDefinition, settings: Settings | None = None) -> FastAPI:
     """The service alone in its process (the distributed topology): its operations answer
-    `POST /bus/<operation>` for callers holding the service credential."""
+    `POST /bus/<operation>` to callers whose key's scope holds them (shared/internal.py)."""
     settings = settings or load_settings()
     configure_logging(definition.name, settings.log_level)
+    safety.check_process(settings)
+    if definition.check_settings is not None:
+        definition.check_settings(settings)
     runtime = ServiceRuntime(definition, settings)
 
     @asynccontextmanager
@@ -190,20 +196,13 @@ def create_service(definition: ServiceDefinition, settings: Settings | None = No
 
     app = FastAPI(title=f"tillstream-{definition.name}", lifespan=lifespan, openapi_url=None)
     install_common(app, definition.name)
-
-    @app.get("/readyz")
-    async def readyz():
-        checks = await runtime.readiness()
-        ready = all(checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+    install_probes(app, runtime.readiness)
 
     @app.post("/bus/{operation}")
     async def bus(operation: str, request: Request):
-        if not check_service_key(settings.service_key, request.headers.get(SERVICE_KEY_HEADER)):
-            return JSONResponse({"code": "unauthorized", "message": "a service credential is required",
-                                 "details": {}}, status_code=401)
-        arguments = json.loads(await request.body() or b"{}")
-        return json_response(await definition.api.dispatch(request.app.state.ctx, operation, arguments))
+        return await answer_bus_call(
+            request, settings, definition.name, definition.api, operation,
+            lambda name, arguments: definition.api.dispatch(request.app.state.ctx, name, arguments))
 
     async def database_unavailable(request: Request, exc: Exception):
         log.warning("database unavailable", extra=log_fields(route=route_template(request.scope), error=repr(exc)))
@@ -272,8 +271,9 @@ class RequestContext:
 
 def install_common(app: FastAPI, service: str, *, render: Render = internal_error_body,
                    max_body_bytes: int | None = None, capped_prefix: str = "/") -> None:
-    """Request ids, metrics and liveness, and the body guard (shared/http_limits.py): shared
-    by the services and the gateway. `render` shapes the guard's refusals for the caller."""
+    """Request ids, request metrics and liveness, and the body guard (shared/http_limits.py):
+    shared by the services and the gateway (`/metrics` and `/readyz` are internal:
+    shared/internal.py). `render` shapes the guard's refusals for the caller."""
 
     # Inside the request context, so a refused body is logged and measured like any answer.
     app.add_middleware(BodyGuard, render=render, max_body_bytes=max_body_bytes, capped_prefix=capped_prefix)
@@ -283,6 +283,12 @@ def install_common(app: FastAPI, service: str, *, render: Render = internal_erro
     async def healthz():
         return {"status": "ok", "service": service}
 
-    @app.get("/metrics")
-    async def prometheus_metrics():
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+def create_internal_app(name: str, readiness) -> FastAPI:
+    """The internal listener's app of a process that also serves the public API (the gateway
+    alone, or the one process): `/readyz`, `/metrics`, `/healthz`; the one process adds its
+    services' bus routes (tillstream/host.py)."""
+    app = FastAPI(title=f"tillstream-{name}-internal", openapi_url=None, docs_url=None, redoc_url=None)
+    install_common(app, name)
+    install_probes(app, readiness)
+    return app

@@ -12,6 +12,10 @@ def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
 def _float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
 
@@ -72,9 +76,19 @@ class Settings:
     db_pool_min: int = field(default_factory=lambda: _int("DB_POOL_MIN", 2))
     db_pool_max: int = field(default_factory=lambda: _int("DB_POOL_MAX", 10))
     log_level: str = field(default_factory=lambda: os.environ.get("LOG_LEVEL", "INFO"))
-    # The credential a process must show to call a service's operations over HTTP (the
-    # distributed topology); none configured: no such call is accepted.
-    service_key: str = field(default_factory=lambda: os.environ.get("TILLSTREAM_SERVICE_KEY", ""))
+    # The credentials of the callers of services' operations over HTTP, each scoped to what
+    # its caller needs (shared/service_access.py); none configured: no such call is accepted.
+    gateway_key: str = field(default_factory=lambda: os.environ.get("TILLSTREAM_GATEWAY_KEY", ""))
+    operator_key: str = field(default_factory=lambda: os.environ.get("TILLSTREAM_OPERATOR_KEY", ""))
+    # Where the bus, /metrics and /readyz answer (shared/internal.py): never the public port.
+    internal_listen: str = field(default_factory=lambda: os.environ.get("TILLSTREAM_INTERNAL_LISTEN",
+                                                                         "127.0.0.1:8001"))
+    # Required: the payment gateway to charge cards with. "test" (Solidus's Bogus gateway)
+    # only with TILLSTREAM_DEVELOPMENT (shared/safety.py).
+    payment_gateway: str = field(default_factory=lambda: os.environ.get("TILLSTREAM_PAYMENT_GATEWAY", ""))
+    development: bool = field(default_factory=lambda: _flag("TILLSTREAM_DEVELOPMENT"))
+    # Fault injection (shared/faults.py) is honoured only with this flag.
+    chaos: bool = field(default_factory=lambda: _flag("TILLSTREAM_CHAOS"))
 
     def require_database_url(self) -> str:
         if not self.database_url:

@@ -11,6 +11,8 @@ from typing import Any
 
 MAX_EMAIL_LENGTH = 254  # RFC 5321's limit on a forward path
 MAX_JSON_DEPTH = 32
+# Every request body, public or internal (services/gateway/admission.py, shared/internal.py).
+MAX_BODY_BYTES = 1024 * 1024
 INT32_MAX = 2**31 - 1
 
 

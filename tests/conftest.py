@@ -22,6 +22,10 @@ from shared.settings import Settings
 # which decode ids to find orders in the stores.
 TEST_ID_SECRET = "test-id-secret-0123456789"
 os.environ.setdefault("TILLSTREAM_ID_SECRET", TEST_ID_SECRET)
+# A developer's settings (shared/safety.py): the test payment gateway, short test keys. The
+# tests of production starts remove them from their processes' environment.
+os.environ.setdefault("TILLSTREAM_DEVELOPMENT", "true")
+os.environ.setdefault("TILLSTREAM_PAYMENT_GATEWAY", "test")
 from tillstream.stack import EmbeddedBroker, EmbeddedPostgres, free_port  # noqa: E402 (the secret is set before the stack reads it)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,7 +133,8 @@ async def order_pool(stack, order_schema):
         yield pool
 
 
-TEST_SERVICE_KEY = "test-service-key"
+TEST_GATEWAY_KEY = "test-gateway-key"
+TEST_OPERATOR_KEY = "test-operator-key"
 SLOW_CLIENT_TIMEOUT_MS = 3000  # the header and body deadlines of the suite's systems
 
 
@@ -161,7 +166,7 @@ def system_config(stack, topology: str, instances: int):
         service_ports={n: [free_port() for _ in range(instances)] for n in SERVICE_NAMES},
         database_url=stack.database_url, bootstrap_servers=stack.bootstrap_servers,
         log_dir=stack.workdir / "logs" / name, admin_key="test-admin-key", id_secret=TEST_ID_SECRET,
-        service_key=TEST_SERVICE_KEY,
+        gateway_key=TEST_GATEWAY_KEY, operator_key=TEST_OPERATOR_KEY,
         # The contention tests want all their requests inside the system at once, not
         # admitted a few at a time (test_gateway_admission.py covers the limit). The crash
         # tests restart participants, which takes longer than a step's deadline: here
@@ -170,7 +175,7 @@ def system_config(stack, topology: str, instances: int):
         # sees it happen in a few seconds.
         extra_env={"GATEWAY_MAX_IN_FLIGHT": "0", "SAGA_LOCK_CART_DEADLINE_MS": "60000",
                    "SAGA_STOCK_DEADLINE_MS": "60000", "SAGA_PAYMENT_DEADLINE_MS": "60000",
-                   "TILLSTREAM_FAULTS_DIR": str(_faults_dir(stack)),
+                   "TILLSTREAM_FAULTS_DIR": str(_faults_dir(stack)), "TILLSTREAM_CHAOS": "true",
                    "HTTP_HEADER_TIMEOUT_MS": str(SLOW_CLIENT_TIMEOUT_MS),
                    "HTTP_BODY_TIMEOUT_MS": str(SLOW_CLIENT_TIMEOUT_MS)},
     )

@@ -18,7 +18,7 @@ async def test_requests_past_the_limit_wait_and_are_shed_after_the_queue_timeout
     stalled = socket.socket()
     stalled.bind(("127.0.0.1", 0))
     stalled.listen(16)
-    proc, url = start_gateway(system, GATEWAY_MAX_IN_FLIGHT="1", GATEWAY_QUEUE_TIMEOUT_MS="300",
+    proc, url, internal_url = start_gateway(system, GATEWAY_MAX_IN_FLIGHT="1", GATEWAY_QUEUE_TIMEOUT_MS="300",
                               ORDER_URL=f"http://127.0.0.1:{stalled.getsockname()[1]}")
     try:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
@@ -37,7 +37,7 @@ async def test_requests_past_the_limit_wait_and_are_shed_after_the_queue_timeout
 
             health = await client.get("/healthz")  # not a public API request: never queued
             assert health.status_code == 200
-            assert "tillstream_gateway_shed_total 1.0" in (await client.get("/metrics")).text
+            assert "tillstream_gateway_shed_total 1.0" in (await client.get(f"{internal_url}/metrics")).text
 
             stalled.close()  # the stalled service goes away: the held request fails, its slot frees
             assert (await holding).status_code == 503
@@ -48,7 +48,7 @@ async def test_requests_past_the_limit_wait_and_are_shed_after_the_queue_timeout
 
 
 async def test_a_waiting_request_is_admitted_when_a_slot_frees_and_bodies_arrive_intact(system):
-    proc, url = start_gateway(system, GATEWAY_MAX_IN_FLIGHT="1", GATEWAY_QUEUE_TIMEOUT_MS="10000")
+    proc, url, _ = start_gateway(system, GATEWAY_MAX_IN_FLIGHT="1", GATEWAY_QUEUE_TIMEOUT_MS="10000")
     try:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
             # Eight checkouts' first steps through one slot: every one is served, with its body.

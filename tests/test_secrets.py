@@ -104,7 +104,7 @@ async def test_a_services_operations_need_the_service_credential(system):
             assert refused.status_code == 401, refused.text
             assert "test-service" not in refused.text
         answered = await client.post(f"{system.service_url('cart')}/bus/list_products",
-                                     json={}, headers={"X-Service-Key": system.config.service_key})
+                                     json={}, headers={"X-Service-Key": system.config.gateway_key})
     assert answered.status_code == 200 and answered.json()
     conn = await asyncpg.connect(system.database_url)
     try:

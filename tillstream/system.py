@@ -5,12 +5,14 @@ services (tillstream/host.py). "distributed": each service its own process (`ins
 of each) and the gateway apart, calling them over HTTP, as docker-compose runs them. The
 test suite starts either on free ports. A process that dies is restarted with exponential
 backoff (logged); `stop()` ends Tillstream's processes first, then the broker and the database.
+
+The gateway's (or the one process's) `/readyz`, `/metrics` and bus answer on its internal
+listener (`internal_url`, shared/internal.py), never on `gateway_url`.
 """
 from __future__ import annotations
 
 import logging
 import os
-import secrets
 import subprocess
 import sys
 import threading
@@ -21,7 +23,8 @@ from pathlib import Path
 import httpx
 
 from shared.contracts import SERVICES
-from tillstream.stack import EmbeddedBroker, EmbeddedPostgres, stop_process, wait_for_port
+from tillstream.keys import kept_secret, secrets_dir
+from tillstream.stack import EmbeddedBroker, EmbeddedPostgres, free_port, stop_process, wait_for_port
 
 log = logging.getLogger("tillstream.system")
 
@@ -41,6 +44,7 @@ class ManagedProcess:
     argv: list[str]
     env: dict[str, str]
     port: int
+    internal_url: str  # where its /readyz answers
     log_path: Path | None = None
     proc: subprocess.Popen | None = None
     restarts: int = 0
@@ -79,7 +83,12 @@ class SystemConfig:
     log_dir: Path | None = None  # None: processes write to this terminal
     admin_key: str = ""
     id_secret: str = ""   # GetCandy ids' key (services/gateway/getcandy/ids.py)
-    service_key: str = ""  # the credential for calling services' operations over HTTP
+    # The callers' credentials for services' operations over HTTP (shared/service_access.py):
+    # the gateway's (its calls) and the operator's (reference-data loaders, System.call).
+    gateway_key: str = ""
+    operator_key: str = ""
+    # The internal listener of the gateway (or the one process), host:port; None: a free port.
+    internal_listen: str | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def ports(self) -> dict[str, list[int]]:
@@ -99,10 +108,19 @@ class System:
         self._monitor: threading.Thread | None = None
         self.database_url = config.database_url
         self.bootstrap_servers = config.bootstrap_servers
+        self.internal_listen = config.internal_listen or f"127.0.0.1:{free_port()}"
 
     @property
     def gateway_url(self) -> str:
         return f"http://127.0.0.1:{self.config.gateway_port}"
+
+    @property
+    def internal_url(self) -> str:
+        """The gateway's (or the one process's) internal listener: /readyz, /metrics, the bus."""
+        host, _, port = self.internal_listen.rpartition(":")
+        host = host.strip("[]")
+        host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
+        return f"http://{host}:{port}"
 
     @property
     def distributed(self) -> bool:
@@ -112,7 +130,7 @@ class System:
         """Where a service answers its operations at `/bus/<operation>` (its first instance,
         when distributed; in one process, the host answers for each service)."""
         if not self.distributed:
-            return f"{self.gateway_url}/services/{name}"
+            return f"{self.internal_url}/services/{name}"
         return f"http://127.0.0.1:{self.config.ports()[name][0]}"
 
     def process_of(self, service: str) -> ManagedProcess:
@@ -122,17 +140,21 @@ class System:
     def _operation_url(self, service: str, operation: str) -> str:
         return f"{self.service_url(service)}/bus/{operation}"
 
-    def call(self, service: str, operation: str, **arguments):
-        """A service's operation over HTTP with the service credential (reference data, tests)."""
+    def key_of(self, caller: str) -> str:
+        return {"gateway": self.config.gateway_key, "operator": self.config.operator_key}[caller]
+
+    def call(self, service: str, operation: str, *, as_caller: str = "operator", **arguments):
+        """A service's operation over HTTP, with the operator's key (reference data) unless
+        told otherwise."""
         response = httpx.post(self._operation_url(service, operation), json=arguments, timeout=60,
-                              headers={"X-Service-Key": self.config.service_key})
+                              headers={"X-Service-Key": self.key_of(as_caller)})
         response.raise_for_status()
         return response.json()
 
-    async def acall(self, service: str, operation: str, **arguments):
+    async def acall(self, service: str, operation: str, *, as_caller: str = "operator", **arguments):
         async with httpx.AsyncClient(timeout=60) as client:
             response = await client.post(self._operation_url(service, operation), json=arguments,
-                                         headers={"X-Service-Key": self.config.service_key})
+                                         headers={"X-Service-Key": self.key_of(as_caller)})
         response.raise_for_status()
         return response.json()
 
@@ -192,9 +214,12 @@ class System:
                                              durable=cfg.durable_postgres,
                                              settings=cfg.postgres_settings).start()
             self.database_url = self.postgres.dsn()
+        # Each process holds the keys it needs: the services and the one process check both
+        # callers' keys; the gateway alone holds only its own.
         env = {**os.environ, **cfg.extra_env, "DATABASE_URL": self.database_url,
                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "TILLSTREAM_ADMIN_KEY": cfg.admin_key,
-               "TILLSTREAM_ID_SECRET": cfg.id_secret, "TILLSTREAM_SERVICE_KEY": cfg.service_key,
+               "TILLSTREAM_ID_SECRET": cfg.id_secret, "TILLSTREAM_GATEWAY_KEY": cfg.gateway_key,
+               "TILLSTREAM_OPERATOR_KEY": cfg.operator_key, "TILLSTREAM_INTERNAL_LISTEN": self.internal_listen,
                "PYTHONUNBUFFERED": "1"}
         if self.broker is not None and not self.distributed:
             # The broker is ours alone and every relay and consumer is in the one process:
@@ -204,18 +229,20 @@ class System:
             ports = cfg.ports()
             for name in SERVICE_NAMES:
                 for k, port in enumerate(ports[name]):
-                    self._add(name if k == 0 else f"{name}-{k + 1}", f"services.{name}.app:create_app", port, env)
+                    self._add(name if k == 0 else f"{name}-{k + 1}", f"services.{name}.app:create_app", port, env,
+                              f"http://127.0.0.1:{port}")
             urls = {f"{n.upper()}_URL": ",".join(f"http://127.0.0.1:{p}" for p in ports[n]) for n in SERVICE_NAMES}
-            self._add("gateway", "services.gateway.app:create_app", cfg.gateway_port, {**env, **urls})
+            self._add("gateway", "services.gateway.app:create_app", cfg.gateway_port,
+                      {**env, **urls, "TILLSTREAM_OPERATOR_KEY": ""}, self.internal_url)
         else:
-            self._add(HOST, "tillstream.host:create_app", cfg.gateway_port, env)
+            self._add(HOST, "tillstream.host:create_app", cfg.gateway_port, env, self.internal_url)
         self._record_pids()
         self.wait_ready(ready_timeout)
 
-    def _add(self, name: str, factory: str, port: int, env: dict[str, str]) -> None:
+    def _add(self, name: str, factory: str, port: int, env: dict[str, str], internal_url: str) -> None:
         argv = [sys.executable, "-m", "shared.http_server", factory, "--host", "127.0.0.1", "--port", str(port),
                 "--no-access-log", "--log-level", "warning"]
-        self.processes[name] = ManagedProcess(name, argv, env, port, self._log_path(name))
+        self.processes[name] = ManagedProcess(name, argv, env, port, internal_url, self._log_path(name))
         self.processes[name].start()
 
     def _log_path(self, name: str) -> Path | None:
@@ -225,7 +252,7 @@ class System:
         deadline = time.monotonic() + timeout
         for name in names or list(self.processes):
             process = self.processes[name]
-            url = f"http://127.0.0.1:{process.port}/readyz"
+            url = f"{process.internal_url}/readyz"
             while True:
                 if not process.alive() and self._monitor is None:
                     raise RuntimeError(f"{name} exited during start-up (code {process.proc.returncode});"
@@ -276,32 +303,26 @@ class System:
         self._pid_file.unlink(missing_ok=True)
 
 
-def default_service_key(data_dir: Path) -> str:
-    """TILLSTREAM_SERVICE_KEY, or a credential generated once and kept in the data folder."""
-    return _kept_secret(data_dir, "TILLSTREAM_SERVICE_KEY", "service_key")
+def default_gateway_key(data_dir: Path) -> str:
+    """TILLSTREAM_GATEWAY_KEY, or a key generated once and kept in the data folder."""
+    return kept_secret(data_dir, "TILLSTREAM_GATEWAY_KEY", "gateway_key")
+
+
+def default_operator_key(data_dir: Path) -> str:
+    """TILLSTREAM_OPERATOR_KEY, or a key generated once and kept in the data folder."""
+    return kept_secret(data_dir, "TILLSTREAM_OPERATOR_KEY", "operator_key")
 
 
 def default_admin_key(data_dir: Path) -> str:
     """TILLSTREAM_ADMIN_KEY, or a key generated once and kept in the data folder."""
-    return _kept_secret(data_dir, "TILLSTREAM_ADMIN_KEY", "admin_key")
+    return kept_secret(data_dir, "TILLSTREAM_ADMIN_KEY", "admin_key")
 
 
 def default_id_secret(data_dir: Path) -> str:
     """TILLSTREAM_ID_SECRET, or a secret generated once and kept in the data folder (GetCandy
     ids issued by one run must resolve in the next)."""
-    return _kept_secret(data_dir, "TILLSTREAM_ID_SECRET", "id_secret")
+    return kept_secret(data_dir, "TILLSTREAM_ID_SECRET", "id_secret")
 
 
-def _kept_secret(data_dir: Path, variable: str, file_name: str) -> str:
-    if os.environ.get(variable):
-        return os.environ[variable]
-    path = data_dir / file_name
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_hex(20))
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
-__all__ = ["HOST", "System", "SystemConfig", "default_admin_key", "default_id_secret", "default_service_key",
-           "wait_for_port"]
+__all__ = ["HOST", "System", "SystemConfig", "default_admin_key", "default_gateway_key", "default_id_secret",
+           "default_operator_key", "secrets_dir", "wait_for_port"]

@@ -19,7 +19,6 @@ import json
 
 from shared import metrics
 
-MAX_BODY_BYTES = 1024 * 1024  # of a public request (the body guard answers 413 past it)
 _BUSY = "The service is busy; please retry."
 
 

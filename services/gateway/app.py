@@ -1,17 +1,18 @@
 """The gateway: the public dialects (Solidus under /api, GetCandy under /api/v1) over the
 services' operations, reached through the command bus.
 
-`create_gateway(bus)` is the app, whatever hosts it: tillstream/host.py serves it with the
-four services in the same process (the bus calls them in-process, the default); alone
-(`uvicorn --factory services.gateway.app:create_app`, the distributed topology) its bus
-calls the services over HTTP at CART_URL, ORDER_URL, SHIPPING_URL and PAYMENT_URL.
+`create_gateway(bus, internal)` is the app, whatever hosts it: tillstream/host.py serves it
+with the four services in the same process (the bus calls them in-process, the default);
+alone (`uvicorn --factory services.gateway.app:create_app`, the distributed topology) its bus
+calls the services over HTTP at CART_URL, ORDER_URL, SHIPPING_URL and PAYMENT_URL, with the
+gateway's own key. The public port serves the dialects, the API docs and `/healthz`;
+`/readyz` and `/metrics` answer on `internal`, the internal listener (shared/internal.py).
 """
 from __future__ import annotations
 
 import logging
 import os
 from contextlib import asynccontextmanager
-from typing import Awaitable, Callable
 
 import aiohttp
 from fastapi import FastAPI, Request
@@ -28,17 +29,20 @@ from services.gateway.solidus.errors import NOT_FOUND, ApiError
 from shared import context
 from shared.commandbus import CommandBus, ServiceUnavailable
 from shared.contracts import SERVICES
+from shared.internal import serving_internally
 from shared.logs import log_fields, route_template
-from shared.service import install_common
+from shared.service import create_internal_app, install_common
+from shared.settings import load_settings
 
 log = logging.getLogger("tillstream.gateway")
 UNAVAILABLE = "A service is temporarily unavailable; please retry."
-Readiness = Callable[[], Awaitable[dict[str, bool]]]
 
 
-def create_gateway(bus: CommandBus, readiness: Readiness, *, lifespan=None) -> FastAPI:
+def create_gateway(bus: CommandBus, internal: FastAPI, *, lifespan=None, internal_listen: str | None = None) -> FastAPI:
     id_secret()  # fails closed: no GetCandy id can be issued or checked without the install's secret
-    app = FastAPI(title="Tillstream", lifespan=lifespan, docs_url=None, redoc_url=None)
+    listen = internal_listen or load_settings().internal_listen
+    app = FastAPI(title="Tillstream", lifespan=serving_internally(internal, listen, lifespan), docs_url=None,
+                  redoc_url=None)
     openapi.install(app)
     app.state.bus = bus
     # Added before install_common, so the request context (access log, latency metrics) wraps
@@ -89,12 +93,6 @@ def create_gateway(bus: CommandBus, readiness: Readiness, *, lifespan=None) -> F
         body = (getcandy_error(500, message).body if request.url.path.startswith("/api/v1/") else {"error": message})
         return JSONResponse(body, status_code=500, headers={"X-Request-Id": reference})
 
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz():
-        checks = await readiness()
-        ready = all(checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
-
     return app
 
 
@@ -106,14 +104,15 @@ def service_urls() -> dict[str, list[str]]:
 
 def create_app() -> FastAPI:
     """The gateway alone in its process: every operation is an HTTP call to its service."""
+    from shared import safety
     from shared.logs import configure_logging
     from shared.service import freeze_startup_objects
-    from shared.settings import load_settings
 
     settings = load_settings()
     configure_logging("gateway", settings.log_level)
+    safety.check_process(settings)
     urls = service_urls()
-    bus = CommandBus(urls=urls, service_key=settings.service_key)
+    bus = CommandBus(urls=urls, service_key=settings.gateway_key)
 
     async def services_ready() -> dict[str, bool]:
         checks = {}
@@ -135,4 +134,4 @@ def create_app() -> FastAPI:
         finally:
             await bus.close()
 
-    return create_gateway(bus, services_ready, lifespan=lifespan)
+    return create_gateway(bus, create_internal_app("gateway", services_ready), lifespan=lifespan)

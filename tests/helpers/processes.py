@@ -64,13 +64,14 @@ async def request_surviving_a_crash(send) -> httpx.Response | None:
         return None
 
 
-def start_gateway(system, **env) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def start_gateway(system, **env) -> tuple[subprocess.Popen, str, str]:
+    """A gateway of its own, served as the system serves one: (process, public URL, internal URL)."""
+    port, internal_port = free_port(), free_port()
     process_env = {**os.environ, **{f"{n.upper()}_URL": system.service_url(n) for n in SERVICE_NAMES},
-                   "TILLSTREAM_SERVICE_KEY": system.config.service_key, **env}
+                   "TILLSTREAM_GATEWAY_KEY": system.config.gateway_key,
+                   "TILLSTREAM_INTERNAL_LISTEN": f"127.0.0.1:{internal_port}", **env}
     proc = subprocess.Popen([sys.executable, "-m", "shared.http_server", "services.gateway.app:create_app",
-                             "--port", str(port),
-                             "--log-level", "warning"], env=process_env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT)
+                             "--port", str(port), "--log-level", "warning"], env=process_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     wait_for_port("127.0.0.1", port, 30, proc)
-    return proc, f"http://127.0.0.1:{port}"
+    return proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{internal_port}"

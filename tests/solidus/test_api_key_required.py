@@ -14,7 +14,8 @@ from tillstream.system import SERVICE_NAMES
 async def test_1_creating_an_order_needs_a_key_when_the_store_requires_one(system):
     port = free_port()
     env = {**os.environ, "SOLIDUS_REQUIRE_API_KEY": "true", "TILLSTREAM_ADMIN_KEY": "test-admin-key",
-           "TILLSTREAM_SERVICE_KEY": system.config.service_key,
+           "TILLSTREAM_GATEWAY_KEY": system.config.gateway_key,
+           "TILLSTREAM_INTERNAL_LISTEN": f"127.0.0.1:{free_port()}",
            **{f"{n.upper()}_URL": system.service_url(n) for n in SERVICE_NAMES}}
     proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "services.gateway.app:create_app",
                              "--port", str(port),

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.flows import Timings, solidus_flow
 from bench.run import bench_data
-from tests.conftest import TEST_ID_SECRET, TEST_SERVICE_KEY
+from tests.conftest import TEST_GATEWAY_KEY, TEST_ID_SECRET, TEST_OPERATOR_KEY
 from tillstream.stack import free_port
 
 TOPICS = ("cart.events", "order.events", "shipping.events", "payment.events")
@@ -50,7 +50,7 @@ async def test_a_one_process_system_empties_its_broker_topics_and_loses_nothing(
         data_dir=stack.workdir / database, gateway_port=free_port(), broker_port=free_port(),
         service_ports={n: [free_port()] for n in SERVICE_NAMES}, database_url=dsn,
         log_dir=stack.workdir / "logs" / database, admin_key="test-admin-key", id_secret=TEST_ID_SECRET,
-        service_key=TEST_SERVICE_KEY,
+        gateway_key=TEST_GATEWAY_KEY, operator_key=TEST_OPERATOR_KEY,
         # A checkout publishes 27 messages: empty the topics every few checkouts.
         extra_env={"BROKER_RECYCLE_AFTER_MESSAGES": "150", "BROKER_RECYCLE_CHECK_S": "0.2",
                    "GATEWAY_MAX_IN_FLIGHT": "0"})
@@ -104,7 +104,7 @@ async def test_a_one_process_system_empties_its_broker_topics_and_loses_nothing(
         assert held < published / 2, (held, published)
         assert "Traceback" not in logs, logs[logs.index("Traceback") - 500:][:4000]
         # Operators see it on /metrics: how often, and how long the relays stood still.
-        metrics = (await asyncio.to_thread(urlopen, f"{system.gateway_url}/metrics")).read().decode()
+        metrics = (await asyncio.to_thread(urlopen, f"{system.internal_url}/metrics")).read().decode()
         counted = re.search(r'^tillstream_broker_topics_emptied_total\{outcome="emptied"\} (\S+)$', metrics, re.M)
         assert counted and float(counted.group(1)) == emptied, [
             line for line in metrics.splitlines() if "emptied_total" in line]

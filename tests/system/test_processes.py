@@ -14,11 +14,10 @@ from tests.helpers.kafka import read_topic
 async def test_every_process_is_healthy_ready_and_exposes_metrics(system):
     async with httpx.AsyncClient() as client:
         for process in system.processes.values():
-            base = f"http://127.0.0.1:{process.port}"
-            assert (await client.get(f"{base}/healthz")).json()["status"] == "ok"
-            ready = await client.get(f"{base}/readyz")
+            assert (await client.get(f"http://127.0.0.1:{process.port}/healthz")).json()["status"] == "ok"
+            ready = await client.get(f"{process.internal_url}/readyz")  # internal: shared/internal.py
             assert ready.status_code == 200, (process.name, ready.text)
-            metrics = (await client.get(f"{base}/metrics")).text
+            metrics = (await client.get(f"{process.internal_url}/metrics")).text
             assert "tillstream_http_request_seconds" in metrics
 
 
@@ -63,9 +62,12 @@ async def test_a_killed_service_is_restarted_by_the_supervisor(system):
     assert process.restarts == restarts + 1 and process.alive()
 
 
-def test_a_system_that_fails_to_start_leaves_nothing_running(tmp_path):
+def test_a_system_that_fails_to_start_leaves_nothing_running(stack, unique):
     """A part that exits during start-up stops what did start (its broker, its PostgreSQL),
     so no process is left holding ports and CPU for the caller to find."""
+    # In the suite's folder: PostgreSQL's user may enter it (pytest's tmp_path is 0700 root's,
+    # and nothing loosens a folder for it).
+    tmp_path = stack.workdir / f"failing-{unique}"
     import psutil
     import pytest
 
@@ -74,7 +76,7 @@ def test_a_system_that_fails_to_start_leaves_nothing_running(tmp_path):
 
     system = System(SystemConfig(
         data_dir=tmp_path / "data", gateway_port=free_port(), broker_port=free_port(), postgres_port=free_port(),
-        durable_postgres=False, log_dir=tmp_path / "logs", admin_key="k", id_secret="s", service_key="c",
+        durable_postgres=False, log_dir=tmp_path / "logs", admin_key="k", id_secret="s", gateway_key="c",
         extra_env={"KAFKA_COMMIT_INTERVAL_MS": "often"}))  # a setting the host cannot read: it exits
     with pytest.raises(RuntimeError, match="exited during start-up"):
         system.start(ready_timeout=60)

@@ -1,0 +1,113 @@
+"""Issue #23, point 4: the command bus, /metrics and /readyz answer only on the internal
+listener, never on the public port; each caller's key opens only its own operations; the
+internal listener holds bodies and nesting to the public API's bounds."""
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+import asyncpg
+import httpx
+import pytest
+
+from shared.service_access import SCOPES
+from shared.validation import MAX_BODY_BYTES, MAX_JSON_DEPTH
+from tillstream.system import SERVICE_NAMES
+
+
+def bus_url(system, service: str, operation: str) -> str:
+    return f"{system.service_url(service)}/bus/{operation}"
+
+
+@pytest.mark.both_topologies
+async def test_the_bus_metrics_and_readiness_answer_only_on_the_internal_listener(system, gateway):
+    for path in ("/metrics", "/readyz"):
+        assert (await gateway.get(path)).status_code == 404, path
+    for service in SERVICE_NAMES:
+        for path in (f"/services/{service}/bus/list_products", f"/bus/{service}"):
+            refused = await gateway.post(path, json={}, headers={"X-Service-Key": system.config.gateway_key})
+            assert refused.status_code in (404, 405), (path, refused.status_code)
+    assert (await gateway.get("/healthz")).status_code == 200  # liveness stays public
+    assert (await gateway.get("/openapi.json")).status_code == 200
+    assert (await gateway.get("/api/variants")).status_code == 200
+
+    assert urlsplit(system.internal_url).hostname == "127.0.0.1"  # loopback by default
+    assert urlsplit(system.internal_url).port != urlsplit(system.gateway_url).port
+    async with httpx.AsyncClient(base_url=system.internal_url, timeout=30) as internal:
+        assert (await internal.get("/readyz")).json()["ready"] is True
+        assert "tillstream_http_request_seconds" in (await internal.get("/metrics")).text
+        assert (await internal.get("/api/variants")).status_code == 404  # and the API is not there
+        listed = await internal.post(bus_url(system, "cart", "list_products"), json={},
+                                     headers={"X-Service-Key": system.config.gateway_key})
+    assert listed.status_code == 200 and listed.json()
+
+
+@pytest.mark.both_topologies
+async def test_a_callers_key_opens_only_the_operations_it_needs(system):
+    code = f"scoped{time.monotonic_ns()}"
+    promotion = {"promotions": [{"id": 200_000 + time.monotonic_ns() % 1_000_000_000, "name": code, "code": code,
+                                 "kind": "order_flat", "value": "0.01", "usage_limit": 1}]}
+    gateway_key = {"X-Service-Key": system.config.gateway_key}
+    operator_key = {"X-Service-Key": system.config.operator_key}
+    async with httpx.AsyncClient(timeout=30) as client:
+        # The gateway's key cannot change prices, coupons or stock...
+        for service, operation, body in (("cart", "load_promotions", promotion), ("cart", "load_catalog", {}),
+                                         ("shipping", "load_reference", {}), ("payment", "load_payment_methods", {})):
+            refused = await client.post(bus_url(system, service, operation), json=body, headers=gateway_key)
+            assert refused.status_code == 403, (operation, refused.text)
+        # ...the operator's cannot cancel, capture, complete or read orders...
+        for service, operation in (("order", "cancel"), ("payment", "payment_action"), ("order", "complete"),
+                                   ("order", "get_order"), ("cart", "list_products")):
+            refused = await client.post(bus_url(system, service, operation), json={"number": "R1"},
+                                        headers=operator_key)
+            assert refused.status_code == 403, (operation, refused.text)
+        # ...an operation that does not exist is refused alike (the answer reveals nothing)...
+        unknown = await client.post(bus_url(system, "order", "drop_everything"), json={}, headers=gateway_key)
+        assert unknown.status_code == 403
+        # ...no key, or a wrong one, is 401 and never echoed.
+        for headers in ({}, {"X-Service-Key": ""}, {"X-Service-Key": system.config.gateway_key + "x"}):
+            refused = await client.post(bus_url(system, "cart", "list_products"), json={}, headers=headers)
+            assert refused.status_code == 401 and system.config.gateway_key not in refused.text
+        conn = await asyncpg.connect(system.database_url)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM cart.promotions WHERE code = $1", code) == 0
+            # Each key does open its own operations.
+            loaded = await client.post(bus_url(system, "cart", "load_promotions"), json=promotion, headers=operator_key)
+            assert loaded.status_code == 200, loaded.text
+            assert await conn.fetchval("SELECT count(*) FROM cart.promotions WHERE code = $1", code) == 1
+        finally:
+            await conn.close()
+        listed = await client.post(bus_url(system, "cart", "list_products"), json={}, headers=gateway_key)
+        assert listed.status_code == 200
+
+
+@pytest.mark.both_topologies
+async def test_the_internal_listener_bounds_bodies_and_nesting_like_the_api(system, gateway):
+    url, headers = bus_url(system, "cart", "list_products"), {"X-Service-Key": system.config.gateway_key,
+                                                              "Content-Type": "application/json"}
+    oversized = b'{"padding": "' + b"a" * MAX_BODY_BYTES + b'"}'
+    deep = b'{"a": ' + b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1) + b"}"
+    async with httpx.AsyncClient(timeout=30) as client:
+        assert (await client.post(url, content=oversized, headers=headers)).status_code == 413
+        assert (await gateway.post("/api/orders", content=oversized, headers=headers)).status_code == 413  # as /api
+        assert (await client.post(url, content=deep, headers=headers)).status_code == 400
+        for malformed in (b"{", b"[]", b'"text"', b"NaN", b'{"no_such_argument": 1}'):
+            refused = await client.post(url, content=malformed, headers=headers)
+            assert refused.status_code == 400, (malformed, refused.status_code, refused.text)
+        # Nothing was wedged by them.
+        assert (await client.post(url, json={}, headers=headers)).status_code == 200
+
+
+def test_every_operation_belongs_to_exactly_one_caller():
+    """A new operation must be given to the caller that needs it, or nobody can call it."""
+    from services.cart.api import api as cart
+    from services.order.api import api as order
+    from services.payment.api import api as payment
+    from services.shipping.api import api as shipping
+
+    for api in (cart, order, shipping, payment):
+        for operation in api.operations:
+            owners = [caller for caller, scope in SCOPES.items() if operation in scope.get(api.service, ())]
+            assert len(owners) == 1, (api.service, operation, owners)
+        for scope in SCOPES.values():
+            assert scope.get(api.service, frozenset()) <= set(api.operations), api.service
