@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,17 +22,25 @@ TILLSTREAM = [sys.executable, "-m", "tillstream.cli"]
 
 
 def clean_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")}
+    # Nothing of the suite's own system (its database, broker, keys) reaches make run or the CLI.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS") and not k.startswith("TILLSTREAM_")}
     return {**env, "TILLSTREAM_DATA_DIR": str(data_dir), "COLUMNS": "120", **extra}
 
 
 @pytest.fixture(scope="module")
-def make_run(tmp_path_factory):
-    """`make run` (python -m tillstream.run) on non-default ports, its own broker and PostgreSQL."""
-    data_dir = tmp_path_factory.mktemp("make-run")
+def make_run():
+    """`make run` (python -m tillstream.run, with the development flag the Makefile sets) on
+    non-default ports, with its own broker and PostgreSQL."""
+    # PostgreSQL's user must enter the folder holding the data (nothing loosens it for it).
+    holder = Path(tempfile.mkdtemp(prefix="tillstream-make-run-"))
+    holder.chmod(0o755)
+    data_dir = holder / "data"
     ports = {"GATEWAY_PORT": free_port(), "TILLSTREAM_POSTGRES_PORT": free_port(),
-             "TILLSTREAM_BROKER_PORT": free_port()}
-    log = open(data_dir.parent / "make-run.log", "w")
+             "TILLSTREAM_BROKER_PORT": free_port(), "TILLSTREAM_INTERNAL_LISTEN": f"127.0.0.1:{free_port()}",
+             # Whether root is dropped is tests/test_production_settings.py's subject, not this one's.
+             "TILLSTREAM_DEVELOPMENT": "true", "TILLSTREAM_RUN_AS": "root"}
+    log = open(holder / "make-run.log", "w")
     process = subprocess.Popen([sys.executable, "-m", "tillstream.run"], cwd=ROOT, stdout=log,
                                stderr=subprocess.STDOUT,
                                env=clean_env(data_dir, **{k: str(v) for k, v in ports.items()}))
@@ -45,6 +55,7 @@ def make_run(tmp_path_factory):
             process.send_signal(signal.SIGTERM)
             process.wait(60)
         log.close()
+        shutil.rmtree(holder, ignore_errors=True)
 
 
 def cli(data_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess:

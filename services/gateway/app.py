@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from services.gateway import getcandy, openapi, solidus
-from services.gateway.admission import MAX_BODY_BYTES, AdmissionControl, error_body
+from services.gateway.admission import AdmissionControl, error_body
 from services.gateway.getcandy.errors import GetCandyError
 from services.gateway.getcandy.errors import error as getcandy_error
 from services.gateway.getcandy.ids import id_secret
@@ -33,6 +33,7 @@ from shared.internal import serving_internally
 from shared.logs import log_fields, route_template
 from shared.service import create_internal_app, install_common
 from shared.settings import load_settings
+from shared.validation import MAX_BODY_BYTES
 
 log = logging.getLogger("tillstream.gateway")
 UNAVAILABLE = "A service is temporarily unavailable; please retry."
