@@ -10,9 +10,9 @@ so a partition whose reported end has not moved keeps its measured end without a
 probe kept open costs a ListOffsets per refresh and a fetch per partition written since.
 
 Committed offsets are read with OffsetFetch (no probe joins a group, so none is disturbed).
-A group this probe was not told about is looked up on every partition of the broker once,
-then on the topics it has committed on; that look-up is repeated every `rediscover_s`, so a
-subscriber that starts reading another topic is seen.
+A group this probe was not told about is looked up on every partition of the broker until it
+has committed somewhere, then only on the topics it has committed on; that look-up is repeated
+every `rediscover_s`, so a subscriber that starts reading another topic is seen.
 """
 from __future__ import annotations
 
@@ -83,18 +83,18 @@ class LagProbe:
         return sorted(group for group, *_ in await self._admin.list_consumer_groups())
 
     async def partitions(self, topics: set[str] | list[str] | None = None) -> list[TopicPartition]:
-        """The partitions of `topics` (None: of every topic on the broker)."""
-        if topics is None:
-            names = sorted(await self._reader.topics())
-        else:
-            await self._reader._client.force_metadata_update()
-            names = sorted(topics)
-        return [TopicPartition(t, p) for t in names for p in sorted(self._reader.partitions_for_topic(t) or ())]
+        """The partitions of `topics` (None: of every topic on the broker). From the metadata of
+        every topic: the reader's own refresh asks only for the topics it was last assigned."""
+        cluster = await self._reader._client.fetch_all_metadata()
+        names = sorted(cluster.topics() if topics is None else topics)
+        return [TopicPartition(t, p) for t in names for p in sorted(cluster.partitions_for_topic(t) or ())]
 
     async def ends(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         """The true end of each partition (the offset its next record will get)."""
         if not tps:
             return {}
+        # ListOffsets goes to each partition's leader, known only for the topics the reader tracks.
+        await self._reader._client.set_topics(sorted({tp.topic for tp in tps}))
         reported = await self._reader.end_offsets(tps)
         starts = await self._reader.beginning_offsets(tps)
         stale = [tp for tp in tps if reported[tp] > starts[tp] and self._ends.get(tp, (None,))[0] != reported[tp]]
@@ -134,18 +134,17 @@ class LagProbe:
         with `every_group`, of every other group on the broker (where it has committed)."""
         known = dict(known or {})
         others = [g for g in await self.groups() if g not in known] if every_group else []
-        everything = None
+        everything = await self.partitions()
         wanted: dict[str, list[TopicPartition]] = {}
         for group, topics in known.items():
-            wanted[group] = await self.partitions(topics)
+            wanted[group] = [tp for tp in everything if tp.topic in topics]
         for group in others:
-            when, topics = self._discovered.get(group, (None, set()))
-            if when is None or time.monotonic() - when > self.rediscover_s:
-                everything = everything if everything is not None else await self.partitions()
+            when, topics = self._discovered.get(group, (0.0, set()))
+            if not topics or time.monotonic() - when > self.rediscover_s:
                 committed = await self._committed_or_none(group, everything)
                 topics = {tp.topic for tp, offset in committed.items() if offset is not None}
                 self._discovered[group] = (time.monotonic(), topics)
-            wanted[group] = await self.partitions(topics) if topics else []
+            wanted[group] = [tp for tp in everything if tp.topic in topics]
         for gone in set(self._discovered) - set(others):
             del self._discovered[gone]
         offsets = {group: await self._committed_or_none(group, tps) for group, tps in wanted.items()}

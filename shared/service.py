@@ -29,6 +29,7 @@ from shared.consumer import EventConsumer, Handler, IdempotentHandler
 from shared.envelope import DomainEvent
 from shared.errors import DomainError
 from shared.eventstore import EventStore
+from shared.health import HEALTH, Hosted
 from shared.jsonutil import json_response
 from shared.logs import configure_logging, log_fields
 from shared.outbox import OutboxRelay
@@ -147,10 +148,12 @@ class ServiceRuntime:
         self._tasks += [asyncio.create_task(_supervise(f"{definition.name}.{task.__name__}",
                                                        lambda task=task: task(self.ctx)))
                         for task in definition.tasks]
+        HEALTH.attach(settings, Hosted(definition.name, pool, {c.group_id: c.topics for c in self.consumers}))
         log.info("service started", extra={"fields": {"schema": definition.schema}})
         return self.ctx
 
     async def stop(self) -> None:
+        await HEALTH.detach(self.definition.name)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -259,12 +262,22 @@ class RequestContext:
             await self.app(scope, receive, send_with_request_id)
         finally:
             elapsed = time.perf_counter() - started
-            route = getattr(scope.get("route"), "path", "unmatched")
+            route = route_template(scope)
             metrics.HTTP_REQUESTS.labels(self.service, scope["method"], route, str(status)).observe(elapsed)
             if route not in _QUIET_ROUTES:  # logged under the request's correlation id
                 access_log.info("request", extra=log_fields(method=scope["method"], path=scope["path"],
                                                             status=status, ms=round(elapsed * 1000, 2)))
             context.correlation_id.reset(token)
+
+
+def route_template(scope) -> str:
+    """The matched route's template with the prefixes of the routers it was included under
+    (`/api/orders/{number}` and `/api/v1/orders/{order_hash}`, never both `/orders/...`):
+    FastAPI leaves the included route, whose path lacks them, in `scope["route"]`, and the
+    full template in its effective route context."""
+    effective = (scope.get("fastapi") or {}).get("effective_route_context")
+    template = getattr(effective, "path_format", None) or getattr(scope.get("route"), "path", None)
+    return template or "unmatched"
 
 
 def install_common(app: FastAPI, service: str) -> None:
