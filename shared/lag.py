@@ -10,9 +10,10 @@ so a partition whose reported end has not moved keeps its measured end without a
 probe kept open costs a ListOffsets per refresh and a fetch per partition written since.
 
 Committed offsets are read with OffsetFetch (no probe joins a group, so none is disturbed).
-A group this probe was not told about is looked up on every partition of the broker until it
-has committed somewhere, then only on the topics it has committed on; that look-up is repeated
-every `rediscover_s`, so a subscriber that starts reading another topic is seen.
+A group this probe was not told about is looked up on every partition of the broker, then
+only on the topics it has committed on; that look-up is repeated every `rediscover_s` (a
+sixth of it while the group has committed nowhere), so a subscriber that starts reading
+another topic is seen.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ class LagProbe:
         self.rediscover_s = rediscover_s
         self._admin: AIOKafkaAdminClient | None = None
         self._reader: AIOKafkaConsumer | None = None
-        self._ends: dict[TopicPartition, tuple[int, int]] = {}  # tp -> (reported end, measured end)
+        self._ends: dict[TopicPartition, tuple[int, int, float]] = {}  # tp -> (reported end, measured end, when)
         self._discovered: dict[str, tuple[float, set[str]]] = {}  # group -> (when, topics it committed on)
 
     async def start(self) -> LagProbe:
@@ -97,12 +98,20 @@ class LagProbe:
         await self._reader._client.set_topics(sorted({tp.topic for tp in tps}))
         reported = await self._reader.end_offsets(tps)
         starts = await self._reader.beginning_offsets(tps)
-        stale = [tp for tp in tps if reported[tp] > starts[tp] and self._ends.get(tp, (None,))[0] != reported[tp]]
+        now = time.monotonic()
+        stale = [tp for tp in tps if reported[tp] > starts[tp] and not self._still(tp, reported[tp], now)]
         if stale:
             measured = await self._last_offsets(stale, reported)
             for tp in stale:
-                self._ends[tp] = (reported[tp], max(reported[tp], measured.get(tp, reported[tp])))
+                self._ends[tp] = (reported[tp], max(reported[tp], measured.get(tp, reported[tp])), now)
         return {tp: self._ends[tp][1] if reported[tp] > starts[tp] else reported[tp] for tp in tps}
+
+    def _still(self, tp: TopicPartition, reported: int, now: float) -> bool:
+        """The measured end still holds: the reported one has not moved. Measured again after
+        `rediscover_s` all the same, for a topic deleted and created anew (shared/recycle.py)
+        whose reported end has come back to the same number."""
+        cached = self._ends.get(tp)
+        return cached is not None and cached[0] == reported and now - cached[2] < self.rediscover_s
 
     async def _last_offsets(self, tps: list[TopicPartition], reported: dict[TopicPartition, int]) -> dict:
         """Fetch each partition's last batch (it starts at the reported end - 1) and return the
@@ -140,7 +149,8 @@ class LagProbe:
             wanted[group] = [tp for tp in everything if tp.topic in topics]
         for group in others:
             when, topics = self._discovered.get(group, (0.0, set()))
-            if not topics or time.monotonic() - when > self.rediscover_s:
+            # One that has committed nowhere yet is looked at more often: it is likely just starting.
+            if time.monotonic() - when > (self.rediscover_s if topics else self.rediscover_s / 6):
                 committed = await self._committed_or_none(group, everything)
                 topics = {tp.topic for tp, offset in committed.items() if offset is not None}
                 self._discovered[group] = (time.monotonic(), topics)

@@ -1,4 +1,4 @@
-"""`tillstream`: the operators' CLI (events, replay, projections, dead letters, outbox, sagas).
+"""`tillstream`: the operators' CLI (events, replay, projections, dead letters, outbox, sagas, watch).
 
 It reads `DATABASE_URL` and `KAFKA_BOOTSTRAP_SERVERS` (defaults: the `make run` stack).
 Every command takes `--json` for machine-readable output. The work itself is in
