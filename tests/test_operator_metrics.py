@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 import uuid
 
@@ -193,4 +197,18 @@ async def test_watch_prints_throughput_lag_sagas_outbox_and_dead_letters(system,
         assert section in view, section
     appended, published = map(float, re.search(r"│ order\s+│\s+([\d.]+) │\s+([\d.]+) │", view).groups())
     assert appended > 0 and published > 0, view
-    assert cli(stack, "watch", "--iterations", "2", "--interval", "0.3").returncode == 0
+    assert "consumer lag" in cli(stack, "watch", "--iterations", "2", "--interval", "0.3").stdout
+    # Live until Ctrl-C, which ends it cleanly.
+    env = {**os.environ, "DATABASE_URL": stack.database_url, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers}
+    live = subprocess.Popen([sys.executable, "-m", "tillstream.cli", "watch", "--interval", "0.5"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        await asyncio.sleep(4)
+        assert live.poll() is None, live.communicate()
+        live.send_signal(signal.SIGINT)
+        out, err = live.communicate(timeout=20)
+    finally:
+        if live.poll() is None:
+            live.kill()
+            live.wait()
+    assert live.returncode == 0 and "Traceback" not in err, err[-2000:]
