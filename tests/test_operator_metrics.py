@@ -198,6 +198,11 @@ async def test_watch_prints_throughput_lag_sagas_outbox_and_dead_letters(system,
     appended, published = map(float, re.search(r"│ order\s+│\s+([\d.]+) │\s+([\d.]+) │", view).groups())
     assert appended > 0 and published > 0, view
     assert "consumer lag" in cli(stack, "watch", "--iterations", "2", "--interval", "0.3").stdout
+    views = [json.loads(line) for line in cli(stack, "watch", "--json", "--iterations", "2", "--interval", "0.3")
+             .stdout.splitlines()]
+    assert len(views) == 2 and set(views[0]["services"]) == set(SERVICES)
+    assert views[0]["lag"]["order.view+saga"]["partitions"] >= 3 and {"running", "compensating"} <= set(
+        views[0]["sagas"])
     # Live until Ctrl-C, which ends it cleanly.
     env = {**os.environ, "DATABASE_URL": stack.database_url, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers}
     live = subprocess.Popen([sys.executable, "-m", "tillstream.cli", "watch", "--interval", "0.5"], env=env,

@@ -311,20 +311,25 @@ def saga_abort(saga: str = typer.Argument(..., help="Saga id or order number"),
 def watch(interval: float = typer.Option(1.0, "--interval", min=0.2, help="Seconds between refreshes"),
           once: bool = typer.Option(False, "--once", help="Print one view (over one interval) and exit"),
           iterations: Optional[int] = typer.Option(None, "--iterations", min=1,
-                                                   help="Exit after this many refreshes")) -> None:
+                                                   help="Exit after this many refreshes"),
+          as_json: bool = typer.Option(False, "--json", help="Print each view as a line of JSON")) -> None:
     """A live view of throughput, consumer lag, sagas in progress, outbox backlog and dead
     letters, refreshed every --interval seconds until Ctrl-C."""
     from rich.live import Live
 
+    from tillstream.watch import render
     from tillstream.watch import watch as watching
 
+    iterations = 1 if once else iterations
     try:
-        if once:
-            asyncio.run(watching(dsn(), bootstrap(), interval=interval, iterations=1, show=console.print))
+        if as_json or once:
+            show = (lambda view: print(json.dumps(view, default=str), flush=True)) if as_json else \
+                (lambda view: console.print(render(view)))
+            asyncio.run(watching(dsn(), bootstrap(), interval=interval, iterations=iterations, show=show))
             return
         with Live(console=console, auto_refresh=False, transient=False) as live:
             asyncio.run(watching(dsn(), bootstrap(), interval=interval, iterations=iterations,
-                                 show=lambda view: live.update(view, refresh=True)))
+                                 show=lambda view: live.update(render(view), refresh=True)))
     except KeyboardInterrupt:
         pass
 

@@ -61,9 +61,25 @@ def _per_second(before: int, after: int, seconds: float) -> float:
     return max(after - before, 0) / seconds if seconds > 0 else 0.0
 
 
-def render(before: Reading, now: Reading) -> Group:
+def figures(before: Reading, now: Reading) -> dict:
+    """What a view shows, as data (`tillstream watch --json`)."""
     seconds = now.at - before.at
-    throughput = Table(title=f"throughput (over {seconds:.1f} s)", title_justify="left")
+    return {
+        "seconds": round(seconds, 3),
+        "services": {service: {
+            "appended_per_s": round(_per_second(before.appended[service], now.appended[service], seconds), 2),
+            "published_per_s": round(_per_second(before.published[f"{service}.events"],
+                                                 now.published[f"{service}.events"], seconds), 2),
+            "outbox": {k: now.outbox[service][k] for k in ("unpublished", "oldest_age_s", "parked")},
+            "dead_letters": now.dead_letters[service]} for service in SERVICES},
+        "lag": {group: {k: status[k] for k in ("topics", "partitions", "lag", "detail")}
+                for group, status in now.lag.items()},
+        "sagas": now.sagas,
+    }
+
+
+def render(view: dict) -> Group:
+    throughput = Table(title=f"throughput (over {view['seconds']:.1f} s)", title_justify="left")
     outboxes = Table(title="outbox backlog", title_justify="left")
     letters = Table(title="dead letters", title_justify="left")
     for table, columns in ((throughput, ("appended/s", "published/s")), (outboxes, ("rows", "oldest (s)", "parked")),
@@ -71,30 +87,30 @@ def render(before: Reading, now: Reading) -> Group:
         table.add_column("service")
         for column in columns:
             table.add_column(column, justify="right")
-    for service in SERVICES:
-        topic, outbox, held = f"{service}.events", now.outbox[service], now.dead_letters[service]
-        throughput.add_row(service, f"{_per_second(before.appended[service], now.appended[service], seconds):.1f}",
-                           f"{_per_second(before.published[topic], now.published[topic], seconds):.1f}")
+    for service, row in view["services"].items():
+        outbox, held = row["outbox"], row["dead_letters"]
+        throughput.add_row(service, f"{row['appended_per_s']:.1f}", f"{row['published_per_s']:.1f}")
         outboxes.add_row(service, str(outbox["unpublished"]), f"{outbox['oldest_age_s']:.1f}", str(outbox["parked"]))
         letters.add_row(service, str(held["held"]), str(held["unreplayed"]))
     lag = Table(title="consumer lag", title_justify="left")
     for column in ("group", "topics", "partitions", "lag", "most behind"):
         lag.add_column(column, justify="left" if column in ("group", "topics") else "right")
-    for group, status in sorted(now.lag.items(), key=lambda item: (-item[1]["lag"], item[0])):
+    for group, status in sorted(view["lag"].items(), key=lambda item: (-item[1]["lag"], item[0])):
         worst = max(status["detail"], key=lambda row: row["lag"], default=None)
         behind = f"{worst['topic']}[{worst['partition']}] {worst['lag']}" if worst and worst["lag"] else "-"
         lag.add_row(group, ", ".join(status["topics"]), str(status["partitions"]), str(status["lag"]), behind)
     sagas = Table(title="sagas in progress (order completions)", title_justify="left")
     for column in ("running", "compensating", "oldest (s)"):
         sagas.add_column(column, justify="right")
-    sagas.add_row(str(now.sagas["running"]), str(now.sagas["compensating"]), f"{now.sagas['oldest_age_s']:.1f}")
+    sagas.add_row(str(view["sagas"]["running"]), str(view["sagas"]["compensating"]),
+                  f"{view['sagas']['oldest_age_s']:.1f}")
     return Group(Columns([throughput, outboxes, letters]), lag, sagas)
 
 
 async def watch(dsn: str, bootstrap: str, *, interval: float, iterations: int | None,
-                show: Callable[[Group], None]) -> None:
-    """Show a view every `interval` seconds, `iterations` times (None: until interrupted);
-    each view covers the interval before it, so the first comes after one interval."""
+                show: Callable[[dict], None]) -> None:
+    """Show a view's `figures` every `interval` seconds, `iterations` times (None: until
+    interrupted); each covers the interval before it, so the first comes after one interval."""
     conn = await connect(dsn)
     try:
         async with LagProbe(bootstrap) as probe:
@@ -103,7 +119,7 @@ async def watch(dsn: str, bootstrap: str, *, interval: float, iterations: int | 
             while iterations is None or shown < iterations:
                 await asyncio.sleep(max(interval - (time.monotonic() - before.at), 0))
                 now = await take_reading(conn, probe)
-                show(render(before, now))
+                show(figures(before, now))
                 before, shown = now, shown + 1
     finally:
         await conn.close()
