@@ -52,7 +52,12 @@ def log_fields(**fields: object) -> dict:
 
 def route_template(scope) -> str:
     """The route a request matched (`/api/v1/orders/{order_hash}`), for logs and metrics:
-    never the raw path, which holds ids that open orders (GetCandy's are bearer credentials)."""
+    never the raw path, which holds ids that open orders (GetCandy's are bearer credentials).
+    FastAPI's effective route context has the whole template, prefixes included; without it,
+    the template is rebuilt from the route's own path below its routers' prefixes."""
+    effective = getattr((scope.get("fastapi") or {}).get("effective_route_context"), "path_format", None)
+    if effective:
+        return effective
     template = getattr(scope.get("route"), "path", None)
     if template is None:
         return "unmatched"

@@ -29,6 +29,7 @@ from shared.consumer import EventConsumer, Handler, IdempotentHandler
 from shared.envelope import DomainEvent
 from shared.errors import DomainError
 from shared.eventstore import EventStore
+from shared.health import HEALTH, Hosted
 from shared.http_limits import BodyGuard, Render, internal_error_body
 from shared.internal import answer_bus_call, install_probes
 from shared.logs import configure_logging, log_fields, route_template
@@ -150,10 +151,12 @@ class ServiceRuntime:
         self._tasks += [asyncio.create_task(_supervise(f"{definition.name}.{task.__name__}",
                                                        lambda task=task: task(self.ctx)))
                         for task in definition.tasks]
+        HEALTH.attach(settings, Hosted(definition.name, pool, {c.group_id: c.topics for c in self.consumers}))
         log.info("service started", extra={"fields": {"schema": definition.schema}})
         return self.ctx
 
     async def stop(self) -> None:
+        await HEALTH.detach(self.definition.name)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -73,6 +73,10 @@ class Settings:
         default_factory=lambda: _int("UNPAID_ORDER_RELEASE_AFTER_S", 172_800))
     unpaid_order_sweep_interval_s: float = field(
         default_factory=lambda: _float("UNPAID_ORDER_SWEEP_INTERVAL_S", 30.0))
+    # The gauges on /metrics that need the database or the broker (shared/health.py) are
+    # measured this often by one task per process, a round given up after the timeout. 0: never.
+    metrics_refresh_ms: int = field(default_factory=lambda: _int("METRICS_REFRESH_MS", 5000))
+    metrics_refresh_timeout_ms: int = field(default_factory=lambda: _int("METRICS_REFRESH_TIMEOUT_MS", 10000))
     db_pool_min: int = field(default_factory=lambda: _int("DB_POOL_MIN", 2))
     db_pool_max: int = field(default_factory=lambda: _int("DB_POOL_MAX", 10))
     log_level: str = field(default_factory=lambda: os.environ.get("LOG_LEVEL", "INFO"))

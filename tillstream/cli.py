@@ -1,4 +1,4 @@
-"""`tillstream`: the operators' CLI (events, replay, projections, dead letters, outbox, sagas).
+"""`tillstream`: the operators' CLI (events, replay, projections, dead letters, outbox, sagas, watch).
 
 It talks to the system `make run` recorded in its data folder (tillstream/locate.py), or to
 the one `--database-url` / `--bootstrap` (or `DATABASE_URL` / `KAFKA_BOOTSTRAP_SERVERS`) name,
@@ -216,17 +216,25 @@ def projections_rebuild(name: str = typer.Argument(..., help="The projection: or
 
 
 @projections_app.command("status")
-def projections_status(as_json: bool = JSON) -> None:
-    """Lag of every consumer group and the projection it feeds (messages not yet handled)."""
-    lag = asyncio.run(ops.consumer_lag(bootstrap()))
+def projections_status(as_json: bool = JSON,
+                       ours_only: bool = typer.Option(False, "--ours", help="Only Tillstream's own groups")) -> None:
+    """Lag of every consumer group on the broker (Tillstream's, on all their partitions, and
+    subscribers', where they have committed): per partition, the committed offset, the end
+    (measured: the embedded broker's own answer falls short after multi-record batches) and
+    the lag."""
+    lag = asyncio.run(ops.consumer_lag(bootstrap(), every_group=not ours_only))
     if as_json:
         emit(lag)
         return
     table = Table(title="consumer groups")
-    for column in ("group", "partitions", "lag"):
-        table.add_column(column)
+    for column in ("group", "topic", "partition", "committed", "end", "lag"):
+        table.add_column(column, justify="left" if column in ("group", "topic") else "right")
     for group, status in lag.items():
-        table.add_row(group, str(status.get("partitions", "-")), str(status.get("lag", status.get("error"))))
+        for row in status["detail"]:
+            committed = "-" if row["committed"] is None else str(row["committed"])
+            table.add_row(group, row["topic"], str(row["partition"]), committed, str(row["end"]), str(row["lag"]))
+        table.add_row(f"[bold]{group}[/bold]", "", f"{status['partitions']} partitions", "", "",
+                      f"[bold]{status['lag']}[/bold]", end_section=True)
     console.print(table)
 
 
@@ -410,6 +418,34 @@ def _wait_for_end(rows: list[dict], wait: float) -> None:
             if row["status"] in ("completed", "failed"):
                 break
             time.sleep(0.2)
+
+
+# -- watch ------------------------------------------------------------------------------------
+@app.command("watch")
+def watch(interval: float = typer.Option(1.0, "--interval", min=0.2, help="Seconds between refreshes"),
+          once: bool = typer.Option(False, "--once", help="Print one view (over one interval) and exit"),
+          iterations: Optional[int] = typer.Option(None, "--iterations", min=1,
+                                                   help="Exit after this many refreshes"),
+          as_json: bool = typer.Option(False, "--json", help="Print each view as a line of JSON")) -> None:
+    """A live view of throughput, consumer lag, sagas in progress, outbox backlog and dead
+    letters, refreshed every --interval seconds until Ctrl-C."""
+    from rich.live import Live
+
+    from tillstream.watch import render
+    from tillstream.watch import watch as watching
+
+    iterations = 1 if once else iterations
+    try:
+        if as_json or once:
+            show = (lambda view: print(json.dumps(view, default=str), flush=True)) if as_json else \
+                (lambda view: console.print(render(view)))
+            asyncio.run(watching(dsn(), bootstrap(), interval=interval, iterations=iterations, show=show))
+            return
+        with Live(console=console, auto_refresh=False, transient=False) as live:
+            asyncio.run(watching(dsn(), bootstrap(), interval=interval, iterations=iterations,
+                                 show=lambda view: live.update(render(view), refresh=True)))
+    except KeyboardInterrupt:
+        pass
 
 
 def main() -> None:

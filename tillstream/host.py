@@ -24,6 +24,7 @@ from services.payment.app import definition as payment
 from services.shipping.app import definition as shipping
 from shared import safety
 from shared.commandbus import CommandBus, LocalService
+from shared.health import HEALTH
 from shared.internal import answer_bus_call
 from shared.logs import configure_logging
 from shared.recycle import BrokerRecycler
@@ -57,11 +58,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for name, runtime in runtimes.items():
                 bus.local[name] = LocalService(runtime.definition.api, await runtime.start())
                 started.append(runtime)
+            HEALTH.attach(settings, every_group=True)  # subscribers' groups too (shared/health.py)
             if settings.broker_recycle_after_messages > 0:
                 recycling = asyncio.create_task(BrokerRecycler(settings, started).run())
             freeze_startup_objects()
             yield
         finally:
+            await HEALTH.detach()
             if recycling is not None:
                 recycling.cancel()
                 await asyncio.gather(recycling, return_exceptions=True)

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from shared.contracts import SERVICES  # (importing shared.contracts registers the upcasters)
 from shared.envelope import EventEnvelope, decode_event_json, newest_message, upcast
 from shared.eventstore import COLUMNS, METADATA_COLUMNS, stored_envelope
+from shared.lag import LagProbe, by_group
 from shared.outbox import outbox_status
 
 
@@ -292,23 +293,13 @@ async def _partitions(probe: AIOKafkaConsumer, topics: list[str] | tuple[str, ..
     return [TopicPartition(t, p) for t in topics for p in sorted(probe.partitions_for_topic(t) or ())]
 
 
-async def consumer_lag(bootstrap: str, groups: dict[str, list[str]] | None = None) -> dict[str, dict]:
-    """Per consumer group: messages on its topics that it has not yet committed."""
-    result = {}
-    for group, topics in (groups or CONSUMER_GROUPS).items():
-        probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-        await probe.start()
-        try:
-            tps = await _partitions(probe, topics)
-            ends = await probe.end_offsets(tps) if tps else {}
-            lag = 0
-            for tp in tps:
-                committed = await probe.committed(tp) or 0
-                lag += max(ends[tp] - committed, 0)
-            result[group] = {"topics": topics, "partitions": len(tps), "lag": lag}
-        finally:
-            await probe.stop()
-    return result
+async def consumer_lag(bootstrap: str, groups: dict[str, list[str]] | None = None, *,
+                       every_group: bool = True) -> dict[str, dict]:
+    """Per consumer group (ours, on all their partitions, and with `every_group` each other
+    group on the broker, where it has committed): its topics, partitions and total lag, and
+    per partition the committed offset, the measured end and the lag (shared/lag.py)."""
+    async with LagProbe(bootstrap) as probe:
+        return by_group(await probe.measure(CONSUMER_GROUPS if groups is None else groups, every_group=every_group))
 
 
 async def messages_held(bootstrap: str, topics: list[str] | tuple[str, ...]) -> int:

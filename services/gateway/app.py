@@ -106,6 +106,7 @@ def service_urls() -> dict[str, list[str]]:
 def create_app() -> FastAPI:
     """The gateway alone in its process: every operation is an HTTP call to its service."""
     from shared import safety
+    from shared.health import HEALTH
     from shared.logs import configure_logging
     from shared.service import freeze_startup_objects
 
@@ -129,10 +130,13 @@ def create_app() -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # The services report their own groups; the gateway every group on the broker.
+        HEALTH.attach(settings, every_group=True)
         freeze_startup_objects()
         try:
             yield
         finally:
+            await HEALTH.detach()
             await bus.close()
 
     return create_gateway(bus, create_internal_app("gateway", services_ready), lifespan=lifespan)
