@@ -4,7 +4,7 @@ them; operations.py holds the rest of the toolkit)."""
 from __future__ import annotations
 
 from shared.outbox import release_parked
-from tillstream.operations import _SAGA_COLUMNS, connect, service_schema
+from tillstream.operations import connect, flag_sagas, service_schema
 
 
 async def release_parked_rows(dsn: str, service: str, *, discard: bool, ids: list[int] | None) -> list[int]:
@@ -22,11 +22,4 @@ async def force_saga_end(dsn: str, saga_or_order: str) -> list[dict]:
     number): the next sweep fails it at once, through the Order as any failure, recording
     the compensations left unanswered (shared/saga.py). Running ones are not touched: they
     are aborted first (operations.abort_saga), so their compensations are at least sent."""
-    conn = await connect(dsn)
-    try:
-        rows = await conn.fetch(
-            'UPDATE "order".sagas SET force_requested = true, deadline_at = now()'
-            f" WHERE (id = $1 OR key = $1) AND status = 'compensating' RETURNING {_SAGA_COLUMNS}", saga_or_order)
-    finally:
-        await conn.close()
-    return [dict(r) for r in rows]
+    return await flag_sagas(dsn, saga_or_order, "force_requested", status="compensating")

@@ -257,11 +257,19 @@ async def sagas(dsn: str, *, include_ended: bool = False, limit: int = 100) -> l
 async def abort_saga(dsn: str, saga_or_order: str) -> list[dict]:
     """Ask the saga workers to compensate a running completion now (by saga id or order
     number): its deadline is moved to now, and the next sweep fails it as `aborted`."""
+    return await flag_sagas(dsn, saga_or_order, "abort_requested", status="running")
+
+
+async def flag_sagas(dsn: str, saga_or_order: str, flag: str, *, status: str) -> list[dict]:
+    """Set an operator's `flag` on the sagas in `status` named by saga id or order number, and
+    move their deadline to now, so the next sweep acts on it (shared/saga.py)."""
+    if flag not in ("abort_requested", "force_requested"):
+        raise ValueError(f"no such request {flag!r}")
     conn = await connect(dsn)
     try:
         rows = await conn.fetch(
-            'UPDATE "order".sagas SET abort_requested = true, deadline_at = now()'
-            f" WHERE (id = $1 OR key = $1) AND status = 'running' RETURNING {_SAGA_COLUMNS}", saga_or_order)
+            f'UPDATE "order".sagas SET {flag} = true, deadline_at = now()'
+            f" WHERE (id = $1 OR key = $1) AND status = $2 RETURNING {_SAGA_COLUMNS}", saga_or_order, status)
     finally:
         await conn.close()
     return [dict(r) for r in rows]
