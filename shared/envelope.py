@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable, ClassVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError
 
 from shared import context
 
@@ -31,9 +31,10 @@ class DomainEvent(BaseModel):
     contract name "<service>.<EventName>.v<version>" that subscribers rely on.
     """
 
-    # Fields a reader does not know are ignored: a producer may add optional fields within a
-    # version (the README's evolution policy), and an older reader must still take the event.
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    # A writer's misnamed field is an error; a reader ignores fields it does not know, since a
+    # producer may add optional ones within a version (the README's evolution policy): see
+    # `decode_event`, which keeps only the model's fields.
+    model_config = ConfigDict(frozen=True, extra="forbid")
     event_type: ClassVar[str]
     event_version: ClassVar[int] = 1
 
@@ -132,7 +133,14 @@ def decode_event(envelope: "EventEnvelope") -> DomainEvent:
     cls = EVENT_TYPES.get((envelope.type, envelope.version))
     if cls is None:
         raise LookupError(f"unknown event contract {envelope.contract_name}")
-    return cls.model_validate(envelope.payload)
+    return cls.model_validate(known_fields(cls, envelope.payload))
+
+
+def known_fields(cls: type[DomainEvent], payload: dict[str, Any]) -> dict[str, Any]:
+    """The payload without the fields a later producer added that this reader does not know."""
+    if payload.keys() <= cls.model_fields.keys():
+        return payload
+    return {name: value for name, value in payload.items() if name in cls.model_fields}
 
 
 def decode_event_json(event_type: str, version: int, payload_json: str | bytes) -> DomainEvent:
@@ -142,7 +150,11 @@ def decode_event_json(event_type: str, version: int, payload_json: str | bytes) 
     if cls is None or (event_type, version) in UPCASTERS:
         envelope = EventEnvelope.model_construct(type=event_type, version=version, payload=json.loads(payload_json))
         return decode_event(envelope)
-    return cls.model_validate_json(payload_json)
+    try:
+        return cls.model_validate_json(payload_json)
+    except ValidationError:
+        # A field added by a later producer (anything else is refused again by decode_event).
+        return cls.model_validate(known_fields(cls, json.loads(payload_json)))
 
 
 def envelope_for(

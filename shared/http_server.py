@@ -149,13 +149,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+def guarded_protocol() -> type[GuardedHttpProtocol]:
+    """The protocol class for this process's listeners, bounded by its HTTP_* settings."""
+    return type("ProcessHttpProtocol", (GuardedHttpProtocol,), {"limits": HttpLimits.from_env()})
+
+
 def serve(factory: str, host: str, port: int, *, log_level: str = "info", access_log: bool = True) -> None:
-    limits = HttpLimits.from_env()
-    protocol = type("ProcessHttpProtocol", (GuardedHttpProtocol,), {"limits": limits})
+    protocol = guarded_protocol()
     uvicorn.Server(uvicorn.Config(factory, factory=True, host=host, port=port, http=protocol,
                                   log_level=log_level, access_log=access_log,
                                   # More than this waiting in the kernel is refused there.
-                                  backlog=min(2048, limits.max_connections))).run()
+                                  backlog=min(2048, protocol.limits.max_connections))).run()
 
 
 def main(argv: list[str] | None = None) -> None:

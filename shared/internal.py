@@ -28,10 +28,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.commandbus import ServiceApi
 from shared.errors import DomainError
+from shared.http_server import guarded_protocol
 from shared.jsonutil import json_response
 from shared.service_access import GATEWAY, OPERATOR, SERVICE_KEY_HEADER, caller_of, may_call
 from shared.settings import Settings
-from shared.validation import MAX_BODY_BYTES, BadJson, parse_json_object
+from shared.validation import MAX_BODY_BYTES, BadJson, has_forbidden_text, parse_json_object
 
 log = logging.getLogger(__name__)
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
@@ -72,7 +73,9 @@ class InternalListener:
             sock.close()
             raise SystemExit(f"tillstream: the internal listener cannot bind {self.host}:{self.port}: {exc}") from None
         # log_config=None: the process's JSON logging stays as configured (shared/logs.py).
-        self._server = _Server(uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False))
+        # The same connection bounds as the public port (header deadline, connection count).
+        self._server = _Server(uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False,
+                                              http=guarded_protocol()))
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         log.info("internal listener started", extra={"fields": {"listen": f"{self.host}:{self.port}"}})
 
@@ -153,6 +156,8 @@ async def answer_bus_call(request: Request, settings: Settings, service: str, ap
         arguments = parse_json_object(raw) if raw.strip() else {}
     except BadJson as refusal:
         return _refusal(400, "bad_request", str(refusal))
+    if has_forbidden_text(arguments):
+        return _refusal(400, "bad_request", "A text holds a control character or an unpaired surrogate.")
     function = api.operations.get(operation)
     if function is None:
         return _refusal(404, "unknown_operation", f"{service} has no operation {operation!r}")

@@ -41,6 +41,9 @@ def check_process(settings: Settings) -> None:
     if settings.chaos:
         log.warning("fault injection is enabled (TILLSTREAM_CHAOS): never in production",
                     extra={"fields": {"armed_by": armed}})
+    gateway_key, operator_key = os.environ.get("TILLSTREAM_GATEWAY_KEY"), os.environ.get("TILLSTREAM_OPERATOR_KEY")
+    if gateway_key and gateway_key == operator_key:
+        refuse("TILLSTREAM_GATEWAY_KEY and TILLSTREAM_OPERATOR_KEY are the same key: each caller needs its own")
     if not settings.development:
         for name in SECRET_VARIABLES:
             if 0 < len(os.environ.get(name, "")) < MIN_KEY_LENGTH:

@@ -35,6 +35,7 @@ from shared.internal import answer_bus_call, install_probes
 from shared.logs import configure_logging, log_fields, route_template
 from shared.outbox import OutboxRelay
 from shared.settings import Settings, load_settings
+from shared.validation import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("tillstream.access")
@@ -198,7 +199,8 @@ def create_service(definition: ServiceDefinition, settings: Settings | None = No
             await runtime.stop()
 
     app = FastAPI(title=f"tillstream-{definition.name}", lifespan=lifespan, openapi_url=None)
-    install_common(app, definition.name)
+    # Bodies bounded before anything else reads them (a caller without a key included).
+    install_common(app, definition.name, max_body_bytes=MAX_BODY_BYTES)
     install_probes(app, runtime.readiness)
 
     @app.post("/bus/{operation}")
@@ -292,6 +294,6 @@ def create_internal_app(name: str, readiness) -> FastAPI:
     alone, or the one process): `/readyz`, `/metrics`, `/healthz`; the one process adds its
     services' bus routes (tillstream/host.py)."""
     app = FastAPI(title=f"tillstream-{name}-internal", openapi_url=None, docs_url=None, redoc_url=None)
-    install_common(app, name)
+    install_common(app, name, max_body_bytes=MAX_BODY_BYTES)
     install_probes(app, readiness)
     return app

@@ -44,11 +44,11 @@ def make_run():
     process = subprocess.Popen([sys.executable, "-m", "tillstream.run"], cwd=ROOT, stdout=log,
                                stderr=subprocess.STDOUT,
                                env=clean_env(data_dir, **{k: str(v) for k, v in ports.items()}))
-    deadline = time.monotonic() + 180
-    while "Press Ctrl-C" not in Path(log.name).read_text():
-        assert process.poll() is None and time.monotonic() < deadline, Path(log.name).read_text()[-3000:]
-        time.sleep(0.5)
     try:
+        deadline = time.monotonic() + 180
+        while "Press Ctrl-C" not in Path(log.name).read_text():
+            assert process.poll() is None and time.monotonic() < deadline, Path(log.name).read_text()[-3000:]
+            time.sleep(0.5)
         yield data_dir, ports, process
     finally:
         if process.poll() is None:

@@ -39,10 +39,12 @@ def test_every_declared_dependency_is_locked_with_hashes_within_its_bounds():
     assert all(hashes >= 1 for _, hashes in pins.values())
 
 
-def test_make_installs_only_from_the_lock_with_hashes_required():
-    makefile = (ROOT / "Makefile").read_text()
-    installs = [line.strip() for line in makefile.splitlines() if "pip install" in line]
-    assert installs and all("--require-hashes" in line or "--no-deps" in line for line in installs), installs
+def test_make_and_the_image_install_only_from_the_lock_with_hashes_required():
+    for recipe in ("Makefile", "Dockerfile"):
+        installs = [line.strip() for line in (ROOT / recipe).read_text().splitlines() if "pip install" in line]
+        from_lock = [line for line in installs if "--require-hashes" in line and "requirements.lock" in line]
+        project = [line for line in installs if "--no-deps" in line and line.endswith((" .", "-e ."))]
+        assert from_lock and len(from_lock) + len(project) == len(installs), (recipe, installs)
 
 
 def test_the_broker_package_is_pinned_exactly():

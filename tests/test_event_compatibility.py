@@ -15,9 +15,10 @@ from datetime import datetime, timezone
 
 import jsonschema_rs
 import pytest
+from pydantic import ValidationError
 
 import shared.contracts  # noqa: F401  (registers every event type)
-from shared.envelope import EventEnvelope, decode_event
+from shared.envelope import EventEnvelope, decode_event, decode_event_json
 from tillstream import catalog
 from tillstream.compat import breaking_changes
 
@@ -51,9 +52,17 @@ def test_an_event_carrying_a_field_added_later_validates_against_its_published_s
     assert not validator.is_valid({**order_completed(), "sequence": "twelve"})
 
 
-def test_our_own_readers_ignore_a_field_added_later():
-    event = decode_event(EventEnvelope.model_validate(order_completed(gift_message="Happy birthday")))
+def test_our_own_readers_ignore_a_field_added_later_and_our_writers_may_not_invent_one():
+    later = order_completed(gift_message="Happy birthday")
+    event = decode_event(EventEnvelope.model_validate(later))
     assert type(event).__name__ == "OrderCompleted" and str(event.total) == "44.98"
+    bulk = decode_event_json("order.OrderCompleted", 1, json.dumps(later["payload"]))
+    assert bulk == event
+    with pytest.raises(ValidationError):  # a misnamed field is an error where the event is made
+        type(event)(**{**event.model_dump(), "refrence": "typo"})
+    broken = dict(later["payload"], total="not money")
+    with pytest.raises(ValidationError):  # what a reader ignores is only what it does not know
+        decode_event_json("order.OrderCompleted", 1, json.dumps(broken))
 
 
 def test_no_published_schema_forbids_added_fields():
@@ -75,6 +84,9 @@ def first_committed(relative: str) -> dict | None:
 def test_every_contract_is_compatible_with_its_first_published_schema():
     if subprocess.run(["git", "rev-parse", "--git-dir"], cwd=ROOT, capture_output=True).returncode != 0:
         pytest.skip("not a git checkout: no published history to compare with")
+    shallow = subprocess.run(["git", "rev-parse", "--is-shallow-repository"], cwd=ROOT, capture_output=True, text=True)
+    if shallow.stdout.strip() == "true":
+        pytest.skip("a shallow clone: the commits that first published the schemas are not here")
     generated = catalog.render()
     checked, problems = 0, {}
     for name, content in sorted(generated.items()):
@@ -116,3 +128,21 @@ def test_the_compatibility_check_allows_an_added_optional_field_and_a_narrowing(
     assert breaking_changes(first_committed("docs/events/shipping.StockAllocated.v1.json")
                             or schema_of("shipping.StockAllocated.v1"),
                             schema_of("shipping.StockAllocated.v1")) == []
+
+
+def test_the_compatibility_check_refuses_a_bound_dropped_or_loosened_and_allows_one_tightened():
+    published = schema_of("order.OrderCompleted.v1")
+    published["properties"]["sequence"] = {"type": "integer", "minimum": 1}
+    published["properties"]["event_id"] = {"type": "string", "format": "uuid"}
+    dropped = copy.deepcopy(published)
+    dropped["properties"]["sequence"] = {"type": "integer"}
+    loosened = copy.deepcopy(published)
+    loosened["properties"]["sequence"]["minimum"] = 0
+    unformatted = copy.deepcopy(published)
+    del unformatted["properties"]["event_id"]["format"]
+    for changed, word in ((dropped, "minimum"), (loosened, "minimum"), (unformatted, "format")):
+        found = breaking_changes(published, changed)
+        assert found and any(word in problem for problem in found), found
+    tightened = copy.deepcopy(published)
+    tightened["properties"]["sequence"]["minimum"] = 2
+    assert breaking_changes(published, tightened) == []

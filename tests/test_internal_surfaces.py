@@ -94,6 +94,18 @@ async def test_the_internal_listener_bounds_bodies_and_nesting_like_the_api(syst
         for malformed in (b"{", b"[]", b'"text"', b"NaN", b'{"no_such_argument": 1}'):
             refused = await client.post(url, content=malformed, headers=headers)
             assert refused.status_code == 400, (malformed, refused.status_code, refused.text)
+        # A body past the bound is refused before the key is looked at: a caller without one
+        # cannot make the listener hold it.
+        unkeyed = await client.post(url, content=oversized, headers={"Content-Type": "application/json"})
+        assert unkeyed.status_code == 413, unkeyed.text
+        # Text no field holds is a 400, as on /api (asyncpg cannot store NUL or a surrogate).
+        operator = {"X-Service-Key": system.config.operator_key, "Content-Type": "application/json"}
+        loader = bus_url(system, "cart", "load_promotions")
+        for escaped in ("10\\u0000off", "10\\ud800off"):  # JSON escapes: a NUL, a lone surrogate
+            body = ('{"promotions": [{"id": 99999, "name": "x", "code": "' + escaped + '", "kind": "order_flat",'
+                    ' "value": "1.00"}]}')
+            refused = await client.post(loader, content=body.encode(), headers=operator)
+            assert refused.status_code == 400, (escaped, refused.status_code, refused.text)
         # Nothing was wedged by them.
         assert (await client.post(url, json={}, headers=headers)).status_code == 200
 

@@ -19,6 +19,7 @@ from tillstream.stack import free_port
 ROOT = Path(__file__).resolve().parent.parent
 DEVELOPMENT = ("TILLSTREAM_DEVELOPMENT", "TILLSTREAM_PAYMENT_GATEWAY", "TILLSTREAM_CHAOS")
 STRONG = "k" * 40
+OTHER_STRONG = "o" * 40
 
 
 @pytest.fixture
@@ -34,7 +35,8 @@ def production_env(**settings: str) -> dict[str, str]:
     """The suite's environment without its development settings, plus `settings`."""
     env = {name: value for name, value in os.environ.items() if name not in DEVELOPMENT}
     return {**env, "TILLSTREAM_ID_SECRET": STRONG, "TILLSTREAM_ADMIN_KEY": STRONG, "TILLSTREAM_GATEWAY_KEY": STRONG,
-            "TILLSTREAM_OPERATOR_KEY": STRONG, "TILLSTREAM_INTERNAL_LISTEN": f"127.0.0.1:{free_port()}", **settings}
+            "TILLSTREAM_OPERATOR_KEY": OTHER_STRONG, "TILLSTREAM_INTERNAL_LISTEN": f"127.0.0.1:{free_port()}",
+            **settings}
 
 
 def start(factory: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -85,6 +87,11 @@ def test_the_chaos_flag_is_announced_in_the_log(system):
 def test_short_secrets_refuse_a_production_start(variable):
     env = production_env(**{variable: "short-but-not-32"})
     assert_refused(start("services.gateway.app:create_app", env), variable, "32")
+
+
+def test_one_key_for_both_callers_is_refused():
+    env = production_env(TILLSTREAM_OPERATOR_KEY=STRONG)
+    assert_refused(start("services.gateway.app:create_app", env), "TILLSTREAM_GATEWAY_KEY", "same key")
 
 
 def test_the_old_all_powerful_service_key_is_refused():

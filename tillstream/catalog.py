@@ -37,8 +37,21 @@ def contract_name(cls: type[DomainEvent]) -> str:
     return f"{cls.event_type}.v{cls.event_version}"
 
 
+def open_to_additions(schema: object) -> object:
+    """The schema without `additionalProperties: false`: a writer may not invent fields (the
+    models forbid them), but a subscriber must accept the optional ones a later release adds
+    within the version, as the README's evolution policy promises."""
+    if isinstance(schema, dict):
+        return {k: open_to_additions(v) for k, v in schema.items()
+                if not (k == "additionalProperties" and v is False)}
+    if isinstance(schema, list):
+        return [open_to_additions(v) for v in schema]
+    return schema
+
+
 def envelope_schema(cls: type[DomainEvent]) -> dict:
-    payload = cls.model_json_schema(mode="serialization")
+    payload = open_to_additions(cls.model_json_schema(mode="serialization"))
+    assert isinstance(payload, dict)
     defs = payload.pop("$defs", {})
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

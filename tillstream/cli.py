@@ -455,6 +455,8 @@ def main() -> None:
         app()
     except (Refused, locate.SystemNotFound, ValueError, LookupError) as refusal:
         # operations.py raises ValueError / LookupError for names and ids that name nothing.
+        if os.environ.get("TILLSTREAM_DEBUG"):
+            raise
         print(f"tillstream: {str(refusal).splitlines()[0] if str(refusal) else type(refusal).__name__}",
               file=sys.stderr)
         sys.exit(2)

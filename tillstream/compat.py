@@ -77,7 +77,7 @@ def _one(new_resolve: _Resolver, new: Schema, old_resolve: _Resolver, old: Schem
             return [f"{path}: was {sorted(old_types)}, is now unconstrained"]
         if new_types is not None and not new_types <= old_types:
             return [f"{path}: was {sorted(old_types)}, is now {sorted(new_types)}"]
-    problems: list[str] = []
+    problems: list[str] = _loosened(new, old, path)
     old_props, new_props = old.get("properties", {}), new.get("properties", {})
     required_old, required_new = set(old.get("required", [])), set(new.get("required", []))
     for name in sorted(required_old - required_new):
@@ -91,4 +91,23 @@ def _one(new_resolve: _Resolver, new: Schema, old_resolve: _Resolver, old: Schem
             problems.append(f"{path}.{name}: removed")
     if "items" in old:
         problems += _narrower(new_resolve, new.get("items", {}), old_resolve, old["items"], f"{path}[]")
+    return problems
+
+
+# Bounds a subscriber may have relied on: the new schema may keep or tighten them, never drop or
+# loosen them (a lower bound may only rise, an upper one only fall; a format or pattern stays).
+_LOWER = ("minimum", "exclusiveMinimum", "minLength", "minItems", "minProperties")
+_UPPER = ("maximum", "exclusiveMaximum", "maxLength", "maxItems", "maxProperties")
+_EXACT = ("format", "pattern", "multipleOf")
+
+
+def _loosened(new: Schema, old: Schema, path: str) -> list[str]:
+    problems = []
+    for key in (*_LOWER, *_UPPER, *_EXACT):
+        if key not in old:
+            continue
+        was, now = old[key], new.get(key)
+        kept = (now is not None and (now >= was if key in _LOWER else now <= was if key in _UPPER else now == was))
+        if not kept:
+            problems.append(f"{path}: {key} was {was!r}, is now {now!r}")
     return problems

@@ -37,7 +37,8 @@ class SystemAddress:
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("TILLSTREAM_DATA_DIR") or ROOT / ".data")
+    """`make run`'s data folder, found as tillstream/run.py finds it."""
+    return Path(os.environ.get("TILLSTREAM_DATA_DIR") or ROOT / ".data").resolve()
 
 
 def record_path(folder: Path | None = None) -> Path:

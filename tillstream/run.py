@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 from shared import safety
 from shared.contracts import SERVICES
@@ -34,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def main() -> int:
-    data_dir = Path(os.environ.get("TILLSTREAM_DATA_DIR", ROOT / ".data")).resolve()
+    data_dir = locate.data_dir()
     check_settings()
     drop_root(data_dir)
     config = SystemConfig(
@@ -114,11 +113,11 @@ def key_location(data_dir: Path) -> str:
 
 
 def without_password(url: str | None) -> str:
-    parts = urlsplit(url or "")
-    if parts.password is None:
-        return url or ""
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return locate.without_password(url or "")
+
+
+# What `make run` keeps in its data folder (tillstream/system.py, stack.py, keys.py, locate.py).
+DATA_ENTRIES = ("postgres", "secrets", "pids", "logs", locate.RECORD_NAME)
 
 
 def drop_root(data_dir: Path) -> None:
@@ -160,8 +159,12 @@ def drop_root(data_dir: Path) -> None:
                              f" {needed}); run as a user who can, or name one in TILLSTREAM_RUN_AS"
                              " (root: stay root)")
     data_dir.mkdir(parents=True, exist_ok=True)
-    for path in [data_dir, *data_dir.rglob("*")]:
-        os.lchown(path, user.pw_uid, user.pw_gid)
+    # Only what Tillstream keeps there changes hands: a data folder named by mistake (a home,
+    # /srv) does not give its other files to the user.
+    for entry in (data_dir, *(data_dir / name for name in DATA_ENTRIES)):
+        if entry.exists() or entry.is_symlink():
+            for path in [entry, *(entry.rglob("*") if entry.is_dir() and not entry.is_symlink() else ())]:
+                os.lchown(path, user.pw_uid, user.pw_gid)
     os.setgroups([])
     os.setgid(user.pw_gid)
     os.setuid(user.pw_uid)

