@@ -453,22 +453,19 @@ def main() -> None:
     refused or no system was found, 1 when it failed."""
     try:
         app()
-    except (Refused, locate.SystemNotFound, ValueError, LookupError) as refusal:
-        # operations.py raises ValueError / LookupError for names and ids that name nothing.
-        if os.environ.get("TILLSTREAM_DEBUG"):
-            raise
-        print(f"tillstream: {str(refusal).splitlines()[0] if str(refusal) else type(refusal).__name__}",
-              file=sys.stderr)
-        sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as failure:  # noqa: BLE001 (an operator gets one line, not a traceback)
         if os.environ.get("TILLSTREAM_DEBUG"):
             raise
-        print(f"tillstream: {type(failure).__name__}: {str(failure).splitlines()[0] if str(failure) else ''}",
-              file=sys.stderr)
-        sys.exit(1)
-
+        first_line = str(failure).splitlines()[0] if str(failure) else ""
+        # operations.py raises ValueError / LookupError for names and ids that name nothing.
+        refused = isinstance(failure, (Refused, locate.SystemNotFound, ValueError, LookupError))
+        if refused:
+            print(f"tillstream: {first_line or type(failure).__name__}", file=sys.stderr)
+        else:
+            print(f"tillstream: {type(failure).__name__}: {first_line}", file=sys.stderr)
+        sys.exit(2 if refused else 1)
 
 if __name__ == "__main__":
     main()
