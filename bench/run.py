@@ -35,7 +35,7 @@ from bench.harness import ROOT, bench_data, machine, ms, parse, results_path, ru
 from bench.soak import soak
 from bench.targets import parse_peer, request_p99, targets
 from bench.watch import ProcessWatch, Profiler, at_rest
-from shared.bus import EVENT_TOPICS
+from shared.kafka import EVENT_TOPICS
 from tillstream import operations
 from tillstream.demo import load_demo_data
 from tillstream.system import System

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.harness import ROOT, bench_data, machine, parse, results_path, run_level, system_config
 from bench.watch import ProcessWatch
-from shared.bus import EVENT_TOPICS
+from shared.kafka import EVENT_TOPICS
 from tillstream import operations
 from tillstream.demo import load_demo_data
 from tillstream.system import System

@@ -24,11 +24,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from shared import context, db, metrics, wakeup
-from shared.bus import dlq_topic, make_consumer
 from shared.contracts.dead_letters import notice_type
 from shared.envelope import DomainEvent, EventEnvelope, newest_message, upcast
 from shared.eventstore import ConcurrencyConflict, EventStore, counting_appends
 from shared.inflight import InFlight
+from shared.kafka import dlq_topic, make_consumer
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from shared import metrics
-from shared.bus import ensure_topics
+from shared.kafka import ensure_topics
 from shared.service import ServiceRuntime
 from shared.settings import Settings
 

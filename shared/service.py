@@ -23,7 +23,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from shared import context, db, metrics, safety
-from shared.bus import ensure_topics, events_topic, make_producer
 from shared.commandbus import ServiceApi, ServiceContext
 from shared.consumer import EventConsumer, Handler, IdempotentHandler
 from shared.envelope import DomainEvent
@@ -32,6 +31,7 @@ from shared.eventstore import EventStore
 from shared.health import HEALTH, Hosted
 from shared.http_limits import BodyGuard, Render, internal_error_body
 from shared.internal import answer_bus_call, install_probes
+from shared.kafka import ensure_topics, events_topic, make_producer
 from shared.logs import configure_logging, log_fields, route_template
 from shared.outbox import OutboxRelay
 from shared.settings import Settings, load_settings

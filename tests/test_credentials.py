@@ -14,9 +14,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.gateway.getcandy.ids import BASKET_LINES, BASKETS, ORDER_LINES, ORDERS, SHIPPING_LINES
 from shared import db
-from shared.bus import EVENT_TOPICS
 from shared.contracts.order import guest_token_digest
 from shared.envelope import EventEnvelope
+from shared.kafka import EVENT_TOPICS
 from tests.helpers.cli import cli
 from tests.helpers.getcandy import basket as candy_basket
 from tests.helpers.getcandy import placed_ready_order

@@ -19,7 +19,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.bus import ensure_topics
+from shared.kafka import ensure_topics
 from shared.lag import LagProbe
 from tests.helpers.kafka import publish_as_one_batch
 from tests.solidus.test_complete import full_flow

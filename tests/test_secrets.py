@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from shared.bus import EVENT_TOPICS
+from shared.kafka import EVENT_TOPICS
 from tests.helpers.getcandy import placed_ready_order
 from tests.helpers.kafka import read_topic
 from tests.helpers.solidus import CARD, full_flow

@@ -18,7 +18,7 @@ from rich.columns import Columns
 from rich.console import Group
 from rich.table import Table
 
-from shared.bus import EVENT_TOPICS
+from shared.kafka import EVENT_TOPICS
 from shared.lag import LagProbe, by_group
 from shared.outbox import outbox_status
 from tillstream.operations import CONSUMER_GROUPS, SERVICES, connect

@@ -8,11 +8,11 @@ import asyncpg
 
 from services.cart.domain import Cart, Promotion
 from shared.aggregate import CommandResult, DomainError, Repository, not_found
-from shared.bus import events_topic
 from shared.contracts.cart import VariantSnapshot
 from shared.contracts.order import CartLockRequested, CartUnlockRequested
 from shared.eventstore import EventStore
 from shared.ids import next_id
+from shared.kafka import events_topic
 from shared.validation import ascii_int
 
 CART_STORE = EventStore("cart", events_topic("cart"))

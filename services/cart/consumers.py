@@ -4,9 +4,9 @@ from __future__ import annotations
 import asyncpg
 
 from services.cart.commands import lock_cart, unlock_cart
-from shared.bus import events_topic
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
+from shared.kafka import events_topic
 from shared.service import Subscription
 
 

@@ -15,11 +15,11 @@ from services.order.projections import apply_to_view
 from services.order.saga import COMPLETION
 from services.order.view import read_order
 from shared.aggregate import CommandResult, DomainError, Repository, not_found
-from shared.bus import events_topic
 from shared.contracts.order import DeliveryLine
 from shared.envelope import EventEnvelope
 from shared.eventstore import ConcurrencyConflict, EventStore
 from shared.ids import next_id
+from shared.kafka import events_topic
 from shared.saga import SagaInstance, SagaRunner, encode_data
 from shared.settings import load_settings
 from shared.validation import INT32_MAX, ascii_int

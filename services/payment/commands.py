@@ -9,12 +9,12 @@ import asyncpg
 from services.payment.domain import InvalidPayment, OrderPayments, PaymentMethod, parse_amount, validate_card
 from services.payment.gateway import BogusGateway, card_for_token
 from shared.aggregate import CommandResult, DomainError, Repository, not_found
-from shared.bus import events_topic
 from shared.contracts.order import PaymentRequested, PaymentVoidRequested
 from shared.contracts.payment import CardSource
 from shared.eventstore import EventStore
 from shared.faults import crash_point, fail_point, hold_point
 from shared.ids import next_id
+from shared.kafka import events_topic
 from shared.validation import ascii_int
 
 PAYMENT_STORE = EventStore("payment", events_topic("payment"))

@@ -5,9 +5,9 @@ import asyncpg
 
 from services.payment.commands import process_payments, settle_cancellation, void_payments
 from services.payment.gateway import BogusGateway
-from shared.bus import events_topic
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
+from shared.kafka import events_topic
 from shared.service import Subscription
 
 _gateway: BogusGateway | None = None

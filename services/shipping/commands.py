@@ -7,11 +7,11 @@ import asyncpg
 
 from services.shipping.domain import Line, Method, OrderShipments, StockLocation
 from shared.aggregate import CommandResult, DomainError, Repository, not_found
-from shared.bus import events_topic
 from shared.contracts.order import DeliveryRequested, StockAllocationRequested
 from shared.eventstore import EventStore
 from shared.faults import crash_point
 from shared.ids import next_id
+from shared.kafka import events_topic
 
 SHIPPING_STORE = EventStore("shipping", events_topic("shipping"))
 SHIPMENTS = Repository(SHIPPING_STORE, OrderShipments)

@@ -4,9 +4,9 @@ from __future__ import annotations
 import asyncpg
 
 from services.shipping.commands import allocate_stock, build_shipments, discard_shipments, release_stock
-from shared.bus import events_topic
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
+from shared.kafka import events_topic
 from shared.service import Subscription
 
 

@@ -7,8 +7,8 @@ import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.bus import ensure_topics, make_producer
 from shared.envelope import envelope_for
+from shared.kafka import ensure_topics, make_producer
 from shared.settings import Settings
 
 

@@ -2,7 +2,7 @@
 import asyncio
 import sys
 
-from shared.bus import make_producer
+from shared.kafka import make_producer
 from shared.outbox import OutboxRelay
 from shared.settings import load_settings
 

@@ -6,7 +6,7 @@ import time
 
 import asyncpg
 
-from shared.bus import dlq_topic, ensure_topics, make_producer
+from shared.kafka import dlq_topic, ensure_topics, make_producer
 from tests.helpers.events import Exploded, Ticked
 from tests.helpers.kafka import (
     consuming,
@@ -59,7 +59,7 @@ async def test_duplicate_delivery_is_applied_once(stack, pool, unique):
 
 async def test_a_background_subscription_fetches_at_its_own_pace_and_still_handles_everything(stack, pool, unique):
     from services.cart.consumers import subscriptions as cart_subscriptions
-    from shared.bus import make_consumer
+    from shared.kafka import make_consumer
 
     settings = stack.settings(kafka_fetch_max_wait_ms=10, kafka_background_fetch_max_wait_ms=300)
     # Idle polling costs CPU every fetch wait: a consumer no request waits on polls less.

@@ -8,8 +8,8 @@ import time
 
 import asyncpg
 
-from shared.bus import dlq_topic
 from shared.eventstore import EventStore
+from shared.kafka import dlq_topic
 from tests.helpers.events import Exploded, Ticked
 from tests.helpers.kafka import consuming, message, publish, read_topic, until_waiting_for_the_lock
 

@@ -9,9 +9,9 @@ import sys
 import time
 from collections import defaultdict
 
-from shared.bus import ensure_topics, make_producer
 from shared.envelope import EventEnvelope
 from shared.eventstore import EventStore
+from shared.kafka import ensure_topics, make_producer
 from shared.outbox import OutboxRelay, outbox_status
 from tests.helpers.events import Exploded, Ticked
 from tests.helpers.kafka import read_topic
