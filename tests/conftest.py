@@ -158,7 +158,7 @@ def start_system(stack, topology: str, instances: int = 1, attempts: int = 3):
 
 
 def system_config(stack, topology: str, instances: int):
-    from tillstream.system import SERVICE_NAMES, SystemConfig
+    from tillstream.system import EMBEDDED_BROKER_GROUP_TIMEOUTS, SERVICE_NAMES, SystemConfig
 
     name = topology if instances == 1 else f"{topology}-{instances}"
     return SystemConfig(
@@ -173,7 +173,8 @@ def system_config(stack, topology: str, instances: int):
         # deadlines are long, and the deadline tests shorten them. Faults are armed by files.
         # Slow clients are cut off sooner than by default, so tests/test_slow_clients.py
         # sees it happen in a few seconds.
-        extra_env={"GATEWAY_MAX_IN_FLIGHT": "0", "SAGA_LOCK_CART_DEADLINE_MS": "60000",
+        extra_env={"GATEWAY_MAX_IN_FLIGHT": "0", **EMBEDDED_BROKER_GROUP_TIMEOUTS,
+                   "SAGA_LOCK_CART_DEADLINE_MS": "60000",
                    "SAGA_STOCK_DEADLINE_MS": "60000", "SAGA_PAYMENT_DEADLINE_MS": "60000",
                    "TILLSTREAM_FAULTS_DIR": str(_faults_dir(stack)), "TILLSTREAM_CHAOS": "true",
                    "HTTP_HEADER_TIMEOUT_MS": str(SLOW_CLIENT_TIMEOUT_MS),
@@ -193,9 +194,10 @@ TOPOLOGIES = {"one-process": ("one-process", 1), "distributed": ("distributed", 
 
 def pytest_generate_tests(metafunc):
     if "system" in metafunc.fixturenames:
-        both = metafunc.definition.get_closest_marker("both_topologies") is not None
-        metafunc.parametrize("system", list(TOPOLOGIES) if both else ["one-process"], indirect=True,
-                             scope="session")
+        marked = metafunc.definition.get_closest_marker
+        topologies = (list(TOPOLOGIES) if marked("both_topologies") else ["distributed"] if marked("distributed_only")
+                      else ["one-process"])
+        metafunc.parametrize("system", topologies, indirect=True, scope="session")
 
 
 @pytest.fixture(scope="session")

@@ -38,6 +38,14 @@ TOPOLOGIES = ("one-process", "distributed")
 BROKER_RECYCLE_AFTER_MESSAGES = 10_000
 
 
+# The embedded broker holds a group's rebalance until its members rejoin or their sessions
+# expire: after kill -9 that is the whole timeout, during which the group consumes nothing.
+# Real Kafka refuses sessions under its group.min.session.timeout.ms (6 s by default), so
+# only a system on the embedded broker shortens them (static membership would spare the
+# wait, but tansu keeps resetting static members: measured, README "Settings").
+EMBEDDED_BROKER_GROUP_TIMEOUTS = {"KAFKA_SESSION_TIMEOUT_MS": "3000", "KAFKA_REBALANCE_TIMEOUT_MS": "3000"}
+
+
 @dataclass
 class ManagedProcess:
     name: str
@@ -221,6 +229,8 @@ class System:
                "TILLSTREAM_ID_SECRET": cfg.id_secret, "TILLSTREAM_GATEWAY_KEY": cfg.gateway_key,
                "TILLSTREAM_OPERATOR_KEY": cfg.operator_key, "TILLSTREAM_INTERNAL_LISTEN": self.internal_listen,
                "PYTHONUNBUFFERED": "1"}
+        if self.broker is not None:
+            env = {**EMBEDDED_BROKER_GROUP_TIMEOUTS, **env}
         if self.broker is not None and not self.distributed:
             # The broker is ours alone and every relay and consumer is in the one process:
             # it may empty the topics it has handled (shared/recycle.py).
