@@ -270,6 +270,10 @@ class EventConsumer:
         in_flight = self._in_flight = InFlight(self.handle_run, asyncio.Semaphore(self.settings.consumer_concurrency))
         committed = self._committed = {}
         last_commit = last_found = time.monotonic()
+        # After a backstop (no relay announced anything) one short look is enough: a getmany
+        # of the commit interval is ~20 fetches on the embedded broker, which never answers
+        # a waiting fetch early; at rest that was most of the broker's CPU.
+        probing = False
         try:
             while True:
                 in_flight.raise_failure()
@@ -278,7 +282,8 @@ class EventConsumer:
                 await in_flight.below(self.settings.consumer_max_in_flight)
                 if wake is not None:
                     wake.clear()  # before the fetch: a publish from now on wakes the idle wait below
-                batch = await consumer.getmany(timeout_ms=self.settings.kafka_commit_interval_ms)
+                batch = await consumer.getmany(timeout_ms=self._probe_ms if probing
+                                               else self.settings.kafka_commit_interval_ms)
                 if consumer.assignment():
                     self.assigned.set()
                 for messages in batch.values():
@@ -290,9 +295,11 @@ class EventConsumer:
                     await self._commit(consumer, in_flight.committable(), committed)
                     last_commit = time.monotonic()
                 if wake is not None and not batch and not in_flight.workers and not self.draining and \
-                        time.monotonic() - last_found > self.settings.consumer_idle_after_ms / 1000:
-                    await self._idle(consumer, wake)
+                        (probing or time.monotonic() - last_found > self.settings.consumer_idle_after_ms / 1000):
+                    probing = not await self._idle(consumer, wake)
                     last_found = time.monotonic()
+                else:
+                    probing = False
         finally:
             if wake is not None:
                 wakeup.listener.unsubscribe(wake)
@@ -366,15 +373,22 @@ class EventConsumer:
         for handler in self.handlers:
             metrics.CONSUMED.labels(handler.name, "ignored").inc()
 
-    async def _idle(self, consumer, wake: asyncio.Event) -> None:
-        """Stop fetching until a relay publishes to these topics (or the backstop passes)."""
+    @property
+    def _probe_ms(self) -> int:
+        return 2 * max(self.settings.kafka_background_fetch_max_wait_ms if self.background
+                       else self.settings.kafka_fetch_max_wait_ms, 1)
+
+    async def _idle(self, consumer, wake: asyncio.Event) -> bool:
+        """Stop fetching until a relay publishes to these topics (True) or the backstop
+        passes (False)."""
         await wakeup.listener.listening(self.settings.require_database_url())
         paused = consumer.assignment()
         consumer.pause(*paused)
         try:
             await asyncio.wait_for(wake.wait(), self.settings.consumer_wake_backstop_ms / 1000)
+            return True
         except TimeoutError:
-            pass
+            return False
         finally:
             consumer.resume(*[tp for tp in paused if tp in consumer.assignment()])
 

@@ -296,3 +296,38 @@ async def test_an_idle_consumer_stops_fetching_until_a_relay_publishes_to_its_to
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await producer.stop()
+
+
+async def test_after_the_backstop_an_idle_consumer_looks_once_and_finds_what_nobody_announced(stack, pool, schema,
+                                                                                              unique):
+    """A backstop wake is one short look (a getmany of the commit interval was ~20 fetches on
+    the embedded broker, most of the system's CPU at rest): it still finds a message nobody
+    announced, and goes back to sleep."""
+    from shared.consumer import EventConsumer
+
+    settings = stack.settings(consumer_idle_after_ms=50, consumer_wake_backstop_ms=300)
+    topic = f"probe.{unique}"
+    await ensure_topics(settings, [topic])
+    await make_effects_table(pool)
+    producer = make_producer(settings)
+    await producer.start()
+    consumer = EventConsumer(settings=settings, pool=pool, producer=producer, group_id=f"g-{unique}",
+                             topics=[topic], handler=add_effect, wake_on_publish=True)
+    task = asyncio.create_task(consumer.run())
+    effects = lambda: pool.fetch("SELECT n FROM effects ORDER BY n")  # noqa: E731
+    try:
+        await asyncio.wait_for(consumer.assigned.wait(), 45)
+        await asyncio.sleep(1)  # idle: probing once per backstop
+        for n in (1, 2):
+            await publish(settings, topic, [message(Ticked(n=n), stream=f"direct-{n}")[1]])
+            deadline = time.monotonic() + 15
+            while len(await effects()) < n:
+                assert not task.done(), task.exception()
+                assert time.monotonic() < deadline, "a backstop look did not find the message"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(1)  # back to sleep between the two
+        assert [r["n"] for r in await effects()] == [1, 2]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await producer.stop()
