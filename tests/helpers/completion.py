@@ -30,6 +30,19 @@ async def settled(stack, number: str, timeout: float = 60) -> None:
         await conn.close()
 
 
+async def waiting_on_step(stack, numbers: list[str], step: str, timeout: float = 30) -> None:
+    """Until every one of these orders' completions has called `step` and not ended."""
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while await conn.fetchval("SELECT count(*) FROM \"order\".sagas WHERE key = ANY($1) AND ended_at IS NULL"
+                                  " AND $2 = ANY(invoked)", numbers, step) < len(numbers):
+            assert asyncio.get_running_loop().time() < deadline, f"the completions did not reach {step}"
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+
+
 async def placed_facts(stack, number: str) -> dict:
     """What the stores say of an order: its view, what its completion allocated (net of
     releases) and whether it completed."""

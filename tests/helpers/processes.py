@@ -55,6 +55,29 @@ async def kill_9(system, service: str) -> int:
     return old
 
 
+def instances_of(system, service: str) -> list:
+    """Every process running `service`: its instances apart, the one process otherwise."""
+    if not system.distributed:
+        return [system.process_of(service)]
+    return [p for name, p in system.processes.items() if name == service or name.startswith(f"{service}-")]
+
+
+async def kill_9_every_instance(system, *services: str) -> tuple[float, float]:
+    """kill -9 every process running any of `services`, at once; returns when the supervisor
+    has them all back and ready: (when the last was started again, when all were ready),
+    monotonic."""
+    victims = list({id(p): p for service in services for p in instances_of(system, service)}.values())
+    old = {p.name: p.pid for p in victims}
+    for process in victims:
+        os.kill(process.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while any(p.pid == old[p.name] or not p.alive() for p in victims):
+        assert time.monotonic() < deadline, f"{services} were not restarted"
+        await asyncio.sleep(0.05)
+    await asyncio.to_thread(system.wait_ready, 90, tuple(old))
+    return max(p.started_at for p in victims), time.monotonic()
+
+
 async def request_surviving_a_crash(send) -> httpx.Response | None:
     """A request that a crash of the system may cut off (in one process, the gateway dies
     with the service it hosts): its response, or None if the connection went with it."""

@@ -10,8 +10,9 @@ import time
 import asyncpg
 import pytest
 
+from tests.helpers.completion import settled, waiting_on_step
 from tests.helpers.orders import without_live_stock
-from tests.helpers.processes import reconfigure, request_surviving_a_crash
+from tests.helpers.processes import kill_9_every_instance, reconfigure, request_surviving_a_crash
 from tests.helpers.solidus import ADDRESS, CARD, V1, stock_of
 
 DECLINED = {**CARD, "number": "4000000000000002"}
@@ -91,6 +92,37 @@ async def test_kill_9_mid_step_then_restart_ends_complete_or_compensated(gateway
         assert found["completed"] == 0 and found["failed"] == 1 and found["released"] == 1
         assert await stock_of(stack, V1) == stock_before
         assert order["payments"][0]["state"] == "failed"
+
+
+@pytest.mark.both_topologies
+async def test_kill_9_of_the_saga_host_and_a_participant_during_12_concurrent_completions(gateway, system, stack,
+                                                                                        faults):
+    """Issue #25's crash case: 12 completions wait on their payments (one held inside the
+    payment service's transaction) when every process running the saga and the payment
+    service is killed (in one process, the one process). After the restart each completion
+    resumes and completes: one authorised payment and one authorising gateway call per order,
+    stock down by exactly the units completed, no compensation."""
+    orders = [await to_confirm(gateway, CARD) for _ in range(12)]
+    numbers = [number for number, _ in orders]
+    stock_before = await stock_of(stack, V1)
+    faults.arm("hold", "payment.process_payments")
+    completions = [asyncio.create_task(request_surviving_a_crash(
+        lambda number=number, token=token: gateway.put(f"/api/checkouts/{number}/complete", headers=token)))
+        for number, token in orders]
+    await waiting_on_step(stack, numbers, "process_payments")
+    await kill_9_every_instance(system, "order", "payment")
+    faults.disarm("hold", "payment.process_payments")
+    for response in await asyncio.gather(*completions):
+        assert response is None or response.status_code in (200, 202, 503), response.text
+
+    for number, token in orders:
+        await settled(stack, number, timeout=90)
+        found = await facts(stack, number)
+        assert found == {"completed": 1, "failed": 0, "allocated": 1, "released": 0, "charges": 1,
+                         "authorized": 1}, (number, found)
+        shown = await gateway.get(f"/api/orders/{number}", headers=token)
+        assert shown.json()["state"] == "complete", shown.text
+    assert await stock_of(stack, V1) == stock_before - len(orders)
 
 
 async def test_replayed_and_duplicated_events_change_nothing(gateway, system, stack):
