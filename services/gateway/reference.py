@@ -15,8 +15,8 @@ COMPLETE_WAIT_MS = int(os.environ.get("GATEWAY_COMPLETE_WAIT_MS", "10000"))
 
 
 async def call(request: Request, service: str, operation: str, **arguments: Any) -> Any:
-    """A service's operation, in-process or over HTTP (shared/commandbus.py)."""
-    return await request.app.state.bus.call(service, operation, **arguments)
+    """TRANSITIONAL (removed once every caller is typed): a service's operation by name."""
+    return await getattr(getattr(request.app.state.services, service), operation)(**arguments)
 
 
 async def cached(request: Request, name: str, service: str, operation: str) -> Any:

@@ -56,8 +56,7 @@ async def payment_action(number: OrderNumber, payment_id: Id, action: Code, requ
     if action not in ("capture", "void"):
         raise ApiError(404, NOT_FOUND)
     await authorize(request, number)
-    result = await command(request, "payment", "payment_action", number=number, payment_id=payment_id,
-                           action=action)
+    result = await command(request, "payment", f"{action}_payment", number=number, payment_id=payment_id)
     order = await fetch_order(request, number, result["events"])
     payment = next(p for p in order["payments"] if p["id"] == payment_id)
     return json_response(render_payment(payment, order["currency"]))
