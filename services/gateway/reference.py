@@ -28,11 +28,11 @@ async def cached(request: Request, name: str, load: Callable[[], Awaitable[Any]]
 
 
 async def countries_by_id(request: Request) -> dict[int, dict]:
-    return {c["id"]: c for c in await cached(request, "countries", services(request).order.countries)}
+    return {c["id"]: c for c in await cached(request, "country list", services(request).order.countries)}
 
 
 async def payment_methods(request: Request) -> list[dict]:
-    return await cached(request, "payment_methods", services(request).payment.payment_methods)
+    return await cached(request, "payment method list", services(request).payment.payment_methods)
 
 
 async def fetch_order(request: Request, number: str, after: list[str] | None = None) -> dict | None:
