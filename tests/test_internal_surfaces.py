@@ -1,4 +1,4 @@
-"""Issue #23, point 4: the command bus, /metrics and /readyz answer only on the internal
+"""Issue #23, point 4: the services' bus routes, /metrics and /readyz answer only on the internal
 listener, never on the public port; each caller's key opens only its own operations; the
 internal listener holds bodies and nesting to the public API's bounds."""
 from __future__ import annotations
