@@ -36,7 +36,7 @@ def speed_probe(repeats: int = 3) -> float:
 
 
 async def internal_calls(process_urls: list[str]) -> int:
-    """HTTP requests a service answered (a gateway's calls to it over the command bus), from
+    """HTTP requests a service answered (a gateway's calls to it over HTTP, shared/rpc.py), from
     each process's /metrics: none when the services are hosted with the gateway."""
     total = 0
     async with aiohttp.ClientSession() as session:

@@ -42,7 +42,7 @@ class HttpLimits:
 
 
 def internal_error_body(path: str, status: int, message: str) -> bytes:
-    """The shape of a service's own refusals (what the command bus reads back)."""
+    """The shape of a service's own refusals (what shared/rpc.py:remote reads back)."""
     code = {408: "request_timeout", 413: "too_large", 503: "busy"}.get(status, "bad_request")
     return json.dumps({"code": code, "message": message, "details": {}}).encode()
 

@@ -1,7 +1,7 @@
 """The internal listener: what only the system itself and its operators reach.
 
-The command bus (`/services/<service>/bus/<operation>` in one process, `/bus/<operation>` in a
-service alone), `/metrics` and `/readyz` answer here, never on the public port, which keeps
+The services' operations (`/services/<service>/bus/<operation>` in one process, `/bus/<operation>` in a
+service alone: shared/rpc.py), `/metrics` and `/readyz` answer here, never on the public port, which keeps
 `/api`, `/api/v1`, the API docs and the `/healthz` liveness probe. The listener is a second
 uvicorn server in the same process, on `TILLSTREAM_INTERNAL_LISTEN` (loopback by default),
 started and stopped by the public app's lifespan. A service hosted alone has no public
@@ -15,7 +15,6 @@ scope 403, without saying whether it exists).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import socket
 from contextlib import asynccontextmanager, contextmanager
@@ -26,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared.commandbus import ServiceApi
+from shared import rpc
 from shared.errors import DomainError
 from shared.http_server import guarded_protocol
 from shared.jsonutil import json_response
@@ -36,7 +35,6 @@ from shared.validation import MAX_BODY_BYTES, BadJson, has_forbidden_text, parse
 
 log = logging.getLogger(__name__)
 Readiness = Callable[[], Awaitable[dict[str, bool]]]
-Dispatch = Callable[[str, dict[str, Any]], Awaitable[Any]]
 
 
 def listen_address(value: str) -> tuple[str, int]:
@@ -137,16 +135,18 @@ async def _bounded_body(request: Request) -> bytes | None:
     return bytes(received)
 
 
-async def answer_bus_call(request: Request, settings: Settings, service: str, api: ServiceApi | None,
-                          operation: str, dispatch: Dispatch) -> Response:
-    """One operation called over HTTP: the caller's key and scope, then the same bounds as the
-    public API, then the operation; a refusal in the internal error shape."""
+async def answer_bus_call(request: Request, settings: Settings, service: str, interface: type | None,
+                          target: Any, operation: str) -> Response:
+    """One operation of `interface` (a service's Protocol) called over HTTP on `target` (its
+    implementation, or an in-process proxy of it: shared/rpc.py): the caller's key and scope,
+    then the same bounds as the public API, then the operation, if the Protocol has it; a
+    refusal in the internal error shape."""
     caller = caller_of(caller_keys(settings), request.headers.get(SERVICE_KEY_HEADER))
     if caller is None:
         return _refusal(401, "unauthorized", "a service credential is required")
     if not may_call(caller, service, operation):
         return _refusal(403, "forbidden", "this credential may not call that operation")
-    if api is None:
+    if interface is None or target is None:
         return JSONResponse({"code": "unavailable", "message": f"{service} is not running here", "details": {}},
                             status_code=503, headers={"Retry-After": "1"})
     raw = await _bounded_body(request)
@@ -158,15 +158,15 @@ async def answer_bus_call(request: Request, settings: Settings, service: str, ap
         return _refusal(400, "bad_request", str(refusal))
     if has_forbidden_text(arguments):
         return _refusal(400, "bad_request", "A text holds a control character or an unpaired surrogate.")
-    function = api.operations.get(operation)
+    function = rpc.method(interface, target, operation)
     if function is None:
         return _refusal(404, "unknown_operation", f"{service} has no operation {operation!r}")
     try:
-        inspect.signature(function).bind(None, **arguments)
+        rpc.signature(interface, operation).bind(**arguments)
     except TypeError:
         return _refusal(400, "bad_arguments", f"{operation} does not take these arguments")
     try:
-        return json_response(await dispatch(operation, arguments))
+        return json_response(rpc.jsonable(await function(**arguments)))
     except DomainError as refusal:
         return JSONResponse({"code": refusal.code, "message": refusal.message, "details": refusal.details},
                             status_code=refusal.status)

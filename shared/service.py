@@ -15,7 +15,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -23,7 +23,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from shared import context, db, metrics, safety
-from shared.commandbus import ServiceApi, ServiceContext
 from shared.consumer import EventConsumer, Handler, IdempotentHandler
 from shared.envelope import DomainEvent
 from shared.errors import DomainError
@@ -40,6 +39,16 @@ from shared.validation import MAX_BODY_BYTES
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("tillstream.access")
 _QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}
+
+
+@dataclass
+class ServiceContext:
+    """What a service's operations and consumers work with in a process."""
+    name: str
+    settings: Any
+    pool: Any
+    store: Any
+    extras: dict[str, Any] = field(default_factory=dict)  # e.g. the payment gateway
 
 
 @dataclass
@@ -61,7 +70,10 @@ class ServiceDefinition:
     and the background work it runs. Hosted alone (`create_service`: its own process) or
     with others (`tillstream/host.py`: one process), the same in both."""
     name: str
-    api: ServiceApi
+    # Its public interface (services/<name>/api.py) and what implements it, built from the
+    # service's context once started (services/<name>/operations.py).
+    interface: type
+    operations: Callable[[ServiceContext], Any]
     migrations: Path | None = None
     subscriptions: list[Subscription] = field(default_factory=list)
     # Called once the context exists, before consumers start (e.g. to wire a payment gateway).
@@ -113,12 +125,14 @@ async def _supervise(name: str, make_coro) -> None:
 
 class ServiceRuntime:
     """One service in a process: its pool and event store (its schema), outbox relay,
-    consumers and background tasks. `ctx` is what its operations and handlers work with."""
+    consumers and background tasks. `ctx` is what its operations and handlers work with;
+    `operations` implements its interface (both exist once started)."""
 
     def __init__(self, definition: ServiceDefinition, settings: Settings) -> None:
         self.definition = definition
         self.settings = settings
         self.ctx: ServiceContext | None = None
+        self.operations: Any = None
         self.consumers: list[EventConsumer] = []
         self.relay: OutboxRelay | None = None
         self._producer: AIOKafkaProducer | None = None
@@ -136,6 +150,7 @@ class ServiceRuntime:
         self.ctx = ServiceContext(definition.name, settings, pool, store)
         if definition.on_start is not None:
             definition.on_start(self.ctx)
+        self.operations = definition.operations(self.ctx)
         self.consumers = [
             EventConsumer(settings=settings, pool=pool, producer=self._producer, group_id=group,
                           topics=subscriptions[0].topics, background=subscriptions[0].background,
@@ -205,9 +220,8 @@ def create_service(definition: ServiceDefinition, settings: Settings | None = No
 
     @app.post("/bus/{operation}")
     async def bus(operation: str, request: Request):
-        return await answer_bus_call(
-            request, settings, definition.name, definition.api, operation,
-            lambda name, arguments: definition.api.dispatch(request.app.state.ctx, name, arguments))
+        return await answer_bus_call(request, settings, definition.name, definition.interface,
+                                     runtime.operations, operation)
 
     async def database_unavailable(request: Request, exc: Exception):
         log.warning("database unavailable", extra=log_fields(route=route_template(request.scope), error=repr(exc)))
@@ -219,7 +233,7 @@ def create_service(definition: ServiceDefinition, settings: Settings | None = No
 
     @app.exception_handler(DomainError)
     async def domain_error(request: Request, exc: DomainError):
-        # The internal error shape; the command bus raises it again on the caller's side.
+        # The internal error shape; shared/rpc.py:remote raises it again on the caller's side.
         return JSONResponse({"code": exc.code, "message": exc.message, "details": exc.details},
                             status_code=exc.status)
 

@@ -21,8 +21,9 @@ MIN_KEY_LENGTH = 32
 GATEWAY = "gateway"
 OPERATOR = "operator"
 
-# Kept in step with the services' operations (services/*/api.py) and the gateway's calls;
-# tests/test_internal_surfaces.py checks that every operation belongs to exactly one caller.
+# Kept in step with the services' interfaces (the Protocols in services/*/api.py) and the
+# gateway's calls; tests/test_internal_surfaces.py checks that every Protocol method belongs to
+# exactly one caller and that every name here is a Protocol method.
 SCOPES: dict[str, dict[str, frozenset[str]]] = {
     GATEWAY: {
         "cart": frozenset({"add_line_item", "set_line_quantity", "remove_line_item", "empty_cart", "apply_coupon",
@@ -31,7 +32,7 @@ SCOPES: dict[str, dict[str, frozenset[str]]] = {
         "order": frozenset({"create_order", "update_details", "update_contact", "advance", "complete", "cancel",
                             "get_order", "wait_applied", "countries"}),
         "shipping": frozenset({"select_rate", "select_method", "find_shipment", "stock", "estimated_rates"}),
-        "payment": frozenset({"create_payment", "payment_action", "payment_methods"}),
+        "payment": frozenset({"create_payment", "capture_payment", "void_payment", "payment_methods"}),
     },
     OPERATOR: {
         "cart": frozenset({"load_catalog", "load_promotions"}),

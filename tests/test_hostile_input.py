@@ -152,13 +152,13 @@ async def test_an_outage_is_a_503_to_retry_in_each_dialect(monkeypatch):
     from services.gateway.app import create_app
     from services.gateway.getcandy.ids import ORDERS
 
-    app = create_app()  # the gateway alone: its bus calls the (unreachable) services over HTTP
+    app = create_app()  # the gateway alone: it calls the (unreachable) services over HTTP
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway") as client:
             solidus = await client.get("/api/orders/R123456789", headers={"X-Spree-Order-Token": "t"})
             candy = await client.get(f"/api/v1/orders/{ORDERS.encode(123456789)}")
     finally:
-        await app.state.bus.close()
+        await app.state.services.close()
     assert (solidus.status_code, solidus.headers["retry-after"]) == (503, "1")
     assert solidus.json() == {"error": "A service is temporarily unavailable; please retry."}
     assert candy.status_code == 503 and candy.json()["error"]["http_code"] == 503

@@ -1,7 +1,8 @@
 """One Tillstream process, the default topology (`make run`): the gateway, the four services
-with their consumers and outbox relays, and the completion saga, the command bus calling
-the services in-process. Each service keeps its bounded context (schema, event stream,
-outbox, topic, consumer groups); state still crosses between services as events on Kafka.
+with their consumers and outbox relays, and the completion saga, the gateway calling the
+services in-process (`rpc.local` of each service's operations: shared/rpc.py). Each service
+keeps its bounded context (schema, event stream, outbox, topic, consumer groups); state still
+crosses between services as events on Kafka.
 
 `uvicorn --factory tillstream.host:create_app`. The public port serves the API; the
 internal listener (`TILLSTREAM_INTERNAL_LISTEN`, shared/internal.py) answers `/readyz`,
@@ -17,13 +18,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 
 import shared.contracts  # noqa: F401  (registers every event type)
+from services.cart.api import CartService
 from services.cart.app import definition as cart
 from services.gateway.app import create_gateway
+from services.gateway.services import Services
+from services.order.api import OrderService
 from services.order.app import definition as order
+from services.payment.api import PaymentService
 from services.payment.app import definition as payment
+from services.shipping.api import ShippingService
 from services.shipping.app import definition as shipping
-from shared import safety
-from shared.commandbus import CommandBus, LocalService
+from shared import rpc, safety
 from shared.health import HEALTH
 from shared.internal import answer_bus_call
 from shared.logs import configure_logging
@@ -42,7 +47,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if definition.check_settings is not None:
             definition.check_settings(settings)
     runtimes = {definition.name: ServiceRuntime(definition, settings) for definition in DEFINITIONS}
-    bus = CommandBus()
+    # The hosted services as the gateway and the bus routes call them, once started.
+    hosted: dict[str, object] = {}
 
     async def readiness() -> dict[str, bool]:
         checks = {}
@@ -55,9 +61,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started = []
         recycling = None
         try:
-            for name, runtime in runtimes.items():
-                bus.local[name] = LocalService(runtime.definition.api, await runtime.start())
+            for runtime in runtimes.values():
+                await runtime.start()
                 started.append(runtime)
+            services = Services(cart=rpc.local(CartService, runtimes[cart.name].operations),
+                                order=rpc.local(OrderService, runtimes[order.name].operations),
+                                shipping=rpc.local(ShippingService, runtimes[shipping.name].operations),
+                                payment=rpc.local(PaymentService, runtimes[payment.name].operations))
+            hosted.update({cart.name: services.cart, order.name: services.order, shipping.name: services.shipping,
+                           payment.name: services.payment})
+            app.state.services = services
             HEALTH.attach(settings, every_group=True)  # subscribers' groups too (shared/health.py)
             if settings.broker_recycle_after_messages > 0:
                 recycling = asyncio.create_task(BrokerRecycler(settings, started).run())
@@ -75,8 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @internal.post("/services/{service}/bus/{operation}")
     async def operation(service: str, operation: str, request: Request):
-        hosted = bus.local.get(service)
-        return await answer_bus_call(request, settings, service, hosted.api if hosted else None, operation,
-                                     lambda name, arguments: bus.call(service, name, **arguments))
+        runtime = runtimes.get(service)
+        return await answer_bus_call(request, settings, service, runtime.definition.interface if runtime else None,
+                                     hosted.get(service), operation)
 
-    return create_gateway(bus, internal, lifespan=lifespan, internal_listen=settings.internal_listen)
+    # The services the gateway calls exist once they have started (the lifespan sets them).
+    return create_gateway(None, internal, lifespan=lifespan, internal_listen=settings.internal_listen)

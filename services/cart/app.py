@@ -3,11 +3,13 @@
 from pathlib import Path
 
 import shared.contracts  # noqa: F401
-from services.cart.api import api
+from services.cart.api import CartService
 from services.cart.consumers import subscriptions
+from services.cart.operations import CartOperations
 from shared.service import ServiceDefinition, create_service
 
-definition = ServiceDefinition(name="cart", api=api, migrations=Path(__file__).parent / "migrations",
+definition = ServiceDefinition(name="cart", interface=CartService, operations=CartOperations,
+                               migrations=Path(__file__).parent / "migrations",
                                subscriptions=subscriptions)
 
 

@@ -1,11 +1,11 @@
 """The gateway: the public dialects (Solidus under /api, GetCandy under /api/v1) over the
-services' operations, reached through the command bus.
+services' typed interfaces (services/gateway/services.py, shared/rpc.py).
 
-`create_gateway(bus, internal)` is the app, whatever hosts it: tillstream/host.py serves it
-with the four services in the same process (the bus calls them in-process, the default);
-alone (`uvicorn --factory services.gateway.app:create_app`, the distributed topology) its bus
-calls the services over HTTP at CART_URL, ORDER_URL, SHIPPING_URL and PAYMENT_URL, with the
-gateway's own key. The public port serves the dialects, the API docs and `/healthz`;
+`create_gateway(services, internal)` is the app, whatever hosts it: tillstream/host.py serves
+it with the four services in the same process (`rpc.local`: called in-process, the default);
+alone (`uvicorn --factory services.gateway.app:create_app`, the distributed topology) it
+calls the services over HTTP (`rpc.remote`) at CART_URL, ORDER_URL, SHIPPING_URL and
+PAYMENT_URL, with the gateway's own key. The public port serves the dialects, the API docs and `/healthz`;
 `/readyz` and `/metrics` answer on `internal`, the internal listener (shared/internal.py).
 """
 from __future__ import annotations
@@ -25,12 +25,13 @@ from services.gateway.getcandy.errors import GetCandyError
 from services.gateway.getcandy.errors import error as getcandy_error
 from services.gateway.getcandy.ids import id_secret
 from services.gateway.input_filter import InputFilter
+from services.gateway.services import Services
 from services.gateway.solidus.errors import NOT_FOUND, ApiError
 from shared import context
-from shared.commandbus import CommandBus, ServiceUnavailable
 from shared.contracts import SERVICES
 from shared.internal import serving_internally
 from shared.logs import log_fields, route_template
+from shared.rpc import ServiceUnavailable
 from shared.service import create_internal_app, install_common
 from shared.settings import load_settings
 from shared.validation import MAX_BODY_BYTES
@@ -39,13 +40,15 @@ log = logging.getLogger("tillstream.gateway")
 UNAVAILABLE = "A service is temporarily unavailable; please retry."
 
 
-def create_gateway(bus: CommandBus, internal: FastAPI, *, lifespan=None, internal_listen: str | None = None) -> FastAPI:
+def create_gateway(services: Services | None, internal: FastAPI, *, lifespan=None,
+                   internal_listen: str | None = None) -> FastAPI:
     id_secret()  # fails closed: no GetCandy id can be issued or checked without the install's secret
     listen = internal_listen or load_settings().internal_listen
     app = FastAPI(title="Tillstream", lifespan=serving_internally(internal, listen, lifespan), docs_url=None,
                   redoc_url=None)
     openapi.install(app)
-    app.state.bus = bus
+    # None: the host's lifespan sets them once the services it hosts have started.
+    app.state.services = services
     # Added before install_common, so the request context (access log, latency metrics) wraps
     # it and a request's time waiting for admission counts in its latency.
     app.add_middleware(AdmissionControl, limit=int(os.environ.get("GATEWAY_MAX_IN_FLIGHT", "8")),
@@ -113,8 +116,20 @@ def create_app() -> FastAPI:
     settings = load_settings()
     configure_logging("gateway", settings.log_level)
     safety.check_process(settings)
+    from services.cart.api import CartService
+    from services.order.api import OrderService
+    from services.payment.api import PaymentService
+    from services.shipping.api import ShippingService
+    from shared import rpc
+
     urls = service_urls()
-    bus = CommandBus(urls=urls, service_key=settings.gateway_key)
+    transport = rpc.Transport(settings.gateway_key)
+    services = Services(cart=rpc.remote(CartService, urls["cart"], settings.gateway_key, transport=transport),
+                        order=rpc.remote(OrderService, urls["order"], settings.gateway_key, transport=transport),
+                        shipping=rpc.remote(ShippingService, urls["shipping"], settings.gateway_key,
+                                            transport=transport),
+                        payment=rpc.remote(PaymentService, urls["payment"], settings.gateway_key,
+                                           transport=transport))
 
     async def services_ready() -> dict[str, bool]:
         checks = {}
@@ -137,6 +152,6 @@ def create_app() -> FastAPI:
             yield
         finally:
             await HEALTH.detach()
-            await bus.close()
+            await services.close()
 
-    return create_gateway(bus, create_internal_app("gateway", services_ready), lifespan=lifespan)
+    return create_gateway(services, create_internal_app("gateway", services_ready), lifespan=lifespan)

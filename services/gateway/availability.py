@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from services.gateway.reference import call
+from services.gateway.services import services
 from shared.contracts.shipping import StockLevel
 
 MAX_AGE_S = int(os.environ.get("STOCK_DISPLAY_MAX_AGE_MS", "1000")) / 1000
@@ -39,8 +39,8 @@ async def availability(request: Request, variant_ids: Iterable[int]) -> dict[int
         discarded: set[int] = set()
         for at in range(0, len(stale), CHUNK):  # the services answer at most CHUNK ids a call
             chunk = stale[at:at + CHUNK]
-            levels |= await call(request, "shipping", "stock", variant_ids=chunk)
-            discarded |= set(await call(request, "cart", "discarded_among", variant_ids=chunk))
+            levels |= await services(request).shipping.stock(variant_ids=chunk)
+            discarded |= set(await services(request).cart.discarded_among(variant_ids=chunk))
         if len(cache) > MAX_ENTRIES:
             for v in [v for v, (at, _) in cache.items() if now - at >= MAX_AGE_S]:
                 del cache[v]

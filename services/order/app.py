@@ -4,11 +4,13 @@ sweep), hosted with the others (tillstream/host.py) or alone
 from pathlib import Path
 
 import shared.contracts  # noqa: F401
-from services.order.api import api
+from services.order.api import OrderService
 from services.order.consumers import run_expired_steps, run_unpaid_releases, subscriptions
+from services.order.operations import OrderOperations
 from shared.service import ServiceDefinition, create_service
 
-definition = ServiceDefinition(name="order", api=api, migrations=Path(__file__).parent / "migrations",
+definition = ServiceDefinition(name="order", interface=OrderService, operations=OrderOperations,
+                               migrations=Path(__file__).parent / "migrations",
                                subscriptions=subscriptions, tasks=[run_expired_steps, run_unpaid_releases])
 
 

@@ -14,14 +14,13 @@ import asyncpg
 
 from services.order.commands import COMPLETION_RUNNER, ORDERS, project, release_unpaid_orders
 from services.order.projections import apply_to_view
-from shared.commandbus import ServiceContext
 from shared.contracts import cart as c
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
 from shared.envelope import EventEnvelope, decode_event
 from shared.faults import dropped, hold_point
 from shared.kafka import events_topic
-from shared.service import Subscription
+from shared.service import ServiceContext, Subscription
 
 log = logging.getLogger(__name__)
 

@@ -118,6 +118,11 @@ def completion_failed(order: Order, saga: SagaInstance) -> None:
 
 
 # -- the definition ---------------------------------------------------------------------------
+# The pivot step's name as sagas and CompletionFailed events store it (`sagas.invoked`,
+# `CompletionFailed.step`): a step of this saga, run here (`complete_order`), not a call of
+# OrderService.complete, which starts the saga.
+PIVOT_STEP = "complete"
+
 COMPLETION = Saga(
     name="completion",
     steps=(
@@ -145,7 +150,7 @@ COMPLETION = Saga(
              deadline="saga_payment_deadline_ms",
              on_timeout=Failure("payment_timed_out", "The payment could not be processed in time."
                                 " Please try again.", "payment")),
-        Step("complete", participant="order", run=complete_order),
+        Step(PIVOT_STEP, participant="order", run=complete_order),
     ),
     on_failed=completion_failed,
 )

@@ -4,12 +4,12 @@ names; only the test one exists so far), hosted with the others
 from pathlib import Path
 
 import shared.contracts  # noqa: F401
-from services.payment.api import api
+from services.payment.api import PaymentService
 from services.payment.consumers import subscriptions, use_gateway
 from services.payment.gateway import BogusGateway
+from services.payment.operations import PaymentOperations
 from shared import safety
-from shared.commandbus import ServiceContext
-from shared.service import ServiceDefinition, create_service
+from shared.service import ServiceContext, ServiceDefinition, create_service
 
 
 def connect_gateway(ctx: ServiceContext) -> None:
@@ -19,7 +19,8 @@ def connect_gateway(ctx: ServiceContext) -> None:
     use_gateway(ctx.extras["gateway"])
 
 
-definition = ServiceDefinition(name="payment", api=api, migrations=Path(__file__).parent / "migrations",
+definition = ServiceDefinition(name="payment", interface=PaymentService, operations=PaymentOperations,
+                               migrations=Path(__file__).parent / "migrations",
                                subscriptions=subscriptions, on_start=connect_gateway,
                                check_settings=safety.check_payment_gateway)
 

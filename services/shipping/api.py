@@ -1,132 +1,75 @@
-"""The shipping service's operations (its application interface), called through the
-command bus: in-process when hosted with the gateway, `POST /bus/<operation>` when alone."""
+"""The shipping service's public interface: `ShippingService`, the operations on shipments,
+stock and shipping rates that the gateway (and the demo's loaders) call, with their answers.
+
+The interface only: the implementation is services/shipping/operations.py
+(`ShippingOperations`), reached in-process or over HTTP through shared/rpc.py; both ways answer
+JSON values (money as decimal strings) and refuse with a `shared.errors.DomainError`.
+"""
 from __future__ import annotations
 
-from decimal import Decimal
-from typing import Any, Iterator
-
-from pydantic import BaseModel
-
-from services.shipping import commands
-from shared.aggregate import not_found
-from shared.commandbus import ServiceApi, ServiceContext
-from shared.contracts.shipping import LocationStock, StockLevel
-from shared.db import Upsert, upsert_all
-
-api = ServiceApi("shipping")
-MAX_STOCK_QUERY = 1000  # variants per `stock` call
+from typing import Any, Protocol, TypedDict
 
 
-def _id(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31 else -1
+class Ack(TypedDict):
+    events: list[str]
 
 
-@api.operation
-async def select_rate(ctx: ServiceContext, number: str, *, shipment_number: str, rate_id: Any = None) -> dict:
-    result = await commands.select_rate(ctx.pool, number, shipment_number, _id(rate_id))
-    return {"events": result.event_ids}
+class ShipmentFound(TypedDict):
+    order_number: str
+    shipment: dict[str, Any]  # services/shipping/domain.py:Shipment, as JSON
 
 
-@api.operation
-async def select_method(ctx: ServiceContext, number: str, *, shipment_number: str,
-                        shipping_method_id: Any = None) -> dict:
-    if _id(shipping_method_id) < 0:
-        raise not_found("shipping method")
-    result = await commands.select_method(ctx.pool, number, shipment_number, shipping_method_id)
-    return {"events": result.event_ids}
-
-
-@api.operation
-async def find_shipment(ctx: ServiceContext, *, shipment_number: str) -> dict:
-    """Which order a shipment belongs to (shipment numbers are global), and the shipment."""
-    order_number = await ctx.pool.fetchval("SELECT order_number FROM shipment_index WHERE number = $1",
-                                           shipment_number)
-    if order_number is None:
-        raise not_found("shipment")
-    shipments = await commands.SHIPMENTS.load(ctx.pool, order_number)
-    shipment = next((s for s in shipments.shipments if s.number == shipment_number), None)
-    if shipment is None:
-        raise not_found("shipment")
-    return {"order_number": order_number, "shipment": shipment.model_dump(mode="json")}
-
-
-@api.operation
-async def stock(ctx: ServiceContext, *, variant_ids: list[int]) -> dict[str, dict]:
-    """Each variant's StockLevel over the active locations (shared/contracts/shipping.py);
-    a variant stocked nowhere has none on hand and cannot be backordered."""
-    wanted = sorted({v for v in variant_ids if isinstance(v, int) and 0 < v < 2**31})[:MAX_STOCK_QUERY]
-    rows = await ctx.pool.fetch(
-        "SELECT i.id, i.variant_id, i.stock_location_id, l.name, i.count_on_hand, i.backorderable"
-        " FROM stock_items i JOIN stock_locations l ON l.id = i.stock_location_id"
-        " WHERE l.active AND i.variant_id = ANY($1::int[]) ORDER BY i.variant_id, i.stock_location_id", wanted)
-    levels = {v: StockLevel() for v in wanted}
-    for r in rows:
-        level = levels[r["variant_id"]]
-        level.items.append(LocationStock(id=r["id"], stock_location_id=r["stock_location_id"],
-                                         stock_location_name=r["name"],
-                                     count_on_hand=r["count_on_hand"], backorderable=r["backorderable"]))
-        level.total_on_hand += r["count_on_hand"]
-        level.backorderable = level.backorderable or r["backorderable"]
-    return {str(v): level.model_dump() for v, level in levels.items()}
-
-
-@api.operation
-async def estimated_rates(ctx: ServiceContext, *, country_iso: str, currency: str = "USD") -> list[dict]:
-    """Every method that could ship to the country (Solidus's estimated_rates includes the
-    ones not available to users), cheapest first."""
-    methods = await commands.methods_for(ctx.pool, country_iso, currency, users_only=False)
-    return [{"shipping_method_id": m.id, "name": m.name, "code": m.code, "cost": m.cost, "zone": m.zone}
-            for m in methods]
-
-
-# -- reference data (demo data, imports): an admin operation, idempotent upserts ------------
-class Zone(BaseModel):
-    id: int
-    name: str
-    description: str = ""
-    countries: list[str]
-
-
-class StockItem(BaseModel):
-    variant_id: int
+class LocationStockJson(TypedDict):
+    id: int  # the stock item's
+    stock_location_id: int
+    stock_location_name: str
     count_on_hand: int
-    backorderable: bool = False
+    backorderable: bool
 
 
-class Location(BaseModel):
-    id: int
-    name: str
-    active: bool = True
-    stock: list[StockItem] = []
-
-    def rows(self) -> Iterator[Upsert]:
-        yield Upsert("stock_locations", self.model_dump(exclude={"stock"}))
-        yield from (Upsert("stock_items", {**item.model_dump(), "stock_location_id": self.id},
-                           key=("stock_location_id", "variant_id")) for item in self.stock)
+class StockLevelJson(TypedDict):
+    """shared/contracts/shipping.py:StockLevel, as JSON."""
+    total_on_hand: int
+    backorderable: bool
+    items: list[LocationStockJson]
 
 
-class ShippingMethodIn(BaseModel):
-    id: int
+class EstimatedRate(TypedDict):
+    shipping_method_id: int
     name: str
     code: str
-    cost: Decimal
-    currency: str
-    zone_ids: list[int]
-    available_to_users: bool = True
+    cost: str
+    zone: str
 
 
-class ShippingReference(BaseModel):
-    zones: list[Zone] = []
-    stock_locations: list[Location] = []
-    shipping_methods: list[ShippingMethodIn] = []
+class ReferenceLoaded(TypedDict):
+    zones: int
+    stock_locations: int
+    shipping_methods: int
 
 
-@api.operation
-async def load_reference(ctx: ServiceContext, **reference: Any) -> dict:
-    """Upserts zones, stock locations (with stock) and shipping methods."""
-    body = ShippingReference.model_validate(reference)
-    await upsert_all(ctx.pool, [*(Upsert("zones", zone.model_dump()) for zone in body.zones),
-                                *(row for location in body.stock_locations for row in location.rows()),
-                                *(Upsert("shipping_methods", method.model_dump()) for method in body.shipping_methods)])
-    return {"zones": len(body.zones), "stock_locations": len(body.stock_locations),
-            "shipping_methods": len(body.shipping_methods)}
+class ShippingService(Protocol):
+    async def select_rate(self, number: str, *, shipment_number: str, rate_id: Any = None) -> Ack: ...
+
+    async def select_method(self, number: str, *, shipment_number: str, shipping_method_id: Any = None) -> Ack: ...
+
+    async def find_shipment(self, *, shipment_number: str) -> ShipmentFound:
+        """Which order a shipment belongs to (shipment numbers are global), and the shipment."""
+        ...
+
+    async def stock(self, *, variant_ids: list[int]) -> dict[str, StockLevelJson]:
+        """Each variant's stock level (by variant id) over the active locations; a variant stocked
+        nowhere has none on hand and cannot be backordered."""
+        ...
+
+    async def estimated_rates(self, *, country_iso: str, currency: str = "USD") -> list[EstimatedRate]:
+        """Every method that could ship to the country (Solidus's estimated_rates includes the
+        ones not available to users), cheapest first."""
+        ...
+
+    # -- reference data (demo data, imports): an admin operation, idempotent upserts --------
+    async def load_reference(self, *, zones: list[dict[str, Any]] | None = None,
+                             stock_locations: list[dict[str, Any]] | None = None,
+                             shipping_methods: list[dict[str, Any]] | None = None) -> ReferenceLoaded:
+        """Upserts zones, stock locations (with stock) and shipping methods."""
+        ...

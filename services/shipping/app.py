@@ -3,11 +3,13 @@ alone (`uvicorn --factory services.shipping.app:create_app`)."""
 from pathlib import Path
 
 import shared.contracts  # noqa: F401
-from services.shipping.api import api
+from services.shipping.api import ShippingService
 from services.shipping.consumers import subscriptions
+from services.shipping.operations import ShippingOperations
 from shared.service import ServiceDefinition, create_service
 
-definition = ServiceDefinition(name="shipping", api=api, migrations=Path(__file__).parent / "migrations",
+definition = ServiceDefinition(name="shipping", interface=ShippingService, operations=ShippingOperations,
+                               migrations=Path(__file__).parent / "migrations",
                                subscriptions=subscriptions)
 
 

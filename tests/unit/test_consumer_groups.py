@@ -10,7 +10,7 @@ async def _ignore(conn, envelope) -> None:
 
 
 def test_subscriptions_to_the_same_topics_share_a_group_and_others_keep_their_own():
-    definition = ServiceDefinition(name="svc", api=None, subscriptions=[
+    definition = ServiceDefinition(name="svc", interface=object, operations=lambda ctx: None, subscriptions=[
         Subscription(name="a", topics=["x.events", "y.events"], handler=_ignore),
         Subscription(name="b", topics=["z.events"], handler=_ignore),
         Subscription(name="c", topics=["y.events", "x.events"], handler=_ignore),

@@ -22,7 +22,8 @@ from services.gateway.getcandy.schemas import (
 )
 from services.gateway.openapi import request_body
 from services.gateway.paths import Hash
-from services.gateway.reference import VIEW_WAIT_MS, await_view, call
+from services.gateway.reference import VIEW_WAIT_MS, await_view
+from services.gateway.services import services
 from shared.contracts.shipping import StockLevel
 from shared.validation import ascii_int
 
@@ -49,7 +50,7 @@ async def validate_lines(request: Request, body: dict, currency: str, *, existin
         raise invalid({"variants": [f"The variants may not have more than {MAX_LINES} items."]})
     catalog = await variants(request, currency)
     ids = [decode(MAIN, v.get("id")) if isinstance(v, dict) else None for v in wanted]
-    stock = await call(request, "shipping", "stock", variant_ids=[i for i in ids if i is not None])
+    stock = await services(request).shipping.stock(variant_ids=[i for i in ids if i is not None])
     if len({i for i in ids if i is not None}) < len([i for i in ids if i is not None]):
         errors["variants"] = ["The variants field has a duplicate value."]
     lines = []
@@ -80,10 +81,10 @@ async def validate_lines(request: Request, body: dict, currency: str, *, existin
 async def add_lines(request: Request, order: dict, lines: list[tuple]) -> list[str]:
     events: list[str] = []
     for variant_id, quantity in lines:
-        events += (await command(request, "cart", "add_line_item", order=order, placed_message=BASKET_PLACED,
-                                 refused=lambda _: error(422, "Unable to add product at this quantity"),
-                                 number=order["number"], variant_id=variant_id, quantity=quantity,
-                                 currency=order["currency"]))["events"]
+        adding = services(request).cart.add_line_item(order["number"], variant_id=variant_id, quantity=quantity,
+                                                      currency=order["currency"])
+        events += (await command(request, adding, order=order, placed_message=BASKET_PLACED,
+                                 refused=lambda _: error(422, "Unable to add product at this quantity")))["events"]
     return events
 
 
@@ -98,14 +99,14 @@ async def _basket_lines(request: Request, *, replace: bool) -> Response:
                 else {item["variant_id"]: item["quantity"] for item in order["line_items"]})
     lines = await validate_lines(request, body, order["currency"] if order else currency, existing=existing)
     if order is None:
-        created = await command(request, "order", "create_order", currency=currency, dialect="getcandy",
-                                view_wait_ms=VIEW_WAIT_MS)
+        created = await command(request, services(request).order.create_order(
+            currency=currency, dialect="getcandy", view_wait_ms=VIEW_WAIT_MS))
         number, order = created["number"], created["order"]
     events: list[str] = []
     if replace:
         for line in order["line_items"]:  # lines are replaced; coupons stay
-            events += (await command(request, "cart", "remove_line_item", order=order,
-                                     placed_message=BASKET_PLACED, number=number, line_id=line["id"]))["events"]
+            events += (await command(request, services(request).cart.remove_line_item(number, line_id=line["id"]),
+                                     order=order, placed_message=BASKET_PLACED))["events"]
     events += await add_lines(request, order, lines)
     return await basket_response(request, await order_view(request, number, events))
 
@@ -140,7 +141,7 @@ async def line_and_basket(request: Request, line_hash: str) -> tuple[int, dict]:
     line_id = decode(BASKET_LINES, line_hash)
     if line_id is None:
         raise not_found()
-    found = await command(request, "cart", "find_line", line_id=line_id)
+    found = await command(request, services(request).cart.find_line(line_id=line_id))
     order = await order_view(request, found["order_number"])
     if not any(item["id"] == line_id for item in order["line_items"]):
         raise not_found()
@@ -151,11 +152,12 @@ async def _set_line(request: Request, order: dict, line_id: int, quantity: int) 
     number = order["number"]
     refused = lambda refusal: invalid({"quantity": [refusal.message]})  # noqa: E731
     if quantity <= 0:
-        result = await command(request, "cart", "remove_line_item", order=order, placed_message=BASKET_PLACED,
-                               refused=refused, number=number, line_id=line_id)
+        result = await command(request, services(request).cart.remove_line_item(number, line_id=line_id),
+                               order=order, placed_message=BASKET_PLACED, refused=refused)
     else:
-        result = await command(request, "cart", "set_line_quantity", order=order, placed_message=BASKET_PLACED,
-                               refused=refused, number=number, line_id=line_id, quantity=quantity)
+        result = await command(request, services(request).cart.set_line_quantity(number, line_id=line_id,
+                                                                                 quantity=quantity),
+                               order=order, placed_message=BASKET_PLACED, refused=refused)
     return await basket_response(request, await order_view(request, number, result["events"]))
 
 
@@ -192,8 +194,8 @@ async def remove_from_basket_line(line_hash: Hash, request: Request):
 @router.delete("/basket-lines/{line_hash}", status_code=204, responses=responses(204))
 async def delete_basket_line(line_hash: Hash, request: Request):
     line_id, order = await line_and_basket(request, line_hash)
-    result = await command(request, "cart", "remove_line_item", order=order, placed_message=BASKET_PLACED,
-                           number=order["number"], line_id=line_id)
+    result = await command(request, services(request).cart.remove_line_item(order["number"], line_id=line_id),
+                           order=order, placed_message=BASKET_PLACED)
     await await_view(request, order["number"], result["events"])
     return Response(status_code=204)
 
@@ -207,9 +209,9 @@ async def add_discount(basket_id: Hash, request: Request):
     code = code.strip().lower() if isinstance(code, str) else ""
     if not code:
         raise invalid({"coupon": ["The coupon field is required."]})
-    result = await command(request, "cart", "apply_coupon", order=order, placed_message=BASKET_PLACED,
-                           refused=lambda _: invalid(COUPON_INVALID), number=number, code=code[:255],
-                           currency=order["currency"])
+    result = await command(request, services(request).cart.apply_coupon(number, code=code[:255],
+                                                                        currency=order["currency"]),
+                           order=order, placed_message=BASKET_PLACED, refused=lambda _: invalid(COUPON_INVALID))
     return await basket_response(request, await order_view(request, number, result["events"]))
 
 
@@ -222,6 +224,6 @@ async def remove_discount(basket_id: Hash, request: Request):
     adjustment = next((a for a in order["adjustments"] if a["promotion_id"] == promotion_id), None)
     if adjustment is None:
         raise invalid({"discount_id": ["The selected discount id is invalid."]})
-    result = await command(request, "cart", "remove_coupon", order=order, placed_message=BASKET_PLACED,
-                           number=number, code=adjustment["code"])
+    result = await command(request, services(request).cart.remove_coupon(number, code=adjustment["code"]),
+                           order=order, placed_message=BASKET_PLACED)
     return await basket_response(request, await order_view(request, number, result["events"]))

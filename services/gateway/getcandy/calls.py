@@ -1,9 +1,9 @@
-"""A GetCandy route's call to a service: through the command bus, a refusal rendered as
-GetCandy answers it."""
+"""A GetCandy route's call to a service: the awaitable of a typed call
+(`services(request).cart.add_line_item(number, ...)`), a refusal rendered as GetCandy answers it."""
 from __future__ import annotations
 
 import hmac
-from typing import Any, Callable
+from typing import Awaitable, Callable, TypeVar
 
 from fastapi import Request
 
@@ -15,18 +15,21 @@ from services.gateway.getcandy.errors import (
     not_found,
     refused_while_locked,
 )
-from services.gateway.reference import VIEW_WAIT_MS, call, fetch_order
+from services.gateway.reference import VIEW_WAIT_MS, fetch_order
+from services.gateway.services import services
 from services.gateway.solidus.access import admin_key
 from shared.errors import DomainError
 
+T = TypeVar("T")
 
-async def command(request: Request, service: str, operation: str, *, order: dict | None = None,
+
+async def command(request: Request, call: Awaitable[T], *, order: dict | None = None,
                   placed_message: str = ORDER_PLACED,
-                  refused: Callable[[DomainError], GetCandyError] | None = None, **arguments: Any) -> Any:
-    """`service.operation(**arguments)`; a placed order's refusal is 403 (`placed_message`), a
-    completing one's 409, an unknown one's 404, and `refused` renders any other (default 422)."""
+                  refused: Callable[[DomainError], GetCandyError] | None = None) -> T:
+    """The answer of `call`; a placed order's refusal is 403 (`placed_message`), a completing
+    one's 409, an unknown one's 404, and `refused` renders any other (default 422)."""
     try:
-        return await call(request, service, operation, **arguments)
+        return await call
     except DomainError as refusal:
         locked = refused_while_locked(refusal, order, placed_message=placed_message)
         if locked is not None:
@@ -63,8 +66,8 @@ async def order_view(request: Request, number: str, after: list[str] | None = No
 
 async def advance(request: Request, number: str) -> dict:
     """One checkout step (GetCandy asks for an email only through `contact`, so none is required)."""
-    result = await command(request, "order", "advance", number=number, require_email=False,
-                           view_wait_ms=VIEW_WAIT_MS,
+    result = await command(request, services(request).order.advance(number, require_email=False,
+                                                                     view_wait_ms=VIEW_WAIT_MS),
                            refused=lambda refusal: invalid({"order": [refusal.message]}))
     order = result["order"]
     refusal = order.get("refusal") or {}
@@ -74,5 +77,5 @@ async def advance(request: Request, number: str) -> dict:
 
 
 async def variants(request: Request, currency: str) -> dict[int, dict]:
-    rows = await call(request, "cart", "list_variants", currency=currency)
+    rows = await services(request).cart.list_variants(currency=currency)
     return {v["id"]: v for v in rows if v["price"] is not None}

@@ -9,7 +9,7 @@ from services.gateway.getcandy.ids import MAIN
 from services.gateway.getcandy.render import render_variant, respond
 from services.gateway.getcandy.requests import currency_of, includes_of
 from services.gateway.getcandy.schemas import CandyList, responses
-from services.gateway.reference import call
+from services.gateway.services import services
 
 router = APIRouter()
 
@@ -17,7 +17,7 @@ router = APIRouter()
 @router.get("/products", responses=responses(200, CandyList))
 async def products(request: Request):
     currency = currency_of(request)
-    rows = await call(request, "cart", "list_products")
+    rows = await services(request).cart.list_products()
     catalog = await variants(request, currency)
     with_variants = "variants" in includes_of(request)
     available = await availability(request, catalog) if with_variants else {}

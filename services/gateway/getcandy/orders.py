@@ -25,7 +25,8 @@ from services.gateway.getcandy.schemas import (
 )
 from services.gateway.openapi import request_body
 from services.gateway.paths import Hash
-from services.gateway.reference import VIEW_WAIT_MS, call
+from services.gateway.reference import VIEW_WAIT_MS
+from services.gateway.services import services
 from shared.money import truncate_to_cents
 
 router = APIRouter()
@@ -74,8 +75,9 @@ async def _set_address(request: Request, order_hash: str, kind: str) -> Response
     body = validated(CandyAddressRequest, await body_of(request))
     address = validate_address(body)  # validation comes before the lookup, as in the original
     # An unknown order is the command's own 404: no read precedes it.
-    result = await command(request, "order", "update_details", refused=address_refused, number=number_of(order_hash),
-                           require_phone=False, view_wait_ms=VIEW_WAIT_MS, **{f"{kind}_address": address})
+    updating = services(request).order.update_details(number_of(order_hash), require_phone=False,
+                                                      view_wait_ms=VIEW_WAIT_MS, **{f"{kind}_address": address})
+    result = await command(request, updating, refused=address_refused)
     return respond({"data": render_order(result["order"], includes_of(request, body))})
 
 
@@ -95,8 +97,8 @@ async def shipping_options(request: Request, order: dict) -> list[dict]:
     ship = order.get("ship_address")
     if not ship:
         return []
-    return await call(request, "shipping", "estimated_rates", country_iso=ship["country_iso"],
-                      currency=order["currency"])
+    return await services(request).shipping.estimated_rates(country_iso=ship["country_iso"],
+                                                            currency=order["currency"])
 
 
 @router.get("/orders/{order_hash}/shipping/methods", responses=responses(200, CandyList))
@@ -132,10 +134,10 @@ async def shipping_cost(order_hash: Hash, request: Request):
         raise invalid({"price_id": ["The shipping address is required first."]})
     events: list[str] = []
     for shipment in order["shipments"]:
-        events += (await command(request, "shipping", "select_method", order=order,
-                                 refused=lambda _: invalid({"price_id": ["The selected price id is invalid."]}),
-                                 number=number, shipment_number=shipment["number"],
-                                 shipping_method_id=method_id))["events"]
+        selecting = services(request).shipping.select_method(number, shipment_number=shipment["number"],
+                                                             shipping_method_id=method_id)
+        refused = lambda _: invalid({"price_id": ["The selected price id is invalid."]})  # noqa: E731
+        events += (await command(request, selecting, order=order, refused=refused))["events"]
     order = await order_view(request, number, events)
     return respond({"data": render_order(order, includes_of(request, body))})
 
@@ -148,8 +150,9 @@ async def contact(order_hash: Hash, request: Request):
     if not isinstance(email, (str, type(None))) or not isinstance(phone, (str, int, type(None))) \
             or len(str(email or "")) > 254 or len(str(phone or "")) > 40:
         raise invalid({"email": ["The email must be a valid email address."]})
-    result = await command(request, "order", "update_contact",
-                           refused=lambda _: invalid({"email": ["The email must be a valid email address."]}),
-                           number=number_of(order_hash), email=email, phone=None if phone is None else str(phone),
-                           view_wait_ms=VIEW_WAIT_MS)
+    updating = services(request).order.update_contact(number_of(order_hash), email=email,
+                                                      phone=None if phone is None else str(phone),
+                                                      view_wait_ms=VIEW_WAIT_MS)
+    result = await command(request, updating,
+                           refused=lambda _: invalid({"email": ["The email must be a valid email address."]}))
     return respond({"data": render_order(result["order"], includes_of(request, body))})

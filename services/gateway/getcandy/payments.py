@@ -21,6 +21,7 @@ from services.gateway.getcandy.schemas import (
 )
 from services.gateway.openapi import request_body
 from services.gateway.reference import COMPLETE_WAIT_MS, await_view, payment_methods
+from services.gateway.services import services
 from shared.errors import DomainError
 
 router = APIRouter()
@@ -87,12 +88,12 @@ async def process(request: Request):
             token = body.get("payment_token")
             payment = {"payment_method_id": method["id"], "amount": str(order["total"]),
                        "source": {"payment_token": token if isinstance(token, str) else None}}
-        result = await command(request, "payment", "create_payment", refused=processed_already, number=number,
-                               **payment)
+        result = await command(request, services(request).payment.create_payment(number, **payment),
+                               refused=processed_already)
         await await_view(request, number, result["events"])
         order = await advance(request, number)
-    result = await command(request, "order", "complete", order=order, refused=processed_already, number=number,
-                           view_wait_ms=COMPLETE_WAIT_MS)
+    result = await command(request, services(request).order.complete(number, view_wait_ms=COMPLETE_WAIT_MS),
+                           order=order, refused=processed_already)
     awaiting, order = result["awaiting"], result["order"]
     forget_stock_of(request, order)
     if order.get("pending_request") == awaiting:

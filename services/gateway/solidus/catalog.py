@@ -7,7 +7,7 @@ from fastapi.responses import Response
 
 from services.gateway.availability import availability, forget
 from services.gateway.paths import Id
-from services.gateway.reference import call
+from services.gateway.services import services
 from services.gateway.solidus.access import is_admin, require_admin
 from services.gateway.solidus.errors import NOT_FOUND, ApiError
 from services.gateway.solidus.render import listing, render_variant
@@ -25,8 +25,8 @@ def _flag(request: Request, name: str) -> bool:
 async def priced_variants(request: Request, *, stock_items: bool = False) -> list[dict]:
     """The variants priced in USD, with their stock. An admin's `show_deleted` includes the
     discarded ones; `in_stock_only` leaves out those that cannot supply one unit."""
-    rows = [v for v in await call(request, "cart", "list_variants", currency="USD",
-                                  include_discarded=is_admin(request) and _flag(request, "show_deleted"))
+    rows = [v for v in await services(request).cart.list_variants(
+                currency="USD", include_discarded=is_admin(request) and _flag(request, "show_deleted"))
             if v["price"] is not None]
     available = await availability(request, (v["id"] for v in rows))
     variants = [render_variant(v, "USD", available[v["id"]], stock_items=stock_items) for v in rows]
@@ -43,8 +43,9 @@ async def list_variants(request: Request):
 @router.get("/variants/{variant_id}", responses=responses(200, Variant, auth=False))
 async def show_variant(variant_id: Id, request: Request):
     """One variant, with its stock items per location (Solidus's "big" variant)."""
-    rows = [v for v in await call(request, "cart", "list_variants", currency="USD", variant_id=variant_id,
-                                  include_discarded=is_admin(request) and _flag(request, "show_deleted"))
+    rows = [v for v in await services(request).cart.list_variants(
+                currency="USD", variant_id=variant_id,
+                include_discarded=is_admin(request) and _flag(request, "show_deleted"))
             if v["price"] is not None]
     if not rows:
         raise ApiError(404, NOT_FOUND)
@@ -59,7 +60,7 @@ async def discard_variant(variant_id: Id, request: Request):
     order holding it cannot be completed."""
     require_admin(request)
     try:
-        await call(request, "cart", "discard_variant", variant_id=variant_id)
+        await services(request).cart.discard_variant(variant_id=variant_id)
     except DomainError:
         raise ApiError(404, NOT_FOUND) from None
     forget(request, variant_id)
@@ -68,7 +69,7 @@ async def discard_variant(variant_id: Id, request: Request):
 
 @router.get("/products", responses=responses(200, ProductsPage, auth=False))
 async def list_products(request: Request):
-    products = await call(request, "cart", "list_products")
+    products = await services(request).cart.list_products()
     variants = await priced_variants(request)
     rendered = []
     for product in products:
@@ -83,7 +84,7 @@ async def list_products(request: Request):
 
 @router.get("/countries", responses=responses(200, CountriesPage, auth=False))
 async def countries(request: Request):
-    rows = await call(request, "order", "countries")
+    rows = await services(request).order.countries()
     items = [{k: c[k] for k in ("id", "iso_name", "iso", "iso3", "name", "numcode", "states_required")}
              | {"states": [{"id": s["id"], "name": s["name"], "abbr": s["abbr"], "country_id": c["id"]}
                            for s in c["states"]]} for c in rows]

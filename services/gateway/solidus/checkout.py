@@ -14,6 +14,7 @@ from services.gateway.availability import forget_stock_of
 from services.gateway.openapi import request_body
 from services.gateway.paths import OrderNumber
 from services.gateway.reference import COMPLETE_WAIT_MS, VIEW_WAIT_MS
+from services.gateway.services import services
 from services.gateway.solidus.access import authorize, guest_token_for_owner
 from services.gateway.solidus.calls import command
 from services.gateway.solidus.errors import (
@@ -28,6 +29,7 @@ from services.gateway.solidus.render import order_response
 from services.gateway.solidus.requests import CheckoutRequest, StepRequest, collection, params, validated
 from services.gateway.solidus.schemas import Order, responses
 from services.gateway.solidus.shipments import select_rates
+from services.order.api import OrderService
 
 router = APIRouter()
 
@@ -51,8 +53,9 @@ async def advance(request: Request, number: str, *, after: list[str] = (), guest
                   order: dict | None = None) -> dict:
     """One `next`, once the view has the events in `after`; when it asks shipping for
     delivery, wait for the answer. With `guest_token`, the Order authorises the guest."""
-    result = await command(request, "order", "advance", order=order, number=number, view_wait_ms=VIEW_WAIT_MS,
-                           after=list(after), guest_token=guest_token)
+    orders: OrderService = services(request).order
+    result = await command(request, orders.advance(number, view_wait_ms=VIEW_WAIT_MS, after=list(after),
+                                                   guest_token=guest_token), order=order, number=number)
     awaiting, order = result.get("awaiting"), result["order"]
     refusal = order.get("refusal") or {}
     if awaiting and refusal.get("request_id") == awaiting:
@@ -81,8 +84,9 @@ async def complete(number: OrderNumber, request: Request):
     """Runs the completion saga and answers with its outcome; if the saga has not settled
     within GATEWAY_COMPLETE_WAIT_MS, 202 with the order still in progress."""
     guest_token, order = await step_caller(request, number)
-    result = await command(request, "order", "complete", order=order, number=number,
-                           view_wait_ms=COMPLETE_WAIT_MS, guest_token=guest_token)
+    orders: OrderService = services(request).order
+    result = await command(request, orders.complete(number, view_wait_ms=COMPLETE_WAIT_MS, guest_token=guest_token),
+                           order=order, number=number)
     awaiting, order = result["awaiting"], result["order"]
     forget_stock_of(request, order)
     if order.get("pending_request") == awaiting:
@@ -116,11 +120,11 @@ async def update_checkout(number: OrderNumber, request: Request):
     events: list[str] = []  # other services' events, which `next` must see in the view
     if state in ("cart", "address") and any(k in attributes for k in DETAIL_KEYS):
         # The order's own events are in the view when the command returns: nothing to wait for.
-        await command(request, "order", "update_details", order=order, number=number,
-                      email=attributes.get("email"),
-                      bill_address=attributes.get("bill_address_attributes", attributes.get("bill_address")),
-                      ship_address=attributes.get("ship_address_attributes", attributes.get("ship_address")),
-                      use_billing=attributes.get("use_billing") in (True, "true", "1", 1))
+        await command(request, services(request).order.update_details(
+            number, email=attributes.get("email"),
+            bill_address=attributes.get("bill_address_attributes", attributes.get("bill_address")),
+            ship_address=attributes.get("ship_address_attributes", attributes.get("ship_address")),
+            use_billing=attributes.get("use_billing") in (True, "true", "1", 1)), order=order, number=number)
     elif state == "delivery":
         events += await select_rates(request, order, collection(attributes.get("shipments_attributes")))
     elif state == "payment":

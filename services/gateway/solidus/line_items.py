@@ -8,6 +8,7 @@ from services.gateway.availability import availability
 from services.gateway.openapi import request_body
 from services.gateway.paths import Id, OrderNumber
 from services.gateway.reference import await_view
+from services.gateway.services import services
 from services.gateway.solidus.access import authorize
 from services.gateway.solidus.calls import command
 from services.gateway.solidus.render import render_line_item
@@ -31,9 +32,9 @@ async def add_line_item(number: OrderNumber, request: Request) -> Response:
     body = validated(LineItemRequest, await params(request))
     order = await authorize(request, number, body=body)
     line_item = require(body, "line_item")
-    result = await command(request, "cart", "add_line_item", order=order, number=number,
-                           variant_id=as_int(line_item.get("variant_id")),
-                           quantity=as_int(line_item.get("quantity", 1)), currency=order["currency"])
+    result = await command(request, services(request).cart.add_line_item(
+        number, variant_id=as_int(line_item.get("variant_id")), quantity=as_int(line_item.get("quantity", 1)),
+        currency=order["currency"]), order=order)
     await await_view(request, number, result["events"])
     return json_response(await line_item_response(request, result["line_item"], order), status_code=201)
 
@@ -48,8 +49,8 @@ async def update_line_item(number: OrderNumber, line_id: Id, request: Request):
     body = validated(LineItemRequest, await params(request))
     order = await authorize(request, number, body=body)
     line_item = require(body, "line_item")
-    result = await command(request, "cart", "set_line_quantity", order=order, number=number, line_id=line_id,
-                           quantity=as_int(line_item.get("quantity")))
+    result = await command(request, services(request).cart.set_line_quantity(
+        number, line_id=line_id, quantity=as_int(line_item.get("quantity"))), order=order)
     await await_view(request, number, result["events"])
     if result["line_item"] is None:  # quantity 0 removed the line
         return Response(status_code=204)
@@ -59,6 +60,6 @@ async def update_line_item(number: OrderNumber, line_id: Id, request: Request):
 @router.delete("/checkouts/{number}/line_items/{line_id}", status_code=204, responses=responses(204, locked=True))
 async def delete_line_item(number: OrderNumber, line_id: Id, request: Request):
     order = await authorize(request, number, body=await params(request))
-    result = await command(request, "cart", "remove_line_item", order=order, number=number, line_id=line_id)
+    result = await command(request, services(request).cart.remove_line_item(number, line_id=line_id), order=order)
     await await_view(request, number, result["events"])
     return Response(status_code=204)

@@ -1,12 +1,16 @@
 """Solidus orders: create, show, empty, coupon codes, and an admin's cancel."""
 from __future__ import annotations
 
+from typing import Awaitable
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from services.cart.api import Ack
 from services.gateway.openapi import request_body
 from services.gateway.paths import Code, OrderNumber
-from services.gateway.reference import VIEW_WAIT_MS, await_view, call, fetch_order
+from services.gateway.reference import VIEW_WAIT_MS, await_view, fetch_order
+from services.gateway.services import services
 from services.gateway.solidus.access import REQUIRE_API_KEY, authorize, is_admin, require_admin
 from services.gateway.solidus.calls import command
 from services.gateway.solidus.errors import LOCKED_CODES, ApiError, refused_while_locked
@@ -24,7 +28,7 @@ async def create_order(request: Request):
     admin = is_admin(request)
     if REQUIRE_API_KEY and not admin:
         raise ApiError(401, {"error": "You must specify an API key."})
-    created = await command(request, "order", "create_order", dialect="solidus", view_wait_ms=VIEW_WAIT_MS)
+    created = await command(request, services(request).order.create_order(dialect="solidus", view_wait_ms=VIEW_WAIT_MS))
     return await order_response(request, created["order"], 201, token=created["token"])
 
 
@@ -36,7 +40,7 @@ async def show_order(number: OrderNumber, request: Request):
 @router.put("/orders/{number}/empty", responses=responses(200, Order, locked=True))
 async def empty_order(number: OrderNumber, request: Request):
     order = await authorize(request, number, body=await params(request))
-    result = await command(request, "cart", "empty_cart", order=order, number=number)
+    result = await command(request, services(request).cart.empty_cart(number), order=order)
     return await order_response(request, await fetch_order(request, number, result["events"]))
 
 
@@ -46,7 +50,7 @@ async def cancel(number: OrderNumber, request: Request):
     by the shipping and payment services reacting to order.OrderCanceled."""
     require_admin(request)
     await authorize(request, number)
-    result = await command(request, "order", "cancel", number=number, view_wait_ms=VIEW_WAIT_MS)
+    result = await command(request, services(request).order.cancel(number, view_wait_ms=VIEW_WAIT_MS), number=number)
     return await order_response(request, result["order"])
 
 
@@ -62,10 +66,11 @@ def coupon_body(status_code: str | None, *, success: bool, message: str | None) 
             "successful": success, "status_code": status_code}
 
 
-async def _coupon(request: Request, order: dict, operation: str, code: str, done: str, **arguments) -> Response:
+async def _coupon(request: Request, order: dict, call: Awaitable[Ack], done: str) -> Response:
+    """The answer of `call` (applying or removing a coupon) in Solidus's coupon shape."""
     number = order["number"]
     try:
-        result = await call(request, "cart", operation, number=number, code=code, **arguments)
+        result = await call
     except DomainError as refusal:
         if refusal.code in LOCKED_CODES:
             raise refused_while_locked(number, refusal.code, placed=bool(order.get("completed_at")),
@@ -84,10 +89,12 @@ async def apply_coupon(number: OrderNumber, request: Request):
     code = code.strip().lower() if isinstance(code, str) else ""
     if not code:
         return json_response(coupon_body(None, success=False, message=None), 422)
-    return await _coupon(request, order, "apply_coupon", code, "coupon_code_applied", currency=order["currency"])
+    applying = services(request).cart.apply_coupon(number, code=code, currency=order["currency"])
+    return await _coupon(request, order, applying, "coupon_code_applied")
 
 
 @router.delete("/orders/{number}/coupon_codes/{code}", responses=responses(200, CouponResult, locked=True))
 async def remove_coupon(number: OrderNumber, code: Code, request: Request):
     order = await authorize(request, number, body=await params(request))
-    return await _coupon(request, order, "remove_coupon", code.strip().lower(), "coupon_code_removed")
+    removing = services(request).cart.remove_coupon(number, code=code.strip().lower())
+    return await _coupon(request, order, removing, "coupon_code_removed")

@@ -8,21 +8,24 @@ from fastapi import APIRouter, Request
 from services.gateway.openapi import request_body
 from services.gateway.paths import Code, Id, OrderNumber
 from services.gateway.reference import fetch_order, payment_methods
+from services.gateway.services import services
 from services.gateway.solidus.access import authorize, require_admin
 from services.gateway.solidus.calls import command
 from services.gateway.solidus.errors import NOT_FOUND, ApiError
 from services.gateway.solidus.render import render_payment, render_payment_method
 from services.gateway.solidus.requests import PaymentRequest, as_int, params, require, validated
 from services.gateway.solidus.schemas import NewPayment, Payment, responses
+from services.payment.api import PaymentCreated
 from shared.jsonutil import json_response
 
 router = APIRouter()
 
 
-async def create_payment(request: Request, order: dict, attrs: dict, *, amount: Any, error_prefix: str = "") -> dict:
-    return await command(request, "payment", "create_payment", order=order, number=order["number"],
-                         payment_method_id=as_int(attrs.get("payment_method_id")), amount=amount,
-                         source=attrs.get("source_attributes", attrs.get("source")), error_prefix=error_prefix)
+async def create_payment(request: Request, order: dict, attrs: dict, *, amount: Any,
+                         error_prefix: str = "") -> PaymentCreated:
+    return await command(request, services(request).payment.create_payment(
+        order["number"], payment_method_id=as_int(attrs.get("payment_method_id")), amount=amount,
+        source=attrs.get("source_attributes", attrs.get("source")), error_prefix=error_prefix), order=order)
 
 
 @router.get("/orders/{number}/payments/new", responses=responses(200, NewPayment))
@@ -56,8 +59,9 @@ async def payment_action(number: OrderNumber, payment_id: Id, action: Code, requ
     if action not in ("capture", "void"):
         raise ApiError(404, NOT_FOUND)
     await authorize(request, number)
-    result = await command(request, "payment", "payment_action", number=number, payment_id=payment_id,
-                           action=action)
+    payments = services(request).payment
+    act = payments.capture_payment if action == "capture" else payments.void_payment
+    result = await command(request, act(number, payment_id=payment_id), number=number)
     order = await fetch_order(request, number, result["events"])
     payment = next(p for p in order["payments"] if p["id"] == payment_id)
     return json_response(render_payment(payment, order["currency"]))

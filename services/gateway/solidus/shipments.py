@@ -6,7 +6,8 @@ from fastapi import APIRouter, Request
 
 from services.gateway.openapi import request_body
 from services.gateway.paths import Code
-from services.gateway.reference import call, fetch_order
+from services.gateway.reference import fetch_order
+from services.gateway.services import services
 from services.gateway.solidus.access import authorize, is_admin
 from services.gateway.solidus.calls import command
 from services.gateway.solidus.errors import NOT_FOUND, UNAUTHORIZED, ApiError, missing_param
@@ -28,9 +29,9 @@ async def select_rates(request: Request, order: dict, shipments: list[dict]) -> 
             raise ApiError(404, NOT_FOUND)
         if attrs.get("selected_shipping_rate_id") is None:
             continue
-        events += (await command(request, "shipping", "select_rate", order=order, number=order["number"],
-                                 shipment_number=shipment["number"],
-                                 rate_id=as_int(attrs["selected_shipping_rate_id"])))["events"]
+        events += (await command(request, services(request).shipping.select_rate(
+            order["number"], shipment_number=shipment["number"], rate_id=as_int(attrs["selected_shipping_rate_id"])),
+            order=order))["events"]
     return events
 
 
@@ -39,7 +40,7 @@ async def shipment_and_order(request: Request, shipment_number: str) -> tuple[di
     like another order's (401) to all but an admin, so numbers cannot be probed for existence."""
     admin = is_admin(request)
     try:
-        found = await call(request, "shipping", "find_shipment", shipment_number=shipment_number)
+        found = await services(request).shipping.find_shipment(shipment_number=shipment_number)
     except DomainError:
         raise (ApiError(404, NOT_FOUND) if admin else ApiError(401, UNAUTHORIZED)) from None
     # Unlike stock Solidus, the order's own token may use its shipments (the documented flow asks it to).
@@ -51,8 +52,8 @@ async def shipment_and_order(request: Request, shipment_number: str) -> tuple[di
 async def estimated_rates(shipment_number: Code, request: Request):
     _, order = await shipment_and_order(request, shipment_number)
     ship_address = order.get("ship_address") or {}
-    rates = await call(request, "shipping", "estimated_rates", country_iso=ship_address.get("country_iso", ""),
-                       currency=order["currency"])
+    rates = await services(request).shipping.estimated_rates(country_iso=ship_address.get("country_iso", ""),
+                                                             currency=order["currency"])
     return json_response({"shipping_rates": [
         {"name": r["name"], "cost": money(r["cost"]), "shipping_method_id": r["shipping_method_id"],
          "shipping_method_code": r["code"], "display_cost": display(r["cost"], order["currency"])} for r in rates]})
@@ -68,8 +69,8 @@ async def select_shipping_method(shipment_number: Code, request: Request):
         raise missing_param("shipping_method_id")
     if not isinstance(method_id, int):
         raise ApiError(404, NOT_FOUND)
-    result = await command(request, "shipping", "select_method", order=order, number=order["number"],
-                           shipment_number=shipment_number, shipping_method_id=method_id)
+    result = await command(request, services(request).shipping.select_method(
+        order["number"], shipment_number=shipment_number, shipping_method_id=method_id), order=order)
     order = await fetch_order(request, order["number"], result["events"])
     shipment = next(s for s in order["shipments"] if s["number"] == shipment_number)
     return json_response(render_shipment(shipment, order))

@@ -1,0 +1,150 @@
+"""The order service's operations: `OrderOperations`, the implementation of `OrderService`
+(services/order/api.py), built from the service's context in each process that hosts it
+and called through shared/rpc.py (in-process, or `POST /bus/<operation>` when alone)."""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Iterator, Sequence, cast
+
+from pydantic import BaseModel
+
+from services.order import commands
+from services.order.api import (
+    DEFAULT_VIEW_WAIT_MS,
+    Advanced,
+    CaughtUp,
+    CountriesLoaded,
+    Country,
+    Created,
+    Found,
+    OrderService,
+    Outcome,
+    TaxRatesLoaded,
+)
+from services.order.view import read_order
+from services.order.view_watcher import watcher
+from shared.aggregate import CommandResult, DomainError, not_found
+from shared.db import Upsert, upsert_all
+from shared.service import ServiceContext
+
+MAX_VIEW_WAIT_MS = 10_000
+
+
+async def answer(ctx: ServiceContext, result: CommandResult, *, awaiting: str | None = None,
+                 view_wait_ms: int | None = None, **extra: Any) -> Any:
+    """A command's events (and what it awaits); with `view_wait_ms`, also the order view once
+    the awaited answer is in. The order's own events are in the view already: they are
+    applied in the command's transaction."""
+    body = {"events": result.event_ids, "awaiting": awaiting, **extra}
+    if view_wait_ms is not None:
+        number = result.aggregate.id
+        caught_up = await wait(ctx, number, [], awaiting, view_wait_ms)
+        body["order"] = await read_order(ctx.pool, number)
+        body["view_stale"] = not caught_up
+    return body
+
+
+async def wait(ctx: ServiceContext, number: str, event_ids: list[str], settled: str | None, timeout_ms: int) -> bool:
+    """Until the view has applied `event_ids` and, with `settled`, that request was answered."""
+    if not event_ids and settled is None:
+        return True
+    return await watcher.wait_applied(ctx.settings.database_url, ctx.pool, number, event_ids,
+                                      min(timeout_ms, MAX_VIEW_WAIT_MS) / 1000, settled=settled)
+
+
+class OrderOperations(OrderService):
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    async def create_order(self, *, currency: str = "USD", email: str | None = None, user_id: int | None = None,
+                           dialect: str | None = None, view_wait_ms: int | None = None) -> Created:
+        if dialect not in (None, "solidus", "getcandy"):
+            raise DomainError("invalid_dialect", "dialect is solidus or getcandy", status=422)
+        result, token = await commands.create_order(self.ctx.pool, currency=currency, email=email, user_id=user_id,
+                                                    dialect=dialect)
+        return await answer(self.ctx, result, view_wait_ms=view_wait_ms, number=result.aggregate.id, token=token)
+
+    async def update_details(self, number: str, *, email: str | None = None, bill_address: Any = None,
+                             ship_address: Any = None, use_billing: bool = False, require_phone: bool = True,
+                             view_wait_ms: int | None = None) -> Outcome:
+        result = await commands.update_details(self.ctx.pool, number, email=email, bill_address=bill_address,
+                                               ship_address=ship_address, use_billing=use_billing,
+                                               require_phone=require_phone)
+        return await answer(self.ctx, result, view_wait_ms=view_wait_ms)
+
+    async def update_contact(self, number: str, *, email: str | None = None, phone: str | None = None,
+                             view_wait_ms: int | None = None) -> Outcome:
+        result = await commands.update_contact(self.ctx.pool, number, email=email, phone=phone)
+        return await answer(self.ctx, result, view_wait_ms=view_wait_ms)
+
+    async def advance(self, number: str, *, require_email: bool = True, view_wait_ms: int | None = None,
+                      after: Sequence[str] = (), guest_token: str | None = None) -> Advanced:
+        await wait(self.ctx, number, list(after), None,
+                   DEFAULT_VIEW_WAIT_MS if view_wait_ms is None else view_wait_ms)
+        result = await commands.advance(self.ctx.pool, number, require_email=require_email, guest_token=guest_token)
+        order = result.aggregate
+        return await answer(self.ctx, result, awaiting=order.pending_delivery, view_wait_ms=view_wait_ms,
+                            state=order.state)
+
+    async def complete(self, number: str, *, view_wait_ms: int | None = None,
+                       guest_token: str | None = None) -> Outcome:
+        result = await commands.complete(self.ctx.pool, number, guest_token=guest_token)
+        return await answer(self.ctx, result, awaiting=result.aggregate.completing, view_wait_ms=view_wait_ms)
+
+    async def cancel(self, number: str, *, view_wait_ms: int | None = None) -> Outcome:
+        return await answer(self.ctx, await commands.cancel(self.ctx.pool, number), view_wait_ms=view_wait_ms)
+
+    async def get_order(self, number: str, *, after: Sequence[str] = (),
+                        timeout_ms: int = DEFAULT_VIEW_WAIT_MS) -> Found:
+        caught_up = await wait(self.ctx, number, list(after), None, timeout_ms)
+        order = await read_order(self.ctx.pool, number)
+        if order is None:
+            raise not_found("order")
+        return {"order": order, "stale": not caught_up}
+
+    async def wait_applied(self, number: str, *, after: Sequence[str] = (),
+                           timeout_ms: int = DEFAULT_VIEW_WAIT_MS) -> CaughtUp:
+        return {"caught_up": await wait(self.ctx, number, list(after), None, timeout_ms)}
+
+    async def countries(self) -> list[Country]:
+        rows = await self.ctx.pool.fetch("SELECT * FROM countries ORDER BY name")
+        states = await self.ctx.pool.fetch("SELECT * FROM states ORDER BY name")
+        return cast(list[Country], [{**dict(r), "states": [dict(s) for s in states if s["country_id"] == r["id"]]}
+                                    for r in rows])
+
+    async def load_tax_rates(self, *, rates: list[dict[str, Any]]) -> TaxRatesLoaded:
+        await upsert_all(self.ctx.pool, (Upsert("tax_rates", rate.model_dump(), key=("currency",))
+                                         for rate in map(TaxRate.model_validate, rates)))
+        return {"tax_rates": len(rates)}
+
+    async def load_countries(self, *, countries: list[dict[str, Any]]) -> CountriesLoaded:
+        await upsert_all(self.ctx.pool, (row for country in map(CountryIn.model_validate, countries)
+                                         for row in country.rows()))
+        return {"countries": len(countries)}
+
+
+# -- reference data (demo data, imports): the loaders' input, validated -----------------------
+class StateIn(BaseModel):
+    id: int
+    name: str
+    abbr: str
+
+
+class CountryIn(BaseModel):
+    id: int
+    iso: str
+    iso3: str
+    iso_name: str
+    name: str
+    numcode: int
+    states_required: bool = False
+    states: list[StateIn] = []
+
+    def rows(self) -> Iterator[Upsert]:
+        yield Upsert("countries", self.model_dump(exclude={"states"}))
+        yield from (Upsert("states", {**state.model_dump(), "country_id": self.id}) for state in self.states)
+
+
+class TaxRate(BaseModel):
+    currency: str
+    rate: Decimal

@@ -1,0 +1,56 @@
+"""The payment service's operations: `PaymentOperations`, the implementation of
+`PaymentService` (services/payment/api.py), built from the service's context in each process
+that hosts it and called through shared/rpc.py (in-process, or `POST /bus/<operation>` alone)."""
+from __future__ import annotations
+
+from typing import Any, cast
+
+from pydantic import BaseModel
+
+from services.payment import commands
+from services.payment.api import Ack, PaymentCreated, PaymentMethod, PaymentMethodsLoaded, PaymentService
+from shared.db import Upsert, upsert_all
+from shared.service import ServiceContext
+
+
+class PaymentOperations(PaymentService):
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    async def create_payment(self, number: str, *, payment_method_id: Any = None, amount: Any = None,
+                             source: Any = None, error_prefix: str = "") -> PaymentCreated:
+        result = await commands.create_payment(self.ctx.pool, self.ctx.extras["gateway"], number,
+                                               payment_method_id=payment_method_id, amount=amount, source=source,
+                                               error_prefix=error_prefix)
+        created = result.events[-1].payload
+        return {"payment_id": created["payment_id"], "events": result.event_ids}
+
+    async def capture_payment(self, number: str, *, payment_id: int) -> Ack:
+        result = await commands.capture(self.ctx.pool, self.ctx.extras["gateway"], number, payment_id)
+        return {"events": result.event_ids}
+
+    async def void_payment(self, number: str, *, payment_id: int) -> Ack:
+        result = await commands.void(self.ctx.pool, self.ctx.extras["gateway"], number, payment_id)
+        return {"events": result.event_ids}
+
+    async def payment_methods(self) -> list[PaymentMethod]:
+        rows = await self.ctx.pool.fetch(
+            "SELECT id, name, method_type, auto_capture, handle FROM payment_methods"
+            " WHERE active AND available_to_users ORDER BY id")
+        return [cast(PaymentMethod, dict(r)) for r in rows]
+
+    async def load_payment_methods(self, *, methods: list[dict[str, Any]]) -> PaymentMethodsLoaded:
+        await upsert_all(self.ctx.pool, (Upsert("payment_methods", method.model_dump())
+                                         for method in map(PaymentMethodIn.model_validate, methods)))
+        return {"payment_methods": len(methods)}
+
+
+# -- reference data (demo data, imports): the loader's input, validated -----------------------
+class PaymentMethodIn(BaseModel):
+    id: int
+    name: str
+    method_type: str
+    auto_capture: bool = False
+    active: bool = True
+    available_to_users: bool = True
+    handle: str | None = None

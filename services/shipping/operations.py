@@ -1,0 +1,123 @@
+"""The shipping service's operations: `ShippingOperations`, the implementation of
+`ShippingService` (services/shipping/api.py), built from the service's context in each process
+that hosts it and called through shared/rpc.py (in-process, or `POST /bus/<operation>` alone)."""
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Iterator, cast
+
+from pydantic import BaseModel
+
+from services.shipping import commands
+from services.shipping.api import Ack, EstimatedRate, ReferenceLoaded, ShipmentFound, ShippingService, StockLevelJson
+from shared.aggregate import not_found
+from shared.contracts.shipping import LocationStock, StockLevel
+from shared.db import Upsert, upsert_all
+from shared.service import ServiceContext
+
+MAX_STOCK_QUERY = 1000  # variants per `stock` call
+
+
+def _id(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31 else -1
+
+
+class ShippingOperations(ShippingService):
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    async def select_rate(self, number: str, *, shipment_number: str, rate_id: Any = None) -> Ack:
+        result = await commands.select_rate(self.ctx.pool, number, shipment_number, _id(rate_id))
+        return {"events": result.event_ids}
+
+    async def select_method(self, number: str, *, shipment_number: str, shipping_method_id: Any = None) -> Ack:
+        if _id(shipping_method_id) < 0:
+            raise not_found("shipping method")
+        result = await commands.select_method(self.ctx.pool, number, shipment_number, shipping_method_id)
+        return {"events": result.event_ids}
+
+    async def find_shipment(self, *, shipment_number: str) -> ShipmentFound:
+        order_number = await self.ctx.pool.fetchval("SELECT order_number FROM shipment_index WHERE number = $1",
+                                                    shipment_number)
+        if order_number is None:
+            raise not_found("shipment")
+        shipments = await commands.SHIPMENTS.load(self.ctx.pool, order_number)
+        shipment = next((s for s in shipments.shipments if s.number == shipment_number), None)
+        if shipment is None:
+            raise not_found("shipment")
+        return {"order_number": order_number, "shipment": shipment.model_dump(mode="json")}
+
+    async def stock(self, *, variant_ids: list[int]) -> dict[str, StockLevelJson]:
+        wanted = sorted({v for v in variant_ids if isinstance(v, int) and 0 < v < 2**31})[:MAX_STOCK_QUERY]
+        rows = await self.ctx.pool.fetch(
+            "SELECT i.id, i.variant_id, i.stock_location_id, l.name, i.count_on_hand, i.backorderable"
+            " FROM stock_items i JOIN stock_locations l ON l.id = i.stock_location_id"
+            " WHERE l.active AND i.variant_id = ANY($1::int[]) ORDER BY i.variant_id, i.stock_location_id", wanted)
+        levels = {v: StockLevel() for v in wanted}
+        for r in rows:
+            level = levels[r["variant_id"]]
+            level.items.append(LocationStock(id=r["id"], stock_location_id=r["stock_location_id"],
+                                             stock_location_name=r["name"],
+                                             count_on_hand=r["count_on_hand"], backorderable=r["backorderable"]))
+            level.total_on_hand += r["count_on_hand"]
+            level.backorderable = level.backorderable or r["backorderable"]
+        return {str(v): cast(StockLevelJson, level.model_dump()) for v, level in levels.items()}
+
+    async def estimated_rates(self, *, country_iso: str, currency: str = "USD") -> list[EstimatedRate]:
+        methods = await commands.methods_for(self.ctx.pool, country_iso, currency, users_only=False)
+        return [cast(EstimatedRate, {"shipping_method_id": m.id, "name": m.name, "code": m.code, "cost": m.cost,
+                                     "zone": m.zone}) for m in methods]
+
+    async def load_reference(self, *, zones: list[dict[str, Any]] | None = None,
+                             stock_locations: list[dict[str, Any]] | None = None,
+                             shipping_methods: list[dict[str, Any]] | None = None) -> ReferenceLoaded:
+        given = {"zones": zones, "stock_locations": stock_locations, "shipping_methods": shipping_methods}
+        body = ShippingReference.model_validate({name: value for name, value in given.items() if value is not None})
+        await upsert_all(self.ctx.pool, [
+            *(Upsert("zones", zone.model_dump()) for zone in body.zones),
+            *(row for location in body.stock_locations for row in location.rows()),
+            *(Upsert("shipping_methods", method.model_dump()) for method in body.shipping_methods)])
+        return {"zones": len(body.zones), "stock_locations": len(body.stock_locations),
+                "shipping_methods": len(body.shipping_methods)}
+
+
+# -- reference data (demo data, imports): the loader's input, validated -----------------------
+class Zone(BaseModel):
+    id: int
+    name: str
+    description: str = ""
+    countries: list[str]
+
+
+class StockItem(BaseModel):
+    variant_id: int
+    count_on_hand: int
+    backorderable: bool = False
+
+
+class Location(BaseModel):
+    id: int
+    name: str
+    active: bool = True
+    stock: list[StockItem] = []
+
+    def rows(self) -> Iterator[Upsert]:
+        yield Upsert("stock_locations", self.model_dump(exclude={"stock"}))
+        yield from (Upsert("stock_items", {**item.model_dump(), "stock_location_id": self.id},
+                           key=("stock_location_id", "variant_id")) for item in self.stock)
+
+
+class ShippingMethodIn(BaseModel):
+    id: int
+    name: str
+    code: str
+    cost: Decimal
+    currency: str
+    zone_ids: list[int]
+    available_to_users: bool = True
+
+
+class ShippingReference(BaseModel):
+    zones: list[Zone] = []
+    stock_locations: list[Location] = []
+    shipping_methods: list[ShippingMethodIn] = []
