@@ -29,7 +29,7 @@ from shared import rpc
 from shared.errors import DomainError
 from shared.http_server import guarded_protocol
 from shared.jsonutil import json_response
-from shared.service_access import GATEWAY, OPERATOR, SERVICE_KEY_HEADER, caller_of, may_call
+from shared.service_access import GATEWAY, OPERATOR, ORDER, SERVICE_KEY_HEADER, caller_of, may_call
 from shared.settings import Settings
 from shared.validation import MAX_BODY_BYTES, BadJson, has_forbidden_text, parse_json_object
 
@@ -118,7 +118,7 @@ def install_probes(app: FastAPI, readiness: Readiness) -> None:
 
 
 def caller_keys(settings: Settings) -> dict[str, str]:
-    return {GATEWAY: settings.gateway_key, OPERATOR: settings.operator_key}
+    return {GATEWAY: settings.gateway_key, OPERATOR: settings.operator_key, ORDER: settings.order_key}
 
 
 def _refusal(status: int, code: str, message: str) -> JSONResponse:

@@ -23,7 +23,9 @@ FAULT_VARIABLES = ("TILLSTREAM_CRASH_AT", "TILLSTREAM_CRASH_MARKER_DIR", "TILLST
                    "TILLSTREAM_HOLD_AT", "TILLSTREAM_FAULTS_DIR")
 TEST_PAYMENT_GATEWAY = "test"
 PAYMENT_GATEWAYS = (TEST_PAYMENT_GATEWAY,)
-SECRET_VARIABLES = ("TILLSTREAM_ADMIN_KEY", "TILLSTREAM_ID_SECRET", "TILLSTREAM_GATEWAY_KEY", "TILLSTREAM_OPERATOR_KEY")
+SECRET_VARIABLES = ("TILLSTREAM_ADMIN_KEY", "TILLSTREAM_ID_SECRET", "TILLSTREAM_GATEWAY_KEY", "TILLSTREAM_OPERATOR_KEY",
+                    "TILLSTREAM_ORDER_KEY")
+CALLER_KEYS = ("TILLSTREAM_GATEWAY_KEY", "TILLSTREAM_OPERATOR_KEY", "TILLSTREAM_ORDER_KEY")
 
 
 def refuse(reason: str) -> None:
@@ -41,9 +43,11 @@ def check_process(settings: Settings) -> None:
     if settings.chaos:
         log.warning("fault injection is enabled (TILLSTREAM_CHAOS): never in production",
                     extra={"fields": {"armed_by": armed}})
-    gateway_key, operator_key = os.environ.get("TILLSTREAM_GATEWAY_KEY"), os.environ.get("TILLSTREAM_OPERATOR_KEY")
-    if gateway_key and gateway_key == operator_key:
-        refuse("TILLSTREAM_GATEWAY_KEY and TILLSTREAM_OPERATOR_KEY are the same key: each caller needs its own")
+    keys = [(name, os.environ.get(name)) for name in CALLER_KEYS]
+    for i, (name, key) in enumerate(keys):
+        for other, other_key in keys[i + 1:]:
+            if key and key == other_key:
+                refuse(f"{name} and {other} are the same key: each caller needs its own")
     if not settings.development:
         for name in SECRET_VARIABLES:
             if 0 < len(os.environ.get(name, "")) < MIN_KEY_LENGTH:

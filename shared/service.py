@@ -22,18 +22,19 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from shared import context, db, metrics, safety
+from shared import context, db, metrics, rpc, safety
 from shared.consumer import EventConsumer, Handler, IdempotentHandler
+from shared.contracts import SERVICES
 from shared.envelope import DomainEvent
 from shared.errors import DomainError
 from shared.eventstore import EventStore
 from shared.health import HEALTH, Hosted
 from shared.http_limits import BodyGuard, Render, internal_error_body
-from shared.internal import answer_bus_call, install_probes
+from shared.internal import answer_bus_call, caller_keys, install_probes
 from shared.kafka import ensure_topics, events_topic, make_producer
 from shared.logs import configure_logging, log_fields, route_template
 from shared.outbox import OutboxRelay
-from shared.settings import Settings, load_settings
+from shared.settings import Settings, load_settings, service_urls
 from shared.validation import MAX_BODY_BYTES
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ class ServiceContext:
     pool: Any
     store: Any
     extras: dict[str, Any] = field(default_factory=dict)  # e.g. the payment gateway
+    # The other services it calls, by name: their interfaces, in-process or over HTTP.
+    peers: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -75,6 +78,9 @@ class ServiceDefinition:
     interface: type
     operations: Callable[[ServiceContext], Any]
     migrations: Path | None = None
+    # The services whose operations it calls (name: interface), reached with its own key
+    # (shared/service_access.py) when they run apart.
+    peers: dict[str, type] = field(default_factory=dict)
     subscriptions: list[Subscription] = field(default_factory=list)
     # Called once the context exists, before consumers start (e.g. to wire a payment gateway).
     on_start: Callable[[ServiceContext], None] | None = None
@@ -138,8 +144,11 @@ class ServiceRuntime:
         self._producer: AIOKafkaProducer | None = None
         self._tasks: list[asyncio.Task] = []
 
-    async def start(self) -> ServiceContext:
+    async def start(self, peers: dict[str, Any] | None = None) -> ServiceContext:
+        """`peers`: the implementations of `definition.peers`, as this service calls them."""
         definition, settings = self.definition, self.settings
+        if set(peers or {}) != set(definition.peers):
+            raise ValueError(f"{definition.name} calls {sorted(definition.peers)}, given {sorted(peers or {})}")
         await db.migrate(settings.require_database_url(), definition.schema, definition.migrations)
         await ensure_topics(settings, sorted({definition.topic, *(t for s in definition.subscriptions
                                                                    for t in s.topics)}))
@@ -147,7 +156,7 @@ class ServiceRuntime:
         self._producer = make_producer(settings)
         await self._producer.start()
         store = EventStore(definition.schema, definition.topic)
-        self.ctx = ServiceContext(definition.name, settings, pool, store)
+        self.ctx = ServiceContext(definition.name, settings, pool, store, peers=dict(peers or {}))
         if definition.on_start is not None:
             definition.on_start(self.ctx)
         self.operations = definition.operations(self.ctx)
@@ -204,14 +213,21 @@ def create_service(definition: ServiceDefinition, settings: Settings | None = No
         definition.check_settings(settings)
     runtime = ServiceRuntime(definition, settings)
 
+    # The services it calls, over HTTP, as the caller it is (its own key).
+    urls = service_urls(SERVICES)
+    transport = rpc.Transport(caller_keys(settings).get(definition.name, ""))
+    peers: dict[str, Any] = {name: rpc.remote(interface, urls[name], transport.key, transport=transport)
+             for name, interface in definition.peers.items()}
+
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.ctx = await runtime.start()
+        app.state.ctx = await runtime.start(peers)
         freeze_startup_objects()
         try:
             yield
         finally:
             await runtime.stop()
+            await transport.close()
 
     app = FastAPI(title=f"tillstream-{definition.name}", lifespan=lifespan, openapi_url=None)
     # Bodies bounded before anything else reads them (a caller without a key included).

@@ -5,9 +5,10 @@ A caller shows its key in `X-Service-Key`. The gateway's key (`TILLSTREAM_GATEWA
 the operations the public dialects use and nothing else; the operator's key
 (`TILLSTREAM_OPERATOR_KEY`: `make run`'s demo data, reference-data loaders, the tests'
 set-up) opens only the loaders. A leaked gateway key cannot rewrite prices, coupons or stock;
-a leaked operator key cannot cancel or capture. No service calls another's operations (state
-crosses as events), so no service holds a key. With no key configured for a caller, nothing
-is accepted from it (fails closed); keys are compared in constant time.
+a leaked operator key cannot cancel or capture. The order service's key
+(`TILLSTREAM_ORDER_KEY`) opens what it calls of its participants when they run apart: the
+payment a GetCandy `process` creates, the completion saga's steps. With no key configured for
+a caller, nothing is accepted from it (fails closed); keys are compared in constant time.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ MIN_KEY_LENGTH = 32
 
 GATEWAY = "gateway"
 OPERATOR = "operator"
+ORDER = "order"  # the order service calling its participants (GetCandy's process, the saga's steps)
 
 # Kept in step with the services' interfaces (the Protocols in services/*/api.py) and the
 # gateway's calls; tests/test_internal_surfaces.py checks that every Protocol method belongs to
@@ -39,6 +41,9 @@ SCOPES: dict[str, dict[str, frozenset[str]]] = {
         "order": frozenset({"load_tax_rates", "load_countries"}),
         "shipping": frozenset({"load_reference"}),
         "payment": frozenset({"load_payment_methods"}),
+    },
+    ORDER: {
+        "payment": frozenset({"create_payment", "payment_methods"}),
     },
 }
 

@@ -84,6 +84,9 @@ class Settings:
     # its caller needs (shared/service_access.py); none configured: no such call is accepted.
     gateway_key: str = field(default_factory=lambda: os.environ.get("TILLSTREAM_GATEWAY_KEY", ""))
     operator_key: str = field(default_factory=lambda: os.environ.get("TILLSTREAM_OPERATOR_KEY", ""))
+    # The order service's key for calling its participants (cart, shipping, payment) when
+    # they run apart (shared/service_access.py); a system generates one for its processes.
+    order_key: str = field(default_factory=lambda: os.environ.get("TILLSTREAM_ORDER_KEY", ""))
     # Where the bus, /metrics and /readyz answer (shared/internal.py): never the public port.
     internal_listen: str = field(default_factory=lambda: os.environ.get("TILLSTREAM_INTERNAL_LISTEN",
                                                                          "127.0.0.1:8001"))
@@ -102,3 +105,10 @@ class Settings:
 
 def load_settings() -> Settings:
     return Settings()
+
+
+def service_urls(names: tuple[str, ...] | list[str]) -> dict[str, list[str]]:
+    """Where each service's instances answer when apart: `<NAME>_URL`, comma-separated when
+    there are several (the distributed topology's defaults: 8101, 8102, ... in `names`' order)."""
+    return {name: os.environ.get(f"{name.upper()}_URL", f"http://127.0.0.1:{8101 + i}").split(",")
+            for i, name in enumerate(names)}

@@ -135,6 +135,7 @@ async def order_pool(stack, order_schema):
 
 TEST_GATEWAY_KEY = "test-gateway-key"
 TEST_OPERATOR_KEY = "test-operator-key"
+TEST_ORDER_KEY = "test-order-key"
 SLOW_CLIENT_TIMEOUT_MS = 3000  # the header and body deadlines of the suite's systems
 
 
@@ -166,7 +167,7 @@ def system_config(stack, topology: str, instances: int):
         service_ports={n: [free_port() for _ in range(instances)] for n in SERVICE_NAMES},
         database_url=stack.database_url, bootstrap_servers=stack.bootstrap_servers,
         log_dir=stack.workdir / "logs" / name, admin_key="test-admin-key", id_secret=TEST_ID_SECRET,
-        gateway_key=TEST_GATEWAY_KEY, operator_key=TEST_OPERATOR_KEY,
+        gateway_key=TEST_GATEWAY_KEY, operator_key=TEST_OPERATOR_KEY, order_key=TEST_ORDER_KEY,
         # The contention tests want all their requests inside the system at once, not
         # admitted a few at a time (test_gateway_admission.py covers the limit). The crash
         # tests restart participants, which takes longer than a step's deadline: here

@@ -61,8 +61,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started = []
         recycling = None
         try:
-            for runtime in runtimes.values():
-                await runtime.start()
+            # A service that calls others starts once they have: it is given them in-process.
+            for runtime in sorted(runtimes.values(), key=lambda r: bool(r.definition.peers)):
+                await runtime.start({name: rpc.local(interface, runtimes[name].operations)
+                                     for name, interface in runtime.definition.peers.items()})
                 started.append(runtime)
             services = Services(cart=rpc.local(CartService, runtimes[cart.name].operations),
                                 order=rpc.local(OrderService, runtimes[order.name].operations),

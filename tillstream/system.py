@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -94,6 +95,7 @@ class SystemConfig:
     # The callers' credentials for services' operations over HTTP (shared/service_access.py):
     # the gateway's (its calls) and the operator's (reference-data loaders, System.call).
     gateway_key: str = ""
+    order_key: str = ""  # the order service's calls to its participants; generated at start if empty
     operator_key: str = ""
     # The internal listener of the gateway (or the one process), host:port; None: a free port.
     internal_listen: str | None = None
@@ -222,12 +224,15 @@ class System:
                                              durable=cfg.durable_postgres,
                                              settings=cfg.postgres_settings).start()
             self.database_url = self.postgres.dsn()
-        # Each process holds the keys it needs: the services and the one process check both
-        # callers' keys; the gateway alone holds only its own.
+        # Each process holds the keys it needs: the services and the one process check every
+        # caller's key (and the order service calls with its own); the gateway alone holds only its own.
         env = {**os.environ, **cfg.extra_env, "DATABASE_URL": self.database_url,
                "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "TILLSTREAM_ADMIN_KEY": cfg.admin_key,
                "TILLSTREAM_ID_SECRET": cfg.id_secret, "TILLSTREAM_GATEWAY_KEY": cfg.gateway_key,
-               "TILLSTREAM_OPERATOR_KEY": cfg.operator_key, "TILLSTREAM_INTERNAL_LISTEN": self.internal_listen,
+               "TILLSTREAM_OPERATOR_KEY": cfg.operator_key,
+               # Only this system's processes share it: generated unless given.
+               "TILLSTREAM_ORDER_KEY": cfg.order_key or os.environ.get("TILLSTREAM_ORDER_KEY") or secrets.token_hex(32),
+               "TILLSTREAM_INTERNAL_LISTEN": self.internal_listen,
                "PYTHONUNBUFFERED": "1"}
         if self.broker is not None:
             env = {**EMBEDDED_BROKER_GROUP_TIMEOUTS, **env}
@@ -237,13 +242,15 @@ class System:
             env.setdefault("BROKER_RECYCLE_AFTER_MESSAGES", str(BROKER_RECYCLE_AFTER_MESSAGES))
         if self.distributed:
             ports = cfg.ports()
+            # The services call each other (the order service its participants); the gateway
+            # holds neither their key nor the operator's.
+            urls = {f"{n.upper()}_URL": ",".join(f"http://127.0.0.1:{p}" for p in ports[n]) for n in SERVICE_NAMES}
             for name in SERVICE_NAMES:
                 for k, port in enumerate(ports[name]):
-                    self._add(name if k == 0 else f"{name}-{k + 1}", f"services.{name}.app:create_app", port, env,
-                              f"http://127.0.0.1:{port}")
-            urls = {f"{n.upper()}_URL": ",".join(f"http://127.0.0.1:{p}" for p in ports[n]) for n in SERVICE_NAMES}
+                    self._add(name if k == 0 else f"{name}-{k + 1}", f"services.{name}.app:create_app", port,
+                              {**env, **urls}, f"http://127.0.0.1:{port}")
             self._add("gateway", "services.gateway.app:create_app", cfg.gateway_port,
-                      {**env, **urls, "TILLSTREAM_OPERATOR_KEY": ""}, self.internal_url)
+                      {**env, **urls, "TILLSTREAM_OPERATOR_KEY": "", "TILLSTREAM_ORDER_KEY": ""}, self.internal_url)
         else:
             self._add(HOST, "tillstream.host:create_app", cfg.gateway_port, env, self.internal_url)
         self._record_pids()

@@ -33,7 +33,7 @@ from shared.internal import serving_internally
 from shared.logs import log_fields, route_template
 from shared.rpc import ServiceUnavailable
 from shared.service import create_internal_app, install_common
-from shared.settings import load_settings
+from shared.settings import load_settings, service_urls
 from shared.validation import MAX_BODY_BYTES
 
 log = logging.getLogger("tillstream.gateway")
@@ -100,12 +100,6 @@ def create_gateway(services: Services | None, internal: FastAPI, *, lifespan=Non
     return app
 
 
-def service_urls() -> dict[str, list[str]]:
-    """Each service's instances, from `<NAME>_URL` (comma-separated when there are several)."""
-    return {name: os.environ.get(f"{name.upper()}_URL", f"http://127.0.0.1:{8101 + i}").split(",")
-            for i, name in enumerate(SERVICES)}
-
-
 def create_app() -> FastAPI:
     """The gateway alone in its process: every operation is an HTTP call to its service."""
     from shared import safety
@@ -122,7 +116,7 @@ def create_app() -> FastAPI:
     from services.shipping.api import ShippingService
     from shared import rpc
 
-    urls = service_urls()
+    urls = service_urls(SERVICES)
     transport = rpc.Transport(settings.gateway_key)
     services = Services(cart=rpc.remote(CartService, urls["cart"], settings.gateway_key, transport=transport),
                         order=rpc.remote(OrderService, urls["order"], settings.gateway_key, transport=transport),
