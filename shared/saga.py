@@ -7,7 +7,8 @@ it, and its deadline. The last step is the pivot, run locally on the host aggreg
 
 The runner keeps each instance in the host service's `sagas` table (shared/sql/004_sagas.sql),
 changed in the same transaction as the commands it sends: commands are the events of the
-instance's own stream in the host service's store, so they reach Kafka through its outbox.
+instance's own stream in the host service's store, so they reach Kafka through its outbox,
+on a topic of their own (`order.saga`), never among the host aggregate's events.
 A crash anywhere resumes from the last committed step; an answer that does not fit the
 instance's state (a duplicate, or one that arrives after its deadline) changes nothing.
 
@@ -285,18 +286,20 @@ class SagaRunner:
     `project` updates read models in the same transaction as its events.
 
     The commands an instance sends are the events of its own stream (`<Name>Saga`, one per
-    instance, keyed by the host's id so they share its partition), appended to `store` (the
-    host service's), so a step that only sends a command need not load the host at all; the
-    host is loaded for a local step and for the end of a failed saga.
+    instance), appended to `store` (the host service's) and published on `topic`, keyed by
+    the host's id (the order number: one partition per order), so a step that only sends a
+    command need not load the host at all; the host is loaded for a local step and for the
+    end of a failed saga.
     """
 
     def __init__(self, saga: Saga, repository: Repository, project: Projector, settings: Settings,
-                 store: EventStore) -> None:
+                 store: EventStore, topic: str) -> None:
         self.saga = saga
         self.repository = repository
         self.project = project
         self.settings = settings
         self.store = store
+        self.topic = topic
         self.stream_type = f"{saga.name.title()}Saga"
 
     def begin(self, host: Aggregate, saga_id: str, data: dict[str, Any]) -> SagaInstance:
@@ -375,7 +378,8 @@ class SagaRunner:
         if not commands:
             return
         stored = await self.store.append(conn, aggregate_type=self.stream_type, aggregate_id=instance.id,
-                                         expected_version=instance.stream_version, events=commands, key=instance.key)
+                                         expected_version=instance.stream_version, events=commands, key=instance.key,
+                                         topic=self.topic)
         instance.stream_version += len(stored)
         if instance.status == RUNNING:
             instance.command_event_id = _command_id(self.saga, instance, stored)

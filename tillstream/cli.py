@@ -151,10 +151,9 @@ def events_tail(topic: str, from_beginning: bool = typer.Option(False, "--from-b
 @events_app.command("catalog")
 def events_catalog(as_json: bool = JSON) -> None:
     """Every event contract, by topic (docs/events/ has the schemas)."""
-    from tillstream.catalog import contract_name, events_by_service
+    from tillstream.catalog import contract_name, events_by_topic
 
-    catalogue = {f"{service}.events": [contract_name(c) for c in classes]
-                 for service, classes in events_by_service().items()}
+    catalogue = {topic: [contract_name(c) for c in classes] for topic, classes in events_by_topic().items()}
     if as_json:
         emit(catalogue)
         return

@@ -18,7 +18,7 @@ from rich.columns import Columns
 from rich.console import Group
 from rich.table import Table
 
-from shared.kafka import EVENT_TOPICS
+from shared.kafka import TOPICS
 from shared.lag import LagProbe, by_group
 from shared.outbox import outbox_status
 from tillstream.operations import CONSUMER_GROUPS, SERVICES, connect
@@ -50,8 +50,8 @@ async def take_reading(conn: asyncpg.Connection, probe: LagProbe) -> Reading:
     for row in saga_rows:
         sagas[row["status"]] = row["n"]
         sagas["oldest_age_s"] = max(sagas["oldest_age_s"], float(row["oldest"] or 0))
-    ends = await probe.ends(await probe.partitions(EVENT_TOPICS))
-    published = {topic: sum(end for tp, end in ends.items() if tp.topic == topic) for topic in EVENT_TOPICS}
+    ends = await probe.ends(await probe.partitions(TOPICS))
+    published = {topic: sum(end for tp, end in ends.items() if tp.topic == topic) for topic in TOPICS}
     lag = by_group(await probe.measure(CONSUMER_GROUPS, every_group=True))
     return Reading(time.monotonic(), appended, published, lag, outbox, dead_letters, sagas)
 

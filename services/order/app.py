@@ -6,10 +6,12 @@ from pathlib import Path
 import shared.contracts  # noqa: F401
 from services.order.api import api
 from services.order.consumers import run_expired_steps, run_unpaid_releases, subscriptions
+from shared.kafka import SAGA_TOPIC
 from shared.service import ServiceDefinition, create_service
 
 definition = ServiceDefinition(name="order", api=api, migrations=Path(__file__).parent / "migrations",
-                               subscriptions=subscriptions, tasks=[run_expired_steps, run_unpaid_releases])
+                               subscriptions=subscriptions, tasks=[run_expired_steps, run_unpaid_releases],
+                               other_topics=(SAGA_TOPIC,))
 
 
 def create_app():

@@ -19,7 +19,7 @@ from shared.contracts.order import DeliveryLine
 from shared.envelope import EventEnvelope
 from shared.eventstore import ConcurrencyConflict, EventStore
 from shared.ids import next_id
-from shared.kafka import events_topic
+from shared.kafka import SAGA_TOPIC, events_topic
 from shared.saga import SagaInstance, SagaRunner, encode_data
 from shared.settings import load_settings
 from shared.validation import INT32_MAX, ascii_int
@@ -33,8 +33,9 @@ async def project(conn: asyncpg.Connection, events: list[EventEnvelope]) -> None
     await apply_to_view(conn, *events)
 
 
-# Carries out the completion saga: started by `complete`, moved on by the saga worker.
-COMPLETION_RUNNER = SagaRunner(COMPLETION, ORDERS, project, load_settings(), ORDER_STORE)
+# Carries out the completion saga: started by `complete`, moved on by the saga worker. Its
+# commands go to `order.saga`: `order.events` carries the order's own events alone.
+COMPLETION_RUNNER = SagaRunner(COMPLETION, ORDERS, project, load_settings(), ORDER_STORE, SAGA_TOPIC)
 
 
 async def create_order(pool: asyncpg.Pool, *, currency: str = "USD", email: str | None = None,
