@@ -74,6 +74,8 @@ class SagaInstance:
     abort_requested: bool = False
     stream_version: int = 0  # commands sent: the events of the instance's own stream
     force_requested: bool = False  # an operator's order to stop waiting for the compensations
+    started_by: str | None = None  # the event that started it (CompletionRequested): the cause of what a
+    #                                deadline or an operator's abort makes it send
 
 
 # An answer moves the saga on with new data (a dict) or fails it (a Failure).
@@ -268,7 +270,7 @@ class Saga:
 
 # -- the runner (I/O) --------------------------------------------------------------------
 _COLUMNS = ("id, saga, key, correlation_id, data, step, status, invoked, pending, failure, command_event_id,"
-            " deadline_at, attempts, abort_requested, stream_version, force_requested")
+            " deadline_at, attempts, abort_requested, stream_version, force_requested, started_by")
 
 
 def _row_to_instance(row: asyncpg.Record) -> SagaInstance:
@@ -278,7 +280,8 @@ def _row_to_instance(row: asyncpg.Record) -> SagaInstance:
                         pending=list(row["pending"]), failure=Failure(**failure) if failure else None,
                         command_event_id=row["command_event_id"], deadline_at=row["deadline_at"],
                         attempts=row["attempts"], abort_requested=row["abort_requested"],
-                        stream_version=row["stream_version"], force_requested=row["force_requested"])
+                        stream_version=row["stream_version"], force_requested=row["force_requested"],
+                        started_by=row["started_by"])
 
 
 class SagaRunner:
@@ -304,14 +307,18 @@ class SagaRunner:
 
     def begin(self, host: Aggregate, saga_id: str, data: dict[str, Any]) -> SagaInstance:
         """An instance for `host`, whose start the caller is recording; `started` (in the
-        same transaction) sends its first command and stores it."""
+        same transaction, after the event that starts it) sends its first command and stores it."""
         return SagaInstance(id=saga_id, saga=self.saga.name, key=host.id,
                             correlation_id=context.current_correlation_id(), data=data)
 
-    async def started(self, conn: asyncpg.Connection, instance: SagaInstance) -> None:
+    async def started(self, conn: asyncpg.Connection, instance: SagaInstance, *, cause: str) -> None:
+        """Send the first command, caused by `cause` (the event that starts the saga, already
+        appended in this transaction), and store the instance."""
         decision = self.saga.begin(instance, self.settings, _now())
         assert decision.local is None and decision.finished is None, "a saga starts with a participant's step"
-        await self._send(conn, instance, decision.commands)
+        instance.started_by = cause
+        with context.caused_by(instance.correlation_id, cause):
+            await self._send(conn, instance, decision.commands)
         await conn.execute(f"INSERT INTO sagas ({_COLUMNS}, started_at, updated_at)"
                            f" VALUES ({', '.join(f'${i + 1}' for i in range(len(_values(instance))))}, now(), now())",
                            *_values(instance))
@@ -343,7 +350,8 @@ class SagaRunner:
                 instance = await self._lock(conn, "id = $1 AND deadline_at <= now()", row["id"], skip_locked=True)
                 if instance is None:
                     continue
-                with context.caused_by(instance.correlation_id, None):
+                # What a deadline or an abort makes it send is caused by the completion's request.
+                with context.caused_by(instance.correlation_id, instance.started_by):
                     decision = self.saga.expired(instance, self.settings, _now())
                     if decision is not None:
                         log.warning("saga step expired", extra={"fields": {
@@ -406,7 +414,7 @@ def _values(instance: SagaInstance) -> list:
             instance.status, instance.invoked, instance.pending,
             None if instance.failure is None else instance.failure.__dict__, instance.command_event_id,
             instance.deadline_at, instance.attempts, instance.abort_requested, instance.stream_version,
-            instance.force_requested]
+            instance.force_requested, instance.started_by]
 
 
 def _setting(settings: Settings, name: str) -> timedelta:
