@@ -116,6 +116,7 @@ def check_stream(number: str, records: list, elsewhere: dict[str, datetime]) -> 
                 f"{number}: {body['type']} occurred before its cause"
 
 
+@pytest.mark.both_topologies
 async def test_order_events_carries_one_stream_per_order_in_sequence_causes_first(gateway, stack,
                                                                                   single_use_coupon):
     numbers = await checkouts(gateway, single_use_coupon)
