@@ -35,7 +35,7 @@ from bench.harness import ROOT, bench_data, machine, ms, parse, results_path, ru
 from bench.soak import soak
 from bench.targets import parse_peer, request_p99, targets
 from bench.watch import ProcessWatch, Profiler, at_rest
-from shared.kafka import EVENT_TOPICS
+from shared.kafka import TOPICS
 from tillstream import operations
 from tillstream.demo import load_demo_data
 from tillstream.system import System
@@ -166,7 +166,7 @@ async def main(args: argparse.Namespace) -> dict:
                     level["saga_lag_ms"] = await saga_lag(system.database_url, level_started, level_ended)
                     level["subscriber_lag_ms"] = await subscriber_lag(system.database_url, level_started, level_ended)
                     level["broker_messages_held"] = await operations.messages_held(system.bootstrap_servers,
-                                                                                  EVENT_TOPICS)
+                                                                                  TOPICS)
                     if profiler:
                         await asyncio.to_thread(profiler.stop)
                     spent = watch.cpu_since(cpu_before)

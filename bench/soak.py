@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench.harness import ROOT, bench_data, machine, parse, results_path, run_level, system_config
 from bench.watch import ProcessWatch
-from shared.kafka import EVENT_TOPICS
+from shared.kafka import TOPICS
 from tillstream import operations
 from tillstream.demo import load_demo_data
 from tillstream.system import System
@@ -96,7 +96,7 @@ async def soak(args: argparse.Namespace) -> dict:
                                 "flow_p99_ms": level["flow_ms"]["p99"], "memory_mib": watch.memory_now(),
                                 "cpu_ms_per_checkout": cpu_ms,
                                 "broker_messages_held": await operations.messages_held(system.bootstrap_servers,
-                                                                                      EVENT_TOPICS)})
+                                                                                      TOPICS)})
                 print(f"[soak] minute {minute}: {json.dumps(minutes[-1])}", file=sys.stderr)
         result = {"started_at": started_at.isoformat(), "machine": machine() | {"speed_probe_ms": speed},
                   "topology": args.topology, "instances": args.instances, "concurrency": CONCURRENCY,

@@ -138,11 +138,14 @@ class Repository(Generic[A]):
         return stored
 
     async def _load_run_save(self, conn: asyncpg.Connection, aggregate_id: str, command: Callable[[A], None], *,
-                             key: str | None, project: Projector | None = None,
+                             key: str | None, project: Projector | None = None, then: Projector | None = None,
                              loaded: A | None = None) -> CommandResult[A]:
         aggregate = loaded if loaded is not None else await self.load(conn, aggregate_id)
         command(aggregate)
-        return CommandResult(aggregate, await self.save(conn, aggregate, key=key, project=project))
+        stored = await self.save(conn, aggregate, key=key, project=project)
+        if then is not None:
+            await then(conn, stored)
+        return CommandResult(aggregate, stored)
 
     async def execute(
         self,
@@ -152,14 +155,17 @@ class Repository(Generic[A]):
         *,
         key: str | None = None,
         project: Projector | None = None,
+        then: Projector | None = None,
         attempts: int = 50,
         loaded: A | None = None,
     ) -> CommandResult[A]:
         """Load, run `command`, append; on a concurrent append reload and run it again.
 
-        `project` updates read models in the same transaction (see `save`). Without it no
-        transaction is opened: the load needs none (the append's expected version guards
-        it) and the append is atomic on its own, which spares a `BEGIN` and a `COMMIT`.
+        `project` updates read models in the same transaction (see `save`); `then` runs in it
+        after the append, with the stored events (what they cause, e.g. a saga's first command,
+        is appended after them). Without either no transaction is opened: the load needs none
+        (the append's expected version guards it) and the append is atomic on its own, which
+        spares a `BEGIN` and a `COMMIT`.
         `loaded`: the aggregate as the caller just loaded it (and did not change), to run the
         first attempt on instead of loading it again; a conflict reloads as ever.
         """
@@ -167,11 +173,11 @@ class Repository(Generic[A]):
             first, loaded = loaded, None
             try:
                 async with pool.acquire() as conn:
-                    if project is None:
+                    if project is None and then is None:
                         return await self._load_run_save(conn, aggregate_id, command, key=key, loaded=first)
                     async with conn.transaction():
                         return await self._load_run_save(conn, aggregate_id, command, key=key, project=project,
-                                                         loaded=first)
+                                                         then=then, loaded=first)
             except ConcurrencyConflict:
                 await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         raise ConcurrencyConflict(self.cls.aggregate_type, aggregate_id, -1)

@@ -213,14 +213,15 @@ class IdempotentHandler:
     async def _publish_notice(self, store: EventStore, conn: asyncpg.Connection, letter_id: int,
                               message: ConsumerRecord, key: str | None, error: str) -> None:
         """Tell whoever waits for this message's effects that none will come (a saga, say):
-        a `<service>.MessageDeadLettered` event on this service's topic, keyed like the
-        message, so it follows it on the same partition."""
+        a `<service>.MessageDeadLettered` event on this service's topic, keyed by its own
+        stream id (`<consumer>/<letter id>`), not the message's key: an order's key carries
+        the order's stream alone. The saga finds its instance by the message's event id."""
         headers = dict(message.headers or ())
         notice = notice_type(store.schema)(consumer=self.name, original_event_id=headers.get("event_id", b"").decode(),
                                            original_type=headers.get("event_type", b"").decode(errors="replace"),
                                            original_key=key, error=error[:2000])
         await store.append(conn, aggregate_type="DeadLetter", aggregate_id=f"{self.name}/{letter_id}",
-                           expected_version=0, events=[notice], key=key)
+                           expected_version=0, events=[notice])
 
 
 class EventConsumer:

@@ -23,10 +23,11 @@ METADATA_COLUMNS = ("position, event_id, aggregate_type, aggregate_id, sequence,
 COLUMNS = METADATA_COLUMNS + ", payload"
 
 
-# One round trip (sql/003_append_events.sql): the writers' lock, the events, their outbox
-# rows and the relay's wake-up.
+# One round trip (sql/003_append_events.sql, 009_event_keys.sql): the writers' lock, the
+# events (with the key and topic they are published under), their outbox rows and the
+# relay's wake-up.
 APPEND = ("SELECT stored_position AS position, stored_event_id AS event_id"
-          " FROM append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)")
+          " FROM append_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)")
 
 
 # The largest event a command may store: well within what Kafka accepts in one message
@@ -97,11 +98,14 @@ class EventStore:
         expected_version: int,
         events: Sequence[DomainEvent],
         key: str | None = None,
+        topic: str | None = None,
         project: Projector | None = None,
     ) -> list[EventEnvelope]:
         """Append `events` after `expected_version`; raise ConcurrencyConflict if taken.
 
         `key` is the Kafka message key (the order number); it defaults to the aggregate id.
+        `topic` is where they are published; it defaults to the store's. Both are stored with
+        the events (`message_key`, `message_topic`), so a replay publishes them there again.
         `project` updates read models with the new envelopes in the same transaction, before
         the table lock is taken: call `append` last in a transaction, and the lock is held
         only for the insert and the commit. Without `project`, an append outside a transaction
@@ -115,10 +119,11 @@ class EventStore:
                                   sequence=expected_version + i + 1) for i, e in enumerate(events)]
         if project is not None:
             await project(conn, envelopes)
-        return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, expected_version=expected_version)
+        return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
+                                           expected_version=expected_version)
 
     async def append_envelopes(self, conn: asyncpg.Connection, envelopes: Sequence[EventEnvelope],
-                               *, key: str, expected_version: int) -> list[EventEnvelope]:
+                               *, key: str, expected_version: int, topic: str | None = None) -> list[EventEnvelope]:
         messages = [e.to_json() for e in envelopes]
         too_large = max(map(len, messages), default=0)
         if too_large > MAX_EVENT_BYTES:
@@ -133,10 +138,11 @@ class EventStore:
                 [e.type for e in envelopes], [e.version for e in envelopes],
                 [e.occurred_at for e in envelopes], [e.correlation_id for e in envelopes],
                 [e.causation_id for e in envelopes], [e.payload for e in envelopes],
-                self.topic, key, messages,
+                topic or self.topic, key, messages,
                 # As JSON text: asyncpg would read nested lists as array dimensions.
                 [json.dumps([[k, v.decode()] for k, v in e.kafka_headers()]) for e in envelopes],
                 self.notify_channel,
+                None if topic in (None, self.topic) else topic,  # recorded only when not the store's
             )
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "events_stream_sequence":

@@ -77,7 +77,7 @@ class BrokerRecycler:
         started = time.monotonic()
         self._counted = self._published()  # done or not, the next try comes after as many again
         consumers = [consumer for runtime in self.runtimes for consumer in runtime.consumers]
-        topics = sorted({runtime.definition.topic for runtime in self.runtimes})
+        topics = sorted({topic for runtime in self.runtimes for topic in runtime.definition.topics})
         admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap_servers)
         await admin.start()
         try:

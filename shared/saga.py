@@ -7,7 +7,8 @@ it, and its deadline. The last step is the pivot, run locally on the host aggreg
 
 The runner keeps each instance in the host service's `sagas` table (shared/sql/004_sagas.sql),
 changed in the same transaction as the commands it sends: commands are the events of the
-instance's own stream in the host service's store, so they reach Kafka through its outbox.
+instance's own stream in the host service's store, so they reach Kafka through its outbox,
+on a topic of their own (`order.saga`), never among the host aggregate's events.
 A crash anywhere resumes from the last committed step; an answer that does not fit the
 instance's state (a duplicate, or one that arrives after its deadline) changes nothing.
 
@@ -73,6 +74,8 @@ class SagaInstance:
     abort_requested: bool = False
     stream_version: int = 0  # commands sent: the events of the instance's own stream
     force_requested: bool = False  # an operator's order to stop waiting for the compensations
+    started_by: str | None = None  # the event that started it (CompletionRequested): the cause of what a
+    #                                deadline or an operator's abort makes it send
 
 
 # An answer moves the saga on with new data (a dict) or fails it (a Failure).
@@ -267,7 +270,7 @@ class Saga:
 
 # -- the runner (I/O) --------------------------------------------------------------------
 _COLUMNS = ("id, saga, key, correlation_id, data, step, status, invoked, pending, failure, command_event_id,"
-            " deadline_at, attempts, abort_requested, stream_version, force_requested")
+            " deadline_at, attempts, abort_requested, stream_version, force_requested, started_by")
 
 
 def _row_to_instance(row: asyncpg.Record) -> SagaInstance:
@@ -277,7 +280,8 @@ def _row_to_instance(row: asyncpg.Record) -> SagaInstance:
                         pending=list(row["pending"]), failure=Failure(**failure) if failure else None,
                         command_event_id=row["command_event_id"], deadline_at=row["deadline_at"],
                         attempts=row["attempts"], abort_requested=row["abort_requested"],
-                        stream_version=row["stream_version"], force_requested=row["force_requested"])
+                        stream_version=row["stream_version"], force_requested=row["force_requested"],
+                        started_by=row["started_by"])
 
 
 class SagaRunner:
@@ -285,30 +289,36 @@ class SagaRunner:
     `project` updates read models in the same transaction as its events.
 
     The commands an instance sends are the events of its own stream (`<Name>Saga`, one per
-    instance, keyed by the host's id so they share its partition), appended to `store` (the
-    host service's), so a step that only sends a command need not load the host at all; the
-    host is loaded for a local step and for the end of a failed saga.
+    instance), appended to `store` (the host service's) and published on `topic`, keyed by
+    the host's id (the order number: one partition per order), so a step that only sends a
+    command need not load the host at all; the host is loaded for a local step and for the
+    end of a failed saga.
     """
 
     def __init__(self, saga: Saga, repository: Repository, project: Projector, settings: Settings,
-                 store: EventStore) -> None:
+                 store: EventStore, topic: str) -> None:
         self.saga = saga
         self.repository = repository
         self.project = project
         self.settings = settings
         self.store = store
+        self.topic = topic
         self.stream_type = f"{saga.name.title()}Saga"
 
     def begin(self, host: Aggregate, saga_id: str, data: dict[str, Any]) -> SagaInstance:
         """An instance for `host`, whose start the caller is recording; `started` (in the
-        same transaction) sends its first command and stores it."""
+        same transaction, after the event that starts it) sends its first command and stores it."""
         return SagaInstance(id=saga_id, saga=self.saga.name, key=host.id,
                             correlation_id=context.current_correlation_id(), data=data)
 
-    async def started(self, conn: asyncpg.Connection, instance: SagaInstance) -> None:
+    async def started(self, conn: asyncpg.Connection, instance: SagaInstance, *, cause: str) -> None:
+        """Send the first command, caused by `cause` (the event that starts the saga, already
+        appended in this transaction), and store the instance."""
         decision = self.saga.begin(instance, self.settings, _now())
         assert decision.local is None and decision.finished is None, "a saga starts with a participant's step"
-        await self._send(conn, instance, decision.commands)
+        instance.started_by = cause
+        with context.caused_by(instance.correlation_id, cause):
+            await self._send(conn, instance, decision.commands)
         await conn.execute(f"INSERT INTO sagas ({_COLUMNS}, started_at, updated_at)"
                            f" VALUES ({', '.join(f'${i + 1}' for i in range(len(_values(instance))))}, now(), now())",
                            *_values(instance))
@@ -340,7 +350,8 @@ class SagaRunner:
                 instance = await self._lock(conn, "id = $1 AND deadline_at <= now()", row["id"], skip_locked=True)
                 if instance is None:
                     continue
-                with context.caused_by(instance.correlation_id, None):
+                # What a deadline or an abort makes it send is caused by the completion's request.
+                with context.caused_by(instance.correlation_id, instance.started_by):
                     decision = self.saga.expired(instance, self.settings, _now())
                     if decision is not None:
                         log.warning("saga step expired", extra={"fields": {
@@ -375,7 +386,8 @@ class SagaRunner:
         if not commands:
             return
         stored = await self.store.append(conn, aggregate_type=self.stream_type, aggregate_id=instance.id,
-                                         expected_version=instance.stream_version, events=commands, key=instance.key)
+                                         expected_version=instance.stream_version, events=commands, key=instance.key,
+                                         topic=self.topic)
         instance.stream_version += len(stored)
         if instance.status == RUNNING:
             instance.command_event_id = _command_id(self.saga, instance, stored)
@@ -402,7 +414,7 @@ def _values(instance: SagaInstance) -> list:
             instance.status, instance.invoked, instance.pending,
             None if instance.failure is None else instance.failure.__dict__, instance.command_event_id,
             instance.deadline_at, instance.attempts, instance.abort_requested, instance.stream_version,
-            instance.force_requested]
+            instance.force_requested, instance.started_by]
 
 
 def _setting(settings: Settings, name: str) -> timedelta:

@@ -88,6 +88,8 @@ class ServiceDefinition:
     tasks: list[Callable[[ServiceContext], Awaitable[None]]] = field(default_factory=list)
     # Refuses a start with settings the service cannot run safely with (shared/safety.py).
     check_settings: Callable[[Settings], None] | None = None
+    # Topics it publishes to besides its own (the order service's saga commands: `order.saga`).
+    other_topics: tuple[str, ...] = ()
 
     @property
     def schema(self) -> str:
@@ -96,6 +98,11 @@ class ServiceDefinition:
     @property
     def topic(self) -> str:
         return events_topic(self.name)
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Every topic it publishes to: its own first."""
+        return (self.topic, *self.other_topics)
 
 
 def consumer_groups(definition: ServiceDefinition) -> dict[str, list[Subscription]]:
@@ -150,8 +157,8 @@ class ServiceRuntime:
         if set(peers or {}) != set(definition.peers):
             raise ValueError(f"{definition.name} calls {sorted(definition.peers)}, given {sorted(peers or {})}")
         await db.migrate(settings.require_database_url(), definition.schema, definition.migrations)
-        await ensure_topics(settings, sorted({definition.topic, *(t for s in definition.subscriptions
-                                                                   for t in s.topics)}))
+        await ensure_topics(settings, sorted({*definition.topics, *(t for s in definition.subscriptions
+                                                                     for t in s.topics)}))
         pool = await db.create_pool(settings, definition.schema)
         self._producer = make_producer(settings)
         await self._producer.start()

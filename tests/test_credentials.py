@@ -10,52 +10,21 @@ import uuid
 from datetime import datetime, timezone
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.gateway.getcandy.ids import BASKET_LINES, BASKETS, ORDER_LINES, ORDERS, SHIPPING_LINES
 from shared import db
 from shared.contracts.order import guest_token_digest
 from shared.envelope import EventEnvelope
-from shared.kafka import EVENT_TOPICS
+from shared.kafka import TOPICS
 from tests.helpers.cli import cli
 from tests.helpers.getcandy import basket as candy_basket
 from tests.helpers.getcandy import placed_ready_order
+from tests.helpers.kafka import every_topic, read_all
 from tests.helpers.solidus import ADMIN, CARD, full_flow
 
 pytestmark = pytest.mark.usefixtures("getcandy_data")
 
 NOT_FOUND = {"error": {"http_code": 404, "message": "Resource not found"}}
-
-
-async def every_topic(settings) -> list[str]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await consumer.start()
-    try:
-        return sorted(t for t in await consumer.topics() if not t.startswith("__"))
-    finally:
-        await consumer.stop()
-
-
-async def read_all(settings, topic: str) -> list:
-    """Every record `topic` holds now, as a subscriber reading it from the beginning gets them."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
-                                fetch_max_wait_ms=10)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        assert partitions, topic
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends, records = await consumer.end_offsets(partitions), []
-        deadline = time.monotonic() + 30
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            assert time.monotonic() < deadline, f"{topic}: {len(records)} records read"
-            for batch in (await consumer.getmany(timeout_ms=100)).values():
-                records.extend(batch)
-        return records
-    finally:
-        await consumer.stop()
 
 
 def record_bytes(record) -> bytes:
@@ -94,7 +63,7 @@ async def test_no_topic_carries_a_guest_token_or_an_id_that_opens_an_order(gatew
     secrets += card_tokens
     assert len(secrets) >= 7
     topics = await every_topic(stack.settings())
-    assert set(EVENT_TOPICS) <= set(topics)
+    assert set(TOPICS) <= set(topics)
     read = 0
     for topic in topics:
         for record in await read_all(stack.settings(), topic):

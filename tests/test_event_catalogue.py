@@ -5,6 +5,7 @@ import json
 
 import yaml
 
+from shared.contracts.order import SAGA_COMMANDS
 from shared.envelope import EVENT_TYPES
 from tillstream import catalog
 
@@ -29,7 +30,11 @@ def test_every_event_has_a_schema_and_an_asyncapi_message():
         assert schema["properties"]["type"] == {"const": cls.event_type}
         assert name in messages and "traceparent" in messages[name]["headers"]["properties"]
     assert {c["address"] for c in spec["channels"].values()} == {
-        "cart.events", "order.events", "shipping.events", "payment.events"}
+        "cart.events", "order.events", "shipping.events", "payment.events", "order.saga"}
+    # The saga's commands have a topic of their own: order.events carries the order's events alone.
+    commands = {catalog.contract_name(command) for command in SAGA_COMMANDS}
+    assert not commands & set(spec["channels"]["orderEvents"]["messages"])
+    assert commands == set(spec["channels"]["orderSaga"]["messages"])
 
 
 def test_money_is_a_decimal_string_in_the_contract():

@@ -1,5 +1,6 @@
 """The example subscriber (examples/order_notifier.py) as a real process: it sees every
-event of an order once, in order, even when the events are published again."""
+event of an order once, in order, even when the events are published again, and nothing
+but orders' own events: every notification names an order, in that order's sequence."""
 from __future__ import annotations
 
 import ast
@@ -28,6 +29,11 @@ def test_the_example_imports_only_the_contract():
 
 async def test_the_notifier_sees_every_order_event_once_in_order(gateway, stack, tmp_path):
     db = tmp_path / "notifications.sqlite3"
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        before = await conn.fetchval('SELECT coalesce(max(position), 0) FROM "order".events')
+    finally:
+        await conn.close()
     notifier = subprocess.Popen([sys.executable, "-m", "examples.order_notifier", "--db", str(db),
                                  "--bootstrap", stack.bootstrap_servers, "--group", f"notifier-{time.time_ns()}"],
                                 stdout=subprocess.DEVNULL)
@@ -68,6 +74,58 @@ async def test_the_notifier_sees_every_order_event_once_in_order(gateway, stack,
         assert [r[0] for r in rows] == [str(e) for e in stored]  # each once, in the order's sequence
         assert [r[1] for r in rows] == list(range(1, len(stored) + 1))
         assert rows[0][2] == f"Order {number} was started" and "was placed" in rows[-1][2]
+        await every_notification_names_an_order_in_its_sequence(stack, db, number, before)
     finally:
         notifier.terminate()
         notifier.wait(10)
+
+
+async def every_notification_names_an_order_in_its_sequence(stack, db: Path, number: str, before: int) -> None:
+    """Every row the notifier wrote (it read the topic from the beginning) is an order's own
+    event under that order's number, each order's rows are its sequence 1..k, and those of
+    events stored since the test began name the test's order."""
+    with sqlite3.connect(db) as lite:
+        rows = lite.execute("SELECT event_id, order_number, sequence FROM notifications ORDER BY rowid").fetchall()
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        stored = {str(r["event_id"]): r for r in await conn.fetch(
+            'SELECT event_id, aggregate_type, aggregate_id, sequence, position FROM "order".events'
+            " WHERE event_id = ANY($1::uuid[])", [r[0] for r in rows])}
+    finally:
+        await conn.close()
+    sequences: dict[str, list[int]] = {}
+    for event_id, order_number, sequence in rows:
+        event = stored[event_id]
+        assert (event["aggregate_type"], event["aggregate_id"], event["sequence"]) == ("Order", order_number, sequence)
+        if event["position"] > before:
+            assert order_number == number, f"a notification for {order_number}, not an order of this test"
+        sequences.setdefault(order_number, []).append(sequence)
+    for order_number, seen in sequences.items():
+        assert seen == list(range(1, len(seen) + 1)), (order_number, seen)
+
+
+async def test_the_notifier_holds_an_event_until_the_earlier_ones_of_its_order_arrive(tmp_path):
+    from examples.order_notifier import OrderNotifier
+    from shared.contracts.order import OrderCanceled, OrderEmailChanged
+    from shared.envelope import envelope_for
+
+    notifier = OrderNotifier(str(tmp_path / "n.sqlite3"), "127.0.0.1:1")
+    events = [envelope_for(event, aggregate_type="Order", aggregate_id="R1", sequence=n) for n, event in
+              enumerate([OrderEmailChanged(number="R1", email="a@b.c"), OrderEmailChanged(number="R1", email="d@e.f"),
+                         OrderCanceled(number="R1", completion_request_id="c1")], start=1)]
+
+    def receive(envelope) -> list[int]:
+        ready = notifier.receive("R1", envelope)
+        for event in ready:
+            notifier.record(event)
+        return [e.sequence for e in ready]
+
+    assert receive(events[0]) == [1]
+    assert receive(events[2]) == []  # 2 is missing: 3 waits
+    assert receive(events[0]) == []  # a redelivery
+    assert receive(events[1]) == [2, 3]
+    notice = envelope_for(OrderCanceled(number="R1", completion_request_id="c1"), aggregate_type="DeadLetter",
+                          aggregate_id="x/1", sequence=1)
+    assert notifier.receive("x/1", notice) == []  # not an order's event
+    await notifier.consumer.stop()
+

@@ -11,7 +11,7 @@ import asyncpg
 from shared.contracts.cart import LineItemAdded, VariantSnapshot
 from shared.envelope import envelope_for
 from tests.helpers.cli import cli
-from tests.helpers.kafka import publish
+from tests.helpers.kafka import every_topic, publish, read_all
 from tests.helpers.solidus import ADMIN, CARD, V1, full_flow
 
 
@@ -86,7 +86,14 @@ async def test_a_rebuilt_order_view_equals_the_live_one_and_independent_totals(g
     assert complete.status_code == 200
     before = await counts(stack)
     result = json.loads(cli(stack, "projections", "rebuild", "order_view", "--json").stdout)
-    assert result["events"] >= sum(before[f"{s}.events"] for s in ("cart", "order", "shipping", "payment"))
+    # Every stored event but the completion saga's commands, which say nothing of an order's state.
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        commands = await conn.fetchval('SELECT count(*) FROM "order".events'
+                                       " WHERE aggregate_type = 'CompletionSaga'")
+    finally:
+        await conn.close()
+    assert result["events"] >= sum(before[f"{s}.events"] for s in ("cart", "order", "shipping", "payment")) - commands
     after = await counts(stack)
     assert after["view"] == before["view"] and after["lines"] == before["lines"]
     # Independently of any stream: 3 × 19.99 + Ground 10.00 − the 10off coupon.
@@ -172,3 +179,58 @@ async def test_outbox_status_shows_a_row_the_broker_refused_and_nothing_left_beh
         await conn.close()
     status = json.loads(cli(stack, "outbox", "status", "--json").stdout)
     assert all(r["key"] != key for r in status["payment"]["parked_rows"])
+
+
+async def live_copies(stack, topics: list[str], wanted: set[str]) -> dict[str, set[tuple[str, int, bytes]]]:
+    """Per event id of `wanted`: every (topic, partition, key) a copy of it is on, once each
+    has at least one (the relay publishes shortly after the commit)."""
+    deadline = time.monotonic() + 30
+    while True:
+        found: dict[str, set[tuple[str, int, bytes]]] = {}
+        present = set(await every_topic(stack.settings()))
+        for topic in topics:
+            for record in await read_all(stack.settings(), topic) if topic in present else []:
+                event_id = json.loads(record.value)["event_id"]
+                if event_id in wanted:
+                    found.setdefault(event_id, set()).add((topic, record.partition, record.key))
+        if wanted <= found.keys():
+            return found
+        assert time.monotonic() < deadline, f"{len(wanted - found.keys())} events never published"
+        await asyncio.sleep(0.3)
+
+
+async def test_replayed_copies_keep_key_topic_and_partition(gateway, stack):
+    """A replay sends each event where the relay did: the same topic, under the same key, so
+    to the same partition. The saga's commands (stream CompletionSaga, keyed by the order
+    number) included, and a compensating completion's too (a declined card)."""
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        before = await conn.fetchval('SELECT coalesce(max(position), 0) FROM "order".events')
+    finally:
+        await conn.close()
+    completed, *_ = await full_flow(gateway, card=CARD)
+    declined, _, _, refused = await full_flow(gateway, card={**CARD, "number": "4000000000000002"})
+    assert refused.status_code == 422, refused.text
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        rows = await conn.fetch(
+            'SELECT event_id::text, aggregate_type, aggregate_id FROM "order".events WHERE position > $1'
+            ' AND (aggregate_id = ANY($2) OR aggregate_id IN (SELECT id FROM "order".sagas WHERE key = ANY($2)))',
+            before, [completed, declined])
+    finally:
+        await conn.close()
+    assert {r["aggregate_type"] for r in rows} == {"Order", "CompletionSaga"}
+    topics = ["order.events", "order.saga"]
+    live = await live_copies(stack, topics, {r["event_id"] for r in rows})
+    assert all(len(copies) == 1 for copies in live.values()), live
+    for row in rows:  # live, every event of an order's completion is keyed by the order number
+        (_, _, key), = live[row["event_id"]]
+        assert key.decode() in {completed, declined}, row
+        assert row["aggregate_type"] != "Order" or key.decode() == row["aggregate_id"], row
+
+    replayed = json.loads(cli(stack, "replay", "--service", "order", "--from", str(before), "--json").stdout)
+    assert replayed["replayed"] >= len(rows)
+    copies = await live_copies(stack, topics, set(live))
+    moved = {event_id: sorted(copies[event_id] - places) for event_id, places in live.items()
+             if copies[event_id] != places}
+    assert not moved, f"replayed copies elsewhere than the live ones: {moved}"

@@ -1,8 +1,9 @@
 """The event catalogue, generated from the contract models in `shared.contracts`.
 
 `docs/events/` holds one JSON Schema per event (the whole envelope, with that event's
-payload) named by its stable contract name, `asyncapi.yaml` (AsyncAPI 3.0: the four
-topics, their messages and Kafka headers) and `README.md` (a table). A test fails when
+payload) named by its stable contract name, `asyncapi.yaml` (AsyncAPI 3.0: the topics,
+each service's `<service>.events` and the completion saga's `order.saga`, their messages and
+Kafka headers) and `README.md` (a table). A test fails when
 the committed catalogue differs from what the models generate: run
 `python -m tillstream.catalog` after changing a contract.
 """
@@ -15,7 +16,10 @@ from pathlib import Path
 import yaml
 
 from shared.contracts import SERVICES  # (importing registers every event type)
+from shared.contracts.dead_letters import DeadLetterNotice
+from shared.contracts.order import SAGA_COMMANDS
 from shared.envelope import EVENT_TYPES, DomainEvent
+from shared.kafka import SAGA_TOPIC
 
 ROOT = Path(__file__).resolve().parent.parent
 CATALOG_DIR = ROOT / "docs" / "events"
@@ -88,18 +92,49 @@ def events_by_service() -> dict[str, list[type[DomainEvent]]]:
     return grouped
 
 
+def topic_of(cls: type[DomainEvent]) -> str:
+    """The topic a contract is published on: the completion saga's commands on `order.saga`,
+    every other event on its service's `<service>.events`."""
+    return SAGA_TOPIC if cls in SAGA_COMMANDS else f"{cls.event_type.split('.')[0]}.events"
+
+
+def events_by_topic() -> dict[str, list[type[DomainEvent]]]:
+    grouped: dict[str, list[type[DomainEvent]]] = {}
+    for classes in events_by_service().values():
+        for cls in classes:
+            grouped.setdefault(topic_of(cls), []).append(cls)
+    return grouped
+
+
+CHANNELS = {
+    "events": ("Events", "The {service} service's own events, keyed by order number: per order one stream, its"
+                         " sequence 1..n in order (and the service's dead-letter notices, each keyed by its own"
+                         " id)."),
+    "saga": ("Saga", "The completion saga's commands to its participants (cart, shipping, payment), keyed by"
+                     " order number; each saga instance is a stream of its own (aggregate type CompletionSaga,"
+                     " aggregate id the saga's request id)."),
+}
+
+
+def message_key(cls: type[DomainEvent]) -> str:
+    if issubclass(cls, DeadLetterNotice):
+        return "the notice's own stream id (its aggregate id: consumer/letter id)"
+    return "order number"
+
+
 def asyncapi() -> dict:
-    grouped = events_by_service()
     channels, operations, messages = {}, {}, {}
-    for service, classes in grouped.items():
-        channel = f"{service}Events"
+    for topic, classes in events_by_topic().items():
+        service, kind = topic.split(".")
+        suffix, description = CHANNELS[kind]
+        channel = f"{service}{suffix}"
         names = [contract_name(c) for c in classes]
         channels[channel] = {
-            "address": f"{service}.events",
-            "description": f"Events of the {service} service, keyed by order number (per-order order holds).",
+            "address": topic,
+            "description": description.format(service=service),
             "messages": {n: {"$ref": f"#/components/messages/{n}"} for n in names},
         }
-        operations[f"receive{service.capitalize()}Events"] = {
+        operations[f"receive{service.capitalize()}{suffix}"] = {
             "action": "receive", "channel": {"$ref": f"#/channels/{channel}"},
             "messages": [{"$ref": f"#/channels/{channel}/messages/{n}"} for n in names],
         }
@@ -109,7 +144,7 @@ def asyncapi() -> dict:
                 "summary": (cls.__doc__ or "").strip().split("\n")[0] or cls.event_type,
                 "headers": HEADERS,
                 "payload": {"$ref": f"./{contract_name(cls)}.json"},
-                "bindings": {"kafka": {"key": {"type": "string", "description": "order number"}}},
+                "bindings": {"kafka": {"key": {"type": "string", "description": message_key(cls)}}},
             }
     return {
         "asyncapi": "3.0.0",
@@ -125,12 +160,12 @@ def render() -> dict[str, str]:
     """Every catalogue file: name → content."""
     files: dict[str, str] = {}
     rows = ["| contract | topic | summary |", "|---|---|---|"]
-    for service, classes in events_by_service().items():
+    for topic, classes in events_by_topic().items():
         for cls in classes:
             name = contract_name(cls)
             files[f"{name}.json"] = json.dumps(envelope_schema(cls), indent=2, sort_keys=False) + "\n"
             summary = " ".join((cls.__doc__ or "").split()) or "—"
-            rows.append(f"| [`{name}`]({name}.json) | `{service}.events` | {summary} |")
+            rows.append(f"| [`{name}`]({name}.json) | `{topic}` | {summary} |")
     files["asyncapi.yaml"] = yaml.safe_dump(asyncapi(), sort_keys=False, width=110)
     files["README.md"] = (
         "# Event catalogue\n\nGenerated by `python -m tillstream.catalog` from `shared/contracts/`; do not edit.\n"

@@ -151,10 +151,9 @@ def events_tail(topic: str, from_beginning: bool = typer.Option(False, "--from-b
 @events_app.command("catalog")
 def events_catalog(as_json: bool = JSON) -> None:
     """Every event contract, by topic (docs/events/ has the schemas)."""
-    from tillstream.catalog import contract_name, events_by_service
+    from tillstream.catalog import contract_name, events_by_topic
 
-    catalogue = {f"{service}.events": [contract_name(c) for c in classes]
-                 for service, classes in events_by_service().items()}
+    catalogue = {topic: [contract_name(c) for c in classes] for topic, classes in events_by_topic().items()}
     if as_json:
         emit(catalogue)
         return
@@ -183,11 +182,12 @@ def replay(service: str = typer.Option(..., "--service", help="cart, order, ship
            until: Optional[str] = typer.Option(None, "--until", help="A position, or a time (exclusive)"),
            rate: Optional[float] = typer.Option(None, "--rate", help="At most this many events per second"),
            as_json: bool = JSON) -> None:
-    """Publish a service's stored events to its topic again. Consumers are idempotent, so
-    state does not change and no external effect (a payment) fires again."""
+    """Publish a service's stored events again, each to the topic and under the key it was
+    published with (so to its live partition). Consumers are idempotent, so state does not
+    change and no external effect (a payment) fires again."""
     service_name(service)
     until_position, until_time = _position_or_time(until)
-    with progress_bar(f"replaying {service}.events") as bar:
+    with progress_bar(f"replaying {service}'s events") as bar:
         task = bar.add_task("replay", total=None)
         sent = asyncio.run(ops.replay(dsn(), bootstrap(), service, from_position=from_position,
                                       until_position=until_position, since=since, until=until_time, rate=rate,

@@ -189,12 +189,17 @@ async def purge_dead_letters(dsn: str, service: str, *, letter_id: int | None, r
 
 
 # -- replay -----------------------------------------------------------------------------
+_ENVELOPE_COLUMNS = [c.strip() for c in COLUMNS.split(",")]
+
+
 async def replay(dsn: str, bootstrap: str, service: str, *, from_position: int = 0, until_position: int | None = None,
                  since: datetime | None = None, until: datetime | None = None, rate: float | None = None,
                  progress: Callable[[int, int], None] | None = None, batch_size: int = 500) -> int:
-    """Publish stored events of a service to its topic again, keyed by order number,
-    in global order. Consumers are idempotent, so a replay changes no state and fires
-    no external effect twice; it serves subscribers that lost their data."""
+    """Publish stored events of a service again, in global order, each to the topic and
+    under the key it was published with (`events.message_topic`, `events.message_key`:
+    shared/sql/009_event_keys.sql), so every copy lands on its live partition (the producer
+    hashes keys as the outbox relay's does). Consumers are idempotent, so a replay changes
+    no state and fires no external effect twice; it serves subscribers that lost their data."""
     schema = service_schema(service)
     conn = await connect(dsn)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
@@ -211,21 +216,22 @@ async def replay(dsn: str, bootstrap: str, service: str, *, from_position: int =
         total = await conn.fetchval(f'SELECT count(*) FROM "{schema}".events WHERE {condition}', *args)
         sent, last, started = 0, from_position, time.monotonic()
         while sent < total:
-            rows = await conn.fetch(f'SELECT {COLUMNS} FROM "{schema}".events WHERE {condition}'
+            rows = await conn.fetch(f"SELECT {COLUMNS}, coalesce(message_topic, '{schema}.events') AS message_topic,"
+                                    " coalesce(message_key, aggregate_id) AS message_key"
+                                    f' FROM "{schema}".events WHERE {condition}'
                                     f" ORDER BY position LIMIT {batch_size}", last, *args[1:])
             if not rows:
                 break
             acks = []
             for row in rows:
                 # Published as subscribers read it, never as stored (v1 events may hold a credential).
-                envelope = upcast(stored_envelope(row))
+                envelope = upcast(stored_envelope({c: row[c] for c in _ENVELOPE_COLUMNS}))
                 if rate:
                     ahead = sent / rate - (time.monotonic() - started)
                     if ahead > 0:
                         await asyncio.sleep(ahead)
-                acks.append(await producer.send(f"{schema}.events", value=envelope.to_json(),
-                                                key=envelope.aggregate_id.encode(),
-                                                headers=envelope.kafka_headers()))
+                acks.append(await producer.send(row["message_topic"], value=envelope.to_json(),
+                                                key=row["message_key"].encode(), headers=envelope.kafka_headers()))
                 sent += 1
                 last = row["position"]
             await asyncio.gather(*acks)
@@ -288,11 +294,11 @@ async def saga_status(dsn: str, saga_id: str) -> str | None:
 # to the same topics at the same pace share a group: shared/service.py `consumer_groups`; a unit test holds
 # this list to the services' definitions).
 CONSUMER_GROUPS = {
-    "cart.completion": ["order.events"],
+    "cart.completion": ["order.saga"],
     "cart.orders": ["order.events"],
     "order.view+saga": ["cart.events", "payment.events", "shipping.events"],
-    "shipping.orders": ["order.events"],
-    "payment.orders": ["order.events"],
+    "shipping.orders": ["order.events", "order.saga"],
+    "payment.orders": ["order.events", "order.saga"],
 }
 
 
@@ -325,9 +331,14 @@ async def messages_held(bootstrap: str, topics: list[str] | tuple[str, ...]) -> 
         await probe.stop()
 
 
-async def stored_events(conn: asyncpg.Connection) -> int:
-    """Events in the four stores together."""
-    return sum([await conn.fetchval(f'SELECT count(*) FROM "{s}".events') for s in SERVICES])
+# The events a rebuild folds: all but the completion saga's streams (its commands to the
+# participants say nothing of an order's state: what they ask for shows once answered).
+FOLDED = "aggregate_type <> 'CompletionSaga'"
+
+
+async def stored_events(conn: asyncpg.Connection, where: str = "true") -> int:
+    """Events in the four stores together (those `where` holds for)."""
+    return sum([await conn.fetchval(f'SELECT count(*) FROM "{s}".events WHERE {where}') for s in SERVICES])
 
 
 async def rebuild_order_view(dsn: str, progress: Callable[[int, int], None] | None = None,
@@ -350,7 +361,7 @@ async def rebuild_order_view(dsn: str, progress: Callable[[int, int], None] | No
     try:
         view = MemoryOrderView()
         marks = {s: 0 for s in SERVICES}
-        total = await stored_events(conn)
+        total = await stored_events(conn, FOLDED)
         done = await _fold(conn, marks, view, batch_size, progress, total)
         async with conn.transaction():
             # Replacing the contents (not the tables) keeps the services' prepared
@@ -376,7 +387,7 @@ async def _fold(conn, marks: dict[str, int], view, batch_size: int, progress, to
 
     stores = " UNION ALL ".join(
         f"SELECT {METADATA_COLUMNS}, payload::text AS payload_json, {rank} AS store FROM \"{service}\".events"
-        f" WHERE position > ${rank + 1}" for rank, service in enumerate(SERVICES))
+        f" WHERE position > ${rank + 1} AND {FOLDED}" for rank, service in enumerate(SERVICES))
     query = f"SELECT * FROM ({stores}) merged ORDER BY occurred_at, sequence, store, position"
     done = 0
     async with conn.transaction():  # a cursor lives in a transaction

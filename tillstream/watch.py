@@ -4,7 +4,8 @@ when a person would rather look than query Prometheus.
 Each reading takes the figures from where they are kept (the stores, the outboxes, the
 broker), not from a service's /metrics, so it works on any topology with only the database
 and the broker in reach. Throughput is the difference between two readings: events appended
-(the stores' highest position) and published (the events topics' measured ends) per second.
+(the stores' highest position) and published (the measured ends of the topics each relay publishes
+to) per second.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from rich.columns import Columns
 from rich.console import Group
 from rich.table import Table
 
-from shared.kafka import EVENT_TOPICS
+from shared.kafka import TOPICS
 from shared.lag import LagProbe, by_group
 from shared.outbox import outbox_status
 from tillstream.operations import CONSUMER_GROUPS, SERVICES, connect
@@ -50,8 +51,8 @@ async def take_reading(conn: asyncpg.Connection, probe: LagProbe) -> Reading:
     for row in saga_rows:
         sagas[row["status"]] = row["n"]
         sagas["oldest_age_s"] = max(sagas["oldest_age_s"], float(row["oldest"] or 0))
-    ends = await probe.ends(await probe.partitions(EVENT_TOPICS))
-    published = {topic: sum(end for tp, end in ends.items() if tp.topic == topic) for topic in EVENT_TOPICS}
+    ends = await probe.ends(await probe.partitions(TOPICS))
+    published = {topic: sum(end for tp, end in ends.items() if tp.topic == topic) for topic in TOPICS}
     lag = by_group(await probe.measure(CONSUMER_GROUPS, every_group=True))
     return Reading(time.monotonic(), appended, published, lag, outbox, dead_letters, sagas)
 
@@ -68,8 +69,9 @@ def figures(before: Reading, now: Reading) -> dict:
         "seconds": round(seconds, 3),
         "services": {service: {
             "appended_per_s": round(_per_second(before.appended[service], now.appended[service], seconds), 2),
-            "published_per_s": round(_per_second(before.published[f"{service}.events"],
-                                                 now.published[f"{service}.events"], seconds), 2),
+            # Every topic its relay publishes to (the order service's: order.events and order.saga).
+            "published_per_s": round(sum(_per_second(before.published[topic], now.published[topic], seconds)
+                                         for topic in TOPICS if topic.startswith(f"{service}.")), 2),
             "outbox": {k: now.outbox[service][k] for k in ("unpublished", "oldest_age_s", "parked")},
             "dead_letters": now.dead_letters[service]} for service in SERVICES},
         "lag": {group: {k: status[k] for k in ("topics", "partitions", "lag", "detail")}

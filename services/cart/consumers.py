@@ -6,7 +6,7 @@ import asyncpg
 from services.cart.commands import lock_cart, unlock_cart
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
-from shared.kafka import events_topic
+from shared.kafka import SAGA_TOPIC, events_topic
 from shared.service import Subscription
 
 
@@ -30,8 +30,9 @@ async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> N
 
 
 subscriptions = [
-    # A completion waits for the cart's answer: fetched without the background delay.
-    Subscription(name="completion", topics=[events_topic("order")], handler=on_completion_step,
+    # A completion waits for the cart's answer: fetched without the background delay. The
+    # saga's commands come on their own topic, not among the order's events.
+    Subscription(name="completion", topics=[SAGA_TOPIC], handler=on_completion_step,
                  event_types=(o.CartLockRequested, o.CartUnlockRequested)),
     Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event,
                  event_types=(o.OrderCompleted, o.OrderCanceled),

@@ -8,12 +8,14 @@ from services.order.api import OrderService
 from services.order.consumers import run_expired_steps, run_unpaid_releases, subscriptions
 from services.order.operations import OrderOperations
 from services.payment.api import PaymentService
+from shared.kafka import SAGA_TOPIC
 from shared.service import ServiceDefinition, create_service
 
 definition = ServiceDefinition(name="order", interface=OrderService, operations=OrderOperations,
                                peers={"payment": PaymentService},
                                migrations=Path(__file__).parent / "migrations",
-                               subscriptions=subscriptions, tasks=[run_expired_steps, run_unpaid_releases])
+                               subscriptions=subscriptions, tasks=[run_expired_steps, run_unpaid_releases],
+                               other_topics=(SAGA_TOPIC,))
 
 
 def create_app():

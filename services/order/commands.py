@@ -15,11 +15,11 @@ from services.order.projections import apply_to_view
 from services.order.saga import COMPLETION
 from services.order.view import read_order
 from shared.aggregate import CommandResult, DomainError, Repository, not_found
-from shared.contracts.order import DeliveryLine
+from shared.contracts.order import CompletionRequested, DeliveryLine
 from shared.envelope import EventEnvelope
 from shared.eventstore import ConcurrencyConflict, EventStore
 from shared.ids import next_id
-from shared.kafka import events_topic
+from shared.kafka import SAGA_TOPIC, events_topic
 from shared.saga import SagaInstance, SagaRunner, encode_data
 from shared.settings import load_settings
 from shared.validation import INT32_MAX, ascii_int
@@ -33,8 +33,9 @@ async def project(conn: asyncpg.Connection, events: list[EventEnvelope]) -> None
     await apply_to_view(conn, *events)
 
 
-# Carries out the completion saga: started by `complete`, moved on by the saga worker.
-COMPLETION_RUNNER = SagaRunner(COMPLETION, ORDERS, project, load_settings(), ORDER_STORE)
+# Carries out the completion saga: started by `complete`, moved on by the saga worker. Its
+# commands go to `order.saga`: `order.events` carries the order's own events alone.
+COMPLETION_RUNNER = SagaRunner(COMPLETION, ORDERS, project, load_settings(), ORDER_STORE, SAGA_TOPIC)
 
 
 async def create_order(pool: asyncpg.Pool, *, currency: str = "USD", email: str | None = None,
@@ -144,11 +145,12 @@ async def complete(pool: asyncpg.Pool, number: str, *, guest_token: str | None =
         started[:] = [COMPLETION_RUNNER.begin(order, request_id, encode_data(
             {"lines": [line.model_dump() for line in lines], "tax_rate": facts["tax_rate"]}))]
 
-    async def project_and_start(conn: asyncpg.Connection, events: list[EventEnvelope]) -> None:
-        await project(conn, events)
-        await COMPLETION_RUNNER.started(conn, started[0])
+    async def start(conn: asyncpg.Connection, stored: list[EventEnvelope]) -> None:
+        # After the CompletionRequested is appended: the saga's first command follows its cause.
+        requested = next(e for e in stored if e.type == CompletionRequested.event_type)
+        await COMPLETION_RUNNER.started(conn, started[0], cause=str(requested.event_id))
 
-    return await ORDERS.execute(pool, number, request, project=project_and_start)
+    return await ORDERS.execute(pool, number, request, project=project, then=start)
 
 
 async def advance(pool: asyncpg.Pool, number: str, *, require_email: bool = True,

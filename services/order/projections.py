@@ -30,11 +30,11 @@ async def apply_to_view(conn: asyncpg.Connection, *envelopes: EventEnvelope) -> 
     await fold_all(SqlOrderView(conn), envelopes)
 
 
-# Not about an order's own state, so not folded, stamped or notified: the completion saga's
-# commands to other services (what they ask for shows when it is answered), and the notices
-# of dead-lettered messages.
-NOT_FOLDED = frozenset({*(command.event_type for command in o.SAGA_COMMANDS),
-                        *(f"{service}.MessageDeadLettered" for service in SERVICES)})
+# Not about an order's own state, so not folded, stamped or notified: the notices of
+# dead-lettered messages, which the services' topics carry among their events (keyed by
+# their own ids). The completion saga's commands never reach the view: they are on
+# `order.saga`, and a rebuild leaves their streams out (tillstream/operations.py `_fold`).
+NOT_FOLDED = frozenset(f"{service}.MessageDeadLettered" for service in SERVICES)
 
 
 async def fold_all(view: SqlOrderView | MemoryOrderView, envelopes: Sequence[EventEnvelope],

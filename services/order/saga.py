@@ -1,7 +1,7 @@
 """The completion saga: what Solidus's `complete` and GetCandy's `process` run.
 
 Read top to bottom; this is the only place its steps are listed. `shared/saga.py` runs it:
-each participant's step is a command on `order.events` answered on the participant's topic,
+each participant's step is a command on `order.saga` answered on the participant's topic,
 with a deadline; a failure compensates every step taken, the failing one included, and
 leaves the order where `Failure.state` says. The diagram in the README is `COMPLETION.mermaid()`.
 

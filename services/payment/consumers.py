@@ -7,7 +7,7 @@ from services.payment.commands import process_payments, settle_cancellation, voi
 from services.payment.gateway import BogusGateway
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
-from shared.kafka import events_topic
+from shared.kafka import SAGA_TOPIC, events_topic
 from shared.service import Subscription
 
 _gateway: BogusGateway | None = None
@@ -33,6 +33,7 @@ async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> N
             await settle_cancellation(conn, _gateway, envelope.aggregate_id)
 
 
-subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event,
+# The order's events and the completion saga's commands (`order.saga`), in one group.
+subscriptions = [Subscription(name="orders", topics=[events_topic("order"), SAGA_TOPIC], handler=on_order_event,
                               event_types=(o.PaymentRequested, o.PaymentVoidRequested,
                                            o.OrderCanceled))]

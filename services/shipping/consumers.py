@@ -6,7 +6,7 @@ import asyncpg
 from services.shipping.commands import allocate_stock, build_shipments, discard_shipments, release_stock
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
-from shared.kafka import events_topic
+from shared.kafka import SAGA_TOPIC, events_topic
 from shared.service import Subscription
 
 
@@ -24,6 +24,7 @@ async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> N
             await release_stock(conn, envelope.aggregate_id, canceled.completion_request_id)
 
 
-subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event,
+# The order's events and the completion saga's commands (`order.saga`), in one group.
+subscriptions = [Subscription(name="orders", topics=[events_topic("order"), SAGA_TOPIC], handler=on_order_event,
                               event_types=(o.DeliveryRequested, o.CheckoutRestarted,
                                            o.StockAllocationRequested, o.StockReleaseRequested, o.OrderCanceled))]

@@ -4,7 +4,10 @@ A message that still fails after `CONSUMER_MAX_ATTEMPTS` is dead-lettered (`<top
 and the `dead_letters` table) and the consumer moves on; the notice tells whoever waits
 for that message's effects that none will come. The completion saga listens for notices
 about its own commands and compensates at once instead of waiting for the step's deadline.
-Each service publishes its notices on its own topic (`<service>.MessageDeadLettered`).
+Each service publishes its notices on its own topic (`<service>.MessageDeadLettered`), each
+notice a stream of its own (aggregate type `DeadLetter`, id `<consumer>/<letter id>`) keyed
+by that id: an order's key carries the order's stream alone. The message's key is in
+`original_key`.
 """
 from __future__ import annotations
 

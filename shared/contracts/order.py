@@ -1,4 +1,5 @@
-"""Events of the order service (topic `order.events`, key = order number)."""
+"""Events of the order service (topic `order.events`, key = order number), and the completion
+saga's commands (topic `order.saga`, key = order number)."""
 from __future__ import annotations
 
 import hashlib
@@ -163,8 +164,9 @@ class CompletionRequested(DomainEvent):
 
 
 # -- the completion saga's commands to its participants (services/order/saga.py) --------
-# Each names the saga's request id; the participant answers on its own topic with an event
-# carrying the same id. A compensation is answered even when there was nothing to undo.
+# Published on `order.saga` (not `order.events`), keyed by order number. Each names the
+# saga's request id; the participant answers on its own topic with an event carrying the
+# same id. A compensation is answered even when there was nothing to undo.
 class CartLockRequested(DomainEvent):
     """Step 1: the cart service locks the cart if it still holds `lines`, reserving its
     limited coupons; answered by `cart.CartLocked` or `cart.CartLockRefused`."""

@@ -108,3 +108,34 @@ async def until_waiting_for_the_lock(blocker, held: int, task, deadline: float) 
         assert not task.done(), task.exception()
         assert time.monotonic() < deadline, "the consumer never got to order A"
         await asyncio.sleep(0.05)
+
+
+async def every_topic(settings) -> list[str]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await consumer.start()
+    try:
+        return sorted(t for t in await consumer.topics() if not t.startswith("__"))
+    finally:
+        await consumer.stop()
+
+
+async def read_all(settings, topic: str) -> list:
+    """Every record `topic` holds now, as a subscriber reading it from the beginning gets them."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+                                fetch_max_wait_ms=10)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        assert partitions, topic
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends, records = await consumer.end_offsets(partitions), []
+        deadline = time.monotonic() + 30
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            assert time.monotonic() < deadline, f"{topic}: {len(records)} records read"
+            for batch in (await consumer.getmany(timeout_ms=100)).values():
+                records.extend(batch)
+        return records
+    finally:
+        await consumer.stop()

@@ -83,7 +83,7 @@ class UnlockedStore(EventStore):
             INSERT INTO outbox (topic, key, value, headers)
             SELECT $11, $12, m.value, m.headers::jsonb FROM unnest($13::bytea[], $14::text[]) AS m(value, headers)
         )
-        SELECT stored.position, stored.event_id FROM stored, (SELECT pg_notify($15, '')) AS wake"""
+        SELECT stored.position, stored.event_id FROM stored, (SELECT pg_notify($15, ''), $16::text) AS wake"""
 
 
 async def _late_commit_scenario(pool, store) -> tuple[list[int], list[int]]:
