@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from services.order.domain import NO_ITEMS, Country, InvalidFields, Order, validate_address
+from services.order.addresses import Country, InvalidFields, validate_address
+from services.order.domain import NO_ITEMS, Order
 from shared.contracts import order as o
 from shared.envelope import DomainEvent
 from tests.helpers.aggregates import given, kinds
