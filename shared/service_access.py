@@ -33,7 +33,8 @@ SCOPES: dict[str, dict[str, frozenset[str]]] = {
                            "list_products"}),
         "order": frozenset({"create_order", "update_details", "update_contact", "advance", "complete", "cancel",
                             "get_order", "wait_applied", "countries"}),
-        "shipping": frozenset({"select_rate", "select_method", "find_shipment", "stock", "estimated_rates"}),
+        "shipping": frozenset({"select_rate", "select_method", "find_shipment", "stock", "estimated_rates",
+                               "unavailable"}),
         "payment": frozenset({"create_payment", "capture_payment", "void_payment", "payment_methods"}),
     },
     OPERATOR: {
