@@ -192,3 +192,10 @@ async def release_unpaid_orders(pool: asyncpg.Pool, limit: int = 50) -> list[str
         except ConcurrencyConflict:
             continue
     return released
+
+
+async def check_processable(pool: asyncpg.Pool, number: str) -> Order:
+    """GetCandy's `process` may go on (Order.check_processable); records nothing."""
+    order = _require(await ORDERS.load(pool, number))
+    order.check_processable()
+    return order

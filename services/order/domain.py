@@ -43,6 +43,8 @@ NO_ITEMS = "There are no items for this order. Please add an item to the order t
 # The semantic lock of a completing order: no step until its saga settles.
 BEING_COMPLETED = "The order is being completed; please try again shortly."
 PLACED = "The order has been placed and can no longer be changed."
+MISSING_BILLING = "The order is missing billing information"  # GetCandy's words (its `process`)
+BILLING_REQUIRED = ("firstname", "lastname", "address1", "city", "zipcode", "country_iso")
 
 
 def new_order_number() -> str:
@@ -69,6 +71,10 @@ def order_locked() -> DomainError:
 def order_placed() -> DomainError:
     """Only explicit admin operations (cancel, payment actions) change a placed order."""
     return DomainError("order_placed", PLACED, status=422)
+
+
+def billing_missing() -> DomainError:
+    return DomainError("billing_missing", MISSING_BILLING, status=403)
 
 
 def unauthorized() -> DomainError:
@@ -117,6 +123,15 @@ class Order(Aggregate):
             raise order_placed()
         if self.completing:
             raise order_locked()
+
+    def check_processable(self) -> None:
+        """GetCandy's `process` guards, before any step: a placed order was processed already
+        (`order_placed`); one without a full billing address is refused (403)."""
+        if self.state in PLACED_STATES:
+            raise order_placed()
+        bill = self.bill_address
+        if bill is None or not all(getattr(bill, name) for name in BILLING_REQUIRED):
+            raise billing_missing()
 
     def update_details(self, *, email: str | None = None, bill_address: Address | None = None,
                        ship_address: Address | None = None) -> None:
