@@ -11,7 +11,7 @@ A refusal is a `shared.errors.DomainError` (code, message, status, details).
 """
 from __future__ import annotations
 
-from typing import Any, NotRequired, Protocol, Sequence, TypedDict
+from typing import Any, Literal, NotRequired, Protocol, Sequence, TypedDict
 
 # How long a read or a step waits for the view to apply the events it names, unless told.
 DEFAULT_VIEW_WAIT_MS = 3000
@@ -71,6 +71,11 @@ class CountriesLoaded(TypedDict):
     countries: int
 
 
+# Which step of `process` refused (a refusal's `details["stage"]`): the payment type chosen,
+# the order's own guards, a checkout step, the delivery's answer, the payment, the completion.
+ProcessStage = Literal["payment_type", "processable", "checkout", "delivery", "payment", "completion"]
+
+
 class OrderService(Protocol):
     async def create_order(self, *, currency: str = "USD", email: str | None = None, user_id: int | None = None,
                            dialect: str | None = None, view_wait_ms: int | None = None) -> Created: ...
@@ -114,4 +119,15 @@ class OrderService(Protocol):
 
     async def load_countries(self, *, countries: list[dict[str, Any]]) -> CountriesLoaded:
         """Upserts countries with their states."""
+        ...
+
+    async def process(self, number: str, *, payment_method_id: int | None = None, payment_handle: str | None = None,
+                      payment_token: str | None = None, view_wait_ms: int | None = None,
+                      step_wait_ms: int = DEFAULT_VIEW_WAIT_MS) -> Outcome:
+        """GetCandy's `process`, whole (services/order/processing.py): refused when placed
+        (`order_placed`) or without a full billing address (403); the checkout steps up to
+        payment (each waiting up to `step_wait_ms` for its view); the payment with the gateway
+        method `payment_method_id` (unknown: 404) or `payment_handle` and `payment_token`, else
+        the offline method; then `complete`, answered as `complete` answers. A refusal names
+        its step in `details["stage"]` (ProcessStage)."""
         ...

@@ -10,7 +10,8 @@ from typing import Any
 
 import asyncpg
 
-from services.order.domain import Country, Order, new_guest_token, new_order_number, unauthorized, validate_address
+from services.order.addresses import Country, validate_address
+from services.order.domain import Order, new_guest_token, new_order_number, unauthorized
 from services.order.projections import apply_to_view
 from services.order.saga import COMPLETION
 from services.order.view import read_order
@@ -193,3 +194,10 @@ async def release_unpaid_orders(pool: asyncpg.Pool, limit: int = 50) -> list[str
         except ConcurrencyConflict:
             continue
     return released
+
+
+async def check_processable(pool: asyncpg.Pool, number: str) -> Order:
+    """GetCandy's `process` may go on (Order.check_processable); records nothing."""
+    order = _require(await ORDERS.load(pool, number))
+    order.check_processable()
+    return order

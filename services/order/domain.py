@@ -10,9 +10,9 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from decimal import Decimal
 
+from services.order.addresses import InvalidFields
 from shared.aggregate import Aggregate, DomainError
 from shared.contracts.order import (
     Address,
@@ -43,6 +43,8 @@ NO_ITEMS = "There are no items for this order. Please add an item to the order t
 # The semantic lock of a completing order: no step until its saga settles.
 BEING_COMPLETED = "The order is being completed; please try again shortly."
 PLACED = "The order has been placed and can no longer be changed."
+MISSING_BILLING = "The order is missing billing information"  # GetCandy's words (its `process`)
+BILLING_REQUIRED = ("firstname", "lastname", "address1", "city", "zipcode", "country_iso")
 
 
 def new_order_number() -> str:
@@ -71,73 +73,12 @@ def order_placed() -> DomainError:
     return DomainError("order_placed", PLACED, status=422)
 
 
+def billing_missing() -> DomainError:
+    return DomainError("billing_missing", MISSING_BILLING, status=403)
+
+
 def unauthorized() -> DomainError:
     return DomainError("unauthorized", "not this order's token", status=401)
-
-
-class InvalidFields(DomainError):
-    """Submitted fields are invalid (Solidus's invalid_resource)."""
-
-    def __init__(self, errors: dict[str, list[str]]) -> None:
-        super().__init__("invalid_resource", "Invalid resource.", errors=errors)
-        self.errors = errors
-
-
-@dataclass(frozen=True)
-class Country:
-    id: int
-    iso: str
-    states_required: bool
-    state_ids: frozenset[int]
-    state_names: dict[str, int]  # lower-case name or abbreviation → state id
-
-
-ADDRESS_REQUIRED = ("name", "address1", "city", "zipcode", "phone")
-ADDRESS_TEXT = ("name", "address1", "address2", "city", "zipcode", "phone", "alternative_phone", "company",
-                "state_name", "firstname", "lastname", "email")
-MAX_TEXT = 255  # Solidus's varchar(255) columns
-
-
-def validate_address(prefix: str, fields: dict, country: Country | None, address_id: int, *,
-                     require_phone: bool = True) -> Address:
-    """Solidus's address rules: the error keys are `<prefix>.<field>`."""
-    errors: dict[str, list[str]] = {}
-    for name in ADDRESS_TEXT:
-        value = fields.get(name)
-        if value is None or isinstance(value, bool) or not isinstance(value, (str, int)):
-            if value is not None:
-                errors[f"{prefix}.{name}"] = ["is invalid"]
-        elif len(str(value)) > MAX_TEXT:
-            errors[f"{prefix}.{name}"] = [f"is too long (maximum is {MAX_TEXT} characters)"]
-    for name in ADDRESS_REQUIRED if require_phone else ADDRESS_REQUIRED[:-1]:
-        value = fields.get(name)
-        if f"{prefix}.{name}" not in errors and (not isinstance(value, (str, int)) or not str(value).strip()):
-            errors[f"{prefix}.{name}"] = ["can't be blank"]
-    if country is None:
-        errors[f"{prefix}.country"] = ["can't be blank"]
-    state_id = fields.get("state_id")
-    if country is not None:
-        if state_id is None and isinstance(fields.get("state_name"), str) and f"{prefix}.state_name" not in errors:
-            state_id = country.state_names.get(fields["state_name"].strip().lower())
-        if state_id is not None and state_id not in country.state_ids:
-            errors[f"{prefix}.state"] = ["is invalid"]
-        elif country.states_required and state_id is None:
-            errors[f"{prefix}.state"] = ["can't be blank"]
-    if errors or country is None:  # a missing country has its error
-        raise InvalidFields(errors)
-
-    def text(name: str) -> str | None:
-        return None if fields.get(name) in (None, "") else str(fields[name]).strip()
-
-    def required(name: str) -> str:  # checked above: present and not blank
-        return str(fields[name]).strip()
-
-    return Address(id=address_id, name=required("name"), address1=required("address1"), address2=text("address2"),
-                   city=required("city"), zipcode=required("zipcode"), phone=text("phone"),
-                   alternative_phone=text("alternative_phone"), company=text("company"),
-                   country_id=country.id, country_iso=country.iso, state_id=state_id,
-                   state_name=None if state_id else text("state_name"), firstname=text("firstname"),
-                   lastname=text("lastname"), email=text("email"))
 
 
 class Order(Aggregate):
@@ -182,6 +123,15 @@ class Order(Aggregate):
             raise order_placed()
         if self.completing:
             raise order_locked()
+
+    def check_processable(self) -> None:
+        """GetCandy's `process` guards, before any step: a placed order was processed already
+        (`order_placed`); one without a full billing address is refused (403)."""
+        if self.state in PLACED_STATES:
+            raise order_placed()
+        bill = self.bill_address
+        if bill is None or not all(getattr(bill, name) for name in BILLING_REQUIRED):
+            raise billing_missing()
 
     def update_details(self, *, email: str | None = None, bill_address: Address | None = None,
                        ship_address: Address | None = None) -> None:

@@ -8,7 +8,7 @@ from typing import Any, Iterator, Sequence, cast
 
 from pydantic import BaseModel
 
-from services.order import commands
+from services.order import commands, processing
 from services.order.api import (
     DEFAULT_VIEW_WAIT_MS,
     Advanced,
@@ -121,6 +121,13 @@ class OrderOperations(OrderService):
         await upsert_all(self.ctx.pool, (row for country in map(CountryIn.model_validate, countries)
                                          for row in country.rows()))
         return {"countries": len(countries)}
+
+    async def process(self, number: str, *, payment_method_id: int | None = None, payment_handle: str | None = None,
+                      payment_token: str | None = None, view_wait_ms: int | None = None,
+                      step_wait_ms: int = DEFAULT_VIEW_WAIT_MS) -> Outcome:
+        return await processing.process(self, self.ctx.peers["payment"], number, payment_method_id=payment_method_id,
+                                        payment_handle=payment_handle, payment_token=payment_token,
+                                        view_wait_ms=view_wait_ms, step_wait_ms=step_wait_ms)
 
 
 # -- reference data (demo data, imports): the loaders' input, validated -----------------------

@@ -42,6 +42,13 @@ class EstimatedRate(TypedDict):
     zone: str
 
 
+class StockLine(TypedDict):
+    """A line a basket would hold: `quantity` counts the units it holds already."""
+    variant_id: int
+    quantity: int
+    track_inventory: bool
+
+
 class ReferenceLoaded(TypedDict):
     zones: int
     stock_locations: int
@@ -72,4 +79,9 @@ class ShippingService(Protocol):
                              stock_locations: list[dict[str, Any]] | None = None,
                              shipping_methods: list[dict[str, Any]] | None = None) -> ReferenceLoaded:
         """Upserts zones, stock locations (with stock) and shipping methods."""
+        ...
+
+    async def unavailable(self, *, lines: list[StockLine]) -> list[int]:
+        """The positions in `lines` of those stock cannot cover now (tracked, not backorderable,
+        more than on hand over the active locations): services/shipping/domain.py:uncovered."""
         ...

@@ -13,6 +13,7 @@ count goes below zero, as Solidus's does), refused otherwise.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -29,6 +30,7 @@ from shared.contracts.shipping import (
     ShippingRateSelected,
     StockAllocated,
     StockAllocationFailed,
+    StockLevel,
     StockReleased,
 )
 
@@ -59,6 +61,18 @@ class Method:
     code: str
     cost: Decimal
     zone: str = ""
+
+
+def uncovered(lines: Sequence[Line], levels: Mapping[int, StockLevel]) -> list[int]:
+    """The positions of the lines stock cannot cover now (GetCandy's basket check): a tracked
+    variant wanted beyond its units on hand over the active locations, unless one of them may
+    backorder it. A variant stocked nowhere has none on hand."""
+    return [n for n, line in enumerate(lines)
+            if line.track_inventory and not _covers(levels.get(line.variant_id) or StockLevel(), line.quantity)]
+
+
+def _covers(level: StockLevel, quantity: int) -> bool:
+    return level.backorderable or quantity <= level.total_on_hand
 
 
 def new_shipment_number() -> str:

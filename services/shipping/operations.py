@@ -9,13 +9,26 @@ from typing import Any, Iterator, cast
 from pydantic import BaseModel
 
 from services.shipping import commands
-from services.shipping.api import Ack, EstimatedRate, ReferenceLoaded, ShipmentFound, ShippingService, StockLevelJson
-from shared.aggregate import not_found
+from services.shipping.api import (
+    Ack,
+    EstimatedRate,
+    ReferenceLoaded,
+    ShipmentFound,
+    ShippingService,
+    StockLevelJson,
+    StockLine,
+)
+from services.shipping.domain import Line, uncovered
+from shared.aggregate import DomainError, not_found
 from shared.contracts.shipping import LocationStock, StockLevel
 from shared.db import Upsert, upsert_all
 from shared.service import ServiceContext
 
 MAX_STOCK_QUERY = 1000  # variants per `stock` call
+
+
+def _quantity(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 2**31  # not a count: uncovered
 
 
 def _id(value: Any) -> int:
@@ -79,6 +92,15 @@ class ShippingOperations(ShippingService):
             *(Upsert("shipping_methods", method.model_dump()) for method in body.shipping_methods)])
         return {"zones": len(body.zones), "stock_locations": len(body.stock_locations),
                 "shipping_methods": len(body.shipping_methods)}
+
+    async def unavailable(self, *, lines: list[StockLine]) -> list[int]:
+        given = [line if isinstance(line, dict) else {} for line in (lines if isinstance(lines, list) else [])]
+        wanted = [Line(variant_id=_id(line.get("variant_id")), quantity=_quantity(line.get("quantity")),
+                       track_inventory=line.get("track_inventory") is not False) for line in given]
+        if len(wanted) > MAX_STOCK_QUERY:
+            raise DomainError("too_many_lines", f"at most {MAX_STOCK_QUERY} lines", status=422)
+        stock = await self.stock(variant_ids=[line.variant_id for line in wanted])
+        return uncovered(wanted, {int(v): StockLevel.model_validate(level) for v, level in stock.items()})
 
 
 # -- reference data (demo data, imports): the loader's input, validated -----------------------

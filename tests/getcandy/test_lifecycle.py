@@ -145,6 +145,29 @@ async def test_19_declined_card_fails_and_can_be_processed_again(gateway, stack)
     assert invalid.status_code == 422 and invalid.json()["error"]["message"] == "The payment token is invalid"
 
 
+async def test_a_process_the_payment_service_refuses_answers_as_the_gateway_did_and_can_be_retried(gateway):
+    """`process` is one call of the order service (#25.4): a refusal of the payment service
+    (an invalid token), of the payment type, or of the order itself keeps GetCandy's bodies."""
+    o = await placed_ready_order(gateway, quantity=1)
+    unknown = await gateway.post("/api/v1/orders/process",
+                                 json={"order_id": o, "payment_type_id": MAIN.encode(9999), "payment_token": "x"})
+    assert unknown.status_code == 404 and unknown.json() == {
+        "error": {"http_code": 404, "message": "Resource not found"}}
+    refused = await gateway.post("/api/v1/orders/process",
+                                 json={"order_id": o, "payment_type": "card", "payment_token": "nope"})
+    assert refused.status_code == 422 and refused.json() == {
+        "error": {"http_code": 422, "message": "The payment token is invalid"}}
+    order = (await gateway.get(f"/api/v1/orders/{o}")).json()["data"]
+    assert order["placed_at"] is None and order["reference"] is None
+    ok = await gateway.post("/api/v1/orders/process",
+                            json={"order_id": o, "payment_type": "card", "payment_token": "tok_ok"})
+    assert ok.status_code == 200, ok.text
+    assert ok.json()["data"]["status"] == "payment-received" and ok.json()["data"]["placed_at"]
+    again = await gateway.post("/api/v1/orders/process", json={"order_id": o, "payment_token": "x"})
+    assert again.status_code == 422 and again.json() == {
+        "error": {"http_code": 422, "message": "This order has already been processed"}}
+
+
 async def test_billing_is_required_before_processing(gateway):
     b = await basket(gateway, quantity=1)
     o = (await gateway.post("/api/v1/orders", json={"basket_id": b["id"]})).json()["data"]["id"]

@@ -7,7 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from services.order.domain import NO_ITEMS, Country, InvalidFields, Order, validate_address
+from services.order.addresses import Country, InvalidFields, validate_address
+from services.order.domain import MISSING_BILLING, NO_ITEMS, Order
 from shared.contracts import order as o
 from shared.envelope import DomainEvent
 from tests.helpers.aggregates import given, kinds
@@ -130,6 +131,41 @@ def test_a_completing_or_placed_order_takes_no_step():
     assert given(Order, "R1", *confirm, requested, completed).refuses(step()).code == "order_placed"
     canceled = o.OrderCanceled(number="R1", completion_request_id="c1")
     assert given(Order, "R1", *confirm, requested, completed, canceled).refuses(step()).code == "order_placed"
+
+
+# -- check_processable: GetCandy's `process` guards ------------------------------------------------
+BILLING = o.Address(id=2, name="Ada Lovelace", firstname="Ada", lastname="Lovelace", address1="1 High St",
+                    city="London", zipcode="N1 1AA", country_id=77, country_iso="GB")
+
+
+def test_an_order_with_its_billing_address_may_be_processed_from_any_step_before_placed():
+    for state in ("cart", "address", "delivery", "payment", "confirm"):
+        history = given(Order, "R1", created(), advanced("cart", state), o.BillAddressChanged(number="R1",
+                                                                                              address=BILLING))
+        assert history.when(lambda order: order.check_processable()) == []
+
+
+@pytest.mark.parametrize("missing", ["firstname", "lastname", "address1", "city", "zipcode"])
+def test_processing_needs_every_billing_field_getcandy_asks_for(missing):
+    partial = BILLING.model_copy(update={missing: None if missing in ("firstname", "lastname") else ""})
+    history = given(Order, "R1", created(), advanced("cart", "delivery"),
+                    o.BillAddressChanged(number="R1", address=partial))
+    refusal = history.refuses(lambda order: order.check_processable())
+    assert (refusal.code, refusal.status, refusal.message) == ("billing_missing", 403, MISSING_BILLING)
+    no_billing = given(Order, "R1", created(), advanced("cart", "delivery"))
+    assert no_billing.refuses(lambda order: order.check_processable()).code == "billing_missing"
+
+
+def test_a_placed_or_canceled_order_was_processed_already_whatever_its_billing():
+    confirm = [created(), advanced("cart", "confirm")]
+    requested = o.CompletionRequested(number="R1", request_id="c1", total=Decimal("10"), lines=[])
+    completed = o.OrderCompleted(number="R1", request_id="c1", total=Decimal("10"), payment_total=Decimal("0"),
+                                 payment_state="balance_due", shipment_state="pending")
+    placed = given(Order, "R1", *confirm, requested, completed)
+    assert placed.refuses(lambda order: order.check_processable()).code == "order_placed"
+    canceled = given(Order, "R1", *confirm, o.BillAddressChanged(number="R1", address=BILLING), requested, completed,
+                     o.OrderCanceled(number="R1", completion_request_id="c1"))
+    assert canceled.refuses(lambda order: order.check_processable()).code == "order_placed"
 
 
 # -- restart_checkout: the cart changed ---------------------------------------------------------

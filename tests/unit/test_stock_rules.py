@@ -10,7 +10,7 @@ import pytest
 
 from services.cart.domain import Cart
 from services.order.domain import Order
-from services.shipping.domain import Line, Method, OrderShipments, StockLocation, plan_packages, take_units
+from services.shipping.domain import Line, Method, OrderShipments, StockLocation, plan_packages, take_units, uncovered
 from shared.aggregate import DomainError
 from shared.contracts import cart as c
 from shared.contracts import order as o
@@ -112,3 +112,15 @@ def test_a_backordered_order_keeps_its_backorder_shipment_state_when_paid():
     assert completed.shipment_state == "backorder"
     [changed] = history.when(lambda order: order.payments_changed(payment_total=Decimal("10"), any_valid=True))
     assert (changed.payment_state, changed.shipment_state) == ("paid", "backorder")
+
+
+# -- what a basket may hold: the stock check GetCandy's basket lines ask the shipping service ---
+def test_lines_beyond_the_units_on_hand_are_uncovered_unless_backorderable_or_untracked():
+    levels = {1: s.StockLevel(total_on_hand=5), 2: s.StockLevel(total_on_hand=0, backorderable=True),
+              3: s.StockLevel(total_on_hand=-2)}
+    lines = [Line(1, 5, True), Line(1, 6, True), Line(2, 99, True), Line(3, 1, True), Line(3, 1, False),
+             Line(4, 1, True), Line(4, 1, False)]
+    # 5 of 5 on hand is covered, 6 is not; backorderable always; oversold (negative) covers
+    # nothing; a variant stocked nowhere covers nothing but untracked needs no stock.
+    assert uncovered(lines, levels) == [1, 3, 5]
+    assert uncovered([], levels) == []

@@ -24,7 +24,6 @@ from services.gateway.openapi import request_body
 from services.gateway.paths import Hash
 from services.gateway.reference import VIEW_WAIT_MS, await_view
 from services.gateway.services import services
-from shared.contracts.shipping import StockLevel
 from shared.validation import ascii_int
 
 router = APIRouter()
@@ -50,32 +49,33 @@ async def validate_lines(request: Request, body: dict, currency: str, *, existin
         raise invalid({"variants": [f"The variants may not have more than {MAX_LINES} items."]})
     catalog = await variants(request, currency)
     ids = [decode(MAIN, v.get("id")) if isinstance(v, dict) else None for v in wanted]
-    stock = await services(request).shipping.stock(variant_ids=[i for i in ids if i is not None])
     if len({i for i in ids if i is not None}) < len([i for i in ids if i is not None]):
         errors["variants"] = ["The variants field has a duplicate value."]
-    lines = []
+    refused: dict[int, tuple[str, str]] = {}  # line index → its field's error
+    lines: list[tuple[int, int, int]] = []  # (index, variant id, quantity)
     for n, (item, variant_id) in enumerate(zip(wanted, ids, strict=True)):
         if variant_id is None or variant_id not in catalog:
-            errors[f"variants.{n}.id"] = ["The variant ID is incorrect"]
+            refused[n] = (f"variants.{n}.id", "The variant ID is incorrect")
             continue
         quantity = item.get("quantity")
         if isinstance(quantity, str) and ascii_int(quantity) is not None:
             quantity = ascii_int(quantity)
         if isinstance(quantity, bool) or not isinstance(quantity, int):
-            errors[f"variants.{n}.quantity"] = [f"The variants.{n}.quantity must be a number."]
+            refused[n] = (f"variants.{n}.quantity", f"The variants.{n}.quantity must be a number.")
             continue
         if quantity < 1:
-            errors[f"variants.{n}.quantity"] = ["You must add at least 1 items."]
+            refused[n] = (f"variants.{n}.quantity", "You must add at least 1 items.")
             continue
-        level = StockLevel.model_validate(stock.get(str(variant_id), {}))
-        tracked = catalog[variant_id]["track_inventory"]
-        if tracked and not level.backorderable and quantity + existing.get(variant_id, 0) > level.total_on_hand:
-            errors[f"variants.{n}.quantity"] = ["Insufficient stock levels"]
-            continue
-        lines.append((variant_id, quantity))
+        lines.append((n, variant_id, quantity))
+    if lines:  # whether stock covers them is the shipping service's judgement
+        short = await services(request).shipping.unavailable(lines=[
+            {"variant_id": variant_id, "quantity": quantity + existing.get(variant_id, 0),
+             "track_inventory": catalog[variant_id]["track_inventory"]} for _, variant_id, quantity in lines])
+        refused |= {lines[k][0]: (f"variants.{lines[k][0]}.quantity", "Insufficient stock levels") for k in short}
+    errors |= {key: [message] for _, (key, message) in sorted(refused.items())}
     if errors:
         raise invalid(errors)
-    return lines
+    return [(variant_id, quantity) for n, variant_id, quantity in lines if n not in refused]
 
 
 async def add_lines(request: Request, order: dict, lines: list[tuple]) -> list[str]:

@@ -5,8 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 
 from services.gateway.availability import forget_stock_of
-from services.gateway.getcandy.calls import advance, command
-from services.gateway.getcandy.errors import ALREADY_PROCESSED, completion_refused, error, invalid, not_found
+from services.gateway.getcandy.errors import (
+    ALREADY_PROCESSED,
+    GetCandyError,
+    completion_refused,
+    error,
+    invalid,
+    not_found,
+    refused_while_locked,
+)
 from services.gateway.getcandy.ids import MAIN, decode
 from services.gateway.getcandy.orders import find_order
 from services.gateway.getcandy.render import render_order, respond
@@ -20,7 +27,7 @@ from services.gateway.getcandy.schemas import (
     validated,
 )
 from services.gateway.openapi import request_body
-from services.gateway.reference import COMPLETE_WAIT_MS, await_view, payment_methods
+from services.gateway.reference import COMPLETE_WAIT_MS, VIEW_WAIT_MS, payment_methods
 from services.gateway.services import services
 from shared.errors import DomainError
 
@@ -45,7 +52,24 @@ async def types(request: Request):
                              for m in await payment_types(request)]})
 
 
-def processed_already(refusal: DomainError) -> Exception:
+def process_refused(refusal: DomainError) -> GetCandyError:
+    """A refusal of the order service's `process`, rendered as GetCandy renders the step that
+    refused (`details["stage"]`, services/order/api.py:ProcessStage)."""
+    stage = refusal.details.get("stage")
+    if stage == "payment_type" and refusal.status == 404:
+        return not_found()
+    if stage == "processable":
+        if refusal.code == "order_placed":
+            return error(422, ALREADY_PROCESSED)
+        if refusal.code == "billing_missing":
+            return error(403, refusal.message)
+    if stage == "delivery":
+        return invalid({"price_id": [refusal.message]})
+    locked = refused_while_locked(refusal, None)
+    if locked is not None:
+        return locked
+    if stage == "checkout":
+        return invalid({"order": [refusal.message]})
     if refusal.code == "order_placed":
         return error(422, ALREADY_PROCESSED)
     return error(422, refusal.message or "The order could not be processed")
@@ -54,6 +78,8 @@ def processed_already(refusal: DomainError) -> Exception:
 @router.post("/orders/process", responses=responses(200, CandyOrderEnvelope) | {202: {"model": CandyOrderEnvelope}},
              openapi_extra=request_body(ProcessRequest, form=False))
 async def process(request: Request):
+    """Validation and ids here; the rules, the steps, the payment and the completion are the
+    order service's `process` (services/order/processing.py)."""
     body = validated(ProcessRequest, await body_of(request))
     errors: dict[str, list[str]] = {}
     if not body.get("order_id"):
@@ -64,37 +90,22 @@ async def process(request: Request):
     if errors:
         raise invalid(errors)
     order = await find_order(request, body["order_id"])
-    number = order["number"]
-    method = None
+    method_id = handle = None
     if body.get("payment_type_id"):
         method_id = decode(MAIN, body["payment_type_id"])
-        method = next((m for m in await payment_types(request) if m["id"] == method_id), None)
-        if method is None:
+        if method_id is None:
             raise not_found()
-    elif body.get("payment_type"):
-        method = next((m for m in await payment_types(request) if m["handle"] == body["payment_type"]), None)
-    if order.get("completed_at"):
-        raise error(422, ALREADY_PROCESSED)
-    billing = order.get("bill_address") or {}
-    if not all(billing.get(k) for k in ("firstname", "lastname", "address1", "city", "zipcode", "country_iso")):
-        raise error(403, "The order is missing billing information")
-    while order["state"] in ("cart", "address", "delivery"):
-        order = await advance(request, number)
-    if order["state"] == "payment":
-        if method is None:  # the Offline driver: always valid, nothing to charge now
-            offline = next(m for m in await payment_methods(request) if m["method_type"] == "check")
-            payment = {"payment_method_id": offline["id"], "amount": str(order["total"])}
-        else:
-            token = body.get("payment_token")
-            payment = {"payment_method_id": method["id"], "amount": str(order["total"]),
-                       "source": {"payment_token": token if isinstance(token, str) else None}}
-        result = await command(request, services(request).payment.create_payment(number, **payment),
-                               refused=processed_already)
-        await await_view(request, number, result["events"])
-        order = await advance(request, number)
-    result = await command(request, services(request).order.complete(number, view_wait_ms=COMPLETE_WAIT_MS),
-                           order=order, refused=processed_already)
-    awaiting, order = result["awaiting"], result["order"]
+    elif isinstance(body.get("payment_type"), str) and body["payment_type"]:
+        handle = body["payment_type"]
+    token = body.get("payment_token")
+    try:
+        result = await services(request).order.process(
+            order["number"], payment_method_id=method_id, payment_handle=handle,
+            payment_token=token if isinstance(token, str) else None, view_wait_ms=COMPLETE_WAIT_MS,
+            step_wait_ms=VIEW_WAIT_MS)
+    except DomainError as refusal:
+        raise process_refused(refusal) from None
+    awaiting, order = result["awaiting"], result.get("order") or order
     forget_stock_of(request, order)
     if order.get("pending_request") == awaiting:
         return respond({"data": render_order(order, PLACED_INCLUDES)}, 202)
