@@ -41,7 +41,7 @@ async def on_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
             order.delivery_refused(event.request_id, event.code, event.message)
         case p.PaymentCaptured() | p.PaymentVoided() | p.PaymentRefunded():
             # A placed order's payment state follows its payments (the view has them now).
-            payments = await conn.fetchval("SELECT payments FROM order_view WHERE number = $1",
+            payments = await conn.fetchval('SELECT payments FROM "order".order_view WHERE number = $1',
                                            envelope.aggregate_id) or []
             total = sum((Decimal(x["amount"]) for x in payments if x["state"] == "completed"), Decimal("0"))
             order = await ORDERS.load(conn, envelope.aggregate_id)
@@ -87,7 +87,9 @@ async def run_unpaid_releases(ctx: ServiceContext) -> None:
 
 
 subscriptions = [
-    Subscription(name="view", handler=on_event,
+    # In one process applied in the participants' own transactions (no request waits for
+    # the broker); apart, and for anything an inline application missed, through Kafka.
+    Subscription(name="view", handler=on_event, inline=True,
                  topics=[events_topic("cart"), events_topic("shipping"), events_topic("payment")]),
     # The completion saga (services/order/saga.py): the participants' answers move it on.
     Subscription(name="saga", handler=on_saga_answer, event_types=COMPLETION_RUNNER.saga.listens_to(),
