@@ -15,6 +15,7 @@ from typing import Awaitable, Callable, Iterator, Sequence
 import asyncpg
 
 from shared import context, metrics
+from shared.db import check_identifier
 from shared.envelope import DomainEvent, EventEnvelope, envelope_for, upcast
 from shared.errors import DomainError
 
@@ -83,17 +84,25 @@ def forget_inline(store_schema: str) -> None:
     _inline.pop(store_schema, None)
 
 
-async def _apply_inline(conn: asyncpg.Connection, projections: list[InlineProjection],
+async def _apply_inline(conn: asyncpg.Connection, home_schema: str, projections: list[InlineProjection],
                         envelopes: Sequence[EventEnvelope]) -> None:
+    """Each projection's handler runs with its own schema as the search_path (set for the
+    transaction only, with its processed-events record in one round trip), as it does on its
+    own service's connections; the connection's own is put back after. A handler that raises
+    aborts the transaction, which undoes the change too."""
     for projection in projections:
         wanted = [e for e in envelopes if projection.event_types is None or e.type in projection.event_types]
         if not wanted:
             continue
-        await conn.execute(f'INSERT INTO "{projection.schema}".processed_events (consumer, event_id)'
-                           " SELECT $1, unnest($2::uuid[])", projection.consumer, [e.event_id for e in wanted])
+        await conn.execute(
+            f'WITH recorded AS (INSERT INTO "{projection.schema}".processed_events (consumer, event_id)'
+            " SELECT $1, unnest($2::uuid[]) RETURNING 1)"
+            " SELECT set_config('search_path', $3, true), (SELECT count(*) FROM recorded)",
+            projection.consumer, [e.event_id for e in wanted], check_identifier(projection.schema))
         for envelope in wanted:
             with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
                 await projection.handler(conn, envelope)
+        await conn.execute("SELECT set_config('search_path', $1, true)", check_identifier(home_schema))
         metrics.CONSUMED.labels(projection.consumer, "inline").inc(len(wanted))
 
 
@@ -171,7 +180,7 @@ class EventStore:
         if inline:
             # Before the store's own projection and table lock: everywhere the order view's
             # row and the order's stream are locked before a participant's tables.
-            await _apply_inline(conn, inline, envelopes)
+            await _apply_inline(conn, self.schema, inline, envelopes)
         if project is not None:
             await project(conn, envelopes)
         return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,

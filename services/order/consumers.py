@@ -41,7 +41,7 @@ async def on_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
             order.delivery_refused(event.request_id, event.code, event.message)
         case p.PaymentCaptured() | p.PaymentVoided() | p.PaymentRefunded():
             # A placed order's payment state follows its payments (the view has them now).
-            payments = await conn.fetchval('SELECT payments FROM "order".order_view WHERE number = $1',
+            payments = await conn.fetchval("SELECT payments FROM order_view WHERE number = $1",
                                            envelope.aggregate_id) or []
             total = sum((Decimal(x["amount"]) for x in payments if x["state"] == "completed"), Decimal("0"))
             order = await ORDERS.load(conn, envelope.aggregate_id)

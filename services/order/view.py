@@ -54,13 +54,12 @@ class SqlOrderView:
     async def create(self, number: str, **row) -> None:
         columns = _columns(row)
         await self.conn.execute(
-            f"INSERT INTO \"order\".order_view (number, {', '.join(columns)})"
+            f"INSERT INTO order_view (number, {', '.join(columns)})"
             f" VALUES ($1, {', '.join(f'${i + 2}' for i in range(len(columns)))}) ON CONFLICT (number) DO NOTHING",
             number, *row.values())
 
     async def get(self, number: str, column: str):
-        return await self.conn.fetchval(f"SELECT {_columns([column])[0]} FROM \"order\".order_view"
-                                        " WHERE number = $1", number)
+        return await self.conn.fetchval(f"SELECT {_columns([column])[0]} FROM order_view WHERE number = $1", number)
 
     async def update(self, number: str, **changes) -> None:
         columns = _columns(changes)
@@ -83,38 +82,37 @@ class SqlOrderView:
             _, at, event_ids = self._stamp
             self._stamp = None
             await self.conn.execute(
-                f"WITH updated AS (UPDATE \"order\".order_view SET {assignments},"
-                f" updated_at = greatest(updated_at, ${n}) WHERE number = $1{condition})"
-                f" SELECT pg_notify(${n + 1}, ${n + 2})",
+                f"WITH updated AS (UPDATE order_view SET {assignments}, updated_at = greatest(updated_at, ${n})"
+                f" WHERE number = $1{condition}) SELECT pg_notify(${n + 1}, ${n + 2})",
                 number, *args, at, VIEW_CHANNEL, view_notification(number, event_ids, request_changed=request_changed))
         elif request_changed:
             await self.conn.execute(
-                f"WITH updated AS (UPDATE \"order\".order_view SET {assignments} WHERE number = $1{condition})"
+                f"WITH updated AS (UPDATE order_view SET {assignments} WHERE number = $1{condition})"
                 f" SELECT pg_notify(${n}, ${n + 1})", number, *args, VIEW_CHANNEL, view_notification(number, []))
         else:
-            await self.conn.execute(f"UPDATE \"order\".order_view SET {assignments} WHERE number = $1{condition}",
+            await self.conn.execute(f"UPDATE order_view SET {assignments} WHERE number = $1{condition}",
                                     number, *args)
 
     async def add_line(self, **line) -> None:
         await self.conn.execute(
-            "INSERT INTO \"order\".order_line_items (id, order_number, variant_id, quantity, price, variant)"
+            "INSERT INTO order_line_items (id, order_number, variant_id, quantity, price, variant)"
             " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING", line["id"], line["order_number"],
             line["variant_id"], line["quantity"], line["price"], line["variant"])
 
     async def set_line_quantity(self, line_id: int, quantity: int) -> None:
-        await self.conn.execute("UPDATE \"order\".order_line_items SET quantity = $2 WHERE id = $1", line_id, quantity)
+        await self.conn.execute("UPDATE order_line_items SET quantity = $2 WHERE id = $1", line_id, quantity)
 
     async def remove_line(self, line_id: int) -> None:
-        await self.conn.execute("DELETE FROM \"order\".order_line_items WHERE id = $1", line_id)
+        await self.conn.execute("DELETE FROM order_line_items WHERE id = $1", line_id)
 
     async def remove_lines(self, number: str) -> None:
-        await self.conn.execute("DELETE FROM \"order\".order_line_items WHERE order_number = $1", number)
+        await self.conn.execute("DELETE FROM order_line_items WHERE order_number = $1", number)
 
     async def touched(self, number: str, at: datetime, event_ids: list[uuid.UUID]) -> None:
         # One round trip: the timestamp, and the wake-up of readers waiting on this order,
         # which names the events applied so a reader need not ask the database again.
         await self.conn.execute(
-            "WITH touched AS (UPDATE \"order\".order_view SET updated_at = greatest(updated_at, $2) WHERE number = $1)"
+            "WITH touched AS (UPDATE order_view SET updated_at = greatest(updated_at, $2) WHERE number = $1)"
             " SELECT pg_notify($3, $4)", number, at, VIEW_CHANNEL, view_notification(number, event_ids))
 
 
@@ -188,13 +186,13 @@ class MemoryOrderView:
 
 _READ_ORDER = """
 SELECT v.*, coalesce(t.rate, 0) AS tax_rate, l.ids, l.variant_ids, l.quantities, l.prices, l.variants
-FROM \"order\".order_view v
-LEFT JOIN \"order\".tax_rates t ON t.currency = v.currency
+FROM order_view v
+LEFT JOIN tax_rates t ON t.currency = v.currency
 LEFT JOIN LATERAL (
     SELECT array_agg(id ORDER BY id) AS ids, array_agg(variant_id ORDER BY id) AS variant_ids,
            array_agg(quantity ORDER BY id) AS quantities, array_agg(price ORDER BY id) AS prices,
            jsonb_agg(variant ORDER BY id) AS variants
-    FROM \"order\".order_line_items WHERE order_number = v.number) l ON true
+    FROM order_line_items WHERE order_number = v.number) l ON true
 WHERE v.number = $1"""
 
 
@@ -232,8 +230,8 @@ async def has_settled(conn: asyncpg.Connection | asyncpg.Pool, number: str, requ
     order, so that order's earlier events of the same service are in the view as well."""
     return bool(await conn.fetchval(
         "SELECT v.pending_request IS DISTINCT FROM $2 AND (v.settled_by IS NULL OR EXISTS ("
-        " SELECT 1 FROM \"order\".processed_events p WHERE p.consumer = $3 AND p.event_id = v.settled_by))"
-        " FROM \"order\".order_view v WHERE v.number = $1", number, request_id, VIEW_CONSUMER))
+        " SELECT 1 FROM processed_events p WHERE p.consumer = $3 AND p.event_id = v.settled_by))"
+        " FROM order_view v WHERE v.number = $1", number, request_id, VIEW_CONSUMER))
 
 
 async def unapplied(conn: asyncpg.Connection | asyncpg.Pool, event_ids: Iterable[str]) -> set[str]:
@@ -244,8 +242,8 @@ async def unapplied(conn: asyncpg.Connection | asyncpg.Pool, event_ids: Iterable
         return set()
     rows = await conn.fetch(
         "SELECT wanted.id::text FROM unnest($2::uuid[]) AS wanted(id) WHERE NOT"
-        " (EXISTS (SELECT 1 FROM \"order\".processed_events p WHERE p.consumer = $1 AND p.event_id = wanted.id)"
-        " OR EXISTS (SELECT 1 FROM \"order\".events e WHERE e.event_id = wanted.id))",
+        " (EXISTS (SELECT 1 FROM processed_events p WHERE p.consumer = $1 AND p.event_id = wanted.id)"
+        " OR EXISTS (SELECT 1 FROM events e WHERE e.event_id = wanted.id))",
         VIEW_CONSUMER, list(wanted))
     return {row[0] for row in rows}
 
