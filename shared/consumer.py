@@ -27,6 +27,7 @@ from shared import context, db, metrics, wakeup
 from shared.contracts.dead_letters import notice_type
 from shared.envelope import DomainEvent, EventEnvelope, newest_message, upcast
 from shared.eventstore import ConcurrencyConflict, EventStore, counting_appends
+from shared.faults import hold_point
 from shared.inflight import InFlight
 from shared.kafka import dlq_topic, make_consumer
 from shared.settings import Settings
@@ -82,6 +83,10 @@ class IdempotentHandler:
         return True  # no type header: decode it and let the handler decide
 
     async def handle_run(self, messages: list[ConsumerRecord]) -> None:
+        await hold_point(f"consumer.{self.name}")  # fault injection: this consumer held still
+        await self._handle_run(messages)
+
+    async def _handle_run(self, messages: list[ConsumerRecord]) -> None:
         """Messages of one key, in order. Those it acts on are applied in as few transactions
         as `_apply_run` allows; if a run fails, its messages are applied one by one, each
         with its own retries and dead letter, so one bad message holds back no other."""

@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextvars
 import json
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterator, Sequence
 
 import asyncpg
 
-from shared import metrics
+from shared import context, metrics
+from shared.db import check_identifier
 from shared.envelope import DomainEvent, EventEnvelope, envelope_for, upcast
 from shared.errors import DomainError
 
@@ -56,6 +58,54 @@ def counting_appends() -> Iterator[list[int]]:
         _appends.reset(token)
 
 
+@dataclass(frozen=True)
+class InlineProjection:
+    """A subscriber of a store's topic applied in the transaction that appends to the store,
+    when the process hosts both (tillstream/host.py): what its Kafka consumer would do a
+    moment later, done before the command answers. Its processed-events record (`consumer`,
+    in its own `schema`) is written with it, so that consumer passes the events over when
+    they arrive; a handler that raises fails the command."""
+    consumer: str
+    schema: str
+    handler: Callable[[asyncpg.Connection, EventEnvelope], Awaitable[None]]
+    event_types: frozenset[str] | None = None  # None: every event of the store
+
+
+# The inline projections of each store (by schema) in this process.
+_inline: dict[str, list[InlineProjection]] = {}
+
+
+def project_inline(store_schema: str, projection: InlineProjection) -> None:
+    """Apply `projection` to every append of `store_schema`'s store made in this process."""
+    _inline.setdefault(store_schema, []).append(projection)
+
+
+def forget_inline(store_schema: str) -> None:
+    _inline.pop(store_schema, None)
+
+
+async def _apply_inline(conn: asyncpg.Connection, home_schema: str, projections: list[InlineProjection],
+                        envelopes: Sequence[EventEnvelope]) -> None:
+    """Each projection's handler runs with its own schema as the search_path (set for the
+    transaction only, with its processed-events record in one round trip), as it does on its
+    own service's connections; the connection's own is put back after. A handler that raises
+    aborts the transaction, which undoes the change too."""
+    for projection in projections:
+        wanted = [e for e in envelopes if projection.event_types is None or e.type in projection.event_types]
+        if not wanted:
+            continue
+        await conn.execute(
+            f'WITH recorded AS (INSERT INTO "{projection.schema}".processed_events (consumer, event_id)'
+            " SELECT $1, unnest($2::uuid[]) RETURNING 1)"
+            " SELECT set_config('search_path', $3, true), (SELECT count(*) FROM recorded)",
+            projection.consumer, [e.event_id for e in wanted], check_identifier(projection.schema))
+        for envelope in wanted:
+            with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
+                await projection.handler(conn, envelope)
+        await conn.execute("SELECT set_config('search_path', $1, true)", check_identifier(home_schema))
+        metrics.CONSUMED.labels(projection.consumer, "inline").inc(len(wanted))
+
+
 class ConcurrencyConflict(Exception):
     """Another writer appended to the stream first: reload the aggregate and retry."""
 
@@ -83,6 +133,11 @@ class EventStore:
         self.schema = schema
         self.topic = topic
         self.notify_channel = f"{schema}_outbox"
+        # Every statement names the schema: an append may run on another service's connection
+        # (an inline projection, below), whose search_path is that service's.
+        self.table = f'"{schema}".events'
+        if self.append_statement is APPEND:
+            self.append_statement = APPEND.replace(" FROM append_events(", f' FROM "{schema}".append_events(')
 
     # Takes `LOCK TABLE events IN EXCLUSIVE MODE`, held until commit: positions are handed
     # out and become visible in the same order. Plain SELECTs (ACCESS SHARE) are not
@@ -111,12 +166,21 @@ class EventStore:
         only for the insert and the commit. Without `project`, an append outside a transaction
         is one statement, atomic on its own (events, outbox rows and wake-up commit together).
         """
+        inline = _inline.get(self.schema)
         if project is not None and not conn.is_in_transaction():
             raise RuntimeError("an append that projects must run inside a transaction")
+        if inline and events and not conn.is_in_transaction():
+            async with conn.transaction():  # the projections commit with the events, or neither does
+                return await self.append(conn, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
+                                         expected_version=expected_version, events=events, key=key, topic=topic)
         if not events:
             return []
         envelopes = [envelope_for(e, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
                                   sequence=expected_version + i + 1) for i, e in enumerate(events)]
+        if inline:
+            # Before the store's own projection and table lock: everywhere the order view's
+            # row and the order's stream are locked before a participant's tables.
+            await _apply_inline(conn, self.schema, inline, envelopes)
         if project is not None:
             await project(conn, envelopes)
         return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
@@ -160,7 +224,7 @@ class EventStore:
                           aggregate_id: str, *, after: int = 0) -> list[EventEnvelope]:
         """A stream's events in sequence, those after sequence `after` only (0: the whole stream)."""
         rows = await conn.fetch(
-            f"SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3"
+            f"SELECT {COLUMNS} FROM {self.table} WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3"
             " ORDER BY sequence", aggregate_type, aggregate_id, after,
         )
         return [_row_to_envelope(r) for r in rows]
@@ -169,7 +233,7 @@ class EventStore:
                          limit: int = 1000) -> list[EventEnvelope]:
         """Events in global order after `position`: a follower never misses a late commit."""
         rows = await conn.fetch(
-            f"SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2",
+            f"SELECT {COLUMNS} FROM {self.table} WHERE position > $1 ORDER BY position LIMIT $2",
             position, limit,
         )
         return [_row_to_envelope(r) for r in rows]

@@ -27,7 +27,7 @@ from shared.consumer import EventConsumer, Handler, IdempotentHandler
 from shared.contracts import SERVICES
 from shared.envelope import DomainEvent
 from shared.errors import DomainError
-from shared.eventstore import EventStore
+from shared.eventstore import EventStore, InlineProjection, project_inline
 from shared.health import HEALTH, Hosted
 from shared.http_limits import BodyGuard, Render, internal_error_body
 from shared.internal import answer_bus_call, caller_keys, install_probes
@@ -65,6 +65,10 @@ class Subscription:
     # No request waits for what the handler does, so its consumer fetches less often
     # (KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS instead of KAFKA_FETCH_MAX_WAIT_MS).
     background: bool = False
+    # Applied in the transaction that appends the events, when the producing service shares
+    # this process (shared/eventstore.py InlineProjection); its consumer stays, for the
+    # services apart and for whatever an inline application missed.
+    inline: bool = False
 
 
 @dataclass
@@ -334,3 +338,27 @@ def create_internal_app(name: str, readiness) -> FastAPI:
     install_common(app, name, max_body_bytes=MAX_BODY_BYTES)
     install_probes(app, readiness)
     return app
+
+
+def project_inline_where_hosted(definitions: list[ServiceDefinition] | tuple[ServiceDefinition, ...]) -> list[str]:
+    """For services sharing a process: each `inline` subscription to another hosted
+    service's topic is applied in that service's appends (shared/eventstore.py). Returns
+    what was wired, as `<consumer> <- <store>`."""
+    by_topic = {definition.topic: definition for definition in definitions}
+    wired = []
+    for definition in definitions:
+        for subscription in definition.subscriptions:
+            if not subscription.inline:
+                continue
+            for topic in subscription.topics:
+                producer = by_topic.get(topic)
+                if producer is None or producer is definition:
+                    continue
+                consumer = f"{definition.name}.{subscription.name}"
+                types = subscription.event_types
+                project_inline(producer.schema, InlineProjection(
+                    consumer=consumer, schema=definition.schema, handler=subscription.handler,
+                    event_types=None if types is None else frozenset(t.event_type for t in types)))
+                wired.append(f"{consumer} <- {producer.schema}")
+    return wired
+

@@ -13,6 +13,7 @@ service alone answers them at `/bus/<operation>`, to callers whose key's scope h
 from __future__ import annotations
 
 import asyncio
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -33,10 +34,11 @@ from shared.health import HEALTH
 from shared.internal import answer_bus_call
 from shared.logs import configure_logging
 from shared.recycle import BrokerRecycler
-from shared.service import ServiceRuntime, create_internal_app, freeze_startup_objects
+from shared.service import ServiceRuntime, create_internal_app, freeze_startup_objects, project_inline_where_hosted
 from shared.settings import Settings, load_settings
 
 DEFINITIONS = (cart, order, shipping, payment)
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -66,6 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await runtime.start({name: rpc.local(interface, runtimes[name].operations)
                                      for name, interface in runtime.definition.peers.items()})
                 started.append(runtime)
+            # Once every schema is migrated: until then the consumers carry what is appended.
+            log.info("inline projections", extra={"fields": {"wired": project_inline_where_hosted(DEFINITIONS)}})
             services = Services(cart=rpc.local(CartService, runtimes[cart.name].operations),
                                 order=rpc.local(OrderService, runtimes[order.name].operations),
                                 shipping=rpc.local(ShippingService, runtimes[shipping.name].operations),

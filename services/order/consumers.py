@@ -87,7 +87,9 @@ async def run_unpaid_releases(ctx: ServiceContext) -> None:
 
 
 subscriptions = [
-    Subscription(name="view", handler=on_event,
+    # In one process applied in the participants' own transactions (no request waits for
+    # the broker); apart, and for anything an inline application missed, through Kafka.
+    Subscription(name="view", handler=on_event, inline=True,
                  topics=[events_topic("cart"), events_topic("shipping"), events_topic("payment")]),
     # The completion saga (services/order/saga.py): the participants' answers move it on.
     Subscription(name="saga", handler=on_saga_answer, event_types=COMPLETION_RUNNER.saga.listens_to(),
