@@ -52,6 +52,23 @@ async def internal_calls(process_urls: list[str]) -> int:
     return total
 
 
+async def deliveries(process_urls: list[str]) -> int:
+    """Messages the broker delivered to a consumer's handlers (each subscription counts the
+    messages of its topics it is handed, acted on or passed over), from each process's
+    /metrics; what an inline projection applied is not a delivery."""
+    total = 0
+    async with aiohttp.ClientSession() as session:
+        for url in process_urls:
+            async with session.get(f"{url}/metrics") as response:
+                text = await response.text()
+            for family in text_string_to_metric_families(text):
+                if family.name != "tillstream_consumer_messages":
+                    continue
+                total += int(sum(sample.value for sample in family.samples
+                                 if sample.name.endswith("_total") and sample.labels.get("outcome") != "inline"))
+    return total
+
+
 class WorkCounters:
     """Internal calls, stored events, transactions and (when pg_stat_statements is loaded)
     statements, as running totals to take before and after a level."""
@@ -76,6 +93,7 @@ class WorkCounters:
         try:
             snap: dict[str, Any] = {
                 "internal_calls": await internal_calls(self.process_urls),
+                "deliveries": await deliveries(self.process_urls),
                 "transactions": await conn.fetchval(
                     "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()"),
                 "events": await stored_events(conn),
@@ -96,7 +114,7 @@ def per_flow(before: dict[str, Any], after: dict[str, Any], flows: int, top: int
     if not flows:
         return {}
     work: dict[str, Any] = {name: round((after[name] - before[name]) / flows, 1)
-                            for name in ("internal_calls", "events", "transactions")}
+                            for name in ("internal_calls", "deliveries", "events", "transactions")}
     if "statements" in after:
         spent = {q: calls - before["statements"].get(q, 0) for q, calls in after["statements"].items()}
         spent = {q: c for q, c in spent.items() if c > 0}

@@ -26,7 +26,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from shared import context, db, metrics, wakeup
 from shared.contracts.dead_letters import notice_type
 from shared.envelope import DomainEvent, EventEnvelope, newest_message, upcast
-from shared.eventstore import ConcurrencyConflict, EventStore, counting_appends
+from shared.eventstore import ConcurrencyConflict, EventStore, applied_here, counting_appends
 from shared.faults import hold_point
 from shared.inflight import InFlight
 from shared.kafka import dlq_topic, make_consumer
@@ -55,6 +55,13 @@ class _AlreadyRecorded(Exception):
     """A run holds a message handled before: undo the run's transaction."""
 
 
+def _header(message: ConsumerRecord, name: str) -> str | None:
+    for key, value in message.headers or ():
+        if key == name:
+            return value.decode(errors="replace")
+    return None
+
+
 class IdempotentHandler:
     """One subscription's handler applied to a message: in a transaction opened by its
     idempotency record (`processed_events`, under `name`), retried, and dead-lettered after
@@ -77,10 +84,8 @@ class IdempotentHandler:
     def wants(self, message: ConsumerRecord) -> bool:
         if self.wanted is None:
             return True
-        for key, value in message.headers or ():
-            if key == "event_type":
-                return value.decode(errors="replace") in self.wanted
-        return True  # no type header: decode it and let the handler decide
+        event_type = _header(message, "event_type")
+        return event_type is None or event_type in self.wanted  # no type header: the handler decides
 
     async def handle_run(self, messages: list[ConsumerRecord]) -> None:
         await hold_point(f"consumer.{self.name}")  # fault injection: this consumer held still
@@ -92,10 +97,12 @@ class IdempotentHandler:
         with its own retries and dead letter, so one bad message holds back no other."""
         wanted = []
         for message in messages:
-            if self.wants(message):
-                wanted.append(message)
-            else:
+            if not self.wants(message):
                 metrics.CONSUMED.labels(self.name, "ignored").inc()
+            elif applied_here(self.name, _header(message, "event_id") or ""):
+                metrics.CONSUMED.labels(self.name, "applied_inline").inc()
+            else:
+                wanted.append(message)
         while len(wanted) > 1:
             try:
                 applied = await self._apply_run(wanted)

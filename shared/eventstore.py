@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterator, Sequence
@@ -73,6 +74,25 @@ class InlineProjection:
 
 # The inline projections of each store (by schema) in this process.
 _inline: dict[str, list[InlineProjection]] = {}
+# The event ids each consumer applied inline lately, in this process: its Kafka consumer
+# passes them over without opening a transaction to find its record (a redelivery after a
+# restart, when this is empty, still finds the record). Added before the commit: an event
+# whose transaction rolled back is never published, so it is never looked up.
+_applied_here: dict[str, OrderedDict[str, None]] = {}
+APPLIED_HERE_REMEMBERED = 20_000
+
+
+def applied_here(consumer: str, event_id: str) -> bool:
+    remembered = _applied_here.get(consumer)
+    return remembered is not None and event_id in remembered
+
+
+def _remember(consumer: str, event_ids: list[str]) -> None:
+    remembered = _applied_here.setdefault(consumer, OrderedDict())
+    for event_id in event_ids:
+        remembered[event_id] = None
+    while len(remembered) > APPLIED_HERE_REMEMBERED:
+        remembered.popitem(last=False)
 
 
 def project_inline(store_schema: str, projection: InlineProjection) -> None:
@@ -103,6 +123,7 @@ async def _apply_inline(conn: asyncpg.Connection, home_schema: str, projections:
             with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
                 await projection.handler(conn, envelope)
         await conn.execute("SELECT set_config('search_path', $1, true)", check_identifier(home_schema))
+        _remember(projection.consumer, [str(e.event_id) for e in wanted])
         metrics.CONSUMED.labels(projection.consumer, "inline").inc(len(wanted))
 
 

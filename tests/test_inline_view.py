@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import httpx
 
 from tests.helpers.orders import without_live_stock
 from tests.helpers.solidus import CARD, full_flow
@@ -38,3 +39,8 @@ async def test_a_checkout_to_confirm_needs_no_view_consumer(gateway, system, sta
     await asyncio.sleep(1.5)  # the consumer, let go, meets them again: nothing changes
     again = (await gateway.get(f"/api/orders/{number}", headers=token)).json()
     assert without_live_stock(again) == without_live_stock(shown)
+    # ...and passes them over without a transaction: it remembers what was applied inline.
+    metrics = httpx.get(f"{system.internal_url}/metrics", timeout=10).text
+    skipped = [line for line in metrics.splitlines() if line.startswith("tillstream_consumer_messages_total{")
+               and 'consumer="order.view"' in line and 'outcome="applied_inline"' in line]
+    assert skipped and float(skipped[0].rsplit(" ", 1)[1]) > 0, skipped
