@@ -23,11 +23,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from shared import context, db, metrics, rpc, safety
-from shared.consumer import EventConsumer, Handler, IdempotentHandler
+from shared.consumer import EventConsumer
 from shared.contracts import SERVICES
 from shared.envelope import DomainEvent
 from shared.errors import DomainError
 from shared.eventstore import EventStore, InlineProjection, project_inline
+from shared.handler import Handler, IdempotentHandler
 from shared.health import HEALTH, Hosted
 from shared.http_limits import BodyGuard, Render, internal_error_body
 from shared.internal import answer_bus_call, caller_keys, install_probes
