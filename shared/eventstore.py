@@ -100,6 +100,11 @@ def project_inline(store_schema: str, projection: InlineProjection) -> None:
     _inline.setdefault(store_schema, []).append(projection)
 
 
+def projected_inline(consumer: str, store_schema: str) -> bool:
+    """Whether `consumer` applies every append of `store_schema`'s store in this process."""
+    return any(p.consumer == consumer and p.event_types is None for p in _inline.get(store_schema, ()))
+
+
 def forget_inline(store_schema: str) -> None:
     _inline.pop(store_schema, None)
 

@@ -86,11 +86,13 @@ async def run_unpaid_releases(ctx: ServiceContext) -> None:
             log.info("unpaid orders released", extra={"fields": {"count": len(released)}})
 
 
+# The services whose events the order view folds.
+VIEW_TOPICS = [events_topic("cart"), events_topic("shipping"), events_topic("payment")]
+
 subscriptions = [
     # In one process applied in the participants' own transactions (no request waits for
     # the broker); apart, and for anything an inline application missed, through Kafka.
-    Subscription(name="view", handler=on_event, inline=True,
-                 topics=[events_topic("cart"), events_topic("shipping"), events_topic("payment")]),
+    Subscription(name="view", handler=on_event, inline=True, topics=VIEW_TOPICS),
     # The completion saga (services/order/saga.py): the participants' answers move it on.
     Subscription(name="saga", handler=on_saga_answer, event_types=COMPLETION_RUNNER.saga.listens_to(),
                  topics=[events_topic(participant) for participant in COMPLETION_RUNNER.saga.participants]),
