@@ -43,7 +43,9 @@ SCOPES: dict[str, dict[str, frozenset[str]]] = {
         "payment": frozenset({"load_payment_methods"}),
     },
     ORDER: {
-        "payment": frozenset({"create_payment", "payment_methods"}),
+        "cart": frozenset({"lock_cart", "unlock_cart"}),
+        "shipping": frozenset({"allocate_stock", "release_stock"}),
+        "payment": frozenset({"create_payment", "payment_methods", "process_payments", "void_payments"}),
     },
 }
 

@@ -14,9 +14,9 @@ async def on_completion_step(conn: asyncpg.Connection, envelope: EventEnvelope) 
     """The completion saga's commands to the cart (services/order/saga.py, step 1)."""
     match decode_event(envelope):
         case o.CartLockRequested() as request:
-            await lock_cart(conn, request)
+            await lock_cart(conn, request.number, request.request_id, request.lines)
         case o.CartUnlockRequested() as request:
-            await unlock_cart(conn, request)
+            await unlock_cart(conn, request.number, request.request_id)
 
 
 async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:

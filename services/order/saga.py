@@ -22,8 +22,11 @@ from typing import Any
 
 import asyncpg
 
+from services.cart.api import CartService
 from services.order.domain import Order
 from services.order.view import order_taxes
+from services.payment.api import PaymentService
+from services.shipping.api import ShippingService
 from shared.contracts import cart as c
 from shared.contracts import order as o
 from shared.contracts import payment as p
@@ -126,21 +129,21 @@ PIVOT_STEP = "complete"
 COMPLETION = Saga(
     name="completion",
     steps=(
-        Step("lock_cart", participant="cart",
+        Step(CartService.lock_cart.__name__, participant="cart",
              command=o.CartLockRequested, arguments=lambda saga: {"lines": saga.data["lines"]},
              answers={c.CartLocked: cart_locked, c.CartLockRefused: cart_refused},
              compensation=o.CartUnlockRequested, compensated_by=c.CartUnlocked,
              deadline="saga_lock_cart_deadline_ms",
              on_timeout=Failure("step_timed_out", "The cart could not be locked in time. Please try again.",
                                 "confirm")),
-        Step("allocate_stock", participant="shipping",
+        Step(ShippingService.allocate_stock.__name__, participant="shipping",
              command=o.StockAllocationRequested, arguments=lambda saga: {"lines": saga.data["locked_lines"]},
              answers={s.StockAllocated: stock_allocated, s.StockAllocationFailed: stock_refused},
              compensation=o.StockReleaseRequested, compensated_by=s.StockReleased,
              deadline="saga_stock_deadline_ms",
              on_timeout=Failure("step_timed_out", "Stock could not be allocated in time. Please try again.",
                                 "confirm")),
-        Step("process_payments", participant="payment", when=something_to_pay,
+        Step(PaymentService.process_payments.__name__, participant="payment", when=something_to_pay,
              command=o.PaymentRequested, arguments=payment_arguments,
              answers={p.PaymentsProcessed: payments_processed,
                       p.PaymentsDeclined: lambda saga, declined: Failure("payment_failed", declined.message,

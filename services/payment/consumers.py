@@ -26,9 +26,9 @@ def gateway() -> BogusGateway:
 async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     match decode_event(envelope):
         case o.PaymentRequested() as request:
-            await process_payments(conn, _gateway, request)
+            await process_payments(conn, _gateway, request.number, request.request_id, request.amount)
         case o.PaymentVoidRequested() as request:
-            await void_payments(conn, _gateway, request)
+            await void_payments(conn, _gateway, request.number, request.request_id)
         case o.OrderCanceled():
             await settle_cancellation(conn, _gateway, envelope.aggregate_id)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, TypedDict
 
+from shared.steps import StepReply
+
 
 class Ack(TypedDict):
     events: list[str]
@@ -72,4 +74,14 @@ class ShippingService(Protocol):
                              stock_locations: list[dict[str, Any]] | None = None,
                              shipping_methods: list[dict[str, Any]] | None = None) -> ReferenceLoaded:
         """Upserts zones, stock locations (with stock) and shipping methods."""
+        ...
+
+    # -- the completion saga's step 2 (services/order/saga.py); the saga's id is the request id --
+    async def allocate_stock(self, number: str, *, saga_id: str, lines: list[dict[str, Any]]) -> StepReply:
+        """Takes exactly the locked `lines` from stock, all or none: `shipping.StockAllocated`, or
+        `shipping.StockAllocationFailed`. Idempotent by `saga_id`; after `release_stock` it does nothing."""
+        ...
+
+    async def release_stock(self, number: str, *, saga_id: str) -> StepReply:
+        """Undoes `allocate_stock` (answered even when nothing was taken): `shipping.StockReleased`."""
         ...

@@ -17,7 +17,7 @@ async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> N
         case o.CheckoutRestarted():
             await discard_shipments(conn, envelope.aggregate_id)
         case o.StockAllocationRequested() as request:
-            await allocate_stock(conn, request)
+            await allocate_stock(conn, request.number, request.request_id, request.lines)
         case o.StockReleaseRequested() as request:
             await release_stock(conn, request.number, request.request_id)
         case o.OrderCanceled() as canceled:

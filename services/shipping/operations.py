@@ -10,10 +10,13 @@ from pydantic import BaseModel
 
 from services.shipping import commands
 from services.shipping.api import Ack, EstimatedRate, ReferenceLoaded, ShipmentFound, ShippingService, StockLevelJson
+from services.shipping.domain import OrderShipments
 from shared.aggregate import not_found
-from shared.contracts.shipping import LocationStock, StockLevel
+from shared.contracts.order import DeliveryLine
+from shared.contracts.shipping import LocationStock, StockAllocated, StockAllocationFailed, StockLevel, StockReleased
 from shared.db import Upsert, upsert_all
 from shared.service import ServiceContext
+from shared.steps import StepReply, run_step
 
 MAX_STOCK_QUERY = 1000  # variants per `stock` call
 
@@ -79,6 +82,16 @@ class ShippingOperations(ShippingService):
             *(Upsert("shipping_methods", method.model_dump()) for method in body.shipping_methods)])
         return {"zones": len(body.zones), "stock_locations": len(body.stock_locations),
                 "shipping_methods": len(body.shipping_methods)}
+
+    async def allocate_stock(self, number: str, *, saga_id: str, lines: list[dict[str, Any]]) -> StepReply:
+        locked = [DeliveryLine.model_validate(line) for line in lines]
+        return await run_step(self.ctx.pool, commands.SHIPPING_STORE, OrderShipments.aggregate_type, number, saga_id,
+                              (StockAllocated, StockAllocationFailed),
+                              lambda conn: commands.allocate_stock(conn, number, saga_id, locked))
+
+    async def release_stock(self, number: str, *, saga_id: str) -> StepReply:
+        return await run_step(self.ctx.pool, commands.SHIPPING_STORE, OrderShipments.aggregate_type, number, saga_id,
+                              (StockReleased,), lambda conn: commands.release_stock(conn, number, saga_id))
 
 
 # -- reference data (demo data, imports): the loader's input, validated -----------------------
