@@ -22,6 +22,17 @@ from shared.envelope import DomainEvent
 from shared.eventstore import ConcurrencyConflict, EventStore
 
 ATTEMPTS = 50
+# Steps a process runs at once, per pool: at most half its connections, since a step may need
+# a second one (the payment gateway's ledger sits outside the step's transaction); a saga that
+# calls a step again while the first call still runs (its reply late) cannot starve the pool.
+_SLOTS: dict[int, asyncio.Semaphore] = {}
+
+
+def _slots(pool: asyncpg.Pool) -> asyncio.Semaphore:
+    slots = _SLOTS.get(id(pool))
+    if slots is None:
+        slots = _SLOTS[id(pool)] = asyncio.Semaphore(max(1, pool.get_max_size() // 2))
+    return slots
 
 
 class StepReply(TypedDict):
@@ -36,6 +47,12 @@ async def run_step(pool: asyncpg.Pool, store: EventStore, aggregate_type: str, n
     """`body` (today's handler: load, decide, save) in a transaction, retried on a concurrent
     append; then the stored answers of `request_id` of the `answers` types."""
     types = [cls.event_type for cls in answers]
+    async with _slots(pool):
+        return await _run(pool, store, aggregate_type, number, request_id, types, body)
+
+
+async def _run(pool: asyncpg.Pool, store: EventStore, aggregate_type: str, number: str, request_id: str,
+               types: list[str], body: Callable[[asyncpg.Connection], Awaitable[None]]) -> StepReply:
     for attempt in range(ATTEMPTS):
         try:
             async with pool.acquire() as conn, conn.transaction():
