@@ -52,14 +52,18 @@ async def lags_ms(dsn: str, query: str, since: datetime, until: datetime) -> dic
 
 
 async def saga_lag(dsn: str, since: datetime, until: datetime) -> dict:
-    """Commit of a participant's answer (cart, shipping, payment) → the saga's next command
-    or the order's completion."""
+    """Commit of a participant's answer (cart, shipping) → the next step's answer (the saga
+    calls the next participant, caused by the answer), or of the last answer → the order's
+    completion."""
     return await lags_ms(
-        dsn, 'SELECT extract(epoch FROM o.occurred_at - c.occurred_at) AS lag FROM "order".events o'
+        dsn, "SELECT extract(epoch FROM o.occurred_at - c.occurred_at) AS lag"
+             ' FROM (SELECT type, causation_id, occurred_at FROM "order".events UNION ALL'
+             "       SELECT type, causation_id, occurred_at FROM shipping.events UNION ALL"
+             "       SELECT type, causation_id, occurred_at FROM payment.events) o"
              " JOIN (SELECT event_id::text AS id, occurred_at FROM cart.events UNION ALL"
              "       SELECT event_id::text AS id, occurred_at FROM shipping.events UNION ALL"
              "       SELECT event_id::text, occurred_at FROM payment.events) c ON c.id = o.causation_id"
-             " WHERE o.type IN ('order.StockAllocationRequested', 'order.PaymentRequested', 'order.OrderCompleted')"
+             " WHERE o.type IN ('shipping.StockAllocated', 'payment.PaymentsProcessed', 'order.OrderCompleted')"
              " AND c.occurred_at >= $1 AND c.occurred_at < $2", since, until)
 
 

@@ -37,6 +37,9 @@ class DomainEvent(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     event_type: ClassVar[str]
     event_version: ClassVar[int] = 1
+    # No longer produced; the model stays so stored history still decodes (`events read`, a
+    # rebuild), and the catalogue lists it apart, out of the AsyncAPI channels.
+    retired: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

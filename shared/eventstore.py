@@ -255,6 +255,16 @@ class EventStore:
         )
         return [_row_to_envelope(r) for r in rows]
 
+    async def answers(self, conn: asyncpg.Connection | asyncpg.Pool, aggregate_type: str, aggregate_id: str,
+                      request_id: str, types: Sequence[str]) -> list[EventEnvelope]:
+        """The events of a stream of those `types` answering `request_id` (`payload->>'request_id'`),
+        in sequence: what a participant answered a saga's step, found again for a repeated call."""
+        rows = await conn.fetch(
+            f"SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND type = ANY($3::text[])"
+            " AND payload->>'request_id' = $4 ORDER BY sequence", aggregate_type, aggregate_id, list(types),
+            request_id)
+        return [stored_envelope(r) for r in rows]
+
     async def read_after(self, conn: asyncpg.Connection | asyncpg.Pool, position: int,
                          limit: int = 1000) -> list[EventEnvelope]:
         """Events in global order after `position`: a follower never misses a late commit."""

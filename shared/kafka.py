@@ -18,9 +18,9 @@ log = logging.getLogger(__name__)
 
 # Each service's own events (its aggregates' facts), keyed by order number.
 EVENT_TOPICS = ("cart.events", "order.events", "shipping.events", "payment.events")
-# The completion saga's commands to its participants (shared/saga.py, services/order/saga.py):
-# the order service's `CompletionSaga` streams, keyed by order number, kept off `order.events`
-# so that topic holds one stream per key, the order's.
+# Where the completion saga's commands to its participants were published (the order service's
+# `CompletionSaga` streams, keyed by order number), before the saga called its participants
+# (shared/saga_runner.py): retired, nothing new goes there; still created, for that history.
 SAGA_TOPIC = "order.saga"
 # Every topic the services publish to (each with its `<topic>.dlq`).
 TOPICS = (*EVENT_TOPICS, SAGA_TOPIC)

@@ -32,7 +32,7 @@ from shared import context
 from shared.db import OUTAGE_ERRORS
 from shared.errors import DomainError
 from shared.jsonutil import dumps
-from shared.service_access import SERVICE_KEY_HEADER
+from shared.service_access import CAUSATION_HEADER, SERVICE_KEY_HEADER
 
 P = TypeVar("P")
 Method = Callable[..., Awaitable[Any]]
@@ -140,6 +140,8 @@ class Transport:
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s))
         headers = {"X-Request-Id": context.current_correlation_id(), "Content-Type": "application/json",
                    SERVICE_KEY_HEADER: self.key}
+        if (causation := context.causation_id.get()) is not None:  # what the callee's events are caused by
+            headers[CAUSATION_HEADER] = causation
         try:
             async with self._session.post(f"{random.choice(urls)}/bus/{name}", data=dumps(arguments),
                                           headers=headers) as response:

@@ -293,6 +293,11 @@ class RequestContext:
         if not request_id or len(request_id) > 128:  # a client's id, within reason, or our own
             request_id = context.new_id()
         token = context.correlation_id.set(request_id)
+        # A service called by another (the saga) is told what its events are caused by; the
+        # gateway's public callers are not listened to.
+        causation = None if self.service == "gateway" else next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"x-causation-id"), None)
+        causation_token = context.causation_id.set(causation if causation and len(causation) <= 128 else None)
         started = time.perf_counter()
         status = 500
 
@@ -314,6 +319,7 @@ class RequestContext:
                 access_log.info("request", extra=log_fields(method=scope["method"], route=route,
                                                             status=status, ms=round(elapsed * 1000, 2)))
             context.correlation_id.reset(token)
+            context.causation_id.reset(causation_token)
 
 
 def install_common(app: FastAPI, service: str, *, render: Render = internal_error_body,

@@ -16,6 +16,9 @@ import hmac
 from typing import Mapping
 
 SERVICE_KEY_HEADER = "X-Service-Key"
+# The event a service-to-service call is caused by (the saga's step: the answer that led to
+# it), so the callee's events carry it as their causation id (shared/service.py:RequestContext).
+CAUSATION_HEADER = "X-Causation-Id"
 # The shortest key a production start accepts (shared/safety.py): 128 bits as hex.
 MIN_KEY_LENGTH = 32
 
@@ -44,7 +47,9 @@ SCOPES: dict[str, dict[str, frozenset[str]]] = {
         "payment": frozenset({"load_payment_methods"}),
     },
     ORDER: {
-        "payment": frozenset({"create_payment", "payment_methods"}),
+        "cart": frozenset({"lock_cart", "unlock_cart"}),
+        "shipping": frozenset({"allocate_stock", "release_stock"}),
+        "payment": frozenset({"create_payment", "payment_methods", "process_payments", "void_payments"}),
     },
 }
 

@@ -53,6 +53,15 @@ class Settings:
     saga_compensation_retry_ms: int = field(default_factory=lambda: _int("SAGA_COMPENSATION_RETRY_MS", 5000))
     # How often each saga worker looks for instances past their deadline.
     saga_sweep_interval_ms: int = field(default_factory=lambda: _int("SAGA_SWEEP_INTERVAL_MS", 1000))
+    # A step's call whose reply was not recorded (a crash, a timeout, an outage) is made again
+    # after this, doubling each time up to 5 s, until the step's deadline.
+    saga_step_retry_ms: int = field(default_factory=lambda: _int("SAGA_STEP_RETRY_MS", 1000))
+    # How long the saga waits for a participant's reply to one call (then the retry takes over).
+    saga_call_timeout_ms: int = field(default_factory=lambda: _int("SAGA_CALL_TIMEOUT_MS", 10000))
+    # Calls of a step that raise (not an outage) before the step fails (`step_failed`).
+    saga_step_max_attempts: int = field(default_factory=lambda: _int("SAGA_STEP_MAX_ATTEMPTS", 3))
+    # Sagas one process drives at once (a restart that finds many due does not stampede).
+    saga_max_drives: int = field(default_factory=lambda: _int("SAGA_MAX_DRIVES", 64))
     # Orders a consumer handles at once; each holds a pool connection, the API needs some.
     consumer_concurrency: int = field(default_factory=lambda: _int("CONSUMER_CONCURRENCY", 6))
     # Messages a consumer holds fetched but not yet handled before it stops fetching more.

@@ -24,9 +24,16 @@ async def test_events_read_tells_an_orders_story_in_causal_order(gateway, stack)
         if event["causation_id"] in position:
             assert position[event["causation_id"]] < i, event["type"]
     types = [e["type"] for e in story]
-    assert types.index("order.CompletionRequested") < types.index("shipping.StockAllocated") \
-        < types.index("order.PaymentRequested") < types.index("payment.PaymentsProcessed") \
+    assert types.index("order.CompletionRequested") < types.index("cart.CartLocked") \
+        < types.index("shipping.StockAllocated") < types.index("payment.PaymentsProcessed") \
         < types.index("order.OrderCompleted")
+    # The saga calls its participants: no command events any more, each answer caused by what
+    # made the saga take its step.
+    assert not [t for t in types if t.endswith("Requested") and t != "order.CompletionRequested"
+                and t != "order.DeliveryRequested"]
+    by_id = {e["event_id"]: e for e in story}
+    assert by_id[story[types.index("cart.CartLocked")]["causation_id"]]["type"] == "order.CompletionRequested"
+    assert by_id[story[types.index("payment.PaymentsProcessed")]["causation_id"]]["type"] == "shipping.StockAllocated"
     assert number in cli(stack, "events", "read", "--order", number).stdout
     catalogue = json.loads(cli(stack, "events", "catalog", "--json").stdout)
     assert "order.OrderCompleted.v1" in catalogue["order.events"]
@@ -201,8 +208,8 @@ async def live_copies(stack, topics: list[str], wanted: set[str]) -> dict[str, s
 
 async def test_replayed_copies_keep_key_topic_and_partition(gateway, stack):
     """A replay sends each event where the relay did: the same topic, under the same key, so
-    to the same partition. The saga's commands (stream CompletionSaga, keyed by the order
-    number) included, and a compensating completion's too (a declined card)."""
+    to the same partition; a compensating completion's too (a declined card). The saga
+    appends no commands any more (its retired CompletionSaga streams are history only)."""
     conn = await asyncpg.connect(stack.database_url)
     try:
         before = await conn.fetchval('SELECT coalesce(max(position), 0) FROM "order".events')
@@ -219,7 +226,7 @@ async def test_replayed_copies_keep_key_topic_and_partition(gateway, stack):
             before, [completed, declined])
     finally:
         await conn.close()
-    assert {r["aggregate_type"] for r in rows} == {"Order", "CompletionSaga"}
+    assert {r["aggregate_type"] for r in rows} == {"Order"}
     topics = ["order.events", "order.saga"]
     live = await live_copies(stack, topics, {r["event_id"] for r in rows})
     assert all(len(copies) == 1 for copies in live.values()), live

@@ -17,6 +17,7 @@ from datetime import datetime
 import asyncpg
 import pytest
 
+from services.order.saga import COMPLETION
 from tests.helpers.cli import cli
 from tests.helpers.completion import getcandy_number, settled
 from tests.helpers.getcandy import placed_ready_order
@@ -158,24 +159,31 @@ async def test_order_events_carries_one_stream_per_order_in_sequence_causes_firs
         check_stream(number, per_key[number], elsewhere)
         assert {json.loads(r.value)["event_id"] for r in per_key[number]} == \
             {row["event_id"] for row in by_order[number]}, f"{number}: the topic and the store differ"
-    check_commands(topics, set(numbers))
+    check_answers(topics, set(numbers))
 
 
-def check_commands(topics: dict[str, list], numbers: set[str]) -> None:
-    """The saga's commands (on order.saga, keyed by order number) name their cause too: a
-    saga's first command the CompletionRequested that started it, every later one the event
-    that made it take that step, published and no later than the command."""
+def check_answers(topics: dict[str, list], numbers: set[str]) -> None:
+    """The saga publishes no commands (nothing of this test's orders on order.saga): it calls
+    its participants, and each participant's answer names as its cause the event that made the
+    saga take that step (the CompletionRequested for the lock, the previous answer after it,
+    the failing answer for an undo), published and no later than the answer."""
     everything = {}
     for records in topics.values():
         for record in records:
             body = json.loads(record.value)
             everything[body["event_id"]] = body
-    commands = [json.loads(r.value) for r in topics["order.saga"] if r.key and r.key.decode() in numbers]
-    assert commands, "no command of this test's completions on order.saga"
-    for command in commands:
-        cause = everything.get(command["causation_id"] or "")
-        assert cause is not None, f"{command['type']} names no published cause"
-        assert datetime.fromisoformat(cause["occurred_at"]) <= datetime.fromisoformat(command["occurred_at"]), \
-            f"{command['type']} occurred before its cause {cause['type']}"
-        if command["sequence"] == 1:
-            assert cause["type"] == "order.CompletionRequested", f"{command['type']} caused by {cause['type']}"
+    assert not [r for r in topics["order.saga"] if r.key and r.key.decode() in numbers], "a saga command published"
+    answer_types = {cls.event_type for cls in COMPLETION.listens_to()}
+    answers = [body for body in everything.values()
+               if body["type"] in answer_types and body["payload"].get("order_number") in numbers]
+    assert {"cart.CartLocked", "cart.CartLockRefused", "cart.CartUnlocked", "shipping.StockAllocated",
+            "payment.PaymentsProcessed", "payment.PaymentsDeclined"} <= {a["type"] for a in answers}
+    for answer in answers:
+        cause = everything.get(answer["causation_id"] or "")
+        assert cause is not None, f"{answer['type']} names no published cause"
+        assert datetime.fromisoformat(cause["occurred_at"]) <= datetime.fromisoformat(answer["occurred_at"]), \
+            f"{answer['type']} occurred before its cause {cause['type']}"
+        if answer["type"] in ("cart.CartLocked", "cart.CartLockRefused"):
+            assert cause["type"] == "order.CompletionRequested", f"{answer['type']} caused by {cause['type']}"
+        if answer["type"] == "shipping.StockAllocated":
+            assert cause["type"] == "cart.CartLocked", f"{answer['type']} caused by {cause['type']}"

@@ -294,11 +294,10 @@ async def saga_status(dsn: str, saga_id: str) -> str | None:
 # to the same topics at the same pace share a group: shared/service.py `consumer_groups`; a unit test holds
 # this list to the services' definitions).
 CONSUMER_GROUPS = {
-    "cart.completion": ["order.saga"],
     "cart.orders": ["order.events"],
     "order.view+saga": ["cart.events", "payment.events", "shipping.events"],
-    "shipping.orders": ["order.events", "order.saga"],
-    "payment.orders": ["order.events", "order.saga"],
+    "shipping.orders": ["order.events"],
+    "payment.orders": ["order.events"],
 }
 
 

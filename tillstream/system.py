@@ -151,7 +151,8 @@ class System:
         return f"{self.service_url(service)}/bus/{operation}"
 
     def key_of(self, caller: str) -> str:
-        return {"gateway": self.config.gateway_key, "operator": self.config.operator_key}[caller]
+        return {"gateway": self.config.gateway_key, "operator": self.config.operator_key,
+                "order": self.config.order_key}[caller]
 
     def call(self, service: str, operation: str, *, as_caller: str = "operator", **arguments):
         """A service's operation over HTTP, with the operator's key (reference data) unless

@@ -69,7 +69,7 @@ def figures(before: Reading, now: Reading) -> dict:
         "seconds": round(seconds, 3),
         "services": {service: {
             "appended_per_s": round(_per_second(before.appended[service], now.appended[service], seconds), 2),
-            # Every topic its relay publishes to (the order service's: order.events and order.saga).
+            # Every topic its relay publishes to (the order service's: order.events, and order.saga, retired).
             "published_per_s": round(sum(_per_second(before.published[topic], now.published[topic], seconds)
                                          for topic in TOPICS if topic.startswith(f"{service}.")), 2),
             "outbox": {k: now.outbox[service][k] for k in ("unpublished", "oldest_age_s", "parked")},

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, TypedDict
 
+from shared.steps import StepReply
+
 
 class LineItem(TypedDict):
     id: int
@@ -109,4 +111,15 @@ class CartService(Protocol):
 
     async def load_promotions(self, *, promotions: list[dict[str, Any]]) -> PromotionsLoaded:
         """Upserts promotions (coupon codes)."""
+        ...
+
+    # -- the completion saga's step 1 (services/order/saga.py); the saga's id is the request id --
+    async def lock_cart(self, number: str, *, saga_id: str, lines: list[dict[str, Any]]) -> StepReply:
+        """Locks the cart if it still holds `lines` (`{variant_id, quantity, track_inventory}`),
+        reserving its limited coupons: `cart.CartLocked`, or `cart.CartLockRefused`. Idempotent by
+        `saga_id`: a repeat answers the first answer; after `unlock_cart` it does nothing."""
+        ...
+
+    async def unlock_cart(self, number: str, *, saga_id: str) -> StepReply:
+        """Undoes `lock_cart` (answered even when nothing was locked): `cart.CartUnlocked`."""
         ...

@@ -9,7 +9,7 @@ import asyncpg
 from services.cart.domain import Cart, Promotion
 from shared.aggregate import CommandResult, DomainError, Repository, not_found
 from shared.contracts.cart import VariantSnapshot
-from shared.contracts.order import CartLockRequested, CartUnlockRequested
+from shared.contracts.order import DeliveryLine
 from shared.eventstore import EventStore
 from shared.ids import next_id
 from shared.kafka import events_topic
@@ -94,13 +94,13 @@ async def remove_coupon(pool: asyncpg.Pool, number: str, code: str) -> CommandRe
     return await CARTS.execute(pool, number, lambda cart: cart.remove_promotion(code))
 
 
-# -- the completion saga's step 1 (run by the consumer of order.events) -------------------
-async def lock_cart(conn: asyncpg.Connection, request: CartLockRequested) -> None:
+# -- the completion saga's step 1 (CartService.lock_cart, unlock_cart: operations.py) -------
+async def lock_cart(conn: asyncpg.Connection, number: str, request_id: str, lines: list[DeliveryLine]) -> None:
     """Lock the cart and reserve its promotions, or refuse (Cart.lock). The promotions are
     row-locked first and their uses counted after, so of two orders racing for a coupon's
     last use the second sees the first's reservation."""
-    cart = await CARTS.load(conn, request.number)
-    if request.request_id in cart.lock_answered:
+    cart = await CARTS.load(conn, number)
+    if request_id in cart.lock_answered or request_id in cart.unlock_answered:
         return
     ids = sorted(promotion.id for promotion in cart.promotions.values())
     lapsed_codes: set[str] = set()
@@ -108,25 +108,25 @@ async def lock_cart(conn: asyncpg.Connection, request: CartLockRequested) -> Non
         rows = await conn.fetch("SELECT * FROM promotions WHERE id = ANY($1::int[]) ORDER BY id FOR UPDATE", ids)
         used = dict(await conn.fetch(
             "SELECT promotion_id, count(*) FROM promotion_uses WHERE promotion_id = ANY($1::int[])"
-            " AND order_number <> $2 GROUP BY promotion_id", ids, request.number))
+            " AND order_number <> $2 GROUP BY promotion_id", ids, number))
         now = datetime.now(timezone.utc)
         lapsed_codes = {row["code"] for row in rows if lapsed(row, used.get(row["id"], 0), now)}
     discarded = {r["id"] for r in await conn.fetch(
         "SELECT id FROM variants WHERE id = ANY($1::int[]) AND discarded_at IS NOT NULL",
-        sorted({line.variant_id for line in request.lines}))}
-    cart.lock(request.request_id, expected=[(line.variant_id, line.quantity) for line in request.lines],
+        sorted({line.variant_id for line in lines}))}
+    cart.lock(request_id, expected=[(line.variant_id, line.quantity) for line in lines],
               lapsed_codes=lapsed_codes, reservable=ids, discarded_variants=discarded)
-    if cart.locked_by == request.request_id and ids:
+    if cart.locked_by == request_id and ids:
         await conn.execute("INSERT INTO promotion_uses (promotion_id, order_number) SELECT unnest($1::int[]), $2"
-                           " ON CONFLICT DO NOTHING", ids, request.number)
+                           " ON CONFLICT DO NOTHING", ids, number)
     await CARTS.save(conn, cart)
 
 
-async def unlock_cart(conn: asyncpg.Connection, request: CartUnlockRequested) -> None:
+async def unlock_cart(conn: asyncpg.Connection, number: str, request_id: str) -> None:
     """Compensation of step 1: unlock and free the reservations (answered even if not locked)."""
-    cart = await CARTS.load(conn, request.number)
-    released = cart.unlock(request.request_id)
+    cart = await CARTS.load(conn, number)
+    released = cart.unlock(request_id)
     if released:
         await conn.execute("DELETE FROM promotion_uses WHERE order_number = $1 AND promotion_id = ANY($2::int[])"
-                           " AND NOT completed", request.number, released)
+                           " AND NOT completed", number, released)
     await CARTS.save(conn, cart)

@@ -1,22 +1,13 @@
-"""Handlers of the cart service for other services' events."""
+"""Handlers of the cart service for other services' events (the completion saga calls its
+step operations instead: CartService.lock_cart, unlock_cart)."""
 from __future__ import annotations
 
 import asyncpg
 
-from services.cart.commands import lock_cart, unlock_cart
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
-from shared.kafka import SAGA_TOPIC, events_topic
+from shared.kafka import events_topic
 from shared.service import Subscription
-
-
-async def on_completion_step(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
-    """The completion saga's commands to the cart (services/order/saga.py, step 1)."""
-    match decode_event(envelope):
-        case o.CartLockRequested() as request:
-            await lock_cart(conn, request)
-        case o.CartUnlockRequested() as request:
-            await unlock_cart(conn, request)
 
 
 async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
@@ -30,10 +21,6 @@ async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> N
 
 
 subscriptions = [
-    # A completion waits for the cart's answer: fetched without the background delay. The
-    # saga's commands come on their own topic, not among the order's events.
-    Subscription(name="completion", topics=[SAGA_TOPIC], handler=on_completion_step,
-                 event_types=(o.CartLockRequested, o.CartUnlockRequested)),
     Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event,
                  event_types=(o.OrderCompleted, o.OrderCanceled),
                  # Promotion usage and the directory: no request waits on them.

@@ -22,10 +22,13 @@ from services.cart.api import (
     PromotionsLoaded,
     Variant,
 )
-from services.cart.domain import Line
+from services.cart.domain import Cart, Line
 from shared.aggregate import not_found
+from shared.contracts import cart as c
+from shared.contracts.order import DeliveryLine
 from shared.db import Upsert, upsert_all
 from shared.service import ServiceContext
+from shared.steps import StepReply, run_step
 from shared.validation import ascii_int
 
 MAX_VARIANTS_QUERY = 1000  # variant ids per call
@@ -114,6 +117,16 @@ class CartOperations(CartService):
 
         await upsert_all(self.ctx.pool, (row(p) for p in map(PromotionIn.model_validate, promotions)))
         return {"promotions": len(promotions)}
+
+    async def lock_cart(self, number: str, *, saga_id: str, lines: list[dict[str, Any]]) -> StepReply:
+        locked = [DeliveryLine.model_validate(line) for line in lines]
+        return await run_step(self.ctx.pool, commands.CART_STORE, Cart.aggregate_type, number, saga_id,
+                              (c.CartLocked, c.CartLockRefused),
+                              lambda conn: commands.lock_cart(conn, number, saga_id, locked))
+
+    async def unlock_cart(self, number: str, *, saga_id: str) -> StepReply:
+        return await run_step(self.ctx.pool, commands.CART_STORE, Cart.aggregate_type, number, saga_id,
+                              (c.CartUnlocked,), lambda conn: commands.unlock_cart(conn, number, saga_id))
 
 
 # -- reference data (demo data, imports): the loaders' input, validated -----------------------

@@ -20,8 +20,9 @@ from shared.contracts.order import CompletionRequested, DeliveryLine
 from shared.envelope import EventEnvelope
 from shared.eventstore import ConcurrencyConflict, EventStore
 from shared.ids import next_id
-from shared.kafka import SAGA_TOPIC, events_topic
-from shared.saga import SagaInstance, SagaRunner, encode_data
+from shared.kafka import events_topic
+from shared.saga import SagaInstance, encode_data
+from shared.saga_runner import SagaRunner
 from shared.settings import load_settings
 from shared.validation import INT32_MAX, ascii_int
 
@@ -34,9 +35,10 @@ async def project(conn: asyncpg.Connection, events: list[EventEnvelope]) -> None
     await apply_to_view(conn, *events)
 
 
-# Carries out the completion saga: started by `complete`, moved on by the saga worker. Its
-# commands go to `order.saga`: `order.events` carries the order's own events alone.
-COMPLETION_RUNNER = SagaRunner(COMPLETION, ORDERS, project, load_settings(), ORDER_STORE, SAGA_TOPIC)
+# Carries out the completion saga: started by `complete`, driven by calls of the participants
+# (bound to them at start-up: consumers.start_saga), the answers also coming from Kafka (the
+# `saga` subscription, whose idempotency records it shares) and the sweep.
+COMPLETION_RUNNER = SagaRunner(COMPLETION, ORDERS, project, load_settings(), consumer="order.saga")
 
 
 async def create_order(pool: asyncpg.Pool, *, currency: str = "USD", email: str | None = None,
@@ -133,8 +135,10 @@ def _refuse_unknown(facts: dict | None, guest_token: str | None) -> dict:
 
 
 async def complete(pool: asyncpg.Pool, number: str, *, guest_token: str | None = None) -> CommandResult[Order]:
-    """Start the completion saga (services/order/saga.py); its steps run in the consumers.
-    The view supplies what the customer confirmed; the saga charges what the cart locks."""
+    """Start the completion saga (services/order/saga.py): CompletionRequested, the view and
+    the saga's row in one transaction, then the saga is driven (a task of the runner's, which
+    the caller need not wait for). The view supplies what the customer confirmed; the saga
+    charges what the cart locks."""
     facts = _refuse_unknown(await read_order(pool, number), guest_token)
     has_valid_payment = any(p["state"] not in ("failed", "invalid", "void") for p in facts["payments"])
     lines = delivery_lines(facts)
@@ -147,11 +151,14 @@ async def complete(pool: asyncpg.Pool, number: str, *, guest_token: str | None =
             {"lines": [line.model_dump() for line in lines], "tax_rate": facts["tax_rate"]}))]
 
     async def start(conn: asyncpg.Connection, stored: list[EventEnvelope]) -> None:
-        # After the CompletionRequested is appended: the saga's first command follows its cause.
+        # After the CompletionRequested is appended: the saga's first call is caused by it.
         requested = next(e for e in stored if e.type == CompletionRequested.event_type)
         await COMPLETION_RUNNER.started(conn, started[0], cause=str(requested.event_id))
 
-    return await ORDERS.execute(pool, number, request, project=project, then=start)
+    result = await ORDERS.execute(pool, number, request, project=project, then=start)
+    if COMPLETION_RUNNER.pool is not None:
+        COMPLETION_RUNNER.drive(started[0].id)
+    return result
 
 
 async def advance(pool: asyncpg.Pool, number: str, *, require_email: bool = True,

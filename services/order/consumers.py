@@ -14,6 +14,7 @@ import asyncpg
 
 from services.order.commands import COMPLETION_RUNNER, ORDERS, project, release_unpaid_orders
 from services.order.projections import apply_to_view
+from services.order.view_watcher import watcher
 from shared.contracts import cart as c
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
@@ -52,17 +53,32 @@ async def on_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
 
 
 async def on_saga_answer(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
-    """A participant's answer to the completion saga (or a dead-letter notice about one of
-    its commands): the generic runner moves the saga on (shared/saga.py)."""
+    """A participant's answer to the completion saga, from Kafka: the runner records it unless
+    the call's reply did first (the same idempotency record), and goes on (shared/saga_runner.py)."""
     if dropped(f"saga.answer.{envelope.type}"):  # fault injection: the answer is lost on the way
         return
     await hold_point("saga.answer")
     await COMPLETION_RUNNER.handle(conn, envelope)
 
 
+# How long the end of a completion waits for the view to show the participants' answers.
+VIEW_CATCH_UP_S = 30.0  # after a restart, until the view consumer has rejoined
+
+
+def start_saga(ctx: ServiceContext) -> None:
+    """The saga runner calls the participants as this service does (`ctx.peers`); the end
+    of a completion waits (bounded) until the view shows what they answered, so an order
+    shown complete shows its payments authorised and its stock allocated."""
+    async def view_applied(number: str, event_ids: list[str]) -> bool:
+        return await watcher.wait_applied(ctx.settings.database_url, ctx.pool, number, event_ids, VIEW_CATCH_UP_S)
+
+    COMPLETION_RUNNER.bind(ctx.pool, ctx.peers, await_view=view_applied)
+
+
 async def run_expired_steps(ctx: ServiceContext) -> None:
-    """Deadlines: every SAGA_SWEEP_INTERVAL_MS, compensate the steps not answered in time
-    (or aborted by an operator). Every instance of the service sweeps; each saga is taken
+    """Deadlines and retries: every SAGA_SWEEP_INTERVAL_MS, compensate the steps not answered
+    in time (or aborted by an operator), and call again the steps whose reply was not
+    recorded (SAGA_STEP_RETRY_MS). Every instance of the service sweeps; each saga is taken
     by one (`FOR UPDATE SKIP LOCKED`)."""
     while True:
         await asyncio.sleep(ctx.settings.saga_sweep_interval_ms / 1000)

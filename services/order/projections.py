@@ -32,7 +32,7 @@ async def apply_to_view(conn: asyncpg.Connection, *envelopes: EventEnvelope) -> 
 
 # Not about an order's own state, so not folded, stamped or notified: the notices of
 # dead-lettered messages, which the services' topics carry among their events (keyed by
-# their own ids). The completion saga's commands never reach the view: they are on
+# their own ids). The completion saga's retired commands never reach the view: they were on
 # `order.saga`, and a rebuild leaves their streams out (tillstream/operations.py `_fold`).
 NOT_FOLDED = frozenset(f"{service}.MessageDeadLettered" for service in SERVICES)
 

@@ -1,8 +1,9 @@
 """The completion saga: what Solidus's `complete` and GetCandy's `process` run.
 
-Read top to bottom; this is the only place its steps are listed. `shared/saga.py` runs it:
-each participant's step is a command on `order.saga` answered on the participant's topic,
-with a deadline; a failure compensates every step taken, the failing one included, and
+Read top to bottom; this is the only place its steps are listed. `shared/saga_runner.py` runs
+it: each participant's step is a call of its operation through its interface (`CartService.
+lock_cart`, ...), whose reply holds the participant's answer event (also published on its
+topic), with a deadline; a failure undoes every step taken, the failing one included, and
 leaves the order where `Failure.state` says. The diagram in the README is `COMPLETION.mermaid()`.
 
 1. cart: lock the cart. Its lines, prices, adjustments and totals are then what is charged
@@ -22,8 +23,11 @@ from typing import Any
 
 import asyncpg
 
+from services.cart.api import CartService
 from services.order.domain import Order
 from services.order.view import order_taxes
+from services.payment.api import PaymentService
+from services.shipping.api import ShippingService
 from shared.contracts import cart as c
 from shared.contracts import order as o
 from shared.contracts import payment as p
@@ -76,14 +80,14 @@ def something_to_pay(saga: SagaInstance) -> bool:
 
 
 def payment_arguments(saga: SagaInstance) -> dict[str, Any]:
-    return {"amount": amount_to_charge(saga)}
+    return {"amount": str(amount_to_charge(saga))}
 
 
 def payments_processed(saga: SagaInstance, processed: p.PaymentsProcessed) -> dict[str, Any]:
     return encode_data({"payment_total": processed.payment_total, "secured_total": processed.secured_total})
 
 
-async def complete_order(conn: asyncpg.Connection, order: Order, saga: SagaInstance) -> None:
+async def place_order(conn: asyncpg.Connection, order: Order, saga: SagaInstance) -> None:
     order.complete(saga.id, total=amount_to_charge(saga), payment_total=Decimal(saga.data.get("payment_total", 0)),
                    reference=await next_reference(conn), backordered=saga.data.get("backordered", False))
     secured = saga.data.get("secured_total")  # absent: nothing to pay, or recorded before it was answered
@@ -118,39 +122,36 @@ def completion_failed(order: Order, saga: SagaInstance) -> None:
 
 
 # -- the definition ---------------------------------------------------------------------------
-# The pivot step's name as sagas and CompletionFailed events store it (`sagas.invoked`,
-# `CompletionFailed.step`): a step of this saga, run here (`complete_order`), not a call of
-# OrderService.complete, which starts the saga.
-PIVOT_STEP = "complete"
+# The pivot, `place_order`, is run here on the order itself (not a call of
+# OrderService.complete, which starts the saga).
 
 COMPLETION = Saga(
     name="completion",
+    interfaces={"cart": CartService, "shipping": ShippingService, "payment": PaymentService},
     steps=(
-        Step("lock_cart", participant="cart",
-             command=o.CartLockRequested, arguments=lambda saga: {"lines": saga.data["lines"]},
+        Step(call=lambda peers: peers.cart.lock_cart, arguments=lambda saga: {"lines": saga.data["lines"]},
              answers={c.CartLocked: cart_locked, c.CartLockRefused: cart_refused},
-             compensation=o.CartUnlockRequested, compensated_by=c.CartUnlocked,
+             undo=lambda peers: peers.cart.unlock_cart, compensated_by=c.CartUnlocked,
              deadline="saga_lock_cart_deadline_ms",
              on_timeout=Failure("step_timed_out", "The cart could not be locked in time. Please try again.",
                                 "confirm")),
-        Step("allocate_stock", participant="shipping",
-             command=o.StockAllocationRequested, arguments=lambda saga: {"lines": saga.data["locked_lines"]},
+        Step(call=lambda peers: peers.shipping.allocate_stock,
+             arguments=lambda saga: {"lines": saga.data["locked_lines"]},
              answers={s.StockAllocated: stock_allocated, s.StockAllocationFailed: stock_refused},
-             compensation=o.StockReleaseRequested, compensated_by=s.StockReleased,
+             undo=lambda peers: peers.shipping.release_stock, compensated_by=s.StockReleased,
              deadline="saga_stock_deadline_ms",
              on_timeout=Failure("step_timed_out", "Stock could not be allocated in time. Please try again.",
                                 "confirm")),
-        Step("process_payments", participant="payment", when=something_to_pay,
-             command=o.PaymentRequested, arguments=payment_arguments,
+        Step(call=lambda peers: peers.payment.process_payments, when=something_to_pay, arguments=payment_arguments,
              answers={p.PaymentsProcessed: payments_processed,
                       p.PaymentsDeclined: lambda saga, declined: Failure("payment_failed", declined.message,
                                                                          "payment"),
                       p.PaymentsRefused: lambda saga, refused: Failure(refused.code, refused.message, "payment")},
-             compensation=o.PaymentVoidRequested, compensated_by=p.PaymentsVoided,
+             undo=lambda peers: peers.payment.void_payments, compensated_by=p.PaymentsVoided,
              deadline="saga_payment_deadline_ms",
              on_timeout=Failure("payment_timed_out", "The payment could not be processed in time."
                                 " Please try again.", "payment")),
-        Step(PIVOT_STEP, participant="order", run=complete_order),
+        Step(run=place_order),
     ),
     on_failed=completion_failed,
 )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, TypedDict
 
+from shared.steps import StepReply
+
 
 class Ack(TypedDict):
     events: list[str]
@@ -50,4 +52,16 @@ class PaymentService(Protocol):
     # -- reference data (demo data, imports): an admin operation, idempotent upserts --------
     async def load_payment_methods(self, *, methods: list[dict[str, Any]]) -> PaymentMethodsLoaded:
         """Upserts payment methods."""
+        ...
+
+    # -- the completion saga's step 3 (services/order/saga.py); the saga's id is the request id --
+    async def process_payments(self, number: str, *, saga_id: str, amount: Any) -> StepReply:
+        """Authorises (or purchases) the entered payments for `amount` (the locked total, a
+        decimal string): `payment.PaymentsProcessed`, `PaymentsDeclined` or `PaymentsRefused`.
+        Idempotent by `saga_id` (the gateway's ledger keeps one charge); after `void_payments`
+        it does nothing."""
+        ...
+
+    async def void_payments(self, number: str, *, saga_id: str) -> StepReply:
+        """Undoes `process_payments` (answered even when nothing was charged): `payment.PaymentsVoided`."""
         ...

@@ -9,7 +9,6 @@ import asyncpg
 from services.payment.domain import InvalidPayment, OrderPayments, PaymentMethod, parse_amount, validate_card
 from services.payment.gateway import BogusGateway, card_for_token
 from shared.aggregate import CommandResult, DomainError, Repository, not_found
-from shared.contracts.order import PaymentRequested, PaymentVoidRequested
 from shared.contracts.payment import CardSource
 from shared.eventstore import EventStore
 from shared.faults import crash_point, fail_point, hold_point
@@ -65,27 +64,28 @@ async def create_payment(pool: asyncpg.Pool, gateway: BogusGateway, number: str,
         payment_id=payment_id, method=method, amount=value, source=card), project=keep_card_token if card else None)
 
 
-async def process_payments(conn: asyncpg.Connection, gateway: BogusGateway, request: PaymentRequested) -> None:
+async def process_payments(conn: asyncpg.Connection, gateway: BogusGateway, number: str, request_id: str,
+                           amount: Decimal) -> None:
     """Saga step 3: authorise (or purchase, for auto-capture methods) until the amount is
     covered. Runs in the consumer's transaction; the gateway's own ledger sits outside it,
     and each call's idempotency key is the payment's number and action, so a redelivered
     or retried step never charges twice."""
     fail_point("payment.process_payments")
     await hold_point("payment.process_payments")
-    payments = await PAYMENTS.load(conn, request.number)
-    if payments.refuse_unless_covering(request.request_id, request.amount):
+    payments = await PAYMENTS.load(conn, number)
+    if payments.refuse_unless_covering(request_id, amount):
         await PAYMENTS.save(conn, payments)
         return
     methods = await conn.fetch("SELECT id, auto_capture FROM payment_methods")
     auto_capture = {r["id"]: r["auto_capture"] for r in methods}
     covered, declined = Decimal("0"), None
     for payment in payments.to_process():
-        if covered >= request.amount:
+        if covered >= amount:
             break
         capture = auto_capture.get(payment.method_id, False)
         action = "purchase" if capture else "authorize"
         result = await gateway.call(action, gateway_token=await token_of(conn, payment.source), amount=payment.amount,
-                                    idempotency_key=f"{request.number}-{payment.number}-{action}")
+                                    idempotency_key=f"{number}-{payment.number}-{action}")
         crash_point("payment.after_gateway_call")  # the gateway charged; our record is not committed
         payments.record_gateway_result(payment.id, captured=capture, success=result.success,
                                        authorization=result.authorization, message=result.message)
@@ -93,26 +93,26 @@ async def process_payments(conn: asyncpg.Connection, gateway: BogusGateway, requ
             declined = result.message
             break
         covered += payment.amount
-    payments.conclude(request.request_id, declined)
+    payments.conclude(request_id, declined)
     await PAYMENTS.save(conn, payments)
 
 
-async def void_payments(conn: asyncpg.Connection, gateway: BogusGateway, request: PaymentVoidRequested) -> None:
+async def void_payments(conn: asyncpg.Connection, gateway: BogusGateway, number: str, request_id: str) -> None:
     """Compensation of step 3: void at the gateway what the failed completion authorised or
     captured (a card payment still in `checkout` only if the gateway has a charge for it:
     the step may have died between the gateway's answer and our record)."""
-    payments = await PAYMENTS.load(conn, request.number)
-    if request.request_id in payments.voided_requests:
+    payments = await PAYMENTS.load(conn, number)
+    if request_id in payments.voided_requests:
         return
     voided = []
     for payment in payments.to_void():
-        key = f"{request.number}-{payment.number}"
+        key = f"{number}-{payment.number}"
         if payment.state == "checkout" and not await gateway.charged(f"{key}-authorize", f"{key}-purchase"):
             continue
         await gateway.call("void", gateway_token=await token_of(conn, payment.source),
                            amount=payment.amount, idempotency_key=f"{key}-void")
         voided.append(payment.id)
-    payments.voided_for(request.request_id, voided)
+    payments.voided_for(request_id, voided)
     await PAYMENTS.save(conn, payments)
 
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import asyncpg
 
-from services.payment.commands import process_payments, settle_cancellation, void_payments
+from services.payment.commands import settle_cancellation
 from services.payment.gateway import BogusGateway
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
-from shared.kafka import SAGA_TOPIC, events_topic
+from shared.kafka import events_topic
 from shared.service import Subscription
 
 _gateway: BogusGateway | None = None
@@ -25,15 +25,10 @@ def gateway() -> BogusGateway:
 
 async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     match decode_event(envelope):
-        case o.PaymentRequested() as request:
-            await process_payments(conn, _gateway, request)
-        case o.PaymentVoidRequested() as request:
-            await void_payments(conn, _gateway, request)
         case o.OrderCanceled():
             await settle_cancellation(conn, _gateway, envelope.aggregate_id)
 
 
-# The order's events and the completion saga's commands (`order.saga`), in one group.
-subscriptions = [Subscription(name="orders", topics=[events_topic("order"), SAGA_TOPIC], handler=on_order_event,
-                              event_types=(o.PaymentRequested, o.PaymentVoidRequested,
-                                           o.OrderCanceled))]
+# The order's events (the completion saga calls PaymentService.process_payments, void_payments).
+subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event,
+                              event_types=(o.OrderCanceled,))]

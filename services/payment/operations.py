@@ -3,14 +3,18 @@
 that hosts it and called through shared/rpc.py (in-process, or `POST /bus/<operation>` alone)."""
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, cast
 
 from pydantic import BaseModel
 
 from services.payment import commands
 from services.payment.api import Ack, PaymentCreated, PaymentMethod, PaymentMethodsLoaded, PaymentService
+from services.payment.domain import OrderPayments
+from shared.contracts.payment import PaymentsDeclined, PaymentsProcessed, PaymentsRefused, PaymentsVoided
 from shared.db import Upsert, upsert_all
 from shared.service import ServiceContext
+from shared.steps import StepReply, run_step
 
 
 class PaymentOperations(PaymentService):
@@ -43,6 +47,17 @@ class PaymentOperations(PaymentService):
         await upsert_all(self.ctx.pool, (Upsert("payment_methods", method.model_dump())
                                          for method in map(PaymentMethodIn.model_validate, methods)))
         return {"payment_methods": len(methods)}
+
+    async def process_payments(self, number: str, *, saga_id: str, amount: Any) -> StepReply:
+        value, gateway = Decimal(str(amount)), self.ctx.extras["gateway"]
+        return await run_step(self.ctx.pool, commands.PAYMENT_STORE, OrderPayments.aggregate_type, number, saga_id,
+                              (PaymentsProcessed, PaymentsDeclined, PaymentsRefused),
+                              lambda conn: commands.process_payments(conn, gateway, number, saga_id, value))
+
+    async def void_payments(self, number: str, *, saga_id: str) -> StepReply:
+        gateway = self.ctx.extras["gateway"]
+        return await run_step(self.ctx.pool, commands.PAYMENT_STORE, OrderPayments.aggregate_type, number, saga_id,
+                              (PaymentsVoided,), lambda conn: commands.void_payments(conn, gateway, number, saga_id))
 
 
 # -- reference data (demo data, imports): the loader's input, validated -----------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, TypedDict
 
+from shared.steps import StepReply
+
 
 class Ack(TypedDict):
     events: list[str]
@@ -84,4 +86,14 @@ class ShippingService(Protocol):
     async def unavailable(self, *, lines: list[StockLine]) -> list[int]:
         """The positions in `lines` of those stock cannot cover now (tracked, not backorderable,
         more than on hand over the active locations): services/shipping/domain.py:uncovered."""
+        ...
+
+    # -- the completion saga's step 2 (services/order/saga.py); the saga's id is the request id --
+    async def allocate_stock(self, number: str, *, saga_id: str, lines: list[dict[str, Any]]) -> StepReply:
+        """Takes exactly the locked `lines` from stock, all or none: `shipping.StockAllocated`, or
+        `shipping.StockAllocationFailed`. Idempotent by `saga_id`; after `release_stock` it does nothing."""
+        ...
+
+    async def release_stock(self, number: str, *, saga_id: str) -> StepReply:
+        """Undoes `allocate_stock` (answered even when nothing was taken): `shipping.StockReleased`."""
         ...

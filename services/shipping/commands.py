@@ -7,7 +7,7 @@ import asyncpg
 
 from services.shipping.domain import Line, Method, OrderShipments, StockLocation
 from shared.aggregate import CommandResult, DomainError, Repository, not_found
-from shared.contracts.order import DeliveryRequested, StockAllocationRequested
+from shared.contracts.order import DeliveryLine, DeliveryRequested
 from shared.eventstore import EventStore
 from shared.faults import crash_point
 from shared.ids import next_id
@@ -63,18 +63,18 @@ async def build_shipments(conn: asyncpg.Connection, request: DeliveryRequested) 
     await SHIPMENTS.save(conn, shipments, key=request.number)
 
 
-async def allocate_stock(conn: asyncpg.Connection, request: StockAllocationRequested) -> None:
+async def allocate_stock(conn: asyncpg.Connection, number: str, request_id: str, lines: list[DeliveryLine]) -> None:
     """The completion saga's step 2: take the locked lines from stock, all or none, in the
     consumer's transaction (OrderShipments.allocate decides from where, and how much is
     backordered). The stock items are row-locked while it decides, so stock that cannot be
     backordered never goes below zero however many orders compete for the last units."""
-    shipments = await SHIPMENTS.load(conn, request.number)
-    if shipments.allocation_answered(request.request_id):
+    shipments = await SHIPMENTS.load(conn, number)
+    if shipments.allocation_answered(request_id):
         return
-    tracked = sorted({line.variant_id for line in request.lines if line.track_inventory})
+    tracked = sorted({line.variant_id for line in lines if line.track_inventory})
     locations = await active_locations(conn, tracked, lock=True) if tracked else []
-    units = shipments.allocate(request.request_id, [Line(item.variant_id, item.quantity, item.track_inventory)
-                                                    for item in request.lines], locations)
+    units = shipments.allocate(request_id, [Line(item.variant_id, item.quantity, item.track_inventory)
+                                            for item in lines], locations)
     if units:
         await conn.execute(
             "UPDATE stock_items i SET count_on_hand = i.count_on_hand - u.quantity"

@@ -18,11 +18,13 @@ from services.shipping.api import (
     StockLevelJson,
     StockLine,
 )
-from services.shipping.domain import Line, uncovered
+from services.shipping.domain import Line, OrderShipments, uncovered
 from shared.aggregate import DomainError, not_found
-from shared.contracts.shipping import LocationStock, StockLevel
+from shared.contracts.order import DeliveryLine
+from shared.contracts.shipping import LocationStock, StockAllocated, StockAllocationFailed, StockLevel, StockReleased
 from shared.db import Upsert, upsert_all
 from shared.service import ServiceContext
+from shared.steps import StepReply, run_step
 
 MAX_STOCK_QUERY = 1000  # variants per `stock` call
 
@@ -101,6 +103,16 @@ class ShippingOperations(ShippingService):
             raise DomainError("too_many_lines", f"at most {MAX_STOCK_QUERY} lines", status=422)
         stock = await self.stock(variant_ids=[line.variant_id for line in wanted])
         return uncovered(wanted, {int(v): StockLevel.model_validate(level) for v, level in stock.items()})
+
+    async def allocate_stock(self, number: str, *, saga_id: str, lines: list[dict[str, Any]]) -> StepReply:
+        locked = [DeliveryLine.model_validate(line) for line in lines]
+        return await run_step(self.ctx.pool, commands.SHIPPING_STORE, OrderShipments.aggregate_type, number, saga_id,
+                              (StockAllocated, StockAllocationFailed),
+                              lambda conn: commands.allocate_stock(conn, number, saga_id, locked))
+
+    async def release_stock(self, number: str, *, saga_id: str) -> StepReply:
+        return await run_step(self.ctx.pool, commands.SHIPPING_STORE, OrderShipments.aggregate_type, number, saga_id,
+                              (StockReleased,), lambda conn: commands.release_stock(conn, number, saga_id))
 
 
 # -- reference data (demo data, imports): the loader's input, validated -----------------------

@@ -2,7 +2,7 @@
 
 Subscribers import these models (and nothing from `services/`) to read the topics
 `cart.events`, `order.events`, `shipping.events` and `payment.events` (each service's own
-events) and `order.saga` (the completion saga's commands). A model's
+events); `order.saga` held the completion saga's commands, now retired (still decoded). A model's
 `event_type` and `event_version` form its stable name, e.g. `order.OrderCreated.v1`.
 """
 from shared.contracts import cart, order, payment, shipping  # noqa: F401  (importing registers the event types)

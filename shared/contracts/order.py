@@ -163,14 +163,15 @@ class CompletionRequested(DomainEvent):
     lines: list[DeliveryLine]
 
 
-# -- the completion saga's commands to its participants (services/order/saga.py) --------
-# Published on `order.saga` (not `order.events`), keyed by order number. Each names the
-# saga's request id; the participant answers on its own topic with an event carrying the
-# same id. A compensation is answered even when there was nothing to undo.
+# -- RETIRED: the completion saga's commands to its participants, once published on
+# `order.saga` (keyed by order number). The saga now calls the participants' operations
+# (services/order/saga.py: CartService.lock_cart, ...); these are no longer produced and are
+# kept for the history stored before (`retired`).
 class CartLockRequested(DomainEvent):
     """Step 1: the cart service locks the cart if it still holds `lines`, reserving its
     limited coupons; answered by `cart.CartLocked` or `cart.CartLockRefused`."""
     event_type = "order.CartLockRequested"
+    retired = True
     number: str
     request_id: str
     lines: list[DeliveryLine]
@@ -180,6 +181,7 @@ class CartUnlockRequested(DomainEvent):
     """Compensation of step 1: unlock the cart and release its coupon reservations;
     answered by `cart.CartUnlocked`."""
     event_type = "order.CartUnlockRequested"
+    retired = True
     number: str
     request_id: str
 
@@ -188,6 +190,7 @@ class StockAllocationRequested(DomainEvent):
     """Step 2: the shipping service takes exactly the locked lines from stock; answered by
     `shipping.StockAllocated` or `shipping.StockAllocationFailed`."""
     event_type = "order.StockAllocationRequested"
+    retired = True
     number: str
     request_id: str
     lines: list[DeliveryLine]
@@ -197,6 +200,7 @@ class StockReleaseRequested(DomainEvent):
     """Compensation of step 2: put back what this request allocated; answered by
     `shipping.StockReleased`."""
     event_type = "order.StockReleaseRequested"
+    retired = True
     number: str
     request_id: str
 
@@ -206,6 +210,7 @@ class PaymentRequested(DomainEvent):
     `amount`, the locked total; answered by `payment.PaymentsProcessed`,
     `payment.PaymentsDeclined` or `payment.PaymentsRefused`."""
     event_type = "order.PaymentRequested"
+    retired = True
     number: str
     request_id: str
     amount: Decimal
@@ -215,11 +220,12 @@ class PaymentVoidRequested(DomainEvent):
     """Compensation of step 3: void what this request authorised or captured; answered by
     `payment.PaymentsVoided`."""
     event_type = "order.PaymentVoidRequested"
+    retired = True
     number: str
     request_id: str
 
 
-# Commands to other services; they change nothing of the order itself.
+# The retired commands (above).
 SAGA_COMMANDS = (CartLockRequested, CartUnlockRequested, StockAllocationRequested, StockReleaseRequested,
                  PaymentRequested, PaymentVoidRequested)
 

@@ -59,11 +59,14 @@ async def test_duplicate_delivery_is_applied_once(stack, pool, unique):
 
 async def test_a_background_subscription_fetches_at_its_own_pace_and_still_handles_everything(stack, pool, unique):
     from services.cart.consumers import subscriptions as cart_subscriptions
+    from services.order.consumers import subscriptions as order_subscriptions
     from shared.kafka import make_consumer
 
     settings = stack.settings(kafka_fetch_max_wait_ms=10, kafka_background_fetch_max_wait_ms=300)
-    # Idle polling costs CPU every fetch wait: a consumer no request waits on polls less.
-    assert {s.name: s.background for s in cart_subscriptions} == {"orders": True, "completion": False}
+    # Idle polling costs CPU every fetch wait: a consumer no request waits on polls less
+    # (the cart's promotion uses); one a completion may wait on (the saga's answers) does not.
+    assert {s.name: s.background for s in cart_subscriptions} == {"orders": True}
+    assert {s.name: s.background for s in order_subscriptions} == {"view": False, "saga": False}
     assert make_consumer(settings, "t", group_id="g", background=True)._fetch_max_wait_ms == 300
     assert make_consumer(settings, "t", group_id="g")._fetch_max_wait_ms == 10
     topic = f"background.{unique}"

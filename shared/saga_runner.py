@@ -1,0 +1,306 @@
+"""The one generic runner of sagas (shared/saga.py): it calls the participants and records
+their answers.
+
+Each instance is a row of the host service's `sagas` table (shared/sql/004_sagas.sql, 011),
+changed in the transactions that record answers. Driving an instance: call its step's
+operation through the participant's interface (in-process, or over HTTP when apart) outside
+any transaction, under the cause of that step (`cause_event_id`); then, in a transaction, lock
+the row, record the reply's answer event and decide; commit; call the next step; and so on,
+to the pivot (run on the host aggregate, as the answer that leads to it is recorded) or the
+end of a failed saga. The participant's answer events also reach Kafka through its outbox:
+the host's `saga` subscription feeds them to `handle` as well. Both paths record an answer
+under the same idempotency record (`processed_events`, the subscription's name, the event
+id), so whichever comes first takes it and the other changes nothing.
+
+A reply lost (a crash, a timeout, an outage) costs a retry, not the saga: the sweep calls a
+step again at `retry_at` (the participant answers its first answer again), doubling, until
+the step's deadline, after which the saga compensates. A crash anywhere resumes from the last
+committed state.
+"""
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from datetime import datetime, timezone
+from types import SimpleNamespace
+from typing import Any, Awaitable, Callable, Mapping
+
+import asyncpg
+
+from shared import context
+from shared.aggregate import Aggregate, Repository
+from shared.envelope import EventEnvelope, decode_event, upcast
+from shared.eventstore import Projector
+from shared.faults import crash_point, dropped, hold_point
+from shared.rpc import ServiceUnavailable
+from shared.saga import COMPENSATING, FAILED, RUNNING, Call, Decision, Failure, Saga, SagaInstance, _declared
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_COLUMNS = ("id, saga, key, correlation_id, data, step, status, invoked, pending, failure, deadline_at, attempts,"
+            " abort_requested, force_requested, started_by, retry_at, cause_event_id, call_attempts, retries")
+_STATE = ("data", "step", "status", "invoked", "pending", "failure", "deadline_at", "attempts", "retry_at",
+          "cause_event_id", "call_attempts", "retries")
+
+
+def _row_to_instance(row: asyncpg.Record) -> SagaInstance:
+    values = dict(row)
+    failure = values.pop("failure")
+    return SagaInstance(**{**values, "invoked": list(values["invoked"]), "pending": list(values["pending"]),
+                           "failure": Failure(**failure) if failure else None})
+
+
+def _value(instance: SagaInstance, column: str) -> Any:
+    value = getattr(instance, column)
+    return value.__dict__ if isinstance(value, Failure) else value
+
+
+class _Lost(Exception):
+    """A call whose reply did not come (an outage, a timeout): the sweep calls it again."""
+
+
+class SagaRunner:
+    """Carries out a `Saga` hosted by an aggregate kept by `repository` (the Order), whose
+    `project` updates read models in the same transaction as its events. `consumer` is the
+    name of the host's subscription to the answers (its idempotency records are shared)."""
+
+    def __init__(self, saga: Saga, repository: Repository, project: Projector, settings: Settings,
+                 consumer: str) -> None:
+        self.saga = saga
+        self.repository = repository
+        self.project = project
+        self.settings = settings
+        self.consumer = consumer
+        self.pool: asyncpg.Pool | None = None
+        self.peers: Any = None
+        self.await_view: Callable[[str, list[str]], Awaitable[Any]] | None = None
+        self._driving: dict[str, asyncio.Task] = {}
+        self._replied: dict[str, list[str]] = {}  # answer ids a drive recorded, per saga
+        self._again: set[str] = set()
+        self._slots: asyncio.Semaphore | None = None
+
+    def bind(self, pool: asyncpg.Pool, peers: Mapping[str, Any], *,
+             await_view: Callable[[str, list[str]], Awaitable[Any]] | None = None) -> None:
+        """The host's pool and the participants as it calls them (at start-up). `await_view`
+        (key, event ids): until the host's read model shows those answers (bounded): the end
+        of an instance (the pivot, a failure) waits for it, so that a host showing the end
+        also shows what the participants answered, as when the answers came from Kafka."""
+        self.pool, self.peers, self.await_view = pool, SimpleNamespace(**peers), await_view
+        self._slots = asyncio.Semaphore(self.settings.saga_max_drives)
+
+    def begin(self, host: Aggregate, saga_id: str, data: dict[str, Any]) -> SagaInstance:
+        """An instance for `host`, whose start the caller is recording; `started` (in the
+        same transaction, after the event that starts it) stores it."""
+        return SagaInstance(id=saga_id, saga=self.saga.name, key=host.id,
+                            correlation_id=context.current_correlation_id(), data=data)
+
+    async def started(self, conn: asyncpg.Connection, instance: SagaInstance, *, cause: str) -> None:
+        """Store the instance at its first step, caused by `cause` (the event that starts the
+        saga, appended in this transaction); `drive` then makes the first call."""
+        decision = self.saga.begin(instance, self.settings, _now())
+        assert decision.local is None and decision.finished is None, "a saga starts with a participant's step"
+        instance.started_by = instance.cause_event_id = cause
+        columns = _COLUMNS.split(", ")
+        await conn.execute(f"INSERT INTO sagas ({_COLUMNS}, started_at, updated_at)"
+                           f" VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))}, now(), now())",
+                           *(_value(instance, c) for c in columns))
+
+    # -- driving -------------------------------------------------------------------------
+    def drive(self, saga_id: str, *, after_commit: bool = False) -> asyncio.Task:
+        """Drive the instance (a task of the runner's: a caller may stop waiting for it).
+        `after_commit`: started from inside a transaction that has the row locked, whose
+        outcome the first read waits for."""
+        running = self._driving.get(saga_id)
+        if running is not None and not running.done():
+            self._again.add(saga_id)
+            return running
+        task = asyncio.get_running_loop().create_task(self._drive(saga_id, after_commit))
+        self._driving[saga_id] = task
+        task.add_done_callback(lambda _: self._driving.pop(saga_id, None)
+                               if self._driving.get(saga_id) is task else None)
+        return task
+
+    async def _drive(self, saga_id: str, locked_read: bool) -> None:
+        assert self._slots is not None, "the runner is bound at start-up"
+        async with self._slots:
+            try:
+                instance = await self._read(saga_id, locked=locked_read)
+                while instance is not None:
+                    calls = self.saga.due_calls(instance)
+                    if not calls:
+                        return
+                    outcomes = await asyncio.gather(*(self._call(instance, call) for call in calls))
+                    moved, probe = False, copy.deepcopy(instance)  # to tell which answer ends it
+                    for call, outcome in zip(calls, outcomes, strict=True):
+                        moved = await self._record(instance, probe, call, outcome) or moved
+                    if not moved and saga_id not in self._again:
+                        return
+                    self._again.discard(saga_id)
+                    instance = await self._read(saga_id)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("saga drive stopped; the sweep resumes it", extra={"fields": {
+                    "saga": saga_id, "error": repr(exc)}})
+            finally:
+                self._replied.pop(saga_id, None)
+                self._again.discard(saga_id)
+
+    async def _call(self, instance: SagaInstance, call: Call) -> Any:
+        """The participant's reply, a `_Lost`, or the exception it raised."""
+        step = self.saga.step_named(call.step)
+        operation = _declared(step.undo if call.undo else step.call, step, "undo" if call.undo else "call")
+        with context.caused_by(instance.correlation_id, instance.cause_event_id):
+            try:
+                reply = await asyncio.wait_for(operation(self.peers)(instance.key, saga_id=instance.id,
+                                                                     **call.arguments),
+                                               self.settings.saga_call_timeout_ms / 1000)
+            except (ServiceUnavailable, asyncio.TimeoutError) as exc:
+                return _Lost(repr(exc))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the participant refused or broke: counted, then the step fails
+                log.warning("saga call failed", extra={"fields": {"saga": instance.id, "step": call.step,
+                                                                  "undo": call.undo, "error": repr(exc)}})
+                return exc
+        crash_point("saga.after_call")  # the participant committed; its reply is not recorded
+        return reply
+
+    async def _record(self, instance: SagaInstance, probe: SagaInstance, call: Call, outcome: Any) -> bool:
+        """Record a call's outcome; True when the instance may have moved on. `probe`: a copy
+        of the instance's state as last read, moved on by the answers recorded since."""
+        if isinstance(outcome, _Lost):
+            return False
+        if isinstance(outcome, Exception):
+            return await self._failed(instance.id, call, f"{type(outcome).__name__}: {outcome}")
+        events = [upcast(EventEnvelope.model_validate(event)) for event in outcome.get("events", [])]
+        if not events:  # called after its undo: nothing to record
+            return False
+        envelope = events[0]
+        if dropped(f"saga.answer.{envelope.type}"):  # fault injection: the reply is lost on the way
+            return False
+        await hold_point("saga.answer")
+        replied = self._replied.setdefault(instance.id, [])
+        replied += [str(e.event_id) for e in events if str(e.event_id) not in replied]
+        if self._ends(probe, envelope) and self.await_view is not None:
+            await self.await_view(instance.key, replied)
+        assert self.pool is not None
+        with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
+            async with self.pool.acquire() as conn, conn.transaction():
+                recorded = await conn.execute("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)"
+                                              " ON CONFLICT DO NOTHING", self.consumer, envelope.event_id)
+                if recorded == "INSERT 0 1":
+                    await self.handle(conn, envelope, drive=False)
+        return True
+
+    def _ends(self, probe: SagaInstance, envelope: EventEnvelope) -> bool:
+        """Whether this answer ends the instance (the pivot, or its failure), judged on (and
+        moving on) `probe`."""
+        decision = self.saga.answered(probe, decode_event(envelope), self.settings, _now())
+        return decision is not None and (decision.local is not None or decision.finished is not None)
+
+    async def _failed(self, saga_id: str, call: Call, error: str) -> bool:
+        assert self.pool is not None
+        async with self.pool.acquire() as conn, conn.transaction():
+            instance = await self._lock(conn, "id = $1", saga_id)
+            if instance is None:
+                return False
+            with context.caused_by(instance.correlation_id, instance.cause_event_id):
+                decision = self.saga.call_failed(instance, call, error, self.settings, _now())
+                if decision is None:
+                    return False
+                await self._carry_out(conn, instance, decision)
+        return instance.status != RUNNING
+
+    async def _read(self, saga_id: str, *, locked: bool = False) -> SagaInstance | None:
+        assert self.pool is not None
+        if not locked:
+            row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM sagas WHERE id = $1", saga_id)
+            return _row_to_instance(row) if row else None
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await self._lock(conn, "id = $1", saga_id)
+
+    # -- answers, deadlines --------------------------------------------------------------
+    async def handle(self, conn: asyncpg.Connection, envelope: EventEnvelope, *, drive: bool = True) -> None:
+        """A participant's answer (inside the transaction that records it: the consumer's,
+        or the drive's); `drive`: then go on with the next calls once it commits."""
+        event = decode_event(envelope)
+        instance = await self._lock(conn, "id = $1", getattr(event, "request_id", None))
+        if instance is None or instance.saga != self.saga.name:
+            return
+        decision = self.saga.answered(instance, event, self.settings, _now())
+        if decision is None:
+            return
+        instance.cause_event_id = str(envelope.event_id)  # the cause of the next calls
+        await self._carry_out(conn, instance, decision)
+        if drive and decision.calls and self.pool is not None:
+            self.drive(instance.id, after_commit=True)
+
+    async def sweep(self, pool: asyncpg.Pool, limit: int = 50) -> int:
+        """Run the instances whose deadline has passed (or that an operator aborted), and call
+        again the steps whose reply was not recorded by `retry_at`. Safe with several
+        sweepers: each instance is taken with `FOR UPDATE SKIP LOCKED`."""
+        due = await pool.fetch("SELECT id FROM sagas WHERE status IN ('running', 'compensating')"
+                               " AND (deadline_at <= now() OR retry_at <= now()) AND NOT (id = ANY($2::text[]))"
+                               " ORDER BY least(deadline_at, retry_at) LIMIT $1", limit, list(self._driving))
+        handled = 0
+        for row in due:
+            async with pool.acquire() as conn, conn.transaction():
+                instance = await self._lock(conn, "id = $1 AND (deadline_at <= now() OR retry_at <= now())",
+                                            row["id"], skip_locked=True)
+                if instance is None:
+                    continue
+                now = _now()
+                if instance.deadline_at is not None and instance.deadline_at <= now or instance.abort_requested \
+                        or instance.force_requested:
+                    decision = self.saga.expired(instance, self.settings, now)
+                    if decision is None:
+                        continue
+                    log.warning("saga step expired", extra={"fields": {
+                        "saga": instance.id, "order": instance.key, "step": self.saga.steps[instance.step].name,
+                        "status": instance.status, "aborted": instance.abort_requested,
+                        "forced": instance.force_requested}})
+                    with context.caused_by(instance.correlation_id, instance.started_by):
+                        await self._carry_out(conn, instance, decision)
+                else:
+                    self.saga.retried(instance, self.settings, now)
+                    await self._update(conn, instance)
+                handled += 1
+            if instance.status in (RUNNING, COMPENSATING) and self.pool is not None:
+                self.drive(instance.id)
+        return handled
+
+    async def _carry_out(self, conn: asyncpg.Connection, instance: SagaInstance, decision: Decision) -> None:
+        host = None
+        if decision.local is not None or decision.finished == FAILED:
+            host = await self.repository.load(conn, instance.key)
+            while decision.local is not None:
+                await _declared(decision.local.run, decision.local, "run")(conn, host, instance)
+                decision = self.saga.after_local(instance, self.settings, _now())
+            if decision.finished == FAILED:
+                self.saga.on_failed(host, instance)
+        crash_point("saga.before_commit")  # the step is decided, not yet committed
+        if host is not None:
+            await self.repository.save(conn, host, project=self.project)
+        await self._update(conn, instance)
+
+    @staticmethod
+    async def _update(conn: asyncpg.Connection, instance: SagaInstance) -> None:
+        assignments = ", ".join(f"{column} = ${i + 2}" for i, column in enumerate(_STATE))
+        status = f"${_STATE.index('status') + 2}"
+        await conn.execute(f"UPDATE sagas SET {assignments}, updated_at = now(), ended_at = CASE WHEN {status} IN"
+                           " ('completed', 'failed') THEN now() END WHERE id = $1",
+                           instance.id, *(_value(instance, column) for column in _STATE))
+
+    @staticmethod
+    async def _lock(conn: asyncpg.Connection, condition: str, value: Any, *,
+                    skip_locked: bool = False) -> SagaInstance | None:
+        if value is None:
+            return None
+        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM sagas WHERE {condition} FOR UPDATE"
+                                  + (" SKIP LOCKED" if skip_locked else ""), value)
+        return _row_to_instance(row) if row else None
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,64 @@
+"""A participant's side of a saga's step: an operation the saga calls (services/order/saga.py),
+run in its own transaction and answered with the events it stored.
+
+A step is idempotent by saga id (the request id) and step: the participant's aggregate
+remembers what it answered each request (`Cart.lock_answered`, `OrderShipments.allocations`,
+`OrderPayments.concluded`, ...), so a repeated call changes nothing and answers the FIRST
+answer's events, found again in the stream by type and request id (`EventStore.answers`),
+however many events came after them. A step called after its undo does nothing and answers
+nothing. Concurrent calls of one step meet at the aggregate's expected version: the loser's
+transaction rolls back (its effects with it) and, run again, finds the winner's answer.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from typing import Any, Awaitable, Callable, Iterable, TypedDict
+
+import asyncpg
+
+from shared.envelope import DomainEvent
+from shared.eventstore import ConcurrencyConflict, EventStore
+
+ATTEMPTS = 50
+# Steps a process runs at once, per pool: at most half its connections, since a step may need
+# a second one (the payment gateway's ledger sits outside the step's transaction); a saga that
+# calls a step again while the first call still runs (its reply late) cannot starve the pool.
+_SLOTS: dict[int, asyncio.Semaphore] = {}
+
+
+def _slots(pool: asyncpg.Pool) -> asyncio.Semaphore:
+    slots = _SLOTS.get(id(pool))
+    if slots is None:
+        slots = _SLOTS[id(pool)] = asyncio.Semaphore(max(1, pool.get_max_size() // 2))
+    return slots
+
+
+class StepReply(TypedDict):
+    """A step's answer: its answer events as stored, as JSON (the envelope a Kafka message
+    carries); none when the step was undone before it was called."""
+    events: list[dict[str, Any]]
+
+
+async def run_step(pool: asyncpg.Pool, store: EventStore, aggregate_type: str, number: str, request_id: str,
+                   answers: Iterable[type[DomainEvent]],
+                   body: Callable[[asyncpg.Connection], Awaitable[None]]) -> StepReply:
+    """`body` (today's handler: load, decide, save) in a transaction, retried on a concurrent
+    append; then the stored answers of `request_id` of the `answers` types."""
+    types = [cls.event_type for cls in answers]
+    async with _slots(pool):
+        return await _run(pool, store, aggregate_type, number, request_id, types, body)
+
+
+async def _run(pool: asyncpg.Pool, store: EventStore, aggregate_type: str, number: str, request_id: str,
+               types: list[str], body: Callable[[asyncpg.Connection], Awaitable[None]]) -> StepReply:
+    for attempt in range(ATTEMPTS):
+        try:
+            async with pool.acquire() as conn, conn.transaction():
+                await body(conn)
+                stored = await store.answers(conn, aggregate_type, number, request_id, types)
+            return {"events": [json.loads(envelope.to_json()) for envelope in stored]}
+        except ConcurrencyConflict:
+            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+    raise ConcurrencyConflict(aggregate_type, number, -1)
