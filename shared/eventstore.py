@@ -74,10 +74,11 @@ class InlineProjection:
 
 # The inline projections of each store (by schema) in this process.
 _inline: dict[str, list[InlineProjection]] = {}
-# The event ids each consumer applied inline lately, in this process: its Kafka consumer
-# passes them over without opening a transaction to find its record (a redelivery after a
-# restart, when this is empty, still finds the record). Added before the commit: an event
-# whose transaction rolled back is never published, so it is never looked up.
+# The event ids each consumer recorded lately in this process without its Kafka consumer (an
+# inline projection, or the saga recording a call's reply): that consumer passes them over
+# without a transaction to find its record (after a restart, when this is empty, the record
+# is still found). An inline projection adds them before the commit: an event whose
+# transaction rolled back is never published, so it is never looked up.
 _applied_here: dict[str, OrderedDict[str, None]] = {}
 APPLIED_HERE_REMEMBERED = 20_000
 
@@ -87,7 +88,8 @@ def applied_here(consumer: str, event_id: str) -> bool:
     return remembered is not None and event_id in remembered
 
 
-def _remember(consumer: str, event_ids: list[str]) -> None:
+def remember_applied(consumer: str, event_ids: list[str]) -> None:
+    """`consumer` has recorded these events in this process (inline, or from a call's reply)."""
     remembered = _applied_here.setdefault(consumer, OrderedDict())
     for event_id in event_ids:
         remembered[event_id] = None
@@ -109,12 +111,14 @@ def forget_inline(store_schema: str) -> None:
     _inline.pop(store_schema, None)
 
 
-async def _apply_inline(conn: asyncpg.Connection, home_schema: str, projections: list[InlineProjection],
-                        envelopes: Sequence[EventEnvelope]) -> None:
+async def _apply_inline(conn: asyncpg.Connection, projections: list[InlineProjection],
+                        envelopes: Sequence[EventEnvelope]) -> bool:
     """Each projection's handler runs with its own schema as the search_path (set for the
     transaction only, with its processed-events record in one round trip), as it does on its
-    own service's connections; the connection's own is put back after. A handler that raises
-    aborts the transaction, which undoes the change too."""
+    own service's connections. True if one ran: the append that follows puts the connection's
+    own search_path back in its statement. A handler that raises aborts the transaction, which
+    undoes the change too."""
+    applied = False
     for projection in projections:
         wanted = [e for e in envelopes if projection.event_types is None or e.type in projection.event_types]
         if not wanted:
@@ -124,12 +128,13 @@ async def _apply_inline(conn: asyncpg.Connection, home_schema: str, projections:
             " SELECT $1, unnest($2::uuid[]) RETURNING 1)"
             " SELECT set_config('search_path', $3, true), (SELECT count(*) FROM recorded)",
             projection.consumer, [e.event_id for e in wanted], check_identifier(projection.schema))
+        applied = True
         for envelope in wanted:
             with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
                 await projection.handler(conn, envelope)
-        await conn.execute("SELECT set_config('search_path', $1, true)", check_identifier(home_schema))
-        _remember(projection.consumer, [str(e.event_id) for e in wanted])
+        remember_applied(projection.consumer, [str(e.event_id) for e in wanted])
         metrics.CONSUMED.labels(projection.consumer, "inline").inc(len(wanted))
+    return applied
 
 
 class ConcurrencyConflict(Exception):
@@ -164,6 +169,9 @@ class EventStore:
         self.table = f'"{schema}".events'
         if self.append_statement is APPEND:
             self.append_statement = APPEND.replace(" FROM append_events(", f' FROM "{schema}".append_events(')
+        # After an inline projection: the connection's own search_path back, in the same statement.
+        self._restoring_append = (self.append_statement
+                                  + " CROSS JOIN LATERAL set_config('search_path', $17, true) AS restored")
 
     # Takes `LOCK TABLE events IN EXCLUSIVE MODE`, held until commit: positions are handed
     # out and become visible in the same order. Plain SELECTs (ACCESS SHARE) are not
@@ -203,17 +211,17 @@ class EventStore:
             return []
         envelopes = [envelope_for(e, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
                                   sequence=expected_version + i + 1) for i, e in enumerate(events)]
-        if inline:
-            # Before the store's own projection and table lock: everywhere the order view's
-            # row and the order's stream are locked before a participant's tables.
-            await _apply_inline(conn, self.schema, inline, envelopes)
         if project is not None:
             await project(conn, envelopes)
+        # After the store's own projection (it only inserts rows of its own), before its table
+        # lock: everywhere the order view's row and the order's stream are locked first.
+        switched = await _apply_inline(conn, inline, envelopes) if inline else False
         return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
-                                           expected_version=expected_version)
+                                           expected_version=expected_version, restore_search_path=switched)
 
     async def append_envelopes(self, conn: asyncpg.Connection, envelopes: Sequence[EventEnvelope],
-                               *, key: str, expected_version: int, topic: str | None = None) -> list[EventEnvelope]:
+                               *, key: str, expected_version: int, topic: str | None = None,
+                               restore_search_path: bool = False) -> list[EventEnvelope]:
         messages = [e.to_json() for e in envelopes]
         too_large = max(map(len, messages), default=0)
         if too_large > MAX_EVENT_BYTES:
@@ -222,7 +230,7 @@ class EventStore:
                               f" {MAX_EVENT_BYTES} an event may hold.", status=413)
         try:
             positions = await conn.fetch(
-                self.append_statement,
+                self._restoring_append if restore_search_path else self.append_statement,
                 [e.event_id for e in envelopes], [e.aggregate_type for e in envelopes],
                 [e.aggregate_id for e in envelopes], [e.sequence for e in envelopes],
                 [e.type for e in envelopes], [e.version for e in envelopes],
@@ -233,6 +241,7 @@ class EventStore:
                 [json.dumps([[k, v.decode()] for k, v in e.kafka_headers()]) for e in envelopes],
                 self.notify_channel,
                 None if topic in (None, self.topic) else topic,  # recorded only when not the store's
+                *([check_identifier(self.schema)] if restore_search_path else []),
             )
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "events_stream_sequence":

@@ -31,7 +31,7 @@ import asyncpg
 from shared import context
 from shared.aggregate import Aggregate, Repository
 from shared.envelope import EventEnvelope, decode_event, upcast
-from shared.eventstore import Projector
+from shared.eventstore import Projector, remember_applied
 from shared.faults import crash_point, dropped, hold_point
 from shared.rpc import ServiceUnavailable
 from shared.saga import COMPENSATING, FAILED, RUNNING, Call, Decision, Failure, Saga, SagaInstance, _declared
@@ -191,6 +191,8 @@ class SagaRunner:
                                               " ON CONFLICT DO NOTHING", self.consumer, envelope.event_id)
                 if recorded == "INSERT 0 1":
                     await self.handle(conn, envelope, drive=False)
+        if recorded == "INSERT 0 1":  # its delivery from Kafka is passed over without a transaction
+            remember_applied(self.consumer, [str(envelope.event_id)])
         return True
 
     def _ends(self, probe: SagaInstance, envelope: EventEnvelope) -> bool:

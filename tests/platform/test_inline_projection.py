@@ -55,8 +55,12 @@ async def test_an_append_applies_the_subscriber_in_its_transaction_and_records_i
     recorded = {r["event_id"] for r in await pool.fetch(
         f'SELECT event_id FROM "{subscriber_schema}".processed_events WHERE consumer = $1', "s.view")}
     assert recorded == {e.event_id for e in stored}  # its Kafka consumer will pass them over
-    # The subscriber's statements ran on the producer's connection, whose search_path is the producer's.
-    assert await pool.fetchval("SELECT current_schema()") == schema
+
+    # Within the producer's transaction, after the append, its own tables are its own again.
+    async with pool.acquire() as conn, conn.transaction():
+        await store.append(conn, aggregate_type="Test", aggregate_id="S-1", expected_version=2, events=[Ticked(n=3)])
+        assert await conn.fetchval("SELECT current_schema()") == schema
+        assert await conn.fetchval("SELECT count(*) FROM events") == 3  # unqualified: the producer's
 
 
 async def test_a_failing_subscriber_fails_the_append_and_nothing_is_stored(pool, schema, subscriber_schema, inline):
