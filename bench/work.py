@@ -35,38 +35,32 @@ def speed_probe(repeats: int = 3) -> float:
     return round(best * 1000, 1)
 
 
-async def internal_calls(process_urls: list[str]) -> int:
-    """HTTP requests a service answered (a gateway's calls to it over HTTP, shared/rpc.py), from
-    each process's /metrics: none when the services are hosted with the gateway."""
-    total = 0
+async def metric_samples(process_urls: list[str], family_name: str) -> list:
+    """Every sample of one metric family, from each process's /metrics."""
+    samples: list = []
     async with aiohttp.ClientSession() as session:
         for url in process_urls:
             async with session.get(f"{url}/metrics") as response:
                 text = await response.text()
-            for family in text_string_to_metric_families(text):
-                if family.name != "tillstream_http_request_seconds":
-                    continue
-                total += int(sum(sample.value for sample in family.samples
-                                 if sample.name.endswith("_count") and sample.labels.get("service") != "gateway"
-                                 and sample.labels.get("route") not in HOUSEKEEPING_ROUTES))
-    return total
+            samples += [sample for family in text_string_to_metric_families(text) if family.name == family_name
+                        for sample in family.samples]
+    return samples
+
+
+async def internal_calls(process_urls: list[str]) -> int:
+    """HTTP requests a service answered (a gateway's calls to it over HTTP, shared/rpc.py), from
+    each process's /metrics: none when the services are hosted with the gateway."""
+    return int(sum(sample.value for sample in await metric_samples(process_urls, "tillstream_http_request_seconds")
+                   if sample.name.endswith("_count") and sample.labels.get("service") != "gateway"
+                   and sample.labels.get("route") not in HOUSEKEEPING_ROUTES))
 
 
 async def deliveries(process_urls: list[str]) -> int:
     """Messages the broker delivered to a consumer's handlers (each subscription counts the
     messages of its topics it is handed, acted on or passed over), from each process's
     /metrics; what an inline projection applied is not a delivery."""
-    total = 0
-    async with aiohttp.ClientSession() as session:
-        for url in process_urls:
-            async with session.get(f"{url}/metrics") as response:
-                text = await response.text()
-            for family in text_string_to_metric_families(text):
-                if family.name != "tillstream_consumer_messages":
-                    continue
-                total += int(sum(sample.value for sample in family.samples
-                                 if sample.name.endswith("_total") and sample.labels.get("outcome") != "inline"))
-    return total
+    return int(sum(sample.value for sample in await metric_samples(process_urls, "tillstream_consumer_messages")
+                   if sample.name.endswith("_total") and sample.labels.get("outcome") != "inline"))
 
 
 class WorkCounters:

@@ -13,8 +13,11 @@ from typing import Any
 
 from fastapi.responses import Response
 
+JSON_SCALARS = (Decimal, datetime, date, uuid.UUID)
 
-def _default(value: Any) -> Any:
+
+def json_scalar(value: Any) -> Any:
+    """What JSON holds for the values it has no type of: money and ids as strings, times in ISO."""
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, (datetime, date)):
@@ -25,7 +28,7 @@ def _default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    return json.dumps(value, default=_default, separators=(",", ":")).encode()
+    return json.dumps(value, default=json_scalar, separators=(",", ":")).encode()
 
 
 def json_response(value: Any, status_code: int = 200, headers: dict | None = None) -> Response:
@@ -62,4 +65,4 @@ def _encode(value: Any, out: list[str]) -> None:
             _encode(item, out)
         out.append("]")
     else:
-        out.append(json.dumps(value, default=_default))
+        out.append(json.dumps(value, default=json_scalar))

@@ -21,9 +21,6 @@ import functools
 import inspect
 import json
 import random
-import uuid
-from datetime import date, datetime
-from decimal import Decimal
 from typing import Any, Awaitable, Callable, TypeVar, cast
 
 import aiohttp
@@ -31,7 +28,7 @@ import aiohttp
 from shared import context
 from shared.db import OUTAGE_ERRORS
 from shared.errors import DomainError
-from shared.jsonutil import dumps
+from shared.jsonutil import JSON_SCALARS, dumps, json_scalar
 from shared.service_access import CAUSATION_HEADER, SERVICE_KEY_HEADER
 
 P = TypeVar("P")
@@ -68,12 +65,8 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return str(value)
+    if isinstance(value, JSON_SCALARS):
+        return json_scalar(value)  # as `dumps` writes them on the HTTP way
     return value
 
 
