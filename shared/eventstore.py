@@ -98,8 +98,10 @@ def remember_applied(consumer: str, event_ids: list[str]) -> None:
 
 
 def project_inline(store_schema: str, projection: InlineProjection) -> None:
-    """Apply `projection` to every append of `store_schema`'s store made in this process."""
-    _inline.setdefault(store_schema, []).append(projection)
+    """Apply `projection` to every append of `store_schema`'s store made in this process; the
+    same consumer wired again (a host started twice in one process) replaces its earlier self."""
+    wired = [p for p in _inline.get(store_schema, []) if p.consumer != projection.consumer]
+    _inline[store_schema] = [*wired, projection]
 
 
 def projected_inline(consumer: str, store_schema: str) -> bool:

@@ -45,6 +45,8 @@ async def counts(pool, schema: str, subscriber: str) -> tuple[int, int, int]:
 async def test_an_append_applies_the_subscriber_in_its_transaction_and_records_it(pool, schema, subscriber_schema,
                                                                                  inline):
     inline(InlineProjection(consumer="s.view", schema=subscriber_schema, handler=remembering(subscriber_schema)))
+    # Wired twice (a host started again in the same process): applied once.
+    inline(InlineProjection(consumer="s.view", schema=subscriber_schema, handler=remembering(subscriber_schema)))
     store = EventStore(schema, "topic.x")
     async with pool.acquire() as conn:
         # Outside a transaction the append opens one: the subscriber commits with the events.
