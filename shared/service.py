@@ -14,6 +14,7 @@ import logging
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -25,7 +26,7 @@ from fastapi.responses import JSONResponse
 from shared import context, db, metrics, rpc, safety
 from shared.consumer import EventConsumer
 from shared.contracts import SERVICES
-from shared.envelope import DomainEvent
+from shared.envelope import DomainEvent, EventEnvelope
 from shared.errors import DomainError
 from shared.eventstore import EventStore, InlineProjection, project_inline
 from shared.handler import Handler, IdempotentHandler
@@ -45,7 +46,8 @@ _QUIET_ROUTES = {"/healthz", "/readyz", "/metrics"}
 
 @dataclass
 class ServiceContext:
-    """What a service's operations and consumers work with in a process."""
+    """What a service is given in a process once started: from it the service builds its own
+    context (`ServiceDefinition.build`), which its operations, handlers and tasks work with."""
     name: str
     settings: Any
     pool: Any
@@ -55,12 +57,17 @@ class ServiceContext:
     peers: dict[str, Any] = field(default_factory=dict)
 
 
+# A subscription's handler: given the service's context (bound at start-up by ServiceRuntime,
+# so a subscription is declared without a database), the transaction's connection, the event.
+ContextHandler = Callable[[Any, asyncpg.Connection, EventEnvelope], Awaitable[None]]
+
+
 @dataclass
 class Subscription:
     """A consumer group of this service: `<service>.<name>` reads `topics` into `handler`."""
     name: str
     topics: list[str]
-    handler: Handler
+    handler: ContextHandler
     # The event contracts the handler acts on (None: every event of the topics).
     event_types: tuple[type[DomainEvent], ...] | None = None
     # No request waits for what the handler does, so its consumer fetches less often
@@ -79,18 +86,23 @@ class ServiceDefinition:
     with others (`tillstream/host.py`: one process), the same in both."""
     name: str
     # Its public interface (services/<name>/api.py) and what implements it, built from the
-    # service's context once started (services/<name>/operations.py).
+    # service's own context once started (services/<name>/operations.py).
     interface: type
-    operations: Callable[[ServiceContext], Any]
+    operations: Callable[[Any], Any]
     migrations: Path | None = None
     # The services whose operations it calls (name: interface), reached with its own key
     # (shared/service_access.py) when they run apart.
     peers: dict[str, type] = field(default_factory=dict)
     subscriptions: list[Subscription] = field(default_factory=list)
+    # The service's own context (its repositories, saga runner, payment gateway...), built
+    # from what the process gives it once started, before anything uses it: nothing of a
+    # service's state exists at import, and two runtimes of a service share none of it.
+    # None: the service works with the ServiceContext itself.
+    build: Callable[[ServiceContext], Any] | None = None
     # Called once the context exists, before consumers start (e.g. to wire a payment gateway).
     on_start: Callable[[ServiceContext], None] | None = None
-    # Background loops of the service (e.g. the saga's deadline sweep), kept running.
-    tasks: list[Callable[[ServiceContext], Awaitable[None]]] = field(default_factory=list)
+    # Background loops of the service (e.g. the saga's deadline sweep), given its context.
+    tasks: list[Callable[[Any], Awaitable[None]]] = field(default_factory=list)
     # Refuses a start with settings the service cannot run safely with (shared/safety.py).
     check_settings: Callable[[Settings], None] | None = None
     # Topics it publishes to besides its own (the order service's saga commands: `order.saga`).
@@ -143,13 +155,15 @@ async def _supervise(name: str, make_coro) -> None:
 
 class ServiceRuntime:
     """One service in a process: its pool and event store (its schema), outbox relay,
-    consumers and background tasks. `ctx` is what its operations and handlers work with;
-    `operations` implements its interface (both exist once started)."""
+    consumers and background tasks. `ctx` is what the process gives it, `context` what the
+    service built from it (what its operations, handlers and tasks work with); `operations`
+    implements its interface (all exist once started)."""
 
     def __init__(self, definition: ServiceDefinition, settings: Settings) -> None:
         self.definition = definition
         self.settings = settings
         self.ctx: ServiceContext | None = None
+        self.context: Any = None
         self.operations: Any = None
         self.consumers: list[EventConsumer] = []
         self.relay: OutboxRelay | None = None
@@ -171,13 +185,14 @@ class ServiceRuntime:
         self.ctx = ServiceContext(definition.name, settings, pool, store, peers=dict(peers or {}))
         if definition.on_start is not None:
             definition.on_start(self.ctx)
-        self.operations = definition.operations(self.ctx)
+        self.context = self.ctx if definition.build is None else definition.build(self.ctx)
+        self.operations = definition.operations(self.context)
         self.consumers = [
             EventConsumer(settings=settings, pool=pool, producer=self._producer, group_id=group,
                           topics=subscriptions[0].topics, background=subscriptions[0].background,
                           wake_on_publish=True, handlers=[
                               IdempotentHandler(settings=settings, pool=pool, producer=self._producer,
-                                                name=f"{definition.name}.{s.name}", handler=s.handler,
+                                                name=f"{definition.name}.{s.name}", handler=self.bound(s),
                                                 event_types=s.event_types, notices=store)
                               for s in subscriptions])
             for group, subscriptions in consumer_groups(definition).items()
@@ -186,11 +201,16 @@ class ServiceRuntime:
         self._tasks = [asyncio.create_task(_supervise(f"{definition.name}.outbox-relay", self.relay.run))]
         self._tasks += [asyncio.create_task(_supervise(c.group_id, c.run)) for c in self.consumers]
         self._tasks += [asyncio.create_task(_supervise(f"{definition.name}.{task.__name__}",
-                                                       lambda task=task: task(self.ctx)))
+                                                       lambda task=task: task(self.context)))
                         for task in definition.tasks]
         HEALTH.attach(settings, Hosted(definition.name, pool, {c.group_id: c.topics for c in self.consumers}))
         log.info("service started", extra={"fields": {"schema": definition.schema}})
         return self.ctx
+
+    def bound(self, subscription: Subscription) -> Handler:
+        """The subscription's handler with this runtime's context (once started)."""
+        assert self.context is not None, f"{self.definition.name} is not started"
+        return partial(subscription.handler, self.context)
 
     async def stop(self) -> None:
         await HEALTH.detach(self.definition.name)
@@ -199,6 +219,9 @@ class ServiceRuntime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._producer is not None:
             await self._producer.stop()
+        close = getattr(self.context, "close", None)  # what the service's context holds open
+        if close is not None:
+            await close()
         if self.ctx is not None:
             await self.ctx.pool.close()
 
@@ -347,13 +370,14 @@ def create_internal_app(name: str, readiness) -> FastAPI:
     return app
 
 
-def project_inline_where_hosted(definitions: list[ServiceDefinition] | tuple[ServiceDefinition, ...]) -> list[str]:
-    """For services sharing a process: each `inline` subscription to another hosted
-    service's topic is applied in that service's appends (shared/eventstore.py). Returns
-    what was wired, as `<consumer> <- <store>`."""
-    by_topic = {definition.topic: definition for definition in definitions}
+def project_inline_where_hosted(runtimes: list[ServiceRuntime] | tuple[ServiceRuntime, ...]) -> list[str]:
+    """For services sharing a process (started): each `inline` subscription to another hosted
+    service's topic is applied in that service's appends (shared/eventstore.py), with the
+    subscriber's context. Returns what was wired, as `<consumer> <- <store>`."""
+    by_topic = {runtime.definition.topic: runtime.definition for runtime in runtimes}
     wired = []
-    for definition in definitions:
+    for runtime in runtimes:
+        definition = runtime.definition
         for subscription in definition.subscriptions:
             if not subscription.inline:
                 continue
@@ -364,7 +388,7 @@ def project_inline_where_hosted(definitions: list[ServiceDefinition] | tuple[Ser
                 consumer = f"{definition.name}.{subscription.name}"
                 types = subscription.event_types
                 project_inline(producer.schema, InlineProjection(
-                    consumer=consumer, schema=definition.schema, handler=subscription.handler,
+                    consumer=consumer, schema=definition.schema, handler=runtime.bound(subscription),
                     event_types=None if types is None else frozenset(t.event_type for t in types)))
                 wired.append(f"{consumer} <- {producer.schema}")
     return wired

@@ -69,7 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                      for name, interface in runtime.definition.peers.items()})
                 started.append(runtime)
             # Once every schema is migrated: until then the consumers carry what is appended.
-            log.info("inline projections", extra={"fields": {"wired": project_inline_where_hosted(DEFINITIONS)}})
+            log.info("inline projections", extra={"fields": {"wired": project_inline_where_hosted(started)}})
             services = Services(cart=rpc.local(CartService, runtimes[cart.name].operations),
                                 order=rpc.local(OrderService, runtimes[order.name].operations),
                                 shipping=rpc.local(ShippingService, runtimes[shipping.name].operations),

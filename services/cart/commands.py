@@ -6,17 +6,13 @@ from decimal import Decimal
 
 import asyncpg
 
+from services.cart.context import CartContext
 from services.cart.domain import Cart, Promotion
-from shared.aggregate import CommandResult, DomainError, Repository, not_found
+from shared.aggregate import CommandResult, DomainError, not_found
 from shared.contracts.cart import VariantSnapshot
 from shared.contracts.order import DeliveryLine
-from shared.eventstore import EventStore
 from shared.ids import next_id
-from shared.kafka import events_topic
 from shared.validation import ascii_int
-
-CART_STORE = EventStore("cart", events_topic("cart"))
-CARTS = Repository(CART_STORE, Cart)
 
 
 async def find_variant(conn: asyncpg.Connection | asyncpg.Pool, variant_id: object, currency: str) -> VariantSnapshot:
@@ -35,25 +31,25 @@ async def find_variant(conn: asyncpg.Connection | asyncpg.Pool, variant_id: obje
     return VariantSnapshot(**dict(row))
 
 
-async def add_line_item(pool: asyncpg.Pool, number: str, *, variant_id: object,
+async def add_line_item(ctx: CartContext, number: str, *, variant_id: object,
                         quantity: object, currency: str) -> CommandResult[Cart]:
-    variant = await find_variant(pool, variant_id, currency)
-    new_line_id = await next_id(pool, "line_item_ids")
-    return await CARTS.execute(
-        pool, number, lambda cart: cart.add_line(variant, quantity, new_line_id=new_line_id))
+    variant = await find_variant(ctx.pool, variant_id, currency)
+    new_line_id = await next_id(ctx.pool, "line_item_ids")
+    return await ctx.carts.execute(
+        ctx.pool, number, lambda cart: cart.add_line(variant, quantity, new_line_id=new_line_id))
 
 
-async def set_line_quantity(pool: asyncpg.Pool, number: str, line_id: int,
+async def set_line_quantity(ctx: CartContext, number: str, line_id: int,
                             quantity: object) -> CommandResult[Cart]:
-    return await CARTS.execute(pool, number, lambda cart: cart.set_quantity(line_id, quantity))
+    return await ctx.carts.execute(ctx.pool, number, lambda cart: cart.set_quantity(line_id, quantity))
 
 
-async def remove_line_item(pool: asyncpg.Pool, number: str, line_id: int) -> CommandResult[Cart]:
-    return await CARTS.execute(pool, number, lambda cart: cart.remove_line(line_id))
+async def remove_line_item(ctx: CartContext, number: str, line_id: int) -> CommandResult[Cart]:
+    return await ctx.carts.execute(ctx.pool, number, lambda cart: cart.remove_line(line_id))
 
 
-async def empty_cart(pool: asyncpg.Pool, number: str) -> CommandResult[Cart]:
-    return await CARTS.execute(pool, number, lambda cart: cart.empty())
+async def empty_cart(ctx: CartContext, number: str) -> CommandResult[Cart]:
+    return await ctx.carts.execute(ctx.pool, number, lambda cart: cart.empty())
 
 
 def lapsed(row: asyncpg.Record, used: int, now: datetime) -> str | None:
@@ -83,23 +79,24 @@ async def find_promotion(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> 
     return Promotion(row["id"], row["code"], row["name"], row["kind"], Decimal(row["value"]), row["currency"])
 
 
-async def apply_coupon(pool: asyncpg.Pool, number: str, code: str, currency: str) -> CommandResult[Cart]:
-    promotion = await find_promotion(pool, code)
-    return await CARTS.execute(pool, number, lambda cart: cart.apply_promotion(promotion, currency=currency))
+async def apply_coupon(ctx: CartContext, number: str, code: str, currency: str) -> CommandResult[Cart]:
+    promotion = await find_promotion(ctx.pool, code)
+    return await ctx.carts.execute(ctx.pool, number, lambda cart: cart.apply_promotion(promotion, currency=currency))
 
 
-async def remove_coupon(pool: asyncpg.Pool, number: str, code: str) -> CommandResult[Cart]:
-    if not await pool.fetchval("SELECT true FROM promotions WHERE code = $1", code):
+async def remove_coupon(ctx: CartContext, number: str, code: str) -> CommandResult[Cart]:
+    if not await ctx.pool.fetchval("SELECT true FROM promotions WHERE code = $1", code):
         raise DomainError("coupon_code_not_found", "The coupon code you entered doesn't exist. Please try again.")
-    return await CARTS.execute(pool, number, lambda cart: cart.remove_promotion(code))
+    return await ctx.carts.execute(ctx.pool, number, lambda cart: cart.remove_promotion(code))
 
 
 # -- the completion saga's step 1 (CartService.lock_cart, unlock_cart: operations.py) -------
-async def lock_cart(conn: asyncpg.Connection, number: str, request_id: str, lines: list[DeliveryLine]) -> None:
+async def lock_cart(ctx: CartContext, conn: asyncpg.Connection, number: str, request_id: str,
+                    lines: list[DeliveryLine]) -> None:
     """Lock the cart and reserve its promotions, or refuse (Cart.lock). The promotions are
     row-locked first and their uses counted after, so of two orders racing for a coupon's
     last use the second sees the first's reservation."""
-    cart = await CARTS.load(conn, number)
+    cart = await ctx.carts.load(conn, number)
     if request_id in cart.lock_answered or request_id in cart.unlock_answered:
         return
     ids = sorted(promotion.id for promotion in cart.promotions.values())
@@ -119,14 +116,14 @@ async def lock_cart(conn: asyncpg.Connection, number: str, request_id: str, line
     if cart.locked_by == request_id and ids:
         await conn.execute("INSERT INTO promotion_uses (promotion_id, order_number) SELECT unnest($1::int[]), $2"
                            " ON CONFLICT DO NOTHING", ids, number)
-    await CARTS.save(conn, cart)
+    await ctx.carts.save(conn, cart)
 
 
-async def unlock_cart(conn: asyncpg.Connection, number: str, request_id: str) -> None:
+async def unlock_cart(ctx: CartContext, conn: asyncpg.Connection, number: str, request_id: str) -> None:
     """Compensation of step 1: unlock and free the reservations (answered even if not locked)."""
-    cart = await CARTS.load(conn, number)
+    cart = await ctx.carts.load(conn, number)
     released = cart.unlock(request_id)
     if released:
         await conn.execute("DELETE FROM promotion_uses WHERE order_number = $1 AND promotion_id = ANY($2::int[])"
                            " AND NOT completed", number, released)
-    await CARTS.save(conn, cart)
+    await ctx.carts.save(conn, cart)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncpg
 
+from services.cart.context import CartContext
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
 from shared.kafka import events_topic
 from shared.service import Subscription
 
 
-async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+async def on_order_event(ctx: CartContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     match decode_event(envelope):
         case o.OrderCompleted():
             # The reservations made when the cart was locked become uses for good.

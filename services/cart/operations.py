@@ -22,12 +22,12 @@ from services.cart.api import (
     PromotionsLoaded,
     Variant,
 )
+from services.cart.context import CartContext
 from services.cart.domain import Cart, Line
 from shared.aggregate import not_found
 from shared.contracts import cart as c
 from shared.contracts.order import DeliveryLine
 from shared.db import Upsert, upsert_all
-from shared.service import ServiceContext
 from shared.steps import StepReply, run_step
 from shared.validation import ascii_int
 
@@ -42,31 +42,31 @@ def line_json(line: Line | None) -> LineItem | None:
 
 
 class CartOperations(CartService):
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: CartContext) -> None:
         self.ctx = ctx
 
     async def add_line_item(self, number: str, *, variant_id: Any, quantity: Any = 1,
                             currency: str = "USD") -> LineAnswer:
-        result = await commands.add_line_item(self.ctx.pool, number, variant_id=variant_id, quantity=quantity,
+        result = await commands.add_line_item(self.ctx, number, variant_id=variant_id, quantity=quantity,
                                               currency=currency)
         line = next(line for line in result.aggregate.lines.values() if line.variant.id == ascii_int(variant_id))
         return {"line_item": line_json(line), "events": result.event_ids}
 
     async def set_line_quantity(self, number: str, *, line_id: int, quantity: Any = None) -> LineAnswer:
-        result = await commands.set_line_quantity(self.ctx.pool, number, line_id, 0 if quantity is None else quantity)
+        result = await commands.set_line_quantity(self.ctx, number, line_id, 0 if quantity is None else quantity)
         return {"line_item": line_json(result.aggregate.lines.get(line_id)), "events": result.event_ids}
 
     async def remove_line_item(self, number: str, *, line_id: int) -> Ack:
-        return {"events": (await commands.remove_line_item(self.ctx.pool, number, line_id)).event_ids}
+        return {"events": (await commands.remove_line_item(self.ctx, number, line_id)).event_ids}
 
     async def empty_cart(self, number: str) -> Ack:
-        return {"events": (await commands.empty_cart(self.ctx.pool, number)).event_ids}
+        return {"events": (await commands.empty_cart(self.ctx, number)).event_ids}
 
     async def apply_coupon(self, number: str, *, code: str, currency: str) -> Ack:
-        return {"events": (await commands.apply_coupon(self.ctx.pool, number, code, currency)).event_ids}
+        return {"events": (await commands.apply_coupon(self.ctx, number, code, currency)).event_ids}
 
     async def remove_coupon(self, number: str, *, code: str) -> Ack:
-        return {"events": (await commands.remove_coupon(self.ctx.pool, number, code)).event_ids}
+        return {"events": (await commands.remove_coupon(self.ctx, number, code)).event_ids}
 
     async def find_line(self, *, line_id: int) -> LineFound:
         number = await self.ctx.pool.fetchval(
@@ -120,13 +120,13 @@ class CartOperations(CartService):
 
     async def lock_cart(self, number: str, *, saga_id: str, lines: list[dict[str, Any]]) -> StepReply:
         locked = [DeliveryLine.model_validate(line) for line in lines]
-        return await run_step(self.ctx.pool, commands.CART_STORE, Cart.aggregate_type, number, saga_id,
+        return await run_step(self.ctx.pool, self.ctx.store, Cart.aggregate_type, number, saga_id,
                               (c.CartLocked, c.CartLockRefused),
-                              lambda conn: commands.lock_cart(conn, number, saga_id, locked))
+                              lambda conn: commands.lock_cart(self.ctx, conn, number, saga_id, locked))
 
     async def unlock_cart(self, number: str, *, saga_id: str) -> StepReply:
-        return await run_step(self.ctx.pool, commands.CART_STORE, Cart.aggregate_type, number, saga_id,
-                              (c.CartUnlocked,), lambda conn: commands.unlock_cart(conn, number, saga_id))
+        return await run_step(self.ctx.pool, self.ctx.store, Cart.aggregate_type, number, saga_id,
+                              (c.CartUnlocked,), lambda conn: commands.unlock_cart(self.ctx, conn, number, saga_id))
 
 
 # -- reference data (demo data, imports): the loaders' input, validated -----------------------

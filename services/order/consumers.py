@@ -26,7 +26,7 @@ from shared.service import ServiceContext, Subscription
 log = logging.getLogger(__name__)
 
 
-async def on_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+async def on_event(ctx: ServiceContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     await apply_to_view(conn, envelope)
     event = decode_event(envelope)
     order = None
@@ -52,7 +52,7 @@ async def on_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
         await ORDERS.save(conn, order, project=project)
 
 
-async def on_saga_answer(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+async def on_saga_answer(ctx: ServiceContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     """A participant's answer to the completion saga, from Kafka: the runner records it unless
     the call's reply did first (the same idempotency record), and goes on (shared/saga_runner.py)."""
     if dropped(f"saga.answer.{envelope.type}"):  # fault injection: the answer is lost on the way

@@ -8,7 +8,7 @@ from services.payment.gateway import BogusGateway
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
 from shared.kafka import events_topic
-from shared.service import Subscription
+from shared.service import ServiceContext, Subscription
 
 _gateway: BogusGateway | None = None
 
@@ -23,7 +23,7 @@ def gateway() -> BogusGateway:
     return _gateway
 
 
-async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+async def on_order_event(ctx: ServiceContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     match decode_event(envelope):
         case o.OrderCanceled():
             await settle_cancellation(conn, _gateway, envelope.aggregate_id)

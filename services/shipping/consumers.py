@@ -7,10 +7,10 @@ from services.shipping.commands import build_shipments, discard_shipments, relea
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
 from shared.kafka import events_topic
-from shared.service import Subscription
+from shared.service import ServiceContext, Subscription
 
 
-async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+async def on_order_event(ctx: ServiceContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     match decode_event(envelope):
         case o.DeliveryRequested() as request:
             await build_shipments(conn, request)

@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from services.cart import context as cart_context
 from services.cart.api import CartService
 from services.cart.operations import CartOperations
 from shared import rpc
@@ -73,7 +74,8 @@ async def cart(stack, unique):
     settings = stack.settings(gateway_key=GATEWAY_KEY, operator_key=OPERATOR_KEY)
     async with fresh_schema(stack, f"t_{unique}", CART_MIGRATIONS) as schema:
         async with schema_pool(stack, schema, max_size=5) as pool:
-            impl = CartOperations(ServiceContext("cart", settings, pool, EventStore(schema, f"t_{unique}.events")))
+            impl = CartOperations(cart_context.build(
+                ServiceContext("cart", settings, pool, EventStore(schema, f"t_{unique}.events"))))
             await impl.load_catalog(products=[{"id": 7001, "name": "Mug", "slug": f"mug-{unique}", "variants": [
                 {"id": 7101, "sku": f"MUG-{unique}", "name": "Mug", "prices": {"USD": "12.50"}}]}])
             async with serving(served_app(settings, impl)) as url:
@@ -169,7 +171,7 @@ async def test_an_outage_is_service_unavailable(cart):
 async def test_a_database_outage_in_process_is_service_unavailable(cart):
     """As a service apart answers its database being down (503), so does the local way."""
     settings, impl, url = cart
-    closed = CartOperations(ServiceContext("cart", settings, _ClosedPool(), impl.ctx.store))
+    closed = CartOperations(cart_context.build(ServiceContext("cart", settings, _ClosedPool(), impl.ctx.store)))
     with pytest.raises(rpc.ServiceUnavailable):
         await rpc.local(CartService, closed).list_products()
 

@@ -1,0 +1,25 @@
+"""What the cart service works with in a process: built from the process's `ServiceContext`
+once the service has started (`ServiceDefinition.build`), never at import."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from services.cart.domain import Cart
+from shared.aggregate import Repository
+from shared.eventstore import EventStore
+from shared.service import ServiceContext
+
+
+@dataclass
+class CartContext:
+    pool: asyncpg.Pool
+    settings: Any
+    store: EventStore
+    carts: Repository[Cart]
+
+
+def build(ctx: ServiceContext) -> CartContext:
+    return CartContext(pool=ctx.pool, settings=ctx.settings, store=ctx.store, carts=Repository(ctx.store, Cart))
