@@ -5,16 +5,12 @@ from decimal import Decimal
 
 import asyncpg
 
-from services.shipping.domain import Line, Method, OrderShipments, StockLocation
-from shared.aggregate import CommandResult, DomainError, Repository, not_found
+from services.shipping.context import ShippingContext
+from services.shipping.domain import Line, Method, StockLocation
+from shared.aggregate import CommandResult, DomainError, not_found
 from shared.contracts.order import DeliveryLine, DeliveryRequested
-from shared.eventstore import EventStore
 from shared.faults import crash_point
 from shared.ids import next_id
-from shared.kafka import events_topic
-
-SHIPPING_STORE = EventStore("shipping", events_topic("shipping"))
-SHIPMENTS = Repository(SHIPPING_STORE, OrderShipments)
 
 
 async def active_locations(conn: asyncpg.Connection | asyncpg.Pool, variant_ids: list[int] | None = None,
@@ -47,28 +43,29 @@ async def methods_for(conn: asyncpg.Connection | asyncpg.Pool, country_iso: str,
     return [Method(r["id"], r["name"], r["code"], Decimal(r["cost"]), r["zone"]) for r in rows]
 
 
-async def build_shipments(conn: asyncpg.Connection, request: DeliveryRequested) -> None:
+async def build_shipments(ctx: ShippingContext, conn: asyncpg.Connection, request: DeliveryRequested) -> None:
     """Answer the order's DeliveryRequested (runs in the consumer's transaction)."""
     locations = await active_locations(conn, sorted({line.variant_id for line in request.lines}))
     methods = await methods_for(conn, request.ship_address.country_iso, request.currency)
     ids = [r["id"] for r in await conn.fetch(
         "SELECT nextval('shipping_ids') AS id FROM generate_series(1, $1)", (len(methods) + 1) * len(locations))]
-    shipments = await SHIPMENTS.load(conn, request.number)
+    shipments = await ctx.shipments.load(conn, request.number)
     shipments.build(request.request_id, [Line(item.variant_id, item.quantity,
                                               item.track_inventory) for item in request.lines],
                     locations, methods, ids, country_iso=request.ship_address.country_iso, currency=request.currency)
     await conn.executemany(
         "INSERT INTO shipment_index (number, order_number) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         [(s.number, request.number) for s in shipments.shipments])
-    await SHIPMENTS.save(conn, shipments, key=request.number)
+    await ctx.shipments.save(conn, shipments, key=request.number)
 
 
-async def allocate_stock(conn: asyncpg.Connection, number: str, request_id: str, lines: list[DeliveryLine]) -> None:
+async def allocate_stock(ctx: ShippingContext, conn: asyncpg.Connection, number: str, request_id: str,
+                         lines: list[DeliveryLine]) -> None:
     """The completion saga's step 2: take the locked lines from stock, all or none, in the
     consumer's transaction (OrderShipments.allocate decides from where, and how much is
     backordered). The stock items are row-locked while it decides, so stock that cannot be
     backordered never goes below zero however many orders compete for the last units."""
-    shipments = await SHIPMENTS.load(conn, number)
+    shipments = await ctx.shipments.load(conn, number)
     if shipments.allocation_answered(request_id):
         return
     tracked = sorted({line.variant_id for line in lines if line.track_inventory})
@@ -83,47 +80,48 @@ async def allocate_stock(conn: asyncpg.Connection, number: str, request_id: str,
             " WHERE i.stock_location_id = u.location AND i.variant_id = u.variant",
             [u.stock_location_id for u in units], [u.variant_id for u in units], [u.quantity for u in units])
     crash_point("shipping.after_allocation")  # stock decremented, nothing committed yet
-    await SHIPMENTS.save(conn, shipments)
+    await ctx.shipments.save(conn, shipments)
 
 
-async def release_stock(conn: asyncpg.Connection, number: str, request_id: str) -> None:
+async def release_stock(ctx: ShippingContext, conn: asyncpg.Connection, number: str, request_id: str) -> None:
     """Compensation of step 2 (and a canceled order): put back what `request_id` allocated,
     answered once."""
-    shipments = await SHIPMENTS.load(conn, number)
+    shipments = await ctx.shipments.load(conn, number)
     units = sorted(shipments.release(request_id), key=lambda u: (u.variant_id, u.stock_location_id))
     for unit in units:  # in the allocations' lock order
         await conn.execute("UPDATE stock_items SET count_on_hand = count_on_hand + $3"
                            " WHERE stock_location_id = $1 AND variant_id = $2",
                            unit.stock_location_id, unit.variant_id, unit.quantity)
-    await SHIPMENTS.save(conn, shipments)
+    await ctx.shipments.save(conn, shipments)
 
 
-async def discard_shipments(conn: asyncpg.Connection, number: str) -> None:
-    shipments = await SHIPMENTS.load(conn, number)
+async def discard_shipments(ctx: ShippingContext, conn: asyncpg.Connection, number: str) -> None:
+    shipments = await ctx.shipments.load(conn, number)
     shipments.discard()
-    await SHIPMENTS.save(conn, shipments)
+    await ctx.shipments.save(conn, shipments)
 
 
-async def select_rate(pool: asyncpg.Pool, number: str, shipment_number: str, rate_id: int) -> CommandResult:
-    return await SHIPMENTS.execute(pool, number, lambda s: s.select_rate(shipment_number, rate_id))
+async def select_rate(ctx: ShippingContext, number: str, shipment_number: str, rate_id: int) -> CommandResult:
+    return await ctx.shipments.execute(ctx.pool, number, lambda s: s.select_rate(shipment_number, rate_id))
 
 
-async def select_method(pool: asyncpg.Pool, number: str, shipment_number: str, method_id: int) -> CommandResult:
+async def select_method(ctx: ShippingContext, number: str, shipment_number: str, method_id: int) -> CommandResult:
     """Re-rate the shipment for one method (Solidus's select_shipping_method): unknown
     methods are not found; a method that does not ship to the order's destination, or in its
     currency, is refused."""
-    if not await pool.fetchval("SELECT EXISTS (SELECT 1 FROM shipping_methods WHERE id = $1)", method_id):
+    if not await ctx.pool.fetchval("SELECT EXISTS (SELECT 1 FROM shipping_methods WHERE id = $1)", method_id):
         raise not_found("shipping method")
-    shipments = await SHIPMENTS.load(pool, number)
+    shipments = await ctx.shipments.load(ctx.pool, number)
     if shipments.destination is None:
-        return await SHIPMENTS.execute(pool, number, lambda s: s.select_method_among_rates(shipment_number, method_id),
-                                       loaded=shipments)
+        return await ctx.shipments.execute(ctx.pool, number,
+                                           lambda s: s.select_method_among_rates(shipment_number, method_id),
+                                           loaded=shipments)
     country_iso, currency = shipments.destination
-    method = next((m for m in await methods_for(pool, country_iso, currency, users_only=False) if m.id == method_id),
-                  None)
+    methods = await methods_for(ctx.pool, country_iso, currency, users_only=False)
+    method = next((m for m in methods if m.id == method_id), None)
     if method is None:
         raise DomainError("shipping_method_unavailable", "cannot ship this shipment", field="shipping_method_id")
-    rate_id = await next_id(pool, "shipping_ids")
-    return await SHIPMENTS.execute(pool, number, lambda s: s.select_method(shipment_number, method,
-                                                                           new_rate_id=rate_id),
-                                   loaded=shipments)
+    rate_id = await next_id(ctx.pool, "shipping_ids")
+    return await ctx.shipments.execute(ctx.pool, number, lambda s: s.select_method(shipment_number, method,
+                                                                                   new_rate_id=rate_id),
+                                       loaded=shipments)

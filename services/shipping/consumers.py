@@ -4,20 +4,21 @@ from __future__ import annotations
 import asyncpg
 
 from services.shipping.commands import build_shipments, discard_shipments, release_stock
+from services.shipping.context import ShippingContext
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
 from shared.kafka import events_topic
-from shared.service import ServiceContext, Subscription
+from shared.service import Subscription
 
 
-async def on_order_event(ctx: ServiceContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+async def on_order_event(ctx: ShippingContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     match decode_event(envelope):
         case o.DeliveryRequested() as request:
-            await build_shipments(conn, request)
+            await build_shipments(ctx, conn, request)
         case o.CheckoutRestarted():
-            await discard_shipments(conn, envelope.aggregate_id)
+            await discard_shipments(ctx, conn, envelope.aggregate_id)
         case o.OrderCanceled() as canceled:
-            await release_stock(conn, envelope.aggregate_id, canceled.completion_request_id)
+            await release_stock(ctx, conn, envelope.aggregate_id, canceled.completion_request_id)
 
 
 # The order's events (the completion saga calls ShippingService.allocate_stock, release_stock).

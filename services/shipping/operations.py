@@ -18,12 +18,12 @@ from services.shipping.api import (
     StockLevelJson,
     StockLine,
 )
+from services.shipping.context import ShippingContext
 from services.shipping.domain import Line, OrderShipments, uncovered
 from shared.aggregate import DomainError, not_found
 from shared.contracts.order import DeliveryLine
 from shared.contracts.shipping import LocationStock, StockAllocated, StockAllocationFailed, StockLevel, StockReleased
 from shared.db import Upsert, upsert_all
-from shared.service import ServiceContext
 from shared.steps import StepReply, run_step
 
 MAX_STOCK_QUERY = 1000  # variants per `stock` call
@@ -38,17 +38,17 @@ def _id(value: Any) -> int:
 
 
 class ShippingOperations(ShippingService):
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ShippingContext) -> None:
         self.ctx = ctx
 
     async def select_rate(self, number: str, *, shipment_number: str, rate_id: Any = None) -> Ack:
-        result = await commands.select_rate(self.ctx.pool, number, shipment_number, _id(rate_id))
+        result = await commands.select_rate(self.ctx, number, shipment_number, _id(rate_id))
         return {"events": result.event_ids}
 
     async def select_method(self, number: str, *, shipment_number: str, shipping_method_id: Any = None) -> Ack:
         if _id(shipping_method_id) < 0:
             raise not_found("shipping method")
-        result = await commands.select_method(self.ctx.pool, number, shipment_number, shipping_method_id)
+        result = await commands.select_method(self.ctx, number, shipment_number, shipping_method_id)
         return {"events": result.event_ids}
 
     async def find_shipment(self, *, shipment_number: str) -> ShipmentFound:
@@ -56,7 +56,7 @@ class ShippingOperations(ShippingService):
                                                     shipment_number)
         if order_number is None:
             raise not_found("shipment")
-        shipments = await commands.SHIPMENTS.load(self.ctx.pool, order_number)
+        shipments = await self.ctx.shipments.load(self.ctx.pool, order_number)
         shipment = next((s for s in shipments.shipments if s.number == shipment_number), None)
         if shipment is None:
             raise not_found("shipment")
@@ -106,13 +106,13 @@ class ShippingOperations(ShippingService):
 
     async def allocate_stock(self, number: str, *, saga_id: str, lines: list[dict[str, Any]]) -> StepReply:
         locked = [DeliveryLine.model_validate(line) for line in lines]
-        return await run_step(self.ctx.pool, commands.SHIPPING_STORE, OrderShipments.aggregate_type, number, saga_id,
+        return await run_step(self.ctx.pool, self.ctx.store, OrderShipments.aggregate_type, number, saga_id,
                               (StockAllocated, StockAllocationFailed),
-                              lambda conn: commands.allocate_stock(conn, number, saga_id, locked))
+                              lambda conn: commands.allocate_stock(self.ctx, conn, number, saga_id, locked))
 
     async def release_stock(self, number: str, *, saga_id: str) -> StepReply:
-        return await run_step(self.ctx.pool, commands.SHIPPING_STORE, OrderShipments.aggregate_type, number, saga_id,
-                              (StockReleased,), lambda conn: commands.release_stock(conn, number, saga_id))
+        return await run_step(self.ctx.pool, self.ctx.store, OrderShipments.aggregate_type, number, saga_id,
+                              (StockReleased,), lambda conn: commands.release_stock(self.ctx, conn, number, saga_id))
 
 
 # -- reference data (demo data, imports): the loader's input, validated -----------------------
