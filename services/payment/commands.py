@@ -6,18 +6,14 @@ from typing import Any
 
 import asyncpg
 
+from services.payment.context import PaymentContext
 from services.payment.domain import InvalidPayment, OrderPayments, PaymentMethod, parse_amount, validate_card
-from services.payment.gateway import BogusGateway, card_for_token
-from shared.aggregate import CommandResult, DomainError, Repository, not_found
+from services.payment.gateway import card_for_token
+from shared.aggregate import CommandResult, DomainError, not_found
 from shared.contracts.payment import CardSource
-from shared.eventstore import EventStore
 from shared.faults import crash_point, fail_point, hold_point
 from shared.ids import next_id
-from shared.kafka import events_topic
 from shared.validation import ascii_int
-
-PAYMENT_STORE = EventStore("payment", events_topic("payment"))
-PAYMENTS = Repository(PAYMENT_STORE, OrderPayments)
 
 
 async def find_method(conn: asyncpg.Connection | asyncpg.Pool, method_id: Any) -> PaymentMethod:
@@ -38,9 +34,9 @@ async def token_of(conn: asyncpg.Connection | asyncpg.Pool, source: CardSource |
     return await conn.fetchval("SELECT gateway_token FROM card_sources WHERE card_id = $1", source.id) or ""
 
 
-async def create_payment(pool: asyncpg.Pool, gateway: BogusGateway, number: str, *, payment_method_id: Any,
+async def create_payment(ctx: PaymentContext, number: str, *, payment_method_id: Any,
                          amount: Any, source: Any, error_prefix: str = "") -> CommandResult[OrderPayments]:
-    method = await find_method(pool, payment_method_id)
+    method = await find_method(ctx.pool, payment_method_id)
     value = parse_amount(amount)
     card = None
     if method.method_type == "gateway":
@@ -49,22 +45,22 @@ async def create_payment(pool: asyncpg.Pool, gateway: BogusGateway, number: str,
         if "payment_token" in source:  # a storefront's tokenised card (GetCandy's payment_token)
             source = card_for_token(source["payment_token"])
         details = validate_card(source, f"{error_prefix}{method.name}")
-        token = await gateway.tokenise(details.number)
-        card_id = await next_id(pool, "card_ids")
+        token = await ctx.gateway.tokenise(details.number)
+        card_id = await next_id(ctx.pool, "card_ids")
         card = CardSource(id=card_id, month=details.month, year=details.year, cc_type=details.cc_type,
                           last_digits=details.number[-4:], name=details.name)
-    payment_id = await next_id(pool, "payment_ids")
+    payment_id = await next_id(ctx.pool, "payment_ids")
 
     async def keep_card_token(conn: asyncpg.Connection, stored: list) -> None:
         # The token charges the card: kept here, never in an event (PaymentCreated.v2), and
         # only with the payment that uses it (a refused payment leaves no token behind).
         await conn.execute("INSERT INTO card_sources (card_id, gateway_token) VALUES ($1, $2)", card.id, token)
 
-    return await PAYMENTS.execute(pool, number, lambda payments: payments.create(
+    return await ctx.payments.execute(ctx.pool, number, lambda payments: payments.create(
         payment_id=payment_id, method=method, amount=value, source=card), project=keep_card_token if card else None)
 
 
-async def process_payments(conn: asyncpg.Connection, gateway: BogusGateway, number: str, request_id: str,
+async def process_payments(ctx: PaymentContext, conn: asyncpg.Connection, number: str, request_id: str,
                            amount: Decimal) -> None:
     """Saga step 3: authorise (or purchase, for auto-capture methods) until the amount is
     covered. Runs in the consumer's transaction; the gateway's own ledger sits outside it,
@@ -72,9 +68,9 @@ async def process_payments(conn: asyncpg.Connection, gateway: BogusGateway, numb
     or retried step never charges twice."""
     fail_point("payment.process_payments")
     await hold_point("payment.process_payments")
-    payments = await PAYMENTS.load(conn, number)
+    payments = await ctx.payments.load(conn, number)
     if payments.refuse_unless_covering(request_id, amount):
-        await PAYMENTS.save(conn, payments)
+        await ctx.payments.save(conn, payments)
         return
     methods = await conn.fetch("SELECT id, auto_capture FROM payment_methods")
     auto_capture = {r["id"]: r["auto_capture"] for r in methods}
@@ -84,8 +80,8 @@ async def process_payments(conn: asyncpg.Connection, gateway: BogusGateway, numb
             break
         capture = auto_capture.get(payment.method_id, False)
         action = "purchase" if capture else "authorize"
-        result = await gateway.call(action, gateway_token=await token_of(conn, payment.source), amount=payment.amount,
-                                    idempotency_key=f"{number}-{payment.number}-{action}")
+        result = await ctx.gateway.call(action, gateway_token=await token_of(conn, payment.source),
+                                        amount=payment.amount, idempotency_key=f"{number}-{payment.number}-{action}")
         crash_point("payment.after_gateway_call")  # the gateway charged; our record is not committed
         payments.record_gateway_result(payment.id, captured=capture, success=result.success,
                                        authorization=result.authorization, message=result.message)
@@ -94,67 +90,67 @@ async def process_payments(conn: asyncpg.Connection, gateway: BogusGateway, numb
             break
         covered += payment.amount
     payments.conclude(request_id, declined)
-    await PAYMENTS.save(conn, payments)
+    await ctx.payments.save(conn, payments)
 
 
-async def void_payments(conn: asyncpg.Connection, gateway: BogusGateway, number: str, request_id: str) -> None:
+async def void_payments(ctx: PaymentContext, conn: asyncpg.Connection, number: str, request_id: str) -> None:
     """Compensation of step 3: void at the gateway what the failed completion authorised or
     captured (a card payment still in `checkout` only if the gateway has a charge for it:
     the step may have died between the gateway's answer and our record)."""
-    payments = await PAYMENTS.load(conn, number)
+    payments = await ctx.payments.load(conn, number)
     if request_id in payments.voided_requests:
         return
     voided = []
     for payment in payments.to_void():
         key = f"{number}-{payment.number}"
-        if payment.state == "checkout" and not await gateway.charged(f"{key}-authorize", f"{key}-purchase"):
+        if payment.state == "checkout" and not await ctx.gateway.charged(f"{key}-authorize", f"{key}-purchase"):
             continue
-        await gateway.call("void", gateway_token=await token_of(conn, payment.source),
+        await ctx.gateway.call("void", gateway_token=await token_of(conn, payment.source),
                            amount=payment.amount, idempotency_key=f"{key}-void")
         voided.append(payment.id)
     payments.voided_for(request_id, voided)
-    await PAYMENTS.save(conn, payments)
+    await ctx.payments.save(conn, payments)
 
 
-async def _gateway_action(pool: asyncpg.Pool, gateway: BogusGateway, number: str, payment_id: int, action: str):
-    payments = await PAYMENTS.load(pool, number)
+async def _gateway_action(ctx: PaymentContext, number: str, payment_id: int, action: str):
+    payments = await ctx.payments.load(ctx.pool, number)
     payment = payments.check_capturable(payment_id) if action == "capture" else payments.find(payment_id)
     if action == "void":
         payments.check_voidable(payment_id)
-    result = await gateway.call(action, gateway_token=await token_of(pool, payment.source),
-                                amount=payment.amount, idempotency_key=f"{number}-{payment.number}-{action}")
+    result = await ctx.gateway.call(action, gateway_token=await token_of(ctx.pool, payment.source),
+                                    amount=payment.amount, idempotency_key=f"{number}-{payment.number}-{action}")
     if not result.success:
         raise DomainError("gateway_error", result.message or "failed")
     return result
 
 
-async def capture(pool: asyncpg.Pool, gateway: BogusGateway, number: str, payment_id: int) -> CommandResult:
+async def capture(ctx: PaymentContext, number: str, payment_id: int) -> CommandResult:
     """Admin: capture an authorised payment (idempotent at the gateway), or record that a
     check's money arrived (which also keeps its order from being released unpaid)."""
-    if (await PAYMENTS.load(pool, number)).check_capturable(payment_id).method_type == "check":
-        return await PAYMENTS.execute(pool, number, lambda p: p.captured(payment_id, ""))
-    result = await _gateway_action(pool, gateway, number, payment_id, "capture")
-    return await PAYMENTS.execute(pool, number, lambda p: p.captured(payment_id, result.authorization or ""))
+    if (await ctx.payments.load(ctx.pool, number)).check_capturable(payment_id).method_type == "check":
+        return await ctx.payments.execute(ctx.pool, number, lambda p: p.captured(payment_id, ""))
+    result = await _gateway_action(ctx, number, payment_id, "capture")
+    return await ctx.payments.execute(ctx.pool, number, lambda p: p.captured(payment_id, result.authorization or ""))
 
 
-async def void(pool: asyncpg.Pool, gateway: BogusGateway, number: str, payment_id: int) -> CommandResult:
-    if (await PAYMENTS.load(pool, number)).find(payment_id).method_type == "gateway":
-        await _gateway_action(pool, gateway, number, payment_id, "void")
-    return await PAYMENTS.execute(pool, number, lambda p: p.voided(payment_id))
+async def void(ctx: PaymentContext, number: str, payment_id: int) -> CommandResult:
+    if (await ctx.payments.load(ctx.pool, number)).find(payment_id).method_type == "gateway":
+        await _gateway_action(ctx, number, payment_id, "void")
+    return await ctx.payments.execute(ctx.pool, number, lambda p: p.voided(payment_id))
 
 
-async def settle_cancellation(conn: asyncpg.Connection, gateway: BogusGateway, number: str) -> None:
+async def settle_cancellation(ctx: PaymentContext, conn: asyncpg.Connection, number: str) -> None:
     """A canceled order: void what was authorised, refund what was captured."""
-    payments = await PAYMENTS.load(conn, number)
+    payments = await ctx.payments.load(conn, number)
     for payment in list(payments.payments.values()):
         key = f"{number}-{payment.number}"
         if payment.state in ("pending", "checkout"):
             if payment.source is not None:
-                await gateway.call("void", gateway_token=await token_of(conn, payment.source), amount=payment.amount,
-                                   idempotency_key=f"{key}-void")
+                await ctx.gateway.call("void", gateway_token=await token_of(conn, payment.source),
+                                       amount=payment.amount, idempotency_key=f"{key}-void")
             payments.voided(payment.id)
         elif payment.state == "completed":
-            await gateway.call("refund", gateway_token=await token_of(conn, payment.source),
+            await ctx.gateway.call("refund", gateway_token=await token_of(conn, payment.source),
                                amount=payment.amount, idempotency_key=f"{key}-refund")
             payments.refunded(payment.id)
-    await PAYMENTS.save(conn, payments)
+    await ctx.payments.save(conn, payments)

@@ -4,29 +4,17 @@ from __future__ import annotations
 import asyncpg
 
 from services.payment.commands import settle_cancellation
-from services.payment.gateway import BogusGateway
+from services.payment.context import PaymentContext
 from shared.contracts import order as o
 from shared.envelope import EventEnvelope, decode_event
 from shared.kafka import events_topic
-from shared.service import ServiceContext, Subscription
-
-_gateway: BogusGateway | None = None
+from shared.service import Subscription
 
 
-def use_gateway(configured: BogusGateway) -> None:
-    global _gateway
-    _gateway = configured
-
-
-def gateway() -> BogusGateway:
-    assert _gateway is not None, "the payment gateway is wired at start-up"
-    return _gateway
-
-
-async def on_order_event(ctx: ServiceContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+async def on_order_event(ctx: PaymentContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     match decode_event(envelope):
         case o.OrderCanceled():
-            await settle_cancellation(conn, _gateway, envelope.aggregate_id)
+            await settle_cancellation(ctx, conn, envelope.aggregate_id)
 
 
 # The order's events (the completion saga calls PaymentService.process_payments, void_payments).

@@ -10,31 +10,30 @@ from pydantic import BaseModel
 
 from services.payment import commands
 from services.payment.api import Ack, PaymentCreated, PaymentMethod, PaymentMethodsLoaded, PaymentService
+from services.payment.context import PaymentContext
 from services.payment.domain import OrderPayments
 from shared.contracts.payment import PaymentsDeclined, PaymentsProcessed, PaymentsRefused, PaymentsVoided
 from shared.db import Upsert, upsert_all
-from shared.service import ServiceContext
 from shared.steps import StepReply, run_step
 
 
 class PaymentOperations(PaymentService):
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: PaymentContext) -> None:
         self.ctx = ctx
 
     async def create_payment(self, number: str, *, payment_method_id: Any = None, amount: Any = None,
                              source: Any = None, error_prefix: str = "") -> PaymentCreated:
-        result = await commands.create_payment(self.ctx.pool, self.ctx.extras["gateway"], number,
-                                               payment_method_id=payment_method_id, amount=amount, source=source,
-                                               error_prefix=error_prefix)
+        result = await commands.create_payment(self.ctx, number, payment_method_id=payment_method_id, amount=amount,
+                                               source=source, error_prefix=error_prefix)
         created = result.events[-1].payload
         return {"payment_id": created["payment_id"], "events": result.event_ids}
 
     async def capture_payment(self, number: str, *, payment_id: int) -> Ack:
-        result = await commands.capture(self.ctx.pool, self.ctx.extras["gateway"], number, payment_id)
+        result = await commands.capture(self.ctx, number, payment_id)
         return {"events": result.event_ids}
 
     async def void_payment(self, number: str, *, payment_id: int) -> Ack:
-        result = await commands.void(self.ctx.pool, self.ctx.extras["gateway"], number, payment_id)
+        result = await commands.void(self.ctx, number, payment_id)
         return {"events": result.event_ids}
 
     async def payment_methods(self) -> list[PaymentMethod]:
@@ -49,15 +48,14 @@ class PaymentOperations(PaymentService):
         return {"payment_methods": len(methods)}
 
     async def process_payments(self, number: str, *, saga_id: str, amount: Any) -> StepReply:
-        value, gateway = Decimal(str(amount)), self.ctx.extras["gateway"]
-        return await run_step(self.ctx.pool, commands.PAYMENT_STORE, OrderPayments.aggregate_type, number, saga_id,
+        value = Decimal(str(amount))
+        return await run_step(self.ctx.pool, self.ctx.store, OrderPayments.aggregate_type, number, saga_id,
                               (PaymentsProcessed, PaymentsDeclined, PaymentsRefused),
-                              lambda conn: commands.process_payments(conn, gateway, number, saga_id, value))
+                              lambda conn: commands.process_payments(self.ctx, conn, number, saga_id, value))
 
     async def void_payments(self, number: str, *, saga_id: str) -> StepReply:
-        gateway = self.ctx.extras["gateway"]
-        return await run_step(self.ctx.pool, commands.PAYMENT_STORE, OrderPayments.aggregate_type, number, saga_id,
-                              (PaymentsVoided,), lambda conn: commands.void_payments(conn, gateway, number, saga_id))
+        return await run_step(self.ctx.pool, self.ctx.store, OrderPayments.aggregate_type, number, saga_id,
+                              (PaymentsVoided,), lambda conn: commands.void_payments(self.ctx, conn, number, saga_id))
 
 
 # -- reference data (demo data, imports): the loader's input, validated -----------------------
