@@ -96,7 +96,8 @@ class Step:
     deadline: str | None = None          # the Settings field holding it, in milliseconds
     on_timeout: Failure | None = None    # its failure's state is also a failed call's
     when: Callable[[SagaInstance], bool] = lambda instance: True
-    run: Callable[[asyncpg.Connection, Aggregate, SagaInstance], Awaitable[None]] | None = None
+    # A local step: run on the host aggregate with the host's settings (the pivot).
+    run: Callable[[asyncpg.Connection, Aggregate, SagaInstance, Settings], Awaitable[None]] | None = None
     name: str = ""
     participant: str = ""
     interface: str = ""  # the participant's interface (e.g. CartService), for the diagram

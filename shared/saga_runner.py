@@ -277,7 +277,7 @@ class SagaRunner:
         if decision.local is not None or decision.finished == FAILED:
             host = await self.repository.load(conn, instance.key)
             while decision.local is not None:
-                await _declared(decision.local.run, decision.local, "run")(conn, host, instance)
+                await _declared(decision.local.run, decision.local, "run")(conn, host, instance, self.settings)
                 decision = self.saga.after_local(instance, self.settings, _now())
             if decision.finished == FAILED:
                 self.saga.on_failed(host, instance)

@@ -52,7 +52,6 @@ class ServiceContext:
     settings: Any
     pool: Any
     store: Any
-    extras: dict[str, Any] = field(default_factory=dict)  # e.g. the payment gateway
     # The other services it calls, by name: their interfaces, in-process or over HTTP.
     peers: dict[str, Any] = field(default_factory=dict)
 
@@ -99,8 +98,6 @@ class ServiceDefinition:
     # service's state exists at import, and two runtimes of a service share none of it.
     # None: the service works with the ServiceContext itself.
     build: Callable[[ServiceContext], Any] | None = None
-    # Called once the context exists, before consumers start (e.g. to wire a payment gateway).
-    on_start: Callable[[ServiceContext], None] | None = None
     # Background loops of the service (e.g. the saga's deadline sweep), given its context.
     tasks: list[Callable[[Any], Awaitable[None]]] = field(default_factory=list)
     # Refuses a start with settings the service cannot run safely with (shared/safety.py).
@@ -183,8 +180,6 @@ class ServiceRuntime:
         await self._producer.start()
         store = EventStore(definition.schema, definition.topic)
         self.ctx = ServiceContext(definition.name, settings, pool, store, peers=dict(peers or {}))
-        if definition.on_start is not None:
-            definition.on_start(self.ctx)
         self.context = self.ctx if definition.build is None else definition.build(self.ctx)
         self.operations = definition.operations(self.context)
         self.consumers = [

@@ -102,8 +102,9 @@ async def test_a_stored_v1_order_created_reads_as_v2_its_token_works_and_no_repu
     """An order created before v2 (its OrderCreated.v1 holds the token, in the store and in the
     outbox): it reads as v2, its guest still opens it, and neither the relay, a replay nor the
     CLI shows the token."""
-    from services.order.commands import ORDER_STORE
     from services.order.projections import apply_to_view
+    from shared.eventstore import EventStore
+    from shared.kafka import events_topic
 
     number, token = f"R{uuid.uuid4().int % 10**9:09d}", "v1-guest-token-aaaaaaaa"
     v1 = EventEnvelope(event_id=uuid.uuid4(), type="order.OrderCreated", version=1, aggregate_type="Order",
@@ -113,7 +114,8 @@ async def test_a_stored_v1_order_created_reads_as_v2_its_token_works_and_no_repu
     conn = await db.connect(stack.database_url, "order")
     try:
         async with conn.transaction():
-            await ORDER_STORE.append_envelopes(conn, [v1], key=number, expected_version=0)
+            store = EventStore("order", events_topic("order"))
+            await store.append_envelopes(conn, [v1], key=number, expected_version=0)
             await apply_to_view(conn, v1)  # the view as the live path built it then
         stored = await conn.fetchrow("SELECT version, payload FROM events WHERE event_id = $1", v1.event_id)
         assert stored["version"] == 1 and stored["payload"]["guest_token"] == token  # never rewritten

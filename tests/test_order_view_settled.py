@@ -6,17 +6,18 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from services.order.commands import ORDER_STORE, project
+from services.order.commands import project
 from services.order.domain import Order
 from services.order.view import VIEW_CONSUMER, has_settled
 from shared import context
 from shared.contracts import order as o
 from shared.eventstore import EventStore
+from shared.kafka import events_topic
 
 
 async def test_settled_waits_for_the_view_to_apply_what_caused_the_saga_step(order_schema, order_pool):
     pool = order_pool
-    store = EventStore(order_schema, ORDER_STORE.topic)
+    store = EventStore(order_schema, events_topic("order"))
     request_id = "cr-1"
     order = Order("R100")
     order.create(guest_token="t", currency="USD", email=None, user_id=None)

@@ -6,7 +6,8 @@ from pathlib import Path
 import shared.contracts  # noqa: F401
 from services.cart.api import CartService
 from services.order.api import OrderService
-from services.order.consumers import run_expired_steps, run_unpaid_releases, start_saga, subscriptions
+from services.order.consumers import run_expired_steps, run_unpaid_releases, subscriptions
+from services.order.context import build
 from services.order.operations import OrderOperations
 from services.payment.api import PaymentService
 from services.shipping.api import ShippingService
@@ -15,7 +16,7 @@ from shared.service import ServiceDefinition, create_service
 
 definition = ServiceDefinition(name="order", interface=OrderService, operations=OrderOperations,
                                peers={"cart": CartService, "shipping": ShippingService, "payment": PaymentService},
-                               on_start=start_saga,
+                               build=build,
                                migrations=Path(__file__).parent / "migrations",
                                subscriptions=subscriptions, tasks=[run_expired_steps, run_unpaid_releases],
                                # Kept creatable: the retired saga commands' history was published there.

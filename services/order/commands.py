@@ -6,28 +6,24 @@ to a command already shows them.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from services.order.addresses import Country, validate_address
 from services.order.domain import Order, new_guest_token, new_order_number, unauthorized
 from services.order.projections import apply_to_view
-from services.order.saga import COMPLETION
 from services.order.view import read_order
-from shared.aggregate import CommandResult, DomainError, Repository, not_found
+from shared.aggregate import CommandResult, DomainError, not_found
 from shared.contracts.order import CompletionRequested, DeliveryLine
 from shared.envelope import EventEnvelope
-from shared.eventstore import ConcurrencyConflict, EventStore
+from shared.eventstore import ConcurrencyConflict
 from shared.ids import next_id
-from shared.kafka import events_topic
 from shared.saga import SagaInstance, encode_data
-from shared.saga_runner import SagaRunner
-from shared.settings import load_settings
 from shared.validation import INT32_MAX, ascii_int
 
-ORDER_STORE = EventStore("order", events_topic("order"))
-ORDERS = Repository(ORDER_STORE, Order)
+if TYPE_CHECKING:
+    from services.order.context import OrderContext
 
 
 async def project(conn: asyncpg.Connection, events: list[EventEnvelope]) -> None:
@@ -35,13 +31,7 @@ async def project(conn: asyncpg.Connection, events: list[EventEnvelope]) -> None
     await apply_to_view(conn, *events)
 
 
-# Carries out the completion saga: started by `complete`, driven by calls of the participants
-# (bound to them at start-up: consumers.start_saga), the answers also coming from Kafka (the
-# `saga` subscription, whose idempotency records it shares) and the sweep.
-COMPLETION_RUNNER = SagaRunner(COMPLETION, ORDERS, project, load_settings(), consumer="order.saga")
-
-
-async def create_order(pool: asyncpg.Pool, *, currency: str = "USD", email: str | None = None,
+async def create_order(ctx: OrderContext, *, currency: str = "USD", email: str | None = None,
                        user_id: int | None = None, dialect: str | None = None) -> tuple[CommandResult[Order], str]:
     """The new order and its guest token: the one time the token is known (the order keeps
     only its digest), to be handed to the guest."""
@@ -50,8 +40,8 @@ async def create_order(pool: asyncpg.Pool, *, currency: str = "USD", email: str 
         order = Order(new_order_number())
         order.create(guest_token=token, currency=currency, email=email, user_id=user_id, dialect=dialect)
         try:
-            async with pool.acquire() as conn, conn.transaction():
-                stored = await ORDERS.save(conn, order, project=project)
+            async with ctx.pool.acquire() as conn, conn.transaction():
+                stored = await ctx.orders.save(conn, order, project=project)
             return CommandResult(order, stored), token
         except ConcurrencyConflict:
             continue
@@ -98,18 +88,18 @@ async def _address(pool: asyncpg.Pool, prefix: str, fields: Any, *, require_phon
     return validate_address(prefix, fields, country, address_id, require_phone=require_phone)
 
 
-async def update_details(pool: asyncpg.Pool, number: str, *, email: str | None, bill_address: Any,
+async def update_details(ctx: OrderContext, number: str, *, email: str | None, bill_address: Any,
                          ship_address: Any, use_billing: bool, require_phone: bool = True) -> CommandResult[Order]:
     try:
-        bill = await _address(pool, "bill_address", bill_address, require_phone=require_phone)
-        ship = await _address(pool, "ship_address", bill_address if use_billing and bill_address else ship_address,
+        bill = await _address(ctx.pool, "bill_address", bill_address, require_phone=require_phone)
+        ship = await _address(ctx.pool, "ship_address", bill_address if use_billing and bill_address else ship_address,
                               require_phone=require_phone)
     except DomainError:
         # An unknown order is refused as unknown before its addresses are judged; asked only
         # here, so a valid change makes no extra read.
-        _require(await ORDERS.load(pool, number))
+        _require(await ctx.orders.load(ctx.pool, number))
         raise
-    return await ORDERS.execute(pool, number, lambda order: _require(order).update_details(
+    return await ctx.orders.execute(ctx.pool, number, lambda order: _require(order).update_details(
         email=email, bill_address=bill, ship_address=ship), project=project)
 
 
@@ -134,12 +124,12 @@ def _refuse_unknown(facts: dict | None, guest_token: str | None) -> dict:
     return facts
 
 
-async def complete(pool: asyncpg.Pool, number: str, *, guest_token: str | None = None) -> CommandResult[Order]:
+async def complete(ctx: OrderContext, number: str, *, guest_token: str | None = None) -> CommandResult[Order]:
     """Start the completion saga (services/order/saga.py): CompletionRequested, the view and
     the saga's row in one transaction, then the saga is driven (a task of the runner's, which
     the caller need not wait for). The view supplies what the customer confirmed; the saga
     charges what the cart locks."""
-    facts = _refuse_unknown(await read_order(pool, number), guest_token)
+    facts = _refuse_unknown(await read_order(ctx.pool, number), guest_token)
     has_valid_payment = any(p["state"] not in ("failed", "invalid", "void") for p in facts["payments"])
     lines = delivery_lines(facts)
     started: list[SagaInstance] = []
@@ -147,64 +137,65 @@ async def complete(pool: asyncpg.Pool, number: str, *, guest_token: str | None =
     def request(order: Order) -> None:
         request_id = _require(order, guest_token).request_completion(
             total=Decimal(facts["total"]), lines=lines, has_valid_payment=has_valid_payment)
-        started[:] = [COMPLETION_RUNNER.begin(order, request_id, encode_data(
+        started[:] = [ctx.completion.begin(order, request_id, encode_data(
             {"lines": [line.model_dump() for line in lines], "tax_rate": facts["tax_rate"]}))]
 
     async def start(conn: asyncpg.Connection, stored: list[EventEnvelope]) -> None:
         # After the CompletionRequested is appended: the saga's first call is caused by it.
         requested = next(e for e in stored if e.type == CompletionRequested.event_type)
-        await COMPLETION_RUNNER.started(conn, started[0], cause=str(requested.event_id))
+        await ctx.completion.started(conn, started[0], cause=str(requested.event_id))
 
-    result = await ORDERS.execute(pool, number, request, project=project, then=start)
-    if COMPLETION_RUNNER.pool is not None:
-        COMPLETION_RUNNER.drive(started[0].id)
+    result = await ctx.orders.execute(ctx.pool, number, request, project=project, then=start)
+    if ctx.completion.pool is not None:
+        ctx.completion.drive(started[0].id)
     return result
 
 
-async def advance(pool: asyncpg.Pool, number: str, *, require_email: bool = True,
+async def advance(ctx: OrderContext, number: str, *, require_email: bool = True,
                   guest_token: str | None = None) -> CommandResult[Order]:
-    facts = _refuse_unknown(await read_order(pool, number), guest_token)
-    return await ORDERS.execute(pool, number, lambda order: _require(order, guest_token).next(
+    facts = _refuse_unknown(await read_order(ctx.pool, number), guest_token)
+    return await ctx.orders.execute(ctx.pool, number, lambda order: _require(order, guest_token).next(
         item_count=facts["item_count"], total=facts["total"], shipments_ready=bool(facts["shipments"]),
         lines=delivery_lines(facts), require_email=require_email), project=project)
 
 
-async def cancel(pool: asyncpg.Pool, number: str) -> CommandResult[Order]:
-    return await ORDERS.execute(pool, number, lambda order: _require(order).cancel(), project=project)
+async def cancel(ctx: OrderContext, number: str) -> CommandResult[Order]:
+    return await ctx.orders.execute(ctx.pool, number, lambda order: _require(order).cancel(), project=project)
 
 
-async def update_contact(pool: asyncpg.Pool, number: str, *, email: str | None, phone: str | None):
-    return await ORDERS.execute(pool, number, lambda order: _require(order).update_contact(email=email, phone=phone),
-                                project=project)
+async def update_contact(ctx: OrderContext, number: str, *, email: str | None, phone: str | None):
+    return await ctx.orders.execute(ctx.pool, number,
+                                    lambda order: _require(order).update_contact(email=email, phone=phone),
+                                    project=project)
 
 
-async def release_unpaid_orders(pool: asyncpg.Pool, limit: int = 50) -> list[str]:
+async def release_unpaid_orders(ctx: OrderContext, limit: int = 50) -> list[str]:
     """Cancel the orders placed with nothing paid nor authorised whose time is up and that
     are still unpaid (Order.release_unpaid), each in one transaction with its row: safe with
     several sweepers (`FOR UPDATE SKIP LOCKED`); a concurrent change of the order rolls it
     back for the next sweep. Returns the orders released."""
-    due = await pool.fetch("SELECT number FROM unpaid_order_releases WHERE release_at <= now()"
+    due = await ctx.pool.fetch("SELECT number FROM unpaid_order_releases WHERE release_at <= now()"
                            " ORDER BY release_at LIMIT $1", limit)
     released = []
     for row in due:
         try:
-            async with pool.acquire() as conn, conn.transaction():
+            async with ctx.pool.acquire() as conn, conn.transaction():
                 number = await conn.fetchval("DELETE FROM unpaid_order_releases WHERE number IN (SELECT number"
                                              " FROM unpaid_order_releases WHERE number = $1 AND release_at <= now()"
                                              " FOR UPDATE SKIP LOCKED) RETURNING number", row["number"])
                 if number is None:
                     continue
-                order = await ORDERS.load(conn, number)
+                order = await ctx.orders.load(conn, number)
                 if order.release_unpaid():
-                    await ORDERS.save(conn, order, project=project)
+                    await ctx.orders.save(conn, order, project=project)
                     released.append(number)
         except ConcurrencyConflict:
             continue
     return released
 
 
-async def check_processable(pool: asyncpg.Pool, number: str) -> Order:
+async def check_processable(ctx: OrderContext, number: str) -> Order:
     """GetCandy's `process` may go on (Order.check_processable); records nothing."""
-    order = _require(await ORDERS.load(pool, number))
+    order = _require(await ctx.orders.load(ctx.pool, number))
     order.check_processable()
     return order

@@ -12,70 +12,57 @@ from decimal import Decimal
 
 import asyncpg
 
-from services.order.commands import COMPLETION_RUNNER, ORDERS, project, release_unpaid_orders
+from services.order.commands import project, release_unpaid_orders
+from services.order.context import OrderContext
 from services.order.projections import apply_to_view
-from services.order.view_watcher import watcher
+from services.order.saga import COMPLETION
 from shared.contracts import cart as c
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
 from shared.envelope import EventEnvelope, decode_event
 from shared.faults import dropped, hold_point
 from shared.kafka import events_topic
-from shared.service import ServiceContext, Subscription
+from shared.service import Subscription
 
 log = logging.getLogger(__name__)
 
 
-async def on_event(ctx: ServiceContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+async def on_event(ctx: OrderContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     await apply_to_view(conn, envelope)
     event = decode_event(envelope)
     order = None
     match event:
         case c.CartRepriced(lines_changed=True):
-            order = await ORDERS.load(conn, envelope.aggregate_id)
+            order = await ctx.orders.load(conn, envelope.aggregate_id)
             order.restart_checkout(has_items=event.item_count > 0)
         case s.ShipmentsBuilt():
-            order = await ORDERS.load(conn, envelope.aggregate_id)
+            order = await ctx.orders.load(conn, envelope.aggregate_id)
             order.delivery_arrived(event.request_id)
         case s.ShipmentsUnavailable():
-            order = await ORDERS.load(conn, envelope.aggregate_id)
+            order = await ctx.orders.load(conn, envelope.aggregate_id)
             order.delivery_refused(event.request_id, event.code, event.message)
         case p.PaymentCaptured() | p.PaymentVoided() | p.PaymentRefunded():
             # A placed order's payment state follows its payments (the view has them now).
             payments = await conn.fetchval("SELECT payments FROM order_view WHERE number = $1",
                                            envelope.aggregate_id) or []
             total = sum((Decimal(x["amount"]) for x in payments if x["state"] == "completed"), Decimal("0"))
-            order = await ORDERS.load(conn, envelope.aggregate_id)
+            order = await ctx.orders.load(conn, envelope.aggregate_id)
             order.payments_changed(payment_total=total, any_valid=any(
                 x["state"] not in ("failed", "invalid", "void") for x in payments))
     if order is not None:
-        await ORDERS.save(conn, order, project=project)
+        await ctx.orders.save(conn, order, project=project)
 
 
-async def on_saga_answer(ctx: ServiceContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
+async def on_saga_answer(ctx: OrderContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     """A participant's answer to the completion saga, from Kafka: the runner records it unless
     the call's reply did first (the same idempotency record), and goes on (shared/saga_runner.py)."""
     if dropped(f"saga.answer.{envelope.type}"):  # fault injection: the answer is lost on the way
         return
     await hold_point("saga.answer")
-    await COMPLETION_RUNNER.handle(conn, envelope)
+    await ctx.completion.handle(conn, envelope)
 
 
-# How long the end of a completion waits for the view to show the participants' answers.
-VIEW_CATCH_UP_S = 30.0  # after a restart, until the view consumer has rejoined
-
-
-def start_saga(ctx: ServiceContext) -> None:
-    """The saga runner calls the participants as this service does (`ctx.peers`); the end
-    of a completion waits (bounded) until the view shows what they answered, so an order
-    shown complete shows its payments authorised and its stock allocated."""
-    async def view_applied(number: str, event_ids: list[str]) -> bool:
-        return await watcher.wait_applied(ctx.settings.database_url, ctx.pool, number, event_ids, VIEW_CATCH_UP_S)
-
-    COMPLETION_RUNNER.bind(ctx.pool, ctx.peers, await_view=view_applied)
-
-
-async def run_expired_steps(ctx: ServiceContext) -> None:
+async def run_expired_steps(ctx: OrderContext) -> None:
     """Deadlines and retries: every SAGA_SWEEP_INTERVAL_MS, compensate the steps not answered
     in time (or aborted by an operator), and call again the steps whose reply was not
     recorded (SAGA_STEP_RETRY_MS). Every instance of the service sweeps; each saga is taken
@@ -83,18 +70,18 @@ async def run_expired_steps(ctx: ServiceContext) -> None:
     while True:
         await asyncio.sleep(ctx.settings.saga_sweep_interval_ms / 1000)
         try:
-            await COMPLETION_RUNNER.sweep(ctx.pool)
+            await ctx.completion.sweep(ctx.pool)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("saga sweep failed; retrying", extra={"fields": {"error": repr(exc)}})
 
 
-async def run_unpaid_releases(ctx: ServiceContext) -> None:
+async def run_unpaid_releases(ctx: OrderContext) -> None:
     """Every UNPAID_ORDER_SWEEP_INTERVAL_S, cancel the orders left unpaid past their time
     (commands.release_unpaid_orders). Every instance of the service sweeps."""
     while True:
         await asyncio.sleep(ctx.settings.unpaid_order_sweep_interval_s)
         try:
-            released = await release_unpaid_orders(ctx.pool)
+            released = await release_unpaid_orders(ctx)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("unpaid order sweep failed; retrying", extra={"fields": {"error": repr(exc)}})
             continue
@@ -110,6 +97,6 @@ subscriptions = [
     # the broker); apart, and for anything an inline application missed, through Kafka.
     Subscription(name="view", handler=on_event, inline=True, topics=VIEW_TOPICS),
     # The completion saga (services/order/saga.py): the participants' answers move it on.
-    Subscription(name="saga", handler=on_saga_answer, event_types=COMPLETION_RUNNER.saga.listens_to(),
-                 topics=[events_topic(participant) for participant in COMPLETION_RUNNER.saga.participants]),
+    Subscription(name="saga", handler=on_saga_answer, event_types=COMPLETION.listens_to(),
+                 topics=[events_topic(participant) for participant in COMPLETION.participants]),
 ]

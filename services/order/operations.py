@@ -22,17 +22,16 @@ from services.order.api import (
     TaxRatesLoaded,
 )
 from services.order.consumers import VIEW_TOPICS
+from services.order.context import OrderContext
 from services.order.view import VIEW_CONSUMER, read_order
-from services.order.view_watcher import watcher
 from shared.aggregate import CommandResult, DomainError, not_found
 from shared.db import Upsert, upsert_all
 from shared.eventstore import projected_inline
-from shared.service import ServiceContext
 
 MAX_VIEW_WAIT_MS = 10_000
 
 
-async def answer(ctx: ServiceContext, result: CommandResult, *, awaiting: str | None = None,
+async def answer(ctx: OrderContext, result: CommandResult, *, awaiting: str | None = None,
                  view_wait_ms: int | None = None, **extra: Any) -> Any:
     """A command's events (and what it awaits); with `view_wait_ms`, also the order view once
     the awaited answer is in. The order's own events are in the view already: they are
@@ -46,13 +45,13 @@ async def answer(ctx: ServiceContext, result: CommandResult, *, awaiting: str | 
     return body
 
 
-async def wait(ctx: ServiceContext, number: str, event_ids: list[str], settled: str | None, timeout_ms: int) -> bool:
+async def wait(ctx: OrderContext, number: str, event_ids: list[str], settled: str | None, timeout_ms: int) -> bool:
     """Until the view has applied `event_ids` and, with `settled`, that request was answered.
     When every service the view follows shares this process, it applies their events in the
     transactions that store them: an event that exists is in the view, nothing to wait for."""
     if settled is None and (not event_ids or view_is_inline()):
         return True
-    return await watcher.wait_applied(ctx.settings.database_url, ctx.pool, number, event_ids,
+    return await ctx.watcher.wait_applied(ctx.settings.database_url, ctx.pool, number, event_ids,
                                       min(timeout_ms, MAX_VIEW_WAIT_MS) / 1000, settled=settled)
 
 
@@ -61,46 +60,46 @@ def view_is_inline() -> bool:
 
 
 class OrderOperations(OrderService):
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: OrderContext) -> None:
         self.ctx = ctx
 
     async def create_order(self, *, currency: str = "USD", email: str | None = None, user_id: int | None = None,
                            dialect: str | None = None, view_wait_ms: int | None = None) -> Created:
         if dialect not in (None, "solidus", "getcandy"):
             raise DomainError("invalid_dialect", "dialect is solidus or getcandy", status=422)
-        result, token = await commands.create_order(self.ctx.pool, currency=currency, email=email, user_id=user_id,
+        result, token = await commands.create_order(self.ctx, currency=currency, email=email, user_id=user_id,
                                                     dialect=dialect)
         return await answer(self.ctx, result, view_wait_ms=view_wait_ms, number=result.aggregate.id, token=token)
 
     async def update_details(self, number: str, *, email: str | None = None, bill_address: Any = None,
                              ship_address: Any = None, use_billing: bool = False, require_phone: bool = True,
                              view_wait_ms: int | None = None) -> Outcome:
-        result = await commands.update_details(self.ctx.pool, number, email=email, bill_address=bill_address,
+        result = await commands.update_details(self.ctx, number, email=email, bill_address=bill_address,
                                                ship_address=ship_address, use_billing=use_billing,
                                                require_phone=require_phone)
         return await answer(self.ctx, result, view_wait_ms=view_wait_ms)
 
     async def update_contact(self, number: str, *, email: str | None = None, phone: str | None = None,
                              view_wait_ms: int | None = None) -> Outcome:
-        result = await commands.update_contact(self.ctx.pool, number, email=email, phone=phone)
+        result = await commands.update_contact(self.ctx, number, email=email, phone=phone)
         return await answer(self.ctx, result, view_wait_ms=view_wait_ms)
 
     async def advance(self, number: str, *, require_email: bool = True, view_wait_ms: int | None = None,
                       after: Sequence[str] = (), guest_token: str | None = None) -> Advanced:
         await wait(self.ctx, number, list(after), None,
                    DEFAULT_VIEW_WAIT_MS if view_wait_ms is None else view_wait_ms)
-        result = await commands.advance(self.ctx.pool, number, require_email=require_email, guest_token=guest_token)
+        result = await commands.advance(self.ctx, number, require_email=require_email, guest_token=guest_token)
         order = result.aggregate
         return await answer(self.ctx, result, awaiting=order.pending_delivery, view_wait_ms=view_wait_ms,
                             state=order.state)
 
     async def complete(self, number: str, *, view_wait_ms: int | None = None,
                        guest_token: str | None = None) -> Outcome:
-        result = await commands.complete(self.ctx.pool, number, guest_token=guest_token)
+        result = await commands.complete(self.ctx, number, guest_token=guest_token)
         return await answer(self.ctx, result, awaiting=result.aggregate.completing, view_wait_ms=view_wait_ms)
 
     async def cancel(self, number: str, *, view_wait_ms: int | None = None) -> Outcome:
-        return await answer(self.ctx, await commands.cancel(self.ctx.pool, number), view_wait_ms=view_wait_ms)
+        return await answer(self.ctx, await commands.cancel(self.ctx, number), view_wait_ms=view_wait_ms)
 
     async def get_order(self, number: str, *, after: Sequence[str] = (),
                         timeout_ms: int = DEFAULT_VIEW_WAIT_MS) -> Found:

@@ -47,7 +47,7 @@ async def process(orders: OrderOperations, payment: PaymentService, number: str,
         with stage("payment_type"):
             method = chosen_method(await payment.payment_methods(), payment_method_id, payment_handle)
     with stage("processable"):
-        state = (await commands.check_processable(pool, number)).state
+        state = (await commands.check_processable(orders.ctx, number)).state
     view = None
     while state in BEFORE_PAYMENT:
         with stage("checkout"):

@@ -33,7 +33,7 @@ from shared.contracts import order as o
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
 from shared.saga import Failure, Saga, SagaInstance, Step, encode_data
-from shared.settings import load_settings
+from shared.settings import Settings
 
 PROMOTIONS_INELIGIBLE = ("One or more of the promotions on your order have become ineligible and were removed."
                          " Please check the new order amounts and try again.")
@@ -87,19 +87,18 @@ def payments_processed(saga: SagaInstance, processed: p.PaymentsProcessed) -> di
     return encode_data({"payment_total": processed.payment_total, "secured_total": processed.secured_total})
 
 
-async def place_order(conn: asyncpg.Connection, order: Order, saga: SagaInstance) -> None:
+async def place_order(conn: asyncpg.Connection, order: Order, saga: SagaInstance, settings: Settings) -> None:
     order.complete(saga.id, total=amount_to_charge(saga), payment_total=Decimal(saga.data.get("payment_total", 0)),
                    reference=await next_reference(conn), backordered=saga.data.get("backordered", False))
     secured = saga.data.get("secured_total")  # absent: nothing to pay, or recorded before it was answered
     if secured is not None and Decimal(secured) == 0 and Decimal(saga.data.get("payment_total", 0)) == 0:
-        await schedule_unpaid_release(conn, order.id)
+        await schedule_unpaid_release(conn, order.id, settings.unpaid_order_release_after_s)
 
 
-async def schedule_unpaid_release(conn: asyncpg.Connection, number: str) -> None:
+async def schedule_unpaid_release(conn: asyncpg.Connection, number: str, release_after: float) -> None:
     """Placed with nothing paid nor authorised: released if still unpaid after
-    UNPAID_ORDER_RELEASE_AFTER_S (commands.release_unpaid_orders), a row so the deadline
-    survives restarts; written with the order's completion."""
-    release_after = load_settings().unpaid_order_release_after_s
+    UNPAID_ORDER_RELEASE_AFTER_S (`release_after`: commands.release_unpaid_orders), a row so
+    the deadline survives restarts; written with the order's completion."""
     if release_after > 0:
         await conn.execute("INSERT INTO unpaid_order_releases (number, release_at)"
                            " VALUES ($1, now() + make_interval(secs => $2)) ON CONFLICT DO NOTHING",

@@ -95,5 +95,3 @@ class ViewWatcher:
         if self._conn is not None:
             await self._conn.close()
 
-
-watcher = ViewWatcher()
