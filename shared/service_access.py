@@ -7,7 +7,8 @@ the operations the public dialects use and nothing else; the operator's key
 set-up) opens only the loaders. A leaked gateway key cannot rewrite prices, coupons or stock;
 a leaked operator key cannot cancel or capture. The order service's key
 (`TILLSTREAM_ORDER_KEY`) opens what it calls of its participants when they run apart: the
-payment a GetCandy `process` creates, the completion saga's steps. With no key configured for
+payment a GetCandy `process` creates, the shipments a checkout's delivery asks for, the completion
+saga's steps. With no key configured for
 a caller, nothing is accepted from it (fails closed); keys are compared in constant time.
 """
 from __future__ import annotations
@@ -48,7 +49,7 @@ SCOPES: dict[str, dict[str, frozenset[str]]] = {
     },
     ORDER: {
         "cart": frozenset({"lock_cart", "unlock_cart"}),
-        "shipping": frozenset({"allocate_stock", "release_stock"}),
+        "shipping": frozenset({"build_shipments", "allocate_stock", "release_stock"}),
         "payment": frozenset({"create_payment", "payment_methods", "process_payments", "void_payments"}),
     },
 }

@@ -155,10 +155,16 @@ class OrderShipments(Aggregate):
         self.allocations: dict[str, list[AllocatedUnit]] = {}  # request id → units taken from stock
         self.held: set[str] = set()      # allocations not released: the shipments are fixed
         self.released: set[str] = set()  # requests whose release was answered
+        # Delivery requests answered (built or refused): asked again (the order's call, then its
+        # event from Kafka, or a call repeated) the first answer stands.
+        self.delivery_answered: set[str] = set()
+        self.built_for: str | None = None  # the delivery request the shipments were built for
 
     def build(self, request_id: str, lines: list[Line], locations: list[StockLocation], methods: list[Method],
               ids: list[int], *, country_iso: str, currency: str) -> None:
-        """Answer a DeliveryRequested: shipments with rates, or why there can be none."""
+        """Answer a DeliveryRequested: shipments with rates, or why there can be none; once."""
+        if request_id in self.delivery_answered:
+            return
         try:
             packages = plan_packages(lines, locations) if lines else []
         except DomainError as refusal:
@@ -244,8 +250,11 @@ class OrderShipments(Aggregate):
         self._record(StockReleased(order_number=self.id, request_id=request_id, units=units))
         return units
 
-    def discard(self) -> None:
-        if self.shipments:
+    def discard(self, request_id: str | None = None) -> None:
+        """The checkout restarted: its shipments are gone. With `request_id` (the delivery
+        request the restart made stale) only if they were built for it: shipments built since
+        for a newer request stay."""
+        if self.shipments and (request_id is None or request_id == self.built_for):
             self._record(ShipmentsDiscarded(order_number=self.id))
 
     def find(self, shipment_number: str) -> Shipment:
@@ -256,10 +265,14 @@ class OrderShipments(Aggregate):
 
     def _on_ShipmentsBuilt(self, e: ShipmentsBuilt) -> None:
         self.shipments = list(e.shipments)
+        self.built_for = e.request_id
+        self.delivery_answered.add(e.request_id)
         self.destination = (e.country_iso, e.currency) if e.country_iso and e.currency else None
 
     def _on_ShipmentsUnavailable(self, e: ShipmentsUnavailable) -> None:
         self.shipments = []
+        self.built_for = None
+        self.delivery_answered.add(e.request_id)
 
     def _on_ShippingRateSelected(self, e: ShippingRateSelected) -> None:
         self.shipments = [
@@ -274,6 +287,7 @@ class OrderShipments(Aggregate):
 
     def _on_ShipmentsDiscarded(self, e: ShipmentsDiscarded) -> None:
         self.shipments = []
+        self.built_for = None
 
     def _on_StockAllocated(self, e: StockAllocated) -> None:
         self.allocations[e.request_id] = list(e.units)
