@@ -49,7 +49,8 @@ async def deliver(ctx: ServiceContext, result: CommandResult[Order]) -> bool:
                                str(cause.event_id) if cause else None):
             reply = await asyncio.wait_for(ctx.peers["shipping"].build_shipments(
                 order.id, request_id=request.request_id, ship_address=request.ship_address.model_dump(mode="json"),
-                currency=request.currency, lines=[line.model_dump(mode="json") for line in request.lines]),
+                currency=request.currency, lines=[line.model_dump(mode="json") for line in request.lines],
+                requested_at=cause.sequence if cause else None),
                 ctx.settings.saga_call_timeout_ms / 1000)
     except asyncio.CancelledError:
         raise

@@ -48,19 +48,20 @@ async def methods_for(conn: asyncpg.Connection | asyncpg.Pool, country_iso: str,
 
 
 async def build_shipments(conn: asyncpg.Connection, number: str, request_id: str, *, ship_address: Address,
-                          currency: str, lines: list[DeliveryLine]) -> None:
+                          currency: str, lines: list[DeliveryLine], requested_at: int | None = None) -> None:
     """Answer the order's delivery request `request_id` (called by the order, or its
-    DeliveryRequested from Kafka), in the caller's transaction; a request answered already
-    is not built again."""
+    DeliveryRequested from Kafka; `requested_at`: its sequence in the order's stream), in the
+    caller's transaction; a request answered already, or older than one answered, is not built."""
     shipments = await SHIPMENTS.load(conn, number)
-    if request_id in shipments.delivery_answered:
+    if request_id in shipments.delivery_answered or shipments.superseded(requested_at):
         return
     locations = await active_locations(conn, sorted({line.variant_id for line in lines}))
     methods = await methods_for(conn, ship_address.country_iso, currency)
     ids = [r["id"] for r in await conn.fetch(
         "SELECT nextval('shipping_ids') AS id FROM generate_series(1, $1)", (len(methods) + 1) * len(locations))]
     shipments.build(request_id, [Line(item.variant_id, item.quantity, item.track_inventory) for item in lines],
-                    locations, methods, ids, country_iso=ship_address.country_iso, currency=currency)
+                    locations, methods, ids, country_iso=ship_address.country_iso, currency=currency,
+                    requested_at=requested_at)
     await conn.executemany(
         "INSERT INTO shipment_index (number, order_number) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         [(s.number, number) for s in shipments.shipments])

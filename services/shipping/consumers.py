@@ -15,7 +15,7 @@ async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> N
         case o.DeliveryRequested() as request:
             # The order calls build_shipments as well: whichever comes first builds.
             await build_shipments(conn, request.number, request.request_id, ship_address=request.ship_address,
-                                  currency=request.currency, lines=request.lines)
+                                  currency=request.currency, lines=request.lines, requested_at=envelope.sequence)
         case o.CheckoutRestarted() as restarted:
             await discard_shipments(conn, envelope.aggregate_id, restarted.delivery_request_id)
         case o.OrderCanceled() as canceled:

@@ -113,13 +113,14 @@ class ShippingOperations(ShippingService):
         return uncovered(wanted, {int(v): StockLevel.model_validate(level) for v, level in stock.items()})
 
     async def build_shipments(self, number: str, *, request_id: str, ship_address: dict[str, Any], currency: str,
-                              lines: list[dict[str, Any]]) -> StepReply:
+                              lines: list[dict[str, Any]], requested_at: int | None = None) -> StepReply:
         address = Address.model_validate(ship_address)
         wanted = [DeliveryLine.model_validate(line) for line in lines]
         return await run_step(self.ctx.pool, commands.SHIPPING_STORE, OrderShipments.aggregate_type, number,
                               request_id, (ShipmentsBuilt, ShipmentsUnavailable),
                               lambda conn: commands.build_shipments(conn, number, request_id, ship_address=address,
-                                                                    currency=currency, lines=wanted))
+                                                                    currency=currency, lines=wanted,
+                                                                    requested_at=requested_at))
 
     async def allocate_stock(self, number: str, *, saga_id: str, lines: list[dict[str, Any]]) -> StepReply:
         locked = [DeliveryLine.model_validate(line) for line in lines]

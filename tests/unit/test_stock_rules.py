@@ -96,9 +96,10 @@ def test_select_method_rerates_the_shipment_for_that_method_alone():
 ONE_TEE = (Line(1, 1, True),)
 
 
-def build(request_id: str, lines=ONE_TEE):
+def build(request_id: str, lines=ONE_TEE, requested_at: int | None = None):
     return lambda shipments: shipments.build(request_id, list(lines), [location(1, {1: 5})], [GROUND],
-                                             list(range(100, 120)), country_iso="US", currency="USD")
+                                             list(range(100, 120)), country_iso="US", currency="USD",
+                                             requested_at=requested_at)
 
 
 def test_a_restart_discards_only_the_shipments_built_for_the_request_it_names():
@@ -124,6 +125,17 @@ def test_a_delivery_request_is_answered_once_however_often_it_is_asked():
     refused = given(OrderShipments, "R1")
     assert kinds(refused.when(build("d2", [Line(1, 9, True)]))) == [s.ShipmentsUnavailable]
     assert refused.when(build("d2")) == []
+
+
+def test_a_request_older_than_one_answered_is_not_built_over_the_newer_shipments():
+    # d1's call was lost; the checkout restarted and d2 was built by call before shipping's
+    # consumer read d1's DeliveryRequested (then the restart naming d1) from Kafka.
+    history = given(OrderShipments, "R1")
+    assert kinds(history.when(build("d2", requested_at=9))) == [s.ShipmentsBuilt]
+    assert history.when(build("d1", requested_at=5)) == []
+    assert history.when(lambda shipments: shipments.discard("d1")) == []
+    assert history.load().built_for == "d2" and history.load().shipments
+    assert kinds(history.when(build("d3", requested_at=12))) == [s.ShipmentsBuilt]  # a newer one is
 
 
 def test_the_cart_refuses_its_lock_while_it_holds_a_discarded_variant():
