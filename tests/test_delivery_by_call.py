@@ -51,6 +51,21 @@ async def test_next_delivers_by_call_while_shippings_consumer_is_held(gateway, s
     assert shown["state"] == "delivery" and shown["shipments"] == delivered.json()["shipments"]
 
 
+@pytest.mark.both_topologies
+async def test_a_failed_delivery_call_is_answered_from_kafka(gateway, system, faults):
+    number, token = await to_address(gateway)
+    faults.arm("fail", "shipping.build_shipments")
+    faults.arm("hold", SHIPPING_CONSUMER)
+    stale = await leave_address(gateway, number, token)  # neither the call nor Kafka answers in time
+    assert stale.status_code == 200 and stale.json()["state"] == "address", stale.text
+    faults.disarm("hold", SHIPPING_CONSUMER)
+    deadline = time.monotonic() + 30
+    while (shown := (await gateway.get(f"/api/orders/{number}", headers=token)).json())["state"] != "delivery":
+        assert time.monotonic() < deadline, shown
+        await asyncio.sleep(0.1)
+    assert shown["shipments"], shown  # answered from Kafka while the call still fails
+
+
 async def test_in_one_process_next_and_complete_listen_for_no_view(gateway, system):
     before = view_waits(system)
     _, _, _, completed = await full_flow(gateway, card=CARD)

@@ -31,6 +31,7 @@ from shared.contracts.shipping import (
     StockReleased,
 )
 from shared.db import Upsert, upsert_all
+from shared.faults import fail_point
 from shared.service import ServiceContext
 from shared.steps import StepReply, run_step
 
@@ -114,6 +115,7 @@ class ShippingOperations(ShippingService):
 
     async def build_shipments(self, number: str, *, request_id: str, ship_address: dict[str, Any], currency: str,
                               lines: list[dict[str, Any]], requested_at: int | None = None) -> StepReply:
+        fail_point("shipping.build_shipments")  # fault injection: the call fails, its event still comes
         address = Address.model_validate(ship_address)
         wanted = [DeliveryLine.model_validate(line) for line in lines]
         return await run_step(self.ctx.pool, commands.SHIPPING_STORE, OrderShipments.aggregate_type, number,
