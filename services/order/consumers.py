@@ -14,11 +14,13 @@ import asyncpg
 
 from services.order.commands import COMPLETION_RUNNER, ORDERS, project, release_unpaid_orders
 from services.order.projections import apply_to_view
+from services.order.view import VIEW_CONSUMER
 from services.order.view_watcher import watcher
 from shared.contracts import cart as c
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
 from shared.envelope import EventEnvelope, decode_event
+from shared.eventstore import projected_inline
 from shared.faults import dropped, hold_point
 from shared.kafka import events_topic
 from shared.service import ServiceContext, Subscription
@@ -70,6 +72,8 @@ def start_saga(ctx: ServiceContext) -> None:
     of a completion waits (bounded) until the view shows what they answered, so an order
     shown complete shows its payments authorised and its stock allocated."""
     async def view_applied(number: str, event_ids: list[str]) -> bool:
+        if view_is_inline():  # the participants applied their answers to the view as they stored them
+            return True
         return await watcher.wait_applied(ctx.settings.database_url, ctx.pool, number, event_ids, VIEW_CATCH_UP_S)
 
     COMPLETION_RUNNER.bind(ctx.pool, ctx.peers, await_view=view_applied)
@@ -104,6 +108,12 @@ async def run_unpaid_releases(ctx: ServiceContext) -> None:
 
 # The services whose events the order view folds.
 VIEW_TOPICS = [events_topic("cart"), events_topic("shipping"), events_topic("payment")]
+
+
+def view_is_inline() -> bool:
+    """Every service the view follows shares this process: their events are in the view as
+    soon as they exist."""
+    return all(projected_inline(VIEW_CONSUMER, topic.removesuffix(".events")) for topic in VIEW_TOPICS)
 
 subscriptions = [
     # In one process applied in the participants' own transactions (no request waits for

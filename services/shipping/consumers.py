@@ -13,9 +13,11 @@ from shared.service import Subscription
 async def on_order_event(conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     match decode_event(envelope):
         case o.DeliveryRequested() as request:
-            await build_shipments(conn, request)
-        case o.CheckoutRestarted():
-            await discard_shipments(conn, envelope.aggregate_id)
+            # The order calls build_shipments as well: whichever comes first builds.
+            await build_shipments(conn, request.number, request.request_id, ship_address=request.ship_address,
+                                  currency=request.currency, lines=request.lines, requested_at=envelope.sequence)
+        case o.CheckoutRestarted() as restarted:
+            await discard_shipments(conn, envelope.aggregate_id, restarted.delivery_request_id)
         case o.OrderCanceled() as canceled:
             await release_stock(conn, envelope.aggregate_id, canceled.completion_request_id)
 
