@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: lint browser
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 # Debian's Chromium, for the test that renders /docs and /redoc with the network cut. Where it
 # cannot be installed (not root, not Debian), that one test is skipped and says why.

@@ -5,13 +5,20 @@ way its state changes (`_on_<EventName>` methods). The repository loads the stre
 runs the command, and appends with the expected version, retrying on a conflict, so
 concurrent valid commands on one aggregate all succeed instead of answering 409.
 
-A command does not replay a long stream from its start: the repository keeps, per process,
-the state of recently loaded aggregates whose streams have at least AGGREGATE_CACHE_MIN_EVENTS
-events (at most AGGREGATE_CACHE_SIZE of them) and reads only the events appended since. A
-stream is append-only, so a remembered state is a true prefix whoever wrote after it (another
-instance, another process): the cache can be behind, never wrong. Each load checks that the
-event the state was remembered at is still the stream's event at that sequence (it would not be
-after the transaction that appended it rolled back), and replays the whole stream otherwise.
+A command does not read its stream at all when this process holds the aggregate as its last
+committed command left it: the repository remembers, per process, the state each command
+committed (at most AGGREGATE_CACHE_SIZE of them, least recently used first out) and runs the
+next command on a copy of it. That state is a true prefix of the stream whoever wrote after it
+(events are immutable once committed), so trusting it is safe: a decision taken on a state that
+is behind is caught where it matters. An append conflicts on the expected version (then the
+stream is read and the command run again, as for any concurrent append); a refusal or a command
+that records nothing is run again on the stream as stored before it is answered.
+
+Loads (reads, and commands without a trusted state) do not replay a long stream from its start
+either: states of streams with at least AGGREGATE_CACHE_MIN_EVENTS events are remembered too and
+only the events appended since are read. Such a state may come from a transaction that later
+rolled back, so each load checks that the event it was remembered at is still the stream's event
+at that sequence, and replays the whole stream otherwise.
 """
 from __future__ import annotations
 
@@ -85,47 +92,64 @@ class Repository(Generic[A]):
         self.cls = aggregate_cls
         self.cache_size = cache_size
         self.cache_min_events = cache_min_events
-        # aggregate id -> (its state at some version, the id of the event at that version); the
-        # state is never handed out itself: commands change what they are given.
-        self._states: OrderedDict[str, tuple[A, uuid.UUID]] = OrderedDict()
+        # aggregate id -> (its state at some version, the id of the event at that version, whether
+        # that event is known committed); the state is never handed out itself: commands change
+        # what they are given.
+        self._states: OrderedDict[str, tuple[A, uuid.UUID, bool]] = OrderedDict()
         self.events_read = 0  # events decoded and applied by loads: what the cache saves
+        self.streams_read = 0  # queries of the stream by loads: what trusting a committed state saves
 
     async def load(self, conn: asyncpg.Connection | asyncpg.Pool, aggregate_id: str) -> A:
         remembered = self._states.get(aggregate_id)
+        committed = isinstance(conn, asyncpg.Pool) or not conn.is_in_transaction()  # what it reads, then
+        self.streams_read += 1
         if remembered is not None:
-            state, last_event_id = remembered
+            state, last_event_id, _ = remembered
             # From the remembered state's own last event: proof that the stream still begins as
             # the state says (a state remembered from a transaction that rolled back would not).
             envelopes = await self.store.load_stream(conn, self.cls.aggregate_type, aggregate_id,
                                                      after=state.version - 1)
             if envelopes and envelopes[0].sequence == state.version and envelopes[0].event_id == last_event_id:
                 self._states.move_to_end(aggregate_id)
-                return self._applied(copy.deepcopy(state), envelopes[1:], last_event_id)
+                return self._applied(copy.deepcopy(state), envelopes[1:], committed)
             del self._states[aggregate_id]
         envelopes = await self.store.load_stream(conn, self.cls.aggregate_type, aggregate_id)
-        return self._applied(self.cls(aggregate_id), envelopes, None)
+        return self._applied(self.cls(aggregate_id), envelopes, committed)
 
-    def _applied(self, aggregate: A, envelopes: list[EventEnvelope], last_event_id: uuid.UUID | None) -> A:
+    def _applied(self, aggregate: A, envelopes: list[EventEnvelope], committed: bool) -> A:
         for envelope in envelopes:
             aggregate._apply(decode_event(envelope))
             aggregate.version += 1
         self.events_read += len(envelopes)
         if envelopes:
-            self._remember(aggregate, envelopes[-1].event_id)
+            self._remember(aggregate, envelopes[-1].event_id, committed=committed)
         return aggregate
 
-    def _remember(self, aggregate: A, last_event_id: uuid.UUID) -> None:
-        if aggregate.pending or aggregate.version < self.cache_min_events or self.cache_size <= 0:
+    def _remember(self, aggregate: A, last_event_id: uuid.UUID, *, committed: bool) -> None:
+        """A committed state is remembered whatever its length (it spares a command its read); an
+        unconfirmed one only for a long stream, or to replace what was remembered before it."""
+        if aggregate.pending or self.cache_size <= 0:
             return
-        self._states[aggregate.id] = (copy.deepcopy(aggregate), last_event_id)
+        if not committed and aggregate.version < self.cache_min_events and aggregate.id not in self._states:
+            return
+        self._states[aggregate.id] = (copy.deepcopy(aggregate), last_event_id, committed)
         self._states.move_to_end(aggregate.id)
         while len(self._states) > self.cache_size:
             self._states.popitem(last=False)
 
+    def _trusted(self, aggregate_id: str) -> A | None:
+        """A copy of the state the last command committed here, if that is what is remembered."""
+        remembered = self._states.get(aggregate_id)
+        if remembered is None or not remembered[2]:
+            return None
+        self._states.move_to_end(aggregate_id)
+        return copy.deepcopy(remembered[0])
+
     async def save(self, conn: asyncpg.Connection, aggregate: A, *, key: str | None = None,
-                   project: Projector | None = None) -> list[EventEnvelope]:
+                   project: Projector | None = None, remember: bool = True) -> list[EventEnvelope]:
         """Append the aggregate's new events; `project` updates read models with them in
-        the same transaction (see `EventStore.append`)."""
+        the same transaction (see `EventStore.append`). The state is remembered as not yet
+        known committed (`execute` remembers its own once committed)."""
         if not aggregate.pending:
             return []
         stored = await self.store.append(conn, aggregate_type=self.cls.aggregate_type, aggregate_id=aggregate.id,
@@ -133,8 +157,8 @@ class Repository(Generic[A]):
                                          project=project)
         aggregate.version += len(aggregate.pending)
         aggregate.pending = []
-        if stored:
-            self._remember(aggregate, stored[-1].event_id)
+        if stored and remember:
+            self._remember(aggregate, stored[-1].event_id, committed=False)
         return stored
 
     async def _load_run_save(self, conn: asyncpg.Connection, aggregate_id: str, command: Callable[[A], None], *,
@@ -142,7 +166,7 @@ class Repository(Generic[A]):
                              loaded: A | None = None) -> CommandResult[A]:
         aggregate = loaded if loaded is not None else await self.load(conn, aggregate_id)
         command(aggregate)
-        stored = await self.save(conn, aggregate, key=key, project=project)
+        stored = await self.save(conn, aggregate, key=key, project=project, remember=False)
         if then is not None:
             await then(conn, stored)
         return CommandResult(aggregate, stored)
@@ -167,17 +191,36 @@ class Repository(Generic[A]):
         (the append's expected version guards it) and the append is atomic on its own, which
         spares a `BEGIN` and a `COMMIT`.
         `loaded`: the aggregate as the caller just loaded it (and did not change), to run the
-        first attempt on instead of loading it again; a conflict reloads as ever.
+        first attempt on instead of loading it again; a conflict reloads as ever. Without it,
+        the first attempt runs on the state this process's last command committed, if any
+        (module doc): a conflict, a refusal or nothing recorded on it runs the command again
+        on the stream as stored.
         """
-        for attempt in range(attempts):
+        trust = loaded is None
+        for attempt in range(attempts + trust):  # a trusted state's attempt is one more
             first, loaded = loaded, None
+            trusted = self._trusted(aggregate_id) if trust and first is None else None
+            trust, start = False, first if first is not None else trusted
             try:
                 async with pool.acquire() as conn:
                     if project is None and then is None:
-                        return await self._load_run_save(conn, aggregate_id, command, key=key, loaded=first)
-                    async with conn.transaction():
-                        return await self._load_run_save(conn, aggregate_id, command, key=key, project=project,
-                                                         then=then, loaded=first)
+                        result = await self._load_run_save(conn, aggregate_id, command, key=key,
+                                                           loaded=start)
+                    else:
+                        async with conn.transaction():
+                            result = await self._load_run_save(conn, aggregate_id, command, key=key, project=project,
+                                                               then=then, loaded=start)
             except ConcurrencyConflict:
-                await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                if trusted is None:  # a state behind the stream conflicts at once: no one to wait for
+                    await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                continue
+            except DomainError:
+                if trusted is None:
+                    raise
+                continue  # judged on the stream as stored before the refusal is answered
+            if trusted is not None and not result.events:
+                continue  # likewise "nothing to do"
+            if result.events:
+                self._remember(result.aggregate, result.events[-1].event_id, committed=True)
+            return result
         raise ConcurrencyConflict(self.cls.aggregate_type, aggregate_id, -1)

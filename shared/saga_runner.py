@@ -122,6 +122,11 @@ class SagaRunner:
                                if self._driving.get(saga_id) is task else None)
         return task
 
+    def running(self, saga_id: str) -> asyncio.Task | None:
+        """The drive of the instance under way in this process, if any."""
+        task = self._driving.get(saga_id)
+        return task if task is not None and not task.done() else None
+
     async def _drive(self, saga_id: str, locked_read: bool) -> None:
         assert self._slots is not None, "the runner is bound at start-up"
         async with self._slots:

@@ -7,8 +7,9 @@ the operations the public dialects use and nothing else; the operator's key
 set-up) opens only the loaders. A leaked gateway key cannot rewrite prices, coupons or stock;
 a leaked operator key cannot cancel or capture. The order service's key
 (`TILLSTREAM_ORDER_KEY`) opens what it calls of its participants when they run apart: the
-payment a GetCandy `process` creates, the completion saga's steps. With no key configured for
-a caller, nothing is accepted from it (fails closed); keys are compared in constant time.
+payment a GetCandy `process` creates, the shipments a checkout's delivery asks for, the
+completion saga's steps. With no key configured for a caller, nothing is accepted from it
+(fails closed); keys are compared in constant time.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ MIN_KEY_LENGTH = 32
 
 GATEWAY = "gateway"
 OPERATOR = "operator"
-ORDER = "order"  # the order service calling its participants (GetCandy's process, the saga's steps)
+ORDER = "order"  # the order service calling its participants (GetCandy's process, delivery, the saga's steps)
 
 # Kept in step with the services' interfaces (the Protocols in services/*/api.py) and the
 # gateway's calls; tests/test_internal_surfaces.py checks that every Protocol method belongs to
@@ -48,7 +49,7 @@ SCOPES: dict[str, dict[str, frozenset[str]]] = {
     },
     ORDER: {
         "cart": frozenset({"lock_cart", "unlock_cart"}),
-        "shipping": frozenset({"allocate_stock", "release_stock"}),
+        "shipping": frozenset({"build_shipments", "allocate_stock", "release_stock"}),
         "payment": frozenset({"create_payment", "payment_methods", "process_payments", "void_payments"}),
     },
 }

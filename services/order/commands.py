@@ -153,10 +153,17 @@ async def complete(ctx: OrderContext, number: str, *, guest_token: str | None = 
 
 async def advance(ctx: OrderContext, number: str, *, require_email: bool = True,
                   guest_token: str | None = None) -> CommandResult[Order]:
+    """One step forward. An order still awaiting its delivery records nothing: the caller asks
+    shipping again (services/order/delivery.py) rather than refusing the step."""
     facts = _refuse_unknown(await read_order(ctx.pool, number), guest_token)
-    return await ctx.orders.execute(ctx.pool, number, lambda order: _require(order, guest_token).next(
-        item_count=facts["item_count"], total=facts["total"], shipments_ready=bool(facts["shipments"]),
-        lines=delivery_lines(facts), require_email=require_email), project=project)
+
+    def step(order: Order) -> None:
+        if _require(order, guest_token).pending_delivery:
+            return
+        order.next(item_count=facts["item_count"], total=facts["total"], shipments_ready=bool(facts["shipments"]),
+                   lines=delivery_lines(facts), require_email=require_email)
+
+    return await ctx.orders.execute(ctx.pool, number, step, project=project)
 
 
 async def cancel(ctx: OrderContext, number: str) -> CommandResult[Order]:

@@ -9,20 +9,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import asyncpg
 
 from services.order.commands import project, release_unpaid_orders
-from services.order.context import OrderContext
 from services.order.projections import apply_to_view
 from services.order.saga import COMPLETION
+from services.order.view import VIEW_CONSUMER
 from shared.contracts import cart as c
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
 from shared.envelope import EventEnvelope, decode_event
+from shared.eventstore import projected_inline
 from shared.faults import dropped, hold_point
 from shared.kafka import events_topic
 from shared.service import Subscription
+
+if TYPE_CHECKING:
+    from services.order.context import OrderContext
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +96,13 @@ async def run_unpaid_releases(ctx: OrderContext) -> None:
 
 # The services whose events the order view folds.
 VIEW_TOPICS = [events_topic("cart"), events_topic("shipping"), events_topic("payment")]
+
+
+def view_is_inline() -> bool:
+    """Every service the view follows shares this process: their events are in the view as
+    soon as they exist."""
+    return all(projected_inline(VIEW_CONSUMER, topic.removesuffix(".events")) for topic in VIEW_TOPICS)
+
 
 subscriptions = [
     # In one process applied in the participants' own transactions (no request waits for

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from services.order.commands import project
+from services.order.consumers import view_is_inline
 from services.order.domain import Order
 from services.order.saga import COMPLETION
 from services.order.view_watcher import ViewWatcher
@@ -48,6 +49,8 @@ def build(ctx: ServiceContext) -> OrderContext:
     async def view_applied(number: str, event_ids: list[str]) -> bool:
         """The end of a completion waits (bounded) until the view shows what the participants
         answered, so an order shown complete shows its payments authorised and its stock allocated."""
+        if view_is_inline():  # the participants applied their answers to the view as they stored them
+            return True
         return await watcher.wait_applied(ctx.settings.database_url, ctx.pool, number, event_ids, VIEW_CATCH_UP_S)
 
     completion.bind(ctx.pool, ctx.peers, await_view=view_applied)

@@ -94,6 +94,7 @@ class Order(Aggregate):
         self.bill_address: Address | None = None
         self.ship_address: Address | None = None
         self.pending_delivery: str | None = None  # request id of a DeliveryRequested awaiting its answer
+        self.delivery_request: DeliveryRequested | None = None  # the latest, answered or not
         self.completing: str | None = None  # request id of the completion in progress (the saga)
         self.completed_by: str | None = None  # request id of the completion that placed the order
         self.total = Decimal("0")  # once placed: what the completion charged for
@@ -227,7 +228,7 @@ class Order(Aggregate):
         self._record(CompletionFailed(number=self.id, request_id=request_id, code=code, message=message,
                                       state=state, step=step, unanswered_compensations=unanswered or []))
         if state in ("cart", "address"):
-            self._record(CheckoutRestarted(number=self.id, state=state))
+            self._restart(state)
 
     def cancel(self) -> None:
         """Solidus's `cancel`: complete → canceled while nothing has shipped."""
@@ -271,7 +272,13 @@ class Order(Aggregate):
     def restart_checkout(self, *, has_items: bool) -> None:
         """The cart changed: Solidus's restart_checkout_flow (cart, then next if it has lines)."""
         if self.state in CHECKOUT_STATES_AFTER_CART and not self.completing:
-            self._record(CheckoutRestarted(number=self.id, state="address" if has_items else "cart"))
+            self._restart("address" if has_items else "cart")
+
+    def _restart(self, state: str) -> None:
+        """Back to `state`; the shipments built for the latest delivery request are stale."""
+        request = self.delivery_request
+        self._record(CheckoutRestarted(number=self.id, state=state,
+                                       delivery_request_id=request.request_id if request else None))
 
     def _advance(self, to_state: str) -> None:
         if self.state is None:  # not created: nothing to advance
@@ -308,6 +315,7 @@ class Order(Aggregate):
 
     def _on_DeliveryRequested(self, event: DeliveryRequested) -> None:
         self.pending_delivery = event.request_id
+        self.delivery_request = event
 
     def _on_DeliveryRefused(self, event: DeliveryRefused) -> None:
         self.pending_delivery = None

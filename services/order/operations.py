@@ -3,6 +3,7 @@
 and called through shared/rpc.py (in-process, or `POST /bus/<operation>` when alone)."""
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any, Iterator, Sequence, cast
 
@@ -21,25 +22,25 @@ from services.order.api import (
     Outcome,
     TaxRatesLoaded,
 )
-from services.order.consumers import VIEW_TOPICS
+from services.order.consumers import view_is_inline
 from services.order.context import OrderContext
-from services.order.view import VIEW_CONSUMER, read_order
+from services.order.delivery import deliver
+from services.order.view import has_settled, read_order
 from shared.aggregate import CommandResult, DomainError, not_found
 from shared.db import Upsert, upsert_all
-from shared.eventstore import projected_inline
 
 MAX_VIEW_WAIT_MS = 10_000
 
 
 async def answer(ctx: OrderContext, result: CommandResult, *, awaiting: str | None = None,
-                 view_wait_ms: int | None = None, **extra: Any) -> Any:
+                 view_wait_ms: int | None = None, settled: bool = False, **extra: Any) -> Any:
     """A command's events (and what it awaits); with `view_wait_ms`, also the order view once
-    the awaited answer is in. The order's own events are in the view already: they are
-    applied in the command's transaction."""
+    the awaited answer is in (`settled`: the caller saw it applied, nothing to wait for). The
+    order's own events are in the view already: they are applied in the command's transaction."""
     body = {"events": result.event_ids, "awaiting": awaiting, **extra}
     if view_wait_ms is not None:
         number = result.aggregate.id
-        caught_up = await wait(ctx, number, [], awaiting, view_wait_ms)
+        caught_up = settled or await wait(ctx, number, [], awaiting, view_wait_ms)
         body["order"] = await read_order(ctx.pool, number)
         body["view_stale"] = not caught_up
     return body
@@ -55,8 +56,18 @@ async def wait(ctx: OrderContext, number: str, event_ids: list[str], settled: st
                                       min(timeout_ms, MAX_VIEW_WAIT_MS) / 1000, settled=settled)
 
 
-def view_is_inline() -> bool:
-    return all(projected_inline(VIEW_CONSUMER, topic.removesuffix(".events")) for topic in VIEW_TOPICS)
+async def drive_settled(ctx: OrderContext, number: str, saga_id: str | None, timeout_ms: int) -> bool:
+    """Whether the completion's drive in this process (bounded by `timeout_ms`) settled it: the
+    runner calls the participants and records their replies, so when it ends the outcome is in
+    the view and no notification need be awaited. False (wait for the view as before) when no
+    drive runs here, or it stopped short (a reply lost: the sweep or Kafka goes on)."""
+    drive = ctx.completion.running(saga_id) if saga_id else None
+    if drive is None:
+        return False
+    # asyncio.wait neither cancels the drive on timeout nor when this request is cancelled (a
+    # client gone away), as a shield would not; nor does it raise what the drive raised.
+    await asyncio.wait({drive}, timeout=min(timeout_ms, MAX_VIEW_WAIT_MS) / 1000)
+    return drive.done() and await has_settled(ctx.pool, number, cast(str, saga_id))
 
 
 class OrderOperations(OrderService):
@@ -90,13 +101,16 @@ class OrderOperations(OrderService):
                    DEFAULT_VIEW_WAIT_MS if view_wait_ms is None else view_wait_ms)
         result = await commands.advance(self.ctx, number, require_email=require_email, guest_token=guest_token)
         order = result.aggregate
+        delivered = bool(order.pending_delivery) and await deliver(self.ctx, result)
         return await answer(self.ctx, result, awaiting=order.pending_delivery, view_wait_ms=view_wait_ms,
-                            state=order.state)
+                            settled=delivered, state=order.state)
 
     async def complete(self, number: str, *, view_wait_ms: int | None = None,
                        guest_token: str | None = None) -> Outcome:
         result = await commands.complete(self.ctx, number, guest_token=guest_token)
-        return await answer(self.ctx, result, awaiting=result.aggregate.completing, view_wait_ms=view_wait_ms)
+        saga_id = result.aggregate.completing
+        settled = view_wait_ms is not None and await drive_settled(self.ctx, number, saga_id, view_wait_ms)
+        return await answer(self.ctx, result, awaiting=saga_id, view_wait_ms=view_wait_ms, settled=settled)
 
     async def cancel(self, number: str, *, view_wait_ms: int | None = None) -> Outcome:
         return await answer(self.ctx, await commands.cancel(self.ctx, number), view_wait_ms=view_wait_ms)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from services.order import commands
 from services.order.api import Outcome, ProcessStage
+from services.order.domain import CheckoutRefused
 from services.order.view import read_order
 from shared.aggregate import DomainError, not_found
 
@@ -49,6 +50,7 @@ async def process(orders: OrderOperations, payment: PaymentService, number: str,
     with stage("processable"):
         state = (await commands.check_processable(orders.ctx, number)).state
     view = None
+    awaited = None
     while state in BEFORE_PAYMENT:
         with stage("checkout"):
             advanced = await orders.advance(number, require_email=False, view_wait_ms=step_wait_ms)
@@ -57,7 +59,12 @@ async def process(orders: OrderOperations, payment: PaymentService, number: str,
         if advanced["awaiting"] and refusal.get("request_id") == advanced["awaiting"]:
             raise DomainError(refusal.get("code") or "delivery_refused", refusal.get("message") or "",
                               stage="delivery")
-        state = view.get("state")
+        if advanced["awaiting"] and advanced["awaiting"] == awaited and view.get("state") == state:
+            # Asked twice, still unanswered (shipping unreachable, and its consumer behind):
+            # refused as a step on a pending delivery was, rather than asking for ever.
+            with stage("checkout"):
+                raise CheckoutRefused({})
+        awaited, state = advanced["awaiting"], view.get("state")
     if state == "payment":
         view = view if view is not None else await read_order(pool, number)
         if view is None:

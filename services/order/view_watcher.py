@@ -16,12 +16,15 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import asyncpg
+from prometheus_client import Counter
 
 from services.order.view import VIEW_CHANNEL, has_settled, parse_view_notification, unapplied
 from shared import db
 
 # A lost notification (the LISTEN connection dropped) costs at most this delay.
 _POLL_S = 0.25
+# Requests (and saga ends) that had to listen for the view: in one process, none should.
+WAITS = Counter("tillstream_order_view_waits_total", "Waits for the order view through LISTEN/NOTIFY")
 
 
 @dataclass(eq=False)
@@ -59,6 +62,7 @@ class ViewWatcher:
         """True once the view has applied every one of `event_ids` and, with `settled`,
         once that request is no longer pending; False on timeout."""
         pending = set(event_ids)
+        WAITS.inc()
         await self._ensure_listening(dsn)
         waiter = _Waiter()
         self._waiters[number].add(waiter)

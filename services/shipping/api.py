@@ -88,6 +88,16 @@ class ShippingService(Protocol):
         more than on hand over the active locations): services/shipping/domain.py:uncovered."""
         ...
 
+    # -- the order's delivery request (services/order/delivery.py), by call -------------------
+    async def build_shipments(self, number: str, *, request_id: str, ship_address: dict[str, Any], currency: str,
+                              lines: list[dict[str, Any]], requested_at: int | None = None) -> StepReply:
+        """Answers the order's DeliveryRequested `request_id` (`requested_at`: its sequence in the
+        order's stream): `shipping.ShipmentsBuilt` (shipments and rates for `lines` to
+        `ship_address`) or `shipping.ShipmentsUnavailable`. Idempotent by `request_id`: asked again
+        (or after the request came from Kafka) it answers the first answer; a request older than
+        one answered already is answered with nothing."""
+        ...
+
     # -- the completion saga's step 2 (services/order/saga.py); the saga's id is the request id --
     async def allocate_stock(self, number: str, *, saga_id: str, lines: list[dict[str, Any]]) -> StepReply:
         """Takes exactly the locked `lines` from stock, all or none: `shipping.StockAllocated`, or

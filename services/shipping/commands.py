@@ -8,7 +8,7 @@ import asyncpg
 from services.shipping.context import ShippingContext
 from services.shipping.domain import Line, Method, StockLocation
 from shared.aggregate import CommandResult, DomainError, not_found
-from shared.contracts.order import DeliveryLine, DeliveryRequested
+from shared.contracts.order import Address, DeliveryLine
 from shared.faults import crash_point
 from shared.ids import next_id
 
@@ -43,20 +43,26 @@ async def methods_for(conn: asyncpg.Connection | asyncpg.Pool, country_iso: str,
     return [Method(r["id"], r["name"], r["code"], Decimal(r["cost"]), r["zone"]) for r in rows]
 
 
-async def build_shipments(ctx: ShippingContext, conn: asyncpg.Connection, request: DeliveryRequested) -> None:
-    """Answer the order's DeliveryRequested (runs in the consumer's transaction)."""
-    locations = await active_locations(conn, sorted({line.variant_id for line in request.lines}))
-    methods = await methods_for(conn, request.ship_address.country_iso, request.currency)
+async def build_shipments(ctx: ShippingContext, conn: asyncpg.Connection, number: str, request_id: str, *,
+                          ship_address: Address, currency: str, lines: list[DeliveryLine],
+                          requested_at: int | None = None) -> None:
+    """Answer the order's delivery request `request_id` (called by the order, or its
+    DeliveryRequested from Kafka; `requested_at`: its sequence in the order's stream), in the
+    caller's transaction; a request answered already, or older than one answered, is not built."""
+    shipments = await ctx.shipments.load(conn, number)
+    if request_id in shipments.delivery_answered or shipments.superseded(requested_at):
+        return
+    locations = await active_locations(conn, sorted({line.variant_id for line in lines}))
+    methods = await methods_for(conn, ship_address.country_iso, currency)
     ids = [r["id"] for r in await conn.fetch(
         "SELECT nextval('shipping_ids') AS id FROM generate_series(1, $1)", (len(methods) + 1) * len(locations))]
-    shipments = await ctx.shipments.load(conn, request.number)
-    shipments.build(request.request_id, [Line(item.variant_id, item.quantity,
-                                              item.track_inventory) for item in request.lines],
-                    locations, methods, ids, country_iso=request.ship_address.country_iso, currency=request.currency)
+    shipments.build(request_id, [Line(item.variant_id, item.quantity, item.track_inventory) for item in lines],
+                    locations, methods, ids, country_iso=ship_address.country_iso, currency=currency,
+                    requested_at=requested_at)
     await conn.executemany(
         "INSERT INTO shipment_index (number, order_number) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        [(s.number, request.number) for s in shipments.shipments])
-    await ctx.shipments.save(conn, shipments, key=request.number)
+        [(s.number, number) for s in shipments.shipments])
+    await ctx.shipments.save(conn, shipments, key=number)
 
 
 async def allocate_stock(ctx: ShippingContext, conn: asyncpg.Connection, number: str, request_id: str,
@@ -95,9 +101,11 @@ async def release_stock(ctx: ShippingContext, conn: asyncpg.Connection, number: 
     await ctx.shipments.save(conn, shipments)
 
 
-async def discard_shipments(ctx: ShippingContext, conn: asyncpg.Connection, number: str) -> None:
+async def discard_shipments(ctx: ShippingContext, conn: asyncpg.Connection, number: str,
+                            request_id: str | None = None) -> None:
+    """The checkout restarted: its shipments (those built for `request_id`, if given) are gone."""
     shipments = await ctx.shipments.load(conn, number)
-    shipments.discard()
+    shipments.discard(request_id)
     await ctx.shipments.save(conn, shipments)
 
 

@@ -14,9 +14,11 @@ from shared.service import Subscription
 async def on_order_event(ctx: ShippingContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     match decode_event(envelope):
         case o.DeliveryRequested() as request:
-            await build_shipments(ctx, conn, request)
-        case o.CheckoutRestarted():
-            await discard_shipments(ctx, conn, envelope.aggregate_id)
+            # The order calls build_shipments as well: whichever comes first builds.
+            await build_shipments(ctx, conn, request.number, request.request_id, ship_address=request.ship_address,
+                                  currency=request.currency, lines=request.lines, requested_at=envelope.sequence)
+        case o.CheckoutRestarted() as restarted:
+            await discard_shipments(ctx, conn, envelope.aggregate_id, restarted.delivery_request_id)
         case o.OrderCanceled() as canceled:
             await release_stock(ctx, conn, envelope.aggregate_id, canceled.completion_request_id)
 

@@ -155,19 +155,29 @@ class OrderShipments(Aggregate):
         self.allocations: dict[str, list[AllocatedUnit]] = {}  # request id → units taken from stock
         self.held: set[str] = set()      # allocations not released: the shipments are fixed
         self.released: set[str] = set()  # requests whose release was answered
+        # Delivery requests answered (built or refused): asked again (the order's call, then its
+        # event from Kafka, or a call repeated) the first answer stands.
+        self.delivery_answered: set[str] = set()
+        self.built_for: str | None = None  # the delivery request the shipments were built for
+        self.latest_request_at: int | None = None  # the order-stream sequence of the latest request answered
 
     def build(self, request_id: str, lines: list[Line], locations: list[StockLocation], methods: list[Method],
-              ids: list[int], *, country_iso: str, currency: str) -> None:
-        """Answer a DeliveryRequested: shipments with rates, or why there can be none."""
+              ids: list[int], *, country_iso: str, currency: str, requested_at: int | None = None) -> None:
+        """Answer a DeliveryRequested: shipments with rates, or why there can be none; once.
+        `requested_at`: its sequence in the order's stream. A request older than one answered
+        already (its event read from Kafka after the order's call for a newer one: the order has
+        moved past it) is not answered: its shipments would replace the newer ones."""
+        if request_id in self.delivery_answered or self.superseded(requested_at):
+            return
         try:
             packages = plan_packages(lines, locations) if lines else []
         except DomainError as refusal:
             self._record(ShipmentsUnavailable(order_number=self.id, request_id=request_id,
-                                              code=refusal.code, message=refusal.message))
+                                              code=refusal.code, message=refusal.message, requested_at=requested_at))
             return
         if not packages or not methods:
             self._record(ShipmentsUnavailable(order_number=self.id, request_id=request_id, code="no_rates",
-                                              message=NO_RATES))
+                                              message=NO_RATES, requested_at=requested_at))
             return
         fresh = iter(ids)  # for shipments and rates
         ranked = sorted(methods, key=lambda m: (m.cost, m.id))
@@ -180,7 +190,16 @@ class OrderShipments(Aggregate):
             for location, manifest in packages
         ]
         self._record(ShipmentsBuilt(order_number=self.id, request_id=request_id, shipments=shipments,
-                                    country_iso=country_iso, currency=currency))
+                                    country_iso=country_iso, currency=currency, requested_at=requested_at))
+
+    def superseded(self, requested_at: int | None) -> bool:
+        latest = self.latest_request_at
+        return requested_at is not None and latest is not None and requested_at < latest
+
+    def _answered(self, request_id: str, requested_at: int | None) -> None:
+        self.delivery_answered.add(request_id)
+        if requested_at is not None and not self.superseded(requested_at):
+            self.latest_request_at = requested_at
 
     def _check_changeable(self) -> None:
         if self.held:
@@ -244,8 +263,11 @@ class OrderShipments(Aggregate):
         self._record(StockReleased(order_number=self.id, request_id=request_id, units=units))
         return units
 
-    def discard(self) -> None:
-        if self.shipments:
+    def discard(self, request_id: str | None = None) -> None:
+        """The checkout restarted: its shipments are gone. With `request_id` (the delivery
+        request the restart made stale) only if they were built for it: shipments built since
+        for a newer request stay."""
+        if self.shipments and (request_id is None or request_id == self.built_for):
             self._record(ShipmentsDiscarded(order_number=self.id))
 
     def find(self, shipment_number: str) -> Shipment:
@@ -256,10 +278,14 @@ class OrderShipments(Aggregate):
 
     def _on_ShipmentsBuilt(self, e: ShipmentsBuilt) -> None:
         self.shipments = list(e.shipments)
+        self.built_for = e.request_id
+        self._answered(e.request_id, e.requested_at)
         self.destination = (e.country_iso, e.currency) if e.country_iso and e.currency else None
 
     def _on_ShipmentsUnavailable(self, e: ShipmentsUnavailable) -> None:
         self.shipments = []
+        self.built_for = None
+        self._answered(e.request_id, e.requested_at)
 
     def _on_ShippingRateSelected(self, e: ShippingRateSelected) -> None:
         self.shipments = [
@@ -274,6 +300,7 @@ class OrderShipments(Aggregate):
 
     def _on_ShipmentsDiscarded(self, e: ShipmentsDiscarded) -> None:
         self.shipments = []
+        self.built_for = None
 
     def _on_StockAllocated(self, e: StockAllocated) -> None:
         self.allocations[e.request_id] = list(e.units)

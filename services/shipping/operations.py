@@ -21,9 +21,18 @@ from services.shipping.api import (
 from services.shipping.context import ShippingContext
 from services.shipping.domain import Line, OrderShipments, uncovered
 from shared.aggregate import DomainError, not_found
-from shared.contracts.order import DeliveryLine
-from shared.contracts.shipping import LocationStock, StockAllocated, StockAllocationFailed, StockLevel, StockReleased
+from shared.contracts.order import Address, DeliveryLine
+from shared.contracts.shipping import (
+    LocationStock,
+    ShipmentsBuilt,
+    ShipmentsUnavailable,
+    StockAllocated,
+    StockAllocationFailed,
+    StockLevel,
+    StockReleased,
+)
 from shared.db import Upsert, upsert_all
+from shared.faults import fail_point
 from shared.steps import StepReply, run_step
 
 MAX_STOCK_QUERY = 1000  # variants per `stock` call
@@ -103,6 +112,17 @@ class ShippingOperations(ShippingService):
             raise DomainError("too_many_lines", f"at most {MAX_STOCK_QUERY} lines", status=422)
         stock = await self.stock(variant_ids=[line.variant_id for line in wanted])
         return uncovered(wanted, {int(v): StockLevel.model_validate(level) for v, level in stock.items()})
+
+    async def build_shipments(self, number: str, *, request_id: str, ship_address: dict[str, Any], currency: str,
+                              lines: list[dict[str, Any]], requested_at: int | None = None) -> StepReply:
+        fail_point("shipping.build_shipments")  # fault injection: the call fails, its event still comes
+        address = Address.model_validate(ship_address)
+        wanted = [DeliveryLine.model_validate(line) for line in lines]
+        return await run_step(self.ctx.pool, self.ctx.store, OrderShipments.aggregate_type, number,
+                              request_id, (ShipmentsBuilt, ShipmentsUnavailable),
+                              lambda conn: commands.build_shipments(self.ctx, conn, number, request_id,
+                                                                    ship_address=address, currency=currency,
+                                                                    lines=wanted, requested_at=requested_at))
 
     async def allocate_stock(self, number: str, *, saga_id: str, lines: list[dict[str, Any]]) -> StepReply:
         locked = [DeliveryLine.model_validate(line) for line in lines]

@@ -69,6 +69,10 @@ class CheckoutRestarted(DomainEvent):
     event_type = "order.CheckoutRestarted"
     number: str
     state: str
+    # The delivery request whose shipments the restart makes stale (added later: absent in
+    # older events, which discard whatever shipments there are). Shipping discards only the
+    # shipments built for it, so a restart it reads after a rebuild (by call) keeps the new ones.
+    delivery_request_id: str | None = None
 
 
 class Address(BaseModel):

@@ -52,6 +52,9 @@ class ShipmentsBuilt(DomainEvent):
     # can be re-rated for another method (Solidus's select_shipping_method).
     country_iso: str | None = None
     currency: str | None = None
+    # The sequence of the order.DeliveryRequested in the order's stream (added later: absent in
+    # older events): a request older than one answered already is not answered any more.
+    requested_at: int | None = None
 
 
 class ShipmentsUnavailable(DomainEvent):
@@ -60,6 +63,9 @@ class ShipmentsUnavailable(DomainEvent):
     request_id: str
     code: str  # "no_rates" | "insufficient_stock"
     message: str
+    # The sequence of the order.DeliveryRequested in the order's stream (added later: absent in
+    # older events): a request older than one answered already is not answered any more.
+    requested_at: int | None = None
 
 
 class ShippingRateSelected(DomainEvent):

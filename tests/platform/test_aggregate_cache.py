@@ -1,8 +1,12 @@
 """A command on a long stream does not replay it whole: the repository remembers states and
-reads only what was appended since, and never trusts a state the stream no longer begins with."""
+reads only what was appended since, and never trusts a state the stream no longer begins with.
+A command after this process's own last command reads nothing: a state behind the stream is
+caught by the append, and a refusal or a no-op on it is judged again on the stored stream."""
 from __future__ import annotations
 
-from shared.aggregate import Aggregate, Repository
+import pytest
+
+from shared.aggregate import Aggregate, DomainError, Repository
 from shared.eventstore import EventStore
 from tests.helpers.events import Ticked
 
@@ -75,3 +79,72 @@ async def test_short_streams_and_the_oldest_beyond_the_bound_are_not_remembered(
         await long_stream(pool, store, tally_id, length)
         await repository.load(pool, tally_id)
     assert list(repository._states) == ["b", "c"]
+
+
+class Capped(Tally):
+    """A tally with rules to be judged on a state that may be behind the stream."""
+
+    def tick_below(self, n: int, cap: int) -> None:
+        if self.total + n > cap:
+            raise DomainError("over_cap", f"{self.total} + {n} is over {cap}")
+        self.tick(n)
+
+    def set_to(self, total: int) -> None:
+        if total != self.total:  # nothing to record when it is so already
+            self.tick(total - self.total)
+
+
+async def test_a_command_runs_on_the_state_the_last_command_here_committed(pool, schema):
+    store = EventStore(schema, "unused")
+    here = Repository(store, Capped)
+    await here.execute(pool, "C-1", lambda t: t.tick(1))
+    reads = here.streams_read
+    for n in range(2, 6):  # a short stream: trusted all the same, no read at all
+        await here.execute(pool, "C-1", lambda t, n=n: t.tick(n))
+    assert here.streams_read == reads
+    assert (await here.load(pool, "C-1")).total == 15
+    # What a command was given is its own copy: a change after the fact is not remembered.
+    result = await here.execute(pool, "C-1", lambda t: t.tick(1))
+    result.aggregate.total = 99
+    assert (await here.execute(pool, "C-1", lambda t: t.tick(1))).aggregate.total == 17
+
+
+async def test_a_trusted_state_behind_the_stream_is_caught_by_the_append_refusal_or_no_op(pool, schema):
+    store = EventStore(schema, "unused")
+    here, elsewhere = Repository(store, Capped), Repository(store, Capped)  # two processes
+    await here.execute(pool, "C-2", lambda t: t.tick(10))
+    # Another process appends: this one's state is behind; its append conflicts, the command
+    # runs again on the stream as stored, and nothing is lost or appended twice.
+    await elsewhere.execute(pool, "C-2", lambda t: t.tick(5))
+    done = await here.execute(pool, "C-2", lambda t: t.tick(1))
+    assert (done.aggregate.total, done.aggregate.version) == (16, 3)
+    # A refusal on a state that is behind is judged again on the stream: elsewhere brought the
+    # total down, so what here's state would refuse is accepted.
+    await elsewhere.execute(pool, "C-2", lambda t: t.set_to(0))
+    accepted = await here.execute(pool, "C-2", lambda t: t.tick_below(3, cap=10))
+    assert (accepted.aggregate.total, accepted.aggregate.version) == (3, 5)
+    # And "nothing to do" on a state that is behind: here believes 3, the stream says 7.
+    await elsewhere.execute(pool, "C-2", lambda t: t.set_to(7))
+    changed = await here.execute(pool, "C-2", lambda t: t.set_to(3))
+    assert (changed.aggregate.total, changed.aggregate.version, len(changed.events)) == (3, 7, 1)
+    # A refusal the stream confirms is answered as ever.
+    with pytest.raises(DomainError):
+        await here.execute(pool, "C-2", lambda t: t.tick_below(20, cap=10))
+    events = await store.load_stream(pool, "Tally", "C-2")
+    assert [e.sequence for e in events] == list(range(1, 8))
+
+
+async def test_a_state_saved_in_a_transaction_that_rolled_back_is_never_trusted(pool, schema):
+    store = EventStore(schema, "unused")
+    here, elsewhere = Repository(store, Capped), Repository(store, Capped)
+    await here.execute(pool, "C-3", lambda t: t.tick(1))
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        tally = await here.load(conn, "C-3")
+        tally.tick(500)
+        await here.save(conn, tally)  # remembered at version 2, then rolled back
+        await transaction.rollback()
+    await elsewhere.execute(pool, "C-3", lambda t: t.tick(7))  # the real event 2
+    done = await here.execute(pool, "C-3", lambda t: t.tick(1))
+    assert (done.aggregate.total, done.aggregate.version) == (9, 3)

@@ -17,7 +17,8 @@ from shared.saga_runner import SagaRunner
 STATEFUL = (EventStore, Repository, SagaRunner, ViewWatcher, BogusGateway)
 MODULES = [f"services.{service}.{module}" for service in ("cart", "shipping", "payment", "order")
            for module in ("app", "api", "commands", "consumers", "context", "domain", "operations")]
-MODULES += ["services.order.saga", "services.order.view_watcher", "services.order.processing", "tillstream.host"]
+MODULES += [f"services.order.{module}" for module in ("saga", "view_watcher", "processing", "delivery")]
+MODULES += ["tillstream.host"]
 
 
 def _held(value: object) -> list[object]:

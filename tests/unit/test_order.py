@@ -186,6 +186,13 @@ def test_a_restart_forgets_a_delivery_request_so_its_late_answer_moves_nothing()
     assert kinds(history.when(step())) == [o.DeliveryRequested]
 
 
+def test_a_restart_names_the_delivery_request_whose_shipments_it_makes_stale():
+    history = ready_to_leave_address(delivery_requested("d1"))
+    history.when(lambda order: order.delivery_arrived("d1"))
+    assert history.when(lambda order: order.restart_checkout(has_items=True)) == [
+        o.CheckoutRestarted(number="R1", state="address", delivery_request_id="d1")]
+
+
 def test_nothing_restarts_in_cart_while_completing_or_once_placed():
     assert given(Order, "R1", created()).when(lambda order: order.restart_checkout(has_items=True)) == []
     requested = o.CompletionRequested(number="R1", request_id="c1", total=Decimal("10"), lines=[])

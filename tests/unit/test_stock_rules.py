@@ -93,6 +93,51 @@ def test_select_method_rerates_the_shipment_for_that_method_alone():
     assert shipments.destination == ("US", "USD")
 
 
+ONE_TEE = (Line(1, 1, True),)
+
+
+def build(request_id: str, lines=ONE_TEE, requested_at: int | None = None):
+    return lambda shipments: shipments.build(request_id, list(lines), [location(1, {1: 5})], [GROUND],
+                                             list(range(100, 120)), country_iso="US", currency="USD",
+                                             requested_at=requested_at)
+
+
+def test_a_restart_discards_only_the_shipments_built_for_the_request_it_names():
+    history = given(OrderShipments, "R1")
+    history.when(build("d1"))
+    # The order rebuilt by call (d2) before shipping read the restart that made d1 stale.
+    assert kinds(history.when(build("d2"))) == [s.ShipmentsBuilt]
+    assert history.when(lambda shipments: shipments.discard("d1")) == []
+    assert history.load().shipments and history.load().built_for == "d2"
+    assert kinds(history.when(lambda shipments: shipments.discard("d2"))) == [s.ShipmentsDiscarded]
+    assert history.load().shipments == []
+    # An older restart names no request: whatever shipments there are go.
+    history.when(build("d3"))
+    assert kinds(history.when(lambda shipments: shipments.discard(None))) == [s.ShipmentsDiscarded]
+
+
+def test_a_delivery_request_is_answered_once_however_often_it_is_asked():
+    history = given(OrderShipments, "R1")
+    assert kinds(history.when(build("d1"))) == [s.ShipmentsBuilt]
+    assert history.when(build("d1")) == []  # the call, then the event from Kafka
+    assert history.when(lambda shipments: shipments.discard("d1"))
+    assert history.when(build("d1")) == []  # nor rebuilt once discarded
+    refused = given(OrderShipments, "R1")
+    assert kinds(refused.when(build("d2", [Line(1, 9, True)]))) == [s.ShipmentsUnavailable]
+    assert refused.when(build("d2")) == []
+
+
+def test_a_request_older_than_one_answered_is_not_built_over_the_newer_shipments():
+    # d1's call was lost; the checkout restarted and d2 was built by call before shipping's
+    # consumer read d1's DeliveryRequested (then the restart naming d1) from Kafka.
+    history = given(OrderShipments, "R1")
+    assert kinds(history.when(build("d2", requested_at=9))) == [s.ShipmentsBuilt]
+    assert history.when(build("d1", requested_at=5)) == []
+    assert history.when(lambda shipments: shipments.discard("d1")) == []
+    assert history.load().built_for == "d2" and history.load().shipments
+    assert kinds(history.when(build("d3", requested_at=12))) == [s.ShipmentsBuilt]  # a newer one is
+
+
 def test_the_cart_refuses_its_lock_while_it_holds_a_discarded_variant():
     history = given(Cart, "R1", c.LineItemAdded(order_number="R1", line_item_id=7, variant=TEE, quantity=1,
                                                 price=TEE.price))
