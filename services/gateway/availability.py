@@ -33,7 +33,10 @@ async def availability(request: Request, variant_ids: Iterable[int]) -> dict[int
     wanted = sorted(set(variant_ids))
     cache: dict[int, tuple[float, Availability]] = request.app.state.__dict__.setdefault("availability", {})
     now = time.monotonic()
-    stale = [v for v in wanted if v not in cache or now - cache[v][0] >= MAX_AGE_S]
+    # What the cache holds fresh is taken now: a `forget` by a concurrent request while the
+    # stale ones are fetched below must not take it away from this answer.
+    known = {v: entry[1] for v in wanted if (entry := cache.get(v)) is not None and now - entry[0] < MAX_AGE_S}
+    stale = [v for v in wanted if v not in known]
     if stale:
         levels: dict[str, dict] = {}
         discarded: set[int] = set()
@@ -46,9 +49,8 @@ async def availability(request: Request, variant_ids: Iterable[int]) -> dict[int
                 del cache[v]
         fresh = {v: Availability(StockLevel.model_validate(levels.get(str(v), {})), v in discarded) for v in stale}
         cache.update((v, (now, a)) for v, a in fresh.items())
-    else:
-        fresh = {}
-    return {v: fresh[v] if v in fresh else cache[v][1] for v in wanted}
+        known |= fresh
+    return {v: known[v] for v in wanted}
 
 
 def forget(request: Request, variant_id: int) -> None:
