@@ -7,18 +7,20 @@ concurrent valid commands on one aggregate all succeed instead of answering 409.
 
 A command does not read its stream at all when this process holds the aggregate as its last
 committed command left it: the repository remembers, per process, the state each command
-committed (at most AGGREGATE_CACHE_SIZE of them, least recently used first out) and runs the
-next command on a copy of it. That state is a true prefix of the stream whoever wrote after it
-(events are immutable once committed), so trusting it is safe: a decision taken on a state that
-is behind is caught where it matters. An append conflicts on the expected version (then the
-stream is read and the command run again, as for any concurrent append); a refusal or a command
-that records nothing is run again on the stream as stored before it is answered.
+committed and runs the next command on a copy of it. That state is a true prefix of the stream
+whoever wrote after it (events are immutable once committed), so trusting it is safe: a decision
+taken on a state that is behind is caught where it matters. An append conflicts on the expected
+version (then the stream is read and the command run again, as for any concurrent append); a
+refusal or a command that records nothing is run again on the stream as stored before it is
+answered. States of short streams are kept at most AGGREGATE_CACHE_RECENT (least recently used
+first out): enough for the seconds between a checkout's commands, not every checkout ever made.
 
 Loads (reads, and commands without a trusted state) do not replay a long stream from its start
-either: states of streams with at least AGGREGATE_CACHE_MIN_EVENTS events are remembered too and
-only the events appended since are read. Such a state may come from a transaction that later
-rolled back, so each load checks that the event it was remembered at is still the stream's event
-at that sequence, and replays the whole stream otherwise.
+either: states of streams with at least AGGREGATE_CACHE_MIN_EVENTS events are remembered too (at
+most AGGREGATE_CACHE_SIZE, apart from the short ones, so a busy shop's churn does not push a long
+stream out) and only the events appended since are read. Such a state may come from a transaction
+that later rolled back, so each load checks that the event it was remembered at is still the
+stream's event at that sequence, and replays the whole stream otherwise.
 """
 from __future__ import annotations
 
@@ -83,24 +85,27 @@ class CommandResult(Generic[A]):
 
 CACHE_SIZE = int(os.environ.get("AGGREGATE_CACHE_SIZE", "10000"))
 CACHE_MIN_EVENTS = int(os.environ.get("AGGREGATE_CACHE_MIN_EVENTS", "16"))
+CACHE_RECENT = int(os.environ.get("AGGREGATE_CACHE_RECENT", "1000"))
 
 
 class Repository(Generic[A]):
     def __init__(self, store: EventStore, aggregate_cls: type[A], *, cache_size: int = CACHE_SIZE,
-                 cache_min_events: int = CACHE_MIN_EVENTS) -> None:
+                 cache_min_events: int = CACHE_MIN_EVENTS, cache_recent: int = CACHE_RECENT) -> None:
         self.store = store
         self.cls = aggregate_cls
         self.cache_size = cache_size
         self.cache_min_events = cache_min_events
+        self.cache_recent = cache_recent
         # aggregate id -> (its state at some version, the id of the event at that version, whether
         # that event is known committed); the state is never handed out itself: commands change
         # what they are given.
-        self._states: OrderedDict[str, tuple[A, uuid.UUID, bool]] = OrderedDict()
+        self._states: OrderedDict[str, tuple[A, uuid.UUID, bool]] = OrderedDict()  # long streams
+        self._recent: OrderedDict[str, tuple[A, uuid.UUID, bool]] = OrderedDict()  # the others
         self.events_read = 0  # events decoded and applied by loads: what the cache saves
         self.streams_read = 0  # queries of the stream by loads: what trusting a committed state saves
 
     async def load(self, conn: asyncpg.Connection | asyncpg.Pool, aggregate_id: str) -> A:
-        remembered = self._states.get(aggregate_id)
+        remembered = self._remembered(aggregate_id)
         committed = isinstance(conn, asyncpg.Pool) or not conn.is_in_transaction()  # what it reads, then
         self.streams_read += 1
         if remembered is not None:
@@ -110,9 +115,8 @@ class Repository(Generic[A]):
             envelopes = await self.store.load_stream(conn, self.cls.aggregate_type, aggregate_id,
                                                      after=state.version - 1)
             if envelopes and envelopes[0].sequence == state.version and envelopes[0].event_id == last_event_id:
-                self._states.move_to_end(aggregate_id)
                 return self._applied(copy.deepcopy(state), envelopes[1:], committed)
-            del self._states[aggregate_id]
+            self._forget(aggregate_id)
         envelopes = await self.store.load_stream(conn, self.cls.aggregate_type, aggregate_id)
         return self._applied(self.cls(aggregate_id), envelopes, committed)
 
@@ -125,24 +129,39 @@ class Repository(Generic[A]):
             self._remember(aggregate, envelopes[-1].event_id, committed=committed)
         return aggregate
 
+    def _remembered(self, aggregate_id: str) -> tuple[A, uuid.UUID, bool] | None:
+        for states in (self._states, self._recent):
+            if (remembered := states.get(aggregate_id)) is not None:
+                states.move_to_end(aggregate_id)
+                return remembered
+        return None
+
+    def _forget(self, aggregate_id: str) -> None:
+        self._states.pop(aggregate_id, None)
+        self._recent.pop(aggregate_id, None)
+
     def _remember(self, aggregate: A, last_event_id: uuid.UUID, *, committed: bool) -> None:
         """A committed state is remembered whatever its length (it spares a command its read); an
         unconfirmed one only for a long stream, or to replace what was remembered before it."""
-        if aggregate.pending or self.cache_size <= 0:
+        if aggregate.pending:
             return
-        if not committed and aggregate.version < self.cache_min_events and aggregate.id not in self._states:
+        long = aggregate.version >= self.cache_min_events
+        known = aggregate.id in self._states or aggregate.id in self._recent
+        if not (long or committed or known):
             return
-        self._states[aggregate.id] = (copy.deepcopy(aggregate), last_event_id, committed)
-        self._states.move_to_end(aggregate.id)
-        while len(self._states) > self.cache_size:
-            self._states.popitem(last=False)
+        self._forget(aggregate.id)
+        states, bound = (self._states, self.cache_size) if long else (self._recent, self.cache_recent)
+        if bound <= 0:
+            return
+        states[aggregate.id] = (copy.deepcopy(aggregate), last_event_id, committed)
+        while len(states) > bound:
+            states.popitem(last=False)
 
     def _trusted(self, aggregate_id: str) -> A | None:
         """A copy of the state the last command committed here, if that is what is remembered."""
-        remembered = self._states.get(aggregate_id)
+        remembered = self._remembered(aggregate_id)
         if remembered is None or not remembered[2]:
             return None
-        self._states.move_to_end(aggregate_id)
         return copy.deepcopy(remembered[0])
 
     async def save(self, conn: asyncpg.Connection, aggregate: A, *, key: str | None = None,

@@ -148,3 +148,18 @@ async def test_a_state_saved_in_a_transaction_that_rolled_back_is_never_trusted(
     await elsewhere.execute(pool, "C-3", lambda t: t.tick(7))  # the real event 2
     done = await here.execute(pool, "C-3", lambda t: t.tick(1))
     assert (done.aggregate.total, done.aggregate.version) == (9, 3)
+
+
+async def test_states_of_short_streams_are_bounded_apart_from_long_ones(pool, schema):
+    store = EventStore(schema, "unused")
+    repository = Repository(store, Capped, cache_size=2, cache_min_events=16, cache_recent=2)
+    await long_stream(pool, store, "long", 20)
+    await repository.load(pool, "long")
+    for tally_id in ("s1", "s2", "s3"):  # a shop's churn of short streams...
+        await repository.execute(pool, tally_id, lambda t: t.tick(1))
+    assert list(repository._recent) == ["s2", "s3"]
+    assert list(repository._states) == ["long"]  # ...does not push a long one out
+    reads = repository.streams_read
+    await repository.execute(pool, "s3", lambda t: t.tick(1))  # remembered: no read
+    await repository.execute(pool, "s1", lambda t: t.tick(1))  # forgotten: read again
+    assert repository.streams_read == reads + 1
