@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import asyncpg
 import httpx
 import pytest
 
@@ -97,3 +98,35 @@ async def restarted(system, service: str, old_pid: int) -> None:
         assert time.monotonic() < deadline, f"{service} was not restarted"
         await asyncio.sleep(0.1)
     await asyncio.to_thread(system.wait_ready, 90, (process.name,))
+
+
+def passed_over(system, consumer: str) -> float:
+    metrics = httpx.get(f"{system.internal_url}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("tillstream_consumer_messages_total{")
+               and f'consumer="{consumer}"' in line and 'outcome="applied_inline"' in line)
+
+
+async def test_in_one_process_shippings_consumer_passes_over_a_request_answered_by_call(gateway, system, stack,
+                                                                                      faults):
+    """The DeliveryRequested that reaches shipping from Kafka after the call answered it costs no
+    transaction: no idempotency record is written for it, the message is counted as passed over."""
+    before = passed_over(system, "shipping.orders")
+    number, token = await to_address(gateway)
+    faults.arm("hold", SHIPPING_CONSUMER)  # so the message surely comes after the call
+    delivered = await leave_address(gateway, number, token)
+    assert delivered.json()["state"] == "delivery", delivered.text
+    faults.disarm("hold", SHIPPING_CONSUMER)
+    deadline = time.monotonic() + 30
+    while passed_over(system, "shipping.orders") == before:
+        assert time.monotonic() < deadline, "shipping's consumer never passed over the answered request"
+        await asyncio.sleep(0.1)
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        request = await conn.fetchval("""SELECT event_id FROM "order".events WHERE aggregate_id = $1"""
+                                      " AND type = 'order.DeliveryRequested'", number)
+        assert request is not None
+        assert not await conn.fetchval("""SELECT count(*) FROM "shipping".processed_events"""
+                                       " WHERE consumer = 'shipping.orders' AND event_id = $1", request)
+    finally:
+        await conn.close()

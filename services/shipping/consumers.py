@@ -24,5 +24,6 @@ async def on_order_event(ctx: ShippingContext, conn: asyncpg.Connection, envelop
 
 
 # The order's events (the completion saga calls ShippingService.allocate_stock, release_stock).
+ORDERS_CONSUMER = "shipping.orders"  # the handler's name: the service's, then the subscription's
 subscriptions = [Subscription(name="orders", topics=[events_topic("order")], handler=on_order_event,
                               event_types=(o.DeliveryRequested, o.CheckoutRestarted, o.OrderCanceled))]

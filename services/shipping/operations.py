@@ -18,8 +18,10 @@ from services.shipping.api import (
     StockLevelJson,
     StockLine,
 )
+from services.shipping.consumers import ORDERS_CONSUMER
 from services.shipping.context import ShippingContext
 from services.shipping.domain import Line, OrderShipments, uncovered
+from shared import context
 from shared.aggregate import DomainError, not_found
 from shared.contracts.order import Address, DeliveryLine
 from shared.contracts.shipping import (
@@ -32,6 +34,7 @@ from shared.contracts.shipping import (
     StockReleased,
 )
 from shared.db import Upsert, upsert_all
+from shared.eventstore import remember_applied
 from shared.faults import fail_point
 from shared.steps import StepReply, run_step
 
@@ -118,11 +121,17 @@ class ShippingOperations(ShippingService):
         fail_point("shipping.build_shipments")  # fault injection: the call fails, its event still comes
         address = Address.model_validate(ship_address)
         wanted = [DeliveryLine.model_validate(line) for line in lines]
-        return await run_step(self.ctx.pool, self.ctx.store, OrderShipments.aggregate_type, number,
-                              request_id, (ShipmentsBuilt, ShipmentsUnavailable),
-                              lambda conn: commands.build_shipments(self.ctx, conn, number, request_id,
-                                                                    ship_address=address, currency=currency,
-                                                                    lines=wanted, requested_at=requested_at))
+        reply = await run_step(self.ctx.pool, self.ctx.store, OrderShipments.aggregate_type, number,
+                               request_id, (ShipmentsBuilt, ShipmentsUnavailable),
+                               lambda conn: commands.build_shipments(self.ctx, conn, number, request_id,
+                                                                     ship_address=address, currency=currency,
+                                                                     lines=wanted, requested_at=requested_at))
+        # The order calls under its DeliveryRequested (services/order/delivery.py): answered now,
+        # that event from Kafka would only find its answer, so this process's consumer passes
+        # over it without a transaction (it would all the same, idempotent, after a restart).
+        if (request_event_id := context.causation_id.get()) is not None:
+            remember_applied(ORDERS_CONSUMER, [request_event_id])
+        return reply
 
     async def allocate_stock(self, number: str, *, saga_id: str, lines: list[dict[str, Any]]) -> StepReply:
         locked = [DeliveryLine.model_validate(line) for line in lines]
