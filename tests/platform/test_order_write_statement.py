@@ -23,7 +23,7 @@ from shared.contracts import order as o
 from shared.contracts import shipping as s
 from shared.db import create_pool
 from shared.envelope import envelope_for
-from shared.eventstore import ConcurrencyConflict, EventStore
+from shared.eventstore import ConcurrencyConflict, EventStore, InlineProjection, forget_inline, project_inline
 from shared.kafka import events_topic
 from shared.service import ServiceContext
 from tests.conftest import ROOT, fresh_schema
@@ -261,3 +261,21 @@ async def test_a_fold_that_reads_the_view_falls_back_to_a_transaction(stack, ord
                                         " WHERE number = $1", number)
         assert (shown["payment_state"], shown["payment_total"]) == ("paid", Decimal("10.00"))
         assert shown["shipments"][0]["state"] == "ready"
+
+
+async def test_a_store_projected_inline_elsewhere_appends_in_a_transaction(stack, order_schema):
+    """Another service's subscription applied in the order store's appends (a handler, not
+    a change list) needs the transaction: the projection goes with it."""
+    async def passed_over(conn, envelope) -> None:
+        pass
+
+    project_inline(order_schema, InlineProjection(consumer="other.orders", schema=order_schema, handler=passed_over))
+    try:
+        async with order_context(stack, order_schema) as (ctx, sent):
+            result, _ = await commands.create_order(ctx, email=None)
+            assert sent[0] == "BEGIN;" and sent[-1] == "COMMIT;" and not any(f"{FUNCTION}(" in q for q in sent)
+            number = result.aggregate.id
+            assert await ctx.pool.fetchval("SELECT state FROM order_view WHERE number = $1", number) == "cart"
+            assert await ctx.pool.fetchval("SELECT count(*) FROM processed_events WHERE consumer = 'other.orders'") == 1
+    finally:
+        forget_inline(order_schema)
