@@ -1,7 +1,7 @@
 """Application handlers of the order service: load the Order, run the rule, append.
 
-The order's own events update the order view in the same transaction, so the response
-to a command already shows them.
+The order's own events update the order view as they are stored (in the append's own
+statement, `project` below), so the response to a command already shows them.
 """
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """The order view's storage and reads: its tables written one statement per change (the
-live path) or in bulk after a rebuild in memory (services/order/projections.py folds events
-into either), the one-query read of an order, and the notifications that wake readers."""
+live path in a transaction), as a list of changes sent with the order's append in one
+statement (the order's own commands), or in bulk after a rebuild in memory
+(services/order/projections.py folds events into any of them), the one-query read of an
+order, and the notifications that wake readers."""
 from __future__ import annotations
 
 import uuid
