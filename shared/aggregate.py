@@ -37,7 +37,7 @@ import asyncpg
 
 from shared.envelope import DomainEvent, EventEnvelope, decode_event
 from shared.errors import DomainError, not_found  # noqa: F401 (the services import them from here)
-from shared.eventstore import ConcurrencyConflict, EventStore, Projector
+from shared.eventstore import ConcurrencyConflict, EventStore, Projector, StatementProjection
 
 
 class Aggregate:
@@ -168,7 +168,8 @@ class Repository(Generic[A]):
                    project: Projector | None = None, remember: bool = True) -> list[EventEnvelope]:
         """Append the aggregate's new events; `project` updates read models with them in
         the same transaction (see `EventStore.append`). The state is remembered as not yet
-        known committed (`execute` remembers its own once committed)."""
+        known committed (`execute` remembers its own once committed), unless the append was
+        its own transaction (no transaction open on `conn`): then it is committed already."""
         if not aggregate.pending:
             return []
         stored = await self.store.append(conn, aggregate_type=self.cls.aggregate_type, aggregate_id=aggregate.id,
@@ -177,7 +178,7 @@ class Repository(Generic[A]):
         aggregate.version += len(aggregate.pending)
         aggregate.pending = []
         if stored and remember:
-            self._remember(aggregate, stored[-1].event_id, committed=False)
+            self._remember(aggregate, stored[-1].event_id, committed=not conn.is_in_transaction())
         return stored
 
     async def _load_run_save(self, conn: asyncpg.Connection, aggregate_id: str, command: Callable[[A], None], *,
@@ -206,9 +207,10 @@ class Repository(Generic[A]):
 
         `project` updates read models in the same transaction (see `save`); `then` runs in it
         after the append, with the stored events (what they cause, e.g. a saga's first command,
-        is appended after them). Without either no transaction is opened: the load needs none
-        (the append's expected version guards it) and the append is atomic on its own, which
-        spares a `BEGIN` and a `COMMIT`.
+        is appended after them). Without either, or with a StatementProjection and no `then`, no
+        transaction is opened: the load needs none (the append's expected version guards it) and
+        the append (with that projection's changes) is atomic on its own, which spares a `BEGIN`
+        and a `COMMIT`.
         `loaded`: the aggregate as the caller just loaded it (and did not change), to run the
         first attempt on instead of loading it again; a conflict reloads as ever. Without it,
         the first attempt runs on the state this process's last command committed, if any
@@ -222,8 +224,8 @@ class Repository(Generic[A]):
             trust, start = False, first if first is not None else trusted
             try:
                 async with pool.acquire() as conn:
-                    if project is None and then is None:
-                        result = await self._load_run_save(conn, aggregate_id, command, key=key,
+                    if then is None and (project is None or isinstance(project, StatementProjection)):
+                        result = await self._load_run_save(conn, aggregate_id, command, key=key, project=project,
                                                            loaded=start)
                     else:
                         async with conn.transaction():

@@ -41,6 +41,22 @@ MAX_EVENT_BYTES = 256 * 1024
 Projector = Callable[[asyncpg.Connection, list[EventEnvelope]], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class StatementProjection:
+    """A projection that can also travel in the append's own statement, so an append outside a
+    transaction that projects is still one round trip, with no BEGIN/COMMIT (issue #26.3).
+    `changes` gives the read models' changes for the store's SQL function `function` (in the
+    store's schema: the append's arguments, then the changes; it applies them, then calls
+    append_events), or None when it cannot tell them without reading: then the append runs in
+    a transaction with `project`, as it does whenever it is already in one."""
+    project: Projector
+    changes: Callable[[list[EventEnvelope]], Awaitable[list | None]]
+    function: str
+
+    async def __call__(self, conn: asyncpg.Connection, envelopes: list[EventEnvelope]) -> None:
+        await self.project(conn, envelopes)
+
+
 # The appends made while a consumer applies a run of messages in one transaction
 # (shared/consumer.py): an append holds its store's table lock until commit, so the run's
 # transaction ends after one rather than taking row locks while holding it.
@@ -200,9 +216,14 @@ class EventStore:
         `project` updates read models with the new envelopes in the same transaction, before
         the table lock is taken: call `append` last in a transaction, and the lock is held
         only for the insert and the commit. Without `project`, an append outside a transaction
-        is one statement, atomic on its own (events, outbox rows and wake-up commit together).
+        is one statement, atomic on its own (events, outbox rows and wake-up commit together);
+        with a StatementProjection it is too, the projection's changes in the same statement.
         """
         inline = _inline.get(self.schema)
+        if isinstance(project, StatementProjection) and not conn.is_in_transaction():
+            return await self._append_projecting(conn, project, aggregate_type=aggregate_type,
+                                                 aggregate_id=aggregate_id, expected_version=expected_version,
+                                                 events=events, key=key, topic=topic)
         if project is not None and not conn.is_in_transaction():
             raise RuntimeError("an append that projects must run inside a transaction")
         if inline and events and not conn.is_in_transaction():
@@ -221,18 +242,52 @@ class EventStore:
         return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
                                            expected_version=expected_version, restore_search_path=switched)
 
+    async def _append_projecting(self, conn: asyncpg.Connection, projection: StatementProjection, *,
+                                 aggregate_type: str, aggregate_id: str, expected_version: int,
+                                 events: Sequence[DomainEvent], key: str | None,
+                                 topic: str | None) -> list[EventEnvelope]:
+        """The append and its projection in one statement, when the projection can tell its
+        changes without reading and no other service projects this store inline here."""
+        if not events:
+            return []
+        if not _inline.get(self.schema):
+            envelopes = [envelope_for(e, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
+                                      sequence=expected_version + i + 1) for i, e in enumerate(events)]
+            changes = await projection.changes(envelopes)
+            if changes is not None:
+                return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
+                                                   expected_version=expected_version,
+                                                   projected=(projection.function, changes))
+        async with conn.transaction():  # as any projection, in the append's transaction
+            return await self.append(conn, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
+                                     expected_version=expected_version, events=events, key=key, topic=topic,
+                                     project=projection)
+
+    def _projecting_statement(self, function: str) -> str:
+        return (f'SELECT stored_position AS position, stored_event_id AS event_id FROM "{self.schema}".'
+                f'{check_identifier(function)}({", ".join(f"${i}" for i in range(1, 18))})')
+
     async def append_envelopes(self, conn: asyncpg.Connection, envelopes: Sequence[EventEnvelope],
                                *, key: str, expected_version: int, topic: str | None = None,
-                               restore_search_path: bool = False) -> list[EventEnvelope]:
+                               restore_search_path: bool = False,
+                               projected: tuple[str, list] | None = None) -> list[EventEnvelope]:
+        """`projected`: a StatementProjection's function and changes, to append with (one statement)."""
         messages = [e.to_json() for e in envelopes]
         too_large = max(map(len, messages), default=0)
         if too_large > MAX_EVENT_BYTES:
             # Refused here rather than by the broker later, where it would be parked unpublished.
             raise DomainError("event_too_large", f"An event of {too_large} bytes is more than the"
                               f" {MAX_EVENT_BYTES} an event may hold.", status=413)
+        extra: list = []
+        if projected is not None:
+            statement, extra = self._projecting_statement(projected[0]), [projected[1]]
+        elif restore_search_path:
+            statement, extra = self._restoring_append, [check_identifier(self.schema)]
+        else:
+            statement = self.append_statement
         try:
             positions = await conn.fetch(
-                self._restoring_append if restore_search_path else self.append_statement,
+                statement,
                 [e.event_id for e in envelopes], [e.aggregate_type for e in envelopes],
                 [e.aggregate_id for e in envelopes], [e.sequence for e in envelopes],
                 [e.type for e in envelopes], [e.version for e in envelopes],
@@ -243,7 +298,7 @@ class EventStore:
                 [json.dumps([[k, v.decode()] for k, v in e.kafka_headers()]) for e in envelopes],
                 self.notify_channel,
                 None if topic in (None, self.topic) else topic,  # recorded only when not the store's
-                *([check_identifier(self.schema)] if restore_search_path else []),
+                *extra,
             )
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name == "events_stream_sequence":

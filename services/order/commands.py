@@ -1,7 +1,7 @@
 """Application handlers of the order service: load the Order, run the rule, append.
 
-The order's own events update the order view in the same transaction, so the response
-to a command already shows them.
+The order's own events update the order view as they are stored (in the append's own
+statement, `project` below), so the response to a command already shows them.
 """
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import asyncpg
 
 from services.order.addresses import Country, validate_address
 from services.order.domain import Order, new_guest_token, new_order_number, unauthorized
-from services.order.projections import apply_to_view
+from services.order.projections import apply_to_view, view_changes
 from services.order.view import read_order
 from shared.aggregate import CommandResult, DomainError, not_found
 from shared.contracts.order import CompletionRequested, DeliveryLine
 from shared.envelope import EventEnvelope
-from shared.eventstore import ConcurrencyConflict
+from shared.eventstore import ConcurrencyConflict, StatementProjection
 from shared.ids import next_id
 from shared.saga import SagaInstance, encode_data
 from shared.validation import INT32_MAX, ascii_int
@@ -26,9 +26,14 @@ if TYPE_CHECKING:
     from services.order.context import OrderContext
 
 
-async def project(conn: asyncpg.Connection, events: list[EventEnvelope]) -> None:
-    """The order view applies the order's own events in the transaction that stores them."""
+async def _apply_to_view(conn: asyncpg.Connection, events: list[EventEnvelope]) -> None:
     await apply_to_view(conn, *events)
+
+
+# The order view applies the order's own events with them: outside a transaction, in the
+# append's one statement (migrations/010_project_and_append.sql) unless a fold must read the
+# view first; inside one (a saga step, a consumer), as its statements.
+project = StatementProjection(_apply_to_view, view_changes, "project_and_append_events")
 
 
 async def create_order(ctx: OrderContext, *, currency: str = "USD", email: str | None = None,
@@ -40,7 +45,7 @@ async def create_order(ctx: OrderContext, *, currency: str = "USD", email: str |
         order = Order(new_order_number())
         order.create(guest_token=token, currency=currency, email=email, user_id=user_id, dialect=dialect)
         try:
-            async with ctx.pool.acquire() as conn, conn.transaction():
+            async with ctx.pool.acquire() as conn:
                 stored = await ctx.orders.save(conn, order, project=project)
             return CommandResult(order, stored), token
         except ConcurrencyConflict:

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from services.order.view import MemoryOrderView, SqlOrderView
+from services.order.view import BufferedOrderView, MemoryOrderView, SqlOrderView
 from shared.contracts import SERVICES
 from shared.contracts import cart as c
 from shared.contracts import order as o
@@ -24,10 +24,21 @@ PAYMENT_STATE_AFTER = {p.PaymentInvalidated: "invalid", p.PaymentAuthorized: "pe
                        p.PaymentFailed: "failed", p.PaymentVoided: "void", p.PaymentRefunded: "refunded"}
 
 
+# Where a fold writes: the tables (live), a buffer of changes for one statement (live, the
+# order's own commands), or memory (a rebuild).
+OrderView = SqlOrderView | BufferedOrderView | MemoryOrderView
+
+
 async def apply_to_view(conn: asyncpg.Connection, *envelopes: EventEnvelope) -> None:
     """The live path: fold events into the order view tables, inside the caller's
     transaction, and wake readers waiting on their orders."""
     await fold_all(SqlOrderView(conn), envelopes)
+
+
+async def view_changes(envelopes: Sequence[EventEnvelope]) -> list[dict] | None:
+    """What folding these events changes in the view, as the order service's one-statement
+    append applies it (BufferedOrderView); None if the fold has to read the view."""
+    return await BufferedOrderView.recorded(lambda view: fold_all(view, envelopes))
 
 
 # Not about an order's own state, so not folded, stamped or notified: the notices of
@@ -37,7 +48,7 @@ async def apply_to_view(conn: asyncpg.Connection, *envelopes: EventEnvelope) -> 
 NOT_FOLDED = frozenset(f"{service}.MessageDeadLettered" for service in SERVICES)
 
 
-async def fold_all(view: SqlOrderView | MemoryOrderView, envelopes: Sequence[EventEnvelope],
+async def fold_all(view: OrderView, envelopes: Sequence[EventEnvelope],
                    events: Sequence[DomainEvent] | None = None) -> None:
     """Fold events in order and stamp each order touched once, with its latest event's time
     (and, live, a notification naming the events applied). One function for the live view
@@ -66,7 +77,7 @@ async def fold_all(view: SqlOrderView | MemoryOrderView, envelopes: Sequence[Eve
         await view.stamp_if_not_done()
 
 
-async def fold(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope,
+async def fold(view: OrderView, envelope: EventEnvelope,
                event: DomainEvent | None = None) -> None:
     """What one event does to the order view: each upstream service's events have their fold
     (`<service>.<Event>`); an event of none (or one a fold does not know) changes nothing."""
@@ -76,7 +87,7 @@ async def fold(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope,
         await folder(view, envelope, event)
 
 
-async def _fold_order(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope, event: DomainEvent) -> None:
+async def _fold_order(view: OrderView, envelope: EventEnvelope, event: DomainEvent) -> None:
     number = envelope.aggregate_id
     settled = {"pending_request": None, "settled_by": _event_id(envelope.causation_id)}
     match event:
@@ -121,7 +132,7 @@ async def _fold_order(view: SqlOrderView | MemoryOrderView, envelope: EventEnvel
                               **settled)
 
 
-async def _fold_shipping(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope, event: DomainEvent) -> None:
+async def _fold_shipping(view: OrderView, envelope: EventEnvelope, event: DomainEvent) -> None:
     number = envelope.aggregate_id
     match event:
         case s.ShipmentsBuilt():
@@ -154,7 +165,7 @@ async def _fold_shipping(view: SqlOrderView | MemoryOrderView, envelope: EventEn
             await _set_shipments(view, number, [])
 
 
-async def _fold_payment(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope, event: DomainEvent) -> None:
+async def _fold_payment(view: OrderView, envelope: EventEnvelope, event: DomainEvent) -> None:
     number = envelope.aggregate_id
     match event:
         case p.PaymentCreated():
@@ -175,7 +186,7 @@ async def _fold_payment(view: SqlOrderView | MemoryOrderView, envelope: EventEnv
             await view.update(number, payments=payments)
 
 
-async def _fold_cart(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelope, event: DomainEvent) -> None:
+async def _fold_cart(view: OrderView, envelope: EventEnvelope, event: DomainEvent) -> None:
     number = envelope.aggregate_id
     match event:
         case c.LineItemAdded():
@@ -197,7 +208,7 @@ async def _fold_cart(view: SqlOrderView | MemoryOrderView, envelope: EventEnvelo
                                adjustments=[a.model_dump(mode="json") for a in event.adjustments])
 
 
-Fold = Callable[[SqlOrderView | MemoryOrderView, EventEnvelope, DomainEvent], Awaitable[None]]
+Fold = Callable[[OrderView, EventEnvelope, DomainEvent], Awaitable[None]]
 # Each upstream service's fold, by the service its events are named after.
 FOLDS: dict[str, Fold] = {"order": _fold_order, "shipping": _fold_shipping, "payment": _fold_payment,
                           "cart": _fold_cart}
@@ -222,7 +233,7 @@ def _set_shipment_states(shipments: list[dict], payment_state: str) -> None:
         shipment["state"] = "ready" if payment_state == "paid" and not backordered else "pending"
 
 
-async def _set_shipments(view: SqlOrderView | MemoryOrderView, number: str, shipments: list[dict]) -> None:
+async def _set_shipments(view: OrderView, number: str, shipments: list[dict]) -> None:
     ship_total = sum((Decimal(r["cost"]) for sh in shipments for r in sh["rates"] if r["selected"]), Decimal("0"))
     await view.update(number, shipments=shipments, ship_total=ship_total)
 

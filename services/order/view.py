@@ -1,10 +1,12 @@
 """The order view's storage and reads: its tables written one statement per change (the
-live path) or in bulk after a rebuild in memory (services/order/projections.py folds events
-into either), the one-query read of an order, and the notifications that wake readers."""
+live path in a transaction), as a list of changes sent with the order's append in one
+statement (the order's own commands), or in bulk after a rebuild in memory
+(services/order/projections.py folds events into any of them), the one-query read of an
+order, and the notifications that wake readers."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from decimal import Decimal
 
@@ -114,6 +116,108 @@ class SqlOrderView:
         await self.conn.execute(
             "WITH touched AS (UPDATE order_view SET updated_at = greatest(updated_at, $2) WHERE number = $1)"
             " SELECT pg_notify($3, $4)", number, at, VIEW_CHANNEL, view_notification(number, event_ids))
+
+
+class _ReadRequired(Exception):
+    """A fold asked the buffered view for a value: only a transaction can answer it."""
+
+
+def _json(value):
+    """A column's value as the JSON jsonb_populate_record reads back into its type: money as a
+    string (no float on the way), times in ISO form with their offset, ids as text."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return value
+
+
+class BufferedOrderView:
+    """The view's changes recorded as JSON instead of executed, with SqlOrderView's semantics
+    (a stamp riding on the order's next update, the same notifications), for the order
+    service's SQL function that applies them and appends the events in one statement
+    (migrations/010_project_and_append.sql). A fold that reads (`get`) cannot be recorded:
+    `recorded` then answers None and the caller projects in a transaction instead."""
+
+    def __init__(self) -> None:
+        self.changes: list[dict] = []
+        self._stamp: tuple[str, datetime, list[uuid.UUID]] | None = None
+
+    @classmethod
+    async def recorded(cls, fold: Callable[[BufferedOrderView], Awaitable[None]]) -> list[dict] | None:
+        """The changes `fold` makes, or None if it reads the view."""
+        view = cls()
+        try:
+            await fold(view)
+        except _ReadRequired:
+            return None
+        return view.changes
+
+    def stamp_with_next_update(self, number: str, at: datetime, event_ids: list[uuid.UUID]) -> None:
+        self._stamp = (number, at, event_ids)
+
+    async def stamp_if_not_done(self) -> None:
+        if self._stamp is not None:
+            number, at, event_ids = self._stamp
+            self._stamp = None
+            await self.touched(number, at, event_ids)
+
+    async def create(self, number: str, **row) -> None:
+        self.changes.append({"op": "create", "row": {"number": number, **_row(_columns(row), row)}})
+
+    async def get(self, number: str, column: str):
+        raise _ReadRequired(column)
+
+    async def update(self, number: str, **changes) -> None:
+        self._update_row(number, _row(_columns(changes), changes), stampable="updated_at" not in changes,
+                         request_changed="pending_request" in changes)
+
+    async def reprice(self, number: str, version: int, **changes) -> None:
+        self._update_row(number, {**_row(_columns(changes), changes), "cart_version": version},
+                         below_cart_version=version)
+
+    def _update_row(self, number: str, assignments: dict, *, below_cart_version: int | None = None,
+                    stampable: bool = True, request_changed: bool = False) -> None:
+        change: dict = {"op": "update", "number": number, "set": assignments}
+        if below_cart_version is not None:
+            change["below_cart_version"] = below_cart_version
+        if self._stamp is not None and self._stamp[0] == number and stampable:
+            _, at, event_ids = self._stamp
+            self._stamp = None
+            change["stamp"] = at.isoformat()
+            change["notify"] = _notice(view_notification(number, event_ids, request_changed=request_changed))
+        elif request_changed:
+            change["notify"] = _notice(view_notification(number, []))
+        self.changes.append(change)
+
+    async def add_line(self, **line) -> None:
+        self.changes.append({"op": "add_line", "line": _row(_LINE_COLUMNS, line)})
+
+    async def set_line_quantity(self, line_id: int, quantity: int) -> None:
+        self.changes.append({"op": "set_line_quantity", "id": line_id, "quantity": quantity})
+
+    async def remove_line(self, line_id: int) -> None:
+        self.changes.append({"op": "remove_line", "id": line_id})
+
+    async def remove_lines(self, number: str) -> None:
+        self.changes.append({"op": "remove_lines", "number": number})
+
+    async def touched(self, number: str, at: datetime, event_ids: list[uuid.UUID]) -> None:
+        self.changes.append({"op": "update", "number": number, "set": {}, "stamp": at.isoformat(),
+                             "notify": _notice(view_notification(number, event_ids))})
+
+
+_LINE_COLUMNS = ["id", "order_number", "variant_id", "quantity", "price", "variant"]
+
+
+def _row(columns: list[str], values: dict) -> dict:
+    return {column: _json(values[column]) for column in columns}
+
+
+def _notice(payload: str) -> dict:
+    return {"channel": VIEW_CHANNEL, "payload": payload}
 
 
 class MemoryOrderView:
