@@ -37,12 +37,11 @@ def _columns(names) -> list[str]:
     return list(names)
 
 
-class SqlOrderView:
-    """The view's tables, one statement per change (the live path)."""
+class _StampedOnNextUpdate:
+    """An order's stamp (its latest event's time and the events applied, for the notification)
+    rides on its next update; `touched` makes it a change of its own when no update came."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
-        self._stamp: tuple[str, datetime, list[uuid.UUID]] | None = None
+    _stamp: tuple[str, datetime, list[uuid.UUID]] | None = None
 
     def stamp_with_next_update(self, number: str, at: datetime, event_ids: list[uuid.UUID]) -> None:
         self._stamp = (number, at, event_ids)
@@ -52,6 +51,24 @@ class SqlOrderView:
             number, at, event_ids = self._stamp
             self._stamp = None
             await self.touched(number, at, event_ids)
+
+    def _take_stamp(self, number: str, stampable: bool) -> tuple[datetime, list[uuid.UUID]] | None:
+        """The stamp waiting for `number`, for the update about to be made to ride on."""
+        if self._stamp is None or self._stamp[0] != number or not stampable:
+            return None
+        _, at, event_ids = self._stamp
+        self._stamp = None
+        return at, event_ids
+
+    async def touched(self, number: str, at: datetime, event_ids: list[uuid.UUID]) -> None:
+        raise NotImplementedError
+
+
+class SqlOrderView(_StampedOnNextUpdate):
+    """The view's tables, one statement per change (the live path)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
 
     async def create(self, number: str, **row) -> None:
         columns = _columns(row)
@@ -80,9 +97,8 @@ class SqlOrderView:
         notification, instead of taking a round trip of its own. A change of the request the
         order awaits is always notified (waiters for a request ask the database only then)."""
         n = len(args) + 2
-        if self._stamp is not None and self._stamp[0] == number and stampable:
-            _, at, event_ids = self._stamp
-            self._stamp = None
+        if (stamp := self._take_stamp(number, stampable)) is not None:
+            at, event_ids = stamp
             await self.conn.execute(
                 f"WITH updated AS (UPDATE order_view SET {assignments}, updated_at = greatest(updated_at, ${n})"
                 f" WHERE number = $1{condition}) SELECT pg_notify(${n + 1}, ${n + 2})",
@@ -134,7 +150,7 @@ def _json(value):
     return value
 
 
-class BufferedOrderView:
+class BufferedOrderView(_StampedOnNextUpdate):
     """The view's changes recorded as JSON instead of executed, with SqlOrderView's semantics
     (a stamp riding on the order's next update, the same notifications), for the order
     service's SQL function that applies them and appends the events in one statement
@@ -143,7 +159,6 @@ class BufferedOrderView:
 
     def __init__(self) -> None:
         self.changes: list[dict] = []
-        self._stamp: tuple[str, datetime, list[uuid.UUID]] | None = None
 
     @classmethod
     async def recorded(cls, fold: Callable[[BufferedOrderView], Awaitable[None]]) -> list[dict] | None:
@@ -154,15 +169,6 @@ class BufferedOrderView:
         except _ReadRequired:
             return None
         return view.changes
-
-    def stamp_with_next_update(self, number: str, at: datetime, event_ids: list[uuid.UUID]) -> None:
-        self._stamp = (number, at, event_ids)
-
-    async def stamp_if_not_done(self) -> None:
-        if self._stamp is not None:
-            number, at, event_ids = self._stamp
-            self._stamp = None
-            await self.touched(number, at, event_ids)
 
     async def create(self, number: str, **row) -> None:
         self.changes.append({"op": "create", "row": {"number": number, **_row(_columns(row), row)}})
@@ -183,9 +189,8 @@ class BufferedOrderView:
         change: dict = {"op": "update", "number": number, "set": assignments}
         if below_cart_version is not None:
             change["below_cart_version"] = below_cart_version
-        if self._stamp is not None and self._stamp[0] == number and stampable:
-            _, at, event_ids = self._stamp
-            self._stamp = None
+        if (stamp := self._take_stamp(number, stampable)) is not None:
+            at, event_ids = stamp
             change["stamp"] = at.isoformat()
             change["notify"] = _notice(view_notification(number, event_ids, request_changed=request_changed))
         elif request_changed:
