@@ -11,6 +11,7 @@ import time
 import asyncpg
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.processes import reconfigure, request_surviving_a_crash
 from tests.helpers.solidus import ADDRESS, CARD, full_flow
@@ -19,11 +20,16 @@ SHIPPING_CONSUMER = "consumer.shipping.orders"  # shipping's subscription to ord
 CRASH = "order.after_delivery_requested"
 
 
+def counted(system, sample: str, **labels: str) -> float:
+    """A counter of the system's process (the samples named `sample` with these labels, summed)."""
+    metrics = httpx.get(f"{system.internal_url}/metrics", timeout=10).text
+    return sum(s.value for family in text_string_to_metric_families(metrics) for s in family.samples
+               if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
 def view_waits(system) -> float:
     """How many times the order view was waited for by LISTEN/NOTIFY in the system's process."""
-    metrics = httpx.get(f"{system.internal_url}/metrics", timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-               if line.startswith("tillstream_order_view_waits_total"))
+    return counted(system, "tillstream_order_view_waits_total")
 
 
 async def to_address(gateway) -> tuple[str, dict]:
@@ -101,10 +107,7 @@ async def restarted(system, service: str, old_pid: int) -> None:
 
 
 def passed_over(system, consumer: str) -> float:
-    metrics = httpx.get(f"{system.internal_url}/metrics", timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
-               if line.startswith("tillstream_consumer_messages_total{")
-               and f'consumer="{consumer}"' in line and 'outcome="applied_inline"' in line)
+    return counted(system, "tillstream_consumer_messages_total", consumer=consumer, outcome="applied_inline")
 
 
 async def test_in_one_process_shippings_consumer_passes_over_a_request_answered_by_call(gateway, system, stack,

@@ -35,6 +35,17 @@ async def long_stream(pool, store: EventStore, tally_id: str, length: int = LONG
                                events=[Ticked(n=1)] * min(100, length - start))
 
 
+async def saved_then_rolled_back(pool, repository: Repository, tally_id: str) -> None:
+    """A tick saved (and so remembered) in a transaction that then rolls back."""
+    async with pool.acquire() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        tally = await repository.load(conn, tally_id)
+        tally.tick(500)
+        await repository.save(conn, tally)
+        await transaction.rollback()
+
+
 async def test_a_command_on_a_long_stream_reads_only_what_was_appended_since(pool, schema):
     store = EventStore(schema, "unused")
     await long_stream(pool, store, "T-1")
@@ -58,13 +69,7 @@ async def test_a_state_the_stream_does_not_begin_with_is_not_trusted(pool, schem
     store = EventStore(schema, "unused")
     await long_stream(pool, store, "T-2", 20)
     here, elsewhere = Repository(store, Tally), Repository(store, Tally)
-    async with pool.acquire() as conn:
-        transaction = conn.transaction()
-        await transaction.start()
-        tally = await here.load(conn, "T-2")
-        tally.tick(500)
-        await here.save(conn, tally)  # remembered at version 21, then rolled back
-        await transaction.rollback()
+    await saved_then_rolled_back(pool, here, "T-2")  # remembered at version 21
     await elsewhere.execute(pool, "T-2", lambda t: t.tick(7))  # the real event 21
     read_before = here.events_read
     reloaded = await here.load(pool, "T-2")
@@ -138,13 +143,7 @@ async def test_a_state_saved_in_a_transaction_that_rolled_back_is_never_trusted(
     store = EventStore(schema, "unused")
     here, elsewhere = Repository(store, Capped), Repository(store, Capped)
     await here.execute(pool, "C-3", lambda t: t.tick(1))
-    async with pool.acquire() as conn:
-        transaction = conn.transaction()
-        await transaction.start()
-        tally = await here.load(conn, "C-3")
-        tally.tick(500)
-        await here.save(conn, tally)  # remembered at version 2, then rolled back
-        await transaction.rollback()
+    await saved_then_rolled_back(pool, here, "C-3")  # remembered at version 2
     await elsewhere.execute(pool, "C-3", lambda t: t.tick(7))  # the real event 2
     done = await here.execute(pool, "C-3", lambda t: t.tick(1))
     assert (done.aggregate.total, done.aggregate.version) == (9, 3)
