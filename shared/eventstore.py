@@ -155,6 +155,13 @@ async def _apply_inline(conn: asyncpg.Connection, projections: list[InlineProjec
     return applied
 
 
+def _envelopes(events: Sequence[DomainEvent], aggregate_type: str, aggregate_id: str,
+               expected_version: int) -> list[EventEnvelope]:
+    """`events` as the stream's next envelopes, after `expected_version`."""
+    return [envelope_for(e, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
+                         sequence=expected_version + i + 1) for i, e in enumerate(events)]
+
+
 class ConcurrencyConflict(Exception):
     """Another writer appended to the stream first: reload the aggregate and retry."""
 
@@ -232,8 +239,7 @@ class EventStore:
                                          expected_version=expected_version, events=events, key=key, topic=topic)
         if not events:
             return []
-        envelopes = [envelope_for(e, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
-                                  sequence=expected_version + i + 1) for i, e in enumerate(events)]
+        envelopes = _envelopes(events, aggregate_type, aggregate_id, expected_version)
         if project is not None:
             await project(conn, envelopes)
         # After the store's own projection (it only inserts rows of its own), before its table
@@ -251,8 +257,7 @@ class EventStore:
         if not events:
             return []
         if not _inline.get(self.schema):
-            envelopes = [envelope_for(e, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
-                                      sequence=expected_version + i + 1) for i, e in enumerate(events)]
+            envelopes = _envelopes(events, aggregate_type, aggregate_id, expected_version)
             changes = await projection.changes(envelopes)
             if changes is not None:
                 return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
