@@ -76,16 +76,33 @@ def counting_appends() -> Iterator[list[int]]:
 
 
 @dataclass(frozen=True)
+class InlineStatement:
+    """An inline projection's one-statement form: `changes` tells its read model's changes for
+    a store's new events without reading (None when it cannot: its handler runs instead), and
+    the subscriber's SQL function `function(consumer text, event_ids uuid[], changes jsonb)`
+    records the events as the consumer's and applies the changes, inside the append's own
+    statement (no search_path switch, no BEGIN/COMMIT of its own)."""
+    changes: Callable[[list[EventEnvelope]], Awaitable[list | None]]
+    function: str
+
+
+@dataclass(frozen=True)
 class InlineProjection:
     """A subscriber of a store's topic applied in the transaction that appends to the store,
     when the process hosts both (tillstream/host.py): what its Kafka consumer would do a
     moment later, done before the command answers. Its processed-events record (`consumer`,
     in its own `schema`) is written with it, so that consumer passes the events over when
-    they arrive; a handler that raises fails the command."""
+    they arrive; a handler that raises fails the command. With a `statement` form that can
+    tell its changes, it rides in the append's own statement instead of running its handler."""
     consumer: str
     schema: str
     handler: Callable[[asyncpg.Connection, EventEnvelope], Awaitable[None]]
     event_types: frozenset[str] | None = None  # None: every event of the store
+    statement: InlineStatement | None = None
+
+
+# An inline projection's part of one append statement: the projection, its events, its changes.
+Riding = tuple[InlineProjection, list[EventEnvelope], list]
 
 
 # The inline projections of each store (by schema) in this process.
@@ -153,6 +170,43 @@ async def _apply_inline(conn: asyncpg.Connection, projections: list[InlineProjec
         remember_applied(projection.consumer, [str(e.event_id) for e in wanted])
         metrics.CONSUMED.labels(projection.consumer, "inline").inc(len(wanted))
     return applied
+
+
+async def _riding(projections: list[InlineProjection], envelopes: list[EventEnvelope]) -> list[Riding] | None:
+    """The projections that want these events, each with its changes, if all of them can ride
+    in the append's statement (InlineStatement); None if one has to run its handler."""
+    riding: list[Riding] = []
+    for projection in projections:
+        wanted = [e for e in envelopes if projection.event_types is None or e.type in projection.event_types]
+        if not wanted:
+            continue
+        changes = await projection.statement.changes(wanted) if projection.statement is not None else None
+        if changes is None:
+            return None
+        riding.append((projection, wanted, changes))
+    return riding
+
+
+def _riding_statement(append_statement: str, riding: list[Riding]) -> str:
+    """`append_statement` after each riding projection's function, in that order: each part is
+    LATERAL to the one before it, so the read model's rows are written before the append takes
+    its store's table lock (the order everywhere: shared/eventstore.py `append`)."""
+    parts, before = [], None
+    for i, (projection, _, _) in enumerate(riding):
+        assert projection.statement is not None
+        function = f'"{check_identifier(projection.schema)}".{check_identifier(projection.statement.function)}'
+        after = f" WHERE {before}.applied" if before else ""
+        parts.append(f"{'CROSS JOIN LATERAL ' if before else ''}(SELECT {function}(${17 + 3 * i}, ${18 + 3 * i},"
+                     f" ${19 + 3 * i}) AS applied{after}) AS ride{i}")
+        before = f"ride{i}"
+    return (f"SELECT appended.position, appended.event_id FROM {' '.join(parts)}"
+            f" CROSS JOIN LATERAL ({append_statement} WHERE {before}.applied) AS appended")
+
+
+def _rode(riding: list[Riding]) -> None:
+    for projection, wanted, _ in riding:
+        remember_applied(projection.consumer, [str(e.event_id) for e in wanted])
+        metrics.CONSUMED.labels(projection.consumer, "inline").inc(len(wanted))
 
 
 def _envelopes(events: Sequence[DomainEvent], aggregate_type: str, aggregate_id: str,
@@ -227,25 +281,40 @@ class EventStore:
         with a StatementProjection it is too, the projection's changes in the same statement.
         """
         inline = _inline.get(self.schema)
+        if inline and events and project is None:
+            envelopes = _envelopes(events, aggregate_type, aggregate_id, expected_version)
+            riding = await _riding(inline, envelopes)
+            if riding is not None:  # every projection rides in the statement (or none wants them)
+                return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
+                                                   expected_version=expected_version, riding=riding)
+            if not conn.is_in_transaction():
+                async with conn.transaction():  # the projections commit with the events, or neither does
+                    return await self._append_handled(conn, inline, envelopes, key=key or aggregate_id, topic=topic,
+                                                      expected_version=expected_version)
+            return await self._append_handled(conn, inline, envelopes, key=key or aggregate_id, topic=topic,
+                                              expected_version=expected_version)
         if isinstance(project, StatementProjection) and not conn.is_in_transaction():
             return await self._append_projecting(conn, project, aggregate_type=aggregate_type,
                                                  aggregate_id=aggregate_id, expected_version=expected_version,
                                                  events=events, key=key, topic=topic)
         if project is not None and not conn.is_in_transaction():
             raise RuntimeError("an append that projects must run inside a transaction")
-        if inline and events and not conn.is_in_transaction():
-            async with conn.transaction():  # the projections commit with the events, or neither does
-                return await self.append(conn, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
-                                         expected_version=expected_version, events=events, key=key, topic=topic)
         if not events:
             return []
         envelopes = _envelopes(events, aggregate_type, aggregate_id, expected_version)
         if project is not None:
             await project(conn, envelopes)
-        # After the store's own projection (it only inserts rows of its own), before its table
-        # lock: everywhere the order view's row and the order's stream are locked first.
+        return await self._append_handled(conn, inline or [], envelopes, key=key or aggregate_id, topic=topic,
+                                          expected_version=expected_version)
+
+    async def _append_handled(self, conn: asyncpg.Connection, inline: list[InlineProjection],
+                              envelopes: list[EventEnvelope], *, key: str, topic: str | None,
+                              expected_version: int) -> list[EventEnvelope]:
+        """The inline projections' handlers, then the append, in the caller's transaction. After
+        the store's own projection (it only inserts rows of its own), before its table lock:
+        everywhere the order view's row and the order's stream are locked first."""
         switched = await _apply_inline(conn, inline, envelopes) if inline else False
-        return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
+        return await self.append_envelopes(conn, envelopes, key=key, topic=topic,
                                            expected_version=expected_version, restore_search_path=switched)
 
     async def _append_projecting(self, conn: asyncpg.Connection, projection: StatementProjection, *,
@@ -274,9 +343,10 @@ class EventStore:
 
     async def append_envelopes(self, conn: asyncpg.Connection, envelopes: Sequence[EventEnvelope],
                                *, key: str, expected_version: int, topic: str | None = None,
-                               restore_search_path: bool = False,
-                               projected: tuple[str, list] | None = None) -> list[EventEnvelope]:
-        """`projected`: a StatementProjection's function and changes, to append with (one statement)."""
+                               restore_search_path: bool = False, projected: tuple[str, list] | None = None,
+                               riding: list[Riding] | None = None) -> list[EventEnvelope]:
+        """`projected`: a StatementProjection's function and changes, to append with (one statement);
+        `riding`: inline projections applied in the statement before the append."""
         messages = [e.to_json() for e in envelopes]
         too_large = max(map(len, messages), default=0)
         if too_large > MAX_EVENT_BYTES:
@@ -284,7 +354,11 @@ class EventStore:
             raise DomainError("event_too_large", f"An event of {too_large} bytes is more than the"
                               f" {MAX_EVENT_BYTES} an event may hold.", status=413)
         extra: list = []
-        if projected is not None:
+        if riding:
+            statement = _riding_statement(self.append_statement, riding)
+            extra = [value for projection, wanted, changes in riding
+                     for value in (projection.consumer, [e.event_id for e in wanted], changes)]
+        elif projected is not None:
             statement, extra = self._projecting_statement(projected[0]), [projected[1]]
         elif restore_search_path:
             statement, extra = self._restoring_append, [check_identifier(self.schema)]
@@ -310,6 +384,8 @@ class EventStore:
                 first = envelopes[0]
                 raise ConcurrencyConflict(first.aggregate_type, first.aggregate_id, expected_version) from exc
             raise
+        if riding:
+            _rode(riding)
         by_id = {r["event_id"]: r["position"] for r in positions}
         stored = [e.model_copy(update={"position": by_id[e.event_id]}) for e in envelopes]
         metrics.EVENTS_APPENDED.labels(self.schema).inc(len(stored))

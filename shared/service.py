@@ -28,7 +28,7 @@ from shared.consumer import EventConsumer
 from shared.contracts import SERVICES
 from shared.envelope import DomainEvent, EventEnvelope
 from shared.errors import DomainError
-from shared.eventstore import EventStore, InlineProjection, project_inline
+from shared.eventstore import EventStore, InlineProjection, InlineStatement, project_inline
 from shared.handler import Handler, IdempotentHandler
 from shared.health import HEALTH, Hosted
 from shared.http_limits import BodyGuard, Render, internal_error_body
@@ -76,6 +76,9 @@ class Subscription:
     # this process (shared/eventstore.py InlineProjection); its consumer stays, for the
     # services apart and for whatever an inline application missed.
     inline: bool = False
+    # Its one-statement form when applied inline (shared/eventstore.py InlineStatement): the
+    # changes ride in the producer's append statement when it can tell them without reading.
+    inline_statement: InlineStatement | None = None
 
 
 @dataclass
@@ -384,7 +387,8 @@ def project_inline_where_hosted(runtimes: list[ServiceRuntime] | tuple[ServiceRu
                 types = subscription.event_types
                 project_inline(producer.schema, InlineProjection(
                     consumer=consumer, schema=definition.schema, handler=runtime.bound(subscription),
-                    event_types=None if types is None else frozenset(t.event_type for t in types)))
+                    event_types=None if types is None else frozenset(t.event_type for t in types),
+                    statement=subscription.inline_statement))
                 wired.append(f"{consumer} <- {producer.schema}")
     return wired
 

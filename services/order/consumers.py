@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from services.order.commands import project, release_unpaid_orders
-from services.order.projections import apply_to_view
+from services.order.projections import apply_to_view, view_changes
 from services.order.saga import COMPLETION
 from services.order.view import VIEW_CONSUMER
 from shared.contracts import cart as c
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
 from shared.envelope import EventEnvelope, decode_event
-from shared.eventstore import projected_inline
+from shared.eventstore import InlineStatement, projected_inline
 from shared.faults import dropped, hold_point
 from shared.kafka import events_topic
 from shared.service import Subscription
@@ -56,6 +56,26 @@ async def on_event(ctx: OrderContext, conn: asyncpg.Connection, envelope: EventE
                 x["state"] not in ("failed", "invalid", "void") for x in payments))
     if order is not None:
         await ctx.orders.save(conn, order, project=project)
+
+
+def _needs_the_order(envelope: EventEnvelope) -> bool:
+    """Whether `on_event` changes the Order for this event, besides the view."""
+    match decode_event(envelope):
+        case c.CartRepriced(lines_changed=True) | s.ShipmentsBuilt() | s.ShipmentsUnavailable():
+            return True
+        case p.PaymentCaptured() | p.PaymentVoided() | p.PaymentRefunded():
+            return True
+    return False
+
+
+async def inline_view_changes(envelopes: list[EventEnvelope]) -> list[dict] | None:
+    """`on_event`'s work for other services' new events, as changes that ride in their append's
+    statement (migrations/011_inline_view_statement.sql `apply_inline`), when it is only the
+    view's and its fold reads nothing; None otherwise (on_event runs, in the append's
+    transaction)."""
+    if any(map(_needs_the_order, envelopes)):
+        return None
+    return await view_changes(envelopes)
 
 
 async def on_saga_answer(ctx: OrderContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
@@ -107,7 +127,8 @@ def view_is_inline() -> bool:
 subscriptions = [
     # In one process applied in the participants' own transactions (no request waits for
     # the broker); apart, and for anything an inline application missed, through Kafka.
-    Subscription(name="view", handler=on_event, inline=True, topics=VIEW_TOPICS),
+    Subscription(name="view", handler=on_event, inline=True, topics=VIEW_TOPICS,
+                 inline_statement=InlineStatement(inline_view_changes, "apply_inline")),
     # The completion saga (services/order/saga.py): the participants' answers move it on.
     Subscription(name="saga", handler=on_saga_answer, event_types=COMPLETION.listens_to(),
                  topics=[events_topic(participant) for participant in COMPLETION.participants]),

@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from services.order.view import BufferedOrderView, MemoryOrderView, SqlOrderView
+from services.order.view import BufferedOrderView, MemoryOrderView, SqlOrderView, list_patch
 from shared.contracts import SERVICES
 from shared.contracts import cart as c
 from shared.contracts import order as o
@@ -145,11 +145,9 @@ async def _fold_shipping(view: OrderView, envelope: EventEnvelope, event: Domain
                         rate["selected"] = rate["id"] == event.rate_id
             await _set_shipments(view, number, shipments)
         case s.ShipmentRatesReplaced():
-            shipments = await view.get(number, "shipments") or []
-            for shipment in shipments:
-                if shipment["number"] == event.shipment_number:
-                    shipment["rates"] = [rate.model_dump(mode="json") for rate in event.rates]
-            await _set_shipments(view, number, shipments)
+            await view.patch(number, list_patch("shipments", "number", event.shipment_number,
+                                                {"rates": [rate.model_dump(mode="json") for rate in event.rates]},
+                                                ship_total=True))
         case s.StockAllocated():
             # How much was backordered in the end: stock may have come in, or gone, since
             # the shipments were planned.
@@ -168,22 +166,16 @@ async def _fold_shipping(view: OrderView, envelope: EventEnvelope, event: Domain
 async def _fold_payment(view: OrderView, envelope: EventEnvelope, event: DomainEvent) -> None:
     number = envelope.aggregate_id
     match event:
-        case p.PaymentCreated():
-            payments = await view.get(number, "payments") or []
-            if not any(existing["id"] == event.payment_id for existing in payments):
-                source = event.source.model_dump(mode="json") if event.source else None
-                await view.update(number, payments=[*payments, {
-                    "id": event.payment_id, "payment_method_id": event.payment_method_id,
-                    "payment_method_name": event.payment_method_name, "method_type": event.method_type,
-                    "amount": str(event.amount), "state": "checkout", "created_at": envelope.occurred_at.isoformat(),
-                    "updated_at": envelope.occurred_at.isoformat(), "source": source}])
+        case p.PaymentCreated():  # once: a redelivered PaymentCreated adds nothing
+            source = event.source.model_dump(mode="json") if event.source else None
+            await view.patch(number, list_patch("payments", "id", event.payment_id, {
+                "id": event.payment_id, "payment_method_id": event.payment_method_id,
+                "payment_method_name": event.payment_method_name, "method_type": event.method_type,
+                "amount": str(event.amount), "state": "checkout", "created_at": envelope.occurred_at.isoformat(),
+                "updated_at": envelope.occurred_at.isoformat(), "source": source}, how="append"))
         case _ if type(event) in PAYMENT_STATE_AFTER:
-            payments = await view.get(number, "payments") or []
-            for payment in payments:
-                if payment["id"] == event.payment_id:
-                    payment["state"] = PAYMENT_STATE_AFTER[type(event)]
-                    payment["updated_at"] = envelope.occurred_at.isoformat()
-            await view.update(number, payments=payments)
+            await view.patch(number, list_patch("payments", "id", event.payment_id, {
+                "state": PAYMENT_STATE_AFTER[type(event)], "updated_at": envelope.occurred_at.isoformat()}))
 
 
 async def _fold_cart(view: OrderView, envelope: EventEnvelope, event: DomainEvent) -> None:

@@ -63,6 +63,32 @@ class _StampedOnNextUpdate:
     async def touched(self, number: str, at: datetime, event_ids: list[uuid.UUID]) -> None:
         raise NotImplementedError
 
+    def _update_change(self, number: str, assignments: dict, *, below_cart_version: int | None = None,
+                       stampable: bool = True, request_changed: bool = False, patch: dict | None = None) -> dict:
+        """An update of the order's row as migrations/011's apply_view_changes reads it, with the
+        stamp waiting for this order riding on it and its notification."""
+        change: dict = {"op": "update", "number": number, "set": assignments}
+        if below_cart_version is not None:
+            change["below_cart_version"] = below_cart_version
+        if patch is not None:
+            change["patch"] = patch
+        if (stamp := self._take_stamp(number, stampable)) is not None:
+            at, event_ids = stamp
+            change["stamp"] = at.isoformat()
+            change["notify"] = _notice(view_notification(number, event_ids, request_changed=request_changed))
+        elif request_changed:
+            change["notify"] = _notice(view_notification(number, []))
+        return change
+
+
+def list_patch(column: str, key: str, value, fields: dict, *, how: str = "merge", ship_total: bool = False) -> dict:
+    """One element of a list column (`payments`, `shipments`) changed without reading the list:
+    `merge` gives the elements whose `key` is `value` the `fields`; `append` adds `fields` as a
+    new element unless one has that `key` value. `ship_total`: recomputed from the selected rates."""
+    if column not in ("payments", "shipments") or how not in ("merge", "append"):
+        raise ValueError(f"no such patch: {how} {column}")
+    return {"column": column, "key": key, "value": value, "with": fields, "how": how, "ship_total": ship_total}
+
 
 class SqlOrderView(_StampedOnNextUpdate):
     """The view's tables, one statement per change (the live path)."""
@@ -110,6 +136,10 @@ class SqlOrderView(_StampedOnNextUpdate):
         else:
             await self.conn.execute(f"UPDATE order_view SET {assignments} WHERE number = $1{condition}",
                                     number, *args)
+
+    async def patch(self, number: str, patch: dict) -> None:
+        """`list_patch`'s change, applied by the same SQL as the one-statement path's."""
+        await self.conn.execute("SELECT apply_view_changes($1)", [self._update_change(number, {}, patch=patch)])
 
     async def add_line(self, **line) -> None:
         await self.conn.execute(
@@ -186,16 +216,11 @@ class BufferedOrderView(_StampedOnNextUpdate):
 
     def _update_row(self, number: str, assignments: dict, *, below_cart_version: int | None = None,
                     stampable: bool = True, request_changed: bool = False) -> None:
-        change: dict = {"op": "update", "number": number, "set": assignments}
-        if below_cart_version is not None:
-            change["below_cart_version"] = below_cart_version
-        if (stamp := self._take_stamp(number, stampable)) is not None:
-            at, event_ids = stamp
-            change["stamp"] = at.isoformat()
-            change["notify"] = _notice(view_notification(number, event_ids, request_changed=request_changed))
-        elif request_changed:
-            change["notify"] = _notice(view_notification(number, []))
-        self.changes.append(change)
+        self.changes.append(self._update_change(number, assignments, below_cart_version=below_cart_version,
+                                                stampable=stampable, request_changed=request_changed))
+
+    async def patch(self, number: str, patch: dict) -> None:
+        self.changes.append(self._update_change(number, {}, patch=patch))
 
     async def add_line(self, **line) -> None:
         self.changes.append({"op": "add_line", "line": _row(_LINE_COLUMNS, line)})
@@ -246,6 +271,19 @@ class MemoryOrderView:
     async def update(self, number: str, **changes) -> None:
         if number in self.orders:
             self.orders[number].update(changes)
+
+    async def patch(self, number: str, patch: dict) -> None:
+        order = self.orders.get(number)
+        if order is None:
+            return
+        elements, key, value = order[patch["column"]] or [], patch["key"], patch["value"]
+        if patch["how"] == "merge":
+            order[patch["column"]] = [{**e, **patch["with"]} if e.get(key) == value else e for e in elements]
+        elif not any(e.get(key) == value for e in elements):
+            order[patch["column"]] = [*elements, patch["with"]]
+        if patch["ship_total"]:
+            order["ship_total"] = sum((Decimal(r["cost"]) for sh in order["shipments"] for r in sh["rates"]
+                                       if r["selected"]), Decimal("0"))
 
     async def reprice(self, number: str, version: int, **changes) -> None:
         order = self.orders.get(number)
