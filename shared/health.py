@@ -189,8 +189,10 @@ class HealthSampler:
 
 async def _database_figures(pool: asyncpg.Pool) -> tuple[dict, dict, dict]:
     """One round trip for a schema's outbox, dead letters and sagas (the pool's search path is
-    its schema). The saga counts read the whole table, which keeps every ended saga: a
-    sequential scan of small rows, milliseconds for hundreds of thousands."""
+    its schema). The outbox's rows are the unpublished ones, and for OUTBOX_FLUSH_MS or so
+    those just published (shared/outbox.py deletes them in batches). The saga counts read the
+    whole table, which keeps every ended saga: a sequential scan of small rows, milliseconds
+    for hundreds of thousands."""
     row = await pool.fetchrow(
         "SELECT (SELECT count(*) FROM outbox WHERE parked_at IS NULL) AS unpublished,"
         " (SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0) FROM outbox WHERE parked_at IS NULL)"

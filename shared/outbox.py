@@ -4,9 +4,25 @@ One relay per schema is active at a time (a PostgreSQL advisory lock elects it),
 several service instances never interleave one order's messages. It wakes on the
 NOTIFY that each append sends at commit and polls only as a backstop. A relay killed
 mid-batch leaves its rows in place; the next leader publishes them again, which
-consumers tolerate because they are idempotent on event id. While appends keep coming,
-the delete of a published batch rides on the statement that reads the next one (one
-round trip per batch instead of two).
+consumers tolerate because they are idempotent on event id.
+
+One statement per round while appends keep coming. The leader remembers the rows it
+published and has not yet deleted (`_Unflushed`, in memory only) and reads the oldest rows
+that are neither those nor held (below): with no watermark to move, a row whose transaction
+commits after one with a higher id (ids come from a sequence; appends commit in id order
+under the events table's lock, but a redrive or an operator's insert need not), a parked
+row released for a retry and the rows it held are all simply still in the table, unread.
+What it published is deleted, and consumers in other processes are NOTIFYed
+(shared/wakeup.py; those of its own process are woken at once, in memory), in the statement
+that reads the next batch: the NOTIFY on every read, the delete once OUTBOX_FLUSH_ROWS rows
+or OUTBOX_FLUSH_MS have gathered. When no append comes for OUTBOX_FLUSH_MS after a publish,
+both go in one statement of their own; and always when the relay pauses or stops. A new
+leader starts from the table as it is: rows its predecessor published and had not yet
+deleted are published again (consumers are idempotent; a crash mid-batch did the same).
+
+So the outbox holds only rows not yet published, parked or held, and those published in the
+last OUTBOX_FLUSH_MS or so: what `outbox_status`, the backlog gauges (shared/health.py) and
+`tillstream outbox status` count as unpublished, without asking the relay.
 
 A row the broker refuses for good (too large for it, say) is parked with its error
 (`parked_at`, `error`) and reported by `tillstream outbox status`; a refusal that may pass
@@ -20,7 +36,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
+from dataclasses import dataclass, field
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -44,6 +62,26 @@ log = logging.getLogger(__name__)
 
 def relay_lock_key(schema: str) -> int:
     return zlib.crc32(f"tillstream.outbox.{schema}".encode())
+
+
+@dataclass
+class _Unflushed:
+    """What the leader published and has not yet deleted (`ids`) or NOTIFYed to other
+    processes (`topics`)."""
+    ids: list[int] = field(default_factory=list)
+    topics: set[str] = field(default_factory=set)
+    since: float = 0.0  # when the oldest of `ids` was published (time.monotonic)
+
+    def add(self, ids: list[int], topics: set[str]) -> None:
+        if ids and not self.ids:
+            self.since = time.monotonic()
+        self.ids += ids
+        self.topics |= topics
+
+    def due(self, settings: Settings) -> bool:
+        """Whether the next read should delete `ids`: enough of them, or old enough."""
+        return bool(self.ids) and (len(self.ids) >= settings.outbox_flush_rows
+                                   or time.monotonic() - self.since >= settings.outbox_flush_ms / 1000)
 
 
 class OutboxRelay:
@@ -81,40 +119,55 @@ class OutboxRelay:
                 await asyncio.sleep(self.settings.outbox_poll_interval_s)
             self.is_leader = True
             await conn.add_listener(self.channel, lambda *_: self._wake.set())
+            wakeup.listener.relay_here(conn.get_server_pid())
             log.info("outbox relay leading", extra={"fields": {"schema": self.schema}})
             await self._relay(conn)
         finally:
             self.is_leader = False
+            wakeup.listener.relay_here(conn.get_server_pid(), leading=False)
             await conn.close()
 
     async def _relay(self, conn: asyncpg.Connection) -> None:
-        published: list[int] = []
-        topics: list[str] = []  # those `published` went to: consumers are woken when they are deleted
-        while True:
-            if not self._open.is_set():
-                self._stopped.set()
-                await self._open.wait()
-                self._stopped.clear()
-            self._wake.clear()
-            rows = await self._read_next(conn, deleting=published, topics=topics)
-            published = await self._publish(rows, conn)
-            topics = sorted({r["topic"] for r in rows if r["id"] in set(published)})
-            if len(rows) == self.settings.outbox_batch_size or (published and self._wake.is_set()):
-                # Busy: the next read deletes these rows in the same statement.
-                continue
-            if published:
-                await conn.execute("WITH published AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]))"
-                                   " SELECT pg_notify($2, topic) FROM unnest($3::text[]) AS topic",
-                                   published, wakeup.CHANNEL, topics)
-                published, topics = [], []
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.settings.outbox_poll_interval_s)
-            except asyncio.TimeoutError:
-                pass
+        unflushed = _Unflushed()
+        try:
+            while True:
+                if not self._open.is_set():
+                    await self._flush(conn, unflushed)  # nothing published lingers while paused
+                    self._stopped.set()
+                    await self._open.wait()
+                    self._stopped.clear()
+                self._wake.clear()
+                rows = await self._read_next(conn, unflushed)
+                acked = await self._publish(rows, conn)
+                published = set(acked)
+                topics = {r["topic"] for r in rows if r["id"] in published}
+                unflushed.add(acked, topics)
+                wakeup.listener.published_here(topics)
+                if len(rows) == self.settings.outbox_batch_size or self._wake.is_set():
+                    continue  # busy: the next read carries the delete and the NOTIFY
+                if unflushed.ids and not await self._woken(self.settings.outbox_flush_ms / 1000):
+                    await self._flush(conn, unflushed)  # idle: on their own
+                if not self._wake.is_set():
+                    await self._woken(self.settings.outbox_poll_interval_s)
+        finally:  # stopped, or the broker failed: what was published need not be published again
+            if unflushed.ids and not conn.is_closed():
+                try:
+                    await self._flush(conn, unflushed, timeout=2.0)
+                except Exception as exc:  # the connection is what failed: the next leader publishes them again
+                    log.info("outbox relay left published rows undeleted", extra={"fields": {
+                        "schema": self.schema, "rows": len(unflushed.ids), "error": repr(exc)}})
+
+    async def _woken(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for an append's NOTIFY (or `pause`); whether one came."""
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            return False
 
     async def pause(self) -> None:
-        """Stop publishing; returns once the batch being published (if any) is acknowledged.
-        Appends go on filling the outbox meanwhile."""
+        """Stop publishing; returns once the batch being published (if any) is acknowledged
+        and what was published is deleted. Appends go on filling the outbox meanwhile."""
         self._open.clear()
         self._wake.set()
         while self.is_leader and not self._stopped.is_set():
@@ -123,20 +176,22 @@ class OutboxRelay:
     def resume(self) -> None:
         self._open.set()
 
-    async def _read_next(self, conn: asyncpg.Connection, *, deleting: list[int],
-                         topics: list[str]) -> list[asyncpg.Record]:
-        """The oldest unpublished rows; in the same round trip, delete the rows published last
-        and wake the consumers of their topics (shared/wakeup.py). (The read sees the table as
-        it was before the delete, hence the explicit exclusion.)"""
-        if not deleting:
-            return await conn.fetch(f"SELECT id, topic, key, value, headers FROM outbox WHERE {NOT_HELD}"
-                                    " ORDER BY id LIMIT $1", self.settings.outbox_batch_size)
-        return await conn.fetch(
-            "WITH published AS (DELETE FROM outbox WHERE id = ANY($2::bigint[])),"
-            " woken AS (SELECT pg_notify($3, topic) FROM unnest($4::text[]) AS topic)"
-            " SELECT id, topic, key, value, headers FROM outbox, (SELECT count(*) FROM woken) AS notified"
-            f" WHERE {NOT_HELD} AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $1",
-            self.settings.outbox_batch_size, deleting, wakeup.CHANNEL, topics)
+    async def _flush(self, conn: asyncpg.Connection, unflushed: _Unflushed, timeout: float | None = None) -> None:
+        """Delete what was published and NOTIFY other processes' consumers of it: one statement."""
+        if unflushed.ids or unflushed.topics:
+            await conn.execute(FLUSH, unflushed.ids, wakeup.CHANNEL, sorted(unflushed.topics), timeout=timeout)
+        unflushed.ids, unflushed.topics = [], set()
+
+    async def _read_next(self, conn: asyncpg.Connection, unflushed: _Unflushed) -> list[asyncpg.Record]:
+        """The oldest rows neither published by this leader nor held; in the same statement,
+        NOTIFY what was published since the last statement and, when due, delete it."""
+        deleting = unflushed.ids if unflushed.due(self.settings) else []
+        rows = await conn.fetch(READ_NEXT, self.settings.outbox_batch_size, deleting, wakeup.CHANNEL,
+                                sorted(unflushed.topics), unflushed.ids)
+        unflushed.topics = set()
+        if deleting:
+            unflushed.ids = []
+        return [r for r in rows if r["id"] is not None]
 
     async def _publish(self, rows: list[asyncpg.Record], conn: asyncpg.Connection) -> list[int]:
         """Send `rows` and wait for every acknowledgement: their ids, now safe to delete
@@ -192,6 +247,21 @@ class OutboxRelay:
 NOT_HELD = ("parked_at IS NULL AND NOT EXISTS (SELECT 1 FROM outbox AS parked WHERE parked.parked_at IS NOT NULL"
             " AND parked.key = outbox.key AND parked.id < outbox.id)")
 
+# $1 rows at most, after deleting $2 and NOTIFYing $3 of the topics $4, leaving out $5 (what
+# the leader published: the read sees the table as it was before the delete). Data-modifying
+# CTEs always run, but a SELECT one only as far as it is read, so the NOTIFYs are counted in
+# the outer side of a left join, which is read whole even when no row comes: then a single
+# row of NULLs.
+READ_NEXT = (
+    "WITH deleted AS (DELETE FROM outbox WHERE id = ANY($2::bigint[])),"
+    " notified AS (SELECT count(*) AS n FROM (SELECT pg_notify($3, topic) FROM unnest($4::text[]) AS topic) AS t)"
+    " SELECT next.* FROM notified LEFT JOIN ("
+    f"  SELECT id, topic, key, value, headers FROM outbox WHERE {NOT_HELD} AND id <> ALL($5::bigint[])"
+    "  ORDER BY id LIMIT $1) AS next ON true ORDER BY next.id")
+
+FLUSH = ("WITH deleted AS (DELETE FROM outbox WHERE id = ANY($1::bigint[]))"
+         " SELECT pg_notify($2, topic) FROM unnest($3::text[]) AS topic")
+
 # The broker's refusals of a message itself, which no retry can change.
 REFUSED_FOR_GOOD = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError, InvalidMessageError,
                     CorruptRecordException, InvalidTopicError, InvalidTimestampError)
@@ -206,7 +276,8 @@ def _retriable(exc: Exception) -> bool:
 async def outbox_status(conn: asyncpg.Connection | asyncpg.Pool, schema: str | None = None) -> dict:
     """Unpublished rows and the age of the oldest, the rows parked after the broker refused
     them, with their errors, and how many rows each holds back (of `schema`, else the search
-    path's)."""
+    path's). Unpublished: what the outbox holds, parked rows apart, which includes what the
+    relay published in the last OUTBOX_FLUSH_MS or so (it deletes it in batches)."""
     table = f'"{db.check_identifier(schema)}".outbox' if schema else "outbox"
     row = await conn.fetchrow(
         f"SELECT count(*) FILTER (WHERE parked_at IS NULL) AS unpublished,"

@@ -70,6 +70,13 @@ class Settings:
     outbox_batch_size: int = field(default_factory=lambda: _int("OUTBOX_BATCH_SIZE", 500))
     # NOTIFY wakes the relay at once; this poll is only the backstop for a lost notification.
     outbox_poll_interval_s: float = field(default_factory=lambda: _float("OUTBOX_POLL_INTERVAL_S", 1.0))
+    # The relay deletes what it published, and NOTIFYs consumers in other processes, in the
+    # statement that reads its next batch; once no append has come for this long after a
+    # publish, in a statement of its own (shared/outbox.py). It bounds how long a published
+    # row still counts in the outbox backlog, and how late another process hears of it.
+    outbox_flush_ms: int = field(default_factory=lambda: _int("OUTBOX_FLUSH_MS", 100))
+    # ... and the next read deletes them once this many wait, however young.
+    outbox_flush_rows: int = field(default_factory=lambda: _int("OUTBOX_FLUSH_ROWS", 200))
     # Empty the services' topics after the relays have published this many messages, once
     # every consumer group has handled them (shared/recycle.py): only for an embedded broker
     # that keeps every message, started by this system for one process. 0: never.

@@ -6,9 +6,13 @@ consumer groups polling every 10 ms kept 0.7 of this machine's two cores busy wi
 system at rest. So a consumer that has found nothing for CONSUMER_IDLE_AFTER_MS pauses its
 partitions (no fetch at all) until a relay says it published to one of its topics, or
 CONSUMER_WAKE_BACKSTOP_MS passes: each outbox relay NOTIFYs `tillstream_published` with
-the topic once the broker has acknowledged a batch, and one LISTEN connection per process
-wakes that process's consumers of the topic. A lost notification costs the backstop's delay,
-never a message: the consumer fetches from its position whatever woke it.
+the topic, and one LISTEN connection per process wakes that process's consumers of the topic.
+A relay wakes the consumers of its own process at once, in memory, when the broker has
+acknowledged a batch (`published_here`); the NOTIFY, for other processes, rides on its next
+statement, or goes alone once no append came for OUTBOX_FLUSH_MS (shared/outbox.py), and this
+process's listener passes over it (it comes from one of its own relays' connections, whose
+backends they name with `relay_here`). A lost notification costs the backstop's delay, never a
+message: the consumer fetches from its position whatever woke it.
 """
 from __future__ import annotations
 
@@ -26,6 +30,9 @@ class PublishedListener:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock: asyncio.Lock | None = None
         self._waiters: dict[str, set[asyncio.Event]] = defaultdict(set)
+        # The server pids of this process's relays' connections: what they NOTIFY was
+        # announced here already, when it was published (`published_here`).
+        self._own_relays: set[int] = set()
 
     async def subscribe(self, dsn: str, topics: list[str]) -> asyncio.Event:
         """An event set whenever a relay publishes to one of `topics`."""
@@ -66,9 +73,22 @@ class PublishedListener:
             for wake in waiters:
                 wake.set()
 
-    def _on_notify(self, _conn, _pid, _channel, topic: str) -> None:
-        for wake in self._waiters.get(topic, ()):
-            wake.set()
+    def relay_here(self, server_pid: int, *, leading: bool = True) -> None:
+        """A relay of this process leads on the connection of `server_pid` (or no longer does)."""
+        if leading:
+            self._own_relays.add(server_pid)
+        else:
+            self._own_relays.discard(server_pid)
+
+    def published_here(self, topics) -> None:
+        """A relay of this process published to `topics`: wake this process's consumers of them."""
+        for topic in topics:
+            for wake in self._waiters.get(topic, ()):
+                wake.set()
+
+    def _on_notify(self, _conn, pid: int, _channel, topic: str) -> None:
+        if pid not in self._own_relays:
+            self.published_here((topic,))
 
 
 listener = PublishedListener()
