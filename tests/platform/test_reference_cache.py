@@ -139,7 +139,7 @@ async def test_every_instance_drops_what_another_changed(stack, unique):
             assert sent == []
             seen = [c.reference.generation("shipping_methods") for c in (ctx, other)]
             await plain_sql(stack, ctx.store.schema, "UPDATE shipping_methods SET cost = 9")
-            for context, generation in zip((ctx, other), seen):
+            for context, generation in zip((ctx, other), seen, strict=True):
                 await told_of(context.reference, "shipping_methods", generation)
             assert await costs(ctx) == await costs(other) == [Decimal(9)]
             assert reads_of(sent, "shipping_methods m") == 2, sent
