@@ -80,20 +80,22 @@ class ReferenceCache:
         # Bumped by each notification of a table, and (`_epoch`) each time the connection drops.
         self._generations: dict[str, int] = defaultdict(int)
         self._epoch = 0
+        self._hits, self._misses, self._uncached = (READS.labels(self.schema, outcome)
+                                                    for outcome in ("hit", "miss", "uncached"))
 
     async def read(self, key: Hashable, tables: Iterable[str], load: Callable[[], Awaitable[Any]]) -> Any:
         """The answer cached under `key`, or `load()`'s, kept if nothing it read from (`tables`,
         of this schema) changed meanwhile."""
         if self._max_entries <= 0 or not await self._listener.serving(self):
-            READS.labels(self.schema, "uncached").inc()
+            self._uncached.inc()
             return await load()
         now = time.monotonic()
         entry = self._entries.get(key)
         if entry is not None and now - entry.filled_at < self._max_age_s:
             self._entries.move_to_end(key)
-            READS.labels(self.schema, "hit").inc()
+            self._hits.inc()
             return entry.value
-        READS.labels(self.schema, "miss").inc()
+        self._misses.inc()
         tables = frozenset(tables)
         before = self._stamp(tables)
         value = await load()
