@@ -48,7 +48,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter
 
-from shared.db import check_identifier
+from shared.db import OUTAGE_ERRORS, check_identifier
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class ReferenceListener:
             except BaseException:
                 await conn.close()
                 raise
-        except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        except (*OUTAGE_ERRORS, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
             self._next_try = time.monotonic() + _RETRY_S
             log.warning("reference cache not listening; reading the database", extra={"fields": {"error": str(exc)}})
             return
