@@ -93,6 +93,11 @@ class Settings:
     # measured this often by one task per process, a round given up after the timeout. 0: never.
     metrics_refresh_ms: int = field(default_factory=lambda: _int("METRICS_REFRESH_MS", 5000))
     metrics_refresh_timeout_ms: int = field(default_factory=lambda: _int("METRICS_REFRESH_TIMEOUT_MS", 10000))
+    # Reference data (locations, shipping and payment methods, countries, variants and prices)
+    # a service keeps per process, dropped in every process when it changes (shared/reference_cache.py):
+    # answers kept per service (0: none), and the longest one is served, as a backstop.
+    reference_cache_entries: int = field(default_factory=lambda: _int("REFERENCE_CACHE_ENTRIES", 10_000))
+    reference_cache_max_age_s: float = field(default_factory=lambda: _float("REFERENCE_CACHE_MAX_AGE_S", 60.0))
     db_pool_min: int = field(default_factory=lambda: _int("DB_POOL_MIN", 2))
     db_pool_max: int = field(default_factory=lambda: _int("DB_POOL_MAX", 10))
     log_level: str = field(default_factory=lambda: os.environ.get("LOG_LEVEL", "INFO"))

@@ -1,4 +1,9 @@
-"""Application handlers of the cart service: catalog lookups, then the Cart aggregate."""
+"""Application handlers of the cart service: catalog lookups, then the Cart aggregate.
+
+The catalog (a variant with its price, which variants are discarded) is read through the
+service's `ReferenceCache` (shared/reference_cache.py): no statement while it is unchanged,
+read again in every process once it changes. Promotions and their uses are not: their uses
+change with every completion."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -15,15 +20,19 @@ from shared.ids import next_id
 from shared.validation import ascii_int
 
 
-async def find_variant(conn: asyncpg.Connection | asyncpg.Pool, variant_id: object, currency: str) -> VariantSnapshot:
+async def find_variant(ctx: CartContext, variant_id: object, currency: str) -> VariantSnapshot:
     variant_id = ascii_int(variant_id)
     if variant_id is None or not 0 < variant_id < 2**31:
         raise not_found("variant")
-    row = await conn.fetchrow(
-        "SELECT v.id, v.product_id, v.name, v.sku, v.track_inventory, v.options_text, p.amount AS price"
-        " FROM variants v LEFT JOIN prices p ON p.variant_id = v.id AND p.currency = $2"
-        " WHERE v.id = $1 AND v.discarded_at IS NULL",
-        variant_id, currency)
+
+    async def load() -> asyncpg.Record | None:
+        return await ctx.pool.fetchrow(
+            "SELECT v.id, v.product_id, v.name, v.sku, v.track_inventory, v.options_text, p.amount AS price"
+            " FROM variants v LEFT JOIN prices p ON p.variant_id = v.id AND p.currency = $2"
+            " WHERE v.id = $1 AND v.discarded_at IS NULL",
+            variant_id, currency)
+
+    row = await ctx.reference.read(("variant", variant_id, currency), ("variants", "prices"), load)
     if row is None:
         raise not_found("variant")
     if row["price"] is None:
@@ -31,9 +40,18 @@ async def find_variant(conn: asyncpg.Connection | asyncpg.Pool, variant_id: obje
     return VariantSnapshot(**dict(row))
 
 
+async def discarded_variants(ctx: CartContext, conn: asyncpg.Connection | asyncpg.Pool) -> frozenset[int]:
+    """The ids of the variants discarded from the catalog (Solidus soft-deletes: few), read on
+    `conn` if they must be read."""
+    async def load() -> frozenset[int]:
+        return frozenset(r["id"] for r in await conn.fetch("SELECT id FROM variants WHERE discarded_at IS NOT NULL"))
+
+    return await ctx.reference.read(("discarded variants",), ("variants",), load)
+
+
 async def add_line_item(ctx: CartContext, number: str, *, variant_id: object,
                         quantity: object, currency: str) -> CommandResult[Cart]:
-    variant = await find_variant(ctx.pool, variant_id, currency)
+    variant = await find_variant(ctx, variant_id, currency)
     new_line_id = await next_id(ctx.pool, "line_item_ids")
     return await ctx.carts.execute(
         ctx.pool, number, lambda cart: cart.add_line(variant, quantity, new_line_id=new_line_id))
@@ -108,9 +126,7 @@ async def lock_cart(ctx: CartContext, conn: asyncpg.Connection, number: str, req
             " AND order_number <> $2 GROUP BY promotion_id", ids, number))
         now = datetime.now(timezone.utc)
         lapsed_codes = {row["code"] for row in rows if lapsed(row, used.get(row["id"], 0), now)}
-    discarded = {r["id"] for r in await conn.fetch(
-        "SELECT id FROM variants WHERE id = ANY($1::int[]) AND discarded_at IS NOT NULL",
-        sorted({line.variant_id for line in lines}))}
+    discarded = await discarded_variants(ctx, conn)
     cart.lock(request_id, expected=[(line.variant_id, line.quantity) for line in lines],
               lapsed_codes=lapsed_codes, reservable=ids, discarded_variants=discarded)
     if cart.locked_by == request_id and ids:

@@ -10,6 +10,7 @@ import asyncpg
 from services.cart.domain import Cart
 from shared.aggregate import Repository
 from shared.eventstore import EventStore
+from shared.reference_cache import ReferenceCache
 from shared.service import ServiceContext
 
 
@@ -19,7 +20,13 @@ class CartContext:
     settings: Any
     store: EventStore
     carts: Repository[Cart]
+    # Its reference data (variants, their prices, which are discarded) as this process last read it.
+    reference: ReferenceCache
+
+    async def close(self) -> None:
+        self.reference.close()
 
 
 def build(ctx: ServiceContext) -> CartContext:
-    return CartContext(pool=ctx.pool, settings=ctx.settings, store=ctx.store, carts=Repository(ctx.store, Cart))
+    return CartContext(pool=ctx.pool, settings=ctx.settings, store=ctx.store, carts=Repository(ctx.store, Cart),
+                       reference=ReferenceCache(ctx.store.schema, ctx.settings))

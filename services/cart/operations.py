@@ -98,8 +98,7 @@ class CartOperations(CartService):
 
     async def discarded_among(self, *, variant_ids: list[int]) -> list[int]:
         wanted = sorted({v for v in variant_ids if isinstance(v, int) and 0 < v < 2**31})[:MAX_VARIANTS_QUERY]
-        return [r["id"] for r in await self.ctx.pool.fetch(
-            "SELECT id FROM variants WHERE id = ANY($1::int[]) AND discarded_at IS NOT NULL ORDER BY id", wanted)]
+        return sorted(set(wanted) & await commands.discarded_variants(self.ctx, self.ctx.pool))
 
     async def list_products(self) -> list[Product]:
         return [cast(Product, dict(r)) for r in await self.ctx.pool.fetch("SELECT * FROM products ORDER BY id")]

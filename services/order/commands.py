@@ -53,7 +53,9 @@ async def create_order(ctx: OrderContext, *, currency: str = "USD", email: str |
     raise RuntimeError("could not allocate an order number")
 
 
-async def find_country(conn: asyncpg.Connection | asyncpg.Pool, fields: dict) -> Country | None:
+async def find_country(ctx: OrderContext, fields: dict) -> Country | None:
+    """The country an address names (by id, name or ISO code) with its states: reference data,
+    read through the service's `ReferenceCache` (shared/reference_cache.py)."""
     if fields.get("country_id") is not None:
         condition, value = "c.id = $1", _int_or_none(fields["country_id"])
     elif isinstance(fields.get("country_name"), str):
@@ -62,15 +64,19 @@ async def find_country(conn: asyncpg.Connection | asyncpg.Pool, fields: dict) ->
         condition, value = "c.iso = upper($1)", str(fields.get("country_iso") or fields["country"].get("iso"))
     else:
         return None
-    row = await conn.fetchrow(  # the country with its states, in one round trip
-        "SELECT c.id, c.iso, c.states_required, coalesce(json_agg(json_build_array(s.id, s.name, s.abbr))"
-        " FILTER (WHERE s.id IS NOT NULL), '[]') AS states"
-        f" FROM countries c LEFT JOIN states s ON s.country_id = c.id WHERE {condition} GROUP BY c.id", value)
-    if row is None:
-        return None
-    states = row["states"]
-    names = {name.lower(): id_ for id_, name, _ in states} | {abbr.lower(): id_ for id_, _, abbr in states}
-    return Country(row["id"], row["iso"], row["states_required"], frozenset(id_ for id_, _, _ in states), names)
+
+    async def load() -> Country | None:
+        row = await ctx.pool.fetchrow(  # the country with its states, in one round trip
+            "SELECT c.id, c.iso, c.states_required, coalesce(json_agg(json_build_array(s.id, s.name, s.abbr))"
+            " FILTER (WHERE s.id IS NOT NULL), '[]') AS states"
+            f" FROM countries c LEFT JOIN states s ON s.country_id = c.id WHERE {condition} GROUP BY c.id", value)
+        if row is None:
+            return None
+        states = row["states"]
+        names = {name.lower(): id_ for id_, name, _ in states} | {abbr.lower(): id_ for id_, _, abbr in states}
+        return Country(row["id"], row["iso"], row["states_required"], frozenset(id_ for id_, _, _ in states), names)
+
+    return await ctx.reference.read(("country", condition, value), ("countries", "states"), load)
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -78,7 +84,7 @@ def _int_or_none(value: Any) -> int | None:
     return number if number is not None and 0 < number <= INT32_MAX else None
 
 
-async def _address(pool: asyncpg.Pool, prefix: str, fields: Any, *, require_phone: bool = True):
+async def _address(ctx: OrderContext, prefix: str, fields: Any, *, require_phone: bool = True):
     if fields is None:
         return None
     if not isinstance(fields, dict):
@@ -88,16 +94,16 @@ async def _address(pool: asyncpg.Pool, prefix: str, fields: Any, *, require_phon
         fields["state_id"] = _int_or_none(fields["state_id"])
     if isinstance(fields.get("state"), dict):
         fields.setdefault("state_name", fields["state"].get("abbr") or fields["state"].get("name"))
-    country = await find_country(pool, fields)
-    address_id = await next_id(pool, "address_ids")
+    country = await find_country(ctx, fields)
+    address_id = await next_id(ctx.pool, "address_ids")
     return validate_address(prefix, fields, country, address_id, require_phone=require_phone)
 
 
 async def update_details(ctx: OrderContext, number: str, *, email: str | None, bill_address: Any,
                          ship_address: Any, use_billing: bool, require_phone: bool = True) -> CommandResult[Order]:
     try:
-        bill = await _address(ctx.pool, "bill_address", bill_address, require_phone=require_phone)
-        ship = await _address(ctx.pool, "ship_address", bill_address if use_billing and bill_address else ship_address,
+        bill = await _address(ctx, "bill_address", bill_address, require_phone=require_phone)
+        ship = await _address(ctx, "ship_address", bill_address if use_billing and bill_address else ship_address,
                               require_phone=require_phone)
     except DomainError:
         # An unknown order is refused as unknown before its addresses are judged; asked only

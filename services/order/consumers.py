@@ -70,7 +70,7 @@ def _needs_the_order(envelope: EventEnvelope) -> bool:
 
 async def inline_view_changes(envelopes: list[EventEnvelope]) -> list[dict] | None:
     """`on_event`'s work for other services' new events, as changes that ride in their append's
-    statement (migrations/011_inline_view_statement.sql `apply_inline`), when it is only the
+    statement (migrations/012_inline_view_statement.sql `apply_inline`), when it is only the
     view's and its fold reads nothing; None otherwise (on_event runs, in the append's
     transaction)."""
     if any(map(_needs_the_order, envelopes)):

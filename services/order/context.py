@@ -16,6 +16,7 @@ from services.order.saga import COMPLETION
 from services.order.view_watcher import ViewWatcher
 from shared.aggregate import Repository
 from shared.eventstore import EventStore
+from shared.reference_cache import ReferenceCache
 from shared.saga_runner import SagaRunner
 from shared.service import ServiceContext
 
@@ -36,9 +37,12 @@ class OrderContext:
     # idempotency records it shares) and the sweep (consumers.run_expired_steps).
     completion: SagaRunner
     watcher: ViewWatcher
+    # Its reference data (countries and their states) as this process last read it.
+    reference: ReferenceCache
 
     async def close(self) -> None:
         await self.watcher.close()
+        self.reference.close()
 
 
 def build(ctx: ServiceContext) -> OrderContext:
@@ -55,4 +59,5 @@ def build(ctx: ServiceContext) -> OrderContext:
 
     completion.bind(ctx.pool, ctx.peers, await_view=view_applied)
     return OrderContext(pool=ctx.pool, settings=ctx.settings, store=ctx.store, peers=ctx.peers, orders=orders,
-                        completion=completion, watcher=watcher)
+                        completion=completion, watcher=watcher,
+                        reference=ReferenceCache(ctx.store.schema, ctx.settings))

@@ -128,8 +128,11 @@ class OrderOperations(OrderService):
         return {"caught_up": await wait(self.ctx, number, list(after), None, timeout_ms)}
 
     async def countries(self) -> list[Country]:
-        rows = await self.ctx.pool.fetch("SELECT * FROM countries ORDER BY name")
-        states = await self.ctx.pool.fetch("SELECT * FROM states ORDER BY name")
+        async def load() -> tuple[tuple, tuple]:  # reference data (shared/reference_cache.py)
+            return (tuple(await self.ctx.pool.fetch("SELECT * FROM countries ORDER BY name")),
+                    tuple(await self.ctx.pool.fetch("SELECT * FROM states ORDER BY name")))
+
+        rows, states = await self.ctx.reference.read(("country list",), ("countries", "states"), load)
         return cast(list[Country], [{**dict(r), "states": [dict(s) for s in states if s["country_id"] == r["id"]]}
                                     for r in rows])
 

@@ -106,12 +106,12 @@ async def schedule_unpaid_release(conn: asyncpg.Connection, number: str, release
 
 
 async def next_reference(conn: asyncpg.Connection) -> str:
-    """GetCandy's order reference: YYYY-MM-NNNN, the month's highest plus one."""
-    month = await conn.fetchval("SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM')")
-    number = await conn.fetchval(
-        "INSERT INTO monthly_references (month, last) VALUES ($1, 1)"
-        " ON CONFLICT (month) DO UPDATE SET last = monthly_references.last + 1 RETURNING last", month)
-    return f"{month}-{number:04d}"
+    """GetCandy's order reference: YYYY-MM-NNNN, the month's highest plus one. The month is the
+    database's (UTC, at the transaction's start), named in the one statement that counts it."""
+    row = await conn.fetchrow(
+        "INSERT INTO monthly_references (month, last) VALUES (to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM'), 1)"
+        " ON CONFLICT (month) DO UPDATE SET last = monthly_references.last + 1 RETURNING month, last")
+    return f"{row['month']}-{row['last']:04d}"
 
 
 def completion_failed(order: Order, saga: SagaInstance) -> None:

@@ -65,7 +65,7 @@ class _StampedOnNextUpdate:
 
     def _update_change(self, number: str, assignments: dict, *, below_cart_version: int | None = None,
                        stampable: bool = True, request_changed: bool = False, patch: dict | None = None) -> dict:
-        """An update of the order's row as migrations/011's apply_view_changes reads it, with the
+        """An update of the order's row as migrations/012's apply_view_changes reads it, with the
         stamp waiting for this order riding on it and its notification."""
         change: dict = {"op": "update", "number": number, "set": assignments}
         if below_cart_version is not None:

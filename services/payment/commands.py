@@ -16,15 +16,30 @@ from shared.ids import next_id
 from shared.validation import ascii_int
 
 
-async def find_method(conn: asyncpg.Connection | asyncpg.Pool, method_id: Any) -> PaymentMethod:
+async def find_method(ctx: PaymentContext, method_id: Any) -> PaymentMethod:
+    """An active payment method users may choose: reference data, read through the service's
+    `ReferenceCache` (shared/reference_cache.py), as is every payment method's auto-capture."""
     method_id = ascii_int(method_id)
     if method_id is None or not 0 < method_id < 2**31:
         raise not_found("payment method")
-    row = await conn.fetchrow("SELECT id, name, method_type, auto_capture FROM payment_methods"
-                              " WHERE id = $1 AND active AND available_to_users", method_id)
-    if row is None:
+
+    async def load() -> PaymentMethod | None:
+        row = await ctx.pool.fetchrow("SELECT id, name, method_type, auto_capture FROM payment_methods"
+                                      " WHERE id = $1 AND active AND available_to_users", method_id)
+        return None if row is None else PaymentMethod(**dict(row))
+
+    method = await ctx.reference.read(("method", method_id), ("payment_methods",), load)
+    if method is None:
         raise not_found("payment method")
-    return PaymentMethod(**dict(row))
+    return method
+
+
+async def auto_capture_methods(ctx: PaymentContext, conn: asyncpg.Connection) -> frozenset[int]:
+    """The ids of the payment methods that capture as they authorise (read on `conn` if read)."""
+    async def load() -> frozenset[int]:
+        return frozenset(r["id"] for r in await conn.fetch("SELECT id FROM payment_methods WHERE auto_capture"))
+
+    return await ctx.reference.read(("auto-capture methods",), ("payment_methods",), load)
 
 
 async def token_of(conn: asyncpg.Connection | asyncpg.Pool, source: CardSource | None) -> str:
@@ -36,7 +51,7 @@ async def token_of(conn: asyncpg.Connection | asyncpg.Pool, source: CardSource |
 
 async def create_payment(ctx: PaymentContext, number: str, *, payment_method_id: Any,
                          amount: Any, source: Any, error_prefix: str = "") -> CommandResult[OrderPayments]:
-    method = await find_method(ctx.pool, payment_method_id)
+    method = await find_method(ctx, payment_method_id)
     value = parse_amount(amount)
     card = None
     if method.method_type == "gateway":
@@ -72,13 +87,12 @@ async def process_payments(ctx: PaymentContext, conn: asyncpg.Connection, number
     if payments.refuse_unless_covering(request_id, amount):
         await ctx.payments.save(conn, payments)
         return
-    methods = await conn.fetch("SELECT id, auto_capture FROM payment_methods")
-    auto_capture = {r["id"]: r["auto_capture"] for r in methods}
+    auto_capture = await auto_capture_methods(ctx, conn)
     covered, declined = Decimal("0"), None
     for payment in payments.to_process():
         if covered >= amount:
             break
-        capture = auto_capture.get(payment.method_id, False)
+        capture = payment.method_id in auto_capture
         action = "purchase" if capture else "authorize"
         result = await ctx.gateway.call(action, gateway_token=await token_of(conn, payment.source),
                                         amount=payment.amount, idempotency_key=f"{number}-{payment.number}-{action}")

@@ -13,6 +13,7 @@ from services.payment.gateway import BogusGateway
 from shared import safety
 from shared.aggregate import Repository
 from shared.eventstore import EventStore
+from shared.reference_cache import ReferenceCache
 from shared.service import ServiceContext
 
 
@@ -23,6 +24,11 @@ class PaymentContext:
     store: EventStore
     payments: Repository[OrderPayments]
     gateway: BogusGateway
+    # Its reference data (payment methods) as this process last read it.
+    reference: ReferenceCache
+
+    async def close(self) -> None:
+        self.reference.close()
 
 
 def connect_gateway(settings: Any, pool: asyncpg.Pool) -> BogusGateway:
@@ -37,4 +43,5 @@ def connect_gateway(settings: Any, pool: asyncpg.Pool) -> BogusGateway:
 def build(ctx: ServiceContext) -> PaymentContext:
     return PaymentContext(pool=ctx.pool, settings=ctx.settings, store=ctx.store,
                           payments=Repository(ctx.store, OrderPayments),
-                          gateway=connect_gateway(ctx.settings, ctx.pool))
+                          gateway=connect_gateway(ctx.settings, ctx.pool),
+                          reference=ReferenceCache(ctx.store.schema, ctx.settings))

@@ -37,9 +37,12 @@ class PaymentOperations(PaymentService):
         return {"events": result.event_ids}
 
     async def payment_methods(self) -> list[PaymentMethod]:
-        rows = await self.ctx.pool.fetch(
-            "SELECT id, name, method_type, auto_capture, handle FROM payment_methods"
-            " WHERE active AND available_to_users ORDER BY id")
+        async def load() -> tuple:  # reference data (shared/reference_cache.py)
+            return tuple(await self.ctx.pool.fetch(
+                "SELECT id, name, method_type, auto_capture, handle FROM payment_methods"
+                " WHERE active AND available_to_users ORDER BY id"))
+
+        rows = await self.ctx.reference.read(("method list",), ("payment_methods",), load)
         return [cast(PaymentMethod, dict(r)) for r in rows]
 
     async def load_payment_methods(self, *, methods: list[dict[str, Any]]) -> PaymentMethodsLoaded:

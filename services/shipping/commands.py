@@ -1,4 +1,9 @@
-"""Application handlers of the shipping service: reference data in, OrderShipments out."""
+"""Application handlers of the shipping service: reference data in, OrderShipments out.
+
+The reference data (active stock locations, shipping methods and their zones) is read through
+the service's `ReferenceCache` (shared/reference_cache.py): no statement while it is unchanged,
+read again in every process once it changes. Stock counts never are: they change with every
+checkout and are row-locked for allocation."""
 from __future__ import annotations
 
 from decimal import Decimal
@@ -13,12 +18,16 @@ from shared.faults import crash_point
 from shared.ids import next_id
 
 
-async def active_locations(conn: asyncpg.Connection | asyncpg.Pool, variant_ids: list[int] | None = None,
-                           *, lock: bool = False) -> list[StockLocation]:
-    """The active locations with their stock (of `variant_ids` only, if given); `lock`
-    row-locks those stock items, in one order (variant, location) so that competing
-    completions cannot deadlock."""
-    locations = await conn.fetch("SELECT id, name FROM stock_locations WHERE active ORDER BY id")
+async def active_locations(ctx: ShippingContext, conn: asyncpg.Connection | asyncpg.Pool,
+                           variant_ids: list[int] | None = None, *, lock: bool = False) -> list[StockLocation]:
+    """The active locations (cached reference data) with their stock (of `variant_ids` only, if
+    given: read every time); `lock` row-locks those stock items, in one order (variant,
+    location) so that competing completions cannot deadlock. A location (de)activated since
+    the cached list was read (a notification's delay) has no stock here or is left out."""
+    async def load() -> tuple:
+        return tuple(await conn.fetch("SELECT id, name FROM stock_locations WHERE active ORDER BY id"))
+
+    locations = await ctx.reference.read(("active locations",), ("stock_locations",), load)
     items = await conn.fetch(
         "SELECT i.stock_location_id, i.variant_id, i.count_on_hand, i.backorderable FROM stock_items i"
         " JOIN stock_locations l ON l.id = i.stock_location_id WHERE l.active"
@@ -32,15 +41,27 @@ async def active_locations(conn: asyncpg.Connection | asyncpg.Pool, variant_ids:
         for loc in locations]
 
 
-async def methods_for(conn: asyncpg.Connection | asyncpg.Pool, country_iso: str, currency: str,
-                      *, users_only: bool = True) -> list[Method]:
-    rows = await conn.fetch(
-        "SELECT m.id, m.name, m.code, m.cost, (SELECT z.name FROM zones z WHERE z.id = ANY(m.zone_ids)"
-        " AND $1 = ANY(z.countries) ORDER BY z.id LIMIT 1) AS zone FROM shipping_methods m WHERE m.currency = $2"
-        " AND ($3 = false OR m.available_to_users)"
-        " AND EXISTS (SELECT 1 FROM zones z WHERE z.id = ANY(m.zone_ids) AND $1 = ANY(z.countries))"
-        " ORDER BY m.cost, m.id", country_iso, currency, users_only)
-    return [Method(r["id"], r["name"], r["code"], Decimal(r["cost"]), r["zone"]) for r in rows]
+async def methods_for(ctx: ShippingContext, conn: asyncpg.Connection | asyncpg.Pool, country_iso: str,
+                      currency: str, *, users_only: bool = True) -> list[Method]:
+    async def load() -> tuple[Method, ...]:
+        rows = await conn.fetch(
+            "SELECT m.id, m.name, m.code, m.cost, (SELECT z.name FROM zones z WHERE z.id = ANY(m.zone_ids)"
+            " AND $1 = ANY(z.countries) ORDER BY z.id LIMIT 1) AS zone FROM shipping_methods m WHERE m.currency = $2"
+            " AND ($3 = false OR m.available_to_users)"
+            " AND EXISTS (SELECT 1 FROM zones z WHERE z.id = ANY(m.zone_ids) AND $1 = ANY(z.countries))"
+            " ORDER BY m.cost, m.id", country_iso, currency, users_only)
+        return tuple(Method(r["id"], r["name"], r["code"], Decimal(r["cost"]), r["zone"]) for r in rows)
+
+    return list(await ctx.reference.read(("methods", country_iso, currency, users_only),
+                                         ("shipping_methods", "zones"), load))
+
+
+async def method_ids(ctx: ShippingContext) -> frozenset[int]:
+    """The ids of every shipping method (whatever it ships to)."""
+    async def load() -> frozenset[int]:
+        return frozenset(r["id"] for r in await ctx.pool.fetch("SELECT id FROM shipping_methods"))
+
+    return await ctx.reference.read(("method ids",), ("shipping_methods",), load)
 
 
 async def build_shipments(ctx: ShippingContext, conn: asyncpg.Connection, number: str, request_id: str, *,
@@ -52,8 +73,8 @@ async def build_shipments(ctx: ShippingContext, conn: asyncpg.Connection, number
     shipments = await ctx.shipments.load(conn, number)
     if request_id in shipments.delivery_answered or shipments.superseded(requested_at):
         return
-    locations = await active_locations(conn, sorted({line.variant_id for line in lines}))
-    methods = await methods_for(conn, ship_address.country_iso, currency)
+    locations = await active_locations(ctx, conn, sorted({line.variant_id for line in lines}))
+    methods = await methods_for(ctx, conn, ship_address.country_iso, currency)
     ids = [r["id"] for r in await conn.fetch(
         "SELECT nextval('shipping_ids') AS id FROM generate_series(1, $1)", (len(methods) + 1) * len(locations))]
     shipments.build(request_id, [Line(item.variant_id, item.quantity, item.track_inventory) for item in lines],
@@ -75,7 +96,7 @@ async def allocate_stock(ctx: ShippingContext, conn: asyncpg.Connection, number:
     if shipments.allocation_answered(request_id):
         return
     tracked = sorted({line.variant_id for line in lines if line.track_inventory})
-    locations = await active_locations(conn, tracked, lock=True) if tracked else []
+    locations = await active_locations(ctx, conn, tracked, lock=True) if tracked else []
     units = shipments.allocate(request_id, [Line(item.variant_id, item.quantity, item.track_inventory)
                                             for item in lines], locations)
     if units:
@@ -117,7 +138,7 @@ async def select_method(ctx: ShippingContext, number: str, shipment_number: str,
     """Re-rate the shipment for one method (Solidus's select_shipping_method): unknown
     methods are not found; a method that does not ship to the order's destination, or in its
     currency, is refused."""
-    if not await ctx.pool.fetchval("SELECT EXISTS (SELECT 1 FROM shipping_methods WHERE id = $1)", method_id):
+    if method_id not in await method_ids(ctx):
         raise not_found("shipping method")
     shipments = await ctx.shipments.load(ctx.pool, number)
     if shipments.destination is None:
@@ -125,7 +146,7 @@ async def select_method(ctx: ShippingContext, number: str, shipment_number: str,
                                            lambda s: s.select_method_among_rates(shipment_number, method_id),
                                            loaded=shipments)
     country_iso, currency = shipments.destination
-    methods = await methods_for(ctx.pool, country_iso, currency, users_only=False)
+    methods = await methods_for(ctx, ctx.pool, country_iso, currency, users_only=False)
     method = next((m for m in methods if m.id == method_id), None)
     if method is None:
         raise DomainError("shipping_method_unavailable", "cannot ship this shipment", field="shipping_method_id")

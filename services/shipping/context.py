@@ -10,6 +10,7 @@ import asyncpg
 from services.shipping.domain import OrderShipments
 from shared.aggregate import Repository
 from shared.eventstore import EventStore
+from shared.reference_cache import ReferenceCache
 from shared.service import ServiceContext
 
 
@@ -19,8 +20,14 @@ class ShippingContext:
     settings: Any
     store: EventStore
     shipments: Repository[OrderShipments]
+    # Its reference data (locations, shipping methods, zones) as this process last read it.
+    reference: ReferenceCache
+
+    async def close(self) -> None:
+        self.reference.close()
 
 
 def build(ctx: ServiceContext) -> ShippingContext:
     return ShippingContext(pool=ctx.pool, settings=ctx.settings, store=ctx.store,
-                           shipments=Repository(ctx.store, OrderShipments))
+                           shipments=Repository(ctx.store, OrderShipments),
+                           reference=ReferenceCache(ctx.store.schema, ctx.settings))

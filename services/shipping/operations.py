@@ -91,7 +91,7 @@ class ShippingOperations(ShippingService):
         return {str(v): cast(StockLevelJson, level.model_dump()) for v, level in levels.items()}
 
     async def estimated_rates(self, *, country_iso: str, currency: str = "USD") -> list[EstimatedRate]:
-        methods = await commands.methods_for(self.ctx.pool, country_iso, currency, users_only=False)
+        methods = await commands.methods_for(self.ctx, self.ctx.pool, country_iso, currency, users_only=False)
         return [cast(EstimatedRate, {"shipping_method_id": m.id, "name": m.name, "code": m.code, "cost": m.cost,
                                      "zone": m.zone}) for m in methods]
 

@@ -1,6 +1,6 @@
 """Issue #26.3: an inline projection that can tell its changes without reading rides in the
 producing service's append statement (shared/eventstore.py InlineStatement, the order's
-`apply_inline`, services/order/migrations/011_inline_view_statement.sql): one statement, no
+`apply_inline`, services/order/migrations/012_inline_view_statement.sql): one statement, no
 BEGIN/COMMIT, no search_path switch; the same view as the handler's path; its processed-events
 record written with it; atomic with the append; and the handler's transaction when it must
 read or change the Order."""
