@@ -81,9 +81,16 @@ class InlineStatement:
     a store's new events without reading (None when it cannot: its handler runs instead), and
     the subscriber's SQL function `function(consumer text, event_ids uuid[], changes jsonb)`
     records the events as the consumer's and applies the changes, inside the append's own
-    statement (no search_path switch, no BEGIN/COMMIT of its own)."""
-    changes: Callable[[list[EventEnvelope]], Awaitable[list | None]]
+    statement (no search_path switch, no BEGIN/COMMIT of its own). With `premised` (an append
+    outside a transaction, which can be run again), the changes may rest on a premise the
+    function checks, failing the statement with SQLSTATE PREMISE_FAILED when it does not hold:
+    then nothing was stored, and the append runs the handler instead."""
+    changes: Callable[[list[EventEnvelope], bool], Awaitable[list | None]]
     function: str
+
+
+# What an InlineStatement's function raises when a premise of its changes does not hold.
+PREMISE_FAILED = "TS001"
 
 
 @dataclass(frozen=True)
@@ -172,7 +179,8 @@ async def _apply_inline(conn: asyncpg.Connection, projections: list[InlineProjec
     return applied
 
 
-async def _riding(projections: list[InlineProjection], envelopes: list[EventEnvelope]) -> list[Riding] | None:
+async def _riding(projections: list[InlineProjection], envelopes: list[EventEnvelope], *,
+                  premised: bool) -> list[Riding] | None:
     """The projections that want these events, each with its changes, if all of them can ride
     in the append's statement (InlineStatement); None if one has to run its handler."""
     riding: list[Riding] = []
@@ -180,7 +188,8 @@ async def _riding(projections: list[InlineProjection], envelopes: list[EventEnve
         wanted = [e for e in envelopes if projection.event_types is None or e.type in projection.event_types]
         if not wanted:
             continue
-        changes = await projection.statement.changes(wanted) if projection.statement is not None else None
+        changes = (await projection.statement.changes(wanted, premised) if projection.statement is not None
+                   else None)
         if changes is None:
             return None
         riding.append((projection, wanted, changes))
@@ -283,10 +292,16 @@ class EventStore:
         inline = _inline.get(self.schema)
         if inline and events and project is None:
             envelopes = _envelopes(events, aggregate_type, aggregate_id, expected_version)
-            riding = await _riding(inline, envelopes)
+            outside = not conn.is_in_transaction()
+            riding = await _riding(inline, envelopes, premised=outside)
             if riding is not None:  # every projection rides in the statement (or none wants them)
-                return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
-                                                   expected_version=expected_version, riding=riding)
+                try:
+                    return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
+                                                       expected_version=expected_version, riding=riding)
+                except asyncpg.PostgresError as exc:
+                    if not (outside and exc.sqlstate == PREMISE_FAILED):
+                        raise
+                    # Nothing was stored (the statement was its own transaction): the handlers decide.
             if not conn.is_in_transaction():
                 async with conn.transaction():  # the projections commit with the events, or neither does
                     return await self._append_handled(conn, inline, envelopes, key=key or aggregate_id, topic=topic,

@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 import asyncpg
 
 from services.order.commands import project, release_unpaid_orders
+from services.order.domain import Order
 from services.order.projections import apply_to_view, view_changes
 from services.order.saga import COMPLETION
 from services.order.view import VIEW_CONSUMER
 from shared.contracts import cart as c
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
-from shared.envelope import EventEnvelope, decode_event
+from shared.envelope import DomainEvent, EventEnvelope, decode_event
 from shared.eventstore import InlineStatement, projected_inline
 from shared.faults import dropped, hold_point
 from shared.kafka import events_topic
@@ -58,24 +59,33 @@ async def on_event(ctx: OrderContext, conn: asyncpg.Connection, envelope: EventE
         await ctx.orders.save(conn, order, project=project)
 
 
-def _needs_the_order(envelope: EventEnvelope) -> bool:
-    """Whether `on_event` changes the Order for this event, besides the view."""
-    match decode_event(envelope):
-        case c.CartRepriced(lines_changed=True) | s.ShipmentsBuilt() | s.ShipmentsUnavailable():
-            return True
-        case p.PaymentCaptured() | p.PaymentVoided() | p.PaymentRefunded():
+def _needs_the_order(event: DomainEvent) -> bool:
+    """Whether `on_event` may change the Order for this event, besides the view."""
+    match event:
+        case s.ShipmentsBuilt() | s.ShipmentsUnavailable() | p.PaymentCaptured() | p.PaymentVoided() \
+                | p.PaymentRefunded():
             return True
     return False
 
 
-async def inline_view_changes(envelopes: list[EventEnvelope]) -> list[dict] | None:
+async def inline_view_changes(envelopes: list[EventEnvelope], premised: bool) -> list[dict] | None:
     """`on_event`'s work for other services' new events, as changes that ride in their append's
     statement (migrations/012_inline_view_statement.sql `apply_inline`), when it is only the
     view's and its fold reads nothing; None otherwise (on_event runs, in the append's
-    transaction)."""
-    if any(map(_needs_the_order, envelopes)):
+    transaction). A cart whose lines changed restarts the Order's checkout only past the cart:
+    with `premised`, the changes ride on the premise that the order is not there (checked, its
+    row locked, in the statement; when it fails, on_event runs after all)."""
+    events = [decode_event(envelope) for envelope in envelopes]
+    if any(map(_needs_the_order, events)):
         return None
-    return await view_changes(envelopes)
+    premises = [{"op": "expect_state_not_in", "number": envelope.aggregate_id,
+                 "states": list(Order.CART_CHANGE_RESTARTS_FROM)}
+                for envelope, event in zip(envelopes, events, strict=True)
+                if isinstance(event, c.CartRepriced) and event.lines_changed]
+    if premises and not premised:
+        return None
+    changes = await view_changes(envelopes)
+    return None if changes is None else [*premises[:1], *changes]  # an append's events are one order's
 
 
 async def on_saga_answer(ctx: OrderContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:

@@ -269,9 +269,14 @@ class Order(Aggregate):
             self._record(PaymentStateChanged(number=self.id, payment_total=payment_total,
                                              payment_state=payment_state, shipment_state=shipments))
 
+    # The states a cart change restarts the checkout from: from any other, `restart_checkout`
+    # records nothing (so the view may take a cart change without the Order, premised on its
+    # state: services/order/consumers.py inline_view_changes).
+    CART_CHANGE_RESTARTS_FROM = CHECKOUT_STATES_AFTER_CART
+
     def restart_checkout(self, *, has_items: bool) -> None:
         """The cart changed: Solidus's restart_checkout_flow (cart, then next if it has lines)."""
-        if self.state in CHECKOUT_STATES_AFTER_CART and not self.completing:
+        if self.state in self.CART_CHANGE_RESTARTS_FROM and not self.completing:
             self._restart("address" if has_items else "cart")
 
     def _restart(self, state: str) -> None:

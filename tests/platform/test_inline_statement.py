@@ -6,6 +6,7 @@ record written with it; atomic with the append; and the handler's transaction wh
 read or change the Order."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from decimal import Decimal
 
@@ -123,21 +124,62 @@ async def test_events_the_order_decides_on_run_the_handler_in_a_transaction(stac
         handled.append(envelope.type)
         await apply_to_view(conn, envelope)
 
-    repriced = c.CartRepriced(order_number="R1", item_total=Decimal("9.99"), adjustment_total=Decimal(0),
-                              total_quantity=1, item_count=1, lines_changed=True)  # the Order may restart
+    captured = p.PaymentCaptured(order_number="R1", payment_id=1, amount=Decimal("9.99"), authorization="A")
     async with producer_and_view(stack, unique, "c", handler=handler) as (store, view, pool, sent):
         async with pool.acquire() as conn:
-            stored = await store.append(conn, aggregate_type="Cart", aggregate_id="R1", expected_version=0,
-                                        events=[repriced])
-        assert handled == ["cart.CartRepriced"]
+            stored = await store.append(conn, aggregate_type="Payment", aggregate_id="R1", expected_version=0,
+                                        events=[captured])  # the Order's payment state follows its payments
+        assert handled == ["payment.PaymentCaptured"]
         assert sent[0] == "BEGIN;" and sent[-1] == "COMMIT;" and not any("apply_inline(" in q for q in sent), sent
         assert await recorded(pool, view) == {stored[0].event_id}
-        assert (await view_row(pool, view))["item_total"] == Decimal("9.99")
+
+
+def line_added(number: str, quantity: int = 1) -> list:
+    """What adding a line appends to the cart: the lines changed, so the Order restarts its
+    checkout if it is past the cart."""
+    variant = c.VariantSnapshot(id=3, product_id=1, name="Mug", sku="MUG-1", price=Decimal("9.99"),
+                                track_inventory=True)
+    return [c.LineItemAdded(order_number=number, line_item_id=quantity, variant=variant, quantity=quantity,
+                            price=Decimal("9.99")),
+            c.CartRepriced(order_number=number, item_total=Decimal("9.99") * quantity, adjustment_total=Decimal(0),
+                           total_quantity=quantity, item_count=1, lines_changed=True)]
+
+
+async def test_a_changed_cart_rides_while_the_order_is_in_the_cart_and_else_the_handler_decides(stack, unique):
+    handled: list[str] = []
+
+    async def handler(conn, envelope) -> None:  # on_event's place: it would restart the checkout
+        handled.append(envelope.type)
+        await apply_to_view(conn, envelope)
+
+    async with producer_and_view(stack, unique, "f", handler=handler) as (store, view, pool, sent):
+        async with pool.acquire() as conn:
+            first = await store.append(conn, aggregate_type="Cart", aggregate_id="R1", expected_version=0,
+                                       events=line_added("R1"))
+            await asyncio.sleep(0)  # query loggers are called soon after, not at once
+            assert len(sent) == 1 and "apply_inline(" in sent[0] and handled == [], sent  # on the premise: in the cart
+            # Inside a caller's transaction the premise cannot be retried: the handler runs.
+            async with conn.transaction():
+                await store.append(conn, aggregate_type="Cart", aggregate_id="R1", expected_version=2,
+                                   events=line_added("R1", 2))
+            assert handled == ["cart.LineItemAdded", "cart.CartRepriced"]
+            handled.clear()
+            await conn.execute(f'UPDATE "{view}".order_view SET state = $1 WHERE number = $2', "address", "R1")
+            await asyncio.sleep(0)
+            sent.clear()
+            last = await store.append(conn, aggregate_type="Cart", aggregate_id="R1", expected_version=4,
+                                      events=line_added("R1", 3))
+        # The premise failed (the order left the cart): nothing of that statement stayed, the handler decided.
+        assert "apply_inline(" in sent[0] and sent[1] == "BEGIN;" and sent[-1] == "COMMIT;", sent
+        assert handled == ["cart.LineItemAdded", "cart.CartRepriced"]
+        assert {e.event_id for e in first + last} <= await recorded(pool, view)
+        assert await pool.fetchval(f'SELECT count(*) FROM "{view}".order_line_items') == 3
+        assert (await view_row(pool, view))["item_total"] == Decimal("29.97")
 
 
 async def test_a_ride_is_atomic_with_the_append(stack, unique):
-    async def failing_changes(envelopes):
-        changes = await inline_view_changes(envelopes)
+    async def failing_changes(envelopes, premised):
+        changes = await inline_view_changes(envelopes, premised)
         return [*changes, {"op": "update", "number": "R1", "set": {"no_such_column": 1}}]
 
     async with producer_and_view(stack, unique, "d", statement=InlineStatement(failing_changes, "apply_inline")) \

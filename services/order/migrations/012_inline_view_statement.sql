@@ -11,13 +11,17 @@
 -- may now also `patch` one element of the payments or shipments lists (merge fields into the
 -- element with a key's value, or append one unless there is such an element): what the folds
 -- of payments and rates did by reading the list first, so those folds need no read either
--- (SqlOrderView calls apply_view_changes for them too).
+-- (SqlOrderView calls apply_view_changes for them too). An `expect_state_not_in` change is a
+-- premise of those after it (a cart change restarts nothing while the order is in the cart): it
+-- locks the order's row and fails the statement with SQLSTATE TS001 when the order's state is
+-- one of those given, and the producer then runs the subscriber's handler instead.
 
 CREATE FUNCTION apply_view_changes(view_changes jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     change jsonb;
     patch jsonb;
+    current_state text;
     names text[];
     assignments text;
 BEGIN
@@ -72,6 +76,12 @@ BEGIN
             END IF;
             IF change ? 'notify' THEN
                 PERFORM pg_notify(change->'notify'->>'channel', change->'notify'->>'payload');
+            END IF;
+        WHEN 'expect_state_not_in' THEN  -- a premise of the changes that follow: the Order would record nothing
+            SELECT v.state INTO current_state FROM order_view AS v WHERE v.number = change->>'number' FOR UPDATE;
+            IF current_state = ANY (ARRAY(SELECT jsonb_array_elements_text(change->'states'))) THEN
+                RAISE EXCEPTION 'order % is %, which the changes did not expect', change->>'number', current_state
+                    USING ERRCODE = 'TS001';  -- shared/eventstore.py PREMISE_FAILED: the handler decides
             END IF;
         WHEN 'add_line' THEN
             names := checked_view_columns('order_line_items', change->'line');
