@@ -8,6 +8,10 @@ HTTP_REQUESTS = Histogram(
 EVENTS_APPENDED = Counter("tillstream_events_appended_total", "Events appended to the store", ["schema"])
 OUTBOX_PUBLISHED = Counter("tillstream_outbox_published_total", "Outbox messages published", ["schema"])
 CONSUMED = Counter("tillstream_consumer_messages_total", "Messages handled", ["consumer", "outcome"])
+SAGA_ANSWERS = Counter("tillstream_saga_answers_recorded_total",
+                       "Answers a saga's drive recorded from a call's reply: in one statement on the row as it"
+                       " knew it, or in a transaction (a local step, a failure, the row moved on meanwhile)",
+                       ["saga", "how"])
 HANDLE_SECONDS = Histogram(
     "tillstream_consumer_handle_seconds", "Time to handle one message", ["consumer"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),

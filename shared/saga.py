@@ -69,6 +69,7 @@ class SagaInstance:
     cause_event_id: str | None = None  # what made it take its current step: the cause of the calls
     call_attempts: int = 0  # calls of the current step that failed (not an outage)
     retries: int = 0        # calls made again of the current step (or undos)
+    version: int = 0        # every change of its row moves it on (shared/sql/014_saga_versions.sql)
 
 
 # An answer moves the saga on with new data (a dict) or fails it (a Failure).

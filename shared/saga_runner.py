@@ -12,6 +12,13 @@ the host's `saga` subscription feeds them to `handle` as well. Both paths record
 under the same idempotency record (`processed_events`, the subscription's name, the event
 id), so whichever comes first takes it and the other changes nothing.
 
+The drive knows the row as it last wrote it (its `version`, moved on by every change of the
+row, shared/sql/014_saga_versions.sql): an answer that needs no host (no local step, no
+failure) is recorded in one statement, `record_saga_answer` (the idempotency record and the new
+state, only if the row is still at that version), and the drive goes on from the state it wrote
+without reading it back. When the row moved on meanwhile (an operator, the sweep, the answer
+from Kafka) that statement stores nothing and the answer is recorded the long way.
+
 A reply lost (a crash, a timeout, an outage) costs a retry, not the saga: the sweep calls a
 step again at `retry_at` (the participant answers its first answer again), doubling, until
 the step's deadline, after which the saga compensates. A crash anywhere resumes from the last
@@ -28,7 +35,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import asyncpg
 
-from shared import context
+from shared import context, metrics
 from shared.aggregate import Aggregate, Repository
 from shared.envelope import EventEnvelope, decode_event, upcast
 from shared.eventstore import Projector, remember_applied
@@ -40,7 +47,9 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 _COLUMNS = ("id, saga, key, correlation_id, data, step, status, invoked, pending, failure, deadline_at, attempts,"
-            " abort_requested, force_requested, started_by, retry_at, cause_event_id, call_attempts, retries")
+            " abort_requested, force_requested, started_by, retry_at, cause_event_id, call_attempts, retries, version")
+# What an instance's row must still be at for `record_saga_answer`, else it fails with this.
+MOVED_ON = "TS002"
 _STATE = ("data", "step", "status", "invoked", "pending", "failure", "deadline_at", "attempts", "retry_at",
           "cause_event_id", "call_attempts", "retries")
 
@@ -55,6 +64,12 @@ def _row_to_instance(row: asyncpg.Record) -> SagaInstance:
 def _value(instance: SagaInstance, column: str) -> Any:
     value = getattr(instance, column)
     return value.__dict__ if isinstance(value, Failure) else value
+
+
+def _state_json(instance: SagaInstance) -> dict[str, Any]:
+    """The columns the runner changes, as `record_saga_answer` reads them (jsonb_populate_record)."""
+    return {column: value.isoformat() if isinstance(value := _value(instance, column), datetime) else value
+            for column in _STATE}
 
 
 class _Lost(Exception):
@@ -108,15 +123,16 @@ class SagaRunner:
                            *(_value(instance, c) for c in columns))
 
     # -- driving -------------------------------------------------------------------------
-    def drive(self, saga_id: str, *, after_commit: bool = False) -> asyncio.Task:
+    def drive(self, saga_id: str, *, after_commit: bool = False, known: SagaInstance | None = None) -> asyncio.Task:
         """Drive the instance (a task of the runner's: a caller may stop waiting for it).
         `after_commit`: started from inside a transaction that has the row locked, whose
-        outcome the first read waits for."""
+        outcome the first read waits for. `known`: the instance as its row was just committed
+        (by `started`), instead of reading it."""
         running = self._driving.get(saga_id)
         if running is not None and not running.done():
             self._again.add(saga_id)
             return running
-        task = asyncio.get_running_loop().create_task(self._drive(saga_id, after_commit))
+        task = asyncio.get_running_loop().create_task(self._drive(saga_id, after_commit, known))
         self._driving[saga_id] = task
         task.add_done_callback(lambda _: self._driving.pop(saga_id, None)
                                if self._driving.get(saga_id) is task else None)
@@ -127,23 +143,27 @@ class SagaRunner:
         task = self._driving.get(saga_id)
         return task if task is not None and not task.done() else None
 
-    async def _drive(self, saga_id: str, locked_read: bool) -> None:
+    async def _drive(self, saga_id: str, locked_read: bool, known: SagaInstance | None) -> None:
         assert self._slots is not None, "the runner is bound at start-up"
         async with self._slots:
             try:
-                instance = await self._read(saga_id, locked=locked_read)
+                instance = known if known is not None else await self._read(saga_id, locked=locked_read)
                 while instance is not None:
                     calls = self.saga.due_calls(instance)
                     if not calls:
                         return
                     outcomes = await asyncio.gather(*(self._call(instance, call) for call in calls))
                     moved, probe = False, copy.deepcopy(instance)  # to tell which answer ends it
+                    # The instance as this drive's records leave it, while each was recorded in
+                    # one statement on the row as the drive knew it; None once one was not.
+                    current: SagaInstance | None = copy.deepcopy(instance)
                     for call, outcome in zip(calls, outcomes, strict=True):
-                        moved = await self._record(instance, probe, call, outcome) or moved
+                        recorded, current = await self._record(instance, probe, call, outcome, current)
+                        moved = recorded or moved
                     if not moved and saga_id not in self._again:
                         return
                     self._again.discard(saga_id)
-                    instance = await self._read(saga_id)
+                    instance = current if current is not None else await self._read(saga_id)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("saga drive stopped; the sweep resumes it", extra={"fields": {
                     "saga": saga_id, "error": repr(exc)}})
@@ -171,19 +191,21 @@ class SagaRunner:
         crash_point("saga.after_call")  # the participant committed; its reply is not recorded
         return reply
 
-    async def _record(self, instance: SagaInstance, probe: SagaInstance, call: Call, outcome: Any) -> bool:
-        """Record a call's outcome; True when the instance may have moved on. `probe`: a copy
-        of the instance's state as last read, moved on by the answers recorded since."""
+    async def _record(self, instance: SagaInstance, probe: SagaInstance, call: Call, outcome: Any,
+                      current: SagaInstance | None) -> tuple[bool, SagaInstance | None]:
+        """Record a call's outcome: whether the instance may have moved on, and the instance as
+        now stored if this drive knows it (`current`: as it knew it before; None: unknown).
+        `probe`: a copy of the instance's state as last read, moved on by the answers since."""
         if isinstance(outcome, _Lost):
-            return False
+            return False, current
         if isinstance(outcome, Exception):
-            return await self._failed(instance.id, call, f"{type(outcome).__name__}: {outcome}")
+            return await self._failed(instance.id, call, f"{type(outcome).__name__}: {outcome}"), None
         events = [upcast(EventEnvelope.model_validate(event)) for event in outcome.get("events", [])]
         if not events:  # called after its undo: nothing to record
-            return False
+            return False, current
         envelope = events[0]
         if dropped(f"saga.answer.{envelope.type}"):  # fault injection: the reply is lost on the way
-            return False
+            return False, current
         await hold_point("saga.answer")
         replied = self._replied.setdefault(instance.id, [])
         replied += [str(e.event_id) for e in events if str(e.event_id) not in replied]
@@ -191,14 +213,47 @@ class SagaRunner:
             await self.await_view(instance.key, replied)
         assert self.pool is not None
         with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
+            if current is not None and (moved := await self._record_at_version(current, envelope)) is not None:
+                return True, moved if isinstance(moved, SagaInstance) else None
             async with self.pool.acquire() as conn, conn.transaction():
                 recorded = await conn.execute("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)"
                                               " ON CONFLICT DO NOTHING", self.consumer, envelope.event_id)
                 if recorded == "INSERT 0 1":
                     await self.handle(conn, envelope, drive=False)
         if recorded == "INSERT 0 1":  # its delivery from Kafka is passed over without a transaction
+            metrics.SAGA_ANSWERS.labels(self.saga.name, "transaction").inc()
             remember_applied(self.consumer, [str(envelope.event_id)])
-        return True
+        return True, None
+
+    async def _record_at_version(self, current: SagaInstance, envelope: EventEnvelope) -> SagaInstance | bool | None:
+        """An answer that moves the instance on without its host (no local step, no failure),
+        recorded in one statement on the row as `current` says it is (`record_saga_answer`):
+        the instance as stored after it; False if the answer was recorded before (by Kafka:
+        the instance is then unknown here); None when this cannot be done (a local step, a
+        failure, or the row moved on since: nothing was stored), to record it the long way."""
+        assert self.pool is not None
+        event = decode_event(envelope)
+        if getattr(event, "request_id", None) != current.id:
+            return None
+        moved = copy.deepcopy(current)
+        decision = self.saga.answered(moved, event, self.settings, _now())
+        if decision is None or decision.local is not None or decision.finished == FAILED:
+            return None
+        moved.cause_event_id = str(envelope.event_id)  # the cause of the next calls
+        crash_point("saga.before_commit")  # the step is decided, not yet committed
+        try:
+            version = await self.pool.fetchval("SELECT record_saga_answer($1, $2, $3, $4, $5)", self.consumer,
+                                               envelope.event_id, current.id, current.version, _state_json(moved))
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate != MOVED_ON:
+                raise
+            return None
+        if version is None:
+            return False
+        metrics.SAGA_ANSWERS.labels(self.saga.name, "one_statement").inc()
+        moved.version = version
+        remember_applied(self.consumer, [str(envelope.event_id)])
+        return moved
 
     def _ends(self, probe: SagaInstance, envelope: EventEnvelope) -> bool:
         """Whether this answer ends the instance (the pivot, or its failure), judged on (and

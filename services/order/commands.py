@@ -158,7 +158,7 @@ async def complete(ctx: OrderContext, number: str, *, guest_token: str | None = 
 
     result = await ctx.orders.execute(ctx.pool, number, request, project=project, then=start)
     if ctx.completion.pool is not None:
-        ctx.completion.drive(started[0].id)
+        ctx.completion.drive(started[0].id, known=started[0])  # as `started` stored it: no read
     return result
 
 
