@@ -52,9 +52,29 @@ class StatementProjection:
     project: Projector
     changes: Callable[[list[EventEnvelope]], Awaitable[list | None]]
     function: str
+    # A function (aggregate id text, position bigint) of the read model's rows as the write left
+    # them, joined LATERAL to `function`'s rows within `reading_the_write()`: a command's answer
+    # read by its own statement.
+    reading_function: str | None = None
 
     async def __call__(self, conn: asyncpg.Connection, envelopes: list[EventEnvelope]) -> None:
         await self.project(conn, envelopes)
+
+
+_write_reads: contextvars.ContextVar[list | None] = contextvars.ContextVar("write_reads", default=None)
+
+
+@contextmanager
+def reading_the_write() -> Iterator[list]:
+    """A list that gets the first row of a one-statement projecting append made within the
+    block by a StatementProjection with a `reading_function` (what its write left in the read
+    model); stays empty when none was made (nothing recorded, or the transactional path)."""
+    read: list = []
+    token = _write_reads.set(read)
+    try:
+        yield read
+    finally:
+        _write_reads.reset(token)
 
 
 # The appends made while a consumer applies a run of messages in one transaction
@@ -344,24 +364,34 @@ class EventStore:
             envelopes = _envelopes(events, aggregate_type, aggregate_id, expected_version)
             changes = await projection.changes(envelopes)
             if changes is not None:
+                read = _write_reads.get() if projection.reading_function else None
                 return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
                                                    expected_version=expected_version,
-                                                   projected=(projection.function, changes))
+                                                   projected=(projection.function, changes),
+                                                   reading=projection.reading_function if read is not None else None,
+                                                   read_into=read)
         async with conn.transaction():  # as any projection, in the append's transaction
             return await self.append(conn, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
                                      expected_version=expected_version, events=events, key=key, topic=topic,
                                      project=projection)
 
-    def _projecting_statement(self, function: str) -> str:
-        return (f'SELECT stored_position AS position, stored_event_id AS event_id FROM "{self.schema}".'
-                f'{check_identifier(function)}({", ".join(f"${i}" for i in range(1, 18))})')
+    def _projecting_statement(self, function: str, reading: str | None = None) -> str:
+        statement = (f'SELECT w.stored_position AS position, w.stored_event_id AS event_id'
+                     f'{", r.*" if reading else ""} FROM "{self.schema}".{check_identifier(function)}'
+                     f'({", ".join(f"${i}" for i in range(1, 18))}) AS w')
+        if reading:
+            statement += (f' LEFT JOIN LATERAL "{self.schema}".{check_identifier(reading)}(($3::text[])[1],'
+                          " w.stored_position) AS r ON true")
+        return statement
 
     async def append_envelopes(self, conn: asyncpg.Connection, envelopes: Sequence[EventEnvelope],
                                *, key: str, expected_version: int, topic: str | None = None,
                                restore_search_path: bool = False, projected: tuple[str, list] | None = None,
-                               riding: list[Riding] | None = None) -> list[EventEnvelope]:
+                               riding: list[Riding] | None = None, reading: str | None = None,
+                               read_into: list | None = None) -> list[EventEnvelope]:
         """`projected`: a StatementProjection's function and changes, to append with (one statement);
-        `riding`: inline projections applied in the statement before the append."""
+        `riding`: inline projections applied in the statement before the append; `reading` (with
+        `projected`): its reading function, whose answer `read_into` gets (the first row)."""
         messages = [e.to_json() for e in envelopes]
         too_large = max(map(len, messages), default=0)
         if too_large > MAX_EVENT_BYTES:
@@ -374,7 +404,7 @@ class EventStore:
             extra = [value for projection, wanted, changes in riding
                      for value in (projection.consumer, [e.event_id for e in wanted], changes)]
         elif projected is not None:
-            statement, extra = self._projecting_statement(projected[0]), [projected[1]]
+            statement, extra = self._projecting_statement(projected[0], reading), [projected[1]]
         elif restore_search_path:
             statement, extra = self._restoring_append, [check_identifier(self.schema)]
         else:
@@ -401,6 +431,8 @@ class EventStore:
             raise
         if riding:
             _rode(riding)
+        if read_into is not None and positions:
+            read_into[:] = [positions[0]]
         by_id = {r["event_id"]: r["position"] for r in positions}
         stored = [e.model_copy(update={"position": by_id[e.event_id]}) for e in envelopes]
         metrics.EVENTS_APPENDED.labels(self.schema).inc(len(stored))

@@ -33,7 +33,8 @@ async def _apply_to_view(conn: asyncpg.Connection, events: list[EventEnvelope]) 
 # The order view applies the order's own events with them: outside a transaction, in the
 # append's one statement (migrations/010_project_and_append.sql) unless a fold must read the
 # view first; inside one (a saga step, a consumer), as its statements.
-project = StatementProjection(_apply_to_view, view_changes, "project_and_append_events")
+project = StatementProjection(_apply_to_view, view_changes, "project_and_append_events",
+                              reading_function="order_as_written")
 
 
 async def create_order(ctx: OrderContext, *, currency: str = "USD", email: str | None = None,

@@ -25,23 +25,27 @@ from services.order.api import (
 from services.order.consumers import view_is_inline
 from services.order.context import OrderContext
 from services.order.delivery import deliver
-from services.order.view import has_settled, read_order
+from services.order.view import has_settled, order_as_written, read_order
 from shared.aggregate import CommandResult, DomainError, not_found
 from shared.db import Upsert, upsert_all
+from shared.eventstore import reading_the_write
 
 MAX_VIEW_WAIT_MS = 10_000
 
 
 async def answer(ctx: OrderContext, result: CommandResult, *, awaiting: str | None = None,
-                 view_wait_ms: int | None = None, settled: bool = False, **extra: Any) -> Any:
+                 view_wait_ms: int | None = None, settled: bool = False, written: list | None = None,
+                 **extra: Any) -> Any:
     """A command's events (and what it awaits); with `view_wait_ms`, also the order view once
     the awaited answer is in (`settled`: the caller saw it applied, nothing to wait for). The
-    order's own events are in the view already: they are applied in the command's transaction."""
+    order's own events are in the view already: they are applied in the command's transaction.
+    `written`: the write's own answer of the view (`reading_the_write`), when nothing came after
+    it that the answer must show; else the view is read."""
     body = {"events": result.event_ids, "awaiting": awaiting, **extra}
     if view_wait_ms is not None:
         number = result.aggregate.id
         caught_up = settled or await wait(ctx, number, [], awaiting, view_wait_ms)
-        body["order"] = await read_order(ctx.pool, number)
+        body["order"] = order_as_written(written[0]) if written else await read_order(ctx.pool, number)
         body["view_stale"] = not caught_up
     return body
 
@@ -78,9 +82,11 @@ class OrderOperations(OrderService):
                            dialect: str | None = None, view_wait_ms: int | None = None) -> Created:
         if dialect not in (None, "solidus", "getcandy"):
             raise DomainError("invalid_dialect", "dialect is solidus or getcandy", status=422)
-        result, token = await commands.create_order(self.ctx, currency=currency, email=email, user_id=user_id,
-                                                    dialect=dialect)
-        return await answer(self.ctx, result, view_wait_ms=view_wait_ms, number=result.aggregate.id, token=token)
+        with reading_the_write() as written:
+            result, token = await commands.create_order(self.ctx, currency=currency, email=email, user_id=user_id,
+                                                        dialect=dialect)
+        return await answer(self.ctx, result, view_wait_ms=view_wait_ms, written=written, number=result.aggregate.id,
+                            token=token)
 
     async def update_details(self, number: str, *, email: str | None = None, bill_address: Any = None,
                              ship_address: Any = None, use_billing: bool = False, require_phone: bool = True,
@@ -99,11 +105,14 @@ class OrderOperations(OrderService):
                       after: Sequence[str] = (), guest_token: str | None = None) -> Advanced:
         await wait(self.ctx, number, list(after), None,
                    DEFAULT_VIEW_WAIT_MS if view_wait_ms is None else view_wait_ms)
-        result = await commands.advance(self.ctx, number, require_email=require_email, guest_token=guest_token)
+        with reading_the_write() as written:
+            result = await commands.advance(self.ctx, number, require_email=require_email, guest_token=guest_token)
         order = result.aggregate
+        if order.pending_delivery:  # the delivery's answer changes the view after the write
+            written.clear()
         delivered = bool(order.pending_delivery) and await deliver(self.ctx, result)
         return await answer(self.ctx, result, awaiting=order.pending_delivery, view_wait_ms=view_wait_ms,
-                            settled=delivered, state=order.state)
+                            settled=delivered, written=written, state=order.state)
 
     async def complete(self, number: str, *, view_wait_ms: int | None = None,
                        guest_token: str | None = None) -> Outcome:

@@ -346,9 +346,18 @@ WHERE v.number = $1"""
 async def read_order(conn: asyncpg.Connection | asyncpg.Pool, number: str) -> dict | None:
     """The order view with its lines and taxes: one query (it is on every request's path)."""
     row = await conn.fetchrow(_READ_ORDER, number)
-    if row is None:
+    return None if row is None else _order(dict(row))
+
+
+def order_as_written(row: asyncpg.Record) -> dict | None:
+    """The order as read_order reads it, from a row of the order's write joined to
+    migrations/012's `order_as_written`: what the write left in the view, in its own statement."""
+    if row["number"] is None:
         return None
-    order = dict(row)
+    return _order({k: v for k, v in row.items() if k not in ("position", "event_id")})
+
+
+def _order(order: dict) -> dict:
     ids, variant_ids, quantities, prices, variants = (order.pop(k) or [] for k in
                                                       ("ids", "variant_ids", "quantities", "prices", "variants"))
     order["line_items"] = [{"id": i, "variant_id": v, "quantity": q, "price": p, "variant": var}

@@ -279,3 +279,32 @@ async def test_a_store_projected_inline_elsewhere_appends_in_a_transaction(stack
             assert await ctx.pool.fetchval("SELECT count(*) FROM processed_events WHERE consumer = 'other.orders'") == 1
     finally:
         forget_inline(order_schema)
+
+
+async def test_a_write_answers_the_order_as_it_left_it_without_reading_it(stack, order_schema):
+    """Issue #26.2: create and `next` answer with the view their own statement left
+    (its statement joins order_as_written): the same order read_order reads, and no read of their own."""
+    from services.order.operations import OrderOperations
+    from services.order.view import read_order
+
+    async with order_context(stack, order_schema) as (ctx, sent):
+        operations = OrderOperations(ctx)
+        created = await operations.create_order(email="ann@example.com", dialect="solidus", view_wait_ms=1000)
+        await asyncio.sleep(0)  # query loggers are called soon after, not at once
+        assert len(sent) == 1 and "order_as_written(" in sent[0], sent
+        number = created["number"]
+        assert created["order"] == await read_order(ctx.pool, number)
+        assert created["order"]["state"] == "cart" and created["order"]["line_items"] == []
+
+        await ctx.pool.execute("INSERT INTO order_line_items (id, order_number, variant_id, quantity, price, variant)"
+                               " VALUES (1, $1, 3, 2, 9.99, '{\"sku\": \"MUG-1\"}')", number)
+        await ctx.pool.execute("UPDATE order_view SET item_count = 1, item_total = 19.98 WHERE number = $1", number)
+        await asyncio.sleep(0)
+        sent.clear()
+        advanced = await operations.advance(number, view_wait_ms=1000)  # cart -> address
+        await asyncio.sleep(0)
+        assert advanced["state"] == "address"
+        assert len(sent) == 2 and "order_as_written(" in sent[1], sent  # the facts read, the write
+        assert advanced["order"] == await read_order(ctx.pool, number)
+        assert advanced["order"]["line_items"][0]["variant"] == {"sku": "MUG-1"}
+

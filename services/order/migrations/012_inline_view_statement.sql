@@ -135,3 +135,27 @@ ALTER FUNCTION apply_inline(text, uuid[], jsonb) SET search_path FROM CURRENT;
 ALTER FUNCTION project_and_append_events(uuid[], text[], text[], int[], text[], int[], timestamptz[], text[],
                                          text[], jsonb[], text, text, bytea[], text[], text, text, jsonb)
     SET search_path FROM CURRENT;
+
+-- What an order's write left in the view, read in the write's own statement
+-- (shared/eventstore.py StatementProjection.reading_function, reading_the_write): joined
+-- LATERAL to project_and_append_events' rows, so it runs after the write and, being volatile
+-- (plpgsql: never inlined), with a snapshot that sees it. `order_read` is the one-order read of
+-- services/order/view.py _READ_ORDER (a test compares the two answers: a column added to the
+-- view must be added here too, by CREATE OR REPLACE VIEW).
+CREATE VIEW order_read AS
+SELECT v.*, coalesce(t.rate, 0) AS tax_rate, l.ids, l.variant_ids, l.quantities, l.prices, l.variants
+FROM order_view v
+LEFT JOIN tax_rates t ON t.currency = v.currency
+LEFT JOIN LATERAL (
+    SELECT array_agg(id ORDER BY id) AS ids, array_agg(variant_id ORDER BY id) AS variant_ids,
+           array_agg(quantity ORDER BY id) AS quantities, array_agg(price ORDER BY id) AS prices,
+           jsonb_agg(variant ORDER BY id) AS variants
+    FROM order_line_items WHERE order_number = v.number) l ON true;
+
+CREATE FUNCTION order_as_written(order_number text, written_at bigint) RETURNS SETOF order_read
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY SELECT * FROM order_read AS r WHERE r.number = order_number;
+END
+$$;
+ALTER FUNCTION order_as_written(text, bigint) SET search_path FROM CURRENT;
