@@ -57,22 +57,27 @@ class StatementProjection:
         await self.project(conn, envelopes)
 
 
-# The appends made while a consumer applies a run of messages in one transaction
-# (shared/consumer.py): an append holds its store's table lock until commit, so the run's
-# transaction ends after one rather than taking row locks while holding it.
-_appends: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("appends", default=None)
+# The events stored by the appends made within a block: a consumer applying a run of messages
+# in one transaction (shared/consumer.py) ends it after one (an append holds its store's table
+# lock until commit, so the run's transaction ends rather than taking row locks while holding
+# it), and a saga's step answers with what its body stored (shared/steps.py) instead of
+# querying for it.
+_appends: contextvars.ContextVar[list[EventEnvelope] | None] = contextvars.ContextVar("appends", default=None)
 
 
 @contextmanager
-def counting_appends() -> Iterator[list[int]]:
-    """A list that gets one entry per append made within the block (by this task, and by
-    tasks it starts)."""
-    seen: list[int] = []
+def recording_appends() -> Iterator[list[EventEnvelope]]:
+    """A list of the envelopes stored by every append made within the block (by this task,
+    and by tasks it starts), in order; a block around it sees them too."""
+    seen: list[EventEnvelope] = []
+    outer = _appends.get()
     token = _appends.set(seen)
     try:
         yield seen
     finally:
         _appends.reset(token)
+        if outer is not None:
+            outer.extend(seen)
 
 
 @dataclass(frozen=True)
@@ -314,7 +319,7 @@ class EventStore:
         stored = [e.model_copy(update={"position": by_id[e.event_id]}) for e in envelopes]
         metrics.EVENTS_APPENDED.labels(self.schema).inc(len(stored))
         if (seen := _appends.get()) is not None:
-            seen.append(len(stored))
+            seen.extend(stored)
         return stored
 
     async def load_stream(self, conn: asyncpg.Connection | asyncpg.Pool, aggregate_type: str,

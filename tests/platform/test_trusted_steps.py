@@ -1,0 +1,113 @@
+"""A saga's step and the commands run inside other transactions read nothing a process can know:
+a step answers with the answer events it stored (no query), a state saved inside a transaction
+is trusted once that transaction commits, and a command inside a transaction runs on the trusted
+state with the same safety as `Repository.execute` (a conflict, a refusal or a no-op on a state
+that is behind ends as on the stored stream). Real PostgreSQL; reads counted."""
+from __future__ import annotations
+
+import json
+
+from shared.aggregate import Aggregate, DomainError, Repository
+from shared.eventstore import EventStore
+from shared.steps import run_step
+from tests.helpers.events import Answered, Ticked, Withdrawn
+
+
+class Desk(Aggregate):
+    """A participant answering requests once each, never after the request was withdrawn."""
+    aggregate_type = "Desk"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.answered: dict[str, int] = {}
+        self.withdrawn: set[str] = set()
+        self.total = 0
+
+    def answer(self, request_id: str, n: int) -> None:
+        if request_id in self.answered or request_id in self.withdrawn:
+            return
+        self._record(Answered(request_id=request_id, n=n))
+
+    def withdraw(self, request_id: str) -> None:
+        if request_id not in self.withdrawn:
+            self._record(Withdrawn(request_id=request_id))
+
+    def tick_below(self, n: int, cap: int) -> None:
+        if self.total + n > cap:
+            raise DomainError("over_cap", f"{self.total} + {n} is over {cap}")
+        self._record(Ticked(n=n))
+
+    def _on_Answered(self, event: Answered) -> None:
+        self.answered[event.request_id] = event.n
+        self.total += event.n
+
+    def _on_Withdrawn(self, event: Withdrawn) -> None:
+        self.withdrawn.add(event.request_id)
+
+    def _on_Ticked(self, event: Ticked) -> None:
+        self.total += event.n
+
+
+class CountingStore(EventStore):
+    """Counts the queries for a step's answers."""
+
+    def __init__(self, schema: str) -> None:
+        super().__init__(schema, "unused")
+        self.answer_queries = 0
+
+    async def answers(self, conn, aggregate_type, aggregate_id, request_id, types):
+        self.answer_queries += 1
+        return await super().answers(conn, aggregate_type, aggregate_id, request_id, types)
+
+
+def answering(desks: Repository, desk_id: str, request_id: str, n: int, *, tick: int = 0,
+              also: str | None = None):
+    """A step's body: load, answer, save; with `tick`, it records something that is no answer
+    too, with `also`, the answer of that other request."""
+    async def body(conn) -> None:
+        desk = await desks.load(conn, desk_id)
+        desk.answer(request_id, n)
+        if tick:
+            desk.tick_below(tick, cap=10**6)
+        if also:
+            desk.answer(also, n)
+        await desks.save(conn, desk)
+    return body
+
+
+async def step(pool, store, desks, desk_id, request_id, n, **kwargs) -> list[dict]:
+    reply = await run_step(pool, store, "Desk", desk_id, request_id, (Answered,),
+                           answering(desks, desk_id, request_id, n, **kwargs))
+    return reply["events"]
+
+
+async def test_a_step_answers_with_the_events_it_stored_and_a_repeated_call_with_the_first(pool, schema):
+    store = CountingStore(schema)
+    desks = Repository(store, Desk)
+    first = await step(pool, store, desks, "D-1", "r1", 5)
+    assert store.answer_queries == 0  # answered with what it stored
+    stored = await store.answers(pool, "Desk", "D-1", "r1", ["test.Answered"])
+    assert first == [json.loads(e.to_json()) for e in stored]  # as stored, position and all
+    assert [e["payload"]["n"] for e in first] == [5]
+    # Repeated (another n): nothing stored, the first answer found again.
+    store.answer_queries = 0
+    assert await step(pool, store, desks, "D-1", "r1", 7) == first
+    assert store.answer_queries == 1
+    # A call that stores only what is no answer (another type) still answers the first answer.
+    assert await step(pool, store, desks, "D-1", "r1", 9, tick=1) == first
+    assert store.answer_queries == 2
+    # ...and so does one that stores another request's answer.
+    assert await step(pool, store, desks, "D-1", "r1", 9, also="r3") == first
+    assert store.answer_queries == 3
+    # Another request's answer stored now is not this request's: r2's call answers r2 alone.
+    second = await step(pool, store, desks, "D-1", "r2", 3)
+    assert [(e["payload"]["request_id"], e["payload"]["n"]) for e in second] == [("r2", 3)]
+    assert store.answer_queries == 3
+
+
+async def test_a_step_after_its_undo_answers_nothing(pool, schema):
+    store = CountingStore(schema)
+    desks = Repository(store, Desk)
+    await desks.execute(pool, "D-2", lambda d: d.withdraw("r1"))
+    assert await step(pool, store, desks, "D-2", "r1", 5) == []
+    assert store.answer_queries == 1
