@@ -35,6 +35,7 @@ from typing import Callable, ClassVar, Generic, Iterable, TypeVar
 
 import asyncpg
 
+from shared import db
 from shared.envelope import DomainEvent, EventEnvelope, decode_event
 from shared.errors import DomainError, not_found  # noqa: F401 (the services import them from here)
 from shared.eventstore import ConcurrencyConflict, EventStore, Projector, StatementProjection
@@ -140,14 +141,15 @@ class Repository(Generic[A]):
         self._states.pop(aggregate_id, None)
         self._recent.pop(aggregate_id, None)
 
-    def _remember(self, aggregate: A, last_event_id: uuid.UUID, *, committed: bool) -> None:
+    def _remember(self, aggregate: A, last_event_id: uuid.UUID, *, committed: bool, confirming: bool = False) -> None:
         """A committed state is remembered whatever its length (it spares a command its read); an
-        unconfirmed one only for a long stream, or to replace what was remembered before it."""
+        unconfirmed one only for a long stream, to replace what was remembered before it, or
+        when it is `confirming`: known committed once its transaction commits (`_confirm`)."""
         if aggregate.pending:
             return
         long = aggregate.version >= self.cache_min_events
         known = aggregate.id in self._states or aggregate.id in self._recent
-        if not (long or committed or known):
+        if not (long or committed or known or confirming):
             return
         self._forget(aggregate.id)
         states, bound = (self._states, self.cache_size) if long else (self._recent, self.cache_recent)
@@ -156,6 +158,14 @@ class Repository(Generic[A]):
         states[aggregate.id] = (copy.deepcopy(aggregate), last_event_id, committed)
         while len(states) > bound:
             states.popitem(last=False)
+
+    def _confirm(self, aggregate_id: str, last_event_id: uuid.UUID) -> None:
+        """The transaction that saved the state remembered at `last_event_id` committed: it is
+        the state a command may trust, unless something else was remembered since."""
+        for states in (self._states, self._recent):
+            remembered = states.get(aggregate_id)
+            if remembered is not None and remembered[1] == last_event_id:
+                states[aggregate_id] = (remembered[0], last_event_id, True)
 
     def _trusted(self, aggregate_id: str) -> A | None:
         """A copy of the state the last command committed here, if that is what is remembered."""
@@ -167,18 +177,30 @@ class Repository(Generic[A]):
     async def save(self, conn: asyncpg.Connection, aggregate: A, *, key: str | None = None,
                    project: Projector | None = None, remember: bool = True) -> list[EventEnvelope]:
         """Append the aggregate's new events; `project` updates read models with them in
-        the same transaction (see `EventStore.append`). The state is remembered as not yet
-        known committed (`execute` remembers its own once committed), unless the append was
-        its own transaction (no transaction open on `conn`): then it is committed already."""
+        the same transaction (see `EventStore.append`). Saved inside a transaction, the state
+        is remembered as not yet known committed, and becomes so once the transaction commits
+        (`db.on_commit`: its owner says so; `execute` remembers its own); saved outside one
+        (the append was its own transaction), it is committed already. A conflict forgets what
+        was remembered: whoever retries reads the stream."""
         if not aggregate.pending:
             return []
-        stored = await self.store.append(conn, aggregate_type=self.cls.aggregate_type, aggregate_id=aggregate.id,
-                                         expected_version=aggregate.version, events=aggregate.pending, key=key,
-                                         project=project)
+        try:
+            stored = await self.store.append(conn, aggregate_type=self.cls.aggregate_type, aggregate_id=aggregate.id,
+                                             expected_version=aggregate.version, events=aggregate.pending, key=key,
+                                             project=project)
+        except ConcurrencyConflict:
+            self._forget(aggregate.id)
+            raise
         aggregate.version += len(aggregate.pending)
         aggregate.pending = []
         if stored and remember:
-            self._remember(aggregate, stored[-1].event_id, committed=not conn.is_in_transaction())
+            last = stored[-1].event_id
+            if not conn.is_in_transaction():
+                self._remember(aggregate, last, committed=True)
+            elif db.on_commit(conn, lambda: self._confirm(aggregate.id, last)):
+                self._remember(aggregate, last, committed=False, confirming=True)
+            else:
+                self._remember(aggregate, last, committed=False)
         return stored
 
     async def _load_run_save(self, conn: asyncpg.Connection, aggregate_id: str, command: Callable[[A], None], *,
@@ -228,7 +250,7 @@ class Repository(Generic[A]):
                         result = await self._load_run_save(conn, aggregate_id, command, key=key, project=project,
                                                            loaded=start)
                     else:
-                        async with conn.transaction():
+                        async with db.transaction(conn):  # what an inline projection saves, trusted once committed
                             result = await self._load_run_save(conn, aggregate_id, command, key=key, project=project,
                                                                then=then, loaded=start)
             except ConcurrencyConflict:

@@ -15,7 +15,7 @@ from typing import Awaitable, Callable, Iterator, Sequence
 
 import asyncpg
 
-from shared import context, metrics
+from shared import context, db, metrics
 from shared.db import check_identifier
 from shared.envelope import DomainEvent, EventEnvelope, envelope_for, upcast
 from shared.errors import DomainError
@@ -239,7 +239,7 @@ class EventStore:
         if project is not None and not conn.is_in_transaction():
             raise RuntimeError("an append that projects must run inside a transaction")
         if inline and events and not conn.is_in_transaction():
-            async with conn.transaction():  # the projections commit with the events, or neither does
+            async with db.transaction(conn):  # the projections commit with the events, or neither does
                 return await self.append(conn, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
                                          expected_version=expected_version, events=events, key=key, topic=topic)
         if not events:
@@ -268,7 +268,7 @@ class EventStore:
                 return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
                                                    expected_version=expected_version,
                                                    projected=(projection.function, changes))
-        async with conn.transaction():  # as any projection, in the append's transaction
+        async with db.transaction(conn):  # as any projection, in the append's transaction
             return await self.append(conn, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
                                      expected_version=expected_version, events=events, key=key, topic=topic,
                                      project=projection)

@@ -28,7 +28,7 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import asyncpg
 
-from shared import context
+from shared import context, db
 from shared.aggregate import Aggregate, Repository
 from shared.envelope import EventEnvelope, decode_event, upcast
 from shared.eventstore import Projector, remember_applied
@@ -191,7 +191,7 @@ class SagaRunner:
             await self.await_view(instance.key, replied)
         assert self.pool is not None
         with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with self.pool.acquire() as conn, db.transaction(conn):
                 recorded = await conn.execute("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)"
                                               " ON CONFLICT DO NOTHING", self.consumer, envelope.event_id)
                 if recorded == "INSERT 0 1":
@@ -208,7 +208,7 @@ class SagaRunner:
 
     async def _failed(self, saga_id: str, call: Call, error: str) -> bool:
         assert self.pool is not None
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn, db.transaction(conn):
             instance = await self._lock(conn, "id = $1", saga_id)
             if instance is None:
                 return False
@@ -224,7 +224,7 @@ class SagaRunner:
         if not locked:
             row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM sagas WHERE id = $1", saga_id)
             return _row_to_instance(row) if row else None
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn, db.transaction(conn):
             return await self._lock(conn, "id = $1", saga_id)
 
     # -- answers, deadlines --------------------------------------------------------------
@@ -252,7 +252,7 @@ class SagaRunner:
                                " ORDER BY least(deadline_at, retry_at) LIMIT $1", limit, list(self._driving))
         handled = 0
         for row in due:
-            async with pool.acquire() as conn, conn.transaction():
+            async with pool.acquire() as conn, db.transaction(conn):
                 instance = await self._lock(conn, "id = $1 AND (deadline_at <= now() OR retry_at <= now())",
                                             row["id"], skip_locked=True)
                 if instance is None:

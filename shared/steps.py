@@ -20,6 +20,7 @@ from typing import Any, Awaitable, Callable, Iterable, TypedDict
 
 import asyncpg
 
+from shared import db
 from shared.envelope import DomainEvent, EventEnvelope
 from shared.eventstore import ConcurrencyConflict, EventStore, recording_appends
 
@@ -59,7 +60,7 @@ async def _run(pool: asyncpg.Pool, store: EventStore, aggregate_type: str, numbe
     for attempt in range(ATTEMPTS):
         try:
             with recording_appends() as appended:
-                async with pool.acquire() as conn, conn.transaction():
+                async with pool.acquire() as conn, db.transaction(conn):
                     await body(conn)
                     stored = _answers_among(appended, aggregate_type, number, request_id, types) \
                         or await store.answers(conn, aggregate_type, number, request_id, types)

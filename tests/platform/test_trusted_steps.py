@@ -5,8 +5,12 @@ state with the same safety as `Repository.execute` (a conflict, a refusal or a n
 that is behind ends as on the stored stream). Real PostgreSQL; reads counted."""
 from __future__ import annotations
 
+import contextlib
 import json
 
+import pytest
+
+from shared import db
 from shared.aggregate import Aggregate, DomainError, Repository
 from shared.eventstore import EventStore
 from shared.steps import run_step
@@ -111,3 +115,58 @@ async def test_a_step_after_its_undo_answers_nothing(pool, schema):
     await desks.execute(pool, "D-2", lambda d: d.withdraw("r1"))
     assert await step(pool, store, desks, "D-2", "r1", 5) == []
     assert store.answer_queries == 1
+
+
+class Undone(Exception):
+    pass
+
+
+async def saved_inside(pool, desks: Repository, desk_id: str, request_id: str, *, opened_by: bool = False,
+                       outcome: str = "commit") -> None:
+    """A command saved inside a transaction owned by `db.transaction` (or, `opened_by`, by
+    `db.transaction_opened_by`, the consumers'); `outcome`: commit, rollback, or undone by a
+    savepoint of the committed transaction."""
+    async with pool.acquire() as conn:
+        try:
+            owner = db.transaction_opened_by(conn, "SELECT 1") if opened_by else db.transaction(conn)
+            async with owner:
+                async def save() -> None:
+                    desk = await desks.load(conn, desk_id)
+                    desk.answer(request_id, 1)
+                    await desks.save(conn, desk)
+                if outcome == "savepoint":
+                    with contextlib.suppress(Undone):
+                        async with db.savepoint(conn):
+                            await save()
+                            raise Undone
+                else:
+                    await save()
+                if outcome == "rollback":
+                    raise Undone
+        except Undone:
+            pass
+
+
+@pytest.mark.parametrize("opened_by", [False, True])
+async def test_a_state_saved_inside_a_transaction_is_trusted_once_it_commits(pool, schema, opened_by):
+    store = EventStore(schema, "unused")
+    desks = Repository(store, Desk)
+    await saved_inside(pool, desks, "D-3", "r1", opened_by=opened_by)  # a short stream, never seen before
+    reads = desks.streams_read
+    done = await desks.execute(pool, "D-3", lambda d: d.answer("r2", 1))
+    assert desks.streams_read == reads  # no read: trusted
+    assert (done.aggregate.total, done.aggregate.version) == (2, 2)
+
+
+@pytest.mark.parametrize("outcome", ["rollback", "savepoint"])
+async def test_a_state_saved_in_a_transaction_or_savepoint_that_was_undone_is_not_trusted(pool, schema, outcome):
+    store = EventStore(schema, "unused")
+    desks, elsewhere = Repository(store, Desk), Repository(store, Desk)
+    await desks.execute(pool, "D-4", lambda d: d.answer("r0", 1))
+    await saved_inside(pool, desks, "D-4", "r1", outcome=outcome)  # remembered at version 2, undone
+    await elsewhere.execute(pool, "D-4", lambda d: d.answer("r9", 5))  # the real event 2
+    reads = desks.streams_read
+    done = await desks.execute(pool, "D-4", lambda d: d.answer("r2", 1))
+    assert desks.streams_read == reads + 1  # read, not trusted
+    assert (done.aggregate.total, done.aggregate.version, sorted(done.aggregate.answered)) == \
+        (7, 3, ["r0", "r2", "r9"])
