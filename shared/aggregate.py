@@ -12,7 +12,12 @@ whoever wrote after it (events are immutable once committed), so trusting it is 
 taken on a state that is behind is caught where it matters. An append conflicts on the expected
 version (then the stream is read and the command run again, as for any concurrent append); a
 refusal or a command that records nothing is run again on the stream as stored before it is
-answered. States of short streams are kept at most AGGREGATE_CACHE_RECENT (least recently used
+answered. A state saved inside a transaction (a saga's step, a consumer, the order view's inline
+projection in another service's command) is trusted once that transaction commits: `save`
+registers it with `db.on_commit`, which the block owning the transaction runs after its COMMIT
+(and drops on a rollback). Commands inside a transaction (`run`) use the trusted state with the
+same safety, and `save` forgets what was remembered on any conflict, so the retry of whoever owns
+the transaction reads the stream. States of short streams are kept at most AGGREGATE_CACHE_RECENT (least recently used
 first out): enough for the seconds between a checkout's commands, not every checkout ever made.
 
 Loads (reads, and commands without a trusted state) do not replay a long stream from its start
@@ -26,12 +31,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import os
 import random
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Generic, Iterable, TypeVar
+from typing import Awaitable, Callable, ClassVar, Generic, Iterable, TypeVar
 
 import asyncpg
 
@@ -203,6 +209,31 @@ class Repository(Generic[A]):
                 self._remember(aggregate, last, committed=False)
         return stored
 
+    async def run(self, conn: asyncpg.Connection, aggregate_id: str, decide: Callable[[A], Awaitable[None] | None],
+                  *, key: str | None = None, project: Projector | None = None) -> list[EventEnvelope]:
+        """A command inside the caller's transaction on `conn` (a saga's step, a consumer, an
+        inline projection): `decide` (it may query and write on `conn`) on the aggregate, then
+        save what it recorded; the events stored (none: it recorded nothing).
+
+        It runs on the state this process's last committed command left, when there is one
+        (no read), with `execute`'s safety: a state behind the stream conflicts on the append
+        (`save` forgets it; the transaction's owner retries, and the retry reads the stream);
+        a refusal or nothing recorded on it is decided again on the stream as stored, in the
+        same transaction. So `decide` must not write before it refuses or finds nothing to do
+        what it cannot write twice; what it writes before recording rolls back on a conflict."""
+        trusted = self._trusted(aggregate_id)
+        if trusted is not None:
+            try:
+                await _decided(decide, trusted)
+            except DomainError:
+                pass  # judged on the stream as stored before the refusal is answered
+            else:
+                if trusted.pending:
+                    return await self.save(conn, trusted, key=key, project=project)
+        aggregate = await self.load(conn, aggregate_id)
+        await _decided(decide, aggregate)
+        return await self.save(conn, aggregate, key=key, project=project)
+
     async def _load_run_save(self, conn: asyncpg.Connection, aggregate_id: str, command: Callable[[A], None], *,
                              key: str | None, project: Projector | None = None, then: Projector | None = None,
                              loaded: A | None = None) -> CommandResult[A]:
@@ -267,3 +298,9 @@ class Repository(Generic[A]):
                 self._remember(result.aggregate, result.events[-1].event_id, committed=True)
             return result
         raise ConcurrencyConflict(self.cls.aggregate_type, aggregate_id, -1)
+
+
+async def _decided(decide: Callable[[A], Awaitable[None] | None], aggregate: A) -> None:
+    outcome = decide(aggregate)
+    if inspect.isawaitable(outcome):
+        await outcome

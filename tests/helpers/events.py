@@ -47,3 +47,9 @@ class Withdrawn(DomainEvent):
     """The request undone: a later call of it answers nothing."""
     event_type = "test.Withdrawn"
     request_id: str
+
+
+class Awaited(DomainEvent):
+    """The request a test participant now waits for: an answer to any other is ignored."""
+    event_type = "test.Awaited"
+    request_id: str

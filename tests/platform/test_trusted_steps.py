@@ -12,9 +12,9 @@ import pytest
 
 from shared import db
 from shared.aggregate import Aggregate, DomainError, Repository
-from shared.eventstore import EventStore
+from shared.eventstore import EventStore, InlineProjection, forget_inline, project_inline
 from shared.steps import run_step
-from tests.helpers.events import Answered, Ticked, Withdrawn
+from tests.helpers.events import Answered, Awaited, Ticked, Withdrawn
 
 
 class Desk(Aggregate):
@@ -25,7 +25,16 @@ class Desk(Aggregate):
         super().__init__(aggregate_id)
         self.answered: dict[str, int] = {}
         self.withdrawn: set[str] = set()
+        self.awaited: str | None = None
         self.total = 0
+
+    def wait_for(self, request_id: str) -> None:
+        self._record(Awaited(request_id=request_id))
+
+    def arrived(self, request_id: str, n: int) -> None:
+        """As the order's delivery_arrived: an answer to a request not awaited is ignored."""
+        if self.awaited == request_id:
+            self.answer(request_id, n)
 
     def answer(self, request_id: str, n: int) -> None:
         if request_id in self.answered or request_id in self.withdrawn:
@@ -44,6 +53,9 @@ class Desk(Aggregate):
     def _on_Answered(self, event: Answered) -> None:
         self.answered[event.request_id] = event.n
         self.total += event.n
+
+    def _on_Awaited(self, event: Awaited) -> None:
+        self.awaited = event.request_id
 
     def _on_Withdrawn(self, event: Withdrawn) -> None:
         self.withdrawn.add(event.request_id)
@@ -170,3 +182,87 @@ async def test_a_state_saved_in_a_transaction_or_savepoint_that_was_undone_is_no
     assert desks.streams_read == reads + 1  # read, not trusted
     assert (done.aggregate.total, done.aggregate.version, sorted(done.aggregate.answered)) == \
         (7, 3, ["r0", "r2", "r9"])
+
+
+# -- commands inside a transaction on the trusted state (Repository.run) --------------------
+def running(desks: Repository, desk_id: str, decide):
+    """A step's body as the participants' are: Repository.run."""
+    async def body(conn) -> None:
+        await desks.run(conn, desk_id, decide)
+    return body
+
+
+async def run_step_of(pool, store, desks, desk_id, request_id, decide) -> list[dict]:
+    return (await run_step(pool, store, "Desk", desk_id, request_id, (Answered,),
+                           running(desks, desk_id, decide)))["events"]
+
+
+async def test_a_step_runs_on_the_trusted_state_without_a_read(pool, schema):
+    store = CountingStore(schema)
+    desks = Repository(store, Desk)
+    await desks.execute(pool, "D-5", lambda d: d.answer("r0", 1))
+    reads = desks.streams_read
+    for n, request in enumerate(("r1", "r2", "r3"), start=2):
+        reply = await run_step_of(pool, store, desks, "D-5", request, lambda d, r=request, n=n: d.answer(r, n))
+        assert [(e["payload"]["request_id"], e["sequence"]) for e in reply] == [(request, n)]
+    assert desks.streams_read == reads  # trusted each time: committed by the step before
+    assert store.answer_queries == 0
+    # A repeated call: nothing recorded on the trusted state, decided again on the stream,
+    # answered with the first answer.
+    again = await run_step_of(pool, store, desks, "D-5", "r1", lambda d: d.answer("r1", 99))
+    assert [(e["payload"]["request_id"], e["payload"]["n"]) for e in again] == [("r1", 2)]
+    assert desks.streams_read == reads + 1
+
+
+async def test_a_stale_trusted_state_in_a_step_conflicts_and_the_step_answers_as_on_the_stream(pool, schema):
+    store = CountingStore(schema)
+    here, elsewhere = Repository(store, Desk), Repository(store, Desk)  # two instances
+    await here.execute(pool, "D-6", lambda d: d.answer("r0", 1))
+    # Another instance writes between two steps here: not overlooked.
+    await elsewhere.execute(pool, "D-6", lambda d: d.answer("r1", 10))
+    reply = await run_step_of(pool, store, here, "D-6", "r2", lambda d: d.answer("r2", 2))
+    assert [(e["payload"]["request_id"], e["sequence"]) for e in reply] == [("r2", 3)]
+    # The request the other instance answered, asked here: its first answer, not a second one.
+    await elsewhere.execute(pool, "D-6", lambda d: d.answer("r3", 30))
+    reply = await run_step_of(pool, store, here, "D-6", "r3", lambda d: d.answer("r3", 3))
+    assert [(e["payload"]["n"], e["sequence"]) for e in reply] == [(30, 4)]
+    # A refusal on a state that is behind is judged again on the stream: elsewhere brought the
+    # total down, so what here's (trusted) state would refuse is accepted.
+    await here.execute(pool, "D-6", lambda d: d.wait_for("r8"))  # trusted here, at 5
+    await elsewhere.execute(pool, "D-6", lambda d: d.tick_below(-40, cap=100))  # total 43 -> 3
+    async with pool.acquire() as conn, db.transaction(conn):
+        stored = await here.run(conn, "D-6", lambda d: d.tick_below(5, cap=10))
+    assert [e.sequence for e in stored] == [7]
+    # And "nothing to do" on a state that is behind: here's state awaits r8, the stream r9.
+    await elsewhere.execute(pool, "D-6", lambda d: d.wait_for("r9"))
+    reply = await run_step_of(pool, store, here, "D-6", "r9", lambda d: d.arrived("r9", 9))
+    assert [(e["payload"]["request_id"], e["sequence"]) for e in reply] == [("r9", 9)]
+    events = await store.load_stream(pool, "Desk", "D-6")
+    assert [e.sequence for e in events] == list(range(1, 10))
+    assert [e.payload["request_id"] for e in events if e.type == "test.Answered"] == ["r0", "r1", "r2", "r3", "r9"]
+
+
+async def test_a_conflict_inside_another_commands_transaction_forgets_the_state_it_ran_on(pool, schema):
+    """As the order view's inline projection: another stream's append runs a command on a
+    state here that is behind; the conflict forgets it, and the producer's retry reads the
+    stream rather than conflicting again on the same state."""
+    store = EventStore(schema, "unused")
+    here, elsewhere, producers = Repository(store, Desk), Repository(store, Desk), Repository(store, Desk)
+    await here.execute(pool, "D-7", lambda d: d.wait_for("r1"))
+    await elsewhere.execute(pool, "D-7", lambda d: d.wait_for("r2"))  # here's state is behind
+
+    async def on_ticked(conn, envelope) -> None:
+        await here.run(conn, "D-7", lambda d: d.answer("r5", envelope.payload["n"]))
+
+    project_inline(schema, InlineProjection(consumer="test.inline", schema=schema, handler=on_ticked,
+                                            event_types=frozenset({"test.Ticked"})))
+    try:
+        await producers.execute(pool, "P-7", lambda p: p.tick_below(4, cap=10), attempts=2)
+    finally:
+        forget_inline(schema)
+    events = await store.load_stream(pool, "Desk", "D-7")
+    assert [(e.type, e.payload.get("request_id")) for e in events] == \
+        [("test.Awaited", "r1"), ("test.Awaited", "r2"), ("test.Answered", "r5")]
+    reads = here.streams_read
+    done = await here.execute(pool, "D-7", lambda d: d.answer("r3", 1))  # committed by the projection
+    assert (done.aggregate.version, here.streams_read) == (4, reads)
