@@ -255,6 +255,7 @@ class Repository(Generic[A]):
         then: Projector | None = None,
         attempts: int = 50,
         loaded: A | None = None,
+        new: bool = False,
     ) -> CommandResult[A]:
         """Load, run `command`, append; on a concurrent append reload and run it again.
 
@@ -268,12 +269,16 @@ class Repository(Generic[A]):
         first attempt on instead of loading it again; a conflict reloads as ever. Without it,
         the first attempt runs on the state this process's last command committed, if any
         (module doc): a conflict, a refusal or nothing recorded on it runs the command again
-        on the stream as stored.
+        on the stream as stored. `new`: the caller has reason to think the stream does not exist
+        yet; without a trusted state, the first attempt runs on an empty one (a prefix of any
+        stream) with the same safety, so a stream that exists after all costs a conflict.
         """
         trust = loaded is None
         for attempt in range(attempts + trust):  # a trusted state's attempt is one more
             first, loaded = loaded, None
             trusted = self._trusted(aggregate_id) if trust and first is None else None
+            if trusted is None and trust and first is None and new:
+                trusted = self.cls(aggregate_id)
             trust, start = False, first if first is not None else trusted
             try:
                 async with pool.acquire() as conn:
