@@ -17,8 +17,10 @@ projection in another service's command) is trusted once that transaction commit
 registers it with `db.on_commit`, which the block owning the transaction runs after its COMMIT
 (and drops on a rollback). Commands inside a transaction (`run`) use the trusted state with the
 same safety, and `save` forgets what was remembered on any conflict, so the retry of whoever owns
-the transaction reads the stream. States of short streams are kept at most AGGREGATE_CACHE_RECENT (least recently used
-first out): enough for the seconds between a checkout's commands, not every checkout ever made.
+the transaction reads the stream. A stream the caller takes to be new (`execute(new=True)`) is
+not read either: the empty state is a prefix of any stream. States of short streams are kept at
+most AGGREGATE_CACHE_RECENT (least recently used first out): enough for the seconds between a
+checkout's commands, not every checkout ever made.
 
 Loads (reads, and commands without a trusted state) do not replay a long stream from its start
 either: states of streams with at least AGGREGATE_CACHE_MIN_EVENTS events are remembered too (at
@@ -210,7 +212,8 @@ class Repository(Generic[A]):
         return stored
 
     async def run(self, conn: asyncpg.Connection, aggregate_id: str, decide: Callable[[A], Awaitable[None] | None],
-                  *, key: str | None = None, project: Projector | None = None) -> list[EventEnvelope]:
+                  *, key: str | None = None, project: Projector | None = None,
+                  settled: Callable[[A], bool] | None = None) -> list[EventEnvelope]:
         """A command inside the caller's transaction on `conn` (a saga's step, a consumer, an
         inline projection): `decide` (it may query and write on `conn`) on the aggregate, then
         save what it recorded; the events stored (none: it recorded nothing).
@@ -220,7 +223,10 @@ class Repository(Generic[A]):
         (`save` forgets it; the transaction's owner retries, and the retry reads the stream);
         a refusal or nothing recorded on it is decided again on the stream as stored, in the
         same transaction. So `decide` must not write before it refuses or finds nothing to do
-        what it cannot write twice; what it writes before recording rolls back on a conflict."""
+        what it cannot write twice; what it writes before recording rolls back on a conflict.
+        `settled`: a fact of the state that, once true, stays true however the stream grows (a
+        request answered: its answer is stored for good); nothing recorded on a trusted state
+        where it holds would be nothing on the stream too, so it is not decided again."""
         trusted = self._trusted(aggregate_id)
         if trusted is not None:
             try:
@@ -228,7 +234,7 @@ class Repository(Generic[A]):
             except DomainError:
                 pass  # judged on the stream as stored before the refusal is answered
             else:
-                if trusted.pending:
+                if trusted.pending or (settled is not None and settled(trusted)):
                     return await self.save(conn, trusted, key=key, project=project)
         aggregate = await self.load(conn, aggregate_id)
         await _decided(decide, aggregate)

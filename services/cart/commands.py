@@ -98,9 +98,12 @@ async def lock_cart(ctx: CartContext, conn: asyncpg.Connection, number: str, req
     last use the second sees the first's reservation. On the cart as this process last
     committed it, if it has it: a cart behind the stream conflicts, and the step's retry
     (its writes rolled back) reads the stream."""
+    def answered(cart: Cart) -> bool:  # for good: a trusted cart that says so needs no read
+        return request_id in cart.lock_answered or request_id in cart.unlock_answered
+
     async def lock(cart: Cart) -> None:
-        if request_id in cart.lock_answered or request_id in cart.unlock_answered:
-            return  # before any write: a no-op on a trusted cart is decided again (Repository.run)
+        if answered(cart):
+            return  # before any write: a no-op on a trusted cart may be decided again (Repository.run)
         ids = sorted(promotion.id for promotion in cart.promotions.values())
         lapsed_codes: set[str] = set()
         if ids:
@@ -119,7 +122,7 @@ async def lock_cart(ctx: CartContext, conn: asyncpg.Connection, number: str, req
             await conn.execute("INSERT INTO promotion_uses (promotion_id, order_number) SELECT unnest($1::int[]), $2"
                                " ON CONFLICT DO NOTHING", ids, number)
 
-    await ctx.carts.run(conn, number, lock)
+    await ctx.carts.run(conn, number, lock, settled=answered)
 
 
 async def unlock_cart(ctx: CartContext, conn: asyncpg.Connection, number: str, request_id: str) -> None:

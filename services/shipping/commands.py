@@ -51,7 +51,7 @@ async def build_shipments(ctx: ShippingContext, conn: asyncpg.Connection, number
     caller's transaction; a request answered already, or older than one answered, is not built."""
     async def build(shipments: OrderShipments) -> None:
         if request_id in shipments.delivery_answered or shipments.superseded(requested_at):
-            return  # before any write: a no-op on a trusted state is decided again (Repository.run)
+            return  # before any write: a no-op on a trusted state may be decided again (Repository.run)
         locations = await active_locations(conn, sorted({line.variant_id for line in lines}))
         methods = await methods_for(conn, ship_address.country_iso, currency)
         ids = [r["id"] for r in await conn.fetch(
@@ -63,7 +63,9 @@ async def build_shipments(ctx: ShippingContext, conn: asyncpg.Connection, number
             "INSERT INTO shipment_index (number, order_number) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             [(s.number, number) for s in shipments.shipments])
 
-    await ctx.shipments.run(conn, number, build, key=number)
+    # Answered is for good (a repeated request, or its event from Kafka after the call): no read.
+    await ctx.shipments.run(conn, number, build, key=number,
+                            settled=lambda shipments: request_id in shipments.delivery_answered)
 
 
 async def allocate_stock(ctx: ShippingContext, conn: asyncpg.Connection, number: str, request_id: str,
@@ -76,7 +78,7 @@ async def allocate_stock(ctx: ShippingContext, conn: asyncpg.Connection, number:
     and the step's retry (the stock taken rolled back with it) reads the stream."""
     async def allocate(shipments: OrderShipments) -> None:
         if shipments.allocation_answered(request_id):
-            return  # before any write: a no-op on a trusted state is decided again (Repository.run)
+            return  # before any write: a no-op on a trusted state may be decided again (Repository.run)
         tracked = sorted({line.variant_id for line in lines if line.track_inventory})
         locations = await active_locations(conn, tracked, lock=True) if tracked else []
         units = shipments.allocate(request_id, [Line(item.variant_id, item.quantity, item.track_inventory)
@@ -90,7 +92,7 @@ async def allocate_stock(ctx: ShippingContext, conn: asyncpg.Connection, number:
                 [u.stock_location_id for u in units], [u.variant_id for u in units], [u.quantity for u in units])
         crash_point("shipping.after_allocation")  # stock decremented, nothing committed yet
 
-    await ctx.shipments.run(conn, number, allocate)
+    await ctx.shipments.run(conn, number, allocate, settled=lambda shipments: shipments.allocation_answered(request_id))
 
 
 async def release_stock(ctx: ShippingContext, conn: asyncpg.Connection, number: str, request_id: str) -> None:

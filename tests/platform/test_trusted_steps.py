@@ -185,16 +185,16 @@ async def test_a_state_saved_in_a_transaction_or_savepoint_that_was_undone_is_no
 
 
 # -- commands inside a transaction on the trusted state (Repository.run) --------------------
-def running(desks: Repository, desk_id: str, decide):
+def running(desks: Repository, desk_id: str, decide, settled=None):
     """A step's body as the participants' are: Repository.run."""
     async def body(conn) -> None:
-        await desks.run(conn, desk_id, decide)
+        await desks.run(conn, desk_id, decide, settled=settled)
     return body
 
 
-async def run_step_of(pool, store, desks, desk_id, request_id, decide) -> list[dict]:
+async def run_step_of(pool, store, desks, desk_id, request_id, decide, settled=None) -> list[dict]:
     return (await run_step(pool, store, "Desk", desk_id, request_id, (Answered,),
-                           running(desks, desk_id, decide)))["events"]
+                           running(desks, desk_id, decide, settled)))["events"]
 
 
 async def test_a_step_runs_on_the_trusted_state_without_a_read(pool, schema):
@@ -211,6 +211,12 @@ async def test_a_step_runs_on_the_trusted_state_without_a_read(pool, schema):
     # answered with the first answer.
     again = await run_step_of(pool, store, desks, "D-5", "r1", lambda d: d.answer("r1", 99))
     assert [(e["payload"]["request_id"], e["payload"]["n"]) for e in again] == [("r1", 2)]
+    assert desks.streams_read == reads + 1
+    # Unless the trusted state shows it settled for good (answered): then not even that read.
+    await desks.execute(pool, "D-5", lambda d: d.answer("r4", 5))  # trusted again
+    again = await run_step_of(pool, store, desks, "D-5", "r2", lambda d: d.answer("r2", 99),
+                              settled=lambda d: "r2" in d.answered)
+    assert [(e["payload"]["request_id"], e["payload"]["n"]) for e in again] == [("r2", 3)]
     assert desks.streams_read == reads + 1
 
 
