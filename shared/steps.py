@@ -7,9 +7,12 @@ A step is idempotent by saga id (the request id) and step: the participant's agg
 remembers what it answered each request (`Cart.lock_answered`, `OrderShipments.allocations`,
 `OrderPayments.concluded`, ...), so a repeated call changes nothing, stores no answer, and
 answers the FIRST answer's events, found again in the stream by type and request id
-(`EventStore.answers`), however many events came after them. A step called after its undo does nothing and answers
-nothing. Concurrent calls of one step meet at the aggregate's expected version: the loser's
-transaction rolls back (its effects with it) and, run again, finds the winner's answer.
+(`EventStore.answers`), however many events came after them. A step called after its undo
+does nothing and answers nothing. Concurrent calls of one step meet at the aggregate's
+expected version: the loser's transaction rolls back (its effects with it) and, run again,
+finds the winner's answer. The transaction is `db.transaction`: what the body saved (its
+aggregate, the order an inline projection changed) is trusted once it commits
+(shared/aggregate.py).
 """
 from __future__ import annotations
 
