@@ -325,6 +325,7 @@ class EventStore:
     async def load_stream(self, conn: asyncpg.Connection | asyncpg.Pool, aggregate_type: str,
                           aggregate_id: str, *, after: int = 0) -> list[EventEnvelope]:
         """A stream's events in sequence, those after sequence `after` only (0: the whole stream)."""
+        metrics.STREAM_READS.labels(self.schema, "load").inc()
         rows = await conn.fetch(
             f"SELECT {COLUMNS} FROM {self.table} WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3"
             " ORDER BY sequence", aggregate_type, aggregate_id, after,
@@ -335,6 +336,7 @@ class EventStore:
                       request_id: str, types: Sequence[str]) -> list[EventEnvelope]:
         """The events of a stream of those `types` answering `request_id` (`payload->>'request_id'`),
         in sequence: what a participant answered a saga's step, found again for a repeated call."""
+        metrics.STREAM_READS.labels(self.schema, "answers").inc()
         rows = await conn.fetch(
             f"SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND type = ANY($3::text[])"
             " AND payload->>'request_id' = $4 ORDER BY sequence", aggregate_type, aggregate_id, list(types),
