@@ -12,8 +12,15 @@ whoever wrote after it (events are immutable once committed), so trusting it is 
 taken on a state that is behind is caught where it matters. An append conflicts on the expected
 version (then the stream is read and the command run again, as for any concurrent append); a
 refusal or a command that records nothing is run again on the stream as stored before it is
-answered. States of short streams are kept at most AGGREGATE_CACHE_RECENT (least recently used
-first out): enough for the seconds between a checkout's commands, not every checkout ever made.
+answered. A state saved inside a transaction (a saga's step, a consumer, the order view's inline
+projection in another service's command) is trusted once that transaction commits: `save`
+registers it with `db.on_commit`, which the block owning the transaction runs after its COMMIT
+(and drops on a rollback). Commands inside a transaction (`run`) use the trusted state with the
+same safety, and `save` forgets what was remembered on any conflict, so the retry of whoever owns
+the transaction reads the stream. A stream the caller takes to be new (`execute(new=True)`) is
+not read either: the empty state is a prefix of any stream. States of short streams are kept at
+most AGGREGATE_CACHE_RECENT (least recently used first out): enough for the seconds between a
+checkout's commands, not every checkout ever made.
 
 Loads (reads, and commands without a trusted state) do not replay a long stream from its start
 either: states of streams with at least AGGREGATE_CACHE_MIN_EVENTS events are remembered too (at
@@ -26,15 +33,17 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import inspect
 import os
 import random
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Generic, Iterable, TypeVar
+from typing import Awaitable, Callable, ClassVar, Generic, Iterable, TypeVar
 
 import asyncpg
 
+from shared import db
 from shared.envelope import DomainEvent, EventEnvelope, decode_event
 from shared.errors import DomainError, not_found  # noqa: F401 (the services import them from here)
 from shared.eventstore import ConcurrencyConflict, EventStore, Projector, StatementProjection
@@ -140,14 +149,15 @@ class Repository(Generic[A]):
         self._states.pop(aggregate_id, None)
         self._recent.pop(aggregate_id, None)
 
-    def _remember(self, aggregate: A, last_event_id: uuid.UUID, *, committed: bool) -> None:
+    def _remember(self, aggregate: A, last_event_id: uuid.UUID, *, committed: bool, confirming: bool = False) -> None:
         """A committed state is remembered whatever its length (it spares a command its read); an
-        unconfirmed one only for a long stream, or to replace what was remembered before it."""
+        unconfirmed one only for a long stream, to replace what was remembered before it, or
+        when it is `confirming`: known committed once its transaction commits (`_confirm`)."""
         if aggregate.pending:
             return
         long = aggregate.version >= self.cache_min_events
         known = aggregate.id in self._states or aggregate.id in self._recent
-        if not (long or committed or known):
+        if not (long or committed or known or confirming):
             return
         self._forget(aggregate.id)
         states, bound = (self._states, self.cache_size) if long else (self._recent, self.cache_recent)
@@ -156,6 +166,14 @@ class Repository(Generic[A]):
         states[aggregate.id] = (copy.deepcopy(aggregate), last_event_id, committed)
         while len(states) > bound:
             states.popitem(last=False)
+
+    def _confirm(self, aggregate_id: str, last_event_id: uuid.UUID) -> None:
+        """The transaction that saved the state remembered at `last_event_id` committed: it is
+        the state a command may trust, unless something else was remembered since."""
+        for states in (self._states, self._recent):
+            remembered = states.get(aggregate_id)
+            if remembered is not None and remembered[1] == last_event_id:
+                states[aggregate_id] = (remembered[0], last_event_id, True)
 
     def _trusted(self, aggregate_id: str) -> A | None:
         """A copy of the state the last command committed here, if that is what is remembered."""
@@ -167,19 +185,60 @@ class Repository(Generic[A]):
     async def save(self, conn: asyncpg.Connection, aggregate: A, *, key: str | None = None,
                    project: Projector | None = None, remember: bool = True) -> list[EventEnvelope]:
         """Append the aggregate's new events; `project` updates read models with them in
-        the same transaction (see `EventStore.append`). The state is remembered as not yet
-        known committed (`execute` remembers its own once committed), unless the append was
-        its own transaction (no transaction open on `conn`): then it is committed already."""
+        the same transaction (see `EventStore.append`). Saved inside a transaction, the state
+        is remembered as not yet known committed, and becomes so once the transaction commits
+        (`db.on_commit`: its owner says so; `execute` remembers its own); saved outside one
+        (the append was its own transaction), it is committed already. A conflict forgets what
+        was remembered: whoever retries reads the stream."""
         if not aggregate.pending:
             return []
-        stored = await self.store.append(conn, aggregate_type=self.cls.aggregate_type, aggregate_id=aggregate.id,
-                                         expected_version=aggregate.version, events=aggregate.pending, key=key,
-                                         project=project)
+        try:
+            stored = await self.store.append(conn, aggregate_type=self.cls.aggregate_type, aggregate_id=aggregate.id,
+                                             expected_version=aggregate.version, events=aggregate.pending, key=key,
+                                             project=project)
+        except ConcurrencyConflict:
+            self._forget(aggregate.id)
+            raise
         aggregate.version += len(aggregate.pending)
         aggregate.pending = []
         if stored and remember:
-            self._remember(aggregate, stored[-1].event_id, committed=not conn.is_in_transaction())
+            last = stored[-1].event_id
+            if not conn.is_in_transaction():
+                self._remember(aggregate, last, committed=True)
+            elif db.on_commit(conn, lambda: self._confirm(aggregate.id, last)):
+                self._remember(aggregate, last, committed=False, confirming=True)
+            else:
+                self._remember(aggregate, last, committed=False)
         return stored
+
+    async def run(self, conn: asyncpg.Connection, aggregate_id: str, decide: Callable[[A], Awaitable[None] | None],
+                  *, key: str | None = None, project: Projector | None = None,
+                  settled: Callable[[A], bool] | None = None) -> list[EventEnvelope]:
+        """A command inside the caller's transaction on `conn` (a saga's step, a consumer, an
+        inline projection): `decide` (it may query and write on `conn`) on the aggregate, then
+        save what it recorded; the events stored (none: it recorded nothing).
+
+        It runs on the state this process's last committed command left, when there is one
+        (no read), with `execute`'s safety: a state behind the stream conflicts on the append
+        (`save` forgets it; the transaction's owner retries, and the retry reads the stream);
+        a refusal or nothing recorded on it is decided again on the stream as stored, in the
+        same transaction. So `decide` must not write before it refuses or finds nothing to do
+        what it cannot write twice; what it writes before recording rolls back on a conflict.
+        `settled`: a fact of the state that, once true, stays true however the stream grows (a
+        request answered: its answer is stored for good); nothing recorded on a trusted state
+        where it holds would be nothing on the stream too, so it is not decided again."""
+        trusted = self._trusted(aggregate_id)
+        if trusted is not None:
+            try:
+                await _decided(decide, trusted)
+            except DomainError:
+                pass  # judged on the stream as stored before the refusal is answered
+            else:
+                if trusted.pending or (settled is not None and settled(trusted)):
+                    return await self.save(conn, trusted, key=key, project=project)
+        aggregate = await self.load(conn, aggregate_id)
+        await _decided(decide, aggregate)
+        return await self.save(conn, aggregate, key=key, project=project)
 
     async def _load_run_save(self, conn: asyncpg.Connection, aggregate_id: str, command: Callable[[A], None], *,
                              key: str | None, project: Projector | None = None, then: Projector | None = None,
@@ -202,6 +261,7 @@ class Repository(Generic[A]):
         then: Projector | None = None,
         attempts: int = 50,
         loaded: A | None = None,
+        new: bool = False,
     ) -> CommandResult[A]:
         """Load, run `command`, append; on a concurrent append reload and run it again.
 
@@ -215,12 +275,16 @@ class Repository(Generic[A]):
         first attempt on instead of loading it again; a conflict reloads as ever. Without it,
         the first attempt runs on the state this process's last command committed, if any
         (module doc): a conflict, a refusal or nothing recorded on it runs the command again
-        on the stream as stored.
+        on the stream as stored. `new`: the caller has reason to think the stream does not exist
+        yet; without a trusted state, the first attempt runs on an empty one (a prefix of any
+        stream) with the same safety, so a stream that exists after all costs a conflict.
         """
         trust = loaded is None
         for attempt in range(attempts + trust):  # a trusted state's attempt is one more
             first, loaded = loaded, None
             trusted = self._trusted(aggregate_id) if trust and first is None else None
+            if trusted is None and trust and first is None and new:
+                trusted = self.cls(aggregate_id)
             trust, start = False, first if first is not None else trusted
             try:
                 async with pool.acquire() as conn:
@@ -228,7 +292,7 @@ class Repository(Generic[A]):
                         result = await self._load_run_save(conn, aggregate_id, command, key=key, project=project,
                                                            loaded=start)
                     else:
-                        async with conn.transaction():
+                        async with db.transaction(conn):  # what an inline projection saves, trusted once committed
                             result = await self._load_run_save(conn, aggregate_id, command, key=key, project=project,
                                                                then=then, loaded=start)
             except ConcurrencyConflict:
@@ -245,3 +309,9 @@ class Repository(Generic[A]):
                 self._remember(result.aggregate, result.events[-1].event_id, committed=True)
             return result
         raise ConcurrencyConflict(self.cls.aggregate_type, aggregate_id, -1)
+
+
+async def _decided(decide: Callable[[A], Awaitable[None] | None], aggregate: A) -> None:
+    outcome = decide(aggregate)
+    if inspect.isawaitable(outcome):
+        await outcome

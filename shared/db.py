@@ -2,6 +2,11 @@
 
 Each service owns one schema; its pool sets `search_path` to it, so service SQL names
 tables without a schema prefix.
+
+Work that may be done only once a transaction has committed (the repository trusting a state
+saved inside it: shared/aggregate.py) is registered with `on_commit` from inside it; the block
+that owns the transaction (`transaction`, `transaction_opened_by`) runs it after its COMMIT
+and drops it on rollback. A transaction whose owner does not listen runs none of it.
 """
 from __future__ import annotations
 
@@ -9,8 +14,9 @@ import json
 import logging
 import re
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable, NamedTuple
+from typing import Any, AsyncIterator, Callable, Iterable, NamedTuple
 
 import asyncpg
 
@@ -64,6 +70,54 @@ def literal(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+# What the blocks owning transactions collect: (the connection, what to run once its open
+# transaction commits), registered by the code inside them.
+_on_commit: ContextVar[list[tuple[asyncpg.Connection, Callable[[], None]]] | None] = \
+    ContextVar("on_commit", default=None)
+
+
+def on_commit(conn: asyncpg.Connection, callback: Callable[[], None]) -> bool:
+    """Run `callback` once `conn`'s open transaction commits (never if it rolls back), when
+    the block owning it listens; False (and never run) when none does."""
+    listening = _on_commit.get()
+    if listening is None or not conn.is_in_transaction():
+        return False
+    listening.append((conn, callback))
+    return True
+
+
+@asynccontextmanager
+async def _committing(conn: asyncpg.Connection, *, owner: bool = True) -> AsyncIterator[None]:
+    """Around the block that owns `conn`'s transaction, its COMMIT included: what was
+    registered for `conn` within it runs once it ends without raising; what was registered
+    for other connections (a block that owns no transaction of theirs) goes to the block
+    around it. Not the `owner` (a savepoint): what it registered for `conn` goes to the block
+    around it too, unless it raised (then it was undone)."""
+    registered: list[tuple[asyncpg.Connection, Callable[[], None]]] = []
+    outer = _on_commit.get()
+    token = _on_commit.set(registered)
+    committed = False
+    try:
+        yield
+        committed = True
+    finally:
+        _on_commit.reset(token)
+        if outer is not None:
+            outer.extend(entry for entry in registered if entry[0] is not conn or (committed and not owner))
+    if committed and owner:
+        for registered_on, callback in registered:
+            if registered_on is conn:
+                callback()
+
+
+@asynccontextmanager
+async def transaction(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """`conn.transaction()` (not nested in another), then what was registered with `on_commit`
+    inside it, once it committed."""
+    async with _committing(conn), conn.transaction():
+        yield
+
+
 @asynccontextmanager
 async def transaction_opened_by(conn: asyncpg.Connection, statement: str) -> AsyncIterator[str]:
     """A transaction whose `BEGIN` travels with its first statement in one round trip,
@@ -72,7 +126,14 @@ async def transaction_opened_by(conn: asyncpg.Connection, statement: str) -> Asy
 
     The two go as one simple query, which takes no parameters: build `statement` with
     `literal`. asyncpg's `conn.transaction()` cannot be nested in it; use `savepoint`.
+    What was registered with `on_commit` inside it runs once it committed.
     """
+    async with _committing(conn), _opened_by(conn, statement) as status:
+        yield status
+
+
+@asynccontextmanager
+async def _opened_by(conn: asyncpg.Connection, statement: str) -> AsyncIterator[str]:
     try:
         status = await conn.execute("BEGIN; " + statement)
     except BaseException:
@@ -109,7 +170,8 @@ async def savepoint(conn: asyncpg.Connection, name: str = "step") -> AsyncIterat
     check_identifier(name)
     await conn.execute(f"SAVEPOINT {name}")
     try:
-        yield
+        async with _committing(conn, owner=False):  # what the block registered is dropped if it is undone
+            yield
     except BaseException:
         await conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
         raise

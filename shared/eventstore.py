@@ -15,7 +15,7 @@ from typing import Awaitable, Callable, Iterator, Sequence
 
 import asyncpg
 
-from shared import context, metrics
+from shared import context, db, metrics
 from shared.db import check_identifier
 from shared.envelope import DomainEvent, EventEnvelope, envelope_for, upcast
 from shared.errors import DomainError
@@ -77,22 +77,27 @@ def reading_the_write() -> Iterator[list]:
         _write_reads.reset(token)
 
 
-# The appends made while a consumer applies a run of messages in one transaction
-# (shared/consumer.py): an append holds its store's table lock until commit, so the run's
-# transaction ends after one rather than taking row locks while holding it.
-_appends: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("appends", default=None)
+# The events stored by the appends made within a block: a consumer applying a run of messages
+# in one transaction (shared/consumer.py) ends it after one (an append holds its store's table
+# lock until commit, so the run's transaction ends rather than taking row locks while holding
+# it), and a saga's step answers with what its body stored (shared/steps.py) instead of
+# querying for it.
+_appends: contextvars.ContextVar[list[EventEnvelope] | None] = contextvars.ContextVar("appends", default=None)
 
 
 @contextmanager
-def counting_appends() -> Iterator[list[int]]:
-    """A list that gets one entry per append made within the block (by this task, and by
-    tasks it starts)."""
-    seen: list[int] = []
+def recording_appends() -> Iterator[list[EventEnvelope]]:
+    """A list of the envelopes stored by every append made within the block (by this task,
+    and by tasks it starts), in order; a block around it sees them too."""
+    seen: list[EventEnvelope] = []
+    outer = _appends.get()
     token = _appends.set(seen)
     try:
         yield seen
     finally:
         _appends.reset(token)
+        if outer is not None:
+            outer.extend(seen)
 
 
 @dataclass(frozen=True)
@@ -323,7 +328,7 @@ class EventStore:
                         raise
                     # Nothing was stored (the statement was its own transaction): the handlers decide.
             if not conn.is_in_transaction():
-                async with conn.transaction():  # the projections commit with the events, or neither does
+                async with db.transaction(conn):  # the projections commit with the events, or neither does
                     return await self._append_handled(conn, inline, envelopes, key=key or aggregate_id, topic=topic,
                                                       expected_version=expected_version)
             return await self._append_handled(conn, inline, envelopes, key=key or aggregate_id, topic=topic,
@@ -370,7 +375,7 @@ class EventStore:
                                                    projected=(projection.function, changes),
                                                    reading=projection.reading_function if read is not None else None,
                                                    read_into=read)
-        async with conn.transaction():  # as any projection, in the append's transaction
+        async with db.transaction(conn):  # as any projection, in the append's transaction
             return await self.append(conn, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
                                      expected_version=expected_version, events=events, key=key, topic=topic,
                                      project=projection)
@@ -437,12 +442,13 @@ class EventStore:
         stored = [e.model_copy(update={"position": by_id[e.event_id]}) for e in envelopes]
         metrics.EVENTS_APPENDED.labels(self.schema).inc(len(stored))
         if (seen := _appends.get()) is not None:
-            seen.append(len(stored))
+            seen.extend(stored)
         return stored
 
     async def load_stream(self, conn: asyncpg.Connection | asyncpg.Pool, aggregate_type: str,
                           aggregate_id: str, *, after: int = 0) -> list[EventEnvelope]:
         """A stream's events in sequence, those after sequence `after` only (0: the whole stream)."""
+        metrics.STREAM_READS.labels(self.schema, "load").inc()
         rows = await conn.fetch(
             f"SELECT {COLUMNS} FROM {self.table} WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3"
             " ORDER BY sequence", aggregate_type, aggregate_id, after,
@@ -453,6 +459,7 @@ class EventStore:
                       request_id: str, types: Sequence[str]) -> list[EventEnvelope]:
         """The events of a stream of those `types` answering `request_id` (`payload->>'request_id'`),
         in sequence: what a participant answered a saga's step, found again for a repeated call."""
+        metrics.STREAM_READS.labels(self.schema, "answers").inc()
         rows = await conn.fetch(
             f"SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND type = ANY($3::text[])"
             " AND payload->>'request_id' = $4 ORDER BY sequence", aggregate_type, aggregate_id, list(types),

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from shared import context, db, metrics
 from shared.contracts.dead_letters import notice_type
 from shared.envelope import DomainEvent, EventEnvelope, newest_message, upcast
-from shared.eventstore import ConcurrencyConflict, EventStore, applied_here, counting_appends
+from shared.eventstore import ConcurrencyConflict, EventStore, applied_here, recording_appends
 from shared.faults import hold_point
 from shared.kafka import dlq_topic
 from shared.settings import Settings
@@ -161,7 +161,7 @@ class IdempotentHandler:
                 applied = len(envelopes)
                 for i, envelope in enumerate(envelopes):
                     with context.caused_by(envelope.correlation_id, str(envelope.event_id)), \
-                            counting_appends() as appends:
+                            recording_appends() as appends:
                         await self.handler(conn, envelope)
                     if appends and i + 1 < len(envelopes):
                         applied = i + 1

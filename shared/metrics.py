@@ -6,6 +6,9 @@ HTTP_REQUESTS = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 EVENTS_APPENDED = Counter("tillstream_events_appended_total", "Events appended to the store", ["schema"])
+STREAM_READS = Counter("tillstream_stream_reads_total",
+                       "Queries of one event stream: an aggregate's load, or a step's answers found again",
+                       ["schema", "query"])
 OUTBOX_PUBLISHED = Counter("tillstream_outbox_published_total", "Outbox messages published", ["schema"])
 CONSUMED = Counter("tillstream_consumer_messages_total", "Messages handled", ["consumer", "outcome"])
 SAGA_ANSWERS = Counter("tillstream_saga_answers_recorded_total",

@@ -29,16 +29,17 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import random
 from datetime import datetime, timezone
 from types import SimpleNamespace
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
 import asyncpg
 
-from shared import context, metrics
+from shared import context, db, metrics
 from shared.aggregate import Aggregate, Repository
 from shared.envelope import EventEnvelope, decode_event, upcast
-from shared.eventstore import Projector, remember_applied
+from shared.eventstore import ConcurrencyConflict, Projector, remember_applied
 from shared.faults import crash_point, dropped, hold_point
 from shared.rpc import ServiceUnavailable
 from shared.saga import COMPENSATING, FAILED, RUNNING, Call, Decision, Failure, Saga, SagaInstance, _declared
@@ -212,14 +213,19 @@ class SagaRunner:
         if self._ends(probe, envelope) and self.await_view is not None:
             await self.await_view(instance.key, replied)
         assert self.pool is not None
+        pool = self.pool
+
+        async def record(conn: asyncpg.Connection) -> str:
+            recorded = await conn.execute("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)"
+                                          " ON CONFLICT DO NOTHING", self.consumer, envelope.event_id)
+            if recorded == "INSERT 0 1":
+                await self.handle(conn, envelope, drive=False)
+            return recorded
+
         with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
             if current is not None and (moved := await self._record_at_version(current, envelope)) is not None:
                 return True, moved if isinstance(moved, SagaInstance) else None
-            async with self.pool.acquire() as conn, conn.transaction():
-                recorded = await conn.execute("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)"
-                                              " ON CONFLICT DO NOTHING", self.consumer, envelope.event_id)
-                if recorded == "INSERT 0 1":
-                    await self.handle(conn, envelope, drive=False)
+            recorded = await _retried(pool, instance.key, record)
         if recorded == "INSERT 0 1":  # its delivery from Kafka is passed over without a transaction
             metrics.SAGA_ANSWERS.labels(self.saga.name, "transaction").inc()
             remember_applied(self.consumer, [str(envelope.event_id)])
@@ -263,7 +269,8 @@ class SagaRunner:
 
     async def _failed(self, saga_id: str, call: Call, error: str) -> bool:
         assert self.pool is not None
-        async with self.pool.acquire() as conn, conn.transaction():
+
+        async def fail(conn: asyncpg.Connection) -> bool:
             instance = await self._lock(conn, "id = $1", saga_id)
             if instance is None:
                 return False
@@ -272,14 +279,16 @@ class SagaRunner:
                 if decision is None:
                     return False
                 await self._carry_out(conn, instance, decision)
-        return instance.status != RUNNING
+            return instance.status != RUNNING
+
+        return await _retried(self.pool, saga_id, fail)
 
     async def _read(self, saga_id: str, *, locked: bool = False) -> SagaInstance | None:
         assert self.pool is not None
         if not locked:
             row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM sagas WHERE id = $1", saga_id)
             return _row_to_instance(row) if row else None
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn, db.transaction(conn):
             return await self._lock(conn, "id = $1", saga_id)
 
     # -- answers, deadlines --------------------------------------------------------------
@@ -307,43 +316,61 @@ class SagaRunner:
                                " ORDER BY least(deadline_at, retry_at) LIMIT $1", limit, list(self._driving))
         handled = 0
         for row in due:
-            async with pool.acquire() as conn, conn.transaction():
-                instance = await self._lock(conn, "id = $1 AND (deadline_at <= now() OR retry_at <= now())",
-                                            row["id"], skip_locked=True)
-                if instance is None:
-                    continue
-                now = _now()
-                if instance.deadline_at is not None and instance.deadline_at <= now or instance.abort_requested \
-                        or instance.force_requested:
-                    decision = self.saga.expired(instance, self.settings, now)
-                    if decision is None:
-                        continue
-                    log.warning("saga step expired", extra={"fields": {
-                        "saga": instance.id, "order": instance.key, "step": self.saga.steps[instance.step].name,
-                        "status": instance.status, "aborted": instance.abort_requested,
-                        "forced": instance.force_requested}})
-                    with context.caused_by(instance.correlation_id, instance.started_by):
-                        await self._carry_out(conn, instance, decision)
-                else:
-                    self.saga.retried(instance, self.settings, now)
-                    await self._update(conn, instance)
-                handled += 1
+            try:
+                instance = await self._sweep_one(pool, row["id"])
+            except ConcurrencyConflict:  # its host changed meanwhile: the next sweep takes it again
+                continue
+            if instance is None:
+                continue
+            handled += 1
             if instance.status in (RUNNING, COMPENSATING) and self.pool is not None:
                 self.drive(instance.id)
         return handled
 
+    async def _sweep_one(self, pool: asyncpg.Pool, saga_id: str) -> SagaInstance | None:
+        """The instance, expired or called again, if it was still due and not another sweeper's."""
+        async with pool.acquire() as conn, db.transaction(conn):
+            instance = await self._lock(conn, "id = $1 AND (deadline_at <= now() OR retry_at <= now())",
+                                        saga_id, skip_locked=True)
+            if instance is None:
+                return None
+            now = _now()
+            if instance.deadline_at is not None and instance.deadline_at <= now or instance.abort_requested \
+                    or instance.force_requested:
+                decision = self.saga.expired(instance, self.settings, now)
+                if decision is None:
+                    return None
+                log.warning("saga step expired", extra={"fields": {
+                    "saga": instance.id, "order": instance.key, "step": self.saga.steps[instance.step].name,
+                    "status": instance.status, "aborted": instance.abort_requested,
+                    "forced": instance.force_requested}})
+                with context.caused_by(instance.correlation_id, instance.started_by):
+                    await self._carry_out(conn, instance, decision)
+            else:
+                self.saga.retried(instance, self.settings, now)
+                await self._update(conn, instance)
+        return instance
+
     async def _carry_out(self, conn: asyncpg.Connection, instance: SagaInstance, decision: Decision) -> None:
-        host = None
         if decision.local is not None or decision.finished == FAILED:
-            host = await self.repository.load(conn, instance.key)
-            while decision.local is not None:
-                await _declared(decision.local.run, decision.local, "run")(conn, host, instance, self.settings)
-                decision = self.saga.after_local(instance, self.settings, _now())
-            if decision.finished == FAILED:
-                self.saga.on_failed(host, instance)
-        crash_point("saga.before_commit")  # the step is decided, not yet committed
-        if host is not None:
-            await self.repository.save(conn, host, project=self.project)
+            # On the host as this process last committed it, if it has it (Repository.run: no
+            # read); decided again from the same instance if that host records nothing.
+            before, first = copy.deepcopy(instance), decision
+
+            async def decide(host: Aggregate) -> None:
+                nonlocal decision
+                instance.__dict__.update(copy.deepcopy(before).__dict__)
+                decision = first
+                while decision.local is not None:
+                    await _declared(decision.local.run, decision.local, "run")(conn, host, instance, self.settings)
+                    decision = self.saga.after_local(instance, self.settings, _now())
+                if decision.finished == FAILED:
+                    self.saga.on_failed(host, instance)
+                crash_point("saga.before_commit")  # the step is decided, not yet committed
+
+            await self.repository.run(conn, instance.key, decide, project=self.project)
+        else:
+            crash_point("saga.before_commit")
         await self._update(conn, instance)
 
     @staticmethod
@@ -366,3 +393,19 @@ class SagaRunner:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+T = TypeVar("T")
+ATTEMPTS = 50
+
+
+async def _retried(pool: asyncpg.Pool, key: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """`work` in a transaction, run again on a concurrent append to the host (a host state that
+    was behind is forgotten by then: the next attempt reads the stream)."""
+    for attempt in range(ATTEMPTS):
+        try:
+            async with pool.acquire() as conn, db.transaction(conn):
+                return await work(conn)
+        except ConcurrencyConflict:
+            await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+    raise ConcurrencyConflict("saga host", key, -1)

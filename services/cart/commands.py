@@ -113,26 +113,32 @@ async def lock_cart(ctx: CartContext, conn: asyncpg.Connection, number: str, req
                     lines: list[DeliveryLine]) -> None:
     """Lock the cart and reserve its promotions, or refuse (Cart.lock). The promotions are
     row-locked first and their uses counted after, so of two orders racing for a coupon's
-    last use the second sees the first's reservation."""
-    cart = await ctx.carts.load(conn, number)
-    if request_id in cart.lock_answered or request_id in cart.unlock_answered:
-        return
-    ids = sorted(promotion.id for promotion in cart.promotions.values())
-    lapsed_codes: set[str] = set()
-    if ids:
-        rows = await conn.fetch("SELECT * FROM promotions WHERE id = ANY($1::int[]) ORDER BY id FOR UPDATE", ids)
-        used = dict(await conn.fetch(
-            "SELECT promotion_id, count(*) FROM promotion_uses WHERE promotion_id = ANY($1::int[])"
-            " AND order_number <> $2 GROUP BY promotion_id", ids, number))
-        now = datetime.now(timezone.utc)
-        lapsed_codes = {row["code"] for row in rows if lapsed(row, used.get(row["id"], 0), now)}
-    discarded = await discarded_variants(ctx, conn)
-    cart.lock(request_id, expected=[(line.variant_id, line.quantity) for line in lines],
-              lapsed_codes=lapsed_codes, reservable=ids, discarded_variants=discarded)
-    if cart.locked_by == request_id and ids:
-        await conn.execute("INSERT INTO promotion_uses (promotion_id, order_number) SELECT unnest($1::int[]), $2"
-                           " ON CONFLICT DO NOTHING", ids, number)
-    await ctx.carts.save(conn, cart)
+    last use the second sees the first's reservation. On the cart as this process last
+    committed it, if it has it: a cart behind the stream conflicts, and the step's retry
+    (its writes rolled back) reads the stream."""
+    def answered(cart: Cart) -> bool:  # for good: a trusted cart that says so needs no read
+        return request_id in cart.lock_answered or request_id in cart.unlock_answered
+
+    async def lock(cart: Cart) -> None:
+        if answered(cart):
+            return  # before any write: a no-op on a trusted cart may be decided again (Repository.run)
+        ids = sorted(promotion.id for promotion in cart.promotions.values())
+        lapsed_codes: set[str] = set()
+        if ids:
+            rows = await conn.fetch("SELECT * FROM promotions WHERE id = ANY($1::int[]) ORDER BY id FOR UPDATE", ids)
+            used = dict(await conn.fetch(
+                "SELECT promotion_id, count(*) FROM promotion_uses WHERE promotion_id = ANY($1::int[])"
+                " AND order_number <> $2 GROUP BY promotion_id", ids, number))
+            now = datetime.now(timezone.utc)
+            lapsed_codes = {row["code"] for row in rows if lapsed(row, used.get(row["id"], 0), now)}
+        discarded = await discarded_variants(ctx, conn)
+        cart.lock(request_id, expected=[(line.variant_id, line.quantity) for line in lines],
+                  lapsed_codes=lapsed_codes, reservable=ids, discarded_variants=discarded)
+        if cart.locked_by == request_id and ids:
+            await conn.execute("INSERT INTO promotion_uses (promotion_id, order_number) SELECT unnest($1::int[]), $2"
+                               " ON CONFLICT DO NOTHING", ids, number)
+
+    await ctx.carts.run(conn, number, lock, settled=answered)
 
 
 async def unlock_cart(ctx: CartContext, conn: asyncpg.Connection, number: str, request_id: str) -> None:

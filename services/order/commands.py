@@ -14,6 +14,7 @@ from services.order.addresses import Country, validate_address
 from services.order.domain import Order, new_guest_token, new_order_number, unauthorized
 from services.order.projections import apply_to_view, view_changes
 from services.order.view import read_order
+from shared import db
 from shared.aggregate import CommandResult, DomainError, not_found
 from shared.contracts.order import CompletionRequested, DeliveryLine
 from shared.envelope import EventEnvelope
@@ -198,7 +199,7 @@ async def release_unpaid_orders(ctx: OrderContext, limit: int = 50) -> list[str]
     released = []
     for row in due:
         try:
-            async with ctx.pool.acquire() as conn, conn.transaction():
+            async with ctx.pool.acquire() as conn, db.transaction(conn):
                 number = await conn.fetchval("DELETE FROM unpaid_order_releases WHERE number IN (SELECT number"
                                              " FROM unpaid_order_releases WHERE number = $1 AND release_at <= now()"
                                              " FOR UPDATE SKIP LOCKED) RETURNING number", row["number"])

@@ -3,12 +3,14 @@
 Each folds the event into the order view and applies its consequences to the Order
 aggregate in the same transaction, so once the view has applied an event its effects
 are visible too: that is what makes the gateway's read-your-writes wait sufficient.
+The Order is the one this process last committed, when it has it (`Repository.run`: no read).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 from decimal import Decimal
+from operator import methodcaller
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -36,27 +38,25 @@ log = logging.getLogger(__name__)
 async def on_event(ctx: OrderContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     await apply_to_view(conn, envelope)
     event = decode_event(envelope)
-    order = None
+    decide = None  # what the event asks of the Order
     match event:
         case c.CartRepriced(lines_changed=True):
-            order = await ctx.orders.load(conn, envelope.aggregate_id)
-            order.restart_checkout(has_items=event.item_count > 0)
+            decide = methodcaller("restart_checkout", has_items=event.item_count > 0)
         case s.ShipmentsBuilt():
-            order = await ctx.orders.load(conn, envelope.aggregate_id)
-            order.delivery_arrived(event.request_id)
+            decide = methodcaller("delivery_arrived", event.request_id)
         case s.ShipmentsUnavailable():
-            order = await ctx.orders.load(conn, envelope.aggregate_id)
-            order.delivery_refused(event.request_id, event.code, event.message)
+            decide = methodcaller("delivery_refused", event.request_id, event.code, event.message)
         case p.PaymentCaptured() | p.PaymentVoided() | p.PaymentRefunded():
             # A placed order's payment state follows its payments (the view has them now).
             payments = await conn.fetchval("SELECT payments FROM order_view WHERE number = $1",
                                            envelope.aggregate_id) or []
             total = sum((Decimal(x["amount"]) for x in payments if x["state"] == "completed"), Decimal("0"))
-            order = await ctx.orders.load(conn, envelope.aggregate_id)
-            order.payments_changed(payment_total=total, any_valid=any(
-                x["state"] not in ("failed", "invalid", "void") for x in payments))
-    if order is not None:
-        await ctx.orders.save(conn, order, project=project)
+            any_valid = any(x["state"] not in ("failed", "invalid", "void") for x in payments)
+            decide = methodcaller("payments_changed", payment_total=total, any_valid=any_valid)
+    if decide is not None:
+        # On the Order this process last committed, if any (no read): an answer that is not the
+        # pending request's is ignored (nothing recorded), and judged again on the stream then.
+        await ctx.orders.run(conn, envelope.aggregate_id, decide, project=project)
 
 
 def _needs_the_order(event: DomainEvent) -> bool:

@@ -20,7 +20,7 @@ from services.order.consumers import on_event
 from services.order.context import OrderContext
 from services.order.domain import Order
 from services.order.view import VIEW_CONSUMER
-from shared import context
+from shared import context, db
 from shared.aggregate import CommandResult
 from shared.contracts.order import DeliveryRequested
 from shared.envelope import EventEnvelope, upcast
@@ -84,7 +84,7 @@ async def apply_answers(ctx: OrderContext, answers: list[EventEnvelope]) -> None
     for _ in range(ATTEMPTS):
         try:
             recorded = []
-            async with ctx.pool.acquire() as conn, conn.transaction():
+            async with ctx.pool.acquire() as conn, db.transaction(conn):
                 for envelope in wanted:
                     if await conn.execute("INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)"
                                           " ON CONFLICT DO NOTHING", VIEW_CONSUMER, envelope.event_id) != "INSERT 0 1":

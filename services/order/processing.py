@@ -75,7 +75,7 @@ async def process(orders: OrderOperations, payment: PaymentService, number: str,
                 method = next(m for m in await payment.payment_methods() if m["method_type"] == OFFLINE)
         with stage("payment"):
             created = await payment.create_payment(number, payment_method_id=method["id"], amount=str(view["total"]),
-                                                   source=source)
+                                                   source=source, first=not view.get("payments"))
         with stage("checkout"):  # once the view has the payment (read-your-writes)
             await orders.advance(number, require_email=False, view_wait_ms=step_wait_ms, after=created["events"])
     with stage("completion"):

@@ -35,7 +35,10 @@ class PaymentMethodsLoaded(TypedDict):
 
 class PaymentService(Protocol):
     async def create_payment(self, number: str, *, payment_method_id: Any = None, amount: Any = None,
-                             source: Any = None, error_prefix: str = "") -> PaymentCreated: ...
+                             source: Any = None, error_prefix: str = "", first: bool = False) -> PaymentCreated:
+        """A new payment of the order. `first`: the caller's view shows the order with no payment
+        (a hint that spares the payment service a read; wrong, it costs a retry, never a result)."""
+        ...
 
     async def capture_payment(self, number: str, *, payment_id: int) -> Ack:
         """An admin's capture of a payment."""

@@ -49,8 +49,10 @@ async def token_of(conn: asyncpg.Connection | asyncpg.Pool, source: CardSource |
     return await conn.fetchval("SELECT gateway_token FROM card_sources WHERE card_id = $1", source.id) or ""
 
 
-async def create_payment(ctx: PaymentContext, number: str, *, payment_method_id: Any,
-                         amount: Any, source: Any, error_prefix: str = "") -> CommandResult[OrderPayments]:
+async def create_payment(ctx: PaymentContext, number: str, *, payment_method_id: Any, amount: Any, source: Any,
+                         error_prefix: str = "", first: bool = False) -> CommandResult[OrderPayments]:
+    """`first`: the caller's view of the order shows no payment, so its payments' stream is
+    taken to be new (not read; a stream that exists after all conflicts, and is read then)."""
     method = await find_method(ctx, payment_method_id)
     value = parse_amount(amount)
     card = None
@@ -72,7 +74,8 @@ async def create_payment(ctx: PaymentContext, number: str, *, payment_method_id:
         await conn.execute("INSERT INTO card_sources (card_id, gateway_token) VALUES ($1, $2)", card.id, token)
 
     return await ctx.payments.execute(ctx.pool, number, lambda payments: payments.create(
-        payment_id=payment_id, method=method, amount=value, source=card), project=keep_card_token if card else None)
+        payment_id=payment_id, method=method, amount=value, source=card), project=keep_card_token if card else None,
+        new=first)
 
 
 async def process_payments(ctx: PaymentContext, conn: asyncpg.Connection, number: str, request_id: str,
@@ -83,6 +86,8 @@ async def process_payments(ctx: PaymentContext, conn: asyncpg.Connection, number
     or retried step never charges twice."""
     fail_point("payment.process_payments")
     await hold_point("payment.process_payments")
+    # Read, never the trusted state (Repository.run): on a state behind the stream it would call
+    # the gateway for a payment invalidated or voided meanwhile, which no rollback undoes.
     payments = await ctx.payments.load(conn, number)
     if payments.refuse_unless_covering(request_id, amount):
         await ctx.payments.save(conn, payments)

@@ -22,9 +22,9 @@ class PaymentOperations(PaymentService):
         self.ctx = ctx
 
     async def create_payment(self, number: str, *, payment_method_id: Any = None, amount: Any = None,
-                             source: Any = None, error_prefix: str = "") -> PaymentCreated:
+                             source: Any = None, error_prefix: str = "", first: bool = False) -> PaymentCreated:
         result = await commands.create_payment(self.ctx, number, payment_method_id=payment_method_id, amount=amount,
-                                               source=source, error_prefix=error_prefix)
+                                               source=source, error_prefix=error_prefix, first=first)
         created = result.events[-1].payload
         return {"payment_id": created["payment_id"], "events": result.event_ids}
 

@@ -11,7 +11,7 @@ from decimal import Decimal
 import asyncpg
 
 from services.shipping.context import ShippingContext
-from services.shipping.domain import Line, Method, StockLocation
+from services.shipping.domain import Line, Method, OrderShipments, StockLocation
 from shared.aggregate import CommandResult, DomainError, not_found
 from shared.contracts.order import Address, DeliveryLine
 from shared.faults import crash_point
@@ -70,20 +70,23 @@ async def build_shipments(ctx: ShippingContext, conn: asyncpg.Connection, number
     """Answer the order's delivery request `request_id` (called by the order, or its
     DeliveryRequested from Kafka; `requested_at`: its sequence in the order's stream), in the
     caller's transaction; a request answered already, or older than one answered, is not built."""
-    shipments = await ctx.shipments.load(conn, number)
-    if request_id in shipments.delivery_answered or shipments.superseded(requested_at):
-        return
-    locations = await active_locations(ctx, conn, sorted({line.variant_id for line in lines}))
-    methods = await methods_for(ctx, conn, ship_address.country_iso, currency)
-    ids = [r["id"] for r in await conn.fetch(
-        "SELECT nextval('shipping_ids') AS id FROM generate_series(1, $1)", (len(methods) + 1) * len(locations))]
-    shipments.build(request_id, [Line(item.variant_id, item.quantity, item.track_inventory) for item in lines],
-                    locations, methods, ids, country_iso=ship_address.country_iso, currency=currency,
-                    requested_at=requested_at)
-    await conn.executemany(
-        "INSERT INTO shipment_index (number, order_number) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        [(s.number, number) for s in shipments.shipments])
-    await ctx.shipments.save(conn, shipments, key=number)
+    async def build(shipments: OrderShipments) -> None:
+        if request_id in shipments.delivery_answered or shipments.superseded(requested_at):
+            return  # before any write: a no-op on a trusted state may be decided again (Repository.run)
+        locations = await active_locations(ctx, conn, sorted({line.variant_id for line in lines}))
+        methods = await methods_for(ctx, conn, ship_address.country_iso, currency)
+        ids = [r["id"] for r in await conn.fetch(
+            "SELECT nextval('shipping_ids') AS id FROM generate_series(1, $1)", (len(methods) + 1) * len(locations))]
+        shipments.build(request_id, [Line(item.variant_id, item.quantity, item.track_inventory) for item in lines],
+                        locations, methods, ids, country_iso=ship_address.country_iso, currency=currency,
+                        requested_at=requested_at)
+        await conn.executemany(
+            "INSERT INTO shipment_index (number, order_number) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            [(s.number, number) for s in shipments.shipments])
+
+    # Answered is for good (a repeated request, or its event from Kafka after the call): no read.
+    await ctx.shipments.run(conn, number, build, key=number,
+                            settled=lambda shipments: request_id in shipments.delivery_answered)
 
 
 async def allocate_stock(ctx: ShippingContext, conn: asyncpg.Connection, number: str, request_id: str,
@@ -91,23 +94,26 @@ async def allocate_stock(ctx: ShippingContext, conn: asyncpg.Connection, number:
     """The completion saga's step 2: take the locked lines from stock, all or none, in the
     consumer's transaction (OrderShipments.allocate decides from where, and how much is
     backordered). The stock items are row-locked while it decides, so stock that cannot be
-    backordered never goes below zero however many orders compete for the last units."""
-    shipments = await ctx.shipments.load(conn, number)
-    if shipments.allocation_answered(request_id):
-        return
-    tracked = sorted({line.variant_id for line in lines if line.track_inventory})
-    locations = await active_locations(ctx, conn, tracked, lock=True) if tracked else []
-    units = shipments.allocate(request_id, [Line(item.variant_id, item.quantity, item.track_inventory)
-                                            for item in lines], locations)
-    if units:
-        await conn.execute(
-            "UPDATE stock_items i SET count_on_hand = i.count_on_hand - u.quantity"
-            " FROM (SELECT location, variant, sum(quantity) AS quantity FROM unnest($1::int[], $2::int[], $3::int[])"
-            " AS t(location, variant, quantity) GROUP BY location, variant) AS u"
-            " WHERE i.stock_location_id = u.location AND i.variant_id = u.variant",
-            [u.stock_location_id for u in units], [u.variant_id for u in units], [u.quantity for u in units])
-    crash_point("shipping.after_allocation")  # stock decremented, nothing committed yet
-    await ctx.shipments.save(conn, shipments)
+    backordered never goes below zero however many orders compete for the last units. On
+    the state this process last committed, if it has it: one behind the stream conflicts,
+    and the step's retry (the stock taken rolled back with it) reads the stream."""
+    async def allocate(shipments: OrderShipments) -> None:
+        if shipments.allocation_answered(request_id):
+            return  # before any write: a no-op on a trusted state may be decided again (Repository.run)
+        tracked = sorted({line.variant_id for line in lines if line.track_inventory})
+        locations = await active_locations(ctx, conn, tracked, lock=True) if tracked else []
+        units = shipments.allocate(request_id, [Line(item.variant_id, item.quantity, item.track_inventory)
+                                                for item in lines], locations)
+        if units:
+            await conn.execute(
+                "UPDATE stock_items i SET count_on_hand = i.count_on_hand - u.quantity"
+                " FROM (SELECT location, variant, sum(quantity) AS quantity"
+                " FROM unnest($1::int[], $2::int[], $3::int[]) AS t(location, variant, quantity)"
+                " GROUP BY location, variant) AS u WHERE i.stock_location_id = u.location AND i.variant_id = u.variant",
+                [u.stock_location_id for u in units], [u.variant_id for u in units], [u.quantity for u in units])
+        crash_point("shipping.after_allocation")  # stock decremented, nothing committed yet
+
+    await ctx.shipments.run(conn, number, allocate, settled=lambda shipments: shipments.allocation_answered(request_id))
 
 
 async def release_stock(ctx: ShippingContext, conn: asyncpg.Connection, number: str, request_id: str) -> None:

@@ -34,3 +34,22 @@ class CustomerNamedV2(DomainEvent):
 def _split_name(payload: dict) -> dict:
     first, _, last = payload.pop("name").partition(" ")
     return {**payload, "first_name": first, "last_name": last}
+
+
+class Answered(DomainEvent):
+    """A test participant's answer to a request (tests/platform/test_trusted_steps.py)."""
+    event_type = "test.Answered"
+    request_id: str
+    n: int
+
+
+class Withdrawn(DomainEvent):
+    """The request undone: a later call of it answers nothing."""
+    event_type = "test.Withdrawn"
+    request_id: str
+
+
+class Awaited(DomainEvent):
+    """The request a test participant now waits for: an answer to any other is ignored."""
+    event_type = "test.Awaited"
+    request_id: str

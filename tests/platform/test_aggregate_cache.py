@@ -162,3 +162,21 @@ async def test_states_of_short_streams_are_bounded_apart_from_long_ones(pool, sc
     await repository.execute(pool, "s3", lambda t: t.tick(1))  # remembered: no read
     await repository.execute(pool, "s1", lambda t: t.tick(1))  # forgotten: read again
     assert repository.streams_read == reads + 1
+
+
+async def test_a_stream_the_caller_takes_to_be_new_is_not_read_and_one_that_exists_is(pool, schema):
+    store = EventStore(schema, "unused")
+    here, elsewhere = Repository(store, Capped), Repository(store, Capped)
+    created = await here.execute(pool, "N-1", lambda t: t.tick(4), new=True)
+    assert (created.aggregate.version, here.streams_read) == (1, 0)  # no read
+    # Wrongly taken to be new: the append conflicts, and the command runs on the stream.
+    await elsewhere.execute(pool, "N-2", lambda t: t.tick(8))
+    done = await here.execute(pool, "N-2", lambda t: t.tick(1), new=True)
+    assert (done.aggregate.total, done.aggregate.version) == (9, 2)
+    # A refusal or "nothing to do" on the empty state is judged on the stream too.
+    await elsewhere.execute(pool, "N-3", lambda t: t.tick(-10))
+    accepted = await Repository(store, Capped).execute(pool, "N-3", lambda t: t.tick_below(5, cap=0), new=True)
+    assert (accepted.aggregate.total, accepted.aggregate.version) == (-5, 2)
+    changed = await Repository(store, Capped).execute(pool, "N-3", lambda t: t.set_to(0), new=True)
+    assert (changed.aggregate.total, changed.aggregate.version, len(changed.events)) == (0, 3, 1)
+    assert [e.sequence for e in await store.load_stream(pool, "Tally", "N-3")] == [1, 2, 3]

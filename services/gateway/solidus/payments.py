@@ -25,7 +25,8 @@ async def create_payment(request: Request, order: dict, attrs: dict, *, amount: 
                          error_prefix: str = "") -> PaymentCreated:
     return await command(request, services(request).payment.create_payment(
         order["number"], payment_method_id=as_int(attrs.get("payment_method_id")), amount=amount,
-        source=attrs.get("source_attributes", attrs.get("source")), error_prefix=error_prefix), order=order)
+        source=attrs.get("source_attributes", attrs.get("source")), error_prefix=error_prefix,
+        first=not order.get("payments")), order=order)
 
 
 @router.get("/orders/{number}/payments/new", responses=responses(200, NewPayment))
