@@ -10,7 +10,11 @@ to the pivot (run on the host aggregate, as the answer that leads to it is recor
 end of a failed saga. The participant's answer events also reach Kafka through its outbox:
 the host's `saga` subscription feeds them to `handle` as well. Both paths record an answer
 under the same idempotency record (`processed_events`, the subscription's name, the event
-id), so whichever comes first takes it and the other changes nothing.
+id), so whichever comes first takes it and the other changes nothing. In one process the
+drive comes first: from before its calls until their replies are recorded it marks them
+`answering` the instance's cause (shared/under_way.py), and the consumer's delivery of an answer
+caused by it waits, then passes over what the drive recorded without a transaction; a reply
+lost, dropped or refused leaves the answer to the consumer as ever.
 
 A reply lost (a crash, a timeout, an outage) costs a retry, not the saga: the sweep calls a
 step again at `retry_at` (the participant answers its first answer again), doubling, until
@@ -36,6 +40,7 @@ from shared.faults import crash_point, dropped, hold_point
 from shared.rpc import ServiceUnavailable
 from shared.saga import COMPENSATING, FAILED, RUNNING, Call, Decision, Failure, Saga, SagaInstance, _declared
 from shared.settings import Settings
+from shared.under_way import answering
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +141,14 @@ class SagaRunner:
                     calls = self.saga.due_calls(instance)
                     if not calls:
                         return
-                    outcomes = await asyncio.gather(*(self._call(instance, call) for call in calls))
-                    moved, probe = False, copy.deepcopy(instance)  # to tell which answer ends it
-                    for call, outcome in zip(calls, outcomes, strict=True):
-                        moved = await self._record(instance, probe, call, outcome) or moved
+                    # The answers, caused by the instance's `cause_event_id`, also reach this
+                    # process's consumer from Kafka, often before the replies are recorded: it
+                    # waits for these calls and their records, and passes over what they recorded.
+                    with answering(self.consumer, instance.cause_event_id, self.settings.saga_call_timeout_ms / 1000):
+                        outcomes = await asyncio.gather(*(self._call(instance, call) for call in calls))
+                        moved, probe = False, copy.deepcopy(instance)  # to tell which answer ends it
+                        for call, outcome in zip(calls, outcomes, strict=True):
+                            moved = await self._record(instance, probe, call, outcome) or moved
                     if not moved and saga_id not in self._again:
                         return
                     self._again.discard(saga_id)
@@ -196,8 +205,8 @@ class SagaRunner:
                                               " ON CONFLICT DO NOTHING", self.consumer, envelope.event_id)
                 if recorded == "INSERT 0 1":
                     await self.handle(conn, envelope, drive=False)
-        if recorded == "INSERT 0 1":  # its delivery from Kafka is passed over without a transaction
-            remember_applied(self.consumer, [str(envelope.event_id)])
+        # Recorded, here or before: its delivery from Kafka is passed over without a transaction.
+        remember_applied(self.consumer, [str(envelope.event_id)])
         return True
 
     def _ends(self, probe: SagaInstance, envelope: EventEnvelope) -> bool:
