@@ -3,8 +3,9 @@
 Offsets are committed only after processing. A consumer group may carry several handlers (a
 service's subscriptions to the same topics, shared/handler.py): each message is fetched once
 and handed to all of them at once, every handler with its own records, retries and dead
-letters. One key's messages are handled in order, several keys at once (shared/inflight.py).
-Idle, a consumer stops fetching until a relay announces it published to its topics.
+letters. One key's messages are handled in order, several keys at once (shared/inflight.py);
+a key whose next message a call of this process is answering right now waits for that call
+first (shared/under_way.py). Idle, a consumer stops fetching until a relay announces it published to its topics.
 """
 from __future__ import annotations
 
@@ -17,13 +18,14 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from shared import metrics, wakeup
+from shared import metrics, under_way, wakeup
 from shared.envelope import DomainEvent
 from shared.eventstore import EventStore
 from shared.handler import Handler, IdempotentHandler
 from shared.inflight import InFlight
 from shared.kafka import make_consumer
 from shared.settings import Settings
+from shared.under_way import Call
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,8 @@ class EventConsumer:
         # per batch: a commit is a broker round trip, and handling is idempotent, so all a
         # crash costs is the redelivery of what was handled since the last commit.
         interval = self.settings.kafka_commit_interval_ms / 1000
-        in_flight = self._in_flight = InFlight(self.handle_run, asyncio.Semaphore(self.settings.consumer_concurrency))
+        in_flight = self._in_flight = InFlight(self.handle_run, asyncio.Semaphore(self.settings.consumer_concurrency),
+                                               answering=self.answering)
         committed = self._committed = {}
         last_commit = last_found = time.monotonic()
         # After a backstop (no relay announced anything) one short look is enough: a getmany
@@ -211,6 +214,25 @@ class EventConsumer:
             # The partitions moved to another member in a rebalance; it redelivers from the
             # last committed offset, and handling is idempotent.
             pass
+
+    def answering(self, message: ConsumerRecord) -> list[Call]:
+        """The calls of this process under way that answer `message` for its handlers, when
+        waiting for them is all its handlers would do now: every handler that acts on it has
+        applied it here already or has such a call. A handler with work of its own on it (the
+        view's, apart) goes on at once, and then the others handle it as ever: no handler's
+        work waits for another's call, which may itself wait for that work (the saga's end
+        waits for the view)."""
+        if under_way.none():
+            return []
+        answering: list[Call] = []
+        for handler in self.handlers:
+            if not handler.wants(message) or handler.applied(message):
+                continue
+            calls = handler.calls_answering(message)
+            if not calls:
+                return []
+            answering += calls
+        return answering
 
     async def handle_run(self, messages: list[ConsumerRecord]) -> None:
         if len(self.handlers) == 1:

@@ -2,12 +2,13 @@
 
 For each message the handler runs in one PostgreSQL transaction that first records the
 event id in `processed_events`; a duplicate delivery finds the record and changes nothing
-(and what an inline projection applied in this process is passed over without a
-transaction: shared/eventstore.py). A message that still fails after
-`consumer_max_attempts` goes to `<topic>.dlq` (and the `dead_letters` table) with the error,
-and the consumer moves on. Messages of one key that wait together (shared/inflight.py) are
-applied in one transaction with one multi-row record, up to the first whose handling
-appends events.
+(and what an inline projection or a call's reply applied in this process is passed over
+without a transaction: shared/eventstore.py; a message that a call of this process is
+answering right now waits for it first, holding no slot: shared/under_way.py). A message
+that still fails after `consumer_max_attempts` goes to `<topic>.dlq` (and the `dead_letters`
+table) with the error, and the consumer moves on. Messages of one key that wait together
+(shared/inflight.py) are applied in one transaction with one multi-row record, up to the
+first whose handling appends events.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from shared.eventstore import ConcurrencyConflict, EventStore, applied_here, rec
 from shared.faults import hold_point
 from shared.kafka import dlq_topic
 from shared.settings import Settings
+from shared.under_way import Call, calls
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,16 @@ class IdempotentHandler:
         event_type = _header(message, "event_type")
         return event_type is None or event_type in self.wanted  # no type header: the handler decides
 
+    def applied(self, message: ConsumerRecord) -> bool:
+        """Recorded in this process already (inline, or from a call's reply): nothing to do."""
+        return applied_here(self.name, _header(message, "event_id") or "")
+
+    def calls_answering(self, message: ConsumerRecord) -> list[Call]:
+        """The calls of this process under way that answer `message` for this handler: the
+        message's own event (the order's DeliveryRequested that it calls shipping under), or the
+        event that caused it (a participant's answer to the saga's call)."""
+        return calls(self.name, (_header(message, "event_id"), _header(message, "causation_id")))
+
     async def handle_run(self, messages: list[ConsumerRecord]) -> None:
         await hold_point(f"consumer.{self.name}")  # fault injection: this consumer held still
         await self._handle_run(messages)
@@ -96,7 +108,7 @@ class IdempotentHandler:
         for message in messages:
             if not self.wants(message):
                 metrics.CONSUMED.labels(self.name, "ignored").inc()
-            elif applied_here(self.name, _header(message, "event_id") or ""):
+            elif self.applied(message):
                 metrics.CONSUMED.labels(self.name, "applied_inline").inc()
             else:
                 wanted.append(message)

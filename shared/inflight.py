@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, Sequence
 
 from aiokafka import ConsumerRecord, TopicPartition
+
+from shared.under_way import Call
 
 # The most messages of one key handed to the handlers at once.
 MAX_RUN = 64
@@ -19,12 +21,17 @@ class InFlight:
     the next fetch. Those of a key that are waiting together when a slot frees are handed
     over as one run (at most MAX_RUN), which a handler may apply in one transaction.
     Per partition, the offset that may be committed is the lowest still open (or the one
-    after the last fetched): a crash redelivers what was open, and handling is idempotent."""
+    after the last fetched): a crash redelivers what was open, and handling is idempotent.
+    A key whose next message a call of this process is answering right now (`answering`:
+    shared/under_way.py) waits for that call before it takes a slot, so the wait holds back
+    only that key; a run ends before such a message."""
 
     def __init__(self, handle_run: Callable[[list[ConsumerRecord]], Awaitable[None]],
-                 slots: asyncio.Semaphore) -> None:
+                 slots: asyncio.Semaphore,
+                 answering: Callable[[ConsumerRecord], Sequence[Call]] = lambda message: ()) -> None:
         self.handle_run = handle_run
         self.slots = slots
+        self.answering = answering
         self.open: dict[object, set[int]] = {}
         self.fetched_to: dict[object, int] = {}
         self.waiting: dict[tuple, deque[ConsumerRecord]] = {}
@@ -55,9 +62,14 @@ class InFlight:
         queue = self.waiting[key]
         try:
             while queue:
+                for call in self.answering(queue[0]):
+                    await call.settled()  # no slot held: the other keys go on meanwhile
                 async with self.slots:
-                    run = [queue.popleft() for _ in range(min(len(queue), MAX_RUN))]
-                    await self.handle_run(run)
+                    run: list[ConsumerRecord] = []
+                    while queue and len(run) < MAX_RUN and not self.answering(queue[0]):
+                        run.append(queue.popleft())
+                    if run:  # else a call began answering the next one while this key waited for a slot
+                        await self.handle_run(run)
                 for message in run:
                     self.open[tp].discard(message.offset)
                 self.count -= len(run)

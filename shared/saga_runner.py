@@ -10,7 +10,11 @@ to the pivot (run on the host aggregate, as the answer that leads to it is recor
 end of a failed saga. The participant's answer events also reach Kafka through its outbox:
 the host's `saga` subscription feeds them to `handle` as well. Both paths record an answer
 under the same idempotency record (`processed_events`, the subscription's name, the event
-id), so whichever comes first takes it and the other changes nothing.
+id), so whichever comes first takes it and the other changes nothing. In one process the
+drive comes first: from before its calls until their replies are recorded it marks them
+`answering` the instance's cause (shared/under_way.py), and the consumer's delivery of an answer
+caused by it waits, then passes over what the drive recorded without a transaction; a reply
+lost, dropped or refused leaves the answer to the consumer as ever.
 
 The drive knows the row as it last wrote it (its `version`, moved on by every change of the
 row, shared/sql/014_saga_versions.sql): an answer that needs no host (no local step, no
@@ -44,6 +48,7 @@ from shared.faults import crash_point, dropped, hold_point
 from shared.rpc import ServiceUnavailable
 from shared.saga import COMPENSATING, FAILED, RUNNING, Call, Decision, Failure, Saga, SagaInstance, _declared
 from shared.settings import Settings
+from shared.under_way import answering
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +158,18 @@ class SagaRunner:
                     calls = self.saga.due_calls(instance)
                     if not calls:
                         return
-                    outcomes = await asyncio.gather(*(self._call(instance, call) for call in calls))
-                    moved, probe = False, copy.deepcopy(instance)  # to tell which answer ends it
-                    # The instance as this drive's records leave it, while each was recorded in
-                    # one statement on the row as the drive knew it; None once one was not.
-                    current: SagaInstance | None = copy.deepcopy(instance)
-                    for call, outcome in zip(calls, outcomes, strict=True):
-                        recorded, current = await self._record(instance, probe, call, outcome, current)
-                        moved = recorded or moved
+                    # The answers, caused by the instance's `cause_event_id`, also reach this
+                    # process's consumer from Kafka, often before the replies are recorded: it
+                    # waits for these calls and their records, and passes over what they recorded.
+                    with answering(self.consumer, instance.cause_event_id, self.settings.saga_call_timeout_ms / 1000):
+                        outcomes = await asyncio.gather(*(self._call(instance, call) for call in calls))
+                        moved, probe = False, copy.deepcopy(instance)  # to tell which answer ends it
+                        # The instance as this drive's records leave it, while each was recorded in
+                        # one statement on the row as the drive knew it; None once one was not.
+                        current: SagaInstance | None = copy.deepcopy(instance)
+                        for call, outcome in zip(calls, outcomes, strict=True):
+                            recorded, current = await self._record(instance, probe, call, outcome, current)
+                            moved = recorded or moved
                     if not moved and saga_id not in self._again:
                         return
                     self._again.discard(saga_id)
@@ -226,9 +235,10 @@ class SagaRunner:
             if current is not None and (moved := await self._record_at_version(current, envelope)) is not None:
                 return True, moved if isinstance(moved, SagaInstance) else None
             recorded = await _retried(pool, instance.key, record)
-        if recorded == "INSERT 0 1":  # its delivery from Kafka is passed over without a transaction
+        if recorded == "INSERT 0 1":
             metrics.SAGA_ANSWERS.labels(self.saga.name, "transaction").inc()
-            remember_applied(self.consumer, [str(envelope.event_id)])
+        # Recorded, here or before: its delivery from Kafka is passed over without a transaction.
+        remember_applied(self.consumer, [str(envelope.event_id)])
         return True, None
 
     async def _record_at_version(self, current: SagaInstance, envelope: EventEnvelope) -> SagaInstance | bool | None:
@@ -254,7 +264,8 @@ class SagaRunner:
             if exc.sqlstate != MOVED_ON:
                 raise
             return None
-        if version is None:
+        if version is None:  # recorded before: passed over from Kafka all the same
+            remember_applied(self.consumer, [str(envelope.event_id)])
             return False
         metrics.SAGA_ANSWERS.labels(self.saga.name, "one_statement").inc()
         moved.version = version

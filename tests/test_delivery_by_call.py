@@ -9,22 +9,14 @@ import asyncio
 import time
 
 import asyncpg
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers.metrics import consumed, counted
 from tests.helpers.processes import reconfigure, request_surviving_a_crash
 from tests.helpers.solidus import ADDRESS, CARD, full_flow
 
 SHIPPING_CONSUMER = "consumer.shipping.orders"  # shipping's subscription to order.events
 CRASH = "order.after_delivery_requested"
-
-
-def counted(system, sample: str, **labels: str) -> float:
-    """A counter of the system's process (the samples named `sample` with these labels, summed)."""
-    metrics = httpx.get(f"{system.internal_url}/metrics", timeout=10).text
-    return sum(s.value for family in text_string_to_metric_families(metrics) for s in family.samples
-               if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def view_waits(system) -> float:
@@ -107,7 +99,7 @@ async def restarted(system, service: str, old_pid: int) -> None:
 
 
 def passed_over(system, consumer: str) -> float:
-    return counted(system, "tillstream_consumer_messages_total", consumer=consumer, outcome="applied_inline")
+    return consumed(system, consumer, "applied_inline")
 
 
 async def test_in_one_process_shippings_consumer_passes_over_a_request_answered_by_call(gateway, system, stack,

@@ -10,6 +10,8 @@ the view, `Order.delivery_arrived` / `delivery_refused` applied (both idempotent
 projection (in one process shipping's append applies it already), or the answer from Kafka.
 A lost reply (shipping down, a timeout, a crash) is left to the Kafka path, which stays (shipping's
 `orders` subscription answers the same request once), and to the next `advance`, which calls again.
+In one process that subscription's copy of the DeliveryRequested waits while shipping's call is
+under way and passes over a request the call built (services/shipping/operations.py, shared/under_way.py).
 """
 from __future__ import annotations
 

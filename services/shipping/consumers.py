@@ -14,7 +14,8 @@ from shared.service import Subscription
 async def on_order_event(ctx: ShippingContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     match decode_event(envelope):
         case o.DeliveryRequested() as request:
-            # The order calls build_shipments as well: whichever comes first builds.
+            # The order calls build_shipments as well: whichever comes first builds (in one process
+            # this waits while that call is under way, and is passed over if it built: operations.py).
             await build_shipments(ctx, conn, request.number, request.request_id, ship_address=request.ship_address,
                                   currency=request.currency, lines=request.lines, requested_at=envelope.sequence)
         case o.CheckoutRestarted() as restarted:

@@ -35,8 +35,9 @@ from shared.contracts.shipping import (
 )
 from shared.db import Upsert, upsert_all
 from shared.eventstore import remember_applied
-from shared.faults import fail_point
+from shared.faults import fail_point, hold_point
 from shared.steps import StepReply, run_step
+from shared.under_way import answering
 
 MAX_STOCK_QUERY = 1000  # variants per `stock` call
 
@@ -118,19 +119,24 @@ class ShippingOperations(ShippingService):
 
     async def build_shipments(self, number: str, *, request_id: str, ship_address: dict[str, Any], currency: str,
                               lines: list[dict[str, Any]], requested_at: int | None = None) -> StepReply:
-        fail_point("shipping.build_shipments")  # fault injection: the call fails, its event still comes
-        address = Address.model_validate(ship_address)
-        wanted = [DeliveryLine.model_validate(line) for line in lines]
-        reply = await run_step(self.ctx.pool, self.ctx.store, OrderShipments.aggregate_type, number,
-                               request_id, (ShipmentsBuilt, ShipmentsUnavailable),
-                               lambda conn: commands.build_shipments(self.ctx, conn, number, request_id,
-                                                                     ship_address=address, currency=currency,
-                                                                     lines=wanted, requested_at=requested_at))
-        # The order calls under its DeliveryRequested (services/order/delivery.py): answered now,
-        # that event from Kafka would only find its answer, so this process's consumer passes
-        # over it without a transaction (it would all the same, idempotent, after a restart).
-        if (request_event_id := context.causation_id.get()) is not None:
-            remember_applied(ORDERS_CONSUMER, [request_event_id])
+        # The order calls under its DeliveryRequested (services/order/delivery.py), which also
+        # reaches this process's consumer from Kafka, often while this call still waits for a
+        # connection: that delivery waits for the call (at most the caller's timeout), then is
+        # passed over without a transaction if the call built (it would only find the answer), and
+        # handled as ever if it failed (shared/under_way.py).
+        request_event_id = context.causation_id.get()
+        with answering(ORDERS_CONSUMER, request_event_id, self.ctx.settings.saga_call_timeout_ms / 1000):
+            await hold_point("shipping.build_shipments")  # fault injection: the call held still, under way
+            fail_point("shipping.build_shipments")  # fault injection: the call fails, its event still comes
+            address = Address.model_validate(ship_address)
+            wanted = [DeliveryLine.model_validate(line) for line in lines]
+            reply = await run_step(self.ctx.pool, self.ctx.store, OrderShipments.aggregate_type, number,
+                                   request_id, (ShipmentsBuilt, ShipmentsUnavailable),
+                                   lambda conn: commands.build_shipments(self.ctx, conn, number, request_id,
+                                                                         ship_address=address, currency=currency,
+                                                                         lines=wanted, requested_at=requested_at))
+            if request_event_id is not None:
+                remember_applied(ORDERS_CONSUMER, [request_event_id])
         return reply
 
     async def allocate_stock(self, number: str, *, saga_id: str, lines: list[dict[str, Any]]) -> StepReply:
