@@ -149,6 +149,8 @@ class OutboxRelay:
                     await self._flush(conn, unflushed)  # idle: on their own
                 if not self._wake.is_set():
                     await self._woken(self.settings.outbox_poll_interval_s)
+                if self.settings.outbox_linger_ms > 0 and self._open.is_set():
+                    await asyncio.sleep(self.settings.outbox_linger_ms / 1000)  # woken from idle: gather
         finally:  # stopped, or the broker failed: what was published need not be published again
             if unflushed.ids and not conn.is_closed():
                 try:

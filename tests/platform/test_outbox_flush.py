@@ -246,3 +246,24 @@ async def test_a_read_that_finds_nothing_still_notifies_what_was_published(pool,
         await until(lambda: asyncio.sleep(0.01, len(heard) == 2), 2, f"heard only {heard}")
         assert sorted(heard) == ["a.events", "b.events"]
         await listening.remove_listener(wakeup.CHANNEL, hear)
+
+
+async def test_appends_that_come_while_it_lingers_go_out_in_one_round(stack, pool, schema, unique, producer, counted):
+    """OUTBOX_LINGER_MS: woken from idle, the relay waits before it reads, so the appends of
+    that moment are one round (one statement), not one each."""
+    topic = f"flush.{unique}"
+    settings = stack.settings(outbox_poll_interval_s=60, outbox_flush_ms=60_000, outbox_linger_ms=1000)
+    await ensure_topics(settings, [topic])
+    store = EventStore(schema, topic)
+    relay = counted(settings, schema, producer)
+    async with relay as running:
+        before = len(relay.statements)
+        for n in range(10):  # spaced out: without the linger, each would be a round of its own
+            await tick(pool, store, f"L{n}", 0)
+            await asyncio.sleep(0.02)
+
+        async def published() -> bool:
+            return running.published == 10
+        await until(published, 5, "not all published")
+        assert relay.statements[before:] == [shared.outbox.READ_NEXT], relay.statements[before:]
+    assert len(await read_topic(settings, topic, until_count=10)) == 10
