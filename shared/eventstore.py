@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import contextvars
 import json
-from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterator, Sequence
 
 import asyncpg
 
-from shared import context, db, metrics
+from shared import db, metrics
+from shared import inline as inline_projections
 from shared.db import check_identifier
 from shared.envelope import DomainEvent, EventEnvelope, envelope_for, upcast
 from shared.errors import DomainError
@@ -100,149 +100,6 @@ def recording_appends() -> Iterator[list[EventEnvelope]]:
             outer.extend(seen)
 
 
-@dataclass(frozen=True)
-class InlineStatement:
-    """An inline projection's one-statement form: `changes` tells its read model's changes for
-    a store's new events without reading (None when it cannot: its handler runs instead), and
-    the subscriber's SQL function `function(consumer text, event_ids uuid[], changes jsonb)`
-    records the events as the consumer's and applies the changes, inside the append's own
-    statement (no search_path switch, no BEGIN/COMMIT of its own). With `premised` (an append
-    outside a transaction, which can be run again), the changes may rest on a premise the
-    function checks, failing the statement with SQLSTATE PREMISE_FAILED when it does not hold:
-    then nothing was stored, and the append runs the handler instead."""
-    changes: Callable[[list[EventEnvelope], bool], Awaitable[list | None]]
-    function: str
-
-
-# What an InlineStatement's function raises when a premise of its changes does not hold.
-PREMISE_FAILED = "TS001"
-
-
-@dataclass(frozen=True)
-class InlineProjection:
-    """A subscriber of a store's topic applied in the transaction that appends to the store,
-    when the process hosts both (tillstream/host.py): what its Kafka consumer would do a
-    moment later, done before the command answers. Its processed-events record (`consumer`,
-    in its own `schema`) is written with it, so that consumer passes the events over when
-    they arrive; a handler that raises fails the command. With a `statement` form that can
-    tell its changes, it rides in the append's own statement instead of running its handler."""
-    consumer: str
-    schema: str
-    handler: Callable[[asyncpg.Connection, EventEnvelope], Awaitable[None]]
-    event_types: frozenset[str] | None = None  # None: every event of the store
-    statement: InlineStatement | None = None
-
-
-# An inline projection's part of one append statement: the projection, its events, its changes.
-Riding = tuple[InlineProjection, list[EventEnvelope], list]
-
-
-# The inline projections of each store (by schema) in this process.
-_inline: dict[str, list[InlineProjection]] = {}
-# The event ids each consumer recorded lately in this process without its Kafka consumer (an
-# inline projection, or the saga recording a call's reply): that consumer passes them over
-# without a transaction to find its record (after a restart, when this is empty, the record
-# is still found). An inline projection adds them before the commit: an event whose
-# transaction rolled back is never published, so it is never looked up.
-_applied_here: dict[str, OrderedDict[str, None]] = {}
-APPLIED_HERE_REMEMBERED = 20_000
-
-
-def applied_here(consumer: str, event_id: str) -> bool:
-    remembered = _applied_here.get(consumer)
-    return remembered is not None and event_id in remembered
-
-
-def remember_applied(consumer: str, event_ids: list[str]) -> None:
-    """`consumer` has recorded these events in this process (inline, or from a call's reply)."""
-    remembered = _applied_here.setdefault(consumer, OrderedDict())
-    for event_id in event_ids:
-        remembered[event_id] = None
-    while len(remembered) > APPLIED_HERE_REMEMBERED:
-        remembered.popitem(last=False)
-
-
-def project_inline(store_schema: str, projection: InlineProjection) -> None:
-    """Apply `projection` to every append of `store_schema`'s store made in this process; the
-    same consumer wired again (a host started twice in one process) replaces its earlier self."""
-    wired = [p for p in _inline.get(store_schema, []) if p.consumer != projection.consumer]
-    _inline[store_schema] = [*wired, projection]
-
-
-def projected_inline(consumer: str, store_schema: str) -> bool:
-    """Whether `consumer` applies every append of `store_schema`'s store in this process."""
-    return any(p.consumer == consumer and p.event_types is None for p in _inline.get(store_schema, ()))
-
-
-def forget_inline(store_schema: str) -> None:
-    _inline.pop(store_schema, None)
-
-
-async def _apply_inline(conn: asyncpg.Connection, projections: list[InlineProjection],
-                        envelopes: Sequence[EventEnvelope]) -> bool:
-    """Each projection's handler runs with its own schema as the search_path (set for the
-    transaction only, with its processed-events record in one round trip), as it does on its
-    own service's connections. True if one ran: the append that follows puts the connection's
-    own search_path back in its statement. A handler that raises aborts the transaction, which
-    undoes the change too."""
-    applied = False
-    for projection in projections:
-        wanted = [e for e in envelopes if projection.event_types is None or e.type in projection.event_types]
-        if not wanted:
-            continue
-        await conn.execute(
-            f'WITH recorded AS (INSERT INTO "{projection.schema}".processed_events (consumer, event_id)'
-            " SELECT $1, unnest($2::uuid[]) RETURNING 1)"
-            " SELECT set_config('search_path', $3, true), (SELECT count(*) FROM recorded)",
-            projection.consumer, [e.event_id for e in wanted], check_identifier(projection.schema))
-        applied = True
-        for envelope in wanted:
-            with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
-                await projection.handler(conn, envelope)
-        remember_applied(projection.consumer, [str(e.event_id) for e in wanted])
-        metrics.CONSUMED.labels(projection.consumer, "inline").inc(len(wanted))
-    return applied
-
-
-async def _riding(projections: list[InlineProjection], envelopes: list[EventEnvelope], *,
-                  premised: bool) -> list[Riding] | None:
-    """The projections that want these events, each with its changes, if all of them can ride
-    in the append's statement (InlineStatement); None if one has to run its handler."""
-    riding: list[Riding] = []
-    for projection in projections:
-        wanted = [e for e in envelopes if projection.event_types is None or e.type in projection.event_types]
-        if not wanted:
-            continue
-        changes = (await projection.statement.changes(wanted, premised) if projection.statement is not None
-                   else None)
-        if changes is None:
-            return None
-        riding.append((projection, wanted, changes))
-    return riding
-
-
-def _riding_statement(append_statement: str, riding: list[Riding]) -> str:
-    """`append_statement` after each riding projection's function, in that order: each part is
-    LATERAL to the one before it, so the read model's rows are written before the append takes
-    its store's table lock (the order everywhere: shared/eventstore.py `append`)."""
-    parts, before = [], None
-    for i, (projection, _, _) in enumerate(riding):
-        assert projection.statement is not None
-        function = f'"{check_identifier(projection.schema)}".{check_identifier(projection.statement.function)}'
-        after = f" WHERE {before}.applied" if before else ""
-        parts.append(f"{'CROSS JOIN LATERAL ' if before else ''}(SELECT {function}(${17 + 3 * i}, ${18 + 3 * i},"
-                     f" ${19 + 3 * i}) AS applied{after}) AS ride{i}")
-        before = f"ride{i}"
-    return (f"SELECT appended.position, appended.event_id FROM {' '.join(parts)}"
-            f" CROSS JOIN LATERAL ({append_statement} WHERE {before}.applied) AS appended")
-
-
-def _rode(riding: list[Riding]) -> None:
-    for projection, wanted, _ in riding:
-        remember_applied(projection.consumer, [str(e.event_id) for e in wanted])
-        metrics.CONSUMED.labels(projection.consumer, "inline").inc(len(wanted))
-
-
 def _envelopes(events: Sequence[DomainEvent], aggregate_type: str, aggregate_id: str,
                expected_version: int) -> list[EventEnvelope]:
     """`events` as the stream's next envelopes, after `expected_version`."""
@@ -314,17 +171,17 @@ class EventStore:
         is one statement, atomic on its own (events, outbox rows and wake-up commit together);
         with a StatementProjection it is too, the projection's changes in the same statement.
         """
-        inline = _inline.get(self.schema)
+        inline = inline_projections.PROJECTIONS.get(self.schema)
         if inline and events and project is None:
             envelopes = _envelopes(events, aggregate_type, aggregate_id, expected_version)
             outside = not conn.is_in_transaction()
-            riding = await _riding(inline, envelopes, premised=outside)
+            riding = await inline_projections.riding(inline, envelopes, premised=outside)
             if riding is not None:  # every projection rides in the statement (or none wants them)
                 try:
                     return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
                                                        expected_version=expected_version, riding=riding)
                 except asyncpg.PostgresError as exc:
-                    if not (outside and exc.sqlstate == PREMISE_FAILED):
+                    if not (outside and exc.sqlstate == inline_projections.PREMISE_FAILED):
                         raise
                     # Nothing was stored (the statement was its own transaction): the handlers decide.
             if not conn.is_in_transaction():
@@ -347,13 +204,13 @@ class EventStore:
         return await self._append_handled(conn, inline or [], envelopes, key=key or aggregate_id, topic=topic,
                                           expected_version=expected_version)
 
-    async def _append_handled(self, conn: asyncpg.Connection, inline: list[InlineProjection],
+    async def _append_handled(self, conn: asyncpg.Connection, inline: list[inline_projections.InlineProjection],
                               envelopes: list[EventEnvelope], *, key: str, topic: str | None,
                               expected_version: int) -> list[EventEnvelope]:
         """The inline projections' handlers, then the append, in the caller's transaction. After
         the store's own projection (it only inserts rows of its own), before its table lock:
         everywhere the order view's row and the order's stream are locked first."""
-        switched = await _apply_inline(conn, inline, envelopes) if inline else False
+        switched = await inline_projections.apply_handlers(conn, inline, envelopes) if inline else False
         return await self.append_envelopes(conn, envelopes, key=key, topic=topic,
                                            expected_version=expected_version, restore_search_path=switched)
 
@@ -365,7 +222,7 @@ class EventStore:
         changes without reading and no other service projects this store inline here."""
         if not events:
             return []
-        if not _inline.get(self.schema):
+        if not inline_projections.PROJECTIONS.get(self.schema):
             envelopes = _envelopes(events, aggregate_type, aggregate_id, expected_version)
             changes = await projection.changes(envelopes)
             if changes is not None:
@@ -392,7 +249,7 @@ class EventStore:
     async def append_envelopes(self, conn: asyncpg.Connection, envelopes: Sequence[EventEnvelope],
                                *, key: str, expected_version: int, topic: str | None = None,
                                restore_search_path: bool = False, projected: tuple[str, list] | None = None,
-                               riding: list[Riding] | None = None, reading: str | None = None,
+                               riding: list[inline_projections.Riding] | None = None, reading: str | None = None,
                                read_into: list | None = None) -> list[EventEnvelope]:
         """`projected`: a StatementProjection's function and changes, to append with (one statement);
         `riding`: inline projections applied in the statement before the append; `reading` (with
@@ -405,7 +262,7 @@ class EventStore:
                               f" {MAX_EVENT_BYTES} an event may hold.", status=413)
         extra: list = []
         if riding:
-            statement = _riding_statement(self.append_statement, riding)
+            statement = inline_projections.riding_statement(self.append_statement, riding)
             extra = [value for projection, wanted, changes in riding
                      for value in (projection.consumer, [e.event_id for e in wanted], changes)]
         elif projected is not None:
@@ -435,7 +292,7 @@ class EventStore:
                 raise ConcurrencyConflict(first.aggregate_type, first.aggregate_id, expected_version) from exc
             raise
         if riding:
-            _rode(riding)
+            inline_projections.rode(riding)
         if read_into is not None and positions:
             read_into[:] = [positions[0]]
         by_id = {r["event_id"]: r["position"] for r in positions}

@@ -25,8 +25,9 @@ from aiokafka import AIOKafkaProducer, ConsumerRecord
 from shared import context, db, metrics
 from shared.contracts.dead_letters import notice_type
 from shared.envelope import DomainEvent, EventEnvelope, newest_message, upcast
-from shared.eventstore import ConcurrencyConflict, EventStore, applied_here, recording_appends
+from shared.eventstore import ConcurrencyConflict, EventStore, recording_appends
 from shared.faults import hold_point
+from shared.inline import applied_here
 from shared.kafka import dlq_topic
 from shared.settings import Settings
 from shared.under_way import Call, calls

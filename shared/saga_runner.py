@@ -43,8 +43,9 @@ import asyncpg
 from shared import context, db, metrics
 from shared.aggregate import Aggregate, Repository
 from shared.envelope import EventEnvelope, decode_event, upcast
-from shared.eventstore import ConcurrencyConflict, Projector, remember_applied
+from shared.eventstore import ConcurrencyConflict, Projector
 from shared.faults import crash_point, dropped, hold_point
+from shared.inline import remember_applied
 from shared.rpc import ServiceUnavailable
 from shared.saga import COMPENSATING, FAILED, RUNNING, Call, Decision, Failure, Saga, SagaInstance, _declared
 from shared.settings import Settings

@@ -28,10 +28,11 @@ from shared.consumer import EventConsumer
 from shared.contracts import SERVICES
 from shared.envelope import DomainEvent, EventEnvelope
 from shared.errors import DomainError
-from shared.eventstore import EventStore, InlineProjection, InlineStatement, project_inline
+from shared.eventstore import EventStore
 from shared.handler import Handler, IdempotentHandler
 from shared.health import HEALTH, Hosted
 from shared.http_limits import BodyGuard, Render, internal_error_body
+from shared.inline import InlineProjection, InlineStatement, project_inline
 from shared.internal import answer_bus_call, caller_keys, install_probes
 from shared.kafka import ensure_topics, events_topic, make_producer
 from shared.logs import configure_logging, log_fields, route_template
@@ -73,10 +74,10 @@ class Subscription:
     # (KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS instead of KAFKA_FETCH_MAX_WAIT_MS).
     background: bool = False
     # Applied in the transaction that appends the events, when the producing service shares
-    # this process (shared/eventstore.py InlineProjection); its consumer stays, for the
+    # this process (shared/inline.py InlineProjection); its consumer stays, for the
     # services apart and for whatever an inline application missed.
     inline: bool = False
-    # Its one-statement form when applied inline (shared/eventstore.py InlineStatement): the
+    # Its one-statement form when applied inline (shared/inline.py InlineStatement): the
     # changes ride in the producer's append statement when it can tell them without reading.
     inline_statement: InlineStatement | None = None
 

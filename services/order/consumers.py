@@ -24,8 +24,8 @@ from shared.contracts import cart as c
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
 from shared.envelope import DomainEvent, EventEnvelope, decode_event
-from shared.eventstore import InlineStatement, projected_inline
 from shared.faults import dropped, hold_point
+from shared.inline import InlineStatement, projected_inline
 from shared.kafka import events_topic
 from shared.service import Subscription
 

@@ -26,8 +26,9 @@ from shared import context, db
 from shared.aggregate import CommandResult
 from shared.contracts.order import DeliveryRequested
 from shared.envelope import EventEnvelope, upcast
-from shared.eventstore import ConcurrencyConflict, applied_here, remember_applied
+from shared.eventstore import ConcurrencyConflict
 from shared.faults import crash_point
+from shared.inline import applied_here, remember_applied
 
 log = logging.getLogger(__name__)
 

@@ -34,8 +34,8 @@ from shared.contracts.shipping import (
     StockReleased,
 )
 from shared.db import Upsert, upsert_all
-from shared.eventstore import remember_applied
 from shared.faults import fail_point, hold_point
+from shared.inline import remember_applied
 from shared.steps import StepReply, run_step
 from shared.under_way import answering
 

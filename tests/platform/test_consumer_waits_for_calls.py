@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from shared.eventstore import remember_applied
+from shared.inline import remember_applied
 from shared.under_way import answering
 from tests.helpers.events import Ticked
 from tests.helpers.kafka import consuming, message, publish

@@ -1,11 +1,12 @@
-"""Inline projections (shared/eventstore.py): a subscriber of a store applied in the
+"""Inline projections (shared/inline.py, applied by shared/eventstore.py): a subscriber of a store applied in the
 transaction that appends to it, on the appending service's connection, in its own schema."""
 from __future__ import annotations
 
 import asyncpg
 import pytest
 
-from shared.eventstore import EventStore, InlineProjection, forget_inline, project_inline
+from shared.eventstore import EventStore
+from shared.inline import InlineProjection, forget_inline, project_inline
 from tests.conftest import fresh_schema
 from tests.helpers.events import Ticked
 

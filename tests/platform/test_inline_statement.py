@@ -1,5 +1,5 @@
 """Issue #26.3: an inline projection that can tell its changes without reading rides in the
-producing service's append statement (shared/eventstore.py InlineStatement, the order's
+producing service's append statement (shared/inline.py InlineStatement, the order's
 `apply_inline`, services/order/migrations/012_inline_view_statement.sql): one statement, no
 BEGIN/COMMIT, no search_path switch; the same view as the handler's path; its processed-events
 record written with it; atomic with the append; and the handler's transaction when it must
@@ -21,15 +21,8 @@ from shared.contracts import order as o
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
 from shared.envelope import envelope_for
-from shared.eventstore import (
-    ConcurrencyConflict,
-    EventStore,
-    InlineProjection,
-    InlineStatement,
-    applied_here,
-    forget_inline,
-    project_inline,
-)
+from shared.eventstore import ConcurrencyConflict, EventStore
+from shared.inline import InlineProjection, InlineStatement, applied_here, forget_inline, project_inline
 from tests.conftest import ROOT, fresh_schema, schema_pool
 from tests.platform.test_order_write_statement import ASYNCPG_INTROSPECTION, is_transaction_control
 

@@ -23,7 +23,8 @@ from shared.contracts import order as o
 from shared.contracts import shipping as s
 from shared.db import create_pool
 from shared.envelope import envelope_for
-from shared.eventstore import ConcurrencyConflict, EventStore, InlineProjection, forget_inline, project_inline
+from shared.eventstore import ConcurrencyConflict, EventStore
+from shared.inline import InlineProjection, forget_inline, project_inline
 from shared.kafka import events_topic
 from shared.service import ServiceContext
 from tests.conftest import ROOT, fresh_schema

@@ -12,7 +12,8 @@ import pytest
 
 from shared import db
 from shared.aggregate import Aggregate, DomainError, Repository
-from shared.eventstore import EventStore, InlineProjection, forget_inline, project_inline
+from shared.eventstore import EventStore
+from shared.inline import InlineProjection, forget_inline, project_inline
 from shared.steps import run_step
 from tests.helpers.events import Answered, Awaited, Ticked, Withdrawn
 

@@ -1,5 +1,5 @@
 -- The order view's changes of other services' events applied in THEIR append's statement, when
--- the order service shares their process (issue #26.3, shared/eventstore.py InlineProjection's
+-- the order service shares their process (issue #26.3, shared/inline.py InlineProjection's
 -- `statement`): `apply_inline` records the events as the `order.view` consumer's (so its Kafka
 -- consumer passes them over) and applies the changes BufferedOrderView recorded, in one call
 -- that the producing service's append statement makes before its own append_events (the order
