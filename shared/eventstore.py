@@ -201,6 +201,11 @@ class EventStore:
         envelopes = _envelopes(events, aggregate_type, aggregate_id, expected_version)
         if project is not None:
             await project(conn, envelopes)
+        if inline:  # in the caller's transaction: the projections ride in the append if they can tell their changes
+            riding = await inline_projections.riding(inline, envelopes, premised=False)
+            if riding is not None:
+                return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
+                                                   expected_version=expected_version, riding=riding)
         return await self._append_handled(conn, inline or [], envelopes, key=key or aggregate_id, topic=topic,
                                           expected_version=expected_version)
 

@@ -90,6 +90,30 @@ def list_patch(column: str, key: str, value, fields: dict, *, how: str = "merge"
     return {"column": column, "key": key, "value": value, "with": fields, "how": how, "ship_total": ship_total}
 
 
+def shipments_backordered(units: dict[tuple[str, int], int]) -> dict:
+    """Each shipment's manifest items given their backordered count from `units` (by shipment
+    number and variant id), keeping their own (else 0) otherwise: without reading the list."""
+    return {"column": "shipments", "how": "backordered",
+            "units": {f"{shipment}|{variant}": count for (shipment, variant), count in units.items()}}
+
+
+def placed_shipment_states(payment_state: str | None) -> dict:
+    """Each shipment's state once its order is placed (Solidus's): `ready` when the order is paid
+    and nothing in the shipment is backordered, else `pending`: without reading the list."""
+    return {"column": "shipments", "how": "placed_states", "payment_state": payment_state}
+
+
+def _patched_shipments(shipments: list[dict], patch: dict) -> list[dict]:
+    """What migrations/013's patches do to the shipments, for a rebuild in memory."""
+    if patch["how"] == "backordered":
+        return [{**sh, "manifest": [{**item, "backordered": patch["units"].get(
+            f"{sh['number']}|{item['variant_id']}", item.get("backordered", 0))} for item in sh["manifest"]]}
+                if "manifest" in sh else sh for sh in shipments]
+    paid = patch["payment_state"] == "paid"
+    return [{**sh, "state": "ready" if paid and not any(item.get("backordered") for item in sh.get("manifest") or [])
+             else "pending"} for sh in shipments]
+
+
 class SqlOrderView(_StampedOnNextUpdate):
     """The view's tables, one statement per change (the live path)."""
 
@@ -275,6 +299,9 @@ class MemoryOrderView:
     async def patch(self, number: str, patch: dict) -> None:
         order = self.orders.get(number)
         if order is None:
+            return
+        if patch["how"] in ("backordered", "placed_states"):
+            order["shipments"] = _patched_shipments(order["shipments"] or [], patch)
             return
         elements, key, value = order[patch["column"]] or [], patch["key"], patch["value"]
         if patch["how"] == "merge":

@@ -253,3 +253,57 @@ async def test_payments_and_rates_change_in_place_without_a_read_as_a_rebuild_fo
     assert [(x["id"], x["state"], x["amount"]) for x in live["payments"]] == [
         (11, "completed", "20.00"), (12, "checkout", "5.00")]
     assert live["payments"][0]["updated_at"] == envelopes[-1][-1].occurred_at.isoformat()
+
+
+async def test_backordered_counts_and_placed_shipment_states_change_in_place_as_a_rebuild_folds_them(stack, unique):
+    """StockAllocated's backordered counts, and the shipments' states once the order is placed
+    (OrderCompleted, PaymentStateChanged), patch the shipments list in SQL (migrations/013)
+    instead of reading it: so they ride, and the live tables end as a rebuild's memory does."""
+    number = "R1"
+
+    def shipment(n: int, variants: list[int]) -> s.Shipment:
+        return s.Shipment(id=n, number=f"H{n}", stock_location_id=1, stock_location_name="NY", state="pending",
+                          rates=[], manifest=[s.ManifestItem(variant_id=v, quantity=2) for v in variants])
+
+    units = [s.AllocatedUnit(stock_location_id=1, variant_id=3, quantity=2, backordered=1, shipment_number="H1"),
+             s.AllocatedUnit(stock_location_id=1, variant_id=4, quantity=2, shipment_number="H1"),
+             s.AllocatedUnit(stock_location_id=1, variant_id=5, quantity=2, shipment_number="H2")]
+    batches = [
+        ("Order", [o.OrderCreated(number=number, guest_token_digest="d" * 64, currency="USD")]),
+        ("Shipment", [s.ShipmentsBuilt(order_number=number, request_id="dr-1",
+                                       shipments=[shipment(1, [3, 4]), shipment(2, [5])])]),
+        ("Shipment", [s.StockAllocated(order_number=number, request_id="cr-1", units=units,
+                                       ship_total=Decimal("0"))]),
+        ("Order", [o.OrderCompleted(number=number, request_id="cr-1", total=Decimal("10"),
+                                    payment_total=Decimal("0"), payment_state="balance_due",
+                                    shipment_state="backorder")]),
+        ("Order", [o.PaymentStateChanged(number=number, payment_total=Decimal("10"), payment_state="paid",
+                                         shipment_state="backorder")]),
+    ]
+    versions: dict[str, int] = {}
+    envelopes = []
+    for aggregate_type, events in batches:
+        start = versions.get(aggregate_type, 0)
+        envelopes.append([envelope_for(e, aggregate_type=aggregate_type, aggregate_id=number, sequence=start + i + 1)
+                          for i, e in enumerate(events)])
+        versions[aggregate_type] = start + len(events)
+    for batch in envelopes[2:]:
+        assert await view_changes(batch) is not None  # no read: they can ride
+    memory = MemoryOrderView()
+    states = []
+    async with fresh_schema(stack, f"o_{unique}", ROOT / "services" / "order" / "migrations") as view, \
+            schema_pool(stack, view, max_size=1) as pool:
+        async with pool.acquire() as conn:
+            for batch in envelopes:
+                async with conn.transaction():
+                    await apply_to_view(conn, *batch)  # SqlOrderView: the same SQL as a ride
+                await fold_all(memory, batch)
+                shipments = await conn.fetchval(f'SELECT shipments FROM "{view}".order_view WHERE number = $1',
+                                                number)
+                assert shipments == memory.orders[number]["shipments"]
+                states.append([sh["state"] for sh in shipments])
+        live = await view_row(pool, view)
+    assert [[item["backordered"] for item in sh["manifest"]] for sh in live["shipments"]] == [[1, 0], [0]]
+    # Placed unpaid: both pending; paid: the shipment with a backordered item stays pending.
+    assert states[3:] == [["pending", "pending"], ["pending", "ready"]]
+    assert live["payment_state"] == "paid" and live["state"] == "complete"
