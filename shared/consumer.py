@@ -54,6 +54,8 @@ class EventConsumer:
                                           handler=handler, event_types=event_types, notices=notices)]
         self.handlers = handlers
         self.background = background
+        # Seconds to wait after each batch before fetching again (`pace`): 0, fetch at once.
+        self.pace_s = 0.0
         self.assigned = asyncio.Event()
         # shared/recycle.py empties its topics: `drain` (never idle) until `drained()`, then
         # `freeze` its partitions, then `reposition` them at offset 0.
@@ -99,6 +101,8 @@ class EventConsumer:
                         self._take(message, in_flight)
                 if batch:
                     last_found = time.monotonic()
+                    if self.pace_s:
+                        await asyncio.sleep(self.pace_s)
                 if not batch or time.monotonic() - last_commit >= interval:
                     await self._commit(consumer, in_flight.committable(), committed)
                     last_commit = time.monotonic()
@@ -114,6 +118,14 @@ class EventConsumer:
             await in_flight.stop()
             await self._commit(consumer, in_flight.committable(), committed)
             await consumer.stop()
+
+    def pace(self, ms: int) -> None:
+        """Wait `ms` after each batch before the next fetch: where calls and inline projections
+        apply its events as they are stored (every service in one process, tillstream/host.py),
+        this consumer is only the backstop for a lost reply or a crash, and fetching what has
+        gathered at a pace costs the broker and this process a fraction of fetching each few
+        messages as they come. An idle consumer still waits for a relay's notice as before."""
+        self.pace_s = max(ms, 0) / 1000
 
     # Called by shared/recycle.py between turns of `run`, once `drained()`: nothing is in
     # flight and everything fetched is committed, so `run` has no commit of its own to make

@@ -36,6 +36,9 @@ class Settings:
     # A consumer that found nothing for this long stops fetching until a relay publishes to
     # its topics (shared/wakeup.py), or the backstop passes.
     consumer_idle_after_ms: int = field(default_factory=lambda: _int("CONSUMER_IDLE_AFTER_MS", 200))
+    # With every service in one process (tillstream/host.py), consumers are the backstop of
+    # calls and inline projections: each waits this long after a batch (shared/consumer.py pace).
+    backstop_consumer_pace_ms: int = field(default_factory=lambda: _int("BACKSTOP_CONSUMER_PACE_MS", 50))
     consumer_wake_backstop_ms: int = field(default_factory=lambda: _int("CONSUMER_WAKE_BACKSTOP_MS", 1000))
     kafka_session_timeout_ms: int = field(default_factory=lambda: _int("KAFKA_SESSION_TIMEOUT_MS", 6000))
     kafka_heartbeat_interval_ms: int = field(default_factory=lambda: _int("KAFKA_HEARTBEAT_INTERVAL_MS", 1000))

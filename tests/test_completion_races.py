@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections import Counter
 
 import asyncpg
@@ -184,8 +185,15 @@ async def test_two_orders_racing_for_a_single_use_coupon_through_both_dialects(g
             assert loser.json() == {"coupon": ["The coupon is either invalid, expired or cannot be used"]}
         conn = await asyncpg.connect(stack.database_url)
         try:
-            uses = await conn.fetch("SELECT order_number, completed FROM cart.promotion_uses WHERE promotion_id = $1",
-                                    promotion_id)
+            # The use is marked completed by the cart's `orders` subscription from Kafka (no
+            # request waits on it): once that consumer has had the OrderCompleted.
+            deadline = time.monotonic() + 15
+            while True:
+                uses = await conn.fetch("SELECT order_number, completed FROM cart.promotion_uses"
+                                        " WHERE promotion_id = $1", promotion_id)
+                if all(r["completed"] for r in uses) or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
         finally:
             await conn.close()
         assert [(r["order_number"], r["completed"]) for r in uses] == [(with_coupon[0], True)]

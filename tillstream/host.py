@@ -70,6 +70,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 started.append(runtime)
             # Once every schema is migrated: until then the consumers carry what is appended.
             log.info("inline projections", extra={"fields": {"wired": project_inline_where_hosted(started)}})
+            # Every service is here: calls and inline projections apply each event as it is
+            # stored, so the consumers are the backstop (a lost reply, a crash) and need not
+            # fetch every few messages as they come.
+            for runtime in started:
+                for consumer in runtime.consumers:
+                    consumer.pace(settings.backstop_consumer_pace_ms)
             services = Services(cart=rpc.local(CartService, runtimes[cart.name].operations),
                                 order=rpc.local(OrderService, runtimes[order.name].operations),
                                 shipping=rpc.local(ShippingService, runtimes[shipping.name].operations),

@@ -334,3 +334,57 @@ async def test_after_the_backstop_an_idle_consumer_looks_once_and_finds_what_nob
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await producer.stop()
+
+
+async def test_a_paced_consumer_fetches_what_gathered_in_fewer_fetches_and_handles_everything(stack, pool, unique):
+    """A backstop consumer (every service in one process, tillstream/host.py) waits its pace
+    after each batch: messages published one by one reach it in a few batches, all of them."""
+    from shared.consumer import EventConsumer
+
+    settings = stack.settings(kafka_fetch_max_wait_ms=10)
+    topic = f"paced.{unique}"
+    await make_effects_table(pool)
+    await ensure_topics(settings, [topic])
+    producer = make_producer(settings)
+    await producer.start()
+    batches: dict[str, list[int]] = {}
+
+    async def run(group: str, pace_ms: int, first: int) -> None:
+        consumer = EventConsumer(settings=settings, pool=pool, producer=producer, group_id=group, topics=[topic],
+                                 handler=add_effect)
+        consumer.pace(pace_ms)
+        task = asyncio.create_task(consumer.run())
+        try:
+            await consumer.assigned.wait()
+            fetch = consumer._live.getmany  # counts the fetches that brought messages
+
+            async def counted(*args, **kwargs):
+                got = await fetch(*args, **kwargs)
+                if got:
+                    batches.setdefault(group, []).append(sum(map(len, got.values())))
+                return got
+
+            consumer._live.getmany = counted
+            for n in range(first, first + 20):  # one message every 20 ms, for 0.4 s
+                _, (key, value, headers) = message(Ticked(n=n), stream=f"K{n}")
+                await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+                await asyncio.sleep(0.02)
+            deadline = time.monotonic() + 45
+            while await pool.fetchval("SELECT count(*) FROM effects WHERE n >= $1 AND n < $2", first, first + 20) < 20:
+                assert not task.done(), task.exception()
+                assert time.monotonic() < deadline, "the consumer did not catch up"
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    try:
+        await run(f"paced-{unique}", 300, 100)
+        await run(f"unpaced-{unique}", 0, 200)
+    finally:
+        await producer.stop()
+    paced, unpaced = batches[f"paced-{unique}"], batches[f"unpaced-{unique}"]
+    # (A fetch already under way when counting began is not counted: at most one.)
+    assert sum(paced) >= 19 and sum(unpaced) >= 19, (paced, unpaced)
+    # 0.4 s of messages at a 300 ms pace: a handful of fetches; without a pace, about one each.
+    assert len(paced) <= 5 < len(unpaced), (paced, unpaced)
