@@ -2,7 +2,7 @@
 (shared/handler.py Statement): the processed-events record and the work go together, with no
 BEGIN nor COMMIT; a duplicate changes nothing; a statement that fails leaves neither the record
 nor the work, and the event is handled again (or dead-lettered) as ever. Through the real
-broker and PostgreSQL, with the cart's `orders` subscription."""
+broker and PostgreSQL, with the cart's `orders` subscription and the order view's."""
 from __future__ import annotations
 
 import asyncio
@@ -14,15 +14,20 @@ from functools import partial
 import asyncpg
 
 from services.cart.consumers import subscriptions as cart_subscriptions
+from services.order.consumers import subscriptions as order_subscriptions
+from services.order.projections import apply_to_view
 from shared.contracts import order as o
+from shared.envelope import envelope_for
 from shared.handler import Statement
 from shared.kafka import dlq_topic
 from tests.conftest import ROOT, fresh_schema, schema_pool
 from tests.helpers.events import Ticked
 from tests.helpers.kafka import consuming, message, publish, publish_as_one_batch, read_topic
+from tests.platform.test_inline_statement import coupon_events, line_added
 from tests.platform.test_order_write_statement import ASYNCPG_INTROSPECTION, is_transaction_control
 
 CART_ORDERS = next(s for s in cart_subscriptions if s.name == "orders")
+ORDER_VIEW = next(s for s in order_subscriptions if s.name == "view")
 
 
 @contextlib.asynccontextmanager
@@ -216,3 +221,45 @@ async def test_a_run_of_one_key_is_recorded_whole_in_one_statement_or_else_one_b
         assert {r[0] for r in await conn.fetch("SELECT event_id FROM processed_events")} == \
             {e.event_id for e, _ in [*ticks, fourth]}
         assert await conn.fetchval("SELECT count(*) FROM dead_letters") == 0
+
+
+async def test_the_order_view_from_kafka_costs_one_statement_unless_the_order_decides(stack, unique):
+    """The view's Kafka consumer (the services apart, or what an inline application missed)
+    applies what an inline append would carry, in its one statement; a cart change after the
+    order left the cart fails the statement's premise, and the handler decides instead."""
+    settings = stack.settings(kafka_topic_partitions=1)
+    topic, group = f"cart.{unique}", f"order.view-{unique}"
+    handled: list[str] = []
+
+    async def handler(conn, envelope) -> None:  # on_event's place: it would restart the checkout
+        handled.append(envelope.type)
+        await apply_to_view(conn, envelope)
+
+    async with fresh_schema(stack, f"o_{unique}", ROOT / "services" / "order" / "migrations") as view, \
+            logged_pool(stack, view) as (pool, sent), probe(stack, view) as conn:
+        created = envelope_for(o.OrderCreated(number="R1", guest_token_digest="d" * 64, currency="USD"),
+                               aggregate_type="Order", aggregate_id="R1", sequence=1)
+        async with conn.transaction():
+            await apply_to_view(conn, created)
+        coupon = [envelope_for(event, aggregate_type="Cart", aggregate_id="R1", sequence=i + 1)
+                  for i, event in enumerate(coupon_events("R1"))]
+        await publish_as_one_batch(settings, topic, [(b"R1", e.to_json(), e.kafka_headers()) for e in coupon])
+        async with consuming(settings, pool, topic, group, handler,
+                             statement=partial(ORDER_VIEW.statement, None)) as task:
+            await until(task, lambda: conn.fetchval("SELECT cart_version = 2 FROM order_view"), "the coupon shown")
+            await asyncio.sleep(0.1)
+            assert len(sent) == 1 and "apply_view_changes(" in sent[0] and handled == [], sent
+            row = await conn.fetchrow("SELECT item_total, adjustment_total FROM order_view")
+            assert (row["item_total"], row["adjustment_total"]) == (Decimal("20.00"), Decimal("-1.50"))
+            await conn.execute("UPDATE order_view SET state = 'address'")
+            sent.clear()
+            changed = [envelope_for(event, aggregate_type="Cart", aggregate_id="R1", sequence=i + 3)
+                       for i, event in enumerate(line_added("R1"))]
+            await publish_as_one_batch(settings, topic, [(b"R1", e.to_json(), e.kafka_headers()) for e in changed])
+            await until(task, lambda: conn.fetchval("SELECT count(*) = 1 FROM order_line_items"), "the line shown")
+            await asyncio.sleep(0.1)
+        # The statement failed on its premise (nothing stayed of it); the handler's transaction followed.
+        assert "apply_view_changes(" in sent[0] and sent[1].startswith("BEGIN;") and sent[-1] == "COMMIT", sent
+        assert handled == ["cart.LineItemAdded", "cart.CartRepriced"]
+        assert {r[0] for r in await conn.fetch("SELECT event_id FROM processed_events")} == \
+            {e.event_id for e in coupon + changed}
