@@ -21,7 +21,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from shared import metrics, under_way, wakeup
 from shared.envelope import DomainEvent
 from shared.eventstore import EventStore
-from shared.handler import Handler, IdempotentHandler
+from shared.handler import Handler, IdempotentHandler, StatementForm
 from shared.inflight import InFlight
 from shared.kafka import make_consumer
 from shared.settings import Settings
@@ -34,14 +34,14 @@ class EventConsumer:
     """One Kafka consumer group: fetches `topics` and hands every message, in order per
     key, to all of its handlers at once (a service's subscriptions that read the same
     topics share one group: one fetch for all of them; each keeps its own idempotency
-    records, retries and dead letters under its own name). Given a single `handler`, the
-    group is that handler's, named `group_id`."""
+    records, retries and dead letters under its own name). Given a single `handler` (and its
+    one-statement form, `statement`), the group is that handler's, named `group_id`."""
 
     def __init__(self, *, settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer,
                  group_id: str, topics: list[str], handler: Handler | None = None,
                  event_types: Iterable[type[DomainEvent]] | None = None, background: bool = False,
                  notices: EventStore | None = None, wake_on_publish: bool = False,
-                 handlers: list[IdempotentHandler] | None = None) -> None:
+                 handlers: list[IdempotentHandler] | None = None, statement: StatementForm | None = None) -> None:
         self.settings = settings
         # Idle, wait for the relays' notification instead of polling (shared/wakeup.py).
         self.wake_on_publish = wake_on_publish
@@ -51,7 +51,8 @@ class EventConsumer:
             if handler is None:
                 raise TypeError(f"consumer group {group_id} needs a handler or its handlers")
             handlers = [IdempotentHandler(settings=settings, pool=pool, producer=producer, name=group_id,
-                                          handler=handler, event_types=event_types, notices=notices)]
+                                          handler=handler, event_types=event_types, notices=notices,
+                                          statement=statement)]
         self.handlers = handlers
         self.background = background
         # Seconds to wait after each batch before fetching again (`pace`): 0, fetch at once.

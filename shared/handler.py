@@ -9,6 +9,11 @@ that still fails after `consumer_max_attempts` goes to `<topic>.dlq` (and the `d
 table) with the error, and the consumer moves on. Messages of one key that wait together
 (shared/inflight.py) are applied in one transaction with one multi-row record, up to the
 first whose handling appends events.
+
+A handler whose whole work is one SQL statement may say so (its `statement` form, a
+`Statement`): the record and the work then go as one statement, no BEGIN nor COMMIT (atomic
+as any statement: a failure leaves neither, and the event is handled again as above), and the
+transaction is left for the events (or runs) the form declines.
 """
 from __future__ import annotations
 
@@ -16,8 +21,9 @@ import asyncio
 import logging
 import time
 import traceback
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 import asyncpg
 from aiokafka import AIOKafkaProducer, ConsumerRecord
@@ -27,7 +33,7 @@ from shared.contracts.dead_letters import notice_type
 from shared.envelope import DomainEvent, EventEnvelope, newest_message, upcast
 from shared.eventstore import ConcurrencyConflict, EventStore, recording_appends
 from shared.faults import hold_point
-from shared.inline import applied_here
+from shared.inline import PREMISE_FAILED, applied_here
 from shared.kafka import dlq_topic
 from shared.settings import Settings
 from shared.under_way import Call, calls
@@ -37,6 +43,28 @@ log = logging.getLogger(__name__)
 # A handler runs inside the consumer's transaction (opened by the idempotency record, not
 # by asyncpg): for a part that may fail alone use `db.savepoint`, not `conn.transaction()`.
 Handler = Callable[[asyncpg.Connection, EventEnvelope], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A delivery's whole work as one SQL statement, run after its idempotency record in the
+    same statement: `sql` is a `WITH` query named `work` beside `recorded`, whose rows are
+    the events this delivery recorded (none for a duplicate). So `sql` must change nothing
+    unless `recorded` has rows (`... AND EXISTS (SELECT 1 FROM recorded)`), and must return
+    rows (`RETURNING`, or a SELECT: one nobody reads would not run). Its parameters are
+    $1..$n (`args`); the record's come after them. A premise it checks may fail it with
+    SQLSTATE PREMISE_FAILED (shared/inline.py): nothing is stored, and the handler runs."""
+    sql: str
+    args: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        if "recorded" not in self.sql:
+            raise ValueError("a consumer's statement must do its work only if `recorded` has rows")
+
+
+# A handler's one-statement form: given one message's envelope, or a run of one key's (in
+# order), the statement that does what the handler would, or None (the handler runs instead).
+StatementForm = Callable[[list[EventEnvelope]], Awaitable[Statement | None]]
 
 # Failures that say nothing about the message itself: retry them without counting.
 _TRANSIENT = (ConcurrencyConflict, asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
@@ -69,7 +97,7 @@ class IdempotentHandler:
 
     def __init__(self, *, settings: Settings, pool: asyncpg.Pool, producer: AIOKafkaProducer, name: str,
                  handler: Handler, event_types: Iterable[type[DomainEvent]] | None = None,
-                 notices: EventStore | None = None) -> None:
+                 notices: EventStore | None = None, statement: StatementForm | None = None) -> None:
         self.settings = settings
         self.pool = pool
         self.producer = producer
@@ -80,6 +108,7 @@ class IdempotentHandler:
         self.wanted = frozenset(cls.event_type for cls in event_types) if event_types is not None else None
         # Where a dead letter's notice is appended (the service's own store); None: no notice.
         self.notices = notices
+        self.statement = statement
 
     def wants(self, message: ConsumerRecord) -> bool:
         if self.wanted is None:
@@ -163,9 +192,19 @@ class IdempotentHandler:
         store's table lock until commit, and a later message's row locks taken while holding
         it could deadlock with a command that takes the same row first and the lock after;
         so the transaction ends there, and the rest is left for the next run. 0: some were
-        recorded already (a redelivery), for `handle_message` to sort out one by one."""
+        recorded already (a redelivery), for `handle_message` to sort out one by one. A run
+        the handler's statement form takes is applied in its one statement instead."""
         envelopes = [decode(message) for message in messages]
         started = time.perf_counter()
+        if len({e.event_id for e in envelopes}) < len(envelopes):
+            return 0  # a message delivered twice in one run: one by one
+        outcome = await self._apply_statement(envelopes)
+        if outcome == "duplicate":
+            return 0
+        if outcome == "processed":
+            applied = len(envelopes)
+            self._measure(applied, started)
+            return applied
         try:
             async with self.pool.acquire() as conn, \
                     db.transaction_opened_by(conn, self._record(envelopes)) as status:
@@ -184,10 +223,13 @@ class IdempotentHandler:
                         break
         except _AlreadyRecorded:
             return 0
+        self._measure(applied, started)
+        return applied
+
+    def _measure(self, applied: int, started: float) -> None:
         metrics.CONSUMED.labels(self.name, "processed").inc(applied)
         for _ in range(applied):
             metrics.HANDLE_SECONDS.labels(self.name).observe((time.perf_counter() - started) / applied)
-        return applied
 
     def _record(self, envelopes: list[EventEnvelope]) -> str:
         """The idempotency records of `envelopes`, as a statement that may open a transaction
@@ -195,8 +237,35 @@ class IdempotentHandler:
         values = ", ".join(f"({db.literal(self.name)}, {db.literal(e.event_id)})" for e in envelopes)
         return f"INSERT INTO processed_events (consumer, event_id) VALUES {values} ON CONFLICT DO NOTHING"
 
+    async def _apply_statement(self, envelopes: list[EventEnvelope]) -> str | None:
+        """The record of `envelopes` and the handler's work on them in one statement, if its
+        statement form gives one: "processed", or "duplicate" when it found one of them
+        recorded before (then it changed nothing); None when there is no such statement (or
+        its premise failed, which stores nothing): the handler's transaction is for that."""
+        if self.statement is None or (statement := await self.statement(envelopes)) is None:
+            return None
+        n = len(statement.args)
+        consumer, ids = f"${n + 1}", f"${n + 2}::uuid[]"
+        # A run is recorded whole or not at all: nothing if one of its events was recorded
+        # before, and a statement that fails on the unique key if one is recorded meanwhile
+        # (another instance, say); a single event's record waits for such a one and does nothing.
+        guard = " ON CONFLICT DO NOTHING" if len(envelopes) == 1 else \
+            f" WHERE NOT EXISTS (SELECT 1 FROM processed_events WHERE consumer = {consumer} AND event_id = ANY({ids}))"
+        sql = (f"WITH recorded AS (INSERT INTO processed_events (consumer, event_id) SELECT {consumer}, unnest({ids})"
+               f"{guard} RETURNING event_id), work AS ({statement.sql})"
+               " SELECT (SELECT count(*) FROM recorded) AS recorded, (SELECT count(*) FROM work) AS worked")
+        try:
+            row = await self.pool.fetchrow(sql, *statement.args, self.name, [e.event_id for e in envelopes])
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate != PREMISE_FAILED:
+                raise
+            return None
+        return "processed" if row["recorded"] == len(envelopes) else "duplicate"
+
     async def _apply(self, envelope: EventEnvelope) -> str:
         with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
+            if (outcome := await self._apply_statement([envelope])) is not None:
+                return outcome
             # The idempotency record opens the transaction (one round trip with its BEGIN).
             async with self.pool.acquire() as conn, db.transaction_opened_by(conn, self._record([envelope])) as status:
                 if status != "INSERT 0 1":

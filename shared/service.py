@@ -29,7 +29,7 @@ from shared.contracts import SERVICES
 from shared.envelope import DomainEvent, EventEnvelope
 from shared.errors import DomainError
 from shared.eventstore import EventStore
-from shared.handler import Handler, IdempotentHandler
+from shared.handler import Handler, IdempotentHandler, Statement, StatementForm
 from shared.health import HEALTH, Hosted
 from shared.http_limits import BodyGuard, Render, internal_error_body
 from shared.inline import InlineProjection, InlineStatement, project_inline
@@ -60,6 +60,8 @@ class ServiceContext:
 # A subscription's handler: given the service's context (bound at start-up by ServiceRuntime,
 # so a subscription is declared without a database), the transaction's connection, the event.
 ContextHandler = Callable[[Any, asyncpg.Connection, EventEnvelope], Awaitable[None]]
+# Its one-statement form (shared/handler.py Statement), given the service's context likewise.
+ContextStatement = Callable[[Any, list[EventEnvelope]], Awaitable[Statement | None]]
 
 
 @dataclass
@@ -80,6 +82,9 @@ class Subscription:
     # Its one-statement form when applied inline (shared/inline.py InlineStatement): the
     # changes ride in the producer's append statement when it can tell them without reading.
     inline_statement: InlineStatement | None = None
+    # The handler's whole work as one statement with its processed-events record, when it can
+    # be (shared/handler.py Statement): a delivery then costs that statement, no transaction.
+    statement: ContextStatement | None = None
 
 
 @dataclass
@@ -192,7 +197,8 @@ class ServiceRuntime:
                           wake_on_publish=True, handlers=[
                               IdempotentHandler(settings=settings, pool=pool, producer=self._producer,
                                                 name=f"{definition.name}.{s.name}", handler=self.bound(s),
-                                                event_types=s.event_types, notices=store)
+                                                event_types=s.event_types, notices=store,
+                                                statement=self.bound_statement(s))
                               for s in subscriptions])
             for group, subscriptions in consumer_groups(definition).items()
         ]
@@ -210,6 +216,13 @@ class ServiceRuntime:
         """The subscription's handler with this runtime's context (once started)."""
         assert self.context is not None, f"{self.definition.name} is not started"
         return partial(subscription.handler, self.context)
+
+    def bound_statement(self, subscription: Subscription) -> StatementForm | None:
+        """The subscription's one-statement form with this runtime's context, if it has one."""
+        if subscription.statement is None:
+            return None
+        assert self.context is not None, f"{self.definition.name} is not started"
+        return partial(subscription.statement, self.context)
 
     async def stop(self) -> None:
         await HEALTH.detach(self.definition.name)

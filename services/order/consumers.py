@@ -25,6 +25,7 @@ from shared.contracts import payment as p
 from shared.contracts import shipping as s
 from shared.envelope import DomainEvent, EventEnvelope, decode_event
 from shared.faults import dropped, hold_point
+from shared.handler import Statement
 from shared.inline import InlineStatement, projected_inline
 from shared.kafka import events_topic
 from shared.service import Subscription
@@ -88,6 +89,19 @@ async def inline_view_changes(envelopes: list[EventEnvelope], premised: bool) ->
     return None if changes is None else [*premises[:1], *changes]  # an append's events are one order's
 
 
+async def view_statement(ctx: OrderContext, envelopes: list[EventEnvelope]) -> Statement | None:
+    """`on_event` from Kafka as one statement with its record, when it is only the view's and
+    its fold reads nothing (what an inline append carries: `inline_view_changes`), for one
+    order's events (a run's key is its order); a cart whose lines changed rests on the premise
+    the statement checks, and on_event runs when it does not hold (nothing stored)."""
+    if len({envelope.aggregate_id for envelope in envelopes}) != 1:
+        return None
+    changes = await inline_view_changes(envelopes, premised=True)
+    if changes is None:
+        return None
+    return Statement("SELECT apply_view_changes($1) WHERE EXISTS (SELECT 1 FROM recorded)", (changes,))
+
+
 async def on_saga_answer(ctx: OrderContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
     """A participant's answer to the completion saga, from Kafka: the runner records it unless
     the call's reply did first (the same idempotency record), and goes on (shared/saga_runner.py)."""
@@ -138,7 +152,7 @@ subscriptions = [
     # In one process applied in the participants' own transactions (no request waits for
     # the broker); apart, and for anything an inline application missed, through Kafka.
     Subscription(name="view", handler=on_event, inline=True, topics=VIEW_TOPICS,
-                 inline_statement=InlineStatement(inline_view_changes, "apply_inline")),
+                 inline_statement=InlineStatement(inline_view_changes, "apply_inline"), statement=view_statement),
     # The completion saga (services/order/saga.py): the participants' answers move it on.
     Subscription(name="saga", handler=on_saga_answer, event_types=COMPLETION.listens_to(),
                  topics=[events_topic(participant) for participant in COMPLETION.participants]),

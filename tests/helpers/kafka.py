@@ -78,14 +78,17 @@ async def publish_as_one_batch(settings: Settings, topic: str, messages: list[tu
 
 
 @contextlib.asynccontextmanager
-async def consuming(settings: Settings, pool, topic: str, group: str, handler, event_types=None, background=False):
-    """An EventConsumer running `handler` on `topic` while the block runs; yields its task."""
+async def consuming(settings: Settings, pool, topic: str, group: str, handler, event_types=None, background=False,
+                    statement=None):
+    """An EventConsumer running `handler` (and its one-statement form `statement`) on `topic`
+    while the block runs; yields its task."""
     from shared.consumer import EventConsumer
 
     producer = make_producer(settings)
     await producer.start()
     consumer = EventConsumer(settings=settings, pool=pool, producer=producer, group_id=group,
-                             topics=[topic], handler=handler, event_types=event_types, background=background)
+                             topics=[topic], handler=handler, event_types=event_types, background=background,
+                             statement=statement)
     task = asyncio.create_task(consumer.run())
     try:
         yield task
