@@ -36,7 +36,7 @@ SCOPES: dict[str, dict[str, frozenset[str]]] = {
                            "remove_coupon", "find_line", "list_variants", "discard_variant", "discarded_among",
                            "list_products"}),
         "order": frozenset({"create_order", "update_details", "update_contact", "advance", "complete", "cancel",
-                            "get_order", "wait_applied", "countries", "process"}),
+                            "get_order", "access_facts", "wait_applied", "countries", "process"}),
         "shipping": frozenset({"select_rate", "select_method", "find_shipment", "stock", "estimated_rates",
                                "unavailable"}),
         "payment": frozenset({"create_payment", "capture_payment", "void_payment", "payment_methods"}),

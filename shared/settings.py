@@ -105,6 +105,10 @@ class Settings:
     # answers kept per service (0: none), and the longest one is served, as a backstop.
     reference_cache_entries: int = field(default_factory=lambda: _int("REFERENCE_CACHE_ENTRIES", 10_000))
     reference_cache_max_age_s: float = field(default_factory=lambda: _float("REFERENCE_CACHE_MAX_AGE_S", 60.0))
+    # Orders' facts fixed at creation (number, dialect, guest token digest, currency) a gateway
+    # process keeps to authorise callers without reading the order (services/gateway/order_access.py),
+    # least recently used out (0: none).
+    gateway_order_access_entries: int = field(default_factory=lambda: _int("GATEWAY_ORDER_ACCESS_ENTRIES", 10_000))
     db_pool_min: int = field(default_factory=lambda: _int("DB_POOL_MIN", 2))
     db_pool_max: int = field(default_factory=lambda: _int("DB_POOL_MAX", 10))
     log_level: str = field(default_factory=lambda: os.environ.get("LOG_LEVEL", "INFO"))

@@ -51,7 +51,9 @@ def stack(request):
     if external_db:
         database_url = external_db
     else:
-        postgres = EmbeddedPostgres(workdir / "pg", free_port(), durable=False).start()
+        # pg_stat_statements: the tests of statements per request count them there.
+        postgres = EmbeddedPostgres(workdir / "pg", free_port(), durable=False,
+                                    settings={"shared_preload_libraries": "pg_stat_statements"}).start()
         database_url = postgres.dsn()
     bootstrap = os.environ.get("TILLSTREAM_TEST_KAFKA")
     if not bootstrap:

@@ -25,6 +25,7 @@ from services.gateway.getcandy.errors import GetCandyError
 from services.gateway.getcandy.errors import error as getcandy_error
 from services.gateway.getcandy.ids import id_secret
 from services.gateway.input_filter import InputFilter
+from services.gateway.order_access import OrderAccessCache
 from services.gateway.services import Services
 from services.gateway.solidus.errors import NOT_FOUND, ApiError
 from shared import context
@@ -49,6 +50,7 @@ def create_gateway(services: Services | None, internal: FastAPI, *, lifespan=Non
     openapi.install(app)
     # None: the host's lifespan sets them once the services it hosts have started.
     app.state.services = services
+    app.state.order_access = OrderAccessCache(load_settings().gateway_order_access_entries)
     # Added before install_common, so the request context (access log, latency metrics) wraps
     # it and a request's time waiting for admission counts in its latency.
     app.add_middleware(AdmissionControl, limit=int(os.environ.get("GATEWAY_MAX_IN_FLIGHT", "8")),

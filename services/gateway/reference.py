@@ -10,6 +10,7 @@ from typing import Any, Awaitable, Callable
 
 from fastapi import Request
 
+from services.gateway.order_access import remember
 from services.gateway.services import services
 from shared.errors import DomainError
 
@@ -37,13 +38,14 @@ async def payment_methods(request: Request) -> list[dict]:
 
 async def fetch_order(request: Request, number: str, after: list[str] | None = None) -> dict | None:
     """The order view, once it has applied the events in `after` (bounded wait); None if
-    there is no such order."""
+    there is no such order. Its access facts are kept for the routes that only authorise."""
     try:
         found = await services(request).order.get_order(number, after=list(after or ()), timeout_ms=VIEW_WAIT_MS)
     except DomainError as refusal:
         if refusal.status == 404:
             return None
         raise
+    remember(request, found["order"])
     return found["order"]
 
 

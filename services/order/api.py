@@ -41,6 +41,15 @@ class Found(TypedDict):
     stale: bool
 
 
+class AccessFacts(TypedDict):
+    """What an order is given at its creation and keeps for its life (no later event changes
+    it, services/order/domain.py): enough to tell who may act on it, so a caller may keep it."""
+    number: str
+    dialect: str | None  # the public dialect that created it (None: before dialects were recorded)
+    guest_token_digest: str  # SHA-256 of the guest token, hex: the token itself is kept nowhere
+    currency: str
+
+
 class CaughtUp(TypedDict):
     caught_up: bool
 
@@ -102,6 +111,12 @@ class OrderService(Protocol):
                         timeout_ms: int = DEFAULT_VIEW_WAIT_MS) -> Found:
         """The order view; with `after` (event ids), once the view has applied those events
         (waiting at most `timeout_ms`; `stale` says the wait ran out). No such order: 404."""
+        ...
+
+    async def access_facts(self, number: str) -> AccessFacts:
+        """The order's facts fixed at its creation (one narrow row, not the view with its
+        lines): the gateway keeps them to authorise a caller without reading the order again.
+        No such order (yet): 404."""
         ...
 
     async def wait_applied(self, number: str, *, after: Sequence[str] = (),

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from services.order import commands, processing
 from services.order.api import (
     DEFAULT_VIEW_WAIT_MS,
+    AccessFacts,
     Advanced,
     CaughtUp,
     CountriesLoaded,
@@ -25,7 +26,7 @@ from services.order.api import (
 from services.order.consumers import view_is_inline
 from services.order.context import OrderContext
 from services.order.delivery import deliver
-from services.order.view import has_settled, order_as_written, read_order
+from services.order.view import has_settled, order_as_written, read_access_facts, read_order
 from shared.aggregate import CommandResult, DomainError, not_found
 from shared.db import Upsert, upsert_all
 from shared.eventstore import reading_the_write
@@ -131,6 +132,12 @@ class OrderOperations(OrderService):
         if order is None:
             raise not_found("order")
         return {"order": order, "stale": not caught_up}
+
+    async def access_facts(self, number: str) -> AccessFacts:
+        facts = await read_access_facts(self.ctx.pool, number)
+        if facts is None:
+            raise not_found("order")
+        return cast(AccessFacts, facts)
 
     async def wait_applied(self, number: str, *, after: Sequence[str] = (),
                            timeout_ms: int = DEFAULT_VIEW_WAIT_MS) -> CaughtUp:

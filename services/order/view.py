@@ -376,6 +376,14 @@ async def read_order(conn: asyncpg.Connection | asyncpg.Pool, number: str) -> di
     return None if row is None else _order(dict(row))
 
 
+async def read_access_facts(conn: asyncpg.Connection | asyncpg.Pool, number: str) -> dict | None:
+    """What the order was given at its creation and never changes (OrderCreated's number,
+    dialect, guest token digest, currency): the order's row alone, without its lines or taxes."""
+    row = await conn.fetchrow("SELECT number, dialect, guest_token_digest, currency FROM order_view WHERE number = $1",
+                              number)
+    return None if row is None else dict(row)
+
+
 def order_as_written(row: asyncpg.Record) -> dict | None:
     """The order as read_order reads it, from a row of the order's write joined to
     migrations/012's `order_as_written`: what the write left in the view, in its own statement."""

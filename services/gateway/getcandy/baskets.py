@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from services.gateway.availability import availability
-from services.gateway.getcandy.calls import candy_order, command, order_view, variants
+from services.gateway.getcandy.calls import candy_access, candy_order, command, order_view, variants
 from services.gateway.getcandy.errors import BASKET_PLACED, COUPON_INVALID, error, invalid, not_found
 from services.gateway.getcandy.ids import BASKET_LINES, BASKETS, MAIN, decode, order_number
 from services.gateway.getcandy.render import render_basket, respond
@@ -123,11 +123,17 @@ async def post_baskets(request: Request):
     return await _basket_lines(request, replace=True)
 
 
-async def basket(request: Request, basket_id: str) -> tuple[str, dict]:
-    """A basket's order number and order view; 404 for a basket id that is not one."""
+def basket_number(basket_id: str) -> str:
+    """A basket's order number; 404 for a basket id that is not one."""
     number = order_number(BASKETS, basket_id)
     if number is None:
         raise not_found()
+    return number
+
+
+async def basket(request: Request, basket_id: str) -> tuple[str, dict]:
+    """A basket's order number and order view; 404 for a basket id that is not one."""
+    number = basket_number(basket_id)
     return number, await order_view(request, number)
 
 
@@ -204,14 +210,15 @@ async def delete_basket_line(line_hash: Hash, request: Request):
             openapi_extra=request_body(BasketCouponRequest, form=False))
 async def add_discount(basket_id: Hash, request: Request):
     body = validated(BasketCouponRequest, await body_of(request))
-    number, order = await basket(request, basket_id)
+    number = basket_number(basket_id)
+    access = await candy_access(request, number)  # no lines needed before the coupon: no read of the order
     code = body.get("coupon")
     code = code.strip().lower() if isinstance(code, str) else ""
     if not code:
         raise invalid({"coupon": ["The coupon field is required."]})
     result = await command(request, services(request).cart.apply_coupon(number, code=code[:255],
-                                                                        currency=order["currency"]),
-                           order=order, placed_message=BASKET_PLACED, refused=lambda _: invalid(COUPON_INVALID))
+                                                                        currency=access["currency"]),
+                           access=access, placed_message=BASKET_PLACED, refused=lambda _: invalid(COUPON_INVALID))
     return await basket_response(request, await order_view(request, number, result["events"]))
 
 

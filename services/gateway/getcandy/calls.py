@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from typing import Awaitable, Callable, TypeVar
+from typing import Awaitable, Callable, Mapping, TypeVar
 
 from fastapi import Request
 
@@ -15,22 +15,28 @@ from services.gateway.getcandy.errors import (
     not_found,
     refused_while_locked,
 )
+from services.gateway.order_access import access_facts, placed_unsaid
 from services.gateway.reference import VIEW_WAIT_MS, fetch_order
 from services.gateway.services import services
 from services.gateway.solidus.access import admin_key
+from services.order.api import AccessFacts
 from shared.errors import DomainError
 
 T = TypeVar("T")
 
 
 async def command(request: Request, call: Awaitable[T], *, order: dict | None = None,
-                  placed_message: str = ORDER_PLACED,
+                  access: Mapping | None = None, placed_message: str = ORDER_PLACED,
                   refused: Callable[[DomainError], GetCandyError] | None = None) -> T:
     """The answer of `call`; a placed order's refusal is 403 (`placed_message`), a completing
-    one's 409, an unknown one's 404, and `refused` renders any other (default 422)."""
+    one's 409, an unknown one's 404, and `refused` renders any other (default 422). Placed or
+    completing: as `order` (the view the route read) says, or, for a route that read only the
+    order's `access` facts, as the view read on that refusal says."""
     try:
         return await call
     except DomainError as refusal:
+        if order is None and access is not None and placed_unsaid(refusal):
+            order = await fetch_order(request, access["number"])
         locked = refused_while_locked(refusal, order, placed_message=placed_message)
         if locked is not None:
             raise locked from None
@@ -48,6 +54,15 @@ async def candy_order(request: Request, number: str, after: list[str] | None = N
     if order is not None and order.get("dialect") == "solidus" and not holds_admin_key(request):
         return None
     return order
+
+
+async def candy_access(request: Request, number: str) -> AccessFacts:
+    """The order's access facts (kept by the gateway: services/gateway/order_access.py), if
+    GetCandy's routes reach it (as `candy_order`); else 404."""
+    facts = await access_facts(request, number)
+    if facts is None or (facts["dialect"] == "solidus" and not holds_admin_key(request)):
+        raise not_found()
+    return facts
 
 
 def holds_admin_key(request: Request) -> bool:

@@ -1,9 +1,11 @@
 """Who may do what (research §2): an admin's API key, or a guest's order token.
 
 A guest's token is fixed for the order's life, so checking it against the order view
-cannot go stale. The view, like the order's events, keeps only the token's SHA-256: the
-check hashes what the guest presents and compares digests in constant time. An order
-created through GetCandy is not reached through these routes, except by an admin.
+cannot go stale; nor against the order's access facts the gateway keeps (order_access.py),
+which a route that needs nothing else of the order is authorised with. Both, like the
+order's events, hold only the token's SHA-256: the check hashes what the guest presents and
+compares digests in constant time. An order created through GetCandy is not reached
+through these routes, except by an admin.
 Whether the order may still change is not judged here: the service that owns what
 changes refuses (the Order once placed or while completing, the cart once locked,
 shipments once allocated), and errors.from_refusal renders it as Solidus would.
@@ -12,12 +14,14 @@ from __future__ import annotations
 
 import hmac
 import os
-from typing import Any
+from typing import Any, Mapping, TypeVar
 
 from fastapi import Request
 
+from services.gateway.order_access import access_facts
 from services.gateway.reference import fetch_order
 from services.gateway.solidus.errors import NOT_FOUND, UNAUTHORIZED, ApiError
+from services.order.api import AccessFacts
 from shared.contracts.order import guest_token_matches
 
 MAX_TOKEN_LENGTH = 64
@@ -62,10 +66,27 @@ def is_admin(request: Request) -> bool:
 
 
 async def authorize(request: Request, number: str, *, body: dict | None = None) -> dict:
-    """The order, if the caller may see it (admin key, or the order's own token)."""
+    """The order view, if the caller may see it (admin key, or the order's own token): for a
+    route that needs what changes (state, totals, lines, payments) or renders the order."""
     admin = is_admin(request)
     token = order_token(request, body)
-    order = await fetch_order(request, number)
+    return _allowed(request, await fetch_order(request, number), admin=admin, token=token)
+
+
+async def authorize_access(request: Request, number: str, *, body: dict | None = None) -> AccessFacts:
+    """The order's access facts (number, dialect, guest token digest, currency), if the caller
+    may see it, judged as `authorize` judges: for a route that needs nothing that changes.
+    They are fixed at the order's creation, so the gateway keeps them (order_access.py): a
+    route authorised again reads nothing."""
+    admin = is_admin(request)
+    token = order_token(request, body)
+    return _allowed(request, await access_facts(request, number), admin=admin, token=token)
+
+
+Order = TypeVar("Order", bound=Mapping[str, Any])
+
+
+def _allowed(request: Request, order: Order | None, *, admin: bool, token: str | None) -> Order:
     if admin:
         if order is None:
             raise ApiError(404, NOT_FOUND)
@@ -80,7 +101,7 @@ async def authorize(request: Request, number: str, *, body: dict | None = None) 
     return order
 
 
-def is_solidus_order(order: dict) -> bool:
+def is_solidus_order(order: Mapping[str, Any]) -> bool:
     """Created through these routes, or before orders recorded their dialect."""
     return order.get("dialect") in (None, "solidus")
 

@@ -9,7 +9,7 @@ from services.gateway.openapi import request_body
 from services.gateway.paths import Code, Id, OrderNumber
 from services.gateway.reference import fetch_order, payment_methods
 from services.gateway.services import services
-from services.gateway.solidus.access import authorize, require_admin
+from services.gateway.solidus.access import authorize, authorize_access, require_admin
 from services.gateway.solidus.calls import command
 from services.gateway.solidus.errors import NOT_FOUND, ApiError
 from services.gateway.solidus.render import render_payment, render_payment_method
@@ -31,7 +31,7 @@ async def create_payment(request: Request, order: dict, attrs: dict, *, amount: 
 
 @router.get("/orders/{number}/payments/new", responses=responses(200, NewPayment))
 async def new_payment(number: OrderNumber, request: Request):
-    await authorize(request, number)
+    await authorize_access(request, number)
     methods = [render_payment_method(m) for m in await payment_methods(request)]
     return json_response({"attributes": ["id", "source_type", "source_id", "amount", "display_amount",
                                          "payment_method_id", "state", "avs_response", "created_at", "updated_at",
@@ -59,7 +59,7 @@ async def payment_action(number: OrderNumber, payment_id: Id, action: Code, requ
     require_admin(request)
     if action not in ("capture", "void"):
         raise ApiError(404, NOT_FOUND)
-    await authorize(request, number)
+    await authorize_access(request, number)
     payments = services(request).payment
     act = payments.capture_payment if action == "capture" else payments.void_payment
     result = await command(request, act(number, payment_id=payment_id), number=number)
