@@ -59,19 +59,32 @@ class BogusGateway:
             " AND action IN ('authorize', 'purchase') LIMIT 1", list(idempotency_keys)))
 
     async def call(self, action: str, *, gateway_token: str, amount: Decimal, idempotency_key: str) -> GatewayResult:
-        """`action`: "authorize", "purchase" (authorize and capture at once), "capture", "void", "refund"."""
-        async with self.pool.acquire() as conn:
-            recorded = await conn.fetchrow("SELECT * FROM gateway_calls WHERE idempotency_key = $1", idempotency_key)
-            if recorded is None:
-                approves = await conn.fetchval("SELECT approves FROM card_tokens WHERE gateway_token = $1",
-                                               gateway_token)
-                # Capture, void and refund act on an earlier authorisation, which always exists here.
-                success = bool(approves) or action in ("capture", "void", "refund")
-                await conn.execute(
-                    "INSERT INTO gateway_calls (idempotency_key, action, amount, success, authorization_code, message)"
-                    " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
-                    idempotency_key, action, amount, success, "12345" if success else None,
-                    None if success else f"Bogus Gateway: Forced failure - {action}")
-                recorded = await conn.fetchrow("SELECT * FROM gateway_calls WHERE idempotency_key = $1",
-                                               idempotency_key)
+        """`action`: "authorize", "purchase" (authorize and capture at once), "capture", "void", "refund".
+        The first call under a key decides its outcome and is recorded in the same statement;
+        a later one (a retry) is answered what was recorded."""
+        recorded = await self.pool.fetchrow(_CALL, idempotency_key, gateway_token, action, amount)
+        if recorded is None:  # recorded by a concurrent call after this statement's snapshot was taken
+            recorded = await self.pool.fetchrow("SELECT success, authorization_code, message FROM gateway_calls"
+                                                " WHERE idempotency_key = $1", idempotency_key)
         return GatewayResult(recorded["success"], recorded["authorization_code"], recorded["message"])
+
+
+# One round trip: the outcome (the card approves; capture, void and refund act on an earlier
+# authorisation, which always exists here), recorded unless a call under the key was, and answered.
+_CALL = """
+WITH outcome AS (
+    SELECT coalesce((SELECT approves FROM card_tokens WHERE gateway_token = $2), false)
+           OR $3 IN ('capture', 'void', 'refund') AS success
+), inserted AS (
+    INSERT INTO gateway_calls (idempotency_key, action, amount, success, authorization_code, message)
+    SELECT $1, $3, $4, o.success, CASE WHEN o.success THEN '12345' END,
+           CASE WHEN NOT o.success THEN 'Bogus Gateway: Forced failure - ' || $3 END
+    FROM outcome AS o
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING success, authorization_code, message
+)
+SELECT success, authorization_code, message FROM inserted
+UNION ALL
+SELECT success, authorization_code, message FROM gateway_calls
+WHERE idempotency_key = $1 AND NOT EXISTS (SELECT 1 FROM inserted)
+"""
