@@ -175,6 +175,12 @@ class Repository(Generic[A]):
             if remembered is not None and remembered[1] == last_event_id:
                 states[aggregate_id] = (remembered[0], last_event_id, True)
 
+    def committed_here(self, aggregate_id: str) -> A | None:
+        """A copy of the state the last command of this process committed, if it is what is
+        remembered: for a read that may show a state behind the stream (another instance may
+        have written since) because whatever acts on it is judged again by a command."""
+        return self._trusted(aggregate_id)
+
     def _trusted(self, aggregate_id: str) -> A | None:
         """A copy of the state the last command committed here, if that is what is remembered."""
         remembered = self._remembered(aggregate_id)

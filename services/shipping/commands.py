@@ -83,6 +83,8 @@ async def build_shipments(ctx: ShippingContext, conn: asyncpg.Connection, number
         await conn.executemany(
             "INSERT INTO shipment_index (number, order_number) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             [(s.number, number) for s in shipments.shipments])
+        for shipment in shipments.shipments:  # (a number is never given twice, kept or rolled back)
+            ctx.shipment_orders.put(shipment.number, number)
 
     # Answered is for good (a repeated request, or its event from Kafka after the call): no read.
     await ctx.shipments.run(conn, number, build, key=number,
@@ -146,11 +148,17 @@ async def select_method(ctx: ShippingContext, number: str, shipment_number: str,
     currency, is refused."""
     if method_id not in await method_ids(ctx):
         raise not_found("shipping method")
-    shipments = await ctx.shipments.load(ctx.pool, number)
+    # The shipments as this process last committed them, if it did: `execute` runs on them as
+    # on any trusted state (a conflict or a refusal is judged again on the stream; an order
+    # whose shipments were rebuilt meanwhile has new shipment numbers, so a method chosen for
+    # its old destination cannot land on them). Else read, and run on what was read.
+    trusted = ctx.shipments.committed_here(number)
+    shipments = trusted if trusted is not None else await ctx.shipments.load(ctx.pool, number)
+    loaded = None if trusted is not None else shipments
     if shipments.destination is None:
         return await ctx.shipments.execute(ctx.pool, number,
                                            lambda s: s.select_method_among_rates(shipment_number, method_id),
-                                           loaded=shipments)
+                                           loaded=loaded)
     country_iso, currency = shipments.destination
     methods = await methods_for(ctx, ctx.pool, country_iso, currency, users_only=False)
     method = next((m for m in methods if m.id == method_id), None)
@@ -159,4 +167,4 @@ async def select_method(ctx: ShippingContext, number: str, shipment_number: str,
     rate_id = await next_id(ctx.pool, "shipping_ids")
     return await ctx.shipments.execute(ctx.pool, number, lambda s: s.select_method(shipment_number, method,
                                                                                    new_rate_id=rate_id),
-                                       loaded=shipments)
+                                       loaded=loaded)

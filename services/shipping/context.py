@@ -2,7 +2,7 @@
 once the service has started (`ServiceDefinition.build`), never at import."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -10,8 +10,11 @@ import asyncpg
 from services.shipping.domain import OrderShipments
 from shared.aggregate import Repository
 from shared.eventstore import EventStore
+from shared.lru import BoundedMap
 from shared.reference_cache import ReferenceCache
 from shared.service import ServiceContext
+
+SHIPMENT_ORDERS_KEPT = 10_000  # about 150 bytes each
 
 
 @dataclass
@@ -22,6 +25,8 @@ class ShippingContext:
     shipments: Repository[OrderShipments]
     # Its reference data (locations, shipping methods, zones) as this process last read it.
     reference: ReferenceCache
+    # Each shipment's order, as this process last read it: a shipment number is its order's for good.
+    shipment_orders: BoundedMap[str, str] = field(default_factory=lambda: BoundedMap(SHIPMENT_ORDERS_KEPT))
 
     async def close(self) -> None:
         self.reference.close()

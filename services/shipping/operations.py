@@ -26,6 +26,7 @@ from shared.aggregate import DomainError, not_found
 from shared.contracts.order import Address, DeliveryLine
 from shared.contracts.shipping import (
     LocationStock,
+    Shipment,
     ShipmentsBuilt,
     ShipmentsUnavailable,
     StockAllocated,
@@ -65,12 +66,19 @@ class ShippingOperations(ShippingService):
         return {"events": result.event_ids}
 
     async def find_shipment(self, *, shipment_number: str) -> ShipmentFound:
-        order_number = await self.ctx.pool.fetchval("SELECT order_number FROM shipment_index WHERE number = $1",
-                                                    shipment_number)
+        """The shipment and its order. From what this process knows when it has the shipment
+        (its order never changes; the shipments as its last command committed them: a route
+        shows it, or names it to a command, which judges again on the stream); else read."""
+        order_number = self.ctx.shipment_orders.get(shipment_number)
         if order_number is None:
-            raise not_found("shipment")
-        shipments = await self.ctx.shipments.load(self.ctx.pool, order_number)
-        shipment = next((s for s in shipments.shipments if s.number == shipment_number), None)
+            order_number = await self.ctx.pool.fetchval("SELECT order_number FROM shipment_index WHERE number = $1",
+                                                        shipment_number)
+            if order_number is None:
+                raise not_found("shipment")
+            self.ctx.shipment_orders.put(shipment_number, order_number)
+        shipment = _shipment(self.ctx.shipments.committed_here(order_number), shipment_number)
+        if shipment is None:  # not known here, or not as this process last saw the order's shipments
+            shipment = _shipment(await self.ctx.shipments.load(self.ctx.pool, order_number), shipment_number)
         if shipment is None:
             raise not_found("shipment")
         return {"order_number": order_number, "shipment": shipment.model_dump(mode="json")}
@@ -190,3 +198,7 @@ class ShippingReference(BaseModel):
     zones: list[Zone] = []
     stock_locations: list[Location] = []
     shipping_methods: list[ShippingMethodIn] = []
+
+
+def _shipment(shipments: OrderShipments | None, number: str) -> Shipment | None:
+    return next((s for s in shipments.shipments if s.number == number), None) if shipments is not None else None
