@@ -169,7 +169,8 @@ class EventStore:
         the table lock is taken: call `append` last in a transaction, and the lock is held
         only for the insert and the commit. Without `project`, an append outside a transaction
         is one statement, atomic on its own (events, outbox rows and wake-up commit together);
-        with a StatementProjection it is too, the projection's changes in the same statement.
+        with a StatementProjection it is too, the projection's changes in the same statement,
+        and so is such an append inside the caller's transaction (no statement per change).
         """
         inline = inline_projections.PROJECTIONS.get(self.schema)
         if inline and events and project is None:
@@ -190,10 +191,18 @@ class EventStore:
                                                       expected_version=expected_version)
             return await self._append_handled(conn, inline, envelopes, key=key or aggregate_id, topic=topic,
                                               expected_version=expected_version)
-        if isinstance(project, StatementProjection) and not conn.is_in_transaction():
-            return await self._append_projecting(conn, project, aggregate_type=aggregate_type,
-                                                 aggregate_id=aggregate_id, expected_version=expected_version,
-                                                 events=events, key=key, topic=topic)
+        if isinstance(project, StatementProjection):
+            if not conn.is_in_transaction():
+                return await self._append_projecting(conn, project, aggregate_type=aggregate_type,
+                                                     aggregate_id=aggregate_id, expected_version=expected_version,
+                                                     events=events, key=key, topic=topic)
+            if events and not inline:  # in the caller's transaction: still one statement, if it can be
+                envelopes = _envelopes(events, aggregate_type, aggregate_id, expected_version)
+                changes = await project.changes(envelopes)
+                if changes is not None:
+                    return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
+                                                       expected_version=expected_version,
+                                                       projected=(project.function, changes))
         if project is not None and not conn.is_in_transaction():
             raise RuntimeError("an append that projects must run inside a transaction")
         if not events:

@@ -38,6 +38,20 @@ project = StatementProjection(_apply_to_view, view_changes, "project_and_append_
                               reading_function="order_as_written")
 
 
+def project_after(fold: list[dict]) -> StatementProjection:
+    """`project`, after `fold` (the view's changes of another service's event the Order answers):
+    the two in the Order's append statement when its own changes need no read, else in turn."""
+    async def changes(envelopes: list[EventEnvelope]) -> list | None:
+        own = await view_changes(envelopes)
+        return None if own is None else [*fold, *own]
+
+    async def in_turn(conn: asyncpg.Connection, envelopes: list[EventEnvelope]) -> None:
+        await conn.execute("SELECT apply_view_changes($1)", fold)
+        await apply_to_view(conn, *envelopes)
+
+    return StatementProjection(in_turn, changes, "project_and_append_events")
+
+
 async def create_order(ctx: OrderContext, *, currency: str = "USD", email: str | None = None,
                        user_id: int | None = None, dialect: str | None = None) -> tuple[CommandResult[Order], str]:
     """The new order and its guest token: the one time the token is known (the order keeps

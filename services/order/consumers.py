@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from services.order.commands import project, release_unpaid_orders
+from services.order.commands import project, project_after, release_unpaid_orders
 from services.order.domain import Order
 from services.order.projections import apply_to_view, view_changes
 from services.order.saga import COMPLETION
@@ -37,9 +37,7 @@ log = logging.getLogger(__name__)
 
 
 async def on_event(ctx: OrderContext, conn: asyncpg.Connection, envelope: EventEnvelope) -> None:
-    await apply_to_view(conn, envelope)
     event = decode_event(envelope)
-    decide = None  # what the event asks of the Order
     match event:
         case c.CartRepriced(lines_changed=True):
             decide = methodcaller("restart_checkout", has_items=event.item_count > 0)
@@ -48,16 +46,28 @@ async def on_event(ctx: OrderContext, conn: asyncpg.Connection, envelope: EventE
         case s.ShipmentsUnavailable():
             decide = methodcaller("delivery_refused", event.request_id, event.code, event.message)
         case p.PaymentCaptured() | p.PaymentVoided() | p.PaymentRefunded():
-            # A placed order's payment state follows its payments (the view has them now).
+            # A placed order's payment state follows its payments (the view has them once folded).
+            await apply_to_view(conn, envelope)
             payments = await conn.fetchval("SELECT payments FROM order_view WHERE number = $1",
                                            envelope.aggregate_id) or []
             total = sum((Decimal(x["amount"]) for x in payments if x["state"] == "completed"), Decimal("0"))
             any_valid = any(x["state"] not in ("failed", "invalid", "void") for x in payments)
-            decide = methodcaller("payments_changed", payment_total=total, any_valid=any_valid)
-    if decide is not None:
-        # On the Order this process last committed, if any (no read): an answer that is not the
-        # pending request's is ignored (nothing recorded), and judged again on the stream then.
+            await ctx.orders.run(conn, envelope.aggregate_id, methodcaller(
+                "payments_changed", payment_total=total, any_valid=any_valid), project=project)
+            return
+        case _:
+            await apply_to_view(conn, envelope)
+            return
+    # What the event asks of the Order, on the Order this process last committed, if any (no
+    # read): an answer that is not the pending request's is ignored (nothing recorded), and
+    # judged again on the stream then. The event's fold goes in the statement of the Order's
+    # append, before the Order's own changes, unless it must read the view.
+    fold = await view_changes([envelope])
+    if fold is None:
+        await apply_to_view(conn, envelope)
         await ctx.orders.run(conn, envelope.aggregate_id, decide, project=project)
+    elif not await ctx.orders.run(conn, envelope.aggregate_id, decide, project=project_after(fold)):
+        await conn.execute("SELECT apply_view_changes($1)", fold)  # the Order recorded nothing: the fold alone
 
 
 def _needs_the_order(event: DomainEvent) -> bool:

@@ -17,7 +17,7 @@ from services.order import commands, projections
 from services.order.app import definition as order_service
 from services.order.commands import project
 from services.order.projections import apply_to_view, view_changes
-from shared import context
+from shared import context, db
 from shared.contracts import cart as c
 from shared.contracts import order as o
 from shared.contracts import shipping as s
@@ -319,3 +319,38 @@ async def test_a_write_answers_the_order_as_it_left_it_without_reading_it(stack,
         assert advanced["order"] == await read_order(ctx.pool, number)
         assert advanced["order"]["line_items"][0]["variant"] == {"sku": "MUG-1"}
 
+
+
+async def test_shipping_s_answer_and_the_orders_reaction_go_in_one_statement(stack, order_schema):
+    """The handler of ShipmentsBuilt (an inline projection's, in shipping's transaction, or the
+    view's consumer's): the shipments folded into the view, the Order's CheckoutAdvanced and its
+    own view change, in the statement of the Order's append (was one per change, then the append)."""
+    from services.order.consumers import on_event
+
+    async with order_context(stack, order_schema) as (ctx, sent):
+        result, _ = await commands.create_order(ctx, email=None)
+        number = result.aggregate.id
+
+        def to_delivery_request(order) -> None:  # the Order in `address`, awaiting its shipments
+            order._record(o.CheckoutAdvanced(number=number, from_state="cart", to_state="address"))
+            order._record(o.DeliveryRequested(number=number, request_id="dr-1", ship_address=ADDRESS,
+                                              currency="USD", lines=[]))
+
+        await ctx.orders.execute(ctx.pool, number, to_delivery_request, project=project)
+        built = envelope_for(s.ShipmentsBuilt(order_number=number, request_id="dr-1", shipments=[SHIPMENT]),
+                             aggregate_type="Shipment", aggregate_id=number, sequence=1)
+        sent.clear()
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            await on_event(ctx, conn, built)
+        work = [q for q in sent if not is_transaction_control(q.rstrip(";"))]
+        assert len(work) == 1 and f"{FUNCTION}(" in work[0], sent  # on the Order this process committed: no read
+        shown = await ctx.pool.fetchrow("SELECT state, shipments, ship_total, pending_request FROM order_view"
+                                        " WHERE number = $1", number)
+        assert (shown["state"], shown["ship_total"], shown["pending_request"]) == ("delivery", Decimal("5.50"), None)
+        assert [sh["number"] for sh in shown["shipments"]] == ["H1"]
+        # Answered again: the Order records nothing (judged on its stream), and the fold goes alone.
+        sent.clear()
+        async with ctx.pool.acquire() as conn, db.transaction(conn):
+            await on_event(ctx, conn, built)
+        assert sent[-2] == "SELECT apply_view_changes($1)" and not any(FUNCTION in q for q in sent), sent
+        assert await ctx.pool.fetchval("SELECT state FROM order_view WHERE number = $1", number) == "delivery"
