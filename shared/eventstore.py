@@ -50,7 +50,7 @@ class StatementProjection:
     append_events), or None when it cannot tell them without reading: then the append runs in
     a transaction with `project`, as it does whenever it is already in one."""
     project: Projector
-    changes: Callable[[list[EventEnvelope]], Awaitable[list | None]]
+    changes: Callable[[list[EventEnvelope]], Awaitable[list | dict | None]]
     function: str
     # A function (aggregate id text, position bigint) of the read model's rows as the write left
     # them, joined LATERAL to `function`'s rows within `reading_the_write()`: a command's answer
@@ -68,13 +68,20 @@ _write_reads: contextvars.ContextVar[list | None] = contextvars.ContextVar("writ
 def reading_the_write() -> Iterator[list]:
     """A list that gets the first row of a one-statement projecting append made within the
     block by a StatementProjection with a `reading_function` (what its write left in the read
-    model); stays empty when none was made (nothing recorded, or the transactional path)."""
+    model); stays empty when none was made (nothing recorded, or the transactional path).
+    Within it, such an append inside a transaction goes as the one statement too (only that
+    statement can read what it wrote): the row is then the read model as the transaction had
+    it after the write, which the caller takes as its answer once the transaction commits."""
     read: list = []
     token = _write_reads.set(read)
     try:
         yield read
     finally:
         _write_reads.reset(token)
+
+
+def _reads_the_write(projection: StatementProjection) -> bool:
+    return projection.reading_function is not None and _write_reads.get() is not None
 
 
 # The events stored by the appends made within a block: a consumer applying a run of messages
@@ -191,25 +198,26 @@ class EventStore:
                                                       expected_version=expected_version)
             return await self._append_handled(conn, inline, envelopes, key=key or aggregate_id, topic=topic,
                                               expected_version=expected_version)
-        if isinstance(project, StatementProjection):
-            if not conn.is_in_transaction():
-                return await self._append_projecting(conn, project, aggregate_type=aggregate_type,
-                                                     aggregate_id=aggregate_id, expected_version=expected_version,
-                                                     events=events, key=key, topic=topic)
-            if events and not inline:  # in the caller's transaction: still one statement, if it can be
-                envelopes = _envelopes(events, aggregate_type, aggregate_id, expected_version)
-                changes = await project.changes(envelopes)
-                if changes is not None:
-                    return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
-                                                       expected_version=expected_version,
-                                                       projected=(project.function, changes))
+        if isinstance(project, StatementProjection):  # one statement if it can be, in a transaction or not
+            return await self._append_projecting(conn, project, aggregate_type=aggregate_type,
+                                                 aggregate_id=aggregate_id, expected_version=expected_version,
+                                                 events=events, key=key, topic=topic)
         if project is not None and not conn.is_in_transaction():
             raise RuntimeError("an append that projects must run inside a transaction")
+        return await self._project_then_append(conn, project, aggregate_type=aggregate_type,
+                                               aggregate_id=aggregate_id, expected_version=expected_version,
+                                               events=events, key=key, topic=topic)
+
+    async def _project_then_append(self, conn: asyncpg.Connection, project: Projector | None, *, aggregate_type: str,
+                                   aggregate_id: str, expected_version: int, events: Sequence[DomainEvent],
+                                   key: str | None, topic: str | None) -> list[EventEnvelope]:
+        """`project`'s statements, then the append, in the caller's transaction."""
         if not events:
             return []
         envelopes = _envelopes(events, aggregate_type, aggregate_id, expected_version)
         if project is not None:
             await project(conn, envelopes)
+        inline = inline_projections.PROJECTIONS.get(self.schema)
         if inline:  # in the caller's transaction: the projections ride in the append if they can tell their changes
             riding = await inline_projections.riding(inline, envelopes, premised=False)
             if riding is not None:
@@ -246,6 +254,10 @@ class EventStore:
                                                    projected=(projection.function, changes),
                                                    reading=projection.reading_function if read is not None else None,
                                                    read_into=read)
+        if conn.is_in_transaction():  # the caller's (reading the write): its statements in it
+            return await self._project_then_append(conn, projection, aggregate_type=aggregate_type,
+                                                   aggregate_id=aggregate_id, expected_version=expected_version,
+                                                   events=events, key=key, topic=topic)
         async with db.transaction(conn):  # as any projection, in the append's transaction
             return await self.append(conn, aggregate_type=aggregate_type, aggregate_id=aggregate_id,
                                      expected_version=expected_version, events=events, key=key, topic=topic,
@@ -262,7 +274,7 @@ class EventStore:
 
     async def append_envelopes(self, conn: asyncpg.Connection, envelopes: Sequence[EventEnvelope],
                                *, key: str, expected_version: int, topic: str | None = None,
-                               restore_search_path: bool = False, projected: tuple[str, list] | None = None,
+                               restore_search_path: bool = False, projected: tuple[str, list | dict] | None = None,
                                riding: list[inline_projections.Riding] | None = None, reading: str | None = None,
                                read_into: list | None = None) -> list[EventEnvelope]:
         """`projected`: a StatementProjection's function and changes, to append with (one statement);

@@ -17,11 +17,13 @@ caused by it waits, then passes over what the drive recorded without a transacti
 lost, dropped or refused leaves the answer to the consumer as ever.
 
 The drive knows the row as it last wrote it (its `version`, moved on by every change of the
-row, shared/sql/014_saga_versions.sql): an answer that needs no host (no local step, no
-failure) is recorded in one statement, `record_saga_answer` (the idempotency record and the new
-state, only if the row is still at that version), and the drive goes on from the state it wrote
-without reading it back. When the row moved on meanwhile (an operator, the sweep, the answer
-from Kafka) that statement stores nothing and the answer is recorded the long way.
+row, shared/sql/014_saga_versions.sql), and records an answer on it without reading it
+(shared/saga_at_version.py): one that needs no host in one statement, `record_saga_answer` (the
+idempotency record and the new state, only if the row is still at that version); one that
+leads to the pivot with it, in the pivot's transaction, whose host's write reads what it left
+(the drive's result: the end, shown without a read). The drive goes on from the state it
+wrote. When the row moved on meanwhile (an operator, the sweep, the answer from Kafka) nothing
+is stored and the answer is recorded the long way.
 
 A reply lost (a crash, a timeout, an outage) costs a retry, not the saga: the sweep calls a
 step again at `retry_at` (the participant answers its first answer again), doubling, until
@@ -40,50 +42,25 @@ from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
 import asyncpg
 
-from shared import context, db, metrics
+from shared import context, db, metrics, saga_rows
 from shared.aggregate import Aggregate, Repository
 from shared.envelope import EventEnvelope, decode_event, upcast
 from shared.eventstore import ConcurrencyConflict, Projector
 from shared.faults import crash_point, dropped, hold_point
 from shared.inline import remember_applied
 from shared.rpc import ServiceUnavailable
-from shared.saga import COMPENSATING, FAILED, RUNNING, Call, Decision, Failure, Saga, SagaInstance, _declared
+from shared.saga import COMPENSATING, COMPLETED, FAILED, RUNNING, Call, Decision, Saga, SagaInstance, _declared
+from shared.saga_at_version import AnswersAtVersion
 from shared.settings import Settings
 from shared.under_way import answering
 
 log = logging.getLogger(__name__)
 
-_COLUMNS = ("id, saga, key, correlation_id, data, step, status, invoked, pending, failure, deadline_at, attempts,"
-            " abort_requested, force_requested, started_by, retry_at, cause_event_id, call_attempts, retries, version")
-# What an instance's row must still be at for `record_saga_answer`, else it fails with this.
-MOVED_ON = "TS002"
-_STATE = ("data", "step", "status", "invoked", "pending", "failure", "deadline_at", "attempts", "retry_at",
-          "cause_event_id", "call_attempts", "retries")
-
-
-def _row_to_instance(row: asyncpg.Record) -> SagaInstance:
-    values = dict(row)
-    failure = values.pop("failure")
-    return SagaInstance(**{**values, "invoked": list(values["invoked"]), "pending": list(values["pending"]),
-                           "failure": Failure(**failure) if failure else None})
-
-
-def _value(instance: SagaInstance, column: str) -> Any:
-    value = getattr(instance, column)
-    return value.__dict__ if isinstance(value, Failure) else value
-
-
-def _state_json(instance: SagaInstance) -> dict[str, Any]:
-    """The columns the runner changes, as `record_saga_answer` reads them (jsonb_populate_record)."""
-    return {column: value.isoformat() if isinstance(value := _value(instance, column), datetime) else value
-            for column in _STATE}
-
-
 class _Lost(Exception):
     """A call whose reply did not come (an outage, a timeout): the sweep calls it again."""
 
 
-class SagaRunner:
+class SagaRunner(AnswersAtVersion):
     """Carries out a `Saga` hosted by an aggregate kept by `repository` (the Order), whose
     `project` updates read models in the same transaction as its events. `consumer` is the
     name of the host's subscription to the answers (its idempotency records are shared)."""
@@ -118,16 +95,22 @@ class SagaRunner:
         return SagaInstance(id=saga_id, saga=self.saga.name, key=host.id,
                             correlation_id=context.current_correlation_id(), data=data)
 
-    async def started(self, conn: asyncpg.Connection, instance: SagaInstance, *, cause: str) -> None:
-        """Store the instance at its first step, caused by `cause` (the event that starts the
-        saga, appended in this transaction); `drive` then makes the first call."""
-        decision = self.saga.begin(instance, self.settings, _now())
+    def starting(self, instance: SagaInstance, *, cause: str) -> SagaInstance:
+        """The instance as it is stored: at its first step, caused by `cause` (the event that
+        starts the saga); `instance` stays as it was (its start may be written again). A host
+        stores it (saga_rows.row_json, the `start_saga` SQL function) in the statement that appends
+        `cause`, or `started` does in that append's transaction; `drive` then makes the first call."""
+        begun = copy.deepcopy(instance)
+        decision = self.saga.begin(begun, self.settings, _now())
         assert decision.local is None and decision.finished is None, "a saga starts with a participant's step"
-        instance.started_by = instance.cause_event_id = cause
-        columns = _COLUMNS.split(", ")
-        await conn.execute(f"INSERT INTO sagas ({_COLUMNS}, started_at, updated_at)"
-                           f" VALUES ({', '.join(f'${i + 1}' for i in range(len(columns)))}, now(), now())",
-                           *(_value(instance, c) for c in columns))
+        begun.started_by = begun.cause_event_id = cause
+        return begun
+
+    async def started(self, conn: asyncpg.Connection, instance: SagaInstance, *, cause: str) -> SagaInstance:
+        """Store the instance (`starting`) in the caller's transaction, which appends `cause`."""
+        begun = self.starting(instance, cause=cause)
+        await saga_rows.insert(conn, begun)
+        return begun
 
     # -- driving -------------------------------------------------------------------------
     def drive(self, saga_id: str, *, after_commit: bool = False, known: SagaInstance | None = None) -> asyncio.Task:
@@ -150,15 +133,19 @@ class SagaRunner:
         task = self._driving.get(saga_id)
         return task if task is not None and not task.done() else None
 
-    async def _drive(self, saga_id: str, locked_read: bool, known: SagaInstance | None) -> None:
+    async def _drive(self, saga_id: str, locked_read: bool, known: SagaInstance | None) -> Any:
+        """The host's read model as the write that ended the instance left it (read by that
+        write's own statement, `reading_the_write`), when this drive recorded the end at the
+        version it knew; else None."""
         assert self._slots is not None, "the runner is bound at start-up"
+        ended: list = []
         async with self._slots:
             try:
                 instance = known if known is not None else await self._read(saga_id, locked=locked_read)
                 while instance is not None:
                     calls = self.saga.due_calls(instance)
                     if not calls:
-                        return
+                        return ended[0] if ended and instance.status in (COMPLETED, FAILED) else None
                     # The answers, caused by the instance's `cause_event_id`, also reach this
                     # process's consumer from Kafka, often before the replies are recorded: it
                     # waits for these calls and their records, and passes over what they recorded.
@@ -169,10 +156,10 @@ class SagaRunner:
                         # one statement on the row as the drive knew it; None once one was not.
                         current: SagaInstance | None = copy.deepcopy(instance)
                         for call, outcome in zip(calls, outcomes, strict=True):
-                            recorded, current = await self._record(instance, probe, call, outcome, current)
+                            recorded, current = await self._record(instance, probe, call, outcome, current, ended)
                             moved = recorded or moved
                     if not moved and saga_id not in self._again:
-                        return
+                        return None
                     self._again.discard(saga_id)
                     instance = current if current is not None else await self._read(saga_id)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -203,10 +190,11 @@ class SagaRunner:
         return reply
 
     async def _record(self, instance: SagaInstance, probe: SagaInstance, call: Call, outcome: Any,
-                      current: SagaInstance | None) -> tuple[bool, SagaInstance | None]:
+                      current: SagaInstance | None, ended: list) -> tuple[bool, SagaInstance | None]:
         """Record a call's outcome: whether the instance may have moved on, and the instance as
         now stored if this drive knows it (`current`: as it knew it before; None: unknown).
-        `probe`: a copy of the instance's state as last read, moved on by the answers since."""
+        `probe`: a copy of the instance's state as last read, moved on by the answers since.
+        `ended` gets what the host's write read, when a local step ran at the known version."""
         if isinstance(outcome, _Lost):
             return False, current
         if isinstance(outcome, Exception):
@@ -233,7 +221,7 @@ class SagaRunner:
             return recorded
 
         with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
-            if current is not None and (moved := await self._record_at_version(current, envelope)) is not None:
+            if current is not None and (moved := await self._record_at_version(current, envelope, ended)) is not None:
                 return True, moved if isinstance(moved, SagaInstance) else None
             recorded = await _retried(pool, instance.key, record)
         if recorded == "INSERT 0 1":
@@ -241,37 +229,6 @@ class SagaRunner:
         # Recorded, here or before: its delivery from Kafka is passed over without a transaction.
         remember_applied(self.consumer, [str(envelope.event_id)])
         return True, None
-
-    async def _record_at_version(self, current: SagaInstance, envelope: EventEnvelope) -> SagaInstance | bool | None:
-        """An answer that moves the instance on without its host (no local step, no failure),
-        recorded in one statement on the row as `current` says it is (`record_saga_answer`):
-        the instance as stored after it; False if the answer was recorded before (by Kafka:
-        the instance is then unknown here); None when this cannot be done (a local step, a
-        failure, or the row moved on since: nothing was stored), to record it the long way."""
-        assert self.pool is not None
-        event = decode_event(envelope)
-        if getattr(event, "request_id", None) != current.id:
-            return None
-        moved = copy.deepcopy(current)
-        decision = self.saga.answered(moved, event, self.settings, _now())
-        if decision is None or decision.local is not None or decision.finished == FAILED:
-            return None
-        moved.cause_event_id = str(envelope.event_id)  # the cause of the next calls
-        crash_point("saga.before_commit")  # the step is decided, not yet committed
-        try:
-            version = await self.pool.fetchval("SELECT record_saga_answer($1, $2, $3, $4, $5)", self.consumer,
-                                               envelope.event_id, current.id, current.version, _state_json(moved))
-        except asyncpg.PostgresError as exc:
-            if exc.sqlstate != MOVED_ON:
-                raise
-            return None
-        if version is None:  # recorded before: passed over from Kafka all the same
-            remember_applied(self.consumer, [str(envelope.event_id)])
-            return False
-        metrics.SAGA_ANSWERS.labels(self.saga.name, "one_statement").inc()
-        moved.version = version
-        remember_applied(self.consumer, [str(envelope.event_id)])
-        return moved
 
     def _ends(self, probe: SagaInstance, envelope: EventEnvelope) -> bool:
         """Whether this answer ends the instance (the pivot, or its failure), judged on (and
@@ -283,7 +240,7 @@ class SagaRunner:
         assert self.pool is not None
 
         async def fail(conn: asyncpg.Connection) -> bool:
-            instance = await self._lock(conn, "id = $1", saga_id)
+            instance = await saga_rows.lock(conn, "id = $1", saga_id)
             if instance is None:
                 return False
             with context.caused_by(instance.correlation_id, instance.cause_event_id):
@@ -298,17 +255,16 @@ class SagaRunner:
     async def _read(self, saga_id: str, *, locked: bool = False) -> SagaInstance | None:
         assert self.pool is not None
         if not locked:
-            row = await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM sagas WHERE id = $1", saga_id)
-            return _row_to_instance(row) if row else None
+            return await saga_rows.read(self.pool, saga_id)
         async with self.pool.acquire() as conn, db.transaction(conn):
-            return await self._lock(conn, "id = $1", saga_id)
+            return await saga_rows.lock(conn, "id = $1", saga_id)
 
     # -- answers, deadlines --------------------------------------------------------------
     async def handle(self, conn: asyncpg.Connection, envelope: EventEnvelope, *, drive: bool = True) -> None:
         """A participant's answer (inside the transaction that records it: the consumer's,
         or the drive's); `drive`: then go on with the next calls once it commits."""
         event = decode_event(envelope)
-        instance = await self._lock(conn, "id = $1", getattr(event, "request_id", None))
+        instance = await saga_rows.lock(conn, "id = $1", getattr(event, "request_id", None))
         if instance is None or instance.saga != self.saga.name:
             return
         decision = self.saga.answered(instance, event, self.settings, _now())
@@ -342,7 +298,7 @@ class SagaRunner:
     async def _sweep_one(self, pool: asyncpg.Pool, saga_id: str) -> SagaInstance | None:
         """The instance, expired or called again, if it was still due and not another sweeper's."""
         async with pool.acquire() as conn, db.transaction(conn):
-            instance = await self._lock(conn, "id = $1 AND (deadline_at <= now() OR retry_at <= now())",
+            instance = await saga_rows.lock(conn, "id = $1 AND (deadline_at <= now() OR retry_at <= now())",
                                         saga_id, skip_locked=True)
             if instance is None:
                 return None
@@ -360,47 +316,36 @@ class SagaRunner:
                     await self._carry_out(conn, instance, decision)
             else:
                 self.saga.retried(instance, self.settings, now)
-                await self._update(conn, instance)
+                await saga_rows.update(conn, instance)
         return instance
 
     async def _carry_out(self, conn: asyncpg.Connection, instance: SagaInstance, decision: Decision) -> None:
         if decision.local is not None or decision.finished == FAILED:
-            # On the host as this process last committed it, if it has it (Repository.run: no
-            # read); decided again from the same instance if that host records nothing.
-            before, first = copy.deepcopy(instance), decision
-
-            async def decide(host: Aggregate) -> None:
-                nonlocal decision
-                instance.__dict__.update(copy.deepcopy(before).__dict__)
-                decision = first
-                while decision.local is not None:
-                    await _declared(decision.local.run, decision.local, "run")(conn, host, instance, self.settings)
-                    decision = self.saga.after_local(instance, self.settings, _now())
-                if decision.finished == FAILED:
-                    self.saga.on_failed(host, instance)
-                crash_point("saga.before_commit")  # the step is decided, not yet committed
-
-            await self.repository.run(conn, instance.key, decide, project=self.project)
+            await self._on_host(conn, instance, decision)
         else:
             crash_point("saga.before_commit")
-        await self._update(conn, instance)
+        await saga_rows.update(conn, instance)
 
-    @staticmethod
-    async def _update(conn: asyncpg.Connection, instance: SagaInstance) -> None:
-        assignments = ", ".join(f"{column} = ${i + 2}" for i, column in enumerate(_STATE))
-        status = f"${_STATE.index('status') + 2}"
-        await conn.execute(f"UPDATE sagas SET {assignments}, updated_at = now(), ended_at = CASE WHEN {status} IN"
-                           " ('completed', 'failed') THEN now() END WHERE id = $1",
-                           instance.id, *(_value(instance, column) for column in _STATE))
+    async def _on_host(self, conn: asyncpg.Connection, instance: SagaInstance, decision: Decision) -> SagaInstance:
+        """The local steps (or the failure's end) on the host, in the caller's transaction:
+        `instance` as they leave it."""
+        # On the host as this process last committed it, if it has it (Repository.run: no
+        # read); decided again from the same instance if that host records nothing.
+        before, first = copy.deepcopy(instance), decision
 
-    @staticmethod
-    async def _lock(conn: asyncpg.Connection, condition: str, value: Any, *,
-                    skip_locked: bool = False) -> SagaInstance | None:
-        if value is None:
-            return None
-        row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM sagas WHERE {condition} FOR UPDATE"
-                                  + (" SKIP LOCKED" if skip_locked else ""), value)
-        return _row_to_instance(row) if row else None
+        async def decide(host: Aggregate) -> None:
+            nonlocal decision
+            instance.__dict__.update(copy.deepcopy(before).__dict__)
+            decision = first
+            while decision.local is not None:
+                await _declared(decision.local.run, decision.local, "run")(conn, host, instance, self.settings)
+                decision = self.saga.after_local(instance, self.settings, _now())
+            if decision.finished == FAILED:
+                self.saga.on_failed(host, instance)
+            crash_point("saga.before_commit")  # the step is decided, not yet committed
+
+        await self.repository.run(conn, instance.key, decide, project=self.project)
+        return instance
 
 
 def _now() -> datetime:

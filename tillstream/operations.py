@@ -350,7 +350,7 @@ async def rebuild_order_view(dsn: str, progress: Callable[[int, int], None] | No
     logic); then, under a lock that holds the view's writers back, the events stored in
     the meantime are folded too and the tables' contents are replaced in one transaction.
     Returns the number of events folded."""
-    from services.order.view import MemoryOrderView
+    from services.order.memory_view import MemoryOrderView
 
     conn = await connect(dsn)
     # Hundreds of thousands of short-lived objects and no cycles among them: the cyclic

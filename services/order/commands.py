@@ -6,7 +6,7 @@ statement, `project` below), so the response to a command already shows them.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import asyncpg
 
@@ -21,6 +21,7 @@ from shared.envelope import EventEnvelope
 from shared.eventstore import ConcurrencyConflict, StatementProjection
 from shared.ids import next_id
 from shared.saga import SagaInstance, encode_data
+from shared.saga_rows import row_json
 from shared.validation import INT32_MAX, ascii_int
 
 if TYPE_CHECKING:
@@ -153,29 +154,50 @@ def _refuse_unknown(facts: dict | None, guest_token: str | None) -> dict:
 
 async def complete(ctx: OrderContext, number: str, *, guest_token: str | None = None) -> CommandResult[Order]:
     """Start the completion saga (services/order/saga.py): CompletionRequested, the view and
-    the saga's row in one transaction, then the saga is driven (a task of the runner's, which
-    the caller need not wait for). The view supplies what the customer confirmed; the saga
-    charges what the cart locks."""
+    the saga's row in one statement (`starting_the_saga`), then the saga is driven (a task of
+    the runner's, which the caller need not wait for). The view supplies what the customer
+    confirmed; the saga charges what the cart locks."""
     facts = _refuse_unknown(await read_order(ctx.pool, number), guest_token)
     has_valid_payment = any(p["state"] not in ("failed", "invalid", "void") for p in facts["payments"])
     lines = delivery_lines(facts)
-    started: list[SagaInstance] = []
+    requested: list[SagaInstance] = []  # the instance the command's last attempt asks for
+    stored: list[SagaInstance] = []  # as its start stored it
 
     def request(order: Order) -> None:
         request_id = _require(order, guest_token).request_completion(
             total=Decimal(facts["total"]), lines=lines, has_valid_payment=has_valid_payment)
-        started[:] = [ctx.completion.begin(order, request_id, encode_data(
+        requested[:] = [ctx.completion.begin(order, request_id, encode_data(
             {"lines": [line.model_dump() for line in lines], "tax_rate": facts["tax_rate"]}))]
 
-    async def start(conn: asyncpg.Connection, stored: list[EventEnvelope]) -> None:
-        # After the CompletionRequested is appended: the saga's first call is caused by it.
-        requested = next(e for e in stored if e.type == CompletionRequested.event_type)
-        await ctx.completion.started(conn, started[0], cause=str(requested.event_id))
-
-    result = await ctx.orders.execute(ctx.pool, number, request, project=project, then=start)
+    result = await ctx.orders.execute(ctx.pool, number, request,
+                                      project=starting_the_saga(ctx, lambda: requested[0], stored))
     if ctx.completion.pool is not None:
-        ctx.completion.drive(started[0].id, known=started[0])  # as `started` stored it: no read
+        ctx.completion.drive(stored[0].id, known=stored[0])  # as its start stored it: no read
     return result
+
+
+def starting_the_saga(ctx: OrderContext, instance: Callable[[], SagaInstance],
+                      stored: list[SagaInstance]) -> StatementProjection:
+    """The order's projection, with the saga's row (`instance()`, started by the appended
+    CompletionRequested) stored by the same write: in the append's one statement
+    (migrations/014_start_completion.sql, no BEGIN/COMMIT), or in its transaction when the
+    order store's appends need one (another service projecting them inline here). `stored`
+    gets the instance as stored."""
+    def cause(envelopes: list[EventEnvelope]) -> str:  # the saga's first call is caused by the request
+        return str(next(e for e in envelopes if e.type == CompletionRequested.event_type).event_id)
+
+    async def changes(envelopes: list[EventEnvelope]) -> dict | None:
+        view = await view_changes(envelopes)
+        if view is None:
+            return None
+        stored[:] = [ctx.completion.starting(instance(), cause=cause(envelopes))]
+        return {"view": view, "saga": row_json(stored[0])}
+
+    async def in_transaction(conn: asyncpg.Connection, envelopes: list[EventEnvelope]) -> None:
+        await _apply_to_view(conn, envelopes)
+        stored[:] = [await ctx.completion.started(conn, instance(), cause=cause(envelopes))]
+
+    return StatementProjection(in_transaction, changes, "project_append_and_start_saga")
 
 
 async def advance(ctx: OrderContext, number: str, *, require_email: bool = True,

@@ -26,7 +26,7 @@ from services.order.api import (
 from services.order.consumers import view_is_inline
 from services.order.context import OrderContext
 from services.order.delivery import deliver
-from services.order.view import has_settled, order_as_written, read_access_facts, read_order
+from services.order.view import order_as_written, read_access_facts, read_order, read_settled_order
 from shared.aggregate import CommandResult, DomainError, not_found
 from shared.db import Upsert, upsert_all
 from shared.eventstore import reading_the_write
@@ -36,17 +36,21 @@ MAX_VIEW_WAIT_MS = 10_000
 
 async def answer(ctx: OrderContext, result: CommandResult, *, awaiting: str | None = None,
                  view_wait_ms: int | None = None, settled: bool = False, written: list | None = None,
-                 **extra: Any) -> Any:
+                 shown: dict | None = None, **extra: Any) -> Any:
     """A command's events (and what it awaits); with `view_wait_ms`, also the order view once
     the awaited answer is in (`settled`: the caller saw it applied, nothing to wait for). The
     order's own events are in the view already: they are applied in the command's transaction.
     `written`: the write's own answer of the view (`reading_the_write`), when nothing came after
-    it that the answer must show; else the view is read."""
+    it that the answer must show; `shown`: the order as the caller, which saw it settled, has
+    it; else the view is read."""
     body = {"events": result.event_ids, "awaiting": awaiting, **extra}
     if view_wait_ms is not None:
         number = result.aggregate.id
         caught_up = settled or await wait(ctx, number, [], awaiting, view_wait_ms)
-        body["order"] = order_as_written(written[0]) if written else await read_order(ctx.pool, number)
+        if settled and shown is not None:
+            body["order"] = shown
+        else:
+            body["order"] = order_as_written(written[0]) if written else await read_order(ctx.pool, number)
         body["view_stale"] = not caught_up
     return body
 
@@ -61,18 +65,33 @@ async def wait(ctx: OrderContext, number: str, event_ids: list[str], settled: st
                                       min(timeout_ms, MAX_VIEW_WAIT_MS) / 1000, settled=settled)
 
 
-async def drive_settled(ctx: OrderContext, number: str, saga_id: str | None, timeout_ms: int) -> bool:
-    """Whether the completion's drive in this process (bounded by `timeout_ms`) settled it: the
-    runner calls the participants and records their replies, so when it ends the outcome is in
-    the view and no notification need be awaited. False (wait for the view as before) when no
-    drive runs here, or it stopped short (a reply lost: the sweep or Kafka goes on)."""
+async def drive_settled(ctx: OrderContext, number: str, saga_id: str | None,
+                        timeout_ms: int) -> tuple[bool, dict | None]:
+    """Whether the completion's drive in this process (bounded by `timeout_ms`) settled it, and
+    the order then: the runner calls the participants and records their replies, so when it
+    ends the outcome is in the view and no notification need be awaited. (False, None) (wait
+    for the view as before) when no drive runs here, or it stopped short (a reply lost: the
+    sweep or Kafka goes on).
+
+    A drive that recorded the end itself hands over the view as the end's write left it (read
+    by that write's statement): settled, with nothing to read, where the view applies the
+    participants' events as they are stored (`view_is_inline`: the answer that settled it is
+    in the view); else one read tells both."""
     drive = ctx.completion.running(saga_id) if saga_id else None
     if drive is None:
-        return False
+        return False, None
     # asyncio.wait neither cancels the drive on timeout nor when this request is cancelled (a
     # client gone away), as a shield would not; nor does it raise what the drive raised.
     await asyncio.wait({drive}, timeout=min(timeout_ms, MAX_VIEW_WAIT_MS) / 1000)
-    return drive.done() and await has_settled(ctx.pool, number, cast(str, saga_id))
+    if not drive.done():
+        return False, None
+    ended = drive.result() if not drive.cancelled() and drive.exception() is None else None
+    if ended is not None and view_is_inline():
+        order = order_as_written(ended)
+        if order is not None and order["pending_request"] != saga_id:
+            return True, order
+    settled, order = await read_settled_order(ctx.pool, number, cast(str, saga_id))
+    return settled, order if settled else None
 
 
 class OrderOperations(OrderService):
@@ -119,8 +138,10 @@ class OrderOperations(OrderService):
                        guest_token: str | None = None) -> Outcome:
         result = await commands.complete(self.ctx, number, guest_token=guest_token)
         saga_id = result.aggregate.completing
-        settled = view_wait_ms is not None and await drive_settled(self.ctx, number, saga_id, view_wait_ms)
-        return await answer(self.ctx, result, awaiting=saga_id, view_wait_ms=view_wait_ms, settled=settled)
+        settled, shown = (await drive_settled(self.ctx, number, saga_id, view_wait_ms) if view_wait_ms is not None
+                          else (False, None))
+        return await answer(self.ctx, result, awaiting=saga_id, view_wait_ms=view_wait_ms, settled=settled,
+                            shown=shown)
 
     async def cancel(self, number: str, *, view_wait_ms: int | None = None) -> Outcome:
         return await answer(self.ctx, await commands.cancel(self.ctx, number), view_wait_ms=view_wait_ms)

@@ -11,9 +11,9 @@ from decimal import Decimal
 
 import asyncpg
 
+from services.order.memory_view import MemoryOrderView
 from services.order.view import (
     BufferedOrderView,
-    MemoryOrderView,
     SqlOrderView,
     list_patch,
     placed_shipment_states,

@@ -1,8 +1,8 @@
 """The order view's storage and reads: its tables written one statement per change (the
 live path in a transaction), as a list of changes sent with the order's append in one
 statement (the order's own commands), or in bulk after a rebuild in memory
-(services/order/projections.py folds events into any of them), the one-query read of an
-order, and the notifications that wake readers."""
+(services/order/memory_view.py; services/order/projections.py folds events into any of them),
+the one-query read of an order, and the notifications that wake readers."""
 from __future__ import annotations
 
 import uuid
@@ -101,17 +101,6 @@ def placed_shipment_states(payment_state: str | None) -> dict:
     """Each shipment's state once its order is placed (Solidus's): `ready` when the order is paid
     and nothing in the shipment is backordered, else `pending`: without reading the list."""
     return {"column": "shipments", "how": "placed_states", "payment_state": payment_state}
-
-
-def _patched_shipments(shipments: list[dict], patch: dict) -> list[dict]:
-    """What migrations/013's patches do to the shipments, for a rebuild in memory."""
-    if patch["how"] == "backordered":
-        return [{**sh, "manifest": [{**item, "backordered": patch["units"].get(
-            f"{sh['number']}|{item['variant_id']}", item.get("backordered", 0))} for item in sh["manifest"]]}
-                if "manifest" in sh else sh for sh in shipments]
-    paid = patch["payment_state"] == "paid"
-    return [{**sh, "state": "ready" if paid and not any(item.get("backordered") for item in sh.get("manifest") or [])
-             else "pending"} for sh in shipments]
 
 
 class SqlOrderView(_StampedOnNextUpdate):
@@ -274,90 +263,6 @@ def _notice(payload: str) -> dict:
     return {"channel": VIEW_CHANNEL, "payload": payload}
 
 
-class MemoryOrderView:
-    """The view held in memory while a rebuild folds every stored event, then written out
-    in bulk: a rebuild makes no round trip per event."""
-
-    def __init__(self) -> None:
-        self.orders: dict[str, dict] = {}
-        self.lines: dict[int, dict] = {}
-        self._stamp: tuple[str, datetime] | None = None
-
-    async def create(self, number: str, **row) -> None:
-        if number not in self.orders:
-            self.orders[number] = {"number": number, **{k: list(v) if isinstance(v, list) else v
-                                                        for k, v in _COLUMN_DEFAULTS.items()}, **row}
-
-    async def get(self, number: str, column: str):
-        order = self.orders.get(number)
-        return order[column] if order else None
-
-    async def update(self, number: str, **changes) -> None:
-        if number in self.orders:
-            self.orders[number].update(changes)
-
-    async def patch(self, number: str, patch: dict) -> None:
-        order = self.orders.get(number)
-        if order is None:
-            return
-        if patch["how"] in ("backordered", "placed_states"):
-            order["shipments"] = _patched_shipments(order["shipments"] or [], patch)
-            return
-        elements, key, value = order[patch["column"]] or [], patch["key"], patch["value"]
-        if patch["how"] == "merge":
-            order[patch["column"]] = [{**e, **patch["with"]} if e.get(key) == value else e for e in elements]
-        elif not any(e.get(key) == value for e in elements):
-            order[patch["column"]] = [*elements, patch["with"]]
-        if patch["ship_total"]:
-            order["ship_total"] = sum((Decimal(r["cost"]) for sh in order["shipments"] for r in sh["rates"]
-                                       if r["selected"]), Decimal("0"))
-
-    async def reprice(self, number: str, version: int, **changes) -> None:
-        order = self.orders.get(number)
-        if order and order["cart_version"] < version:
-            order.update(changes, cart_version=version)
-
-    async def add_line(self, **line) -> None:
-        # The table's foreign key: a line of an order the view does not have is refused.
-        if line["order_number"] not in self.orders:
-            raise LookupError(f"line item {line['id']} of unknown order {line['order_number']}")
-        self.lines.setdefault(line["id"], line)
-
-    async def set_line_quantity(self, line_id: int, quantity: int) -> None:
-        if line_id in self.lines:
-            self.lines[line_id]["quantity"] = quantity
-
-    async def remove_line(self, line_id: int) -> None:
-        self.lines.pop(line_id, None)
-
-    async def remove_lines(self, number: str) -> None:
-        for line_id in [i for i, line in self.lines.items() if line["order_number"] == number]:
-            del self.lines[line_id]
-
-    def stamp_with_next_update(self, number: str, at: datetime, event_ids: list[uuid.UUID]) -> None:
-        self._stamp = (number, at)
-
-    async def stamp_if_not_done(self) -> None:
-        number, at = self._stamp
-        order = self.orders.get(number)
-        if order and at > order["updated_at"]:
-            order["updated_at"] = at
-
-    async def write(self, conn: asyncpg.Connection, schema: str) -> None:
-        """Insert everything into `schema`'s (empty) view tables, in their own column order."""
-        for table, rows in (("order_view", self.orders.values()),
-                            ("order_line_items", sorted(self.lines.values(), key=lambda line: line["id"]))):
-            statement = await conn.prepare(f'SELECT * FROM "{schema}".{table} LIMIT 0')
-            columns = [a.name for a in statement.get_attributes()]
-            missing = set(columns) - (set(next(iter(rows), {})) or set(columns))
-            if missing:
-                raise KeyError(f"the rebuild does not fill {table} columns {sorted(missing)}")
-            await conn.executemany(
-                f'INSERT INTO "{schema}".{table} ({", ".join(columns)})'
-                f' VALUES ({", ".join(f"${i + 1}" for i in range(len(columns)))})',
-                [tuple(row[c] for c in columns) for row in rows])
-
-
 _READ_ORDER = """
 SELECT v.*, coalesce(t.rate, 0) AS tax_rate, l.ids, l.variant_ids, l.quantities, l.prices, l.variants
 FROM order_view v
@@ -419,10 +324,26 @@ async def has_settled(conn: asyncpg.Connection | asyncpg.Pool, number: str, requ
     payment, say). Settled therefore also means: the event that settled the request
     (`settled_by`) is applied to the view; the view consumer applies a partition in
     order, so that order's earlier events of the same service are in the view as well."""
-    return bool(await conn.fetchval(
-        "SELECT v.pending_request IS DISTINCT FROM $2 AND (v.settled_by IS NULL OR EXISTS ("
-        " SELECT 1 FROM processed_events p WHERE p.consumer = $3 AND p.event_id = v.settled_by))"
-        " FROM order_view v WHERE v.number = $1", number, request_id, VIEW_CONSUMER))
+    return bool(await conn.fetchval(f"SELECT {_SETTLED} FROM order_view v WHERE v.number = $1", number, request_id,
+                                    VIEW_CONSUMER))
+
+
+# Whether order `v` settled request $2, the view consumer being $3 (has_settled).
+_SETTLED = ("v.pending_request IS DISTINCT FROM $2 AND (v.settled_by IS NULL OR EXISTS ("
+            " SELECT 1 FROM processed_events p WHERE p.consumer = $3 AND p.event_id = v.settled_by))")
+# has_settled's test beside read_order's columns: the end of a completion's wait in one read.
+_READ_SETTLED_ORDER = _READ_ORDER.replace("SELECT v.*,", f"SELECT {_SETTLED} AS settled, v.*,", 1)
+
+
+async def read_settled_order(conn: asyncpg.Connection | asyncpg.Pool, number: str,
+                             request_id: str) -> tuple[bool, dict | None]:
+    """Whether the order has settled `request_id` (`has_settled`), and the order as read_order
+    reads it, in one query."""
+    row = await conn.fetchrow(_READ_SETTLED_ORDER, number, request_id, VIEW_CONSUMER)
+    if row is None:
+        return False, None
+    order = dict(row)
+    return bool(order.pop("settled")), _order(order)
 
 
 async def unapplied(conn: asyncpg.Connection | asyncpg.Pool, event_ids: Iterable[str]) -> set[str]:

@@ -14,8 +14,8 @@ import asyncpg
 import pytest
 
 from services.order.consumers import inline_view_changes
+from services.order.memory_view import MemoryOrderView
 from services.order.projections import apply_to_view, fold_all, view_changes
-from services.order.view import MemoryOrderView
 from shared.contracts import cart as c
 from shared.contracts import order as o
 from shared.contracts import payment as p

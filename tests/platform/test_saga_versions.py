@@ -8,7 +8,7 @@ import uuid
 import asyncpg
 import pytest
 
-from shared.saga_runner import MOVED_ON
+from shared.saga_rows import MOVED_ON
 
 STATE = {"data": {"locked": True}, "step": 1, "status": "running", "invoked": ["lock_cart", "allocate_stock"],
          "pending": [], "failure": None, "deadline_at": "2026-12-07T06:00:00+00:00", "attempts": 0,
@@ -62,6 +62,6 @@ async def test_a_row_moved_on_meanwhile_stores_nothing(pool, saga):
 
 
 def test_the_state_recorded_is_what_the_runner_changes():
-    from shared.saga_runner import _STATE
-    assert set(STATE) == set(_STATE)
+    from shared.saga_rows import STATE as RUNNER_STATE
+    assert set(STATE) == set(RUNNER_STATE)
     json.dumps(STATE)
