@@ -46,7 +46,7 @@ import asyncpg
 from shared import db
 from shared.envelope import DomainEvent, EventEnvelope, decode_event
 from shared.errors import DomainError, not_found  # noqa: F401 (the services import them from here)
-from shared.eventstore import ConcurrencyConflict, EventStore, Projector, StatementProjection
+from shared.eventstore import Alongside, ConcurrencyConflict, EventStore, Projector, StatementProjection
 
 
 class Aggregate:
@@ -294,7 +294,7 @@ class Repository(Generic[A]):
             trust, start = False, first if first is not None else trusted
             try:
                 async with pool.acquire() as conn:
-                    if then is None and (project is None or isinstance(project, StatementProjection)):
+                    if then is None and (project is None or isinstance(project, (StatementProjection, Alongside))):
                         result = await self._load_run_save(conn, aggregate_id, command, key=key, project=project,
                                                            loaded=start)
                     else:

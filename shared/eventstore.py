@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import json
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Iterator, Sequence
@@ -59,6 +60,24 @@ class StatementProjection:
 
     async def __call__(self, conn: asyncpg.Connection, envelopes: list[EventEnvelope]) -> None:
         await self.project(conn, envelopes)
+
+
+@dataclass(frozen=True)
+class Alongside:
+    """A write of the command's own that must commit with its events or not at all (the test
+    gateway's card token with the payment that uses it): a data-modifying CTE of the append's
+    statement, so the append stays one statement with no BEGIN/COMMIT. `sql` numbers its
+    parameters from $1. Run as a statement of its own when the append is in a transaction
+    that another projection needs anyway."""
+    sql: str
+    args: tuple
+
+    async def __call__(self, conn: asyncpg.Connection, envelopes: list[EventEnvelope]) -> None:
+        await conn.execute(self.sql, *self.args)
+
+    def prefixed(self, statement: str, before: int) -> str:
+        shifted = re.sub(r"\$(\d+)", lambda m: f"${int(m.group(1)) + before}", self.sql)
+        return f"WITH alongside AS ({shifted}) {statement}"
 
 
 _write_reads: contextvars.ContextVar[list | None] = contextvars.ContextVar("write_reads", default=None)
@@ -180,6 +199,11 @@ class EventStore:
         and so is such an append inside the caller's transaction (no statement per change).
         """
         inline = inline_projections.PROJECTIONS.get(self.schema)
+        alongside = project if isinstance(project, Alongside) else None
+        if alongside is not None and conn.is_in_transaction():
+            alongside = None  # in the caller's transaction: it runs as a projector, before the append
+        elif alongside is not None:
+            project = None
         if inline and events and project is None:
             envelopes = _envelopes(events, aggregate_type, aggregate_id, expected_version)
             outside = not conn.is_in_transaction()
@@ -187,17 +211,24 @@ class EventStore:
             if riding is not None:  # every projection rides in the statement (or none wants them)
                 try:
                     return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
-                                                       expected_version=expected_version, riding=riding)
+                                                       expected_version=expected_version, riding=riding,
+                                                       alongside=alongside)
                 except asyncpg.PostgresError as exc:
                     if not (outside and exc.sqlstate == inline_projections.PREMISE_FAILED):
                         raise
                     # Nothing was stored (the statement was its own transaction): the handlers decide.
             if not conn.is_in_transaction():
                 async with db.transaction(conn):  # the projections commit with the events, or neither does
+                    if alongside is not None:
+                        await alongside(conn, envelopes)
                     return await self._append_handled(conn, inline, envelopes, key=key or aggregate_id, topic=topic,
                                                       expected_version=expected_version)
             return await self._append_handled(conn, inline, envelopes, key=key or aggregate_id, topic=topic,
                                               expected_version=expected_version)
+        if alongside is not None:
+            return await self.append_envelopes(conn, _envelopes(events, aggregate_type, aggregate_id, expected_version),
+                                               key=key or aggregate_id, topic=topic,
+                                               expected_version=expected_version, alongside=alongside) if events else []
         if isinstance(project, StatementProjection):  # one statement if it can be, in a transaction or not
             return await self._append_projecting(conn, project, aggregate_type=aggregate_type,
                                                  aggregate_id=aggregate_id, expected_version=expected_version,
@@ -276,7 +307,8 @@ class EventStore:
                                *, key: str, expected_version: int, topic: str | None = None,
                                restore_search_path: bool = False, projected: tuple[str, list | dict] | None = None,
                                riding: list[inline_projections.Riding] | None = None, reading: str | None = None,
-                               read_into: list | None = None) -> list[EventEnvelope]:
+                               read_into: list | None = None,
+                               alongside: Alongside | None = None) -> list[EventEnvelope]:
         """`projected`: a StatementProjection's function and changes, to append with (one statement);
         `riding`: inline projections applied in the statement before the append; `reading` (with
         `projected`): its reading function, whose answer `read_into` gets (the first row)."""
@@ -297,6 +329,8 @@ class EventStore:
             statement, extra = self._restoring_append, [check_identifier(self.schema)]
         else:
             statement = self.append_statement
+        if alongside is not None:
+            statement, extra = alongside.prefixed(statement, 16 + len(extra)), [*extra, *alongside.args]
         try:
             positions = await conn.fetch(
                 statement,

@@ -11,6 +11,7 @@ from services.payment.domain import InvalidPayment, OrderPayments, PaymentMethod
 from services.payment.gateway import card_for_token
 from shared.aggregate import CommandResult, DomainError, not_found
 from shared.contracts.payment import CardSource
+from shared.eventstore import Alongside
 from shared.faults import crash_point, fail_point, hold_point
 from shared.ids import next_id
 from shared.validation import ascii_int
@@ -68,14 +69,12 @@ async def create_payment(ctx: PaymentContext, number: str, *, payment_method_id:
                           last_digits=details.number[-4:], name=details.name)
     payment_id = await next_id(ctx.pool, "payment_ids")
 
-    async def keep_card_token(conn: asyncpg.Connection, stored: list) -> None:
-        # The token charges the card: kept here, never in an event (PaymentCreated.v2), and
-        # only with the payment that uses it (a refused payment leaves no token behind).
-        await conn.execute("INSERT INTO card_sources (card_id, gateway_token) VALUES ($1, $2)", card.id, token)
-
+    # The token charges the card: kept here, never in an event (PaymentCreated.v2), and only
+    # with the payment that uses it (in the append's statement: a refused payment leaves none).
+    keep_card_token = Alongside("INSERT INTO card_sources (card_id, gateway_token) VALUES ($1, $2)",
+                                (card.id, token)) if card else None
     return await ctx.payments.execute(ctx.pool, number, lambda payments: payments.create(
-        payment_id=payment_id, method=method, amount=value, source=card), project=keep_card_token if card else None,
-        new=first)
+        payment_id=payment_id, method=method, amount=value, source=card), project=keep_card_token, new=first)
 
 
 async def process_payments(ctx: PaymentContext, conn: asyncpg.Connection, number: str, request_id: str,

@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from shared.db import migrate, migration_files
-from shared.eventstore import ConcurrencyConflict, EventStore
+from shared.eventstore import Alongside, ConcurrencyConflict, EventStore
 from tests.helpers.events import Ticked
 
 
@@ -67,6 +67,31 @@ async def test_an_append_alone_commits_atomically_without_a_transaction(pool, sc
     assert [e.position for e in stored] == sorted(e.position for e in stored)
     # The refused append left nothing behind: two events, two outbox rows.
     assert await pool.fetchval("SELECT count(*) FROM outbox") == 2
+
+
+async def test_a_write_alongside_commits_with_the_events_in_their_one_statement_or_not_at_all(pool, schema):
+    """Alongside: the command's own write (the test gateway's card token) as a CTE of the append."""
+    store = EventStore(schema, "topic.x")
+    await pool.execute("CREATE TABLE kept (stream text, note text)")
+    sent: list[str] = []
+    async with pool.acquire() as conn:
+        conn.add_query_logger(lambda record: sent.append(record.query))
+        await store.append(conn, aggregate_type="Test", aggregate_id="A", expected_version=0, events=[Ticked(n=1)],
+                           project=Alongside("INSERT INTO kept (stream, note) VALUES ($1, $2)", ("A", "first")))
+        await asyncio.sleep(0.05)  # query loggers are called soon after, not at once
+        ours = [q for q in sent if "append_events(" in q]  # (asyncpg introspects a new statement's types first)
+        assert len(ours) == 1 and ours[0].startswith("WITH alongside AS (INSERT INTO kept"), sent
+        with pytest.raises(ConcurrencyConflict):  # a stale version: neither the events nor the write
+            await store.append(conn, aggregate_type="Test", aggregate_id="A", expected_version=0,
+                               events=[Ticked(n=2)],
+                               project=Alongside("INSERT INTO kept (stream, note) VALUES ($1, $2)", ("A", "stale")))
+        async with conn.transaction():  # in the caller's transaction, a statement of its own before the append
+            await store.append(conn, aggregate_type="Test", aggregate_id="B", expected_version=0,
+                               events=[Ticked(n=3)],
+                               project=Alongside("INSERT INTO kept (stream, note) VALUES ($1, $2)", ("B", "in")))
+    assert [tuple(r) for r in await pool.fetch("SELECT stream, note FROM kept ORDER BY stream")] == [
+        ("A", "first"), ("B", "in")]
+    assert await pool.fetchval("SELECT count(*) FROM events") == 2
 
 
 class UnlockedStore(EventStore):
