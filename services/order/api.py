@@ -96,6 +96,13 @@ class OrderService(Protocol):
     async def update_contact(self, number: str, *, email: str | None = None, phone: str | None = None,
                              view_wait_ms: int | None = None) -> Outcome: ...
 
+    async def update_and_advance(self, number: str, *, email: str | None = None, bill_address: Any = None,
+                                 ship_address: Any = None, use_billing: bool = False, view_wait_ms: int | None = None
+                                 ) -> Advanced:
+        """`update_details`, then one step (`advance`) on the view the update left (Solidus's
+        checkout update): the update stands even if the step is refused."""
+        ...
+
     async def advance(self, number: str, *, require_email: bool = True, view_wait_ms: int | None = None,
                       after: Sequence[str] = (), guest_token: str | None = None) -> Advanced:
         """One checkout step. `after`: other services' events the step depends on (a payment

@@ -201,10 +201,11 @@ def starting_the_saga(ctx: OrderContext, instance: Callable[[], SagaInstance],
 
 
 async def advance(ctx: OrderContext, number: str, *, require_email: bool = True,
-                  guest_token: str | None = None) -> CommandResult[Order]:
+                  guest_token: str | None = None, facts: dict | None = None) -> CommandResult[Order]:
     """One step forward. An order still awaiting its delivery records nothing: the caller asks
-    shipping again (services/order/delivery.py) rather than refusing the step."""
-    facts = _refuse_unknown(await read_order(ctx.pool, number), guest_token)
+    shipping again (services/order/delivery.py) rather than refusing the step. `facts`: the
+    order view as this service's write just left it (else read)."""
+    facts = _refuse_unknown(facts or await read_order(ctx.pool, number), guest_token)
 
     def step(order: Order) -> None:
         if _require(order, guest_token).pending_delivery:

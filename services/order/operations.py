@@ -121,12 +121,30 @@ class OrderOperations(OrderService):
         result = await commands.update_contact(self.ctx, number, email=email, phone=phone)
         return await answer(self.ctx, result, view_wait_ms=view_wait_ms)
 
+    async def update_and_advance(self, number: str, *, email: str | None = None, bill_address: Any = None,
+                                 ship_address: Any = None, use_billing: bool = False, view_wait_ms: int | None = None
+                                 ) -> Advanced:
+        with reading_the_write() as written:
+            await commands.update_details(self.ctx, number, email=email, bill_address=bill_address,
+                                          ship_address=ship_address, use_billing=use_billing)
+        # The step's facts: the view as the update's own statement left it (no read), if it wrote.
+        return await self._advance(number, view_wait_ms=view_wait_ms,
+                                   facts=order_as_written(written[0]) if written else None)
+
     async def advance(self, number: str, *, require_email: bool = True, view_wait_ms: int | None = None,
                       after: Sequence[str] = (), guest_token: str | None = None) -> Advanced:
+        return await self._advance(number, require_email=require_email, view_wait_ms=view_wait_ms, after=after,
+                                   guest_token=guest_token)
+
+    async def _advance(self, number: str, *, require_email: bool = True, view_wait_ms: int | None = None,
+                       after: Sequence[str] = (), guest_token: str | None = None,
+                       facts: dict | None = None) -> Advanced:
+        """`facts`: the order view as this service's write just left it (else `advance` reads it)."""
         await wait(self.ctx, number, list(after), None,
                    DEFAULT_VIEW_WAIT_MS if view_wait_ms is None else view_wait_ms)
         with reading_the_write() as written:
-            result = await commands.advance(self.ctx, number, require_email=require_email, guest_token=guest_token)
+            result = await commands.advance(self.ctx, number, require_email=require_email, guest_token=guest_token,
+                                            facts=facts)
         order = result.aggregate
         if order.pending_delivery:  # the delivery's answer changes the view after the write
             written.clear()

@@ -56,6 +56,11 @@ async def advance(request: Request, number: str, *, after: list[str] = (), guest
     orders: OrderService = services(request).order
     result = await command(request, orders.advance(number, view_wait_ms=VIEW_WAIT_MS, after=list(after),
                                                    guest_token=guest_token), order=order, number=number)
+    return stepped(result)
+
+
+def stepped(result: dict) -> dict:
+    """The order after a step, or the refusal of the delivery it awaited, as Solidus answers it."""
     awaiting, order = result.get("awaiting"), result["order"]
     refusal = order.get("refusal") or {}
     if awaiting and refusal.get("request_id") == awaiting:
@@ -119,13 +124,14 @@ async def update_checkout(number: OrderNumber, request: Request):
     attributes = attributes if isinstance(attributes, dict) else {}
     events: list[str] = []  # other services' events, which `next` must see in the view
     if state in ("cart", "address") and any(k in attributes for k in DETAIL_KEYS):
-        # The order's own events are in the view when the command returns: nothing to wait for.
-        await command(request, services(request).order.update_details(
+        # The details, then `next` on the view the update left (one call: the step reads nothing).
+        return await order_response(request, stepped(await command(request, services(request).order.update_and_advance(
             number, email=attributes.get("email"),
             bill_address=attributes.get("bill_address_attributes", attributes.get("bill_address")),
             ship_address=attributes.get("ship_address_attributes", attributes.get("ship_address")),
-            use_billing=attributes.get("use_billing") in (True, "true", "1", 1)), order=order, number=number)
-    elif state == "delivery":
+            use_billing=attributes.get("use_billing") in (True, "true", "1", 1), view_wait_ms=VIEW_WAIT_MS),
+            order=order, number=number)))
+    if state == "delivery":
         events += await select_rates(request, order, collection(attributes.get("shipments_attributes")))
     elif state == "payment":
         for attrs in collection(attributes.get("payments_attributes"))[:1]:
