@@ -23,8 +23,10 @@ BLOCK = 32
 _blocks: dict[int, tuple[asyncpg.Pool, dict[str, tuple[deque[int], asyncio.Lock]]]] = {}
 
 
-async def next_id(pool: asyncpg.Pool, sequence: str) -> int:
-    """The next id of `sequence` (in the schema on the pool's search path)."""
+async def next_id(pool: asyncpg.Pool, sequence: str, *, on: asyncpg.Connection | None = None) -> int:
+    """The next id of `sequence` (in the schema on the pool's search path). `on`: a connection
+    of `pool` the caller holds (in a transaction, say), to draw a block on instead of taking
+    another of the pool's while holding one (nextval is not undone by a rollback)."""
     if id(pool) not in _blocks:
         for key in [key for key, (held, _) in _blocks.items() if held.is_closing()]:
             del _blocks[key]
@@ -33,7 +35,7 @@ async def next_id(pool: asyncpg.Pool, sequence: str) -> int:
     while not waiting:
         async with drawing:  # those who find it empty at once wait for one block, not one each
             if not waiting:
-                rows = await pool.fetch("SELECT nextval($1::regclass) AS id FROM generate_series(1, $2)",
-                                        sequence, BLOCK)
+                rows = await (on or pool).fetch("SELECT nextval($1::regclass) AS id FROM generate_series(1, $2)",
+                                                sequence, BLOCK)
                 waiting.extend(sorted(r["id"] for r in rows))
     return waiting.popleft()

@@ -62,3 +62,35 @@ async def test_a_change_by_plain_sql_shows_in_every_instance(gateway, system):
             await conn.execute("UPDATE shipping.shipping_methods SET cost = cost - 1 WHERE id = $1", method)
     finally:
         await conn.close()
+
+
+@pytest.mark.both_topologies
+async def test_a_coupon_changed_or_ended_by_plain_sql_shows_at_once(gateway, system):
+    """Promotions are reference data (services/cart/migrations/008): a coupon is found from the
+    cache, and an operator's change of it (here: it expires) is seen by every instance."""
+    code = f"plain-{time.monotonic_ns()}"
+    conn = await asyncpg.connect(system.database_url)
+    try:
+        await conn.execute("INSERT INTO cart.promotions (id, name, code, kind, value, currency) VALUES"
+                           " ((SELECT coalesce(max(id), 0) + 1 FROM cart.promotions), 'Plain', $1, 'order_flat',"
+                           " 1.00, 'USD')", code)
+
+        async def applied() -> set[int]:
+            statuses = set()
+            for _ in range(4):  # both instances of the distributed topology
+                order = (await gateway.post("/api/orders", json={})).json()
+                token = {"X-Spree-Order-Token": order["token"]}
+                await gateway.post(f"/api/checkouts/{order['number']}/line_items", headers=token,
+                                   json={"line_item": {"variant_id": 1, "quantity": 1}})
+                statuses.add((await gateway.post(f"/api/orders/{order['number']}/coupon_codes", headers=token,
+                                                 json={"coupon_code": code})).status_code)
+            return statuses
+
+        assert await applied() == {200}
+        await conn.execute("UPDATE cart.promotions SET expires_at = now() - interval '1 day' WHERE code = $1", code)
+        deadline = time.monotonic() + WAIT_S
+        while (statuses := await applied()) != {422}:
+            assert time.monotonic() < deadline, f"the ended coupon is still applied {WAIT_S} s later: {statuses}"
+            await asyncio.sleep(0.01)
+    finally:
+        await conn.close()

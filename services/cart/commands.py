@@ -96,14 +96,17 @@ _LAPSED_MESSAGES = {"coupon_code_expired": "The coupon code is expired",
                     "coupon_code_max_usage": "Coupon code usage limit exceeded"}
 
 
-async def find_promotion(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> Promotion:
-    row = await conn.fetchrow("SELECT * FROM promotions WHERE code = $1", code)
+async def find_promotion(ctx: CartContext, code: str) -> Promotion:
+    async def load() -> asyncpg.Record | None:  # reference data (migrations/008): no read while unchanged
+        return await ctx.pool.fetchrow("SELECT * FROM promotions WHERE code = $1", code)
+
+    row = await ctx.reference.read(("promotion", code), ("promotions",), load)
     now = datetime.now(timezone.utc)
     if row is None or (row["starts_at"] and row["starts_at"] > now):
         raise DomainError("coupon_code_not_found", "The coupon code you entered doesn't exist. Please try again.")
     used = 0
     if row["usage_limit"] is not None:  # uses and the reservations of completions in progress
-        used = (await uses(conn, {row["id"]: row["usage_limit"]})).get(row["id"], 0)
+        used = (await uses(ctx.pool, {row["id"]: row["usage_limit"]})).get(row["id"], 0)
     refusal = lapsed(row, used, now)
     if refusal:
         raise DomainError(refusal, _LAPSED_MESSAGES[refusal])
@@ -111,7 +114,7 @@ async def find_promotion(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> 
 
 
 async def apply_coupon(ctx: CartContext, number: str, code: str, currency: str) -> CommandResult[Cart]:
-    promotion = await find_promotion(ctx.pool, code)
+    promotion = await find_promotion(ctx, code)
     return await ctx.carts.execute(ctx.pool, number, lambda cart: cart.apply_promotion(promotion, currency=currency))
 
 

@@ -75,8 +75,7 @@ async def build_shipments(ctx: ShippingContext, conn: asyncpg.Connection, number
             return  # before any write: a no-op on a trusted state may be decided again (Repository.run)
         locations = await active_locations(ctx, conn, sorted({line.variant_id for line in lines}))
         methods = await methods_for(ctx, conn, ship_address.country_iso, currency)
-        ids = [r["id"] for r in await conn.fetch(
-            "SELECT nextval('shipping_ids') AS id FROM generate_series(1, $1)", (len(methods) + 1) * len(locations))]
+        ids = [await next_id(ctx.pool, "shipping_ids", on=conn) for _ in range((len(methods) + 1) * len(locations))]
         shipments.build(request_id, [Line(item.variant_id, item.quantity, item.track_inventory) for item in lines],
                         locations, methods, ids, country_iso=ship_address.country_iso, currency=currency,
                         requested_at=requested_at)
