@@ -47,6 +47,7 @@ from shared import db
 from shared.envelope import DomainEvent, EventEnvelope, decode_event
 from shared.errors import DomainError, not_found  # noqa: F401 (the services import them from here)
 from shared.eventstore import Alongside, ConcurrencyConflict, EventStore, Projector, StatementProjection
+from shared.lru import BoundedMap
 
 
 class Aggregate:
@@ -97,6 +98,10 @@ CACHE_MIN_EVENTS = int(os.environ.get("AGGREGATE_CACHE_MIN_EVENTS", "16"))
 CACHE_RECENT = int(os.environ.get("AGGREGATE_CACHE_RECENT", "1000"))
 
 
+# Streams taken to be new that were not, remembered per repository (a few bytes each).
+EXISTING_REMEMBERED = 10_000
+
+
 class Repository(Generic[A]):
     def __init__(self, store: EventStore, aggregate_cls: type[A], *, cache_size: int = CACHE_SIZE,
                  cache_min_events: int = CACHE_MIN_EVENTS, cache_recent: int = CACHE_RECENT) -> None:
@@ -110,6 +115,8 @@ class Repository(Generic[A]):
         # what they are given.
         self._states: OrderedDict[str, tuple[A, uuid.UUID, bool]] = OrderedDict()  # long streams
         self._recent: OrderedDict[str, tuple[A, uuid.UUID, bool]] = OrderedDict()  # the others
+        # Streams a caller took to be new (`run(new=True)`) that existed: read from then on.
+        self._existing: BoundedMap[str, bool] = BoundedMap(EXISTING_REMEMBERED)
         self.events_read = 0  # events decoded and applied by loads: what the cache saves
         self.streams_read = 0  # queries of the stream by loads: what trusting a committed state saves
 
@@ -219,7 +226,7 @@ class Repository(Generic[A]):
 
     async def run(self, conn: asyncpg.Connection, aggregate_id: str, decide: Callable[[A], Awaitable[None] | None],
                   *, key: str | None = None, project: Projector | None = None,
-                  settled: Callable[[A], bool] | None = None) -> list[EventEnvelope]:
+                  settled: Callable[[A], bool] | None = None, new: bool = False) -> list[EventEnvelope]:
         """A command inside the caller's transaction on `conn` (a saga's step, a consumer, an
         inline projection): `decide` (it may query and write on `conn`) on the aggregate, then
         save what it recorded; the events stored (none: it recorded nothing).
@@ -232,8 +239,14 @@ class Repository(Generic[A]):
         what it cannot write twice; what it writes before recording rolls back on a conflict.
         `settled`: a fact of the state that, once true, stays true however the stream grows (a
         request answered: its answer is stored for good); nothing recorded on a trusted state
-        where it holds would be nothing on the stream too, so it is not decided again."""
+        where it holds would be nothing on the stream too, so it is not decided again.
+        `new`: the caller has reason to think the stream does not exist yet (as `execute`'s):
+        without a trusted state it is decided on an empty one; a stream that exists after all
+        conflicts, and the retry of the transaction's owner reads it (this process remembers it)."""
         trusted = self._trusted(aggregate_id)
+        fresh = trusted is None and new and self._existing.get(aggregate_id) is None
+        if fresh:
+            trusted = self.cls(aggregate_id)
         if trusted is not None:
             try:
                 await _decided(decide, trusted)
@@ -241,7 +254,12 @@ class Repository(Generic[A]):
                 pass  # judged on the stream as stored before the refusal is answered
             else:
                 if trusted.pending or (settled is not None and settled(trusted)):
-                    return await self.save(conn, trusted, key=key, project=project)
+                    try:
+                        return await self.save(conn, trusted, key=key, project=project)
+                    except ConcurrencyConflict:
+                        if fresh:
+                            self._existing.put(aggregate_id, True)
+                        raise
         aggregate = await self.load(conn, aggregate_id)
         await _decided(decide, aggregate)
         return await self.save(conn, aggregate, key=key, project=project)

@@ -50,7 +50,7 @@ async def deliver(ctx: OrderContext, result: CommandResult[Order]) -> bool:
             reply = await asyncio.wait_for(ctx.peers["shipping"].build_shipments(
                 order.id, request_id=request.request_id, ship_address=request.ship_address.model_dump(mode="json"),
                 currency=request.currency, lines=[line.model_dump(mode="json") for line in request.lines],
-                requested_at=cause.sequence if cause else None),
+                requested_at=cause.sequence if cause else None, first=order.deliveries_requested == 1),
                 ctx.settings.saga_call_timeout_ms / 1000)
     except asyncio.CancelledError:
         raise

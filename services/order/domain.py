@@ -95,6 +95,7 @@ class Order(Aggregate):
         self.ship_address: Address | None = None
         self.pending_delivery: str | None = None  # request id of a DeliveryRequested awaiting its answer
         self.delivery_request: DeliveryRequested | None = None  # the latest, answered or not
+        self.deliveries_requested = 0  # DeliveryRequested events so far: the first has no shipments before it
         self.completing: str | None = None  # request id of the completion in progress (the saga)
         self.completed_by: str | None = None  # request id of the completion that placed the order
         self.total = Decimal("0")  # once placed: what the completion charged for
@@ -321,6 +322,7 @@ class Order(Aggregate):
     def _on_DeliveryRequested(self, event: DeliveryRequested) -> None:
         self.pending_delivery = event.request_id
         self.delivery_request = event
+        self.deliveries_requested += 1
 
     def _on_DeliveryRefused(self, event: DeliveryRefused) -> None:
         self.pending_delivery = None

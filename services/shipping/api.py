@@ -90,12 +90,14 @@ class ShippingService(Protocol):
 
     # -- the order's delivery request (services/order/delivery.py), by call -------------------
     async def build_shipments(self, number: str, *, request_id: str, ship_address: dict[str, Any], currency: str,
-                              lines: list[dict[str, Any]], requested_at: int | None = None) -> StepReply:
+                              lines: list[dict[str, Any]], requested_at: int | None = None,
+                              first: bool = False) -> StepReply:
         """Answers the order's DeliveryRequested `request_id` (`requested_at`: its sequence in the
         order's stream): `shipping.ShipmentsBuilt` (shipments and rates for `lines` to
         `ship_address`) or `shipping.ShipmentsUnavailable`. Idempotent by `request_id`: asked again
         (or after the request came from Kafka) it answers the first answer; a request older than
-        one answered already is answered with nothing."""
+        one answered already is answered with nothing. `first`: the order's first request, so
+        its shipments' stream is taken to be new (not read; if it exists, the step runs again on it)."""
         ...
 
     # -- the completion saga's step 2 (services/order/saga.py); the saga's id is the request id --

@@ -66,7 +66,7 @@ async def method_ids(ctx: ShippingContext) -> frozenset[int]:
 
 async def build_shipments(ctx: ShippingContext, conn: asyncpg.Connection, number: str, request_id: str, *,
                           ship_address: Address, currency: str, lines: list[DeliveryLine],
-                          requested_at: int | None = None) -> None:
+                          requested_at: int | None = None, first: bool = False) -> None:
     """Answer the order's delivery request `request_id` (called by the order, or its
     DeliveryRequested from Kafka; `requested_at`: its sequence in the order's stream), in the
     caller's transaction; a request answered already, or older than one answered, is not built."""
@@ -87,7 +87,7 @@ async def build_shipments(ctx: ShippingContext, conn: asyncpg.Connection, number
 
     # Answered is for good (a repeated request, or its event from Kafka after the call): no read.
     await ctx.shipments.run(conn, number, build, key=number,
-                            settled=lambda shipments: request_id in shipments.delivery_answered)
+                            settled=lambda shipments: request_id in shipments.delivery_answered, new=first)
 
 
 async def allocate_stock(ctx: ShippingContext, conn: asyncpg.Connection, number: str, request_id: str,

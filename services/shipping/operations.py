@@ -126,7 +126,8 @@ class ShippingOperations(ShippingService):
         return uncovered(wanted, {int(v): StockLevel.model_validate(level) for v, level in stock.items()})
 
     async def build_shipments(self, number: str, *, request_id: str, ship_address: dict[str, Any], currency: str,
-                              lines: list[dict[str, Any]], requested_at: int | None = None) -> StepReply:
+                              lines: list[dict[str, Any]], requested_at: int | None = None,
+                              first: bool = False) -> StepReply:
         # The order calls under its DeliveryRequested (services/order/delivery.py), which also
         # reaches this process's consumer from Kafka, often while this call still waits for a
         # connection: that delivery waits for the call (at most the caller's timeout), then is
@@ -142,7 +143,8 @@ class ShippingOperations(ShippingService):
                                    request_id, (ShipmentsBuilt, ShipmentsUnavailable),
                                    lambda conn: commands.build_shipments(self.ctx, conn, number, request_id,
                                                                          ship_address=address, currency=currency,
-                                                                         lines=wanted, requested_at=requested_at))
+                                                                         lines=wanted, requested_at=requested_at,
+                                                                         first=first))
             if request_event_id is not None:
                 remember_applied(ORDERS_CONSUMER, [request_event_id])
         return reply

@@ -12,7 +12,7 @@ import pytest
 
 from shared import db
 from shared.aggregate import Aggregate, DomainError, Repository
-from shared.eventstore import EventStore
+from shared.eventstore import ConcurrencyConflict, EventStore
 from shared.inline import InlineProjection, forget_inline, project_inline
 from shared.steps import run_step
 from tests.helpers.events import Answered, Awaited, Ticked, Withdrawn
@@ -273,3 +273,26 @@ async def test_a_conflict_inside_another_commands_transaction_forgets_the_state_
     reads = here.streams_read
     done = await here.execute(pool, "D-7", lambda d: d.answer("r3", 1))  # committed by the projection
     assert (done.aggregate.version, here.streams_read) == (4, reads)
+
+
+async def test_a_stream_taken_to_be_new_is_not_read_and_one_that_exists_is_read_once_it_conflicts(pool, schema):
+    """Repository.run(new=True) (shipping's first delivery of an order): decided on an empty
+    state without a read; a stream that existed after all conflicts, and the owner's retry, and
+    every later run in this process, read it."""
+    store = EventStore(schema, "unused")
+    desks = Repository(store, Desk)
+
+    async def answer(desk_id: str, request_id: str) -> list:
+        async with pool.acquire() as conn, db.transaction(conn):
+            return await desks.run(conn, desk_id, lambda d: d.answer(request_id, 1), new=True)
+
+    assert [e.sequence for e in await answer("D-new", "r1")] == [1]
+    assert desks.streams_read == 0
+    await Repository(store, Desk).execute(pool, "D-old", lambda d: d.answer("r0", 1))  # another instance's
+    with pytest.raises(ConcurrencyConflict):
+        await answer("D-old", "r1")
+    assert [e.sequence for e in await answer("D-old", "r1")] == [2]  # the retry reads the stream
+    assert desks.streams_read == 1
+    desks._forget("D-old")  # its state pushed out of the cache: still known to exist
+    assert [e.sequence for e in await answer("D-old", "r2")] == [3]
+    assert [e.payload["request_id"] for e in await store.load_stream(pool, "Desk", "D-old")] == ["r0", "r1", "r2"]
