@@ -83,7 +83,7 @@ class Settings:
     # Woken from idle, the relay waits this long before it reads, so the commits of that
     # moment go out in one round (one statement, one produce request) rather than one each.
     # No request waits for the broker in one process; it delays what subscribers see by this.
-    outbox_linger_ms: int = field(default_factory=lambda: _int("OUTBOX_LINGER_MS", 10))
+    outbox_linger_ms: int = field(default_factory=lambda: _int("OUTBOX_LINGER_MS", 20))
     # Empty the services' topics after the relays have published this many messages, once
     # every consumer group has handled them (shared/recycle.py): only for an embedded broker
     # that keeps every message, started by this system for one process. 0: never.

@@ -127,9 +127,9 @@ async def remove_coupon(ctx: CartContext, number: str, code: str) -> CommandResu
 # -- the completion saga's step 1 (CartService.lock_cart, unlock_cart: operations.py) -------
 async def lock_cart(ctx: CartContext, conn: asyncpg.Connection, number: str, request_id: str,
                     lines: list[DeliveryLine]) -> None:
-    """Lock the cart and reserve its promotions, or refuse (Cart.lock). The promotions are
-    row-locked first and their uses counted after, so of two orders racing for a coupon's
-    last use the second sees the first's reservation. On the cart as this process last
+    """Lock the cart and reserve its promotions, or refuse (Cart.lock). The promotions with a
+    usage limit are row-locked first and their uses counted after, so of two orders racing for
+    a coupon's last use the second sees the first's reservation. On the cart as this process last
     committed it, if it has it: a cart behind the stream conflicts, and the step's retry
     (its writes rolled back) reads the stream."""
     def answered(cart: Cart) -> bool:  # for good: a trusted cart that says so needs no read
@@ -141,8 +141,12 @@ async def lock_cart(ctx: CartContext, conn: asyncpg.Connection, number: str, req
         ids = sorted(promotion.id for promotion in cart.promotions.values())
         lapsed_codes: set[str] = set()
         if ids:
-            rows = await conn.fetch("SELECT * FROM promotions WHERE id = ANY($1::int[]) ORDER BY id FOR UPDATE", ids)
+            rows = await promotions_of(ctx, ids)
             limited = {row["id"]: row["usage_limit"] for row in rows if row["usage_limit"] is not None}
+            if limited:  # locked, and read as locked: their uses are counted against their limit
+                rows = [row for row in rows if row["id"] not in limited] + list(await conn.fetch(
+                    "SELECT * FROM promotions WHERE id = ANY($1::int[]) ORDER BY id FOR UPDATE", sorted(limited)))
+                limited = {row["id"]: row["usage_limit"] for row in rows if row["usage_limit"] is not None}
             used = await uses(conn, limited, besides=number)
             now = datetime.now(timezone.utc)
             lapsed_codes = {row["code"] for row in rows if lapsed(row, used.get(row["id"], 0), now)}
@@ -154,6 +158,16 @@ async def lock_cart(ctx: CartContext, conn: asyncpg.Connection, number: str, req
                                " ON CONFLICT DO NOTHING", ids, number)
 
     await ctx.carts.run(conn, number, lock, settled=answered)
+
+
+async def promotions_of(ctx: CartContext, ids: list[int]) -> tuple[asyncpg.Record, ...]:
+    """The promotions' definitions (reference data, migrations/008). Those with a usage limit are
+    read again by the caller, row-locked, so that of two orders racing for the last use the
+    second counts the first's reservation; the others need no lock (nothing counts them)."""
+    async def load() -> tuple[asyncpg.Record, ...]:
+        return tuple(await ctx.pool.fetch("SELECT * FROM promotions WHERE id = ANY($1::int[]) ORDER BY id", ids))
+
+    return await ctx.reference.read(("promotions", tuple(ids)), ("promotions",), load)
 
 
 async def unlock_cart(ctx: CartContext, conn: asyncpg.Connection, number: str, request_id: str) -> None:

@@ -228,3 +228,30 @@ async def test_a_coupon_used_up_while_the_order_waited_is_removed_at_complete(ga
     # The first order keeps its coupon and stays complete.
     placed = (await gateway.get(f"/api/orders/{first}", headers=ADMIN)).json()
     assert placed["state"] == "complete" and len(placed["adjustments"]) == 1
+
+
+async def test_only_promotions_with_a_usage_limit_are_row_locked_at_complete(gateway, stack, single_use_coupon):
+    """Locking the cart row-locks (and reads) only the promotions whose uses are counted: a
+    coupon without a limit comes from the cart's reference data (services/cart/commands.py)."""
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        if "pg_stat_statements" not in await conn.fetchval("SELECT current_setting('shared_preload_libraries')"):
+            pytest.skip("the database does not load pg_stat_statements")
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+
+        async def locks() -> int:
+            return int(await conn.fetchval("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
+                                           " WHERE query LIKE '%FROM promotions WHERE id = ANY%FOR UPDATE'"))
+
+        before = await locks()
+        number, _, _, done = await full_flow(gateway, card=CARD, coupon="10off")  # no usage limit
+        assert done.json()["state"] == "complete", done.text
+        unlimited = await locks() - before
+        code, _ = single_use_coupon()
+        number, _, _, done = await full_flow(gateway, card=CARD, coupon=code)
+        assert done.json()["state"] == "complete", done.text
+        limited = await locks() - before - unlimited
+        uses = await conn.fetchval("SELECT count(*) FROM cart.promotion_uses WHERE order_number = $1", number)
+    finally:
+        await conn.close()
+    assert (unlimited, limited, uses) == (0, 1, 1)
