@@ -209,6 +209,8 @@ class EventStore:
             outside = not conn.is_in_transaction()
             riding = await inline_projections.riding(inline, envelopes, premised=outside)
             if riding is not None:  # every projection rides in the statement (or none wants them)
+                if not outside:
+                    await inline_projections.before_riding(conn, riding)
                 try:
                     return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
                                                        expected_version=expected_version, riding=riding,
@@ -252,6 +254,7 @@ class EventStore:
         if inline:  # in the caller's transaction: the projections ride in the append if they can tell their changes
             riding = await inline_projections.riding(inline, envelopes, premised=False)
             if riding is not None:
+                await inline_projections.before_riding(conn, riding)
                 return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
                                                    expected_version=expected_version, riding=riding)
         return await self._append_handled(conn, inline or [], envelopes, key=key or aggregate_id, topic=topic,

@@ -28,6 +28,10 @@ class InlineStatement:
     then nothing was stored, and the append runs the handler instead."""
     changes: Callable[[list[EventEnvelope], bool], Awaitable[list | None]]
     function: str
+    # In the producer's transaction (not `premised`): what the subscriber decides on the events
+    # besides its read model, run on the transaction's connection before the append that carries
+    # the changes (the Order's answer to shipping's): bound to the subscriber's context when wired.
+    before: Callable[..., Awaitable[None]] | None = None
 
 
 # What an InlineStatement's function raises when a premise of its changes does not hold.
@@ -135,6 +139,13 @@ async def riding(projections: list[InlineProjection], envelopes: list[EventEnvel
             return None
         riding.append((projection, wanted, changes))
     return riding
+
+
+async def before_riding(conn: asyncpg.Connection, riding: list[Riding]) -> None:
+    """Each riding projection's `before`, in the producer's transaction, before its append."""
+    for projection, wanted, _ in riding:
+        if projection.statement is not None and projection.statement.before is not None:
+            await projection.statement.before(conn, wanted)
 
 
 def riding_statement(append_statement: str, riding: list[Riding]) -> str:

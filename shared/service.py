@@ -9,6 +9,7 @@ propagation, metrics and JSON logs without writing them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import time
@@ -217,6 +218,12 @@ class ServiceRuntime:
         assert self.context is not None, f"{self.definition.name} is not started"
         return partial(subscription.handler, self.context)
 
+    def bound_inline_statement(self, subscription: Subscription) -> InlineStatement | None:
+        statement = subscription.inline_statement
+        if statement is None or statement.before is None:
+            return statement
+        return dataclasses.replace(statement, before=partial(statement.before, self.context))
+
     def bound_statement(self, subscription: Subscription) -> StatementForm | None:
         """The subscription's one-statement form with this runtime's context, if it has one."""
         if subscription.statement is None:
@@ -402,7 +409,7 @@ def project_inline_where_hosted(runtimes: list[ServiceRuntime] | tuple[ServiceRu
                 project_inline(producer.schema, InlineProjection(
                     consumer=consumer, schema=definition.schema, handler=runtime.bound(subscription),
                     event_types=None if types is None else frozenset(t.event_type for t in types),
-                    statement=subscription.inline_statement))
+                    statement=runtime.bound_inline_statement(subscription)))
                 wired.append(f"{consumer} <- {producer.schema}")
     return wired
 

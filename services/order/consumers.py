@@ -20,6 +20,7 @@ from services.order.domain import Order
 from services.order.projections import apply_to_view, view_changes
 from services.order.saga import COMPLETION
 from services.order.view import VIEW_CONSUMER
+from shared import context
 from shared.contracts import cart as c
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
@@ -41,10 +42,8 @@ async def on_event(ctx: OrderContext, conn: asyncpg.Connection, envelope: EventE
     match event:
         case c.CartRepriced(lines_changed=True):
             decide = methodcaller("restart_checkout", has_items=event.item_count > 0)
-        case s.ShipmentsBuilt():
-            decide = methodcaller("delivery_arrived", event.request_id)
-        case s.ShipmentsUnavailable():
-            decide = methodcaller("delivery_refused", event.request_id, event.code, event.message)
+        case s.ShipmentsBuilt() | s.ShipmentsUnavailable():
+            decide = _the_orders_answer(event)
         case p.PaymentCaptured() | p.PaymentVoided() | p.PaymentRefunded():
             # A placed order's payment state follows its payments (the view has them once folded).
             await apply_to_view(conn, envelope)
@@ -70,6 +69,27 @@ async def on_event(ctx: OrderContext, conn: asyncpg.Connection, envelope: EventE
         await conn.execute("SELECT apply_view_changes($1)", fold)  # the Order recorded nothing: the fold alone
 
 
+def _the_orders_answer(event: DomainEvent) -> methodcaller | None:
+    """What shipping's answer to a delivery request asks of the Order (it reads no view)."""
+    match event:
+        case s.ShipmentsBuilt():
+            return methodcaller("delivery_arrived", event.request_id)
+        case s.ShipmentsUnavailable():
+            return methodcaller("delivery_refused", event.request_id, event.code, event.message)
+    return None
+
+
+async def answer_in_transaction(ctx: OrderContext, conn: asyncpg.Connection, envelopes: list[EventEnvelope]) -> None:
+    """InlineStatement.before: the Order's answer to shipping's events, in shipping's transaction
+    before its append, whose statement carries their fold (`inline_view_changes`): the Order's
+    events and its view change in one statement, the fold and the processed record in shipping's."""
+    for envelope in envelopes:
+        decide = _the_orders_answer(decode_event(envelope))
+        if decide is not None:
+            with context.caused_by(envelope.correlation_id, str(envelope.event_id)):
+                await ctx.orders.run(conn, envelope.aggregate_id, decide, project=project)
+
+
 def _needs_the_order(event: DomainEvent) -> bool:
     """Whether `on_event` may change the Order for this event, besides the view."""
     match event:
@@ -87,7 +107,8 @@ async def inline_view_changes(envelopes: list[EventEnvelope], premised: bool) ->
     with `premised`, the changes ride on the premise that the order is not there (checked, its
     row locked, in the statement; when it fails, on_event runs after all)."""
     events = [decode_event(envelope) for envelope in envelopes]
-    if any(map(_needs_the_order, events)):
+    # In the producer's transaction, the Order answers shipping first (answer_in_transaction).
+    if any(_needs_the_order(event) and (premised or _the_orders_answer(event) is None) for event in events):
         return None
     premises = [{"op": "expect_state_not_in", "number": envelope.aggregate_id,
                  "states": list(Order.CART_CHANGE_RESTARTS_FROM)}
@@ -162,7 +183,8 @@ subscriptions = [
     # In one process applied in the participants' own transactions (no request waits for
     # the broker); apart, and for anything an inline application missed, through Kafka.
     Subscription(name="view", handler=on_event, inline=True, topics=VIEW_TOPICS,
-                 inline_statement=InlineStatement(inline_view_changes, "apply_inline"), statement=view_statement),
+                 inline_statement=InlineStatement(inline_view_changes, "apply_inline", before=answer_in_transaction),
+                 statement=view_statement),
     # The completion saga (services/order/saga.py): the participants' answers move it on.
     Subscription(name="saga", handler=on_saga_answer, event_types=COMPLETION.listens_to(),
                  topics=[events_topic(participant) for participant in COMPLETION.participants]),

@@ -16,6 +16,7 @@ import pytest
 from services.order.consumers import inline_view_changes
 from services.order.memory_view import MemoryOrderView
 from services.order.projections import apply_to_view, fold_all, view_changes
+from shared import db
 from shared.contracts import cart as c
 from shared.contracts import order as o
 from shared.contracts import payment as p
@@ -307,3 +308,35 @@ async def test_backordered_counts_and_placed_shipment_states_change_in_place_as_
     # Placed unpaid: both pending; paid: the shipment with a backordered item stays pending.
     assert states[3:] == [["pending", "pending"], ["pending", "ready"]]
     assert live["payment_state"] == "paid" and live["state"] == "complete"
+
+
+async def test_in_the_producers_transaction_what_the_subscriber_decides_runs_before_the_ride(stack, unique):
+    """InlineStatement.before (the Order's answer to shipping's): in the producer's transaction it
+    runs on the transaction's connection before the append, whose statement carries the view's
+    changes and the processed record; no search_path switch, no handler. Outside a transaction
+    (no `before` possible: `premised`), a ShipmentsBuilt runs the handler instead."""
+    decided: list[tuple[str, bool]] = []
+
+    async def before(conn, envelopes) -> None:
+        decided.append((envelopes[0].type, conn.is_in_transaction()))
+        await conn.execute("SELECT 1")  # what the Order's append would be
+
+    statement = InlineStatement(inline_view_changes, "apply_inline", before=before)
+    shipment = s.Shipment(id=1, number="H1", stock_location_id=1, stock_location_name="NY", state="pending",
+                          rates=[], manifest=[s.ManifestItem(variant_id=3, quantity=2)])
+    built = s.ShipmentsBuilt(order_number="R1", request_id="dr-1", shipments=[shipment])
+    async with producer_and_view(stack, unique, "b", statement=statement) as (store, view, pool, sent):
+        async with pool.acquire() as conn:
+            async with db.transaction(conn):
+                sent.clear()
+                stored = await store.append(conn, aggregate_type="Shipment", aggregate_id="R1",
+                                            expected_version=0, events=[built])
+            await asyncio.sleep(0.05)  # query loggers are called soon after
+        assert decided == [("shipping.ShipmentsBuilt", True)]
+        work = [q for q in sent if q.split(" ", 1)[0].rstrip(";") not in ("BEGIN", "COMMIT")]
+        assert work[0] == "SELECT 1" and "apply_inline(" in work[1] and len(work) == 2, sent
+        assert not any("set_config('search_path'" in q for q in sent)
+        assert await recorded(pool, view) == {stored[0].event_id}
+        assert [sh["number"] for sh in (await view_row(pool, view))["shipments"]] == ["H1"]
+    assert await inline_view_changes([envelope_for(built, aggregate_type="Shipment", aggregate_id="R1",
+                                                   sequence=1)], True) is None
