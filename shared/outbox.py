@@ -143,8 +143,12 @@ class OutboxRelay:
                 topics = {r["topic"] for r in rows if r["id"] in published}
                 unflushed.add(acked, topics)
                 wakeup.listener.published_here(topics)
-                if len(rows) == self.settings.outbox_batch_size or self._wake.is_set():
-                    continue  # busy: the next read carries the delete and the NOTIFY
+                if len(rows) == self.settings.outbox_batch_size:
+                    continue  # a full batch: more waiting; the next read carries the delete and the NOTIFY
+                if self._wake.is_set():  # appends came while publishing: gather what comes for a moment too
+                    if self.settings.outbox_linger_ms > 0:
+                        await asyncio.sleep(self.settings.outbox_linger_ms / 1000)
+                    continue
                 if unflushed.ids and not await self._woken(self.settings.outbox_flush_ms / 1000):
                     await self._flush(conn, unflushed)  # idle: on their own
                 if not self._wake.is_set():
