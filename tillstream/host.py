@@ -31,10 +31,11 @@ from services.shipping.api import ShippingService
 from services.shipping.app import definition as shipping
 from shared import rpc, safety
 from shared.health import HEALTH
+from shared.http_app import create_internal_app
 from shared.internal import answer_bus_call
 from shared.logs import configure_logging
 from shared.recycle import BrokerRecycler
-from shared.service import ServiceRuntime, create_internal_app, freeze_startup_objects, project_inline_where_hosted
+from shared.service import ServiceRuntime, freeze_startup_objects, project_inline_where_hosted
 from shared.settings import Settings, load_settings
 
 DEFINITIONS = (cart, order, shipping, payment)

@@ -30,10 +30,10 @@ from services.gateway.services import Services
 from services.gateway.solidus.errors import NOT_FOUND, ApiError
 from shared import context
 from shared.contracts import SERVICES
+from shared.http_app import create_internal_app, install_common
 from shared.internal import serving_internally
 from shared.logs import log_fields, route_template
 from shared.rpc import ServiceUnavailable
-from shared.service import create_internal_app, install_common
 from shared.settings import load_settings, service_urls
 from shared.validation import MAX_BODY_BYTES
 
