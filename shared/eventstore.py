@@ -99,10 +99,6 @@ def reading_the_write() -> Iterator[list]:
         _write_reads.reset(token)
 
 
-def _reads_the_write(projection: StatementProjection) -> bool:
-    return projection.reading_function is not None and _write_reads.get() is not None
-
-
 # The events stored by the appends made within a block: a consumer applying a run of messages
 # in one transaction (shared/consumer.py) ends it after one (an append holds its store's table
 # lock until commit, so the run's transaction ends rather than taking row locks while holding
@@ -204,29 +200,27 @@ class EventStore:
             alongside = None  # in the caller's transaction: it runs as a projector, before the append
         elif alongside is not None:
             project = None
-        if inline and events and project is None:
+        if inline and events and project is None and conn.is_in_transaction():
+            return await self._project_then_append(conn, None, aggregate_type=aggregate_type,
+                                                   aggregate_id=aggregate_id, expected_version=expected_version,
+                                                   events=events, key=key, topic=topic)
+        if inline and events and project is None:  # outside a transaction: one statement, on a premise
             envelopes = _envelopes(events, aggregate_type, aggregate_id, expected_version)
-            outside = not conn.is_in_transaction()
-            riding = await inline_projections.riding(inline, envelopes, premised=outside)
+            riding = await inline_projections.riding(inline, envelopes, premised=True)
             if riding is not None:  # every projection rides in the statement (or none wants them)
-                if not outside:
-                    await inline_projections.before_riding(conn, riding)
                 try:
                     return await self.append_envelopes(conn, envelopes, key=key or aggregate_id, topic=topic,
                                                        expected_version=expected_version, riding=riding,
                                                        alongside=alongside)
                 except asyncpg.PostgresError as exc:
-                    if not (outside and exc.sqlstate == inline_projections.PREMISE_FAILED):
+                    if exc.sqlstate != inline_projections.PREMISE_FAILED:
                         raise
                     # Nothing was stored (the statement was its own transaction): the handlers decide.
-            if not conn.is_in_transaction():
-                async with db.transaction(conn):  # the projections commit with the events, or neither does
-                    if alongside is not None:
-                        await alongside(conn, envelopes)
-                    return await self._append_handled(conn, inline, envelopes, key=key or aggregate_id, topic=topic,
-                                                      expected_version=expected_version)
-            return await self._append_handled(conn, inline, envelopes, key=key or aggregate_id, topic=topic,
-                                              expected_version=expected_version)
+            async with db.transaction(conn):  # the projections commit with the events, or neither does
+                if alongside is not None:
+                    await alongside(conn, envelopes)
+                return await self._append_handled(conn, inline, envelopes, key=key or aggregate_id, topic=topic,
+                                                  expected_version=expected_version)
         if alongside is not None:
             return await self.append_envelopes(conn, _envelopes(events, aggregate_type, aggregate_id, expected_version),
                                                key=key or aggregate_id, topic=topic,
@@ -244,7 +238,9 @@ class EventStore:
     async def _project_then_append(self, conn: asyncpg.Connection, project: Projector | None, *, aggregate_type: str,
                                    aggregate_id: str, expected_version: int, events: Sequence[DomainEvent],
                                    key: str | None, topic: str | None) -> list[EventEnvelope]:
-        """`project`'s statements, then the append, in the caller's transaction."""
+        """`project`'s statements, then the append, in the caller's transaction: the inline
+        projections ride in it when they can tell their changes (what they decide besides, first),
+        else their handlers run before it."""
         if not events:
             return []
         envelopes = _envelopes(events, aggregate_type, aggregate_id, expected_version)
