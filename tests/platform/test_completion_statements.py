@@ -18,7 +18,6 @@ import asyncpg
 import pytest
 
 from services.order import commands
-from services.order.app import definition as order_service
 from services.order.commands import project
 from services.order.consumers import VIEW_TOPICS
 from services.order.operations import OrderOperations
@@ -28,15 +27,12 @@ from shared.contracts import cart as c
 from shared.contracts import order as o
 from shared.contracts import payment as p
 from shared.contracts import shipping as s
-from shared.db import create_pool
 from shared.envelope import envelope_for
-from shared.eventstore import ConcurrencyConflict, EventStore
+from shared.eventstore import ConcurrencyConflict
 from shared.inline import InlineProjection, forget_inline, project_inline
-from shared.kafka import events_topic
 from shared.saga import SagaInstance
 from shared.saga_rows import row_json
-from shared.service import ServiceContext
-from tests.platform.test_order_write_statement import ASYNCPG_INTROSPECTION, is_transaction_control
+from tests.platform.test_order_write_statement import is_transaction_control, order_context
 
 START = "project_append_and_start_saga"
 LINE = c.LockedLine(line_item_id=1, variant_id=3, quantity=2, price=Decimal("9.99"), track_inventory=True)
@@ -83,29 +79,6 @@ class Participants:
         return await self._answer("process_payments", saga_id, reply(p.PaymentsProcessed(
             order_number=number, request_id=saga_id, payment_total=CHARGED, secured_total=CHARGED),
             "OrderPayments", number))
-
-
-@contextlib.asynccontextmanager
-async def order_context(stack, schema, participants: Participants):
-    """The order service's context on a pool of one connection (the statements it sends are
-    listed), calling `participants`."""
-    sent: list[str] = []
-
-    def log(record) -> None:
-        statement = " ".join(record.query.split())
-        if not statement.startswith(ASYNCPG_INTROSPECTION):  # once per new statement's types
-            sent.append(statement)
-
-    pool = await create_pool(stack.settings(), schema, min_size=1, max_size=1)
-    async with pool.acquire() as conn:
-        conn.add_query_logger(log)
-    ctx = order_service.build(ServiceContext("order", stack.settings(), pool, EventStore(schema, events_topic("order")),
-                                             peers={name: participants for name in order_service.peers}))
-    try:
-        yield ctx, sent
-    finally:
-        await ctx.close()
-        await pool.close()
 
 
 @contextlib.asynccontextmanager

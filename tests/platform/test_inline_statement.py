@@ -206,6 +206,18 @@ def payment_created(number: str, payment_id: int, amount: str) -> p.PaymentCreat
                             amount=Decimal(amount))
 
 
+def in_streams(number: str, batches: list[tuple[str, list]]) -> list[list]:
+    """Each batch's envelopes, appended in turn to the order's stream of its aggregate type."""
+    versions: dict[str, int] = {}
+    envelopes = []
+    for aggregate_type, events in batches:
+        start = versions.get(aggregate_type, 0)
+        envelopes.append([envelope_for(e, aggregate_type=aggregate_type, aggregate_id=number, sequence=start + i + 1)
+                          for i, e in enumerate(events)])
+        versions[aggregate_type] = start + len(events)
+    return envelopes
+
+
 async def test_payments_and_rates_change_in_place_without_a_read_as_a_rebuild_folds_them(stack, unique):
     """The folds of payments and replaced rates patch one element of their list (view.patch)
     instead of reading the list: no read, so they ride; the live tables end as a rebuild's
@@ -228,13 +240,7 @@ async def test_payments_and_rates_change_in_place_without_a_read_as_a_rebuild_fo
                      p.PaymentCaptured(order_number=number, payment_id=11, amount=Decimal("20.00"),
                                        authorization="A1")]),
     ]
-    versions: dict[str, int] = {}
-    envelopes = []
-    for aggregate_type, events in batches:
-        start = versions.get(aggregate_type, 0)
-        envelopes.append([envelope_for(e, aggregate_type=aggregate_type, aggregate_id=number, sequence=start + i + 1)
-                          for i, e in enumerate(events)])
-        versions[aggregate_type] = start + len(events)
+    envelopes = in_streams(number, batches)
     for batch in envelopes[2:]:
         assert await view_changes(batch) is not None  # no read: they can ride
     memory = MemoryOrderView()
@@ -281,13 +287,7 @@ async def test_backordered_counts_and_placed_shipment_states_change_in_place_as_
         ("Order", [o.PaymentStateChanged(number=number, payment_total=Decimal("10"), payment_state="paid",
                                          shipment_state="backorder")]),
     ]
-    versions: dict[str, int] = {}
-    envelopes = []
-    for aggregate_type, events in batches:
-        start = versions.get(aggregate_type, 0)
-        envelopes.append([envelope_for(e, aggregate_type=aggregate_type, aggregate_id=number, sequence=start + i + 1)
-                          for i, e in enumerate(events)])
-        versions[aggregate_type] = start + len(events)
+    envelopes = in_streams(number, batches)
     for batch in envelopes[2:]:
         assert await view_changes(batch) is not None  # no read: they can ride
     memory = MemoryOrderView()

@@ -142,8 +142,9 @@ ASYNCPG_INTROSPECTION = ("SELECT current_setting('jit')", "WITH RECURSIVE typein
 
 
 @contextlib.asynccontextmanager
-async def order_context(stack, schema):
-    """The order service's context on a pool of one connection, and the statements it sends."""
+async def order_context(stack, schema, participants: object | None = None):
+    """The order service's context on a pool of one connection, and the statements it sends;
+    its peers are `participants` (by default, nothing a test may call)."""
     sent: list[str] = []
 
     def log(record) -> None:
@@ -156,7 +157,8 @@ async def order_context(stack, schema):
         conn.add_query_logger(log)
     ctx = order_service.build(ServiceContext("order", stack.settings(), pool,
                                              EventStore(schema, events_topic("order")),
-                                             peers={name: object() for name in order_service.peers}))
+                                             peers={name: participants if participants is not None else object()
+                                                    for name in order_service.peers}))
     try:
         yield ctx, sent
     finally:

@@ -4,16 +4,15 @@ are the view as the update's own statement left it (OrderService.update_and_adva
 from __future__ import annotations
 
 import asyncpg
-import pytest
 
 from tests.helpers.solidus import ADDRESS, in_address
+from tests.helpers.statements import calls, counting_statements
 
 VIEW_READ = "%FROM order_view v%LEFT JOIN tax_rates%"
 
 
 async def view_reads(conn) -> int:
-    return int(await conn.fetchval("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE $1",
-                                   VIEW_READ))
+    return await calls(conn, VIEW_READ)
 
 
 async def test_an_address_update_that_moves_on_reads_the_view_to_authorise_and_to_answer(gateway, guest_order, stack):
@@ -21,9 +20,7 @@ async def test_an_address_update_that_moves_on_reads_the_view_to_authorise_and_t
     await in_address(gateway, number, token)
     conn = await asyncpg.connect(stack.database_url)
     try:
-        if "pg_stat_statements" not in await conn.fetchval("SELECT current_setting('shared_preload_libraries')"):
-            pytest.skip("the database does not load pg_stat_statements")
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await counting_statements(conn)
         before = await view_reads(conn)
         response = await gateway.patch(f"/api/checkouts/{number}", headers=token, json={"order": {
             "email": "ada@example.com", "bill_address_attributes": ADDRESS, "ship_address_attributes": ADDRESS}})

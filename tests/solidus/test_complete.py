@@ -9,6 +9,7 @@ import asyncpg
 import pytest
 
 from tests.helpers.solidus import ADMIN, CARD, V1, full_flow, in_payment, stock_is, stock_of, wait_for
+from tests.helpers.statements import calls, counting_statements
 
 # The same tests against both topologies (tests/conftest.py).
 pytestmark = pytest.mark.both_topologies
@@ -235,13 +236,10 @@ async def test_only_promotions_with_a_usage_limit_are_row_locked_at_complete(gat
     coupon without a limit comes from the cart's reference data (services/cart/commands.py)."""
     conn = await asyncpg.connect(stack.database_url)
     try:
-        if "pg_stat_statements" not in await conn.fetchval("SELECT current_setting('shared_preload_libraries')"):
-            pytest.skip("the database does not load pg_stat_statements")
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await counting_statements(conn)
 
         async def locks() -> int:
-            return int(await conn.fetchval("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements"
-                                           " WHERE query LIKE '%FROM promotions WHERE id = ANY%FOR UPDATE'"))
+            return await calls(conn, "%FROM promotions WHERE id = ANY%FOR UPDATE")
 
         before = await locks()
         number, _, _, done = await full_flow(gateway, card=CARD, coupon="10off")  # no usage limit

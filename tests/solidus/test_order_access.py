@@ -21,6 +21,7 @@ from shared.service import ServiceContext
 from tests.helpers.getcandy import basket
 from tests.helpers.processes import start_gateway
 from tests.helpers.solidus import ADMIN, V1, in_delivery
+from tests.helpers.statements import calls, counting_statements
 from tillstream.stack import stop_process
 
 MUG = 3  # a second demo variant
@@ -160,11 +161,7 @@ async def test_an_order_kept_by_one_gateway_is_served_alike_by_another(gateway, 
 
 async def statement_calls(conn) -> tuple[int, int]:
     """How often the order's view, and its access facts alone, have been read (all processes)."""
-    view = await conn.fetchval("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE $1",
-                               VIEW_READ)
-    facts = await conn.fetchval("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query = $1",
-                                FACTS_READ)
-    return int(view), int(facts)
+    return await calls(conn, VIEW_READ), await calls(conn, FACTS_READ, exact=True)
 
 
 @pytest.mark.both_topologies
@@ -172,9 +169,7 @@ async def test_a_line_item_reads_the_order_once_per_gateway_and_never_its_view(g
     """Issue #26: adding a line read the whole order view to check the guest's token."""
     conn = await asyncpg.connect(stack.database_url)
     try:
-        if "pg_stat_statements" not in await conn.fetchval("SELECT current_setting('shared_preload_libraries')"):
-            pytest.skip("the database does not load pg_stat_statements")
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await counting_statements(conn)
         with second_gateway(system) as (url, _):
             async with httpx.AsyncClient(base_url=url, timeout=30) as other:
                 order = (await gateway.post("/api/orders", json={})).json()

@@ -7,6 +7,7 @@ import asyncpg
 import pytest
 
 from tests.helpers.solidus import in_delivery
+from tests.helpers.statements import calls, counting_statements
 
 # The shipping service's stream read and shipment-number lookup, as pg_stat_statements keeps them.
 STREAM_READ = '%FROM "shipping".events WHERE%'
@@ -14,11 +15,7 @@ INDEX_READ = "SELECT order_number FROM shipment_index WHERE number = $1"
 
 
 async def shipping_reads(conn) -> tuple[int, int]:
-    stream = await conn.fetchval("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE $1",
-                                 STREAM_READ)
-    index = await conn.fetchval("SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query = $1",
-                                INDEX_READ)
-    return int(stream), int(index)
+    return await calls(conn, STREAM_READ), await calls(conn, INDEX_READ, exact=True)
 
 
 @pytest.mark.both_topologies
@@ -30,9 +27,7 @@ async def test_selecting_a_method_reads_nothing_the_process_knows_and_still_sele
     express = shipment["shipping_rates"][-1]
     conn = await asyncpg.connect(stack.database_url)
     try:
-        if "pg_stat_statements" not in await conn.fetchval("SELECT current_setting('shared_preload_libraries')"):
-            pytest.skip("the database does not load pg_stat_statements")
-        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await counting_statements(conn)
         before = await shipping_reads(conn)
         selected = await gateway.put(f"/api/shipments/{shipment['number']}/select_shipping_method", headers=token,
                                      json={"shipping_method_id": express["shipping_method_id"]})
