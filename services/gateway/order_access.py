@@ -19,7 +19,6 @@ reads the view as before, and the facts it reads there are kept too (`remember`)
 """
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any, Mapping, cast
 
 from fastapi import Request
@@ -28,6 +27,7 @@ from prometheus_client import Counter, Gauge
 from services.gateway.services import services
 from services.order.api import AccessFacts
 from shared.errors import LOCKED_CODES, DomainError
+from shared.lru import BoundedMap
 
 READS = Counter("tillstream_gateway_order_access_reads_total",
                 "An order's access facts the gateway looked up (services/gateway/order_access.py): hit (no call),"
@@ -43,24 +43,16 @@ class OrderAccessCache:
 
     def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, AccessFacts] = OrderedDict()
+        self._entries: BoundedMap[str, AccessFacts] = BoundedMap(max_entries)
 
     def get(self, number: str) -> AccessFacts | None:
         facts = self._entries.get(number)
-        if facts is not None:
-            self._entries.move_to_end(number)
-            return cast(AccessFacts, dict(facts))  # the caller's own copy: what is kept never changes
-        return None
+        # The caller's own copy: what is kept never changes.
+        return cast(AccessFacts, dict(facts)) if facts is not None else None
 
     def keep(self, order: Mapping[str, Any]) -> None:
         """The facts of `order` (its access facts, or its view: the other fields are left)."""
-        if self.max_entries <= 0:
-            return
-        number = order["number"]
-        self._entries[number] = cast(AccessFacts, {name: order[name] for name in FACTS})
-        self._entries.move_to_end(number)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        self._entries.put(order["number"], cast(AccessFacts, {name: order[name] for name in FACTS}))
         ENTRIES.set(len(self._entries))
 
     def __len__(self) -> int:
