@@ -32,7 +32,6 @@ stream's event at that sequence, and replays the whole stream otherwise.
 from __future__ import annotations
 
 import asyncio
-import copy
 import inspect
 import os
 import random
@@ -44,6 +43,7 @@ from typing import Awaitable, Callable, ClassVar, Generic, Iterable, TypeVar
 import asyncpg
 
 from shared import db
+from shared.copying import state_copy
 from shared.envelope import DomainEvent, EventEnvelope, decode_event
 from shared.errors import DomainError, not_found  # noqa: F401 (the services import them from here)
 from shared.eventstore import Alongside, ConcurrencyConflict, EventStore, Projector, StatementProjection
@@ -131,7 +131,7 @@ class Repository(Generic[A]):
             envelopes = await self.store.load_stream(conn, self.cls.aggregate_type, aggregate_id,
                                                      after=state.version - 1)
             if envelopes and envelopes[0].sequence == state.version and envelopes[0].event_id == last_event_id:
-                return self._applied(copy.deepcopy(state), envelopes[1:], committed)
+                return self._applied(state_copy(state), envelopes[1:], committed)
             self._forget(aggregate_id)
         envelopes = await self.store.load_stream(conn, self.cls.aggregate_type, aggregate_id)
         return self._applied(self.cls(aggregate_id), envelopes, committed)
@@ -170,7 +170,7 @@ class Repository(Generic[A]):
         states, bound = (self._states, self.cache_size) if long else (self._recent, self.cache_recent)
         if bound <= 0:
             return
-        states[aggregate.id] = (copy.deepcopy(aggregate), last_event_id, committed)
+        states[aggregate.id] = (state_copy(aggregate), last_event_id, committed)
         while len(states) > bound:
             states.popitem(last=False)
 
@@ -193,7 +193,7 @@ class Repository(Generic[A]):
         remembered = self._remembered(aggregate_id)
         if remembered is None or not remembered[2]:
             return None
-        return copy.deepcopy(remembered[0])
+        return state_copy(remembered[0])
 
     async def save(self, conn: asyncpg.Connection, aggregate: A, *, key: str | None = None,
                    project: Projector | None = None, remember: bool = True) -> list[EventEnvelope]:

@@ -12,12 +12,12 @@ the host's state was behind: nothing is stored by a try that fails.
 """
 from __future__ import annotations
 
-import copy
 from datetime import datetime, timezone
 
 import asyncpg
 
 from shared import db, metrics, saga_rows
+from shared.copying import state_copy
 from shared.envelope import EventEnvelope, decode_event
 from shared.eventstore import ConcurrencyConflict, reading_the_write
 from shared.faults import crash_point
@@ -59,7 +59,7 @@ class AnswersAtVersion:
         event = decode_event(envelope)
         if getattr(event, "request_id", None) != current.id:
             return None
-        moved = copy.deepcopy(current)
+        moved = state_copy(current)
         decision = self.saga.answered(moved, event, self.settings, datetime.now(timezone.utc))
         if decision is None or decision.finished == FAILED:
             return None
@@ -92,7 +92,7 @@ class AnswersAtVersion:
         on the long way. None when it moved on, the host's state was behind, or the steps did
         change the instance: rolled back, nothing stored, to record it the long way."""
         assert self.pool is not None
-        after = copy.deepcopy(moved)
+        after = state_copy(moved)
         outcome = decision
         while outcome.local is not None:
             outcome = self.saga.after_local(after, self.settings, datetime.now(timezone.utc))

@@ -33,7 +33,6 @@ committed state.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import random
 from datetime import datetime, timezone
@@ -44,6 +43,7 @@ import asyncpg
 
 from shared import context, db, metrics, saga_rows
 from shared.aggregate import Aggregate, Repository
+from shared.copying import state_copy
 from shared.envelope import EventEnvelope, decode_event, upcast
 from shared.eventstore import ConcurrencyConflict, Projector
 from shared.faults import crash_point, dropped, hold_point
@@ -100,7 +100,7 @@ class SagaRunner(AnswersAtVersion):
         starts the saga); `instance` stays as it was (its start may be written again). A host
         stores it (saga_rows.row_json, the `start_saga` SQL function) in the statement that appends
         `cause`, or `started` does in that append's transaction; `drive` then makes the first call."""
-        begun = copy.deepcopy(instance)
+        begun = state_copy(instance)
         decision = self.saga.begin(begun, self.settings, _now())
         assert decision.local is None and decision.finished is None, "a saga starts with a participant's step"
         begun.started_by = begun.cause_event_id = cause
@@ -151,10 +151,10 @@ class SagaRunner(AnswersAtVersion):
                     # waits for these calls and their records, and passes over what they recorded.
                     with answering(self.consumer, instance.cause_event_id, self.settings.saga_call_timeout_ms / 1000):
                         outcomes = await asyncio.gather(*(self._call(instance, call) for call in calls))
-                        moved, probe = False, copy.deepcopy(instance)  # to tell which answer ends it
+                        moved, probe = False, state_copy(instance)  # to tell which answer ends it
                         # The instance as this drive's records leave it, while each was recorded in
                         # one statement on the row as the drive knew it; None once one was not.
-                        current: SagaInstance | None = copy.deepcopy(instance)
+                        current: SagaInstance | None = state_copy(instance)
                         for call, outcome in zip(calls, outcomes, strict=True):
                             recorded, current = await self._record(instance, probe, call, outcome, current, ended)
                             moved = recorded or moved
@@ -331,11 +331,11 @@ class SagaRunner(AnswersAtVersion):
         `instance` as they leave it."""
         # On the host as this process last committed it, if it has it (Repository.run: no
         # read); decided again from the same instance if that host records nothing.
-        before, first = copy.deepcopy(instance), decision
+        before, first = state_copy(instance), decision
 
         async def decide(host: Aggregate) -> None:
             nonlocal decision
-            instance.__dict__.update(copy.deepcopy(before).__dict__)
+            instance.__dict__.update(state_copy(before).__dict__)
             decision = first
             while decision.local is not None:
                 await _declared(decision.local.run, decision.local, "run")(conn, host, instance, self.settings)
