@@ -226,7 +226,8 @@ class Repository(Generic[A]):
 
     async def run(self, conn: asyncpg.Connection, aggregate_id: str, decide: Callable[[A], Awaitable[None] | None],
                   *, key: str | None = None, project: Projector | None = None,
-                  settled: Callable[[A], bool] | None = None, new: bool = False) -> list[EventEnvelope]:
+                  settled: Callable[[A], bool] | None = None, new: bool = False,
+                  alongside: Callable[[A], Alongside | None] | None = None) -> list[EventEnvelope]:
         """A command inside the caller's transaction on `conn` (a saga's step, a consumer, an
         inline projection): `decide` (it may query and write on `conn`) on the aggregate, then
         save what it recorded; the events stored (none: it recorded nothing).
@@ -242,7 +243,15 @@ class Repository(Generic[A]):
         where it holds would be nothing on the stream too, so it is not decided again.
         `new`: the caller has reason to think the stream does not exist yet (as `execute`'s):
         without a trusted state it is decided on an empty one; a stream that exists after all
-        conflicts, and the retry of the transaction's owner reads it (this process remembers it)."""
+        conflicts, and the retry of the transaction's owner reads it (this process remembers it).
+        `alongside`: the write of the command's own that goes with what was decided (given the
+        aggregate after `decide`), in the append's statement (`Alongside`), instead of `project`:
+        so a step on a connection outside a transaction stays one statement."""
+        assert project is None or alongside is None, "an Alongside is the append's projection"
+
+        def projection(aggregate: A) -> Projector | None:
+            return alongside(aggregate) if alongside is not None else project
+
         trusted = self._trusted(aggregate_id)
         fresh = trusted is None and new and self._existing.get(aggregate_id) is None
         if fresh:
@@ -255,14 +264,14 @@ class Repository(Generic[A]):
             else:
                 if trusted.pending or (settled is not None and settled(trusted)):
                     try:
-                        return await self.save(conn, trusted, key=key, project=project)
+                        return await self.save(conn, trusted, key=key, project=projection(trusted))
                     except ConcurrencyConflict:
                         if fresh:
                             self._existing.put(aggregate_id, True)
                         raise
         aggregate = await self.load(conn, aggregate_id)
         await _decided(decide, aggregate)
-        return await self.save(conn, aggregate, key=key, project=project)
+        return await self.save(conn, aggregate, key=key, project=projection(aggregate))
 
     async def _load_run_save(self, conn: asyncpg.Connection, aggregate_id: str, command: Callable[[A], None], *,
                              key: str | None, project: Projector | None = None, then: Projector | None = None,

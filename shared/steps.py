@@ -13,10 +13,18 @@ expected version: the loser's transaction rolls back (its effects with it) and, 
 finds the winner's answer. The transaction is `db.transaction`: what the body saved (its
 aggregate, the order an inline projection changed) is trusted once it commits
 (shared/aggregate.py).
+
+A step whose one write is its aggregate's append (with what rides in that statement: an
+`Alongside` write, inline projections) needs no transaction of its own: `one_statement=True`
+runs it on a connection outside any, which spares a `BEGIN` and a `COMMIT` and holds no
+transaction open across what the body awaits (a payment gateway's answer). The append's
+expected version guards it as it guards any command. A body that finds it needs more (row
+locks, a second write) raises `TransactionNeeded` before it writes, and runs again in one.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 from typing import Any, Awaitable, Callable, Iterable, TypedDict
@@ -41,6 +49,11 @@ def _slots(pool: asyncpg.Pool) -> asyncio.Semaphore:
     return slots
 
 
+class TransactionNeeded(Exception):
+    """Raised by a step's body run with `one_statement=True`, before it wrote anything, when
+    this call needs a transaction after all: the body runs again inside one."""
+
+
 class StepReply(TypedDict):
     """A step's answer: its answer events as stored, as JSON (the envelope a Kafka message
     carries); none when the step was undone before it was called."""
@@ -49,24 +62,32 @@ class StepReply(TypedDict):
 
 async def run_step(pool: asyncpg.Pool, store: EventStore, aggregate_type: str, number: str, request_id: str,
                    answers: Iterable[type[DomainEvent]],
-                   body: Callable[[asyncpg.Connection], Awaitable[None]]) -> StepReply:
-    """`body` (today's handler: load, decide, save) in a transaction, retried on a concurrent
-    append; then the answers of `request_id` of the `answers` types: those the body stored,
-    or (it stored none) those stored before."""
+                   body: Callable[[asyncpg.Connection], Awaitable[None]], *,
+                   one_statement: bool = False) -> StepReply:
+    """`body` (today's handler: load, decide, save) in a transaction (none with `one_statement`:
+    module doc), retried on a concurrent append; then the answers of `request_id` of the
+    `answers` types: those the body stored, or (it stored none) those stored before."""
     types = [cls.event_type for cls in answers]
     async with _slots(pool):
-        return await _run(pool, store, aggregate_type, number, request_id, types, body)
+        if one_statement:
+            try:
+                return await _run(pool, store, aggregate_type, number, request_id, types, body, transaction=False)
+            except TransactionNeeded:
+                pass
+        return await _run(pool, store, aggregate_type, number, request_id, types, body, transaction=True)
 
 
 async def _run(pool: asyncpg.Pool, store: EventStore, aggregate_type: str, number: str, request_id: str,
-               types: list[str], body: Callable[[asyncpg.Connection], Awaitable[None]]) -> StepReply:
+               types: list[str], body: Callable[[asyncpg.Connection], Awaitable[None]], *,
+               transaction: bool) -> StepReply:
     for attempt in range(ATTEMPTS):
         try:
             with recording_appends() as appended:
-                async with pool.acquire() as conn, db.transaction(conn):
-                    await body(conn)
-                    stored = _answers_among(appended, aggregate_type, number, request_id, types) \
-                        or await store.answers(conn, aggregate_type, number, request_id, types)
+                async with pool.acquire() as conn:
+                    async with db.transaction(conn) if transaction else contextlib.nullcontext():
+                        await body(conn)
+                        stored = _answers_among(appended, aggregate_type, number, request_id, types) \
+                            or await store.answers(conn, aggregate_type, number, request_id, types)
             return {"events": [json.loads(envelope.to_json()) for envelope in stored]}
         except ConcurrencyConflict:
             await asyncio.sleep(random.uniform(0, 0.002 * (attempt + 1)))

@@ -16,7 +16,9 @@ from services.cart.domain import Cart, Promotion
 from shared.aggregate import CommandResult, DomainError, not_found
 from shared.contracts.cart import VariantSnapshot
 from shared.contracts.order import DeliveryLine
+from shared.eventstore import Alongside
 from shared.ids import next_id
+from shared.steps import TransactionNeeded
 from shared.validation import ascii_int
 
 
@@ -129,9 +131,11 @@ async def lock_cart(ctx: CartContext, conn: asyncpg.Connection, number: str, req
                     lines: list[DeliveryLine]) -> None:
     """Lock the cart and reserve its promotions, or refuse (Cart.lock). The promotions with a
     usage limit are row-locked first and their uses counted after, so of two orders racing for
-    a coupon's last use the second sees the first's reservation. On the cart as this process last
-    committed it, if it has it: a cart behind the stream conflicts, and the step's retry
-    (its writes rolled back) reads the stream."""
+    a coupon's last use the second sees the first's reservation: that needs the step's
+    transaction (`TransactionNeeded` on a connection outside one). Otherwise the step is one
+    statement: the reservation rides in the cart's append (`Alongside`). On the cart as this
+    process last committed it, if it has it: a cart behind the stream conflicts, and the step's
+    retry (its writes rolled back) reads the stream."""
     def answered(cart: Cart) -> bool:  # for good: a trusted cart that says so needs no read
         return request_id in cart.lock_answered or request_id in cart.unlock_answered
 
@@ -144,6 +148,8 @@ async def lock_cart(ctx: CartContext, conn: asyncpg.Connection, number: str, req
             rows = await promotions_of(ctx, ids)
             limited = {row["id"]: row["usage_limit"] for row in rows if row["usage_limit"] is not None}
             if limited:  # locked, and read as locked: their uses are counted against their limit
+                if not conn.is_in_transaction():
+                    raise TransactionNeeded
                 rows = [row for row in rows if row["id"] not in limited] + list(await conn.fetch(
                     "SELECT * FROM promotions WHERE id = ANY($1::int[]) ORDER BY id FOR UPDATE", sorted(limited)))
                 limited = {row["id"]: row["usage_limit"] for row in rows if row["usage_limit"] is not None}
@@ -153,11 +159,14 @@ async def lock_cart(ctx: CartContext, conn: asyncpg.Connection, number: str, req
         discarded = await discarded_variants(ctx, conn)
         cart.lock(request_id, expected=[(line.variant_id, line.quantity) for line in lines],
                   lapsed_codes=lapsed_codes, reservable=ids, discarded_variants=discarded)
-        if cart.locked_by == request_id and ids:
-            await conn.execute("INSERT INTO promotion_uses (promotion_id, order_number) SELECT unnest($1::int[]), $2"
-                               " ON CONFLICT DO NOTHING", ids, number)
 
-    await ctx.carts.run(conn, number, lock, settled=answered)
+    def reservation(cart: Cart) -> Alongside | None:  # the promotions a lock recorded now reserves
+        if not (cart.pending and cart.locked_by == request_id and cart.promotions):
+            return None
+        return Alongside("INSERT INTO promotion_uses (promotion_id, order_number) SELECT unnest($1::int[]), $2"
+                         " ON CONFLICT DO NOTHING", (sorted(p.id for p in cart.promotions.values()), number))
+
+    await ctx.carts.run(conn, number, lock, settled=answered, alongside=reservation)
 
 
 async def promotions_of(ctx: CartContext, ids: list[int]) -> tuple[asyncpg.Record, ...]:

@@ -121,7 +121,8 @@ class CartOperations(CartService):
         locked = [DeliveryLine.model_validate(line) for line in lines]
         return await run_step(self.ctx.pool, self.ctx.store, Cart.aggregate_type, number, saga_id,
                               (c.CartLocked, c.CartLockRefused),
-                              lambda conn: commands.lock_cart(self.ctx, conn, number, saga_id, locked))
+                              lambda conn: commands.lock_cart(self.ctx, conn, number, saga_id, locked),
+                              one_statement=True)
 
     async def unlock_cart(self, number: str, *, saga_id: str) -> StepReply:
         return await run_step(self.ctx.pool, self.ctx.store, Cart.aggregate_type, number, saga_id,

@@ -80,9 +80,10 @@ async def create_payment(ctx: PaymentContext, number: str, *, payment_method_id:
 async def process_payments(ctx: PaymentContext, conn: asyncpg.Connection, number: str, request_id: str,
                            amount: Decimal) -> None:
     """Saga step 3: authorise (or purchase, for auto-capture methods) until the amount is
-    covered. Runs in the consumer's transaction; the gateway's own ledger sits outside it,
-    and each call's idempotency key is the payment's number and action, so a redelivered
-    or retried step never charges twice."""
+    covered. Its one write is the append (shared/steps.py `one_statement`: no transaction held
+    open while the gateway answers); the gateway's own ledger sits outside it, and each call's
+    idempotency key is the payment's number and action, so a redelivered or retried step never
+    charges twice."""
     fail_point("payment.process_payments")
     await hold_point("payment.process_payments")
     # Read, never the trusted state (Repository.run): on a state behind the stream it would call

@@ -54,7 +54,8 @@ class PaymentOperations(PaymentService):
         value = Decimal(str(amount))
         return await run_step(self.ctx.pool, self.ctx.store, OrderPayments.aggregate_type, number, saga_id,
                               (PaymentsProcessed, PaymentsDeclined, PaymentsRefused),
-                              lambda conn: commands.process_payments(self.ctx, conn, number, saga_id, value))
+                              lambda conn: commands.process_payments(self.ctx, conn, number, saga_id, value),
+                              one_statement=True)  # its one write is the append: no transaction across the gateway
 
     async def void_payments(self, number: str, *, saga_id: str) -> StepReply:
         return await run_step(self.ctx.pool, self.ctx.store, OrderPayments.aggregate_type, number, saga_id,

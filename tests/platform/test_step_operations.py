@@ -118,3 +118,19 @@ async def test_a_step_called_after_its_undo_does_nothing(stack, system, gateway,
         assert (await step(system, service, operation)(number, saga_id=saga_id, **arguments)) == {"events": []}
     assert await stock_of(stack, V1) == stock
     assert await effects(stack, number) == (0, 0)
+
+
+async def test_a_lock_with_a_coupon_without_a_limit_reserves_it_in_the_carts_append(stack, system, gateway):
+    """The lock's reservation of a coupon that no limit counts rides in the cart's append
+    (`Alongside`, shared/steps.py `one_statement`): written once, with the lock, and only then."""
+    number, _, _, _ = await full_flow(gateway, card={"number": "4111111111111111", "month": 12, "year": 2030,
+                                                     "verification_value": "123", "name": "A B"},
+                                      coupon="10off", complete=False)
+    saga_id = str(uuid.uuid4())
+    lock = step(system, "cart", "lock_cart")
+    assert await effects(stack, number) == (0, 0)
+    first = await lock(number, saga_id=saga_id, lines=LINES)
+    assert types(first) == ["cart.CartLocked"] and (await effects(stack, number))[0] == 1
+    assert await lock(number, saga_id=saga_id, lines=LINES) == first
+    refused = await lock(number, saga_id=str(uuid.uuid4()), lines=LINES)  # locked already: refused
+    assert types(refused) == ["cart.CartLockRefused"] and (await effects(stack, number))[0] == 1

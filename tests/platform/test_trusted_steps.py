@@ -12,9 +12,10 @@ import pytest
 
 from shared import db
 from shared.aggregate import Aggregate, DomainError, Repository
-from shared.eventstore import ConcurrencyConflict, EventStore
+from shared.eventstore import Alongside, ConcurrencyConflict, EventStore
 from shared.inline import InlineProjection, forget_inline, project_inline
-from shared.steps import run_step
+from shared.steps import TransactionNeeded, run_step
+from tests.conftest import schema_pool
 from tests.helpers.events import Answered, Awaited, Ticked, Withdrawn
 
 
@@ -296,3 +297,103 @@ async def test_a_stream_taken_to_be_new_is_not_read_and_one_that_exists_is_read_
     desks._forget("D-old")  # its state pushed out of the cache: still known to exist
     assert [e.sequence for e in await answer("D-old", "r2")] == [3]
     assert [e.payload["request_id"] for e in await store.load_stream(pool, "Desk", "D-old")] == ["r0", "r1", "r2"]
+
+
+# -- steps whose one write is the append (run_step(one_statement=True)) ---------------------
+@contextlib.asynccontextmanager
+async def logged_pool(stack, schema):
+    """A pool of one connection on `schema`, and the statements it sends."""
+    sent: list[str] = []
+    async with schema_pool(stack, schema, max_size=1) as pool:
+        async with pool.acquire() as conn:
+            conn.add_query_logger(lambda record: sent.append(" ".join(record.query.split())))
+        yield pool, sent
+
+
+def facts(reply) -> list[tuple]:
+    return [(e["event_id"], e["sequence"], e["payload"]["request_id"], e["payload"]["n"]) for e in reply["events"]]
+
+
+def transaction_control(sent: list[str]) -> list[str]:
+    return [q for q in sent if q.split(" ", 1)[0].rstrip(";").upper() in ("BEGIN", "COMMIT", "ROLLBACK")]
+
+
+async def test_a_one_statement_step_sends_its_append_alone_and_answers_as_a_transactional_one(stack, schema):
+    async with logged_pool(stack, schema) as (pool, sent):
+        store = CountingStore(schema)
+        desks = Repository(store, Desk)
+        await desks.execute(pool, "D-20", lambda d: d.answer("r0", 1))  # trusted from here
+        sent.clear()
+        reply = await run_step(pool, store, "Desk", "D-20", "r1", (Answered,),
+                               running(desks, "D-20", lambda d: d.answer("r1", 2)), one_statement=True)
+        assert [(e["payload"]["request_id"], e["sequence"]) for e in reply["events"]] == [("r1", 2)]
+        assert len(sent) == 1 and "append_events" in sent[0], sent  # the append, no BEGIN/COMMIT
+        # Called again: nothing recorded, answered with the first answer, still no transaction.
+        sent.clear()
+        again = await run_step(pool, store, "Desk", "D-20", "r1", (Answered,),
+                               running(desks, "D-20", lambda d: d.answer("r1", 99)), one_statement=True)
+        assert facts(again) == facts(reply) and transaction_control(sent) == []
+        # The same step in a transaction answers alike, with its BEGIN and COMMIT.
+        sent.clear()
+        transactional = await run_step(pool, store, "Desk", "D-20", "r1", (Answered,),
+                                       running(desks, "D-20", lambda d: d.answer("r1", 99)))
+        assert facts(transactional) == facts(reply)
+        assert [q.rstrip(";") for q in transaction_control(sent)] == ["BEGIN", "COMMIT"]
+
+
+async def test_a_one_statement_step_on_a_stale_state_conflicts_and_answers_as_on_the_stream(stack, schema):
+    async with logged_pool(stack, schema) as (pool, _):
+        store = EventStore(schema, "unused")
+        desks, elsewhere = Repository(store, Desk), Repository(store, Desk)
+        await desks.execute(pool, "D-21", lambda d: d.answer("r0", 1))
+        await elsewhere.execute(pool, "D-21", lambda d: d.answer("r1", 5))  # this process's copy is behind
+        reply = await run_step(pool, store, "Desk", "D-21", "r1", (Answered,),
+                               running(desks, "D-21", lambda d: d.answer("r1", 7)), one_statement=True)
+        assert [(e["payload"]["n"], e["sequence"]) for e in reply["events"]] == [(5, 2)]  # the stream's answer
+        assert [e.sequence for e in await store.load_stream(pool, "Desk", "D-21")] == [1, 2]
+
+
+async def test_a_body_that_needs_a_transaction_runs_again_in_one(stack, schema):
+    async with logged_pool(stack, schema) as (pool, sent):
+        store = EventStore(schema, "unused")
+        desks = Repository(store, Desk)
+        in_transaction: list[bool] = []
+
+        async def body(conn) -> None:  # as the cart's lock with a usage-limited coupon
+            in_transaction.append(conn.is_in_transaction())
+            if not conn.is_in_transaction():
+                raise TransactionNeeded
+            await conn.execute("SELECT 1 FROM events FOR UPDATE")
+            await desks.run(conn, "D-22", lambda d: d.answer("r1", 3))
+
+        reply = await run_step(pool, store, "Desk", "D-22", "r1", (Answered,), body, one_statement=True)
+        assert in_transaction == [False, True]
+        assert [e["payload"]["n"] for e in reply["events"]] == [3]
+        assert [q.rstrip(";") for q in transaction_control(sent)] == ["BEGIN", "COMMIT"]
+
+
+async def test_a_write_alongside_the_decision_rides_in_the_append_and_only_with_it(stack, schema):
+    """Repository.run(alongside=...): the command's own write, given what was decided, in the
+    append's statement; none when nothing was recorded; rolled back with a conflicting append."""
+    async with logged_pool(stack, schema) as (pool, sent):
+        await pool.execute("CREATE TABLE desk_notes (desk text, request text)")
+        store = EventStore(schema, "unused")
+        desks, elsewhere = Repository(store, Desk), Repository(store, Desk)
+
+        def note(request_id: str):
+            return lambda desk: Alongside("INSERT INTO desk_notes VALUES ($1, $2)", (desk.id, request_id)) \
+                if desk.pending else None
+
+        async def answer(request_id: str, n: int) -> list:
+            async with pool.acquire() as conn:
+                return await desks.run(conn, "D-23", lambda d: d.answer(request_id, n), alongside=note(request_id))
+
+        await desks.execute(pool, "D-23", lambda d: d.answer("r0", 1))
+        sent.clear()
+        assert [e.sequence for e in await answer("r1", 2)] == [2]
+        assert len(sent) == 1 and sent[0].startswith("WITH alongside AS (INSERT INTO desk_notes"), sent
+        assert await answer("r1", 2) == []  # answered before: nothing recorded, nothing written alongside
+        await elsewhere.execute(pool, "D-23", lambda d: d.answer("r2", 5))
+        with pytest.raises(ConcurrencyConflict):  # behind the stream: the append and its note fail together
+            await answer("r3", 1)
+        assert [tuple(r) for r in await pool.fetch("SELECT * FROM desk_notes")] == [("D-23", "r1")]
