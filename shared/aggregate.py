@@ -228,9 +228,11 @@ class Repository(Generic[A]):
                   *, key: str | None = None, project: Projector | None = None,
                   settled: Callable[[A], bool] | None = None, new: bool = False,
                   alongside: Callable[[A], Alongside | None] | None = None) -> list[EventEnvelope]:
-        """A command inside the caller's transaction on `conn` (a saga's step, a consumer, an
-        inline projection): `decide` (it may query and write on `conn`) on the aggregate, then
-        save what it recorded; the events stored (none: it recorded nothing).
+        """A command on `conn`, inside the caller's transaction (a saga's step, a consumer, an
+        inline projection) or outside any (a step whose one write is this append:
+        shared/steps.py `one_statement`): `decide` (it may query, and in a transaction write, on
+        `conn`) on the aggregate, then save what it recorded; the events stored (none: it
+        recorded nothing).
 
         It runs on the state this process's last committed command left, when there is one
         (no read), with `execute`'s safety: a state behind the stream conflicts on the append
