@@ -17,7 +17,7 @@ def locked() -> dict[str, tuple[str, int]]:
     text = (ROOT / "requirements.lock").read_text()
     pins = {}
     for block in re.split(r"\n(?=[A-Za-z0-9])", text):
-        head = re.match(r"([A-Za-z0-9_.\-]+)==(\S+)", block)
+        head = re.match(r"([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==(\S+)", block)
         if head:
             pins[canonicalize_name(head.group(1))] = (head.group(2), block.count("--hash=sha256:"))
     return pins
