@@ -11,28 +11,28 @@
 -- A key that is not a column still fails the statement (undefined_column), as does a change of
 -- an order's number. A migration that adds or drops a column of order_view or order_line_items
 -- must end with `SELECT define_order_view_writers();`: until it does, the new column is
--- refused by name, loudly (tests/platform/test_order_write_statement.py sets every column).
+-- refused by name, loudly (tests/platform/test_static_view_writers.py sets every column).
 
--- One list element changed in place, as migration 012's `patch` did with format(%I). PL/pgSQL,
--- so each plans its query once per connection (a SQL function with a FROM is not inlined, and
--- would be planned again at every call). Parameters are named apart from `value`, the column
--- of jsonb_array_elements.
-CREATE FUNCTION list_merged(list jsonb, key_name text, key_value jsonb, fields jsonb) RETURNS jsonb
+-- One element of a list column changed in place, as migration 012's `patch` did with format(%I):
+-- `merge` gives the elements whose key has the value `with`'s fields; `append` adds `with` unless
+-- an element has that key's value. PL/pgSQL, so it plans its queries once per connection (a SQL
+-- function with a FROM is not inlined, and would be planned again at every call). Its variables
+-- are named apart from `value`, the column of jsonb_array_elements.
+CREATE FUNCTION list_patched(list jsonb, patch jsonb) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    key_name text := patch->>'key';
+    key_value jsonb := patch->'value';
 BEGIN
-    RETURN (SELECT coalesce(jsonb_agg(CASE WHEN x.e->key_name = key_value THEN x.e || fields ELSE x.e END
-                                      ORDER BY x.i), '[]')
-            FROM jsonb_array_elements(coalesce(list, '[]')) WITH ORDINALITY AS x(e, i));
-END
-$$;
-
-CREATE FUNCTION list_appended(list jsonb, key_name text, key_value jsonb, element jsonb) RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE AS $$
-BEGIN
+    IF patch->>'how' = 'merge' THEN
+        RETURN (SELECT coalesce(jsonb_agg(CASE WHEN x.e->key_name = key_value THEN x.e || (patch->'with') ELSE x.e END
+                                          ORDER BY x.i), '[]')
+                FROM jsonb_array_elements(coalesce(list, '[]')) WITH ORDINALITY AS x(e, i));
+    END IF;
     IF EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce(list, '[]')) AS x(e) WHERE x.e->key_name = key_value) THEN
         RETURN list;
     END IF;
-    RETURN coalesce(list, '[]') || jsonb_build_array(element);
+    RETURN coalesce(list, '[]') || jsonb_build_array(patch->'with');
 END
 $$;
 
@@ -129,22 +129,11 @@ BEGIN
                 IF NOT patch->>'column' = ANY (ARRAY['payments', 'shipments']) THEN
                     RAISE EXCEPTION 'not a list of the order view: %', patch->>'column';
                 END IF;
-                IF patch->>'how' = 'merge' THEN  -- the elements whose key has the value get `with`'s fields
+                IF patch->>'how' IN ('merge', 'append') THEN  -- list_patched, on the patch's column
                     UPDATE order_view SET
-                        payments = CASE WHEN patch->>'column' = 'payments'
-                                        THEN list_merged(payments, patch->>'key', patch->'value', patch->'with')
+                        payments = CASE WHEN patch->>'column' = 'payments' THEN list_patched(payments, patch)
                                         ELSE payments END,
-                        shipments = CASE WHEN patch->>'column' = 'shipments'
-                                         THEN list_merged(shipments, patch->>'key', patch->'value', patch->'with')
-                                         ELSE shipments END
-                    WHERE number = change->>'number';
-                ELSIF patch->>'how' = 'append' THEN  -- `with` added, unless an element has its key's value
-                    UPDATE order_view SET
-                        payments = CASE WHEN patch->>'column' = 'payments'
-                                        THEN list_appended(payments, patch->>'key', patch->'value', patch->'with')
-                                        ELSE payments END,
-                        shipments = CASE WHEN patch->>'column' = 'shipments'
-                                         THEN list_appended(shipments, patch->>'key', patch->'value', patch->'with')
+                        shipments = CASE WHEN patch->>'column' = 'shipments' THEN list_patched(shipments, patch)
                                          ELSE shipments END
                     WHERE number = change->>'number';
                 ELSIF patch->>'how' = 'backordered' AND patch->>'column' = 'shipments' THEN
