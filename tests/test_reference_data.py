@@ -23,16 +23,18 @@ def reads(system, outcome: str) -> float:
 
 async def test_a_checkout_reads_no_reference_data_from_the_database(gateway, system):
     await full_flow(gateway, card=CARD)  # whatever the caches did not hold is read now
-    missed = []
-    for _ in range(2):
+    missed: list[float] = []
+    # An answer older than the backstop age (REFERENCE_CACHE_MAX_AGE_S) is read again. Answers
+    # filled at different moments of earlier tests reach that age at different moments, so
+    # this can fall in two checkouts in a row (seen: 5 misses, then 1), but not in five: a
+    # reference read that misses in every checkout fails here.
+    while not missed or (missed[-1] and len(missed) < 5):
         hits, misses, uncached = reads(system, "hit"), reads(system, "miss"), reads(system, "uncached")
         await full_flow(gateway, card=CARD)
         assert reads(system, "uncached") == uncached  # listening all along
         assert reads(system, "hit") - hits >= 10
         missed.append(reads(system, "miss") - misses)
-    # An answer older than the backstop age (REFERENCE_CACHE_MAX_AGE_S) is read again: that
-    # can fall in one checkout, not in two in a row.
-    assert min(missed) == 0, missed
+    assert missed[-1] == 0, missed
 
 
 @pytest.mark.both_topologies
