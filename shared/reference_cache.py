@@ -143,7 +143,12 @@ class ReferenceListener:
 
     @property
     def up(self) -> bool:
-        return self._conn is not None and not self._conn.is_closed()
+        conn = self._conn
+        if conn is not None and conn.is_closed():
+            # asyncpg calls termination listeners a loop turn after the connection is lost;
+            # until then the caches would still hold what may have missed a change.
+            self._on_lost(conn)
+        return self._conn is not None
 
     async def serving(self, cache: ReferenceCache) -> bool:
         """Whether `cache` may serve and keep answers now: the connection is up (connected
@@ -187,8 +192,9 @@ class ReferenceListener:
                 cache.changed(table)
 
     def _on_lost(self, conn) -> None:
-        if conn is self._conn:
-            self._conn = None
+        if conn is not self._conn:  # already noticed (by `up`), or replaced or let go since
+            return
+        self._conn = None
         for cache in list(self._caches):
             cache.drop_all()
 
