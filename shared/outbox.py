@@ -93,10 +93,17 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self.is_leader = False
         self.published = 0  # rows published since start (shared/recycle.py counts what the broker holds)
+        self.linger_s = settings.outbox_linger_ms / 1000
         # Closed by `pause` (shared/recycle.py): the relay stops between batches.
         self._open = asyncio.Event()
         self._open.set()
         self._stopped = asyncio.Event()
+
+    def linger(self, ms: int) -> None:
+        """Wait `ms` when woken before reading (OUTBOX_LINGER_MS until then): where every service
+        is in one process (tillstream/host.py), no request waits for the broker, so the relay
+        may gather longer and publish in fewer rounds; only subscribers hear later."""
+        self.linger_s = max(ms, 0) / 1000
 
     async def run(self) -> None:
         """Run forever: wait for leadership, then publish; reconnect after any failure."""
@@ -146,15 +153,15 @@ class OutboxRelay:
                 if len(rows) == self.settings.outbox_batch_size:
                     continue  # a full batch: more waiting; the next read carries the delete and the NOTIFY
                 if self._wake.is_set():  # appends came while publishing: gather what comes for a moment too
-                    if self.settings.outbox_linger_ms > 0:
-                        await asyncio.sleep(self.settings.outbox_linger_ms / 1000)
+                    if self.linger_s > 0:
+                        await asyncio.sleep(self.linger_s)
                     continue
                 if unflushed.ids and not await self._woken(self.settings.outbox_flush_ms / 1000):
                     await self._flush(conn, unflushed)  # idle: on their own
                 if not self._wake.is_set():
                     await self._woken(self.settings.outbox_poll_interval_s)
-                if self.settings.outbox_linger_ms > 0 and self._open.is_set():
-                    await asyncio.sleep(self.settings.outbox_linger_ms / 1000)  # woken from idle: gather
+                if self.linger_s > 0 and self._open.is_set():
+                    await asyncio.sleep(self.linger_s)  # woken from idle: gather
         finally:  # stopped, or the broker failed: what was published need not be published again
             if unflushed.ids and not conn.is_closed():
                 try:

@@ -77,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             for runtime in started:
                 for consumer in runtime.consumers:
                     consumer.pace(settings.backstop_consumer_pace_ms)
+                if runtime.relay is not None:  # no request waits for what it publishes either
+                    runtime.relay.linger(settings.one_process_outbox_linger_ms)
             services = Services(cart=rpc.local(CartService, runtimes[cart.name].operations),
                                 order=rpc.local(OrderService, runtimes[order.name].operations),
                                 shipping=rpc.local(ShippingService, runtimes[shipping.name].operations),

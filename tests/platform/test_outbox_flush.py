@@ -248,15 +248,21 @@ async def test_a_read_that_finds_nothing_still_notifies_what_was_published(pool,
         await listening.remove_listener(wakeup.CHANNEL, hear)
 
 
-async def test_appends_that_come_while_it_lingers_go_out_in_one_round(stack, pool, schema, unique, producer, counted):
+@pytest.mark.parametrize("lingering", ["by its settings", "told to (every service in one process)"])
+async def test_appends_that_come_while_it_lingers_go_out_in_one_round(stack, pool, schema, unique, producer, counted,
+                                                                      lingering):
     """OUTBOX_LINGER_MS: woken from idle, the relay waits before it reads, so the appends of
-    that moment are one round (one statement), not one each."""
+    that moment are one round (one statement), not one each. With every service in one process
+    (tillstream/host.py) it is told how long instead (ONE_PROCESS_OUTBOX_LINGER_MS)."""
     topic = f"flush.{unique}"
-    settings = stack.settings(outbox_poll_interval_s=60, outbox_flush_ms=60_000, outbox_linger_ms=1000)
+    told = lingering.startswith("told")
+    settings = stack.settings(outbox_poll_interval_s=60, outbox_flush_ms=60_000, outbox_linger_ms=0 if told else 1000)
     await ensure_topics(settings, [topic])
     store = EventStore(schema, topic)
     relay = counted(settings, schema, producer)
     async with relay as running:
+        if told:
+            running.linger(1000)
         before = len(relay.statements)
         for n in range(10):  # spaced out: without the linger, each would be a round of its own
             await tick(pool, store, f"L{n}", 0)
