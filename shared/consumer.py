@@ -102,7 +102,7 @@ class EventConsumer:
                         self._take(message, in_flight)
                 if batch:
                     last_found = time.monotonic()
-                    if self.pace_s:
+                    if self.pace_s and not self.draining:  # draining, the broker's topics wait on it
                         await asyncio.sleep(self.pace_s)
                 if not batch or time.monotonic() - last_commit >= interval:
                     await self._commit(consumer, in_flight.committable(), committed)
@@ -160,8 +160,8 @@ class EventConsumer:
         return self._live, self._in_flight
 
     def drain(self, draining: bool = True) -> None:
-        """While draining it never idles (shared/recycle.py): it fetches what is left at once
-        rather than after a relay's wake-up (`drained()` commits it)."""
+        """While draining it never idles nor keeps its pace (shared/recycle.py): it fetches what
+        is left at once rather than after a relay's wake-up (`drained()` commits it)."""
         self.draining = draining
         if draining and self._wake is not None:
             self._wake.set()  # out of an idle wait

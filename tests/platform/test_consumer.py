@@ -349,10 +349,11 @@ async def test_a_paced_consumer_fetches_what_gathered_in_fewer_fetches_and_handl
     await producer.start()
     batches: dict[str, list[int]] = {}
 
-    async def run(group: str, pace_ms: int, first: int) -> None:
+    async def run(group: str, pace_ms: int, first: int, draining: bool = False) -> None:
         consumer = EventConsumer(settings=settings, pool=pool, producer=producer, group_id=group, topics=[topic],
                                  handler=add_effect)
         consumer.pace(pace_ms)
+        consumer.drain(draining)
         task = asyncio.create_task(consumer.run())
         try:
             await consumer.assigned.wait()
@@ -381,10 +382,15 @@ async def test_a_paced_consumer_fetches_what_gathered_in_fewer_fetches_and_handl
     try:
         await run(f"paced-{unique}", 300, 100)
         await run(f"unpaced-{unique}", 0, 200)
+        # Draining (shared/recycle.py empties the broker's topics once it has everything): the
+        # relays stand still meanwhile, so it keeps no pace.
+        await run(f"draining-{unique}", 300, 300, draining=True)
     finally:
         await producer.stop()
     paced, unpaced = batches[f"paced-{unique}"], batches[f"unpaced-{unique}"]
+    draining = batches[f"draining-{unique}"]
     # (A fetch already under way when counting began is not counted: at most one.)
-    assert sum(paced) >= 19 and sum(unpaced) >= 19, (paced, unpaced)
+    assert sum(paced) >= 19 and sum(unpaced) >= 19 and sum(draining) >= 19, (paced, unpaced, draining)
     # 0.4 s of messages at a 300 ms pace: a handful of fetches; without a pace, about one each.
     assert len(paced) <= 5 < len(unpaced), (paced, unpaced)
+    assert len(draining) > 5, draining
