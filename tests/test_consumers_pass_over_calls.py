@@ -12,6 +12,7 @@ import time
 
 from tests.helpers.metrics import consumed
 from tests.helpers.solidus import CARD, full_flow
+from tests.helpers.waiting import quiet
 from tests.test_delivery_by_call import leave_address, to_address
 
 CHECKOUTS = 12
@@ -25,21 +26,6 @@ async def until(predicate, what: str, timeout: float = 30) -> None:
         await asyncio.sleep(0.1)
 
 
-async def quiet(counts, quiet_s: float = 1.0, timeout: float = 30):
-    """`counts()` once it has not changed for `quiet_s`: what earlier tests published may still
-    be on its way to the consumers (in one process they fetch every BACKSTOP_CONSUMER_PACE_MS, and
-    the relays linger ONE_PROCESS_OUTBOX_LINGER_MS), and is not this test's to count. A replay
-    of an earlier test reaching shipping's consumer late was counted here as a duplicate."""
-    deadline = time.monotonic() + timeout
-    last, since = counts(), time.monotonic()
-    while time.monotonic() - since < quiet_s:
-        assert time.monotonic() < deadline, "the consumers never went quiet"
-        await asyncio.sleep(0.1)
-        if (now := counts()) != last:
-            last, since = now, time.monotonic()
-    return last
-
-
 async def test_through_concurrent_checkouts_no_consumer_handles_what_a_call_did(gateway, system):
     expected = {"shipping.orders": CHECKOUTS, "order.saga": CHECKOUTS * ANSWERS}  # from Kafka, at least
     outcomes = ("processed", "duplicate", "applied_inline")
@@ -47,7 +33,11 @@ async def test_through_concurrent_checkouts_no_consumer_handles_what_a_call_did(
     def counts() -> dict[str, dict[str, float]]:
         return {c: {outcome: consumed(system, c, outcome) for outcome in outcomes} for c in expected}
 
-    before = await quiet(counts)
+    # What earlier tests published may still be on its way to the consumers (in one process
+    # they fetch every BACKSTOP_CONSUMER_PACE_MS, and the relays linger ONE_PROCESS_OUTBOX_LINGER_MS),
+    # and is not this test's to count: a replay of an earlier test reaching shipping's consumer
+    # late was counted here as a duplicate.
+    before = await quiet(counts, what="the consumers")
     flows = await asyncio.gather(*(full_flow(gateway, card=CARD, coupon=None) for _ in range(CHECKOUTS)))
     for _, _, _, completed in flows:
         assert completed is not None and completed.status_code == 200, completed and completed.text
