@@ -18,7 +18,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from shared import metrics, under_way, wakeup
+from shared import metrics, shutdown, under_way, wakeup
 from shared.envelope import DomainEvent
 from shared.eventstore import EventStore
 from shared.handler import Handler, IdempotentHandler, StatementForm
@@ -116,9 +116,13 @@ class EventConsumer:
         finally:
             if wake is not None:
                 wakeup.listener.unsubscribe(wake)
-            await in_flight.stop()
-            await self._commit(consumer, in_flight.committable(), committed)
-            await consumer.stop()
+            # Bounded (shared/shutdown.py): a commit without a coordinator is retried for ever;
+            # what is not committed is redelivered and handled idempotently.
+            timeout_s = self.settings.shutdown_timeout_ms / 1000
+            await shutdown.bounded(f"{self.group_id}.in-flight", in_flight.stop(), timeout_s)
+            await shutdown.bounded(f"{self.group_id}.commit",
+                                   self._commit(consumer, in_flight.committable(), committed), timeout_s)
+            await shutdown.bounded(f"{self.group_id}.stop", consumer.stop(), timeout_s)
 
     def pace(self, ms: int) -> None:
         """Wait `ms` after each batch before the next fetch: where calls and inline projections

@@ -20,11 +20,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import threading
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from shared import shutdown
 from shared.http_limits import HttpLimits
+from shared.settings import load_settings
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large",
             503: b"Service Unavailable"}
@@ -154,12 +157,30 @@ def guarded_protocol() -> type[GuardedHttpProtocol]:
     return type("ProcessHttpProtocol", (GuardedHttpProtocol,), {"limits": HttpLimits.from_env()})
 
 
+class StoppingServer(uvicorn.Server):
+    """uvicorn's server, which exits within a bound of being told to stop (shared/shutdown.py):
+    open requests get SHUTDOWN_TIMEOUT_MS, the app's stop (each of its waits bounded by the
+    same) twice that, and past both a watchdog thread ends the process."""
+
+    def __init__(self, config: uvicorn.Config, shutdown_timeout_s: float) -> None:
+        super().__init__(config)
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.watchdog: threading.Timer | None = None
+
+    def handle_exit(self, sig, frame) -> None:
+        if self.watchdog is None:
+            self.watchdog = shutdown.exit_if_still_running(3 * self.shutdown_timeout_s, "the process")
+        super().handle_exit(sig, frame)
+
+
 def serve(factory: str, host: str, port: int, *, log_level: str = "info", access_log: bool = True) -> None:
     protocol = guarded_protocol()
-    uvicorn.Server(uvicorn.Config(factory, factory=True, host=host, port=port, http=protocol,
+    timeout_s = load_settings().shutdown_timeout_ms / 1000
+    StoppingServer(uvicorn.Config(factory, factory=True, host=host, port=port, http=protocol,
                                   log_level=log_level, access_log=access_log,
+                                  timeout_graceful_shutdown=max(1, round(timeout_s)),
                                   # More than this waiting in the kernel is refused there.
-                                  backlog=min(2048, protocol.limits.max_connections))).run()
+                                  backlog=min(2048, protocol.limits.max_connections)), timeout_s).run()
 
 
 def main(argv: list[str] | None = None) -> None:

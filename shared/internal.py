@@ -25,12 +25,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared import rpc
+from shared import rpc, shutdown
 from shared.errors import DomainError
 from shared.http_server import guarded_protocol
 from shared.jsonutil import json_response
 from shared.service_access import GATEWAY, OPERATOR, ORDER, SERVICE_KEY_HEADER, caller_of, may_call
-from shared.settings import Settings
+from shared.settings import Settings, load_settings
 from shared.validation import MAX_BODY_BYTES, BadJson, has_forbidden_text, parse_json_object
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class InternalListener:
         self.host, self.port = listen_address(listen)
         self._server: _Server | None = None
         self._task: asyncio.Task | None = None
+        self.shutdown_timeout_s = load_settings().shutdown_timeout_ms / 1000
 
     async def start(self) -> None:
         # Bound here, so a port already taken fails the start-up instead of a background task.
@@ -73,14 +74,16 @@ class InternalListener:
         # log_config=None: the process's JSON logging stays as configured (shared/logs.py).
         # The same connection bounds as the public port (header deadline, connection count).
         self._server = _Server(uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False,
-                                              http=guarded_protocol()))
+                                              http=guarded_protocol(),
+                                              timeout_graceful_shutdown=max(1, round(self.shutdown_timeout_s))))
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         log.info("internal listener started", extra={"fields": {"listen": f"{self.host}:{self.port}"}})
 
     async def stop(self) -> None:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
-            await asyncio.gather(self._task, return_exceptions=True)
+            await shutdown.bounded("internal listener", asyncio.gather(self._task, return_exceptions=True),
+                                   2 * self.shutdown_timeout_s)
 
 
 def serving_internally(internal: FastAPI, listen: str, lifespan=None):

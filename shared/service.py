@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from shared import db, rpc, safety
+from shared import db, rpc, safety, shutdown
 from shared.consumer import EventConsumer
 from shared.contracts import SERVICES
 from shared.envelope import DomainEvent, EventEnvelope
@@ -230,17 +230,21 @@ class ServiceRuntime:
         return partial(subscription.statement, self.context)
 
     async def stop(self) -> None:
-        await HEALTH.detach(self.definition.name)
+        """Each wait bounded by SHUTDOWN_TIMEOUT_MS (shared/shutdown.py): a stop that hangs
+        keeps the process from exiting, so from being restarted."""
+        name, timeout_s = self.definition.name, self.settings.shutdown_timeout_ms / 1000
+        await HEALTH.detach(name)
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await shutdown.bounded(f"{name}.tasks", asyncio.gather(*self._tasks, return_exceptions=True), timeout_s)
         if self._producer is not None:
-            await self._producer.stop()
+            await shutdown.bounded(f"{name}.producer", self._producer.stop(), timeout_s)
         close = getattr(self.context, "close", None)  # what the service's context holds open
         if close is not None:
-            await close()
+            await shutdown.bounded(f"{name}.context", close(), timeout_s)
         if self.ctx is not None:
-            await self.ctx.pool.close()
+            await shutdown.close_pool(self.ctx.pool, timeout_s, f"{name}.pool")
 
     async def readiness(self) -> dict[str, bool]:
         if self.ctx is None:  # the internal listener answers while the services are starting

@@ -115,6 +115,10 @@ class Settings:
     # process keeps to authorise callers without reading the order (services/gateway/order_access.py),
     # least recently used out (0: none).
     gateway_order_access_entries: int = field(default_factory=lambda: _int("GATEWAY_ORDER_ACCESS_ENTRIES", 10_000))
+    # How long a process told to stop waits for each thing it stops (a consumer's last commit,
+    # a pool's connections, open requests), and then, however it is doing, it exits
+    # (shared/shutdown.py): a supervisor restarts only a process that has exited.
+    shutdown_timeout_ms: int = field(default_factory=lambda: _int("SHUTDOWN_TIMEOUT_MS", 10000))
     db_pool_min: int = field(default_factory=lambda: _int("DB_POOL_MIN", 2))
     db_pool_max: int = field(default_factory=lambda: _int("DB_POOL_MAX", 10))
     log_level: str = field(default_factory=lambda: os.environ.get("LOG_LEVEL", "INFO"))

@@ -14,6 +14,24 @@ import httpx
 from tillstream.stack import free_port, wait_for_port
 from tillstream.system import SERVICE_NAMES
 
+# A process exits within 3 x SHUTDOWN_TIMEOUT_MS (10 s) of SIGTERM (shared/shutdown.py).
+EXIT_AFTER_SIGTERM_S = 40
+
+
+async def _terminated_and_restarted(system, process, old_pid: int) -> None:
+    """SIGTERM to `old_pid`, then back under the supervisor. One that has not exited in time is
+    killed, so that it leaves the system to the next tests, and the test fails."""
+    os.kill(old_pid, signal.SIGTERM)
+    deadline = time.monotonic() + EXIT_AFTER_SIGTERM_S
+    while process.pid == old_pid and process.alive():
+        if time.monotonic() > deadline:
+            os.kill(old_pid, signal.SIGKILL)
+            await _restarted(system, process, old_pid)
+            raise AssertionError(f"{process.name} (pid {old_pid}) had not exited {EXIT_AFTER_SIGTERM_S} s after"
+                                 " SIGTERM; killed")
+        await asyncio.sleep(0.1)
+    await _restarted(system, process, old_pid)
+
 
 async def _restarted(system, process, old_pid: int) -> None:
     deadline = time.monotonic() + 60
@@ -28,9 +46,7 @@ async def reconfigure(system, service: str, **env: str | None) -> None:
     process = system.process_of(service)
     process.env = {k: v for k, v in {**process.env, **env}.items() if v is not None}
     process.restarts = 0
-    old = process.pid
-    os.kill(old, signal.SIGTERM)
-    await _restarted(system, process, old)
+    await _terminated_and_restarted(system, process, process.pid)
 
 
 async def reconfigure_every_instance(system, service: str, **env: str | None) -> None:
@@ -41,9 +57,7 @@ async def reconfigure_every_instance(system, service: str, **env: str | None) ->
         process = system.processes[name]
         process.env = {k: v for k, v in {**process.env, **env}.items() if v is not None}
         process.restarts = 0
-        old = process.pid
-        os.kill(old, signal.SIGTERM)
-        await _restarted(system, process, old)
+        await _terminated_and_restarted(system, process, process.pid)
 
 
 async def kill_9(system, service: str) -> int:
