@@ -55,7 +55,9 @@ def served_app(settings, impl: CartOperations) -> FastAPI:
 @contextlib.asynccontextmanager
 async def serving(app: FastAPI):
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    # A request still open at the end (the slow neighbour's) is cut after a second, not awaited.
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off",
+                                          timeout_graceful_shutdown=1))
     task = asyncio.create_task(server.serve())
     deadline = time.monotonic() + 10
     while not server.started:
