@@ -26,6 +26,8 @@ def test_compose_runs_every_service_on_kafka_kraft_and_postgres():
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
         assert env["TILLSTREAM_GATEWAY_KEY"].startswith("${TILLSTREAM_GATEWAY_KEY:?")  # required, never defaulted
         assert "/readyz" in " ".join(spec["healthcheck"]["test"])
+        # Time for the bounded stop (3 x SHUTDOWN_TIMEOUT_MS's default, shared/shutdown.py) before a kill.
+        assert spec["stop_grace_period"] == "35s"
     # The completion saga runs in the order service's instances (its consumer group and sweep).
     assert not any("saga" in name for name in services)
     gateway = services["gateway"]["environment"]
