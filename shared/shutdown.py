@@ -29,18 +29,27 @@ WATCHDOG_EXIT_STATUS = 70
 
 
 async def bounded(what: str, awaitable: Awaitable, timeout_s: float) -> bool:
-    """Await `awaitable` for at most `timeout_s` (then it is cancelled); whether it finished.
-    What it raised is logged, not raised: the rest of the stop goes on."""
+    """Await `awaitable` for at most `timeout_s`; whether it finished. Past the bound it is
+    cancelled and left to end on its own: not awaited, since a wait that swallows its
+    cancellation would hold the stop for ever (as `asyncio.wait_for` would). What it raised
+    is logged, not raised: the rest of the stop goes on."""
+    task = asyncio.ensure_future(awaitable)
     try:
-        await asyncio.wait_for(awaitable, timeout_s)
-        return True
-    except asyncio.TimeoutError:
-        log.warning("gave up waiting while stopping", extra={"fields": {"what": what, "after_s": timeout_s}})
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
     except asyncio.CancelledError:
+        task.cancel()
         raise
-    except Exception as exc:
-        log.warning("failed while stopping", extra={"fields": {"what": what, "error": repr(exc)}})
-    return False
+    if not done:
+        task.cancel()
+        log.warning("gave up waiting while stopping", extra={"fields": {"what": what, "after_s": timeout_s}})
+        return False
+    if task.cancelled():
+        return False
+    failure = task.exception()
+    if failure is not None:
+        log.warning("failed while stopping", extra={"fields": {"what": what, "error": repr(failure)}})
+        return False
+    return True
 
 
 async def close_pool(pool: asyncpg.Pool, timeout_s: float, what: str = "pool") -> None:

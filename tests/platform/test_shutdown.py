@@ -40,6 +40,27 @@ async def test_bounded_tells_whether_the_wait_finished_and_never_raises_what_it_
     assert not await bounded("failing", fails(), 1)
 
 
+async def test_bounded_does_not_wait_for_a_wait_that_swallows_its_cancellation():
+    released = asyncio.Event()
+
+    async def stubborn():  # as a retry loop that catches everything would
+        while not released.is_set():
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                pass
+
+    task = asyncio.ensure_future(stubborn())
+    checking = asyncio.ensure_future(bounded("stubborn", task, 0.2))
+    try:
+        done, _ = await asyncio.wait({checking}, timeout=3)
+        assert done, "still waiting for it, as asyncio.wait_for would"
+        assert checking.result() is False and not task.done()
+    finally:
+        released.set()
+        await asyncio.wait({task, checking}, timeout=3)
+
+
 def served(factory: str, port: int, shutdown_timeout_ms: int) -> subprocess.Popen:
     """`factory` (tests/helpers/stuck_app.py) served as every Tillstream process is."""
     env = {**os.environ, "SHUTDOWN_TIMEOUT_MS": str(shutdown_timeout_ms), "PYTHONPATH": ROOT}
