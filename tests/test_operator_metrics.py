@@ -204,9 +204,13 @@ async def test_watch_prints_throughput_lag_sagas_outbox_and_dead_letters(system,
     assert len(views) == 2 and set(views[0]["services"]) == set(SERVICES)
     assert views[0]["lag"]["order.view+saga"]["partitions"] >= 3 and {"running", "compensating"} <= set(
         views[0]["sagas"])
-    # Live until Ctrl-C, which ends it cleanly.
+    # Live until Ctrl-C, which ends it cleanly. Run as from a terminal, where Ctrl-C is heard: a
+    # suite started in the background by a shell without job control inherits SIGINT ignored,
+    # and so would the CLI (it then runs on, as a background job should).
     env = {**os.environ, "DATABASE_URL": stack.database_url, "KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap_servers}
-    live = subprocess.Popen([sys.executable, "-m", "tillstream.cli", "watch", "--interval", "0.5"], env=env,
+    at_a_terminal = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler);"
+                     " runpy.run_module('tillstream.cli', run_name='__main__')")
+    live = subprocess.Popen([sys.executable, "-c", at_a_terminal, "watch", "--interval", "0.5"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         await asyncio.sleep(4)
