@@ -118,7 +118,7 @@ class EventConsumer:
                 wakeup.listener.unsubscribe(wake)
             # Bounded (shared/shutdown.py): a commit without a coordinator is retried for ever;
             # what is not committed is redelivered and handled idempotently.
-            timeout_s = self.settings.shutdown_timeout_ms / 1000
+            timeout_s = self.settings.shutdown_timeout_s
             await shutdown.bounded(f"{self.group_id}.in-flight", in_flight.stop(), timeout_s)
             await shutdown.bounded(f"{self.group_id}.commit",
                                    self._commit(consumer, in_flight.committable(), committed), timeout_s)

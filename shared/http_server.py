@@ -175,10 +175,10 @@ class StoppingServer(uvicorn.Server):
 
 def serve(factory: str, host: str, port: int, *, log_level: str = "info", access_log: bool = True) -> None:
     protocol = guarded_protocol()
-    timeout_s = load_settings().shutdown_timeout_ms / 1000
+    timeout_s = load_settings().shutdown_timeout_s
     StoppingServer(uvicorn.Config(factory, factory=True, host=host, port=port, http=protocol,
                                   log_level=log_level, access_log=access_log,
-                                  timeout_graceful_shutdown=max(1, round(timeout_s)),
+                                  timeout_graceful_shutdown=shutdown.whole_seconds(timeout_s),
                                   # More than this waiting in the kernel is refused there.
                                   backlog=min(2048, protocol.limits.max_connections)), timeout_s).run()
 

@@ -59,7 +59,7 @@ class InternalListener:
         self.host, self.port = listen_address(listen)
         self._server: _Server | None = None
         self._task: asyncio.Task | None = None
-        self.shutdown_timeout_s = load_settings().shutdown_timeout_ms / 1000
+        self.shutdown_timeout_s = load_settings().shutdown_timeout_s
 
     async def start(self) -> None:
         # Bound here, so a port already taken fails the start-up instead of a background task.
@@ -75,7 +75,7 @@ class InternalListener:
         # The same connection bounds as the public port (header deadline, connection count).
         self._server = _Server(uvicorn.Config(self.app, lifespan="off", log_config=None, access_log=False,
                                               http=guarded_protocol(),
-                                              timeout_graceful_shutdown=max(1, round(self.shutdown_timeout_s))))
+                                              timeout_graceful_shutdown=shutdown.whole_seconds(self.shutdown_timeout_s)))
         self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
         log.info("internal listener started", extra={"fields": {"listen": f"{self.host}:{self.port}"}})
 

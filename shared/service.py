@@ -232,12 +232,11 @@ class ServiceRuntime:
     async def stop(self) -> None:
         """Each wait bounded by SHUTDOWN_TIMEOUT_MS (shared/shutdown.py): a stop that hangs
         keeps the process from exiting, so from being restarted."""
-        name, timeout_s = self.definition.name, self.settings.shutdown_timeout_ms / 1000
+        name, timeout_s = self.definition.name, self.settings.shutdown_timeout_s
         await HEALTH.detach(name)
         for task in self._tasks:
             task.cancel()
-        if self._tasks:
-            await shutdown.bounded(f"{name}.tasks", asyncio.gather(*self._tasks, return_exceptions=True), timeout_s)
+        await shutdown.bounded(f"{name}.tasks", asyncio.gather(*self._tasks, return_exceptions=True), timeout_s)
         if self._producer is not None:
             await shutdown.bounded(f"{name}.producer", self._producer.stop(), timeout_s)
         close = getattr(self.context, "close", None)  # what the service's context holds open

@@ -139,6 +139,10 @@ class Settings:
     # Fault injection (shared/faults.py) is honoured only with this flag.
     chaos: bool = field(default_factory=lambda: _flag("TILLSTREAM_CHAOS"))
 
+    @property
+    def shutdown_timeout_s(self) -> float:
+        return self.shutdown_timeout_ms / 1000
+
     def require_database_url(self) -> str:
         if not self.database_url:
             raise RuntimeError("DATABASE_URL is not set (make run and the tests set it for you)")

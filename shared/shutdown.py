@@ -59,6 +59,11 @@ async def close_pool(pool: asyncpg.Pool, timeout_s: float, what: str = "pool") -
         pool.terminate()
 
 
+def whole_seconds(timeout_s: float) -> int:
+    """`timeout_s` as uvicorn's `timeout_graceful_shutdown` takes it: whole seconds, at least 1."""
+    return max(1, round(timeout_s))
+
+
 def exit_if_still_running(timeout_s: float, what: str) -> threading.Timer:
     """From now on the process has `timeout_s` to exit: a daemon thread ends it then (status
     WATCHDOG_EXIT_STATUS), even if its event loop is stuck. `cancel()` the timer to disarm it."""

@@ -18,9 +18,13 @@ from tillstream.system import SERVICE_NAMES
 EXIT_AFTER_SIGTERM_S = 40
 
 
-async def _terminated_and_restarted(system, process, old_pid: int) -> None:
-    """SIGTERM to `old_pid`, then back under the supervisor. One that has not exited in time is
-    killed, so that it leaves the system to the next tests, and the test fails."""
+async def _restarted_with(system, process, env: dict[str, str | None]) -> None:
+    """`process` restarted with its environment changed (None: unset): SIGTERM, then back under
+    the supervisor. One that has not exited in time is killed, so that it leaves the system to
+    the next tests, and the test fails."""
+    process.env = {k: v for k, v in {**process.env, **env}.items() if v is not None}
+    process.restarts = 0
+    old_pid = process.pid
     os.kill(old_pid, signal.SIGTERM)
     deadline = time.monotonic() + EXIT_AFTER_SIGTERM_S
     while process.pid == old_pid and process.alive():
@@ -43,10 +47,7 @@ async def _restarted(system, process, old_pid: int) -> None:
 
 async def reconfigure(system, service: str, **env: str | None) -> None:
     """Restart the process hosting `service` with its environment changed (None: unset)."""
-    process = system.process_of(service)
-    process.env = {k: v for k, v in {**process.env, **env}.items() if v is not None}
-    process.restarts = 0
-    await _terminated_and_restarted(system, process, process.pid)
+    await _restarted_with(system, system.process_of(service), env)
 
 
 async def reconfigure_every_instance(system, service: str, **env: str | None) -> None:
@@ -54,10 +55,7 @@ async def reconfigure_every_instance(system, service: str, **env: str | None) ->
     if not system.distributed:
         return await reconfigure(system, service, **env)
     for name in [n for n in system.processes if n == service or n.startswith(f"{service}-")]:
-        process = system.processes[name]
-        process.env = {k: v for k, v in {**process.env, **env}.items() if v is not None}
-        process.restarts = 0
-        await _terminated_and_restarted(system, process, process.pid)
+        await _restarted_with(system, system.processes[name], env)
 
 
 async def kill_9(system, service: str) -> int:
